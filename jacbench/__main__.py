@@ -1,0 +1,3 @@
+from jacbench.cli import app
+
+app(prog_name="jacbench")

@@ -1,0 +1,313 @@
+"""A pure cost model of the Jacobian routines: FLOPs, memory, bracketing and a plan.
+
+Everything here is a function of ``widths = (D, K_1, …, K_L, P)``, the mode and the batch:
+no tensors are made. The counts are exact for what ``jacbench.jacobians`` executes; see
+NOTE: [The chain] and NOTE: [FLOPs of each mode].
+
+NOTE: [The chain]
+    With p = widths (p_0 = D, p_{L+1} = P) and n = L+1 matrices M_k = W_k (p_k × p_{k-1}),
+    M_n = W_F, the Jacobian of one sample is the chain
+
+        J = M_n · Σ_{n-1} · M_{n-1} · … · Σ_1 · M_1,     Σ_k = diag(σ'(z_k)).
+
+    A diagonal Σ_k costs no matmul: it scales the columns of whatever stands on its left or
+    the rows of whatever stands on its right. Every product of two neighbours has a Σ between
+    them, so every product is per sample: a batch of B costs B times one sample.
+
+    Forward mode brackets right to left, starting from M_1 itself (I·M_1 is never multiplied):
+
+        J = M_n(Σ_{n-1} M_{n-1}( … (Σ_2 M_2 (Σ_1 M_1)) … ))      tangents: p_0 = D columns
+
+    Reverse mode brackets left to right, starting from M_n itself:
+
+        J = (( … ((M_n Σ_{n-1}) M_{n-1} Σ_{n-2}) … ) M_2 Σ_1) M_1    adjoints: p_n = P rows
+
+    Mixed mode takes the cheapest of all bracketings (matrix-chain dynamic programming);
+    the two pure modes are two of them, so mixed never costs more than either.
+
+NOTE: [FLOPs of each mode]
+    A product of an (a × b) by a (b × c) matrix costs 2·a·b·c FLOPs (one multiply and one
+    add per term: the convention of torch.utils.flop_counter). Every mode first runs the
+    primal pass z_k = W_k h_{k-1} (+ b_k) for k = 1..L, keeping σ'(z_k); W_F · h_L is not
+    needed for J and is not computed:
+
+        primal  = B · Σ_{k=1..L}   2 · p_k · p_{k-1}
+        forward = primal + B · Σ_{k=2..L+1} 2 · p_k · p_{k-1} · D
+        reverse = primal + B · Σ_{k=1..L}   2 · P · p_k · p_{k-1}
+        mixed   = primal + B · (cost of the best bracketing)
+
+    Worked example, widths (D, K, K, P) = (4, 3, 3, 1), B = 1:
+
+        primal  = 2·3·4 + 2·3·3            = 24 + 18 = 42
+        forward = 42 + 2·3·3·4 + 2·1·3·4   = 42 + 72 + 24 = 138
+        reverse = 42 + 2·1·3·3 + 2·1·3·4   = 42 + 18 + 24 = 84
+
+    So with one output reverse wins; transpose the shape (D = 1, P = 4) and forward wins.
+    Hourglass widths (64, 64, 4, 64, 64) make mixed win: it forms W_F·Σ·W_3 (64×4) and
+    W_2·Σ·W_1 (4×64), then multiplies the two through the narrow waist: 98,304 FLOPs against
+    589,824 for either pure mode, which carry 64 columns or rows through every layer.
+    Chunking (chunk_size) splits the D tangents or P adjoints into passes and changes no count.
+
+NOTE: [Elementwise work and memory]
+    Elementwise work is counted in element-operations, one per element per operation:
+    the primal pass does σ and σ' (and a bias add when there are biases) on B·p_k elements
+    per layer; forward mode scales B·D·p_k tangent entries per layer, reverse mode B·P·p_k
+    adjoint entries; mixed mode scales the smaller of the two operands at each product.
+    They are reported apart from matmul FLOPs because they are memory-bound, not compute-bound.
+
+    memory_bytes is the peak extra memory of a call beyond the weights and x: the kept σ'
+    vectors (B·Σ p_k), the result (B·P·D), and the largest pair of live sweep blocks
+    (input and output of one matmul: B·c·(p_{k-1} + p_k) for a chunk of c tangents or adjoints).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+MODES = ("forward", "reverse", "mixed")
+
+# A bracketing: a leaf is the 1-based index k of M_k; a node is (left, right) = left · right,
+# where left holds the higher-index matrices (closer to the output).
+Bracketing = int | tuple["Bracketing", "Bracketing"]
+
+
+def _check_widths(widths: Sequence[int]) -> tuple[int, ...]:
+    widths = tuple(int(w) for w in widths)
+    if len(widths) < 3:
+        raise ValueError(f"widths needs at least 3 entries (D, K_1, P), got {widths}")
+    if min(widths) < 1:
+        raise ValueError(f"every width must be ≥ 1, got {widths}")
+    return widths
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of: {', '.join(MODES)}")
+
+
+def matrix_name(k: int, n: int) -> str:
+    """The textbook name of M_k in a chain of n matrices: W1 … WL, and WF for M_n."""
+    return "WF" if k == n else f"W{k}"
+
+
+def forward_bracketing(n: int) -> Bracketing:
+    """M_n(… (M_2 M_1)): right to left."""
+    tree: Bracketing = 1
+    for k in range(2, n + 1):
+        tree = (k, tree)
+    return tree
+
+
+def reverse_bracketing(n: int) -> Bracketing:
+    """((M_n M_{n-1}) …) M_1: left to right."""
+    tree: Bracketing = n
+    for k in range(n - 1, 0, -1):
+        tree = (tree, k)
+    return tree
+
+
+def span(tree: Bracketing) -> tuple[int, int]:
+    """(i, j) such that ``tree`` is the product M_j … M_i."""
+    if isinstance(tree, int):
+        return tree, tree
+    return span(tree[1])[0], span(tree[0])[1]
+
+
+def bracketing_cost(widths: Sequence[int], tree: Bracketing) -> int:
+    """Matmul FLOPs of one sample's chain evaluated as ``tree``."""
+    if isinstance(tree, int):
+        return 0
+    left, right = tree
+    i, k = span(right)
+    j = span(left)[1]
+    return (
+        bracketing_cost(widths, left)
+        + bracketing_cost(widths, right)
+        + 2 * widths[j] * widths[k] * widths[i - 1]
+    )
+
+
+def format_bracketing(tree: Bracketing, n: int) -> str:
+    """E.g. ``(WF·(W2·W1))``."""
+    if isinstance(tree, int):
+        return matrix_name(tree, n)
+    return f"({format_bracketing(tree[0], n)}·{format_bracketing(tree[1], n)})"
+
+
+def chain_order(widths: Sequence[int]) -> tuple[int, Bracketing]:
+    """The cheapest bracketing of one sample's chain and its matmul FLOPs.
+
+    Classic O(n³) matrix-chain dynamic programming over ``widths``; among equally cheap
+    splits the one nearest the output wins.
+
+    >>> chain_order((64, 64, 4, 64, 64))
+    (98304, ((4, 3), (2, 1)))
+    """
+    p = _check_widths(widths)
+    return _chain_order(p)
+
+
+@functools.lru_cache(maxsize=256)
+def _chain_order(p: tuple[int, ...]) -> tuple[int, Bracketing]:
+    n = len(p) - 1
+    best: dict[tuple[int, int], tuple[int, Bracketing]] = {(i, i): (0, i) for i in range(1, n + 1)}
+    for length in range(2, n + 1):
+        for i in range(1, n - length + 2):
+            j = i + length - 1
+            candidates = []
+            for k in range(j - 1, i - 1, -1):
+                left_cost, left = best[(k + 1, j)]
+                right_cost, right = best[(i, k)]
+                cost = left_cost + right_cost + 2 * p[j] * p[k] * p[i - 1]
+                candidates.append((cost, (left, right)))
+            best[(i, j)] = min(candidates, key=lambda c: c[0])
+    return best[(1, n)]
+
+
+def mode_bracketing(widths: Sequence[int], mode: str) -> Bracketing:
+    """The bracketing the routine for ``mode`` evaluates."""
+    p = _check_widths(widths)
+    _check_mode(mode)
+    n = len(p) - 1
+    if mode == "forward":
+        return forward_bracketing(n)
+    if mode == "reverse":
+        return reverse_bracketing(n)
+    return _chain_order(p)[1]
+
+
+def primal_flops(widths: Sequence[int], batch: int = 1) -> int:
+    """Matmul FLOPs of the primal pass z_k = W_k h_{k-1}, k = 1..L."""
+    p = _check_widths(widths)
+    return batch * sum(2 * p[k] * p[k - 1] for k in range(1, len(p) - 1))
+
+
+def flop_count(widths: Sequence[int], mode: str, batch: int = 1) -> int:
+    """Exact matmul FLOPs (2·m·n·k) of ``jacobian_<mode>`` on a batch, primal pass included.
+
+    See NOTE: [FLOPs of each mode].
+
+    >>> flop_count((4, 3, 3, 1), "forward"), flop_count((4, 3, 3, 1), "reverse")
+    (138, 84)
+    """
+    p = _check_widths(widths)
+    tree = mode_bracketing(p, mode)
+    return primal_flops(p, batch) + batch * bracketing_cost(p, tree)
+
+
+def _scaled_elements(widths: tuple[int, ...], tree: Bracketing) -> int:
+    """Elements scaled by the Σ's when mixed mode evaluates ``tree`` (one sample)."""
+    if isinstance(tree, int):
+        return 0
+    left, right = tree
+    i, k = span(right)
+    j = span(left)[1]
+    here = min(widths[j] * widths[k], widths[k] * widths[i - 1])
+    return here + _scaled_elements(widths, left) + _scaled_elements(widths, right)
+
+
+def elementwise_flops(
+    widths: Sequence[int], mode: str, batch: int = 1, *, bias: bool = False
+) -> int:
+    """Elementwise operations of ``jacobian_<mode>``; see NOTE: [Elementwise work and memory]."""
+    p = _check_widths(widths)
+    _check_mode(mode)
+    hidden = p[1:-1]
+    primal = (3 if bias else 2) * sum(hidden)
+    if mode == "forward":
+        sweep = p[0] * sum(hidden)
+    elif mode == "reverse":
+        sweep = p[-1] * sum(hidden)
+    else:
+        sweep = _scaled_elements(p, _chain_order(p)[1])
+    return batch * (primal + sweep)
+
+
+def _mixed_peak_elements(widths: tuple[int, ...], tree: Bracketing) -> tuple[int, int]:
+    """(elements of the result, peak live elements) when mixed mode evaluates ``tree``."""
+    if isinstance(tree, int):
+        return 0, 0  # a weight matrix: already in memory
+    left, right = tree
+    i, k = span(right)
+    j = span(left)[1]
+    left_size, left_peak = _mixed_peak_elements(widths, left)
+    right_size, right_peak = _mixed_peak_elements(widths, right)
+    result = widths[j] * widths[i - 1]
+    peak = max(left_peak, left_size + right_peak, left_size + right_size + result)
+    return result, peak
+
+
+def memory_bytes(
+    widths: Sequence[int],
+    mode: str,
+    batch: int = 1,
+    dtype: torch.dtype = torch.float32,
+    chunk_size: int | None = None,
+) -> int:
+    """Modelled peak extra memory of ``jacobian_<mode>`` in bytes (weights and x excluded).
+
+    See NOTE: [Elementwise work and memory]. ``chunk_size`` bounds the tangents (forward)
+    or adjoints (reverse) carried at once; mixed mode takes none.
+    """
+    p = _check_widths(widths)
+    _check_mode(mode)
+    d, out = p[0], p[-1]
+    kept = sum(p[1:-1])
+    result = d * out
+    if mode == "mixed":
+        sweep = _mixed_peak_elements(p, _chain_order(p)[1])[1]
+    else:
+        carried = d if mode == "forward" else out
+        if chunk_size is not None:
+            carried = min(carried, chunk_size)
+        sweep = carried * max(a + b for a, b in zip(p[:-1], p[1:]))
+    item = torch.empty((), dtype=dtype).element_size()
+    return batch * item * (kept + result + sweep)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the cost model says about one shape: the mode it predicts fastest, and why."""
+
+    widths: tuple[int, ...]
+    batch: int
+    mode: str
+    flops: dict[str, int]
+    elementwise_flops: dict[str, int]
+    memory_bytes: dict[str, int]
+    bracketing: str
+
+
+# Mixed mode evaluates its bracketing recursively, with more and smaller products than a
+# pure sweep; it is only predicted to win when it saves a clear share of the FLOPs.
+MIXED_MIN_SAVING = 0.10
+
+
+def plan(
+    widths: Sequence[int], batch: int = 1, dtype: torch.dtype = torch.float32
+) -> Plan:
+    """Predict the fastest mode for ``widths`` and ``batch`` from the FLOP model.
+
+    The pure mode with fewer FLOPs wins (reverse on a tie); mixed wins only when its
+    bracketing saves more than ``MIXED_MIN_SAVING`` of the better pure mode's FLOPs.
+
+    >>> plan((1000, 1000, 1000, 1000, 1)).mode
+    'reverse'
+    """
+    p = _check_widths(widths)
+    flops = {mode: flop_count(p, mode, batch) for mode in MODES}
+    pure = "forward" if flops["forward"] < flops["reverse"] else "reverse"
+    mode = "mixed" if flops["mixed"] < (1 - MIXED_MIN_SAVING) * flops[pure] else pure
+    return Plan(
+        widths=p,
+        batch=batch,
+        mode=mode,
+        flops=flops,
+        elementwise_flops={m: elementwise_flops(p, m, batch) for m in MODES},
+        memory_bytes={m: memory_bytes(p, m, batch, dtype) for m in MODES},
+        bracketing=format_bracketing(_chain_order(p)[1], len(p) - 1),
+    )

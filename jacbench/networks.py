@@ -1,0 +1,249 @@
+"""Deep MLPs  f(x) = W_F · σ_L(W_L · … σ_1(W_1 · x + b_1) … + b_L) + b_F.
+
+``widths = (D, K_1, …, K_L, P)``: W_1 is K_1×D, W_i is K_i×K_{i-1}, W_F is P×K_L.
+Depth L counts the σ layers, so a network has L+1 weight matrices. Biases are
+optional (the textbook network has none); they do not change the Jacobian's
+formula, only the points σ' is evaluated at.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from jacbench.activations import Activation, get_activation
+
+INITS = ("lecun", "xavier", "normal")
+
+_SEQUENTIAL_ACTIVATIONS: dict[type[nn.Module], str] = {
+    nn.Tanh: "tanh",
+    nn.Sigmoid: "sigmoid",
+    nn.ReLU: "relu",
+    nn.Softplus: "softplus",
+    nn.Identity: "identity",
+}
+
+
+@dataclass(frozen=True)
+class MLP:
+    """An immutable MLP: weights ``(W_1, …, W_L, W_F)``, biases, one activation per σ layer.
+
+    Build one with :func:`make_mlp`, :meth:`MLP.from_widths` or :meth:`MLP.from_sequential`.
+
+    >>> net = make_mlp(depth=2, d_in=3, width=4, d_out=2)
+    >>> net.widths, net.depth, net(torch.ones(5, 3)).shape
+    ((3, 4, 4, 2), 2, torch.Size([5, 2]))
+    """
+
+    weights: tuple[Tensor, ...]
+    biases: tuple[Tensor | None, ...]
+    activations: tuple[Activation, ...]
+
+    def __post_init__(self) -> None:
+        weights, biases, activations = self.weights, self.biases, self.activations
+        if len(weights) < 2:
+            raise ValueError(f"an MLP needs at least 2 weight matrices (depth ≥ 1), got {len(weights)}")
+        if len(biases) != len(weights):
+            raise ValueError(f"expected {len(weights)} biases (None for none), got {len(biases)}")
+        if len(activations) != len(weights) - 1:
+            raise ValueError(f"expected {len(weights) - 1} activations, got {len(activations)}")
+        reference = weights[0]
+        for i, w in enumerate(weights):
+            if w.ndim != 2:
+                raise ValueError(f"weight {i + 1} must be a matrix, got shape {tuple(w.shape)}")
+            if w.dtype != reference.dtype or w.device != reference.device:
+                raise ValueError("all weights must share one dtype and device")
+            if i > 0 and w.shape[1] != weights[i - 1].shape[0]:
+                raise ValueError(
+                    f"weight {i + 1} has {w.shape[1]} columns but weight {i} has "
+                    f"{weights[i - 1].shape[0]} rows"
+                )
+            b = biases[i]
+            if b is not None and (b.shape != (w.shape[0],) or b.dtype != w.dtype):
+                raise ValueError(f"bias {i + 1} must have shape ({w.shape[0]},) and dtype {w.dtype}")
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """``(D, K_1, …, K_L, P)``."""
+        return (self.weights[0].shape[1], *(w.shape[0] for w in self.weights))
+
+    @property
+    def depth(self) -> int:
+        """L, the number of σ layers."""
+        return len(self.activations)
+
+    @property
+    def d_in(self) -> int:
+        return self.weights[0].shape[1]
+
+    @property
+    def d_out(self) -> int:
+        return self.weights[-1].shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weights[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights[0].device
+
+    # --------------------------------------------------------------- evaluate
+    def __call__(self, x: Tensor) -> Tensor:
+        """f(x) for x of shape (D,) → (P,) or (B, D) → (B, P)."""
+        h = x
+        for w, b, act in zip(self.weights, self.biases, self.activations):
+            h = act.fn(nn.functional.linear(h, w, b))
+        return nn.functional.linear(h, self.weights[-1], self.biases[-1])
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> MLP:
+        """A copy of the network on ``device`` and/or in ``dtype``."""
+
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device=device, dtype=dtype)
+
+        return MLP(
+            tuple(move(w) for w in self.weights),
+            tuple(move(b) for b in self.biases),
+            self.activations,
+        )
+
+    def param_dict(self) -> dict[str, Tensor]:
+        """The weights named as in the textbook exercise: ``{"W1", …, "WL", "WF"}``."""
+        names = [f"W{i}" for i in range(1, self.depth + 1)] + ["WF"]
+        return dict(zip(names, self.weights))
+
+    # ----------------------------------------------------------- constructors
+    @classmethod
+    def from_widths(
+        cls,
+        widths: Sequence[int],
+        *,
+        activation: str | Activation = "tanh",
+        init: str = "lecun",
+        bias: bool = False,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> MLP:
+        """A seeded network with any ``widths = (D, K_1, …, K_L, P)`` (hourglass ones too).
+
+        Args:
+            widths: at least three positive sizes (depth L = len(widths) − 2 ≥ 1).
+            activation: one name from ``jacbench.activations.ACTIVATIONS`` for every σ layer.
+            init: ``"lecun"`` N(0, 1/fan_in) (default: tanh stays out of saturation),
+                ``"xavier"`` N(0, 2/(fan_in+fan_out)), or ``"normal"`` N(0, 1) — the textbook
+                exercise's choice, under which deep tanh layers saturate (σ' ≈ 0, J ≈ 0).
+            bias: add biases, drawn like the weights of their layer.
+            seed: weights are drawn on the CPU in float64 from this seed, then cast and moved,
+                so the same seed gives the same network on every device and dtype.
+
+        >>> MLP.from_widths((8, 64, 4, 64, 8)).widths
+        (8, 64, 4, 64, 8)
+        """
+        widths = tuple(int(w) for w in widths)
+        if len(widths) < 3:
+            raise ValueError(f"widths needs at least 3 entries (D, K_1, P), got {widths}")
+        if min(widths) < 1:
+            raise ValueError(f"every width must be ≥ 1, got {widths}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; expected one of: {', '.join(INITS)}")
+        act = get_activation(activation)
+        generator = torch.Generator().manual_seed(seed)
+        weights, biases = [], []
+        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+            std = {
+                "lecun": 1 / math.sqrt(fan_in),
+                "xavier": math.sqrt(2 / (fan_in + fan_out)),
+                "normal": 1.0,
+            }[init]
+            w = torch.randn(fan_out, fan_in, generator=generator, dtype=torch.float64) * std
+            weights.append(w.to(device=device, dtype=dtype))
+            if bias:
+                b = torch.randn(fan_out, generator=generator, dtype=torch.float64) * std
+                biases.append(b.to(device=device, dtype=dtype))
+            else:
+                biases.append(None)
+        return cls(tuple(weights), tuple(biases), (act,) * (len(widths) - 2))
+
+    @classmethod
+    def from_sequential(cls, model: nn.Sequential) -> MLP:
+        """The MLP of an ``nn.Sequential`` of Linear layers and activations.
+
+        Accepts ``nn.Linear`` (with or without bias) and ``nn.Tanh``, ``nn.Sigmoid``,
+        ``nn.ReLU``, ``nn.Softplus`` (default beta and threshold), ``nn.Identity``.
+        Linear and activation layers must alternate, starting and ending with Linear.
+
+        Raises:
+            ValueError: naming the first layer that does not fit.
+        """
+        weights: list[Tensor] = []
+        biases: list[Tensor | None] = []
+        activations: list[Activation] = []
+        expect_linear = True
+        for index, layer in enumerate(model):
+            where = f"layer {index} ({type(layer).__name__})"
+            if isinstance(layer, nn.Linear):
+                if not expect_linear:
+                    raise ValueError(f"{where}: two Linear layers in a row; put an activation between")
+                weights.append(layer.weight.detach())
+                biases.append(None if layer.bias is None else layer.bias.detach())
+            elif type(layer) in _SEQUENTIAL_ACTIVATIONS:
+                if expect_linear:
+                    raise ValueError(f"{where}: expected a Linear layer here")
+                if isinstance(layer, nn.Softplus) and (
+                    layer.beta != 1 or layer.threshold != 20
+                ):
+                    raise ValueError(f"{where}: only Softplus(beta=1, threshold=20) is supported")
+                activations.append(get_activation(_SEQUENTIAL_ACTIVATIONS[type(layer)]))
+            else:
+                supported = ", ".join(["Linear", *(t.__name__ for t in _SEQUENTIAL_ACTIVATIONS)])
+                raise ValueError(f"{where} is not supported; expected one of: {supported}")
+            expect_linear = not expect_linear
+        if expect_linear or len(weights) < 2:
+            raise ValueError(
+                "expected Linear, activation, …, Linear with at least two Linear layers"
+            )
+        return cls(tuple(weights), tuple(biases), tuple(activations))
+
+
+def make_mlp(
+    depth: int,
+    d_in: int,
+    width: int,
+    d_out: int,
+    *,
+    activation: str | Activation = "tanh",
+    init: str = "lecun",
+    bias: bool = False,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> MLP:
+    """The deep tanh-network generator: depth L, input D, width K, output P.
+
+    ``make_mlp(L, D, K, P)`` is ``MLP.from_widths((D, K, …, K, P))`` with L hidden widths;
+    see :meth:`MLP.from_widths` for the keyword arguments. With ``init="normal"`` (N(0, 1),
+    the textbook's) tanh saturates once K is more than a few units: most σ' are ≈ 0 and the
+    Jacobian of a deep network is ≈ 0, which is why the default is ``"lecun"``.
+
+    >>> net = make_mlp(depth=3, d_in=10, width=20, d_out=1)
+    >>> net.widths
+    (10, 20, 20, 20, 1)
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be ≥ 1, got {depth}")
+    return MLP.from_widths(
+        (d_in, *([width] * depth), d_out),
+        activation=activation,
+        init=init,
+        bias=bias,
+        seed=seed,
+        dtype=dtype,
+        device=device,
+    )
