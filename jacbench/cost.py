@@ -287,9 +287,7 @@ class Plan:
 MIXED_MIN_SAVING = 0.10
 
 
-def plan(
-    widths: Sequence[int], batch: int = 1, dtype: torch.dtype = torch.float32
-) -> Plan:
+def plan(widths: Sequence[int], batch: int = 1, dtype: torch.dtype = torch.float32) -> Plan:
     """Predict the fastest mode for ``widths`` and ``batch`` from the FLOP model.
 
     The pure mode with fewer FLOPs wins (reverse on a tie); mixed wins only when its

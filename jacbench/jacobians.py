@@ -147,10 +147,8 @@ def jacobian_reverse(net: MLP, x: Tensor, *, chunk_size: int | None = None) -> T
     return _unbatched_like(x, jac)
 
 
-def _evaluate(
-    tree: cost.Bracketing, weights: Sequence[Tensor], slopes: Sequence[Tensor]
-) -> Tensor:
-    """The product M_j Σ_{j-1} ⋯ Σ_i M_i that ``tree`` brackets: 2-D for a lone weight, else batched."""
+def _evaluate(tree: cost.Bracketing, weights: Sequence[Tensor], slopes: Sequence[Tensor]) -> Tensor:
+    """The product M_j Σ_{j-1} ⋯ Σ_i M_i that ``tree`` brackets (2-D only for a lone weight)."""
     if isinstance(tree, int):
         return weights[tree - 1]
     left_tree, right_tree = tree

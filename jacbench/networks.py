@@ -46,7 +46,9 @@ class MLP:
     def __post_init__(self) -> None:
         weights, biases, activations = self.weights, self.biases, self.activations
         if len(weights) < 2:
-            raise ValueError(f"an MLP needs at least 2 weight matrices (depth ≥ 1), got {len(weights)}")
+            raise ValueError(
+                f"an MLP needs at least 2 weight matrices (depth ≥ 1), got {len(weights)}"
+            )
         if len(biases) != len(weights):
             raise ValueError(f"expected {len(weights)} biases (None for none), got {len(biases)}")
         if len(activations) != len(weights) - 1:
@@ -64,7 +66,9 @@ class MLP:
                 )
             b = biases[i]
             if b is not None and (b.shape != (w.shape[0],) or b.dtype != w.dtype):
-                raise ValueError(f"bias {i + 1} must have shape ({w.shape[0]},) and dtype {w.dtype}")
+                raise ValueError(
+                    f"bias {i + 1} must have shape ({w.shape[0]},) and dtype {w.dtype}"
+                )
 
     # ------------------------------------------------------------------ shape
     @property
@@ -190,15 +194,15 @@ class MLP:
             where = f"layer {index} ({type(layer).__name__})"
             if isinstance(layer, nn.Linear):
                 if not expect_linear:
-                    raise ValueError(f"{where}: two Linear layers in a row; put an activation between")
+                    raise ValueError(
+                        f"{where}: two Linear layers in a row; put an activation between"
+                    )
                 weights.append(layer.weight.detach())
                 biases.append(None if layer.bias is None else layer.bias.detach())
             elif type(layer) in _SEQUENTIAL_ACTIVATIONS:
                 if expect_linear:
                     raise ValueError(f"{where}: expected a Linear layer here")
-                if isinstance(layer, nn.Softplus) and (
-                    layer.beta != 1 or layer.threshold != 20
-                ):
+                if isinstance(layer, nn.Softplus) and (layer.beta != 1 or layer.threshold != 20):
                     raise ValueError(f"{where}: only Softplus(beta=1, threshold=20) is supported")
                 activations.append(get_activation(_SEQUENTIAL_ACTIVATIONS[type(layer)]))
             else:
