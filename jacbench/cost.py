@@ -63,8 +63,9 @@ NOTE: [Elementwise work and memory]
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import torch
 
@@ -276,9 +277,9 @@ class Plan:
     widths: tuple[int, ...]
     batch: int
     mode: str
-    flops: dict[str, int]
-    elementwise_flops: dict[str, int]
-    memory_bytes: dict[str, int]
+    flops: Mapping[str, int]
+    elementwise_flops: Mapping[str, int]
+    memory_bytes: Mapping[str, int]
     bracketing: str
 
 
@@ -292,11 +293,16 @@ def plan(widths: Sequence[int], batch: int = 1, dtype: torch.dtype = torch.float
 
     The pure mode with fewer FLOPs wins (reverse on a tie); mixed wins only when its
     bracketing saves more than ``MIXED_MIN_SAVING`` of the better pure mode's FLOPs.
+    Plans are cached: ``jacobian(mode="auto")`` asks for one on every call.
 
     >>> plan((1000, 1000, 1000, 1000, 1)).mode
     'reverse'
     """
-    p = _check_widths(widths)
+    return _plan(_check_widths(widths), int(batch), dtype)
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(p: tuple[int, ...], batch: int, dtype: torch.dtype) -> Plan:
     flops = {mode: flop_count(p, mode, batch) for mode in MODES}
     pure = "forward" if flops["forward"] < flops["reverse"] else "reverse"
     mode = "mixed" if flops["mixed"] < (1 - MIXED_MIN_SAVING) * flops[pure] else pure
@@ -304,8 +310,8 @@ def plan(widths: Sequence[int], batch: int = 1, dtype: torch.dtype = torch.float
         widths=p,
         batch=batch,
         mode=mode,
-        flops=flops,
-        elementwise_flops={m: elementwise_flops(p, m, batch) for m in MODES},
-        memory_bytes={m: memory_bytes(p, m, batch, dtype) for m in MODES},
+        flops=MappingProxyType(flops),
+        elementwise_flops=MappingProxyType({m: elementwise_flops(p, m, batch) for m in MODES}),
+        memory_bytes=MappingProxyType({m: memory_bytes(p, m, batch, dtype) for m in MODES}),
         bracketing=format_bracketing(_chain_order(p)[1], len(p) - 1),
     )

@@ -1,0 +1,189 @@
+"""The registry of benchmarkable Jacobian methods: name → builder.
+
+A builder takes (net, x) and returns a zero-argument callable computing the Jacobian in
+the shape rule of ``jacbench.jacobians``; everything that can be made ahead (transformed
+functions, closures) is made by the builder, so a timer around the callable measures the
+Jacobian alone. The CLI, the sweep and the pytest-benchmark suites all read this one table.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from jacbench.jacobians import jacobian, jacobian_forward, jacobian_mixed, jacobian_reverse
+from jacbench.networks import MLP
+
+JacobianCall = Callable[[], Tensor]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way to compute an input Jacobian, as named in the CLI, the CSV and the docs."""
+
+    name: str
+    family: str
+    mode: str  # the AD mode it uses: forward, reverse, mixed or auto
+    description: str
+    build: Callable[[MLP, Tensor], JacobianCall]
+
+
+def _build_jacbench(routine: Callable[..., Tensor], net: MLP, x: Tensor) -> JacobianCall:
+    return functools.partial(routine, net, x)
+
+
+def _build_auto(net: MLP, x: Tensor) -> JacobianCall:
+    return functools.partial(jacobian, net, x, "auto")
+
+
+def _build_func(transform: Callable, net: MLP, x: Tensor) -> JacobianCall:
+    single = transform(net.__call__)
+    jac = single if x.ndim == 1 else torch.func.vmap(single)
+    return functools.partial(jac, x)
+
+
+def _build_autograd(strategy: str, net: MLP, x: Tensor) -> JacobianCall:
+    # Samples are independent, so the Jacobian of Σ_b f(x_b) with respect to the whole batch
+    # holds every per-sample Jacobian: (P, B, D), permuted to (B, P, D). In forward mode this
+    # carries B·D tangents through the whole batch, as autograd.functional does for a user.
+    # A single input goes through as a batch of one: forward-mode vmap rejects F.linear on 1-D.
+    xb = x if x.ndim == 2 else x.unsqueeze(0)
+
+    def summed(inputs: Tensor) -> Tensor:
+        return net(inputs).sum(0)
+
+    def call() -> Tensor:
+        jac = torch.autograd.functional.jacobian(summed, xb, vectorize=True, strategy=strategy)
+        jac = jac.permute(1, 0, 2)
+        return jac if x.ndim == 2 else jac[0]
+
+    return call
+
+
+def _naive_slopes(net: MLP, x: Tensor) -> list[Tensor]:
+    """The textbook's Σ_k = diag(σ'(z_k)), materialised, for one input x of shape (D,)."""
+    sigmas, h = [], x
+    for w, b, act in zip(net.weights, net.biases, net.activations):
+        z = w @ h if b is None else w @ h + b
+        h = act.fn(z)
+        sigmas.append(torch.diag(act.derivative(z, h)))
+    return sigmas
+
+
+def _naive_forward_one(net: MLP, x: Tensor) -> Tensor:
+    sigmas = _naive_slopes(net, x)
+    tangent = sigmas[0] @ net.weights[0]
+    for w, sigma in zip(net.weights[1:-1], sigmas[1:]):
+        tangent = sigma @ (w @ tangent)
+    return net.weights[-1] @ tangent
+
+
+def _naive_reverse_one(net: MLP, x: Tensor) -> Tensor:
+    sigmas = _naive_slopes(net, x)
+    adjoint = net.weights[-1] @ sigmas[-1]
+    for w, sigma in zip(net.weights[-2:0:-1], sigmas[-2::-1]):
+        adjoint = (adjoint @ w) @ sigma
+    return adjoint @ net.weights[0]
+
+
+def _build_naive(one: Callable[[MLP, Tensor], Tensor], net: MLP, x: Tensor) -> JacobianCall:
+    if x.ndim == 1:
+        return functools.partial(one, net, x)
+    return lambda: torch.stack([one(net, sample) for sample in x])
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in [
+        Method(
+            "forward",
+            "jacbench",
+            "forward",
+            "hand-written forward mode (tangent rows, one GEMM per layer)",
+            functools.partial(_build_jacbench, jacobian_forward),
+        ),
+        Method(
+            "reverse",
+            "jacbench",
+            "reverse",
+            "hand-written reverse mode (adjoint rows after one primal pass)",
+            functools.partial(_build_jacbench, jacobian_reverse),
+        ),
+        Method(
+            "mixed",
+            "jacbench",
+            "mixed",
+            "the chain bracketed by matrix-chain dynamic programming",
+            functools.partial(_build_jacbench, jacobian_mixed),
+        ),
+        Method(
+            "auto",
+            "jacbench",
+            "auto",
+            'jacobian(mode="auto"): the mode cost.plan predicts fastest',
+            _build_auto,
+        ),
+        Method(
+            "func-jacfwd",
+            "torch.func",
+            "forward",
+            "torch.func.jacfwd (vmap over the batch)",
+            functools.partial(_build_func, torch.func.jacfwd),
+        ),
+        Method(
+            "func-jacrev",
+            "torch.func",
+            "reverse",
+            "torch.func.jacrev (vmap over the batch)",
+            functools.partial(_build_func, torch.func.jacrev),
+        ),
+        Method(
+            "autograd-forward",
+            "autograd",
+            "forward",
+            'torch.autograd.functional.jacobian(vectorize=True, strategy="forward-mode")',
+            functools.partial(_build_autograd, "forward-mode"),
+        ),
+        Method(
+            "autograd-reverse",
+            "autograd",
+            "reverse",
+            'torch.autograd.functional.jacobian(vectorize=True, strategy="reverse-mode")',
+            functools.partial(_build_autograd, "reverse-mode"),
+        ),
+        Method(
+            "naive-forward",
+            "naive",
+            "forward",
+            "textbook forward mode: torch.diag(σ') materialised, one input at a time",
+            functools.partial(_build_naive, _naive_forward_one),
+        ),
+        Method(
+            "naive-reverse",
+            "naive",
+            "reverse",
+            "textbook reverse mode: torch.diag(σ') materialised, one input at a time",
+            functools.partial(_build_naive, _naive_reverse_one),
+        ),
+    ]
+}
+
+DEFAULT_METHODS = tuple(METHODS)
+
+
+def get_method(name: str) -> Method:
+    """The registered :class:`Method` called ``name``.
+
+    Raises:
+        ValueError: no such method.
+    """
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown method {name!r}; expected one of: {', '.join(METHODS)}"
+        ) from None

@@ -1,0 +1,403 @@
+"""Presentation: rich tables, Markdown summaries, matplotlib plots, run-to-run comparison.
+
+Only this module and ``cli.py`` render anything. Every function takes data (a Plan, rows,
+a results DataFrame) and returns a table, a string or the paths it wrote.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+from rich.table import Table
+
+from jacbench.cost import MODES, Plan
+from jacbench.sweep import Point
+
+SHAPE_COLUMNS = ["depth", "d_in", "width", "d_out", "widths", "batch", "dtype", "device"]
+TIMED_STATUSES = ("ok", "slow")
+# A predicted mode counts as right when it is within this share of the fastest measured mode.
+PREDICTION_SLACK = 0.10
+
+
+# ---------------------------------------------------------------- formatting
+def format_seconds(seconds: float) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def format_count(n: float) -> str:
+    if n is None or not math.isfinite(n):
+        return "—"
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f}"
+
+
+def format_bytes(n: float) -> str:
+    if n is None or not math.isfinite(n):
+        return "—"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def shape_label(row: pd.Series | dict) -> str:
+    """The label of a results row's shape, as ``Point.shape_label`` spells it."""
+    widths = tuple(int(w) for w in str(row["widths"]).split("-"))
+    return Point(widths, int(row["batch"]), str(row["dtype"]), str(row["device"])).shape_label
+
+
+# ------------------------------------------------------------------- predict
+def predict_table(plan: Plan) -> Table:
+    """FLOPs, elementwise work and memory per mode, with the recommended mode marked."""
+    widths = "-".join(map(str, plan.widths))
+    table = Table(title=f"widths {widths}, batch {plan.batch}", caption=f"mixed: {plan.bracketing}")
+    table.add_column("mode")
+    for name in ("matmul FLOP", "elementwise ops", "model memory", "× best"):
+        table.add_column(name, justify="right")
+    table.add_column("pick")
+    best = min(plan.flops.values())
+    for mode in MODES:
+        table.add_row(
+            mode,
+            format_count(plan.flops[mode]),
+            format_count(plan.elementwise_flops[mode]),
+            format_bytes(plan.memory_bytes[mode]),
+            f"{plan.flops[mode] / best:.3g}",
+            "✓" if mode == plan.mode else "",
+            style="bold green" if mode == plan.mode else None,
+        )
+    return table
+
+
+def recommendation(plan: Plan) -> str:
+    """One sentence: the recommended mode and what the alternative would cost."""
+    rival = "forward" if plan.mode == "reverse" else "reverse"
+    if plan.mode == "mixed":
+        rival = min(("forward", "reverse"), key=plan.flops.__getitem__)
+    factor = plan.flops[rival] / plan.flops[plan.mode]
+    return (
+        f"Recommended: {plan.mode} mode, {format_count(plan.flops[plan.mode])}FLOP "
+        f"({rival} mode needs {factor:.3g}× that)."
+    )
+
+
+# ------------------------------------------------------------------ validate
+def validate_table(rows: Iterable[dict], tolerance: float) -> Table:
+    """Per routine: the worst relative error over the grid and where it occurred."""
+    worst: dict[str, dict] = {}
+    counts: dict[str, int] = {}
+    for row in rows:
+        label = row["routine"]
+        counts[label] = counts.get(label, 0) + 1
+        err = row["max_rel_err"]
+        if label not in worst or not err <= worst[label]["max_rel_err"]:
+            worst[label] = row
+    table = Table(
+        title=f"max relative error vs float64 torch.func.jacrev (tolerance {tolerance:g})"
+    )
+    for name in ("routine", "points", "max rel. error", "worst at", "ok"):
+        table.add_column(name, justify="right" if name in ("points", "max rel. error") else "left")
+    for label, row in worst.items():
+        ok = row["max_rel_err"] <= tolerance
+        table.add_row(
+            label,
+            str(counts[label]),
+            f"{row['max_rel_err']:.2e}",
+            f"{row['point'].shape_label} {row.get('activation', '')}".strip(),
+            "✓" if ok else "✗ FAIL",
+            style=None if ok else "bold red",
+        )
+    return table
+
+
+# ------------------------------------------------------------------- summary
+def timed(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["status"].isin(TIMED_STATUSES)]
+
+
+def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per shape: median per method, forward/reverse ratio, predicted vs measured winner.
+
+    ``prediction_ok`` is true when the predicted mode's median is within ``PREDICTION_SLACK``
+    of the fastest measured hand-written mode (forward, reverse, mixed).
+    """
+    ok = timed(frame)
+    if ok.empty:
+        return pd.DataFrame()
+    medians = ok.pivot_table(index=SHAPE_COLUMNS, columns="method", values="median_s")
+    predicted = ok.groupby(SHAPE_COLUMNS)["predicted_mode"].first()
+    summary = medians.copy()
+    summary.columns.name = None
+    summary["predicted"] = predicted
+    if {"forward", "reverse"} <= set(medians.columns):
+        summary["fwd/rev"] = medians["forward"] / medians["reverse"]
+    modes = [m for m in MODES if m in medians.columns]
+    if modes:
+        summary["measured"] = medians[modes].idxmin(axis=1)
+        fastest = medians[modes].min(axis=1)
+        predicted_time = [
+            medians.at[idx, mode] if mode in medians.columns else math.nan
+            for idx, mode in zip(medians.index, predicted)
+        ]
+        summary["prediction_ok"] = pd.Series(predicted_time, index=medians.index) <= fastest * (
+            1 + PREDICTION_SLACK
+        )
+    if "efficiency" in ok.columns and ok["efficiency"].notna().any():
+        auto = ok[ok["method"] == "auto"].set_index(SHAPE_COLUMNS)["efficiency"]
+        summary["auto efficiency"] = auto
+    return summary.reset_index()
+
+
+def _method_order(columns: Iterable[str], methods: Sequence[str] | None) -> list[str]:
+    from jacbench.methods import METHODS
+
+    order = list(methods) if methods else list(METHODS)
+    present = set(columns)
+    return [m for m in order if m in present] + sorted(present - set(order) - _NON_METHOD)
+
+
+_NON_METHOD = set(SHAPE_COLUMNS) | {
+    "predicted",
+    "fwd/rev",
+    "measured",
+    "prediction_ok",
+    "auto efficiency",
+}
+
+
+def prediction_accuracy(summary: pd.DataFrame) -> tuple[int, int]:
+    """(shapes where the predicted mode was right, shapes with a verdict)."""
+    if summary.empty or "prediction_ok" not in summary:
+        return 0, 0
+    verdicts = summary["prediction_ok"].dropna()
+    return int(verdicts.sum()), int(len(verdicts))
+
+
+def summary_table(summary: pd.DataFrame, methods: Sequence[str] | None = None) -> Table:
+    """The summary as a rich table: one row per shape, one column per method."""
+    table = Table(title="median time per Jacobian")
+    if summary.empty:
+        return table
+    method_columns = _method_order(summary.columns, methods)
+    table.add_column("shape")
+    for m in method_columns:
+        table.add_column(m, justify="right")
+    for extra in ("fwd/rev", "predicted", "measured"):
+        if extra in summary:
+            table.add_column(extra, justify="right")
+    for _, row in summary.iterrows():
+        cells = [shape_label(row)] + [format_seconds(row[m]) for m in method_columns]
+        if "fwd/rev" in summary:
+            cells.append(f"{row['fwd/rev']:.3g}" if pd.notna(row["fwd/rev"]) else "—")
+        if "predicted" in summary:
+            mark = "✓" if row.get("prediction_ok") is True else "✗"
+            cells.append(f"{row['predicted']} {mark}")
+        if "measured" in summary:
+            cells.append(str(row["measured"]))
+        table.add_row(*cells)
+    return table
+
+
+def summary_markdown(
+    frame: pd.DataFrame, meta: dict | None = None, methods: Sequence[str] | None = None
+) -> str:
+    """summary.md: per shape, median per method, forward/reverse ratio, predicted vs measured."""
+    meta = meta or {}
+    summary = summary_frame(frame)
+    lines = ["# jacbench run summary", ""]
+    env = meta.get("environment", {})
+    if meta.get("command"):
+        lines.append(f"Command: `{meta['command']}`  ")
+    if env:
+        device = env.get("device_name") or env.get("cpu_model")
+        lines.append(
+            f"Machine: {device}, {env.get('threads')} threads; torch {env.get('torch')}, "
+            f"jacbench {env.get('jacbench')}  "
+        )
+    if meta.get("started"):
+        lines.append(f"Run: {meta.get('started')} → {meta.get('finished', 'unfinished')}")
+    lines.append("")
+    if summary.empty:
+        lines.append("No timed rows.")
+        return "\n".join(lines) + "\n"
+    method_columns = _method_order(summary.columns, methods)
+    header = ["shape", *method_columns, "fwd/rev", "predicted", "measured"]
+    if "auto efficiency" in summary:
+        header.append("auto efficiency")
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+    for _, row in summary.iterrows():
+        cells = [shape_label(row)] + [format_seconds(row[m]) for m in method_columns]
+        ratio = row.get("fwd/rev")
+        cells.append(f"{ratio:.3g}" if ratio is not None and pd.notna(ratio) else "—")
+        mark = "✓" if row.get("prediction_ok") is True else "✗"
+        cells.append(f"{row.get('predicted')} {mark}")
+        cells.append(str(row.get("measured", "—")))
+        if "auto efficiency" in summary:
+            eff = row["auto efficiency"]
+            cells.append(f"{eff:.0%}" if pd.notna(eff) else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    right, total = prediction_accuracy(summary)
+    lines += [
+        "",
+        f"Prediction accuracy: the mode `cost.plan` predicted was the fastest hand-written mode, "
+        f"or within {PREDICTION_SLACK:.0%} of it, at {right} of {total} shapes.",
+    ]
+    problems = frame[~frame["status"].isin(TIMED_STATUSES)]
+    slow = frame[frame["status"] == "slow"]
+    if not slow.empty:
+        lines += [
+            "",
+            f"{len(slow)} rows were timed once only (`slow`: one call > --max-call-time).",
+        ]
+    if not problems.empty:
+        lines += [
+            "",
+            "## Rows not timed",
+            "",
+            "| shape | method | status | message |",
+            "|---|---|---|---|",
+        ]
+        for _, row in problems.iterrows():
+            lines.append(
+                f"| {shape_label(row)} | {row['method']} | {row['status']} | {row['message']} |"
+            )
+    noisy = frame[frame.get("noisy", False) == True]  # noqa: E712 - pandas elementwise
+    if not noisy.empty:
+        lines += ["", f"{len(noisy)} timed rows are noisy (IQR > 10% of the median)."]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------- plots
+def plot_time_vs_depth(frame: pd.DataFrame, path: Path) -> Path | None:
+    """Median time against depth, one line per method, one panel per other-dimensions group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = timed(frame)
+    groups = [
+        (key, g)
+        for key, g in ok.groupby(["d_in", "width", "d_out", "batch", "dtype", "device"])
+        if g["depth"].nunique() > 1
+    ]
+    if not groups:
+        return None
+    groups = groups[:6]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
+    for ax, (key, g) in zip(axes[0], groups):
+        d, k, p, b, dtype, device = key
+        for method in _method_order(g["method"].unique(), None):
+            m = g[g["method"] == method].sort_values("depth")
+            ax.plot(m["depth"], m["median_s"] * 1e3, marker="o", label=method)
+        ax.set_yscale("log")
+        ax.set_xlabel("depth L")
+        ax.set_ylabel("median time per Jacobian (ms)")
+        ax.set_title(f"D={d} K={k} P={p} B={b} {dtype} {device}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_ratio_map(frame: pd.DataFrame, path: Path) -> Path | None:
+    """forward/reverse time ratio over (D, P): red where reverse wins, blue where forward wins."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    ok = timed(frame)
+    pivot_source = ok[ok["method"].isin(["forward", "reverse"])]
+    groups = [
+        (key, g)
+        for key, g in pivot_source.groupby(["depth", "width", "batch", "dtype", "device"])
+        if g["d_in"].nunique() > 1 and g["d_out"].nunique() > 1
+    ]
+    if not groups:
+        return None
+    groups = groups[:4]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.5), squeeze=False)
+    for ax, (key, g) in zip(axes[0], groups):
+        depth, k, b, dtype, device = key
+        medians = g.pivot_table(index=["d_out", "d_in"], columns="method", values="median_s")
+        ratio = (medians["forward"] / medians["reverse"]).unstack("d_in")
+        values = np.log2(ratio.to_numpy(dtype=float))
+        limit = max(1.0, float(np.nanmax(np.abs(values))))
+        image = ax.imshow(values, cmap="coolwarm", vmin=-limit, vmax=limit, origin="lower")
+        ax.set_xticks(range(len(ratio.columns)), [str(c) for c in ratio.columns])
+        ax.set_yticks(range(len(ratio.index)), [str(i) for i in ratio.index])
+        ax.set_xlabel("input dimension D")
+        ax.set_ylabel("output dimension P")
+        ax.set_title(f"forward / reverse time, L={depth} K={k} B={b} {dtype}", fontsize=10)
+        for (i, j), r in np.ndenumerate(ratio.to_numpy(dtype=float)):
+            if np.isfinite(r):
+                ax.text(j, i, f"{r:.2g}", ha="center", va="center", fontsize=8)
+        fig.colorbar(image, ax=ax, label="log2 ratio (>0: reverse faster)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(run_dir: Path, frame: pd.DataFrame, meta: dict | None = None) -> list[Path]:
+    """(Re)write summary.md and the plots of a run from its rows; returns the paths written."""
+    run_dir = Path(run_dir)
+    methods = (meta or {}).get("params", {}).get("methods")
+    summary_path = run_dir / "summary.md"
+    summary_path.write_text(summary_markdown(frame, meta, methods))
+    written = [summary_path]
+    for plot, name in (
+        (plot_time_vs_depth, "time_vs_depth.png"),
+        (plot_ratio_map, "fwd_rev_ratio.png"),
+    ):
+        path = plot(frame, run_dir / name)
+        if path is not None:
+            written.append(path)
+    return written
+
+
+# ------------------------------------------------------------------- compare
+def compare_frames(before: pd.DataFrame, after: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Rows timed in both runs with time ratio after/before; ``regressed`` past 1 + threshold."""
+    keys = ["widths", "batch", "dtype", "device", "method"]
+    a = timed(before)[keys + ["depth", "d_in", "width", "d_out", "median_s"]]
+    b = timed(after)[keys + ["median_s"]]
+    merged = a.merge(b, on=keys, suffixes=("_a", "_b"))
+    merged["ratio"] = merged["median_s_b"] / merged["median_s_a"]
+    merged["regressed"] = merged["ratio"] > 1 + threshold
+    merged["improved"] = merged["ratio"] < 1 / (1 + threshold)
+    return merged
+
+
+def compare_table(merged: pd.DataFrame, threshold: float, label_a: str, label_b: str) -> Table:
+    table = Table(title=f"{label_b} vs {label_a} (threshold {threshold:.0%})")
+    for name in ("shape", "method", label_a, label_b, "ratio", ""):
+        table.add_column(name, justify="left" if name in ("shape", "method", "") else "right")
+    for _, row in merged.iterrows():
+        verdict = "regressed" if row["regressed"] else "improved" if row["improved"] else ""
+        style = "bold red" if row["regressed"] else "green" if row["improved"] else None
+        table.add_row(
+            shape_label(row),
+            row["method"],
+            format_seconds(row["median_s_a"]),
+            format_seconds(row["median_s_b"]),
+            f"{row['ratio']:.3f}",
+            verdict,
+            style=style,
+        )
+    return table

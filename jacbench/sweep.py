@@ -1,0 +1,288 @@
+"""Sweeps: expand a grid into points, validate every method once, time it, yield rows.
+
+A point is one network shape, batch, dtype and device; a task is a (point, method) pair.
+``run_sweep`` yields one row (a flat dict, the CSV's columns) per task as it finishes and
+prints nothing: presentation belongs to ``report.py`` and ``cli.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from jacbench import cost, timing
+from jacbench.jacobians import reference_jacobian, relative_error
+from jacbench.methods import Method, get_method
+from jacbench.networks import MLP
+
+DTYPES: dict[str, torch.dtype] = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+}
+
+# Largest relative error (max |J − J_ref| / max |J_ref|, against float64) a method may show.
+# Wrong Jacobians are off by O(1); these bounds only absorb the dtype's rounding over deep chains.
+TOLERANCES: dict[str, float] = {"float64": 1e-10, "float32": 1e-4, "bfloat16": 5e-2}
+
+STATUSES = ("ok", "slow", "invalid", "oom", "error")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One network shape, batch, dtype and device."""
+
+    widths: tuple[int, ...]
+    batch: int = 1
+    dtype: str = "float32"
+    device: str = "cpu"
+
+    @property
+    def depth(self) -> int:
+        return len(self.widths) - 2
+
+    @property
+    def d_in(self) -> int:
+        return self.widths[0]
+
+    @property
+    def width(self) -> int:
+        return max(self.widths[1:-1])
+
+    @property
+    def d_out(self) -> int:
+        return self.widths[-1]
+
+    @property
+    def shape_label(self) -> str:
+        """E.g. ``L=5 D=1000 K=1000 P=1 B=1 float32 cpu`` (widths spelled out when not uniform)."""
+        hidden = set(self.widths[1:-1])
+        k = f"K={self.width}" if len(hidden) == 1 else "widths=" + "-".join(map(str, self.widths))
+        return (
+            f"L={self.depth} D={self.d_in} {k} P={self.d_out} B={self.batch} "
+            f"{self.dtype} {self.device}"
+        )
+
+    def key(self) -> tuple:
+        return (self.widths, self.batch, self.dtype, self.device)
+
+
+def expand_grid(
+    *,
+    depths: Sequence[int],
+    d_ins: Sequence[int],
+    widths: Sequence[int],
+    d_outs: Sequence[int],
+    batches: Sequence[int] = (1,),
+    dtypes: Sequence[str] = ("float32",),
+    device: str = "cpu",
+    explicit_widths: Sequence[Sequence[int]] = (),
+) -> list[Point]:
+    """Every combination of the grid's values and each of ``explicit_widths``, per batch, dtype."""
+    shapes = [
+        (d, *([k] * depth), p)
+        for depth, d, k, p in itertools.product(depths, d_ins, widths, d_outs)
+    ]
+    shapes += [tuple(int(w) for w in ws) for ws in explicit_widths]
+    points = [
+        Point(shape, batch, dtype, device)
+        for shape, batch, dtype in itertools.product(shapes, batches, dtypes)
+    ]
+    return list(dict.fromkeys(points))  # drop repeats, keep order
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What to run: points × methods, and how to build and time them."""
+
+    points: tuple[Point, ...]
+    methods: tuple[str, ...]
+    seed: int = 0
+    init: str = "lecun"
+    activation: str = "tanh"
+    min_time: float = 0.2
+    max_call_time: float = 5.0
+    threads: int | None = None
+    validate: bool = True
+    skip: frozenset = field(default_factory=frozenset)
+
+    def tasks(self) -> list[tuple[Point, str]]:
+        """The (point, method) pairs still to run, in order."""
+        return [
+            (point, method)
+            for point in self.points
+            for method in self.methods
+            if task_key(point, method) not in self.skip
+        ]
+
+
+def task_key(point: Point, method: str) -> tuple[str, ...]:
+    """The identity of a task, as ``results.row_key`` reads it back from a CSV row."""
+    widths, batch, dtype, device = point.key()
+    return ("-".join(map(str, widths)), str(batch), dtype, device, method)
+
+
+def build_network(point: Point, *, seed: int, init: str, activation: str) -> MLP:
+    return MLP.from_widths(
+        point.widths,
+        activation=activation,
+        init=init,
+        seed=seed,
+        dtype=DTYPES[point.dtype],
+        device=point.device,
+    )
+
+
+def build_input(point: Point, *, seed: int) -> torch.Tensor:
+    """A seeded input, drawn on the CPU in float64 like the weights: the same on every device."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(point.batch, point.d_in, generator=generator, dtype=torch.float64)
+    x = x if point.batch > 1 else x[0]
+    return x.to(device=point.device, dtype=DTYPES[point.dtype])
+
+
+def _is_oom(error: BaseException) -> bool:
+    if isinstance(error, torch.cuda.OutOfMemoryError | MemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def _free_memory(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _point_row(point: Point, method: Method, plan: cost.Plan) -> dict:
+    # FLOPs of the AD mode the method uses, as jacbench's routine for that mode executes them:
+    # for peers this is the useful work, so their GFLOP/s compare with jacbench's directly.
+    mode = plan.mode if method.mode == "auto" else method.mode
+    return {
+        "depth": point.depth,
+        "d_in": point.d_in,
+        "width": point.width,
+        "d_out": point.d_out,
+        "widths": "-".join(map(str, point.widths)),
+        "batch": point.batch,
+        "dtype": point.dtype,
+        "device": point.device,
+        "method": method.name,
+        "family": method.family,
+        "mode": mode,
+        "predicted_mode": plan.mode,
+        "flops": plan.flops[mode],
+        "elementwise_flops": plan.elementwise_flops[mode],
+        "memory_bytes": plan.memory_bytes[mode],
+    }
+
+
+def run_task(point: Point, method: Method, config: SweepConfig, net: MLP, x, reference) -> dict:
+    """Validate and time one method at one point; always returns a row (status says how it went)."""
+    plan = cost.plan(point.widths, point.batch, DTYPES[point.dtype])
+    row = _point_row(point, method, plan)
+    row.update(
+        status="ok",
+        median_s=math.nan,
+        iqr_s=math.nan,
+        mean_s=math.nan,
+        runs=0,
+        noisy=False,
+        gflops=math.nan,
+        max_rel_err=math.nan,
+        peak_memory_bytes=math.nan,
+        message="",
+    )
+    on_cuda = torch.device(point.device).type == "cuda"
+    try:
+        call = method.build(net, x)
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats(point.device)
+            baseline = torch.cuda.memory_allocated(point.device)
+        first = timing.time_once(call, point.device)
+        if on_cuda:
+            row["peak_memory_bytes"] = torch.cuda.max_memory_allocated(point.device) - baseline
+        if reference is not None:
+            row["max_rel_err"] = relative_error(call(), reference)
+            if not row["max_rel_err"] <= TOLERANCES[point.dtype]:
+                row["status"] = "invalid"
+                row["message"] = (
+                    f"relative error {row['max_rel_err']:.3g} > {TOLERANCES[point.dtype]:g}"
+                )
+        if first > config.max_call_time:
+            measurement = timing.Measurement((first,))
+            row["status"] = "slow" if row["status"] == "ok" else row["status"]
+        else:
+            measurement = timing.measure(
+                call, device=point.device, min_time=config.min_time, threads=config.threads
+            )
+    except Exception as error:  # noqa: BLE001 - one failing method must not end the sweep
+        _free_memory(point.device)
+        status = "oom" if _is_oom(error) else "error"
+        first_line = (str(error).splitlines() or [type(error).__name__])[0]
+        row.update(status=status, message=f"{type(error).__name__}: {first_line}"[:300])
+        return row
+    row.update(
+        median_s=measurement.median,
+        iqr_s=measurement.iqr,
+        mean_s=measurement.mean,
+        runs=measurement.runs,
+        noisy=measurement.noisy,
+        gflops=row["flops"] / measurement.median / 1e9 if row["flops"] else math.nan,
+    )
+    return row
+
+
+def point_reference(point: Point, net: MLP, x: torch.Tensor) -> torch.Tensor:
+    """The float64 ``torch.func.jacrev`` Jacobian at (net, x), on the point's device."""
+    return reference_jacobian(net.to(dtype=torch.float64), x.to(torch.float64), "jacrev")
+
+
+def run_sweep(config: SweepConfig) -> Iterator[dict]:
+    """Yield one row per (point, method) task of ``config``, in order, as each finishes."""
+    tasks = config.tasks()
+    for point, group in itertools.groupby(tasks, key=lambda task: task[0]):
+        methods = [get_method(name) for _, name in group]
+        net = build_network(point, seed=config.seed, init=config.init, activation=config.activation)
+        x = build_input(point, seed=config.seed)
+        try:
+            reference = point_reference(point, net, x) if config.validate else None
+        except Exception as error:  # noqa: BLE001
+            if not _is_oom(error):
+                raise
+            _free_memory(point.device)
+            reference = None
+        for method in methods:
+            yield run_task(point, method, config, net, x, reference)
+        del net, x, reference
+        _free_memory(point.device)
+
+
+def validate_points(
+    points: Iterable[Point],
+    routines: dict[str, Callable[[MLP, torch.Tensor], torch.Tensor]],
+    *,
+    seed: int = 0,
+    init: str = "lecun",
+    activation: str = "tanh",
+) -> Iterator[dict]:
+    """For each point and routine, the relative error against float64 ``torch.func.jacrev``.
+
+    ``routines`` maps a label to a function (net, x) → J. Yields
+    ``{"point": Point, "routine": label, "max_rel_err": float}``.
+    """
+    for point in points:
+        net = build_network(point, seed=seed, init=init, activation=activation)
+        x = build_input(point, seed=seed)
+        reference = point_reference(point, net, x)
+        for label, routine in routines.items():
+            yield {
+                "point": point,
+                "routine": label,
+                "max_rel_err": relative_error(routine(net, x), reference),
+            }

@@ -1,0 +1,92 @@
+"""The one timing primitive: ``torch.utils.benchmark.Timer``, warmed up, CUDA-synchronised.
+
+``Timer`` synchronises CUDA around every block it times and runs the statement with
+``num_threads`` threads (its default is 1, so the threads in use are passed explicitly).
+A :class:`Measurement` keeps the raw per-call times of every block; median, IQR, mean and
+run count are derived from them, never stored apart.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.utils import benchmark
+
+# A measurement whose IQR is more than this share of its median is flagged noisy.
+NOISY_IQR_FRACTION = 0.10
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Per-call times in seconds, one per timed block (each block the mean of its calls)."""
+
+    times: tuple[float, ...]
+    calls_per_block: int = 1
+
+    @property
+    def runs(self) -> int:
+        return len(self.times)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.times)
+
+    @property
+    def iqr(self) -> float:
+        if len(self.times) < 2:
+            return 0.0
+        q1, _, q3 = statistics.quantiles(self.times, n=4, method="inclusive")
+        return q3 - q1
+
+    @property
+    def noisy(self) -> bool:
+        return self.median > 0 and self.iqr / self.median > NOISY_IQR_FRACTION
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued work on ``device`` (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_once(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
+    """Wall-clock seconds of one synchronised call."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def measure(
+    fn: Callable[[], object],
+    *,
+    device: torch.device | str = "cpu",
+    min_time: float = 0.2,
+    threads: int | None = None,
+    warmup: int = 2,
+) -> Measurement:
+    """Time ``fn`` after ``warmup`` calls: blocks of calls until ``min_time`` seconds have run.
+
+    Args:
+        fn: a zero-argument callable; make its inputs before calling this.
+        device: where fn's work runs (CUDA is synchronised around every block).
+        min_time: the least total measured time, in seconds.
+        threads: intra-op threads to time with; default ``torch.get_num_threads()``.
+        warmup: untimed calls first (lazy initialisation, caches, CUDA kernels' first load).
+    """
+    threads = torch.get_num_threads() if threads is None else threads
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+    result = timer.blocked_autorange(min_run_time=min_time)
+    return Measurement(tuple(result.times), result.number_per_run)
