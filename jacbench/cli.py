@@ -146,7 +146,7 @@ def check_device(device: str) -> str:
 
 def command_line(ctx: click.Context) -> str:
     argv = ctx.meta.get("jacbench.argv", [])
-    return shlex.join([ctx.command_path, *argv])
+    return f"jacbench {ctx.info_name} {shlex.join(argv)}".strip()
 
 
 # ---------------------------------------------------------------------------- predict
@@ -248,7 +248,7 @@ PRESETS: dict[str, dict] = {
         "width": [256],
         "d_out": [4, 64, 512],
         "batch": [1],
-        "min_time": 0.05,
+        "min_time": 0.1,
     },
     "seed": {"depths": [3, 5, 10], "d_in": [1000], "width": [1000], "d_out": [1], "batch": [1]},
     "crossover": {

@@ -1,0 +1,17 @@
+import pytest
+import torch
+
+from jacbench import make_mlp
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def small_net():
+    return make_mlp(depth=3, d_in=5, width=7, d_out=3, dtype=torch.float64)
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

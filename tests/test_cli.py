@@ -1,0 +1,270 @@
+"""The command line through typer's CliRunner: exit codes, output, files, error lines."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from jacbench.cli import app, join_list_options
+
+runner = CliRunner()
+
+TINY = ["--d-in", "3", "9", "--width", "8", "--d-out", "2", "--min-time", "0.01"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_join_list_options():
+    assert join_list_options(["run", "--device", "cuda", "--depths", "3", "5", "10"]) == [
+        "run",
+        "--device",
+        "cuda",
+        "--depths",
+        "3,5,10",
+    ]
+    assert join_list_options(["--depths", "3,5", "--quiet"]) == ["--depths", "3,5", "--quiet"]
+
+
+def test_help_lists_commands():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("run", "predict", "validate", "report", "compare", "info"):
+        assert command in result.output
+
+
+# ------------------------------------------------------------------------- predict
+def test_predict_seed_shape_recommends_reverse():
+    result = invoke("predict", "--depth", 5, "--d-in", 1000, "--width", 1000, "--d-out", 1)
+    assert result.exit_code == 0, result.output
+    assert "widths 1000-1000-1000-1000-1000-1000-1" in result.output
+    assert "Recommended: reverse mode" in result.output
+    # forward needs 4·2·K²·D + 2·K·D more than... the ratio the model derives: 8.01e9 / 2.0e7
+    assert "forward mode needs 401× that" in result.output
+
+
+def test_predict_explicit_widths_hourglass():
+    result = invoke("predict", "--widths", 64, 64, 4, 64, 64, "--batch", 8)
+    assert result.exit_code == 0, result.output
+    assert "Recommended: mixed mode" in result.output
+    assert "((WF·W3)·(W2·W1))" in result.output
+
+
+def test_predict_bad_widths_is_one_line():
+    result = invoke("predict", "--widths", 3, 0, 1)
+    assert result.exit_code == 2
+    assert "--widths must be ≥ 1, got 0" in result.output
+    assert "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------------ validate
+def test_validate_small_grid_passes():
+    result = invoke(
+        "validate",
+        "--depths",
+        1,
+        4,
+        "--d-in",
+        3,
+        "--width",
+        5,
+        "--d-out",
+        2,
+        "--batch",
+        1,
+        2,
+        "--activations",
+        "tanh",
+        "relu",
+    )
+    assert result.exit_code == 0, result.output
+    assert "all within tolerance" in result.output
+    assert "forward chunk_size=1" in result.output
+    assert "8 networks × 8 routines" in result.output
+
+
+def test_validate_fails_with_impossible_tolerance():
+    result = invoke(
+        "validate",
+        "--depths",
+        3,
+        "--d-in",
+        6,
+        "--width",
+        6,
+        "--d-out",
+        3,
+        "--batch",
+        1,
+        "--activations",
+        "tanh",
+        "--dtype",
+        "float32",
+        "--tolerance",
+        1e-12,
+    )
+    assert result.exit_code == 1
+    assert "FAIL" in result.output
+    assert "checks failed" in result.output
+
+
+def test_validate_unknown_activation():
+    result = invoke("validate", "--activations", "gelu")
+    assert result.exit_code == 2
+    assert "unknown activation 'gelu'" in result.output
+
+
+# ----------------------------------------------------------------------------- run
+def test_run_writes_every_file(tmp_path):
+    out = tmp_path / "run"
+    result = invoke(
+        "run",
+        "--depths",
+        1,
+        2,
+        *TINY,
+        "--methods",
+        "forward",
+        "reverse",
+        "func-jacrev",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out / "results.csv")
+    assert len(frame) == 2 * 2 * 3
+    assert set(frame["status"]) == {"ok"}
+    assert (frame["max_rel_err"] < 1e-4).all()
+    assert (frame["median_s"] > 0).all()
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["command"].startswith("jacbench run --depths 1 2")
+    assert meta["finished"] is not None
+    assert meta["environment"]["torch"] == torch.__version__
+    assert meta["params"]["methods"] == ["forward", "reverse", "func-jacrev"]
+    summary = (out / "summary.md").read_text()
+    assert "| L=1 D=3 K=8 P=2 B=1 float32 cpu |" in summary
+    assert (out / "time_vs_depth.png").stat().st_size > 1000
+    assert (out / "fwd_rev_ratio.png").exists() is False  # needs ≥ 2 values of both D and P
+
+
+def test_run_accepts_comma_lists(tmp_path):
+    result = invoke(
+        "run",
+        "--depths",
+        "1,2",
+        "--d-in",
+        "3",
+        "--width",
+        "4",
+        "--d-out",
+        "2",
+        "--methods",
+        "reverse",
+        "--min-time",
+        "0.01",
+        "--out",
+        tmp_path / "r",
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "r" / "results.csv")) == 2
+
+
+def test_run_refuses_existing_run_and_resumes(tmp_path):
+    args = [
+        "run",
+        "--depths",
+        1,
+        "--d-in",
+        3,
+        "--width",
+        4,
+        "--d-out",
+        2,
+        "--methods",
+        "reverse",
+        "--min-time",
+        0.01,
+        "--out",
+        tmp_path / "r",
+        "--quiet",
+    ]
+    assert invoke(*args).exit_code == 0
+    again = invoke(*args)
+    assert again.exit_code == 2
+    assert "already holds this run; pass --resume" in again.output
+    other = invoke(*[a if a != 3 else 5 for a in args])
+    assert other.exit_code == 2
+    assert "holds a run with other parameters" in other.output
+    resumed = invoke(*args, "--resume", "--depths", 1, 2)
+    assert resumed.exit_code == 0, resumed.output
+    frame = pd.read_csv(tmp_path / "r" / "results.csv")
+    assert sorted(frame["depth"]) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], ""),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--depths", "0"], "--depths must be ≥ 1, got 0"),
+        (["--d-in", "x"], "--d-in takes whole numbers, got 'x'"),
+        (["--methods", "magic"], "unknown method 'magic'"),
+        (["--dtype", "float8"], "unknown dtype 'float8'"),
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--init", "he"], "unknown init 'he'"),
+        (["--min-time", "0"], "--min-time and --max-call-time must be > 0"),
+    ],
+)
+def test_run_bad_input_is_one_line_exit_2(tmp_path, args, message):
+    result = invoke("run", *args, "--out", tmp_path / "r")
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "Error:" in result.output and message in result.output
+    assert not (tmp_path / "r" / "results.csv").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_run_cuda_unavailable_message(tmp_path):
+    result = invoke("run", "--device", "cuda", "--depths", 3, 5, 10, "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "--device cuda: CUDA is not available" in result.output
+
+
+def test_run_out_not_writable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = invoke("run", "--out", blocker / "run", "--depths", 1)
+    assert result.exit_code == 2
+    assert "cannot write to" in result.output
+
+
+# ---------------------------------------------------------------- report, compare, info
+def test_report_rerenders(tmp_path):
+    out = tmp_path / "r"
+    assert (
+        invoke(
+            "run", "--depths", 1, *TINY, "--methods", "forward", "reverse", "--out", out, "--quiet"
+        ).exit_code
+        == 0
+    )
+    (out / "summary.md").unlink()
+    result = invoke("report", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "summary.md").exists()
+
+
+def test_report_missing_run(tmp_path):
+    result = invoke("report", tmp_path / "nothing")
+    assert result.exit_code == 2
+    assert "no results.csv" in result.output
+
+
+def test_info():
+    result = invoke("info")
+    assert result.exit_code == 0
+    assert torch.__version__ in result.output
+    assert "func-jacrev" in result.output

@@ -1,0 +1,167 @@
+"""The cost model against exact counts: torch's FLOP counter, brute-force bracketings."""
+
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.flop_counter import FlopCounterMode
+
+from jacbench import MLP, cost, jacobian_forward, jacobian_mixed, jacobian_reverse
+
+ROUTINES = {"forward": jacobian_forward, "reverse": jacobian_reverse, "mixed": jacobian_mixed}
+
+
+def _mv_flop(a_shape, b_shape, *args, out_shape=None, **kwargs):
+    # FlopCounterMode does not count aten.mv; a matrix-vector product is 2·m·n.
+    return 2 * a_shape[0] * a_shape[1]
+
+
+def counted_flops(routine, net, x, **kwargs) -> int:
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.mv: _mv_flop}) as counter:
+        routine(net, x, **kwargs)
+    return counter.get_total_flops()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    widths=st.lists(st.integers(1, 24), min_size=3, max_size=8),
+    batch=st.integers(1, 4),
+    bias=st.booleans(),
+)
+def test_flop_count_equals_torch_flop_counter(widths, batch, bias):
+    net = MLP.from_widths(widths, bias=bias, dtype=torch.float64)
+    x = torch.randn(batch, widths[0], dtype=torch.float64)
+    for mode, routine in ROUTINES.items():
+        assert counted_flops(routine, net, x) == cost.flop_count(widths, mode, batch), mode
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3])
+def test_chunking_does_not_change_flops(chunk_size):
+    widths = (7, 9, 5, 6)
+    net = MLP.from_widths(widths, dtype=torch.float64)
+    x = torch.randn(2, 7, dtype=torch.float64)
+    for mode in ("forward", "reverse"):
+        got = counted_flops(ROUTINES[mode], net, x, chunk_size=chunk_size)
+        assert got == cost.flop_count(widths, mode, 2)
+
+
+def test_unbatched_input_counts_as_batch_of_one():
+    widths = (6, 8, 8, 3)
+    net = MLP.from_widths(widths, dtype=torch.float64)
+    for mode, routine in ROUTINES.items():
+        assert counted_flops(routine, net, torch.randn(6, dtype=torch.float64)) == cost.flop_count(
+            widths, mode
+        )
+
+
+def test_worked_example_from_the_note():
+    assert cost.primal_flops((4, 3, 3, 1)) == 42
+    assert cost.flop_count((4, 3, 3, 1), "forward") == 138
+    assert cost.flop_count((4, 3, 3, 1), "reverse") == 84
+
+
+def test_seed_shape_formulas():
+    d = k = 1000
+    for depth in (3, 5, 10):
+        widths = (d, *[k] * depth, 1)
+        primal = 2 * d * k + (depth - 1) * 2 * k * k
+        assert cost.flop_count(widths, "reverse") == primal + 2 * d * k + (depth - 1) * 2 * k * k
+        assert (
+            cost.flop_count(widths, "forward") == primal + (depth - 1) * 2 * k * k * d + 2 * k * d
+        )
+        assert cost.flop_count(widths, "forward", batch=4) == 4 * cost.flop_count(widths, "forward")
+
+
+def _all_bracketings(i: int, j: int):
+    if i == j:
+        yield i
+        return
+    for k in range(i, j):
+        for left in _all_bracketings(k + 1, j):
+            for right in _all_bracketings(i, k):
+                yield (left, right)
+
+
+@settings(max_examples=60, deadline=None)
+@given(widths=st.lists(st.integers(1, 50), min_size=3, max_size=7))
+def test_chain_order_is_optimal_by_brute_force(widths):
+    n = len(widths) - 1
+    best, tree = cost.chain_order(widths)
+    brute = min(cost.bracketing_cost(widths, t) for t in _all_bracketings(1, n))
+    assert best == brute
+    assert cost.bracketing_cost(widths, tree) == best
+
+
+@settings(max_examples=60, deadline=None)
+@given(widths=st.lists(st.integers(1, 64), min_size=3, max_size=10), batch=st.integers(1, 8))
+def test_mixed_never_costs_more_than_a_pure_mode(widths, batch):
+    flops = {m: cost.flop_count(widths, m, batch) for m in cost.MODES}
+    assert flops["mixed"] <= min(flops["forward"], flops["reverse"])
+
+
+def test_mixed_strictly_cheaper_on_hourglass():
+    widths = (64, 64, 4, 64, 64)
+    flops = {m: cost.flop_count(widths, m) for m in cost.MODES}
+    assert flops["mixed"] < min(flops["forward"], flops["reverse"])
+    assert cost.chain_order(widths) == (98304, ((4, 3), (2, 1)))
+    assert cost.format_bracketing(cost.chain_order(widths)[1], 4) == "((WF·W3)·(W2·W1))"
+    assert cost.plan(widths).mode == "mixed"
+
+
+def test_pure_bracketings_cost_what_the_formulas_say():
+    widths = (5, 4, 3, 2)
+    assert cost.bracketing_cost(widths, cost.forward_bracketing(3)) == 2 * 3 * 4 * 5 + 2 * 2 * 3 * 5
+    assert cost.bracketing_cost(widths, cost.reverse_bracketing(3)) == 2 * 2 * 3 * 4 + 2 * 2 * 4 * 5
+
+
+@pytest.mark.parametrize(
+    ("widths", "batch", "mode"),
+    [
+        ((1000, 1000, 1000, 1000, 1), 1, "reverse"),
+        ((1, 1000, 1000, 1000, 1000), 1, "forward"),
+        ((64, 64, 4, 64, 64), 8, "mixed"),
+    ],
+)
+def test_plan_picks_the_obvious_mode(widths, batch, mode):
+    p = cost.plan(widths, batch)
+    assert p.mode == mode
+    assert set(p.flops) == set(cost.MODES)
+    assert p.flops[mode] == min(p.flops.values())
+
+
+def test_elementwise_flops():
+    widths = (4, 3, 3, 1)
+    assert cost.elementwise_flops(widths, "forward") == 2 * 6 + 4 * 6
+    assert cost.elementwise_flops(widths, "reverse") == 2 * 6 + 1 * 6
+    assert cost.elementwise_flops(widths, "reverse", batch=3, bias=True) == 3 * (3 * 6 + 6)
+
+
+def test_memory_model_scales_with_chunks_and_batch():
+    widths = (1000, 500, 500, 10)
+    full = cost.memory_bytes(widths, "forward")
+    chunked = cost.memory_bytes(widths, "forward", chunk_size=10)
+    assert chunked < full
+    assert cost.memory_bytes(widths, "reverse", batch=4) == 4 * cost.memory_bytes(widths, "reverse")
+    assert cost.memory_bytes(widths, "reverse", dtype=torch.float64) == 2 * cost.memory_bytes(
+        widths, "reverse"
+    )
+    # float32, batch 1, reverse: kept σ' (1000) + J (10·1000) + sweep 10·(1000+500)
+    assert cost.memory_bytes(widths, "reverse") == 4 * (1000 + 10_000 + 15_000)
+
+
+@pytest.mark.parametrize("bad", [(3, 4), (3, 0, 1), ()])
+def test_bad_widths(bad):
+    with pytest.raises(ValueError, match="widths|width"):
+        cost.flop_count(bad, "forward")
+
+
+def test_bad_mode():
+    with pytest.raises(ValueError, match="unknown mode 'auto'"):
+        cost.flop_count((2, 2, 2), "auto")
+
+
+def test_brute_force_helper_enumerates_catalan_many():
+    assert sum(1 for _ in _all_bracketings(1, 5)) == 14
+    assert len(set(itertools.islice(_all_bracketings(1, 4), 100))) == 5

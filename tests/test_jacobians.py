@@ -1,0 +1,146 @@
+"""Every routine against torch.func in float64 (an independent reference), on random shapes."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jacbench import (
+    ACTIVATIONS,
+    MLP,
+    jacobian,
+    jacobian_forward,
+    jacobian_mixed,
+    jacobian_reverse,
+    make_mlp,
+    reference_jacobian,
+    relative_error,
+)
+
+ROUTINES = {
+    "forward": jacobian_forward,
+    "reverse": jacobian_reverse,
+    "mixed": jacobian_mixed,
+    "auto": jacobian,
+}
+
+widths_strategy = st.lists(st.integers(1, 40), min_size=3, max_size=10)  # depth 1–8
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    widths=widths_strategy,
+    batch=st.sampled_from([None, 1, 3]),
+    activation=st.sampled_from(list(ACTIVATIONS)),
+    bias=st.booleans(),
+    chunk=st.sampled_from([None, 1, 2, 7]),
+    seed=st.integers(0, 2**16),
+)
+def test_every_routine_matches_torch_func(widths, batch, activation, bias, chunk, seed):
+    net = MLP.from_widths(widths, activation=activation, bias=bias, seed=seed, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    shape = (widths[0],) if batch is None else (batch, widths[0])
+    x = torch.randn(shape, generator=generator, dtype=torch.float64)
+    reference = reference_jacobian(net, x, "jacfwd")
+    expected_shape = (widths[-1], widths[0]) if batch is None else (batch, widths[-1], widths[0])
+    assert tuple(reference.shape) == expected_shape
+    results = {name: routine(net, x) for name, routine in ROUTINES.items()}
+    results["forward chunked"] = jacobian_forward(net, x, chunk_size=chunk)
+    results["reverse chunked"] = jacobian_reverse(net, x, chunk_size=chunk)
+    for name, jac in results.items():
+        assert tuple(jac.shape) == expected_shape, name
+        assert jac.dtype == torch.float64
+        assert relative_error(jac, reference) <= 1e-10, name
+
+
+def test_reference_methods_agree_and_are_not_trivial():
+    net = make_mlp(3, 6, 9, 4, dtype=torch.float64)
+    x = torch.randn(2, 6, dtype=torch.float64)
+    rev, fwd = reference_jacobian(net, x, "jacrev"), reference_jacobian(net, x, "jacfwd")
+    torch.testing.assert_close(rev, fwd)
+    assert rev.abs().max() > 1e-2  # lecun init keeps the Jacobian away from 0
+
+
+def test_textbook_formula_by_hand():
+    net = make_mlp(2, 3, 4, 2, dtype=torch.float64)
+    w1, w2, wf = net.weights
+    x = torch.randn(3, dtype=torch.float64)
+    z1 = w1 @ x
+    z2 = w2 @ torch.tanh(z1)
+    expected = (
+        wf @ torch.diag(1 - torch.tanh(z2) ** 2) @ w2 @ torch.diag(1 - torch.tanh(z1) ** 2) @ w1
+    )
+    for routine in ROUTINES.values():
+        torch.testing.assert_close(routine(net, x), expected)
+
+
+def test_float32_follows_input_dtype():
+    net = make_mlp(2, 5, 8, 3)
+    x = torch.randn(4, 5)
+    jac = jacobian_reverse(net, x)
+    assert jac.dtype == torch.float32
+    ref = reference_jacobian(net.to(dtype=torch.float64), x.double())
+    assert relative_error(jac, ref) < 1e-5
+
+
+def test_mixed_on_hourglass_matches():
+    net = MLP.from_widths((12, 12, 2, 12, 12), dtype=torch.float64, seed=3)
+    x = torch.randn(5, 12, dtype=torch.float64)
+    assert relative_error(jacobian_mixed(net, x), reference_jacobian(net, x)) < 1e-12
+
+
+def test_auto_uses_the_plan():
+    net = make_mlp(2, 30, 8, 1, dtype=torch.float64)
+    x = torch.randn(30, dtype=torch.float64)
+    torch.testing.assert_close(jacobian(net, x, "auto"), jacobian_reverse(net, x))
+
+
+@pytest.mark.parametrize(
+    ("x", "error", "message"),
+    [
+        (torch.zeros(()), ValueError, r"shape \(D,\) or \(B, D\) with D = 5, got shape \(\)"),
+        (torch.zeros(2, 3, 5), ValueError, r"got shape \(2, 3, 5\)"),
+        (torch.zeros(4), ValueError, "last dimension must be the network's input size D = 5"),
+        (
+            torch.zeros(5, dtype=torch.float32),
+            TypeError,
+            "x has dtype torch.float32 but the network has torch.float64",
+        ),
+        ([0.0] * 5, TypeError, "x must be a torch.Tensor"),
+    ],
+)
+@pytest.mark.parametrize("routine", list(ROUTINES.values()))
+def test_bad_input_says_what_was_expected(small_net, routine, x, error, message):
+    with pytest.raises(error, match=message):
+        routine(small_net, x)
+
+
+@pytest.mark.parametrize("chunk_size", [0, -1, 1.5, True])
+@pytest.mark.parametrize("routine", [jacobian_forward, jacobian_reverse])
+def test_bad_chunk_size(small_net, routine, chunk_size):
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+        routine(small_net, torch.zeros(5, dtype=torch.float64), chunk_size=chunk_size)
+
+
+def test_unknown_mode(small_net):
+    with pytest.raises(ValueError, match="unknown mode 'sideways'; expected one of: forward"):
+        jacobian(small_net, torch.zeros(5, dtype=torch.float64), mode="sideways")
+
+
+def test_unknown_reference_method(small_net):
+    with pytest.raises(ValueError, match="unknown reference method"):
+        reference_jacobian(small_net, torch.zeros(5, dtype=torch.float64), method="numeric")
+
+
+def test_device_mismatch_is_reported():
+    net = make_mlp(1, 2, 2, 1)
+    x = torch.zeros(2, device="meta")
+    with pytest.raises(ValueError, match="x is on meta but the network is on cpu"):
+        jacobian_forward(net, x)
+
+
+def test_relative_error():
+    ref = torch.tensor([[2.0, -4.0]])
+    assert relative_error(ref, ref) == 0.0
+    assert relative_error(torch.tensor([[2.0, -3.0]]), ref) == pytest.approx(0.25)
+    assert relative_error(torch.zeros(1, 2), torch.zeros(1, 2)) == 0.0

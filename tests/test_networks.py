@@ -1,0 +1,117 @@
+import pytest
+import torch
+from torch import nn
+
+from jacbench import MLP, make_mlp
+
+
+def test_make_mlp_shapes_and_names():
+    net = make_mlp(depth=3, d_in=4, width=6, d_out=2)
+    assert net.widths == (4, 6, 6, 6, 2)
+    assert net.depth == 3
+    assert [tuple(w.shape) for w in net.weights] == [(6, 4), (6, 6), (6, 6), (2, 6)]
+    assert list(net.param_dict()) == ["W1", "W2", "W3", "WF"]
+    assert net(torch.ones(4)).shape == (2,)
+    assert net(torch.ones(5, 4)).shape == (5, 2)
+
+
+def test_forward_pass_is_the_textbook_formula():
+    net = make_mlp(depth=2, d_in=3, width=4, d_out=2, dtype=torch.float64)
+    p = net.param_dict()
+    x = torch.randn(3, dtype=torch.float64)
+    expected = p["WF"] @ torch.tanh(p["W2"] @ torch.tanh(p["W1"] @ x))
+    torch.testing.assert_close(net(x), expected)
+
+
+def test_same_seed_same_weights_across_dtypes_and_calls():
+    a = make_mlp(2, 5, 8, 3, seed=7, dtype=torch.float64)
+    b = make_mlp(2, 5, 8, 3, seed=7, dtype=torch.float32)
+    c = make_mlp(2, 5, 8, 3, seed=8, dtype=torch.float64)
+    for wa, wb in zip(a.weights, b.weights):
+        torch.testing.assert_close(wa.float(), wb)
+    assert not torch.equal(a.weights[0], c.weights[0])
+
+
+@pytest.mark.parametrize(
+    ("init", "expected_std"),
+    [("lecun", 1 / 400**0.5), ("normal", 1.0), ("xavier", (2 / 800) ** 0.5)],
+)
+def test_init_scales(init, expected_std):
+    net = make_mlp(2, 400, 400, 400, init=init, dtype=torch.float64)
+    std = net.weights[1].std().item()
+    assert abs(std - expected_std) / expected_std < 0.02
+
+
+def test_normal_init_saturates_deep_tanh_and_lecun_does_not():
+    x = torch.randn(64, dtype=torch.float64)
+    saturated = make_mlp(8, 64, 64, 1, init="normal", dtype=torch.float64)
+    healthy = make_mlp(8, 64, 64, 1, init="lecun", dtype=torch.float64)
+
+    def mean_slope(net):
+        h = x
+        for w in net.weights[:-1]:
+            h = torch.tanh(w @ h)
+        return (1 - h**2).mean().item()
+
+    assert mean_slope(saturated) < 0.2
+    assert mean_slope(healthy) > 0.4
+
+
+def test_from_widths_hourglass_and_bias():
+    net = MLP.from_widths((8, 32, 2, 32, 8), bias=True, activation="sigmoid")
+    assert net.widths == (8, 32, 2, 32, 8)
+    assert all(b is not None for b in net.biases)
+    assert all(a.name == "sigmoid" for a in net.activations)
+
+
+def test_to_changes_dtype_and_keeps_values():
+    net = make_mlp(2, 3, 4, 1, dtype=torch.float64)
+    net32 = net.to(dtype=torch.float32)
+    assert net32.dtype == torch.float32
+    torch.testing.assert_close(net32.weights[0], net.weights[0].float())
+
+
+def test_from_sequential_round_trip():
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 5, bias=False), nn.ReLU(), nn.Linear(5, 2)
+    ).double()
+    net = MLP.from_sequential(model)
+    assert net.widths == (4, 6, 5, 2)
+    assert [a.name for a in net.activations] == ["tanh", "relu"]
+    assert net.biases[1] is None
+    x = torch.randn(7, 4, dtype=torch.float64)
+    torch.testing.assert_close(net(x), model(x).detach())
+
+
+def test_from_sequential_rejects_unknown_layer_by_name():
+    model = nn.Sequential(nn.Linear(3, 3), nn.GELU(), nn.Linear(3, 1))
+    with pytest.raises(ValueError, match=r"layer 1 \(GELU\) is not supported"):
+        MLP.from_sequential(model)
+
+
+def test_from_sequential_rejects_bad_structure():
+    with pytest.raises(ValueError, match="two Linear layers in a row"):
+        MLP.from_sequential(nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 1)))
+    with pytest.raises(ValueError, match="at least two Linear"):
+        MLP.from_sequential(nn.Sequential(nn.Linear(3, 3), nn.Tanh()))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"depth": 0, "d_in": 3, "width": 3, "d_out": 1}, "depth must be ≥ 1"),
+        ({"depth": 2, "d_in": 0, "width": 3, "d_out": 1}, "every width must be ≥ 1"),
+        ({"depth": 2, "d_in": 3, "width": 3, "d_out": 1, "init": "he"}, "unknown init 'he'"),
+    ],
+)
+def test_make_mlp_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_mlp(**kwargs)
+
+
+def test_mlp_checks_shapes():
+    with pytest.raises(ValueError, match="weight 2 has 5 columns but weight 1 has 4 rows"):
+        MLP(
+            (torch.zeros(4, 3), torch.zeros(2, 5)), (None, None), (make_mlp(1, 1, 1, 1).activations)
+        )
