@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import shlex
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -35,7 +36,8 @@ from jacbench.networks import INITS
 from jacbench.sweep import DTYPES, TOLERANCES, Point, SweepConfig, expand_grid, run_sweep
 from jacbench.sweep import validate_points as validate_grid
 
-console = Console()
+# Tables are wide; when the output is a file or a pipe there is no terminal width to respect.
+console = Console() if sys.stdout.isatty() else Console(width=160)
 err_console = Console(stderr=True)
 
 # Options that take a list: `--depths 3 5 10` and `--depths 3,5,10` both work.

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
+from rich import box
 from rich.table import Table
 
 from jacbench.cost import MODES, Plan
@@ -183,27 +184,52 @@ def prediction_accuracy(summary: pd.DataFrame) -> tuple[int, int]:
     return int(verdicts.sum()), int(len(verdicts))
 
 
+def compact_label(row: pd.Series | dict) -> str:
+    """``L=3 D=4 K=256 P=4`` (with B, dtype and device only where they are not the defaults)."""
+    hidden = set(str(row["widths"]).split("-")[1:-1])
+    k = f"K={row['width']}" if len(hidden) == 1 else f"[{row['widths']}]"
+    label = f"L={row['depth']} D={row['d_in']} {k} P={row['d_out']}"
+    if int(row["batch"]) != 1:
+        label += f" B={row['batch']}"
+    if row["dtype"] != "float32":
+        label += f" {row['dtype']}"
+    if row["device"] != "cpu":
+        label += f" {row['device']}"
+    return label
+
+
+# Peers are grouped by family in the terminal table: the faster of each family's two modes.
+_FAMILIES = {
+    "torch.func": ("func-jacfwd", "func-jacrev"),
+    "autograd": ("autograd-forward", "autograd-reverse"),
+    "naive": ("naive-forward", "naive-reverse"),
+    "jax": ("jax-jacfwd", "jax-jacrev"),
+}
+
+
 def summary_table(summary: pd.DataFrame, methods: Sequence[str] | None = None) -> Table:
-    """The summary as a rich table: one row per shape, one column per method."""
-    table = Table(title="median time per Jacobian")
+    """The summary for a terminal: jacbench's methods, the best of each peer family, the verdict."""
+    table = Table(
+        title="median time per Jacobian",
+        caption="peer columns: the faster of the family's forward and reverse mode; "
+        "✓: predicted mode within 10% of the fastest",
+        box=box.SIMPLE_HEAD,
+    )
     if summary.empty:
         return table
-    method_columns = _method_order(summary.columns, methods)
+    ours = [m for m in ("forward", "reverse", "mixed", "auto") if m in summary]
+    families = {f: [m for m in ms if m in summary] for f, ms in _FAMILIES.items()}
+    families = {f: ms for f, ms in families.items() if ms}
     table.add_column("shape")
-    for m in method_columns:
-        table.add_column(m, justify="right")
-    for extra in ("fwd/rev", "predicted", "measured"):
-        if extra in summary:
-            table.add_column(extra, justify="right")
+    for name in [*ours, *families, "fwd/rev", "predicted", "measured"]:
+        table.add_column(name, justify="right")
     for _, row in summary.iterrows():
-        cells = [shape_label(row)] + [format_seconds(row[m]) for m in method_columns]
-        if "fwd/rev" in summary:
-            cells.append(f"{row['fwd/rev']:.3g}" if pd.notna(row["fwd/rev"]) else "—")
-        if "predicted" in summary:
-            mark = "✓" if row.get("prediction_ok") is True else "✗"
-            cells.append(f"{row['predicted']} {mark}")
-        if "measured" in summary:
-            cells.append(str(row["measured"]))
+        cells = [compact_label(row)] + [format_seconds(row[m]) for m in ours]
+        cells += [format_seconds(row[ms].min()) for ms in families.values()]
+        ratio = row.get("fwd/rev")
+        cells.append(f"{ratio:.3g}" if ratio is not None and pd.notna(ratio) else "—")
+        mark = "✓" if row.get("prediction_ok") is True else "✗"
+        cells += [f"{row.get('predicted')} {mark}", str(row.get("measured", "—"))]
         table.add_row(*cells)
     return table
 

@@ -101,6 +101,7 @@ class RunWriter:
             _repair_torn_tail(self.csv_path)
         self.done = {row_key(r) for r in _read_rows(self.csv_path)}
         self.meta = old_meta or {}
+        self.write_meta()  # the parameters are on disk before the first row
 
     def append(self, row: dict) -> None:
         """Write one row and push it to disk before returning; a row already there is skipped."""

@@ -1,0 +1,90 @@
+"""A real `jacbench run` process killed mid-sweep keeps its finished rows and resumes cleanly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+ARGS = [
+    "run",
+    "--depths",
+    "1",
+    "2",
+    "3",
+    "4",
+    "--d-in",
+    "4",
+    "16",
+    "--width",
+    "8",
+    "--d-out",
+    "2",
+    "--methods",
+    "forward",
+    "reverse",
+    "--min-time",
+    "0.2",
+    "--quiet",
+]
+TOTAL = 4 * 2 * 2
+
+
+def _start(out):
+    return subprocess.Popen(
+        [sys.executable, "-m", "jacbench", *ARGS, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_rows(csv_path, n, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if csv_path.exists() and csv_path.read_text().count("\n") >= n + 1:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    raise AssertionError("the run wrote too few rows in time")
+
+
+def _resume(out):
+    return subprocess.run(
+        [sys.executable, "-m", "jacbench", *ARGS, "--out", str(out), "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_sigkill_keeps_finished_rows_and_resume_completes(tmp_path):
+    out = tmp_path / "run"
+    proc = _start(out)
+    _wait_for_rows(out / "results.csv", 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = pd.read_csv(out / "results.csv")
+    assert 3 <= len(kept) < TOTAL
+    assert set(kept["status"]) == {"ok"}
+    done = _resume(out)
+    assert done.returncode == 0, done.stderr
+    final = pd.read_csv(out / "results.csv")
+    assert len(final) == TOTAL
+    assert not final.duplicated(["widths", "batch", "dtype", "device", "method"]).any()
+    # The rows written before the kill are untouched.
+    pd.testing.assert_frame_equal(final.iloc[: len(kept)], kept)
+
+
+def test_ctrl_c_exits_130_and_says_where(tmp_path):
+    out = tmp_path / "run"
+    proc = _start(out)
+    _wait_for_rows(out / "results.csv", 2, proc)
+    os.kill(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Interrupted" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr
+    assert len(pd.read_csv(out / "results.csv")) >= 2
