@@ -31,7 +31,7 @@ from typer.core import TyperCommand
 from jacbench import cost, report, results
 from jacbench.activations import ACTIVATIONS
 from jacbench.jacobians import jacobian, jacobian_forward, jacobian_mixed, jacobian_reverse
-from jacbench.methods import DEFAULT_METHODS, METHODS
+from jacbench.methods import METHODS, default_methods
 from jacbench.networks import INITS
 from jacbench.sweep import DTYPES, TOLERANCES, Point, SweepConfig, expand_grid, run_sweep
 from jacbench.sweep import validate_points as validate_grid
@@ -312,8 +312,11 @@ def run(
     device = check_device(device)
     dtypes = parse_choices(dtype, "dtype", list(DTYPES)) or ["float32"]
     method_names = parse_choices(methods, "method", list(METHODS)) or list(
-        base.get("methods", DEFAULT_METHODS)
+        base.get("methods", default_methods())
     )
+    for name in method_names:
+        if not METHODS[name].available():
+            fail(f"method {name} is not available here: {METHODS[name].requirement}")
     grid = {
         "depths": parse_ints(depths, "--depths") or base["depths"],
         "d_in": parse_ints(d_in, "--d-in") or base["d_in"],

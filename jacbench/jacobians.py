@@ -12,8 +12,10 @@ NOTE: [The chain]) after one primal pass that keeps σ'(z_k) for every layer. A 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -53,27 +55,72 @@ def _check_chunk_size(chunk_size: int | None) -> None:
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
 
 
+# NOTE: [Vector products on all cores]
+#     A single-row product v·M (P = 1 reverse mode, D = 1 forward mode, every primal step of
+#     an unbatched x) is a matrix-vector product: memory-bound, one read of M. The CPU BLAS
+#     runs it on one thread, which reaches about half the machine's read bandwidth. Cutting
+#     M into t row blocks and handing them to one bmm spreads the read over t threads:
+#
+#         v·M,  M row-major (k × n):   [v_1 … v_t] · [M_1; …; M_t] = Σ_i v_i·M_i   (bmm, then sum)
+#         v·Wᵀ = W·v, W row-major:     [W_1; …; W_t]·v = [W_1·v; …; W_t·v]         (bmm, then view)
+#
+#     Both read M exactly once in its own layout, so the primal pass and the adjoint pass
+#     reuse what the cache holds of the same weights. Small matrices skip this: a bmm
+#     launch costs more than the product.
+VECTOR_SPLIT_MIN_ELEMENTS = 1 << 18
+
+
+def _vector_times(v: Tensor, matrix: Tensor) -> Tensor:
+    """v (k,) · matrix (k, n) → (n,); see NOTE: [Vector products on all cores]."""
+    k, n = matrix.shape
+    threads = torch.get_num_threads()
+    if threads > 1 and v.device.type == "cpu" and k * n >= VECTOR_SPLIT_MIN_ELEMENTS:
+        if matrix.is_contiguous() and k % threads == 0:
+            blocks = matrix.view(threads, k // threads, n)
+            return torch.bmm(v.view(threads, 1, k // threads), blocks).sum(0).view(n)
+        if matrix.T.is_contiguous() and n % threads == 0:
+            blocks = matrix.T.view(threads, n // threads, k).transpose(1, 2)
+            return torch.bmm(v.view(1, 1, k).expand(threads, 1, k), blocks).view(n)
+    return torch.mv(matrix.T, v)
+
+
+def _times(block: Tensor, matrix: Tensor) -> Tensor:
+    """block @ matrix, with a lone row of an unbatched x sent to ``_vector_times``."""
+    if block.ndim == 2 and block.shape[0] == 1:
+        return _vector_times(block[0], matrix).unsqueeze(0)
+    return torch.matmul(block, matrix)
+
+
 def _primal(net: MLP, x: Tensor) -> list[Tensor]:
-    """σ'(z_k) for k = 1..L, each (B, K_k), from one pass over a batch x of shape (B, D)."""
+    """σ'(z_k) for k = 1..L from one pass over x, shaped to scale the last axis of a block.
+
+    For x of shape (D,) each is (K_k,); for (B, D) each is (B, 1, K_k), so that one
+    broadcast multiply scales the columns of every sample's (rows, K_k) block.
+    """
     slopes = []
     h = x
     for w, b, act in zip(net.weights, net.biases, net.activations):
-        z = torch.nn.functional.linear(h, w, b)
+        if h.ndim == 1:  # a single input: a matrix-vector product, not linear's reshaping
+            z = _vector_times(h, w.T) if b is None else _vector_times(h, w.T).add_(b)
+        else:
+            z = torch.nn.functional.linear(h, w, b)
         h = act.fn(z)
-        slopes.append(act.derivative(z, h))
+        slope = act.derivative(z, h)
+        slopes.append(slope if x.ndim == 1 else slope.unsqueeze(-2))
     return slopes
 
 
 def _sweep(start: Tensor, slopes: Sequence[Tensor], matrices: Sequence[Tensor]) -> Tensor:
     """Carry a block of row vectors through the chain: the loop both pure modes share.
 
-    ``start`` (r, K) is scaled by ``slopes[0]`` (B, K); then, for each matrix but the last,
-    multiply and scale by the next slope; finally multiply by the last matrix. Returns (B, r, ·).
+    ``start`` (r, K) is scaled by ``slopes[0]``; then, for each matrix but the last, multiply
+    and scale by the next slope; finally multiply by the last matrix. Returns (r, ·) for an
+    unbatched x, (B, r, ·) for a batch. A (B·r, K) block times a weight is one GEMM.
     """
-    block = start * slopes[0][:, None, :]
+    block = start * slopes[0]  # out of place: start is a view of a weight
     for matrix, slope in zip(matrices[:-1], slopes[1:]):
-        block = (block @ matrix) * slope[:, None, :]
-    return block @ matrices[-1]
+        block = _times(block, matrix).mul_(slope)  # the product is fresh: scale in place
+    return _times(block, matrices[-1])
 
 
 def _chunks(n: int, chunk_size: int | None) -> list[slice]:
@@ -81,12 +128,14 @@ def _chunks(n: int, chunk_size: int | None) -> list[slice]:
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
-def _batched(x: Tensor) -> Tensor:
-    return x if x.ndim == 2 else x.unsqueeze(0)
-
-
-def _unbatched_like(x: Tensor, jac: Tensor) -> Tensor:
-    return jac if x.ndim == 2 else jac.squeeze(0)
+def _sweep_in_chunks(
+    rows: Tensor, slopes: Sequence[Tensor], matrices: Sequence[Tensor], chunk_size: int | None
+) -> Tensor:
+    """``_sweep`` over blocks of at most ``chunk_size`` rows of ``rows``, joined on the row axis."""
+    if chunk_size is None or chunk_size >= rows.shape[0]:
+        return _sweep(rows, slopes, matrices)
+    blocks = [_sweep(rows[part], slopes, matrices) for part in _chunks(rows.shape[0], chunk_size)]
+    return torch.cat(blocks, dim=-2)
 
 
 def jacobian_forward(net: MLP, x: Tensor, *, chunk_size: int | None = None) -> Tensor:
@@ -109,13 +158,10 @@ def jacobian_forward(net: MLP, x: Tensor, *, chunk_size: int | None = None) -> T
     """
     _check_input(net, x)
     _check_chunk_size(chunk_size)
-    xb = _batched(x)
-    slopes = _primal(net, xb)
+    slopes = _primal(net, x)
     first, *rest = net.weights
-    matrices = [w.T for w in rest]
-    blocks = [_sweep(first.T[cols], slopes, matrices) for cols in _chunks(net.d_in, chunk_size)]
-    jac = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
-    return _unbatched_like(x, jac.transpose(1, 2))
+    tangents = _sweep_in_chunks(first.T, slopes, [w.T for w in rest], chunk_size)
+    return tangents.transpose(-1, -2)
 
 
 def jacobian_reverse(net: MLP, x: Tensor, *, chunk_size: int | None = None) -> Tensor:
@@ -138,13 +184,9 @@ def jacobian_reverse(net: MLP, x: Tensor, *, chunk_size: int | None = None) -> T
     """
     _check_input(net, x)
     _check_chunk_size(chunk_size)
-    xb = _batched(x)
-    slopes = _primal(net, xb)
+    slopes = _primal(net, x)
     *rest, last = net.weights
-    matrices = rest[::-1]
-    blocks = [_sweep(last[rows], slopes[::-1], matrices) for rows in _chunks(net.d_out, chunk_size)]
-    jac = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
-    return _unbatched_like(x, jac)
+    return _sweep_in_chunks(last, slopes[::-1], rest[::-1], chunk_size)
 
 
 def _evaluate(tree: cost.Bracketing, weights: Sequence[Tensor], slopes: Sequence[Tensor]) -> Tensor:
@@ -157,10 +199,10 @@ def _evaluate(tree: cost.Bracketing, weights: Sequence[Tensor], slopes: Sequence
     slope = slopes[cost.span(right_tree)[1] - 1]  # Σ_k sits between M_{k+1} and M_k
     # Scale whichever operand is smaller (per sample): the cost model counts the same.
     if left.shape[-2] <= right.shape[-1]:
-        left = left * slope[:, None, :]
+        left = left * slope
     else:
-        right = right * slope[:, :, None]
-    return left @ right
+        right = right * (slope.mT if slope.ndim == 3 else slope[:, None])
+    return torch.matmul(left, right)
 
 
 def jacobian_mixed(net: MLP, x: Tensor) -> Tensor:
@@ -182,10 +224,8 @@ def jacobian_mixed(net: MLP, x: Tensor) -> Tensor:
     torch.Size([16, 16])
     """
     _check_input(net, x)
-    xb = _batched(x)
-    slopes = _primal(net, xb)
     _, tree = cost.chain_order(net.widths)
-    return _unbatched_like(x, _evaluate(tree, net.weights, slopes))
+    return _evaluate(tree, net.weights, _primal(net, x))
 
 
 def jacobian(net: MLP, x: Tensor, mode: str = "auto", *, chunk_size: int | None = None) -> Tensor:
@@ -198,16 +238,21 @@ def jacobian(net: MLP, x: Tensor, mode: str = "auto", *, chunk_size: int | None 
     >>> jacobian(net, torch.ones(3, 5)).shape
     torch.Size([3, 1, 5])
     """
-    if mode not in JACOBIAN_MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of: {', '.join(JACOBIAN_MODES)}")
     if mode == "auto":
         _check_input(net, x)
-        mode = cost.plan(net.widths, x.shape[0] if x.ndim == 2 else 1).mode
+        mode = _predicted_mode(net.widths, x.shape[0] if x.ndim == 2 else 1)
     if mode == "forward":
         return jacobian_forward(net, x, chunk_size=chunk_size)
     if mode == "reverse":
         return jacobian_reverse(net, x, chunk_size=chunk_size)
-    return jacobian_mixed(net, x)
+    if mode == "mixed":
+        return jacobian_mixed(net, x)
+    raise ValueError(f"unknown mode {mode!r}; expected one of: {', '.join(JACOBIAN_MODES)}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _predicted_mode(widths: tuple[int, ...], batch: int) -> str:
+    return cost.plan(widths, batch).mode
 
 
 def reference_jacobian(net: MLP, x: Tensor, method: str = "jacrev") -> Tensor:
@@ -226,9 +271,18 @@ def reference_jacobian(net: MLP, x: Tensor, method: str = "jacrev") -> Tensor:
     return single(x) if x.ndim == 1 else torch.func.vmap(single)(x)
 
 
-def relative_error(jac: Tensor, reference: Tensor) -> float:
-    """max |J − J_ref| / max |J_ref|, computed in float64 (0 when both are 0)."""
-    jac64, ref64 = jac.detach().double().cpu(), reference.detach().double().cpu()
+def _as_float64(array) -> Tensor:
+    if isinstance(array, Tensor):
+        return array.detach().to("cpu", torch.float64)
+    return torch.from_numpy(np.asarray(array).astype(np.float64))  # e.g. a JAX array
+
+
+def relative_error(jac, reference) -> float:
+    """max |J − J_ref| / max |J_ref|, computed in float64 (0 when both are 0).
+
+    Either argument may be a tensor or any array NumPy can read (a JAX result, say).
+    """
+    jac64, ref64 = _as_float64(jac), _as_float64(reference)
     if jac64.shape != ref64.shape:
         raise ValueError(f"shapes differ: {tuple(jac64.shape)} vs {tuple(ref64.shape)}")
     scale = ref64.abs().max().item() if ref64.numel() else 0.0

@@ -9,6 +9,8 @@ Jacobian alone. The CLI, the sweep and the pytest-benchmark suites all read this
 from __future__ import annotations
 
 import functools
+import importlib.util
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +23,10 @@ from jacbench.networks import MLP
 JacobianCall = Callable[[], Tensor]
 
 
+def _always() -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Method:
     """One way to compute an input Jacobian, as named in the CLI, the CSV and the docs."""
@@ -30,6 +36,8 @@ class Method:
     mode: str  # the AD mode it uses: forward, reverse, mixed or auto
     description: str
     build: Callable[[MLP, Tensor], JacobianCall]
+    available: Callable[[], bool] = _always
+    requirement: str = ""  # what to install when it is not available
 
 
 def _build_jacbench(routine: Callable[..., Tensor], net: MLP, x: Tensor) -> JacobianCall:
@@ -94,6 +102,63 @@ def _build_naive(one: Callable[[MLP, Tensor], Tensor], net: MLP, x: Tensor) -> J
     if x.ndim == 1:
         return functools.partial(one, net, x)
     return lambda: torch.stack([one(net, sample) for sample in x])
+
+
+def _jax_available() -> bool:
+    return importlib.util.find_spec("jax") is not None
+
+
+class CompiledCall:
+    """A zero-argument call to a compiled function; ``compile_s`` is what the first call took."""
+
+    def __init__(self, fn: Callable[[], object], compile_s: float) -> None:
+        self.fn = fn
+        self.compile_s = compile_s
+
+    def __call__(self) -> object:
+        return self.fn()
+
+
+def _build_jax(transform: str, net: MLP, x: Tensor) -> JacobianCall:
+    import jax
+    import jax.numpy as jnp
+
+    dtype = str(net.dtype).removeprefix("torch.")
+    if dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    platform = "gpu" if net.device.type == "cuda" else "cpu"
+    device = jax.devices(platform)[0]
+
+    def to_jax(t: Tensor | None):
+        if t is None:
+            return None
+        array = t.detach().to("cpu", torch.float64).numpy()
+        return jax.device_put(jnp.asarray(array, dtype=getattr(jnp, dtype)), device)
+
+    activations = {
+        "tanh": jnp.tanh,
+        "sigmoid": jax.nn.sigmoid,
+        "relu": jax.nn.relu,
+        "softplus": jax.nn.softplus,
+        "identity": lambda z: z,
+    }
+    weights = [to_jax(w) for w in net.weights]
+    biases = [to_jax(b) for b in net.biases]
+    sigmas = [activations[a.name] for a in net.activations]
+
+    def f(inputs):
+        h = inputs
+        for w, b, sigma in zip(weights, biases, sigmas):
+            h = sigma(w @ h if b is None else w @ h + b)
+        out = weights[-1] @ h
+        return out if biases[-1] is None else out + biases[-1]
+
+    jac = getattr(jax, transform)(f)
+    compiled = jax.jit(jac if x.ndim == 1 else jax.vmap(jac))
+    xj = to_jax(x)
+    start = time.perf_counter()
+    compiled(xj).block_until_ready()
+    return CompiledCall(lambda: compiled(xj).block_until_ready(), time.perf_counter() - start)
 
 
 METHODS: dict[str, Method] = {
@@ -169,10 +234,31 @@ METHODS: dict[str, Method] = {
             "textbook reverse mode: torch.diag(σ') materialised, one input at a time",
             functools.partial(_build_naive, _naive_reverse_one),
         ),
+        Method(
+            "jax-jacfwd",
+            "jax",
+            "forward",
+            "jax.jit(jax.jacfwd) (vmap over the batch); compile time reported apart",
+            functools.partial(_build_jax, "jacfwd"),
+            _jax_available,
+            "pip install 'jacbench[jax]'",
+        ),
+        Method(
+            "jax-jacrev",
+            "jax",
+            "reverse",
+            "jax.jit(jax.jacrev) (vmap over the batch); compile time reported apart",
+            functools.partial(_build_jax, "jacrev"),
+            _jax_available,
+            "pip install 'jacbench[jax]'",
+        ),
     ]
 }
 
-DEFAULT_METHODS = tuple(METHODS)
+
+def default_methods() -> tuple[str, ...]:
+    """Every registered method whose library is installed (JAX's only with JAX)."""
+    return tuple(name for name, method in METHODS.items() if method.available())
 
 
 def get_method(name: str) -> Method:

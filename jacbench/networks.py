@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +42,8 @@ class MLP:
     weights: tuple[Tensor, ...]
     biases: tuple[Tensor | None, ...]
     activations: tuple[Activation, ...]
+    # Derived once: every Jacobian call reads the widths, and tuple-building is not free.
+    _widths: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         weights, biases, activations = self.weights, self.biases, self.activations
@@ -69,12 +71,14 @@ class MLP:
                 raise ValueError(
                     f"bias {i + 1} must have shape ({w.shape[0]},) and dtype {w.dtype}"
                 )
+        widths = (weights[0].shape[1], *(w.shape[0] for w in weights))
+        object.__setattr__(self, "_widths", widths)
 
     # ------------------------------------------------------------------ shape
     @property
     def widths(self) -> tuple[int, ...]:
         """``(D, K_1, …, K_L, P)``."""
-        return (self.weights[0].shape[1], *(w.shape[0] for w in self.weights))
+        return self._widths
 
     @property
     def depth(self) -> int:
@@ -83,11 +87,11 @@ class MLP:
 
     @property
     def d_in(self) -> int:
-        return self.weights[0].shape[1]
+        return self._widths[0]
 
     @property
     def d_out(self) -> int:
-        return self.weights[-1].shape[0]
+        return self._widths[-1]
 
     @property
     def dtype(self) -> torch.dtype:

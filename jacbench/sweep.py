@@ -228,6 +228,7 @@ def run_task(point: Point, method: Method, config: SweepConfig, net: MLP, x, ref
         row.update(status=status, message=f"{type(error).__name__}: {first_line}"[:300])
         return row
     row.update(
+        compile_s=getattr(call, "compile_s", math.nan),
         median_s=measurement.median,
         iqr_s=measurement.iqr,
         mean_s=measurement.mean,

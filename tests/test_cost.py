@@ -47,13 +47,13 @@ def test_chunking_does_not_change_flops(chunk_size):
         assert got == cost.flop_count(widths, mode, 2)
 
 
-def test_unbatched_input_counts_as_batch_of_one():
-    widths = (6, 8, 8, 3)
+@pytest.mark.parametrize("widths", [(6, 8, 8, 3), (512, 512, 600, 1), (1, 600, 512, 512)])
+def test_unbatched_input_counts_as_batch_of_one(widths):
     net = MLP.from_widths(widths, dtype=torch.float64)
     for mode, routine in ROUTINES.items():
-        assert counted_flops(routine, net, torch.randn(6, dtype=torch.float64)) == cost.flop_count(
-            widths, mode
-        )
+        assert counted_flops(
+            routine, net, torch.randn(widths[0], dtype=torch.float64)
+        ) == cost.flop_count(widths, mode)
 
 
 def test_worked_example_from_the_note():

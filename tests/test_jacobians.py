@@ -144,3 +144,25 @@ def test_relative_error():
     assert relative_error(ref, ref) == 0.0
     assert relative_error(torch.tensor([[2.0, -3.0]]), ref) == pytest.approx(0.25)
     assert relative_error(torch.zeros(1, 2), torch.zeros(1, 2)) == 0.0
+
+
+@pytest.mark.parametrize(
+    "widths",
+    [
+        (512, 512, 600, 1),  # P = 1: adjoint rows and primal steps take the split vector product
+        (1, 600, 512, 512),  # D = 1: tangent rows take it in the other layout
+        (513, 511, 509, 1),  # sizes that do not divide among threads: the plain fallback
+    ],
+)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_large_single_row_products_on_every_thread_count(widths, threads):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        net = MLP.from_widths(widths, dtype=torch.float64, bias=True, seed=5)
+        x = torch.randn(widths[0], dtype=torch.float64)
+        ref = reference_jacobian(net, x)
+        for routine in ROUTINES.values():
+            assert relative_error(routine(net, x), ref) < 1e-12
+    finally:
+        torch.set_num_threads(previous)
