@@ -33,6 +33,7 @@ from jacbench.activations import ACTIVATIONS
 from jacbench.jacobians import jacobian, jacobian_forward, jacobian_mixed, jacobian_reverse
 from jacbench.methods import METHODS, default_methods
 from jacbench.networks import INITS
+from jacbench.peaks import measure_peaks
 from jacbench.sweep import DTYPES, TOLERANCES, Point, SweepConfig, expand_grid, run_sweep
 from jacbench.sweep import validate_points as validate_grid
 
@@ -304,6 +305,10 @@ def run(
         bool, typer.Option("--no-validate", help="Skip the float64 reference check.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or table.")] = False,
+    peak: Annotated[
+        bool,
+        typer.Option(help="Measure peak GEMM FLOP/s and bandwidth first (the efficiency column)."),
+    ] = True,
 ) -> None:
     """Sweep methods over a grid of shapes; write results.csv, meta.json, summary.md and plots."""
     if preset not in PRESETS:
@@ -360,6 +365,10 @@ def run(
         writer = results.RunWriter(run_dir, params, resume=resume)
     except results.RunDirError as error:
         fail(str(error))
+    peaks = {}
+    if peak:
+        with err_console.status(f"measuring peak GEMM throughput and read bandwidth on {device}…"):
+            peaks = {name: measure_peaks(device, DTYPES[name]) for name in dtypes}
     config = SweepConfig(
         points=tuple(points),
         methods=tuple(method_names),
@@ -371,6 +380,7 @@ def run(
         threads=torch.get_num_threads(),
         validate=not no_validate,
         skip=frozenset(writer.done),
+        peaks=peaks,
     )
     writer.write_meta(
         command=command_line(ctx),
@@ -378,6 +388,7 @@ def run(
         finished=None,
         seed=seed,
         environment=results.environment(device),
+        peaks={name: p.as_dict() for name, p in peaks.items()},
     )
     tasks = config.tasks()
     if len(writer.done) and not quiet:
@@ -502,12 +513,17 @@ def compare(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=ListOptionsCommand)
 def info(
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    peak: Annotated[
+        bool, typer.Option("--peak", help="Also measure peak GEMM FLOP/s and read bandwidth.")
+    ] = False,
+    dtype: Annotated[str, typer.Option(help="dtypes to measure peaks in.")] = "float32",
 ) -> None:
-    """Print versions, device, threads and what methods are available."""
+    """Print versions, device, threads and available methods; with --peak, the measured limits."""
     device = check_device(device)
+    dtypes = parse_choices(dtype, "dtype", list(DTYPES))
     env = results.environment(device)
     table = Table(title="jacbench environment", show_header=False)
     table.add_column("", style="bold")
@@ -515,5 +531,13 @@ def info(
     for key, value in env.items():
         table.add_row(key, "—" if value is None else str(value))
     table.add_row("cuda available", str(torch.cuda.is_available()))
-    table.add_row("methods", ", ".join(METHODS))
+    available = [name for name, m in METHODS.items() if m.available()]
+    missing = [f"{name} ({m.requirement})" for name, m in METHODS.items() if not m.available()]
+    table.add_row("methods", ", ".join(available))
+    if missing:
+        table.add_row("not installed", ", ".join(missing))
     console.print(table)
+    if peak:
+        with err_console.status(f"measuring peaks on {device}…"):
+            measured = [measure_peaks(device, DTYPES[name]) for name in dtypes]
+        console.print(report.peaks_table(measured))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -18,6 +18,7 @@ from jacbench import cost, timing
 from jacbench.jacobians import reference_jacobian, relative_error
 from jacbench.methods import Method, get_method
 from jacbench.networks import MLP
+from jacbench.peaks import Peaks, bound_seconds
 
 DTYPES: dict[str, torch.dtype] = {
     "float64": torch.float64,
@@ -109,6 +110,7 @@ class SweepConfig:
     threads: int | None = None
     validate: bool = True
     skip: frozenset = field(default_factory=frozenset)
+    peaks: Mapping[str, Peaks] = field(default_factory=dict)  # dtype name → measured limits
 
     def tasks(self) -> list[tuple[Point, str]]:
         """The (point, method) pairs still to run, in order."""
@@ -196,6 +198,9 @@ def run_task(point: Point, method: Method, config: SweepConfig, net: MLP, x, ref
         gflops=math.nan,
         max_rel_err=math.nan,
         peak_memory_bytes=math.nan,
+        bound_s=math.nan,
+        efficiency=math.nan,
+        compile_s=math.nan,
         message="",
     )
     on_cuda = torch.device(point.device).type == "cuda"
@@ -227,6 +232,10 @@ def run_task(point: Point, method: Method, config: SweepConfig, net: MLP, x, ref
         first_line = (str(error).splitlines() or [type(error).__name__])[0]
         row.update(status=status, message=f"{type(error).__name__}: {first_line}"[:300])
         return row
+    peaks = config.peaks.get(point.dtype)
+    if peaks is not None:
+        row["bound_s"] = bound_seconds(row["flops"], point.widths, DTYPES[point.dtype], peaks)
+        row["efficiency"] = row["bound_s"] / measurement.median
     row.update(
         compile_s=getattr(call, "compile_s", math.nan),
         median_s=measurement.median,

@@ -11,7 +11,7 @@ from jacbench.cli import app, join_list_options
 
 runner = CliRunner()
 
-TINY = ["--d-in", "3", "9", "--width", "8", "--d-out", "2", "--min-time", "0.01"]
+TINY = ["--d-in", "3", "9", "--width", "8", "--d-out", "2", "--min-time", "0.01", "--no-peak"]
 
 
 def invoke(*args):
@@ -168,6 +168,7 @@ def test_run_accepts_comma_lists(tmp_path):
         "--out",
         tmp_path / "r",
         "--quiet",
+        "--no-peak",
     )
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(tmp_path / "r" / "results.csv")) == 2
@@ -191,6 +192,7 @@ def test_run_refuses_existing_run_and_resumes(tmp_path):
         "--out",
         tmp_path / "r",
         "--quiet",
+        "--no-peak",
     ]
     assert invoke(*args).exit_code == 0
     again = invoke(*args)
@@ -242,6 +244,25 @@ def test_run_out_not_writable(tmp_path):
     assert "cannot write to" in result.output
 
 
+def test_run_measures_peaks_and_efficiency(tmp_path):
+    out = tmp_path / "r"
+    args = ["run", "--depths", 2, "--d-in", 64, "--width", 64, "--d-out", 1, "--min-time", 0.01]
+    result = invoke(*args, "--methods", "reverse", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "meta.json").read_text())
+    peaks = meta["peaks"]["float32"]
+    assert peaks["flops_per_s"] > 1e8 and peaks["bytes_per_s"] > 1e8
+    row = pd.read_csv(out / "results.csv").iloc[0]
+    expected_bound = max(
+        row["flops"] / peaks["flops_per_s"], 4 * (64 * 64 * 2 + 64) / peaks["bytes_per_s"]
+    )
+    assert row["bound_s"] == pytest.approx(expected_bound)
+    assert row["efficiency"] == pytest.approx(row["bound_s"] / row["median_s"])
+    summary = (out / "summary.md").read_text()
+    assert "| efficiency |" in summary
+    assert f"| {row['efficiency']:.0%} |" in summary
+
+
 # ---------------------------------------------------------------- report, compare, info
 def test_report_rerenders(tmp_path):
     out = tmp_path / "r"
@@ -268,3 +289,9 @@ def test_info():
     assert result.exit_code == 0
     assert torch.__version__ in result.output
     assert "func-jacrev" in result.output
+
+
+def test_info_peak():
+    result = invoke("info", "--peak")
+    assert result.exit_code == 0, result.output
+    assert "GFLOP/s (n=2048)" in result.output and "GB/s" in result.output
