@@ -38,14 +38,16 @@ def _one(dtype: torch.dtype, device: torch.device) -> Tensor:
     return torch.ones((), dtype=dtype, device=device)
 
 
-# The derivatives below are one fused kernel each (addcmul: a + v·t·t) rather than two or
-# three elementwise launches: on small layers the launch, not the arithmetic, is the cost.
+# tanh and sigmoid take their derivative from autograd's own backward kernels with an
+# incoming gradient of 1: one launch instead of two or three (on small layers the launch,
+# not the arithmetic, is the cost), and the very rounding of 1 − t² that torch.func uses,
+# which matters where tanh saturates and 1 − t² cancels.
 def _tanh_derivative(z: Tensor, out: Tensor) -> Tensor:
-    return torch.addcmul(_one(out.dtype, out.device), out, out, value=-1)  # 1 − t²
+    return torch.ops.aten.tanh_backward(_one(out.dtype, out.device), out)  # 1 − t²
 
 
 def _sigmoid_derivative(z: Tensor, out: Tensor) -> Tensor:
-    return torch.addcmul(out, out, out, value=-1)  # s − s² = s(1 − s)
+    return torch.ops.aten.sigmoid_backward(_one(out.dtype, out.device), out)  # s(1 − s)
 
 
 def _relu_derivative(z: Tensor, out: Tensor) -> Tensor:

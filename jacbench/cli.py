@@ -463,18 +463,34 @@ def _run_with_progress(
 # ----------------------------------------------------------------- report, compare, info
 @app.command("report")
 def report_command(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder holding results.csv.")],
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="A run folder holding results.csv.", show_default=False)
+    ] = None,
+    pytest_benchmark: Annotated[
+        Path | None,
+        typer.Option(help="A pytest-benchmark JSON (from `pytest benchmarks/ --benchmark-json`)."),
+    ] = None,
 ) -> None:
-    """Re-render summary.md and the plots of a run from its results.csv."""
+    """Re-render a run's summary.md and plots, or summarise a pytest-benchmark JSON."""
+    if (run_dir is None) == (pytest_benchmark is None):
+        fail("give a RUN_DIR or --pytest-benchmark FILE.json (one of them)")
+    if pytest_benchmark is not None:
+        try:
+            frame = results.read_pytest_benchmark(pytest_benchmark)
+        except (FileNotFoundError, ValueError) as error:
+            fail(str(error))
+        summary = report.summary_frame(frame)
+        console.print(report.summary_table(summary))
+        console.print(report.summary_markdown(frame, {"command": str(pytest_benchmark)}))
+        return
     try:
         frame = results.read_results(run_dir)
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
     meta = results.read_meta(run_dir)
     written = report.write_report(run_dir, frame, meta)
-    console.print(
-        report.summary_table(report.summary_frame(frame), meta.get("params", {}).get("methods"))
-    )
+    methods = meta.get("params", {}).get("methods")
+    console.print(report.summary_table(report.summary_frame(frame), methods))
     console.print(f"Wrote {', '.join(str(p) for p in written)}")
 
 

@@ -70,11 +70,19 @@ def _check_chunk_size(chunk_size: int | None) -> None:
 VECTOR_SPLIT_MIN_ELEMENTS = 1 << 18
 
 
+def _splits_over_threads(matrix: Tensor) -> bool:
+    return (
+        matrix.numel() >= VECTOR_SPLIT_MIN_ELEMENTS
+        and matrix.device.type == "cpu"
+        and torch.get_num_threads() > 1
+    )
+
+
 def _vector_times(v: Tensor, matrix: Tensor) -> Tensor:
     """v (k,) · matrix (k, n) → (n,); see NOTE: [Vector products on all cores]."""
     k, n = matrix.shape
     threads = torch.get_num_threads()
-    if threads > 1 and v.device.type == "cpu" and k * n >= VECTOR_SPLIT_MIN_ELEMENTS:
+    if _splits_over_threads(matrix):
         if matrix.is_contiguous() and k % threads == 0:
             blocks = matrix.view(threads, k // threads, n)
             return torch.bmm(v.view(threads, 1, k // threads), blocks).sum(0).view(n)
@@ -85,8 +93,8 @@ def _vector_times(v: Tensor, matrix: Tensor) -> Tensor:
 
 
 def _times(block: Tensor, matrix: Tensor) -> Tensor:
-    """block @ matrix, with a lone row of an unbatched x sent to ``_vector_times``."""
-    if block.ndim == 2 and block.shape[0] == 1:
+    """block @ matrix, with a large lone row of an unbatched x sent to ``_vector_times``."""
+    if block.ndim == 2 and block.shape[0] == 1 and _splits_over_threads(matrix):
         return _vector_times(block[0], matrix).unsqueeze(0)
     return torch.matmul(block, matrix)
 

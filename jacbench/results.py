@@ -160,6 +160,56 @@ def read_results(run_dir_or_csv: Path | str) -> pd.DataFrame:
     return frame
 
 
+def read_pytest_benchmark(path: Path | str) -> pd.DataFrame:
+    """Rows in results.csv's columns from a pytest-benchmark JSON saved from ``benchmarks/``.
+
+    Each benchmark's ``extra_info`` carries the shape, method and FLOPs; its stats the times.
+
+    Raises:
+        FileNotFoundError, ValueError: no such file, or not a jacbench benchmark file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no pytest-benchmark file at {path}")
+    try:
+        data = json.loads(path.read_text())
+        benchmarks = data["benchmarks"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"{path} is not a pytest-benchmark JSON file") from None
+    rows = []
+    for bench in benchmarks:
+        info, stats = bench.get("extra_info", {}), bench["stats"]
+        if "widths" not in info or "method" not in info:
+            continue
+        widths = [int(w) for w in info["widths"]]
+        rows.append(
+            {
+                "depth": len(widths) - 2,
+                "d_in": widths[0],
+                "width": max(widths[1:-1]),
+                "d_out": widths[-1],
+                "widths": "-".join(map(str, widths)),
+                "batch": info["batch"],
+                "dtype": info["dtype"],
+                "device": info["device"],
+                "method": info["method"],
+                "family": info.get("family", ""),
+                "status": "ok",
+                "median_s": stats["median"],
+                "iqr_s": stats["iqr"],
+                "mean_s": stats["mean"],
+                "runs": stats["rounds"],
+                "flops": info.get("flops"),
+                "gflops": info["flops"] / stats["median"] / 1e9 if info.get("flops") else None,
+                "predicted_mode": info.get("predicted_mode"),
+                "max_rel_err": info.get("max_rel_err"),
+            }
+        )
+    if not rows:
+        raise ValueError(f"{path} holds no jacbench benchmarks (run `pytest benchmarks/`)")
+    return pd.DataFrame(rows).reindex(columns=COLUMNS)
+
+
 def default_run_dir(device: str, root: Path = Path("results")) -> Path:
     """``results/<date>-<device>``, with ``-2``, ``-3``, … when that folder holds a run already."""
     base = f"{dt.date.today().isoformat()}-{device.replace(':', '')}"

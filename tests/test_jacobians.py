@@ -38,7 +38,10 @@ widths_strategy = st.lists(st.integers(1, 40), min_size=3, max_size=10)  # depth
 )
 def test_every_routine_matches_torch_func(widths, batch, activation, bias, chunk, seed):
     net = MLP.from_widths(widths, activation=activation, bias=bias, seed=seed, dtype=torch.float64)
-    generator = torch.Generator().manual_seed(seed)
+    # Not `seed` itself: x drawn from the weights' own stream would align with W_1's first
+    # row and push tanh into saturation, where 1 − t² cancels and last-bit differences in z
+    # between two correct programs grow past any fixed relative tolerance.
+    generator = torch.Generator().manual_seed(seed + 1)
     shape = (widths[0],) if batch is None else (batch, widths[0])
     x = torch.randn(shape, generator=generator, dtype=torch.float64)
     reference = reference_jacobian(net, x, "jacfwd")

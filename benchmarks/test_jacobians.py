@@ -1,0 +1,54 @@
+"""One benchmark per (shape, method) of the preset; see conftest.py for presets and devices."""
+
+import pytest
+import torch
+from conftest import bench_cases
+
+from jacbench import cost
+from jacbench.jacobians import relative_error
+from jacbench.methods import get_method
+from jacbench.sweep import TOLERANCES, build_input, build_network, point_reference
+
+CASES = bench_cases()
+
+
+def _case_id(case) -> str:
+    point, method = case
+    return f"{method}-{'-'.join(map(str, point.widths))}-B{point.batch}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_jacobian(benchmark, case):
+    point, method_name = case
+    if point.device.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip("JACBENCH_DEVICE asks for CUDA, which is not available")
+    method = get_method(method_name)
+    net = build_network(point, seed=0, init="lecun", activation="tanh")
+    x = build_input(point, seed=0)
+    call = method.build(net, x)
+    error = relative_error(call(), point_reference(point, net, x))
+    assert error <= TOLERANCES[point.dtype], f"{method_name} is wrong at {point.shape_label}"
+
+    if point.device.startswith("cuda"):
+
+        def timed():
+            call()
+            torch.cuda.synchronize()
+    else:
+        timed = call
+
+    plan = cost.plan(point.widths, point.batch)
+    mode = plan.mode if method.mode == "auto" else method.mode
+    benchmark.group = point.shape_label
+    benchmark.extra_info.update(
+        method=method_name,
+        family=method.family,
+        widths=list(point.widths),
+        batch=point.batch,
+        dtype=point.dtype,
+        device=point.device,
+        flops=plan.flops[mode],
+        predicted_mode=plan.mode,
+        max_rel_err=error,
+    )
+    benchmark(timed)
