@@ -169,3 +169,15 @@ def test_large_single_row_products_on_every_thread_count(widths, threads):
             assert relative_error(routine(net, x), ref) < 1e-12
     finally:
         torch.set_num_threads(previous)
+
+
+def test_small_problems_restore_the_thread_count():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        net = make_mlp(2, 3, 4, 1)
+        for routine in ROUTINES.values():
+            routine(net, torch.randn(3))
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
