@@ -291,8 +291,9 @@ MIXED_MIN_SAVING = 0.10
 def plan(widths: Sequence[int], batch: int = 1, dtype: torch.dtype = torch.float32) -> Plan:
     """Predict the fastest mode for ``widths`` and ``batch`` from the FLOP model.
 
-    The pure mode with fewer FLOPs wins (reverse on a tie); mixed wins only when its
-    bracketing saves more than ``MIXED_MIN_SAVING`` of the better pure mode's FLOPs.
+    The pure mode with fewer FLOPs wins (forward on a tie: its primal and tangent steps
+    read each weight back to back, so the second read comes from cache); mixed wins only
+    when its bracketing saves more than ``MIXED_MIN_SAVING`` of the better pure mode's FLOPs.
     Plans are cached: ``jacobian(mode="auto")`` asks for one on every call.
 
     >>> plan((1000, 1000, 1000, 1000, 1)).mode
@@ -304,7 +305,7 @@ def plan(widths: Sequence[int], batch: int = 1, dtype: torch.dtype = torch.float
 @functools.lru_cache(maxsize=1024)
 def _plan(p: tuple[int, ...], batch: int, dtype: torch.dtype) -> Plan:
     flops = {mode: flop_count(p, mode, batch) for mode in MODES}
-    pure = "forward" if flops["forward"] < flops["reverse"] else "reverse"
+    pure = "reverse" if flops["reverse"] < flops["forward"] else "forward"
     mode = "mixed" if flops["mixed"] < (1 - MIXED_MIN_SAVING) * flops[pure] else pure
     return Plan(
         widths=p,

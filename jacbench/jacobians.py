@@ -67,7 +67,7 @@ def _check_chunk_size(chunk_size: int | None) -> None:
 #     Both read M exactly once in its own layout, so the primal pass and the adjoint pass
 #     reuse what the cache holds of the same weights. Small matrices skip this: a bmm
 #     launch costs more than the product.
-VECTOR_SPLIT_MIN_ELEMENTS = 1 << 18
+VECTOR_SPLIT_MIN_ELEMENTS = 1 << 19  # measured: a loss at 512×512, a gain from 724×724
 
 
 def _splits_over_threads(matrix: Tensor) -> bool:
@@ -92,21 +92,27 @@ def _vector_times(v: Tensor, matrix: Tensor) -> Tensor:
     return torch.mv(matrix.T, v)
 
 
-def _times(block: Tensor, matrix: Tensor) -> Tensor:
-    """block @ matrix, with a large lone row of an unbatched x sent to ``_vector_times``."""
+def _times(block: Tensor, matrix: Tensor, columns: bool) -> Tensor:
+    """matrix @ block for a block of columns, block @ matrix for a block of rows.
+
+    A lone row or column of an unbatched x is a matrix-vector product and goes to
+    ``_vector_times``; a batched block folds into one GEMM (or a bmm) through matmul.
+    """
     if block.ndim == 3:
-        return torch.matmul(block, matrix)  # (B, r, K) @ (K, n) folds into one GEMM
+        return torch.matmul(matrix, block) if columns else torch.matmul(block, matrix)
+    if columns:
+        if block.shape[1] == 1 and _splits_over_threads(matrix):
+            return _vector_times(block[:, 0], matrix.T).unsqueeze(1)
+        return torch.mm(matrix, block)
     if block.shape[0] == 1 and _splits_over_threads(matrix):
         return _vector_times(block[0], matrix).unsqueeze(0)
     return torch.mm(block, matrix)
 
 
 def _slopes(net: MLP, x: Tensor) -> Iterator[Tensor]:
-    """σ'(z_k) for k = 1..L, one primal layer at a time, shaped to scale a block's columns.
+    """σ'(z_k) for k = 1..L, (K_k,) or (B, K_k), one primal layer at a time.
 
-    For x of shape (D,) each is (K_k,); for (B, D) each is (B, 1, K_k), so that one
-    broadcast multiply scales the columns of every sample's (rows, K_k) block. Lazy, so
-    that forward mode can read W_k for the tangents right after the primal pass read it.
+    Lazy, so that forward mode reads W_k for the tangents right after the primal step read it.
     """
     h = x
     for w, b, act in zip(net.weights, net.biases, net.activations):
@@ -116,28 +122,35 @@ def _slopes(net: MLP, x: Tensor) -> Iterator[Tensor]:
         else:
             z = torch.nn.functional.linear(h, w, b)
         h = act.fn(z)
-        slope = act.derivative(z, h)
-        yield slope if x.ndim == 1 else slope.unsqueeze(-2)
+        yield act.derivative(z, h)
 
 
-def _primal(net: MLP, x: Tensor) -> list[Tensor]:
-    """Every σ'(z_k) of one primal pass, kept: what reverse mode and chunked sweeps need."""
-    return list(_slopes(net, x))
+def _scaling_columns(slope: Tensor) -> Tensor:
+    """A slope shaped to scale the columns (last axis) of a (rows, K) or (B, rows, K) block."""
+    return slope if slope.ndim == 1 else slope.unsqueeze(-2)
 
 
-def _sweep(start: Tensor, slopes: Iterable[Tensor], matrices: Sequence[Tensor]) -> Tensor:
-    """Carry a block of row vectors through the chain: the loop both pure modes share.
+def _scaling_rows(slope: Tensor) -> Tensor:
+    """A slope shaped to scale the rows of a (K, cols) or (B, K, cols) block."""
+    return slope.unsqueeze(-1)
 
-    ``start`` (r, K) is scaled by the first slope; then, for each matrix but the last,
-    multiply and scale by the next slope; finally multiply by the last matrix. Returns
-    (r, ·) for an unbatched x, (B, r, ·) for a batch. A (B·r, K) block times a weight is one
-    GEMM. Slopes are drawn one by one, so a lazy primal pass interleaves with the sweep.
+
+def _sweep(
+    start: Tensor, slopes: Iterable[Tensor], matrices: Sequence[Tensor], columns: bool
+) -> Tensor:
+    """Carry a block through the chain: the loop both pure modes share.
+
+    Reverse mode carries rows (adjoints) and multiplies matrices on the right; forward mode
+    carries columns (tangents) and multiplies on the left: the same loop, transposed.
+    ``start`` is scaled by the first slope; then, for each matrix but the last, multiply and
+    scale by the next slope; finally multiply by the last matrix. Slopes are drawn one by
+    one, so a lazy primal pass interleaves with the sweep.
     """
     slopes = iter(slopes)
     block = start * next(slopes)  # out of place: start is a view of a weight
     for matrix, slope in zip(matrices[:-1], slopes):
-        block = _times(block, matrix).mul_(slope)  # the product is fresh: scale in place
-    return _times(block, matrices[-1])
+        block = _times(block, matrix, columns).mul_(slope)  # fresh product: scale in place
+    return _times(block, matrices[-1], columns)
 
 
 def _chunks(n: int, chunk_size: int | None) -> list[slice]:
@@ -145,21 +158,12 @@ def _chunks(n: int, chunk_size: int | None) -> list[slice]:
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
-def _sweep_in_chunks(
-    rows: Tensor, slopes: Sequence[Tensor], matrices: Sequence[Tensor], chunk_size: int | None
-) -> Tensor:
-    """``_sweep`` over blocks of at most ``chunk_size`` rows of ``rows``, joined on the row axis."""
-    if chunk_size is None or chunk_size >= rows.shape[0]:
-        return _sweep(rows, slopes, matrices)
-    blocks = [_sweep(rows[part], slopes, matrices) for part in _chunks(rows.shape[0], chunk_size)]
-    return torch.cat(blocks, dim=-2)
-
-
 def jacobian_forward(net: MLP, x: Tensor, *, chunk_size: int | None = None) -> Tensor:
     """The input Jacobian by forward mode: tangents carried from input to output.
 
-    Jᵀ = W_1ᵀ·Σ_1·W_2ᵀ ⋯ Σ_L·W_Fᵀ is evaluated left to right on a block of D tangent rows
-    (one per input direction), so its cost grows with D (see ``cost.flop_count``).
+    J = W_F·Σ_L·W_L ⋯ Σ_1·W_1 is evaluated right to left on a block of D tangent columns
+    (one per input direction, starting from W_1 itself), each layer's primal step just
+    before its tangent step, so its cost grows with D (see ``cost.flop_count``).
 
     Args:
         net: the network.
@@ -178,12 +182,15 @@ def jacobian_forward(net: MLP, x: Tensor, *, chunk_size: int | None = None) -> T
 
 
 def _forward(net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
-    first, *rest = net.transposed_weights
+    first, *rest = net.weights
     if chunk_size is None or chunk_size >= net.d_in:
         # One pass: each layer's primal step and tangent step read W_k back to back,
         # the second time from cache (zip draws the slope before the product).
-        return _sweep(first, _slopes(net, x), rest).transpose(-1, -2)
-    return _sweep_in_chunks(first, _primal(net, x), rest, chunk_size).transpose(-1, -2)
+        return _sweep(first, map(_scaling_rows, _slopes(net, x)), rest, columns=True)
+    slopes = [_scaling_rows(s) for s in _slopes(net, x)]
+    parts = _chunks(net.d_in, chunk_size)
+    blocks = [_sweep(first[:, cols], slopes, rest, columns=True) for cols in parts]
+    return torch.cat(blocks, dim=-1)
 
 
 def jacobian_reverse(net: MLP, x: Tensor, *, chunk_size: int | None = None) -> Tensor:
@@ -210,7 +217,10 @@ def jacobian_reverse(net: MLP, x: Tensor, *, chunk_size: int | None = None) -> T
 
 def _reverse(net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
     *rest, last = net.weights
-    return _sweep_in_chunks(last, _primal(net, x)[::-1], rest[::-1], chunk_size)
+    slopes = [_scaling_columns(s) for s in _slopes(net, x)][::-1]
+    parts = _chunks(net.d_out, chunk_size)
+    blocks = [_sweep(last[rows], slopes, rest[::-1], columns=False) for rows in parts]
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-2)
 
 
 def _evaluate(tree: cost.Bracketing, weights: Sequence[Tensor], slopes: Sequence[Tensor]) -> Tensor:
@@ -223,9 +233,9 @@ def _evaluate(tree: cost.Bracketing, weights: Sequence[Tensor], slopes: Sequence
     slope = slopes[cost.span(right_tree)[1] - 1]  # Σ_k sits between M_{k+1} and M_k
     # Scale whichever operand is smaller (per sample): the cost model counts the same.
     if left.shape[-2] <= right.shape[-1]:
-        left = left * slope
+        left = left * _scaling_columns(slope)
     else:
-        right = right * (slope.mT if slope.ndim == 3 else slope[:, None])
+        right = right * _scaling_rows(slope)
     return torch.matmul(left, right)
 
 
@@ -252,7 +262,7 @@ def jacobian_mixed(net: MLP, x: Tensor) -> Tensor:
 
 def _mixed(net: MLP, x: Tensor, chunk_size: None) -> Tensor:
     _, tree = cost.chain_order(net.widths)
-    return _evaluate(tree, net.weights, _primal(net, x))
+    return _evaluate(tree, net.weights, list(_slopes(net, x)))
 
 
 def jacobian(net: MLP, x: Tensor, mode: str = "auto", *, chunk_size: int | None = None) -> Tensor:

@@ -152,8 +152,8 @@ def test_relative_error():
 @pytest.mark.parametrize(
     "widths",
     [
-        (512, 512, 600, 1),  # P = 1: adjoint rows and primal steps take the split vector product
-        (1, 600, 512, 512),  # D = 1: tangent rows take it in the other layout
+        (768, 768, 704, 1),  # P = 1: adjoint rows and primal steps take the split vector product
+        (1, 704, 768, 768),  # D = 1: tangent rows take it in the other layout
         (513, 511, 509, 1),  # sizes that do not divide among threads: the plain fallback
     ],
 )
