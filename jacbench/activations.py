@@ -10,7 +10,6 @@ agree with ``torch.func`` to rounding.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,9 +32,15 @@ class Activation:
         return f"Activation({self.name!r})"
 
 
-@functools.lru_cache(maxsize=64)
+_ONES: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+
+
 def _one(dtype: torch.dtype, device: torch.device) -> Tensor:
-    return torch.ones((), dtype=dtype, device=device)
+    # A plain dict rather than lru_cache: torch.compile traces through a dict lookup.
+    one = _ONES.get((dtype, device))
+    if one is None:
+        one = _ONES[(dtype, device)] = torch.ones((), dtype=dtype, device=device)
+    return one
 
 
 # tanh and sigmoid take their derivative from autograd's own backward kernels with an

@@ -254,6 +254,35 @@ PRESETS: dict[str, dict] = {
         "min_time": 0.1,
     },
     "seed": {"depths": [3, 5, 10], "d_in": [1000], "width": [1000], "d_out": [1], "batch": [1]},
+    # The representative grid of the performance comparison: P=1 deep nets, D=1 wide outputs,
+    # square, hourglass, small, batched, large, and the textbook case L=10 D=2 K=30 P=10.
+    "peers": {
+        "points": [
+            ((1000, *[1000] * 10, 1), 1),
+            ((1000, *[1000] * 5, 1), 1),
+            ((1, *[1000] * 5, 1000), 1),
+            ((512, *[512] * 5, 512), 1),
+            ((512, 512, 16, 512, 512), 1),
+            ((16, 32, 32, 32, 4), 1),
+            ((256, *[256] * 5, 1), 64),
+            ((64, *[128] * 3, 64), 32),
+            ((1024, *[1024] * 3, 1024), 1),
+            ((1024, *[1024] * 5, 16), 8),
+            ((2, *[30] * 10, 10), 1),
+        ],
+        "methods": [
+            "forward",
+            "reverse",
+            "mixed",
+            "auto",
+            "func-jacfwd",
+            "func-jacrev",
+            "autograd-forward",
+            "autograd-reverse",
+            "jax-jacfwd",
+            "jax-jacrev",
+        ],
+    },
     "crossover": {
         "depths": [5],
         "d_in": [1, 16, 128, 1024],
@@ -279,8 +308,9 @@ def run(
     preset: Annotated[
         str,
         typer.Option(
-            help="quick (a crossover in under 2 minutes), seed (D=K=1000 P=1 L=3/5/10) or "
-            "crossover (D×P grid at L=5 K=512). Grid options override its values."
+            help="quick (a crossover in under 2 minutes), seed (D=K=1000 P=1 L=3/5/10), "
+            "crossover (D×P grid at L=5 K=512) or peers (the performance grid against "
+            "torch.func, autograd and JAX). Grid options override a grid preset's values."
         ),
     ] = "quick",
     out: Annotated[
@@ -309,6 +339,16 @@ def run(
         bool,
         typer.Option(help="Measure peak GEMM FLOP/s and bandwidth first (the efficiency column)."),
     ] = True,
+    compile_: Annotated[
+        bool,
+        typer.Option("--compile", help="Also time auto-compiled: auto under torch.compile."),
+    ] = False,
+    cuda_graphs: Annotated[
+        bool,
+        typer.Option(
+            "--cuda-graphs", help="Also time auto-cudagraph: auto replayed as a CUDA graph."
+        ),
+    ] = False,
 ) -> None:
     """Sweep methods over a grid of shapes; write results.csv, meta.json, summary.md and plots."""
     if preset not in PRESETS:
@@ -316,18 +356,26 @@ def run(
     base = PRESETS[preset]
     device = check_device(device)
     dtypes = parse_choices(dtype, "dtype", list(DTYPES)) or ["float32"]
-    method_names = parse_choices(methods, "method", list(METHODS)) or list(
-        base.get("methods", default_methods())
-    )
+    if methods is None and "methods" in base:  # a preset's list: what is installed of it
+        method_names = [m for m in base["methods"] if METHODS[m].available()]
+    else:
+        method_names = parse_choices(methods, "method", list(METHODS)) or list(default_methods())
+    if compile_ and "auto-compiled" not in method_names:
+        method_names.append("auto-compiled")
+    if cuda_graphs:
+        if torch.device(device).type != "cuda":
+            fail("--cuda-graphs needs --device cuda")
+        if "auto-cudagraph" not in method_names:
+            method_names.append("auto-cudagraph")
     for name in method_names:
         if not METHODS[name].available():
             fail(f"method {name} is not available here: {METHODS[name].requirement}")
+    given = {"depths": depths, "d_in": d_in, "width": width, "d_out": d_out, "batch": batch}
+    if "points" in base and any(v is not None for v in given.values()):
+        fail(f"--preset {preset} is a fixed list of shapes; grid options do not apply to it")
     grid = {
-        "depths": parse_ints(depths, "--depths") or base["depths"],
-        "d_in": parse_ints(d_in, "--d-in") or base["d_in"],
-        "width": parse_ints(width, "--width") or base["width"],
-        "d_out": parse_ints(d_out, "--d-out") or base["d_out"],
-        "batch": parse_ints(batch, "--batch") or base["batch"],
+        key: parse_ints(text, "--" + key.replace("_", "-")) or base.get(key, [])
+        for key, text in given.items()
     }
     if init not in INITS:
         fail(f"unknown init {init!r}; expected one of: {', '.join(INITS)}")
@@ -348,7 +396,11 @@ def run(
         batches=grid["batch"],
         dtypes=dtypes,
         device=device,
-    )
+    ) + [
+        Point(widths, batch_size, name, device)
+        for widths, batch_size in base.get("points", [])
+        for name in dtypes
+    ]
     params = {
         "preset": preset,
         **grid,

@@ -13,7 +13,7 @@ NOTE: [The chain]) after one primal pass that keeps σ'(z_k) for every layer. A 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -284,6 +284,18 @@ def jacobian(net: MLP, x: Tensor, mode: str = "auto", *, chunk_size: int | None 
     if mode == "mixed":
         return _run(_mixed, net, x, None)
     raise ValueError(f"unknown mode {mode!r}; expected one of: {', '.join(JACOBIAN_MODES)}")
+
+
+def auto_routine(net: MLP, x: Tensor) -> Callable[[Tensor], Tensor]:
+    """The routine ``jacobian(net, x, "auto")`` runs, as a plain function of an input like x.
+
+    It skips input checks and thread handling: made for ``torch.compile`` and CUDA-graph
+    capture, which want one function of one tensor.
+    """
+    _check_input(net, x)
+    routine = {"forward": _forward, "reverse": _reverse, "mixed": _mixed}
+    mode = routine[_predicted_mode(net.widths, _batch_size(x))]
+    return functools.partial(mode, net, chunk_size=None)
 
 
 def _batch_size(x: Tensor) -> int:

@@ -17,8 +17,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from jacbench.jacobians import jacobian, jacobian_forward, jacobian_mixed, jacobian_reverse
+from jacbench.jacobians import (
+    auto_routine,
+    jacobian,
+    jacobian_forward,
+    jacobian_mixed,
+    jacobian_reverse,
+)
 from jacbench.networks import MLP
+from jacbench.timing import synchronize
 
 JacobianCall = Callable[[], Tensor]
 
@@ -38,6 +45,7 @@ class Method:
     build: Callable[[MLP, Tensor], JacobianCall]
     available: Callable[[], bool] = _always
     requirement: str = ""  # what to install when it is not available
+    opt_in: bool = False  # only run when asked for (compiled variants: slow to build)
 
 
 def _build_jacbench(routine: Callable[..., Tensor], net: MLP, x: Tensor) -> JacobianCall:
@@ -102,6 +110,40 @@ def _build_naive(one: Callable[[MLP, Tensor], Tensor], net: MLP, x: Tensor) -> J
     if x.ndim == 1:
         return functools.partial(one, net, x)
     return lambda: torch.stack([one(net, sample) for sample in x])
+
+
+def _build_compiled(net: MLP, x: Tensor) -> JacobianCall:
+    compiled = torch.compile(auto_routine(net, x), dynamic=False)
+    start = time.perf_counter()
+    compiled(x)
+    synchronize(x.device)
+    return CompiledCall(functools.partial(compiled, x), time.perf_counter() - start)
+
+
+def _build_cuda_graph(net: MLP, x: Tensor) -> JacobianCall:
+    # Capture the auto routine once on a static input; replay re-launches every kernel
+    # with one call, which removes the per-kernel launch cost that dominates small shapes.
+    if x.device.type != "cuda":
+        raise ValueError("CUDA graphs need a CUDA device (--device cuda)")
+    routine = auto_routine(net, x)
+    static_x = x.clone()
+    start = time.perf_counter()
+    side = torch.cuda.Stream(x.device)
+    side.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.cuda.stream(side):
+        for _ in range(3):  # warm up outside the capture: lazy initialisation, workspaces
+            routine(static_x)
+    torch.cuda.current_stream(x.device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = routine(static_x)
+    synchronize(x.device)
+
+    def replay() -> Tensor:
+        graph.replay()
+        return static_out
+
+    return CompiledCall(replay, time.perf_counter() - start)
 
 
 def _jax_available() -> bool:
@@ -235,6 +277,24 @@ METHODS: dict[str, Method] = {
             functools.partial(_build_naive, _naive_reverse_one),
         ),
         Method(
+            "auto-compiled",
+            "jacbench",
+            "auto",
+            "the auto routine under torch.compile; compile time reported apart (--compile)",
+            _build_compiled,
+            opt_in=True,
+        ),
+        Method(
+            "auto-cudagraph",
+            "jacbench",
+            "auto",
+            "the auto routine captured in a CUDA graph and replayed (--cuda-graphs)",
+            _build_cuda_graph,
+            torch.cuda.is_available,
+            "a CUDA device",
+            opt_in=True,
+        ),
+        Method(
             "jax-jacfwd",
             "jax",
             "forward",
@@ -257,8 +317,10 @@ METHODS: dict[str, Method] = {
 
 
 def default_methods() -> tuple[str, ...]:
-    """Every registered method whose library is installed (JAX's only with JAX)."""
-    return tuple(name for name, method in METHODS.items() if method.available())
+    """Every registered method whose library is installed (JAX's only with JAX), opt-ins aside."""
+    return tuple(
+        name for name, method in METHODS.items() if method.available() and not method.opt_in
+    )
 
 
 def get_method(name: str) -> Method:

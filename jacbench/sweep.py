@@ -161,6 +161,36 @@ def _free_memory(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+def _available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), or None where it cannot be read."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def estimated_memory_bytes(point: Point, method: Method, plan: cost.Plan) -> int:
+    """A rough upper estimate of a method's peak memory at a point.
+
+    jacbench's modes use the cost model. The peers carry one tangent (forward mode) or one
+    cotangent (reverse mode) per Jacobian column or row through every layer, a few copies
+    live at once; autograd.functional in forward mode differentiates the whole batch's sum,
+    so each of its B·D tangents spans all B samples.
+    """
+    item = torch.empty((), dtype=DTYPES[point.dtype]).element_size()
+    mode = plan.mode if method.mode == "auto" else method.mode
+    if method.family == "jacbench":
+        return plan.memory_bytes[mode]
+    carried = point.d_in if mode == "forward" else point.d_out
+    per_sample = carried * sum(point.widths[1:-1]) * item * 4
+    if method.family == "autograd" and mode == "forward":
+        return point.batch * point.batch * per_sample
+    return point.batch * per_sample
+
+
 def _point_row(point: Point, method: Method, plan: cost.Plan) -> dict:
     # FLOPs of the AD mode the method uses, as jacbench's routine for that mode executes them:
     # for peers this is the useful work, so their GFLOP/s compare with jacbench's directly.
@@ -204,6 +234,17 @@ def run_task(point: Point, method: Method, config: SweepConfig, net: MLP, x, ref
         message="",
     )
     on_cuda = torch.device(point.device).type == "cuda"
+    available = None if on_cuda else _available_memory_bytes()
+    needed = estimated_memory_bytes(point, method, plan)
+    if available is not None and needed > 0.8 * available:
+        # On the CPU running out of memory is not an exception but the kernel's OOM killer,
+        # which would end the whole sweep: such a task is skipped and reported instead.
+        row.update(
+            status="oom",
+            message=f"skipped: needs about {needed / 2**30:.1f} GiB, "
+            f"{available / 2**30:.1f} GiB available",
+        )
+        return row
     try:
         call = method.build(net, x)
         if on_cuda:

@@ -229,6 +229,32 @@ def test_run_bad_input_is_one_line_exit_2(tmp_path, args, message):
     assert not (tmp_path / "r" / "results.csv").exists()
 
 
+def test_run_compile_adds_the_compiled_method(tmp_path):
+    out = tmp_path / "r"
+    args = ["run", "--depths", 2, "--d-in", 8, "--width", 16, "--d-out", 2, "--min-time", 0.01]
+    result = invoke(
+        *args, "--methods", "reverse", "--compile", "--out", out, "--quiet", "--no-peak"
+    )
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out / "results.csv")
+    assert list(frame["method"]) == ["reverse", "auto-compiled"]
+    compiled = frame.iloc[1]
+    assert compiled["status"] == "ok" and compiled["compile_s"] > 0
+    assert compiled["max_rel_err"] < 1e-5
+
+
+def test_run_cuda_graphs_need_cuda_device(tmp_path):
+    result = invoke("run", "--cuda-graphs", "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "--cuda-graphs needs --device cuda" in result.output
+
+
+def test_peers_preset_takes_no_grid_options(tmp_path):
+    result = invoke("run", "--preset", "peers", "--depths", 3, "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "--preset peers is a fixed list of shapes" in result.output
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
 def test_run_cuda_unavailable_message(tmp_path):
     result = invoke("run", "--device", "cuda", "--depths", 3, 5, 10, "--out", tmp_path / "r")

@@ -113,3 +113,26 @@ def test_statuses_invalid_oom_error_slow(extra_methods):
 def test_no_validate_leaves_error_empty():
     rows = list(run_sweep(_config(validate=False, methods=("reverse",))))
     assert all(math.isnan(r["max_rel_err"]) for r in rows)
+
+
+def test_task_that_would_exhaust_memory_is_skipped_as_oom(monkeypatch):
+    from jacbench import sweep
+
+    monkeypatch.setattr(sweep, "_available_memory_bytes", lambda: 10)
+    rows = list(run_sweep(_config(methods=("reverse",))))
+    assert {r["status"] for r in rows} == {"oom"}
+    assert "skipped: needs about" in rows[0]["message"]
+
+
+def test_memory_estimate_of_autograd_forward_grows_with_batch_squared():
+    from jacbench import cost
+    from jacbench.sweep import estimated_memory_bytes
+
+    point = Point((64, 64, 64, 1), 8)
+    plan = cost.plan(point.widths, point.batch)
+    one = estimated_memory_bytes(point, methods.METHODS["func-jacfwd"], plan)
+    assert estimated_memory_bytes(point, methods.METHODS["autograd-forward"], plan) == 8 * one
+    assert (
+        estimated_memory_bytes(point, methods.METHODS["reverse"], plan)
+        == plan.memory_bytes["reverse"]
+    )
