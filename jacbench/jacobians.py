@@ -254,6 +254,12 @@ def _evaluate(tree: cost.Bracketing, weights: Sequence[Tensor], slopes: Sequence
         left = left * _scaling_columns(slope)
     else:
         right = right * _scaling_rows(slope)
+    # An unscaled lone weight on either side makes this one step of a sweep: let _times
+    # pick the kernel (a vector product for a lone row or column).
+    if isinstance(right_tree, int) and right.ndim == 2:
+        return _times(left, right, columns=False)
+    if isinstance(left_tree, int) and left.ndim == 2:
+        return _times(right, left, columns=True)
     return torch.matmul(left, right)
 
 

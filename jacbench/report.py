@@ -252,6 +252,68 @@ def summary_table(summary: pd.DataFrame, methods: Sequence[str] | None = None) -
     return table
 
 
+def peer_comparison(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per shape: auto's median, the best median of each peer family, and auto's speed-up.
+
+    ``× <family>`` is the family's best median over auto's: above 1, auto is faster.
+    """
+    ok = timed(frame)
+    if "auto" not in set(ok["method"]):
+        return pd.DataFrame()
+    medians = ok.pivot_table(index=SHAPE_COLUMNS, columns="method", values="median_s")
+    table = pd.DataFrame({"auto": medians["auto"]})
+    for family, members in _FAMILIES.items():
+        present = [m for m in members if m in medians.columns]
+        if family == "naive" or not present:
+            continue
+        table[family] = medians[present].min(axis=1)
+        table[f"× {family}"] = table[family] / table["auto"]
+    if "efficiency" in ok.columns:
+        auto_rows = ok[ok["method"] == "auto"].set_index(SHAPE_COLUMNS)
+        table["efficiency"] = auto_rows["efficiency"]
+    return table.reset_index()
+
+
+def _geomean(values: pd.Series) -> float:
+    values = values.dropna()
+    return float(math.exp(values.map(math.log).mean())) if len(values) else math.nan
+
+
+def peer_markdown(frame: pd.DataFrame) -> list[str]:
+    """Markdown lines: auto against the best of each peer family, with geometric means."""
+    table = peer_comparison(frame)
+    families = [f for f in _FAMILIES if f in table.columns]
+    if table.empty or not families:
+        return []
+    header = ["shape", "auto", *families, *(f"× {f}" for f in families)]
+    has_efficiency = "efficiency" in table and table["efficiency"].notna().any()
+    if has_efficiency:
+        header.append("auto efficiency")
+    lines = [
+        "## auto against its peers",
+        "",
+        "Best median of each family (its forward or reverse mode, whichever was faster) and how "
+        "many times slower than `auto` that is (× > 1: auto is faster).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    for _, row in table.iterrows():
+        cells = [shape_label(row), format_seconds(row["auto"])]
+        cells += [format_seconds(row[f]) for f in families]
+        cells += [f"{row[f'× {f}']:.2f}" if pd.notna(row[f"× {f}"]) else "—" for f in families]
+        if has_efficiency:
+            eff = row["efficiency"]
+            cells.append(f"{eff:.0%}" if pd.notna(eff) else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    means = [f"{_geomean(table[f'× {f}']):.2f}" for f in families]
+    blank = [""] * (1 + len(families))
+    lines.append(
+        "| geometric mean | " + " | ".join(blank + means + ([""] if has_efficiency else [])) + " |"
+    )
+    return lines
+
+
 def summary_markdown(
     frame: pd.DataFrame, meta: dict | None = None, methods: Sequence[str] | None = None
 ) -> str:
@@ -297,6 +359,9 @@ def summary_markdown(
         f"Prediction accuracy: the mode `cost.plan` predicted was the fastest hand-written mode, "
         f"or within {PREDICTION_SLACK:.0%} of it, at {right} of {total} shapes.",
     ]
+    peers = peer_markdown(frame)
+    if peers:
+        lines += ["", *peers]
     problems = frame[~frame["status"].isin(TIMED_STATUSES)]
     slow = frame[frame["status"] == "slow"]
     if not slow.empty:

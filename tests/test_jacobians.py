@@ -181,3 +181,12 @@ def test_small_problems_restore_the_thread_count():
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("widths", [(1, 1, 2), (2, 1, 1), (3, 1, 4, 1, 5), (64, 64, 4, 64, 64)])
+@pytest.mark.parametrize("batch", [None, 1, 3])
+def test_mixed_with_scaled_leaves_in_every_position(widths, batch):
+    net = MLP.from_widths(widths, dtype=torch.float64, seed=2)
+    shape = (widths[0],) if batch is None else (batch, widths[0])
+    x = torch.randn(shape, dtype=torch.float64)
+    assert relative_error(jacobian_mixed(net, x), reference_jacobian(net, x)) < 1e-12
