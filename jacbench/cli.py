@@ -325,6 +325,13 @@ def run(
     max_call_time: Annotated[
         float, typer.Option(help="A method slower than this per call (s) is timed once: 'slow'.")
     ] = 5.0,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            help="Time a point's methods in this many interleaved rounds (steadier on a shared "
+            "machine; a point's rows are then written when the point finishes)."
+        ),
+    ] = 1,
     threads: Annotated[int | None, typer.Option(help="Intra-op threads [default: torch's].")] = (
         None
     ),
@@ -384,6 +391,8 @@ def run(
     min_time = base.get("min_time", 0.2) if min_time is None else min_time
     if not min_time > 0 or not max_call_time > 0:
         fail("--min-time and --max-call-time must be > 0")
+    if rounds < 1:
+        fail(f"--rounds must be ≥ 1, got {rounds}")
     if threads is not None:
         if threads < 1:
             fail(f"--threads must be ≥ 1, got {threads}")
@@ -433,6 +442,7 @@ def run(
         validate=not no_validate,
         skip=frozenset(writer.done),
         peaks=peaks,
+        rounds=rounds,
     )
     writer.write_meta(
         command=command_line(ctx),

@@ -16,7 +16,7 @@ import torch
 
 from jacbench import cost, timing
 from jacbench.jacobians import reference_jacobian, relative_error
-from jacbench.methods import Method, get_method
+from jacbench.methods import JacobianCall, Method, get_method
 from jacbench.networks import MLP
 from jacbench.peaks import Peaks, bound_seconds
 
@@ -111,6 +111,7 @@ class SweepConfig:
     validate: bool = True
     skip: frozenset = field(default_factory=frozenset)
     peaks: Mapping[str, Peaks] = field(default_factory=dict)  # dtype name → measured limits
+    rounds: int = 1  # > 1: a point's methods are timed in interleaved rounds
 
     def tasks(self) -> list[tuple[Point, str]]:
         """The (point, method) pairs still to run, in order."""
@@ -214,8 +215,22 @@ def _point_row(point: Point, method: Method, plan: cost.Plan) -> dict:
     }
 
 
-def run_task(point: Point, method: Method, config: SweepConfig, net: MLP, x, reference) -> dict:
-    """Validate and time one method at one point; always returns a row (status says how it went)."""
+def _failed(row: dict, point: Point, error: Exception) -> dict:
+    _free_memory(point.device)
+    first_line = (str(error).splitlines() or [type(error).__name__])[0]
+    status = "oom" if _is_oom(error) else "error"
+    row.update(status=status, message=f"{type(error).__name__}: {first_line}"[:300])
+    return row
+
+
+def prepare_task(
+    point: Point, method: Method, config: SweepConfig, net: MLP, x, reference
+) -> tuple[dict, JacobianCall | None, float]:
+    """Build, call once and validate one method at one point.
+
+    Returns the row so far, the call still to be timed (None when the row is final: out of
+    memory, an error, or ``slow``, timed by its one call) and that first call's seconds.
+    """
     plan = cost.plan(point.widths, point.batch, DTYPES[point.dtype])
     row = _point_row(point, method, plan)
     row.update(
@@ -244,9 +259,10 @@ def run_task(point: Point, method: Method, config: SweepConfig, net: MLP, x, ref
             message=f"skipped: needs about {needed / 2**30:.1f} GiB, "
             f"{available / 2**30:.1f} GiB available",
         )
-        return row
+        return row, None, math.nan
     try:
         call = method.build(net, x)
+        row["compile_s"] = getattr(call, "compile_s", math.nan)
         if on_cuda:
             torch.cuda.reset_peak_memory_stats(point.device)
             baseline = torch.cuda.memory_allocated(point.device)
@@ -260,25 +276,22 @@ def run_task(point: Point, method: Method, config: SweepConfig, net: MLP, x, ref
                 row["message"] = (
                     f"relative error {row['max_rel_err']:.3g} > {TOLERANCES[point.dtype]:g}"
                 )
-        if first > config.max_call_time:
-            measurement = timing.Measurement((first,))
-            row["status"] = "slow" if row["status"] == "ok" else row["status"]
-        else:
-            measurement = timing.measure(
-                call, device=point.device, min_time=config.min_time, threads=config.threads
-            )
     except Exception as error:  # noqa: BLE001 - one failing method must not end the sweep
-        _free_memory(point.device)
-        status = "oom" if _is_oom(error) else "error"
-        first_line = (str(error).splitlines() or [type(error).__name__])[0]
-        row.update(status=status, message=f"{type(error).__name__}: {first_line}"[:300])
-        return row
+        return _failed(row, point, error), None, math.nan
+    if first > config.max_call_time:
+        row["status"] = "slow" if row["status"] == "ok" else row["status"]
+        finish_task(row, point, config, timing.Measurement((first,)))
+        return row, None, first
+    return row, call, first
+
+
+def finish_task(row: dict, point: Point, config: SweepConfig, measurement) -> dict:
+    """Fill a row's timing columns from its measurement."""
     peaks = config.peaks.get(point.dtype)
     if peaks is not None:
         row["bound_s"] = bound_seconds(row["flops"], point.widths, DTYPES[point.dtype], peaks)
         row["efficiency"] = row["bound_s"] / measurement.median
     row.update(
-        compile_s=getattr(call, "compile_s", math.nan),
         median_s=measurement.median,
         iqr_s=measurement.iqr,
         mean_s=measurement.mean,
@@ -287,6 +300,49 @@ def run_task(point: Point, method: Method, config: SweepConfig, net: MLP, x, ref
         gflops=row["flops"] / measurement.median / 1e9 if row["flops"] else math.nan,
     )
     return row
+
+
+def _measure(call: JacobianCall, point: Point, config: SweepConfig, min_time: float):
+    return timing.measure(call, device=point.device, min_time=min_time, threads=config.threads)
+
+
+def run_task(point: Point, method: Method, config: SweepConfig, net: MLP, x, reference) -> dict:
+    """Validate and time one method at one point; always returns a row (status says how it went)."""
+    row, call, _ = prepare_task(point, method, config, net, x, reference)
+    if call is None:
+        return row
+    try:
+        return finish_task(row, point, config, _measure(call, point, config, config.min_time))
+    except Exception as error:  # noqa: BLE001
+        return _failed(row, point, error)
+
+
+def _run_point_in_rounds(
+    point: Point, methods: list[Method], config: SweepConfig, net: MLP, x, reference
+) -> list[dict]:
+    """Every method at one point, timed in ``config.rounds`` interleaved rounds.
+
+    Each round times every method for min_time / rounds; a method's times from all rounds
+    make one measurement. Drift on a shared machine then touches every method alike.
+    """
+    prepared = [prepare_task(point, m, config, net, x, reference) for m in methods]
+    times: list[list[float]] = [[] for _ in prepared]
+    for _ in range(config.rounds):
+        for (row, call, _), collected in zip(prepared, times):
+            if call is None or row["status"] in ("oom", "error"):
+                continue
+            try:
+                collected.extend(
+                    _measure(call, point, config, config.min_time / config.rounds).times
+                )
+            except Exception as error:  # noqa: BLE001
+                _failed(row, point, error)
+    rows = []
+    for (row, call, _), collected in zip(prepared, times):
+        if call is not None and row["status"] not in ("oom", "error"):
+            finish_task(row, point, config, timing.Measurement(tuple(collected)))
+        rows.append(row)
+    return rows
 
 
 def point_reference(point: Point, net: MLP, x: torch.Tensor) -> torch.Tensor:
@@ -308,8 +364,11 @@ def run_sweep(config: SweepConfig) -> Iterator[dict]:
                 raise
             _free_memory(point.device)
             reference = None
-        for method in methods:
-            yield run_task(point, method, config, net, x, reference)
+        if config.rounds > 1:
+            yield from _run_point_in_rounds(point, methods, config, net, x, reference)
+        else:
+            for method in methods:
+                yield run_task(point, method, config, net, x, reference)
         del net, x, reference
         _free_memory(point.device)
 

@@ -136,3 +136,24 @@ def test_memory_estimate_of_autograd_forward_grows_with_batch_squared():
         estimated_memory_bytes(point, methods.METHODS["reverse"], plan)
         == plan.memory_bytes["reverse"]
     )
+
+
+def test_rounds_interleave_methods_and_keep_every_status(extra_methods):
+    config = _config(
+        points=(Point((4, 5, 2), 1),),
+        methods=("wrong", "oom", "broken", "sluggish", "reverse", "forward"),
+        max_call_time=0.01,
+        rounds=3,
+    )
+    rows = {r["method"]: r for r in run_sweep(config)}
+    assert [rows[m]["status"] for m in config.methods] == [
+        "invalid",
+        "oom",
+        "error",
+        "slow",
+        "ok",
+        "ok",
+    ]
+    assert rows["reverse"]["runs"] >= 3  # at least one block from each round
+    assert rows["sluggish"]["runs"] == 1
+    assert rows["wrong"]["median_s"] > 0  # invalid rows are still timed, and reported
