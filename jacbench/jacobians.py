@@ -55,29 +55,30 @@ def _check_chunk_size(chunk_size: int | None) -> None:
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
 
 
-# NOTE: [Vector products on all cores]
-#     A lone row or column times a weight (P = 1 reverse mode, D = 1 forward mode, every
-#     primal step of an unbatched x) is a matrix-vector product: memory-bound, one read of
-#     W. The CPU BLAS runs it on one thread, which reaches about half the machine's read
-#     bandwidth. Cutting W (n × k, row-major) into b = 2·threads row blocks and handing them
+# NOTE: [Narrow products on all cores]
+#     A block of fewer than 16 vectors times a weight (P = 1 reverse mode, D = 1 forward
+#     mode, every primal step of an unbatched x or a small batch) is memory-bound: about one
+#     read of W. The CPU BLAS runs such products on one thread, at about half the machine's
+#     read bandwidth. Cutting W (row-major) into b = 2·threads row blocks and handing them
 #     to one bmm spreads the read over every thread:
 #
-#         W·v = [W_1; …; W_b]·v = [W_1·v; …; W_b·v]           (bmm, the blocks stacked)
-#         u·W = [u_1 … u_b]·[W_1; …; W_b] = Σ_i u_i·W_i        (bmm, then a sum over blocks)
+#         V·Wᵀ = [V·W_1ᵀ | … | V·W_bᵀ]              W (n × k) = [W_1; …; W_b]  (bmm, then join)
+#         U·W  = Σ_i U_i·W_i,  U = [U_1 | … | U_b]   W (k × n) = [W_1; …; W_b]  (bmm, then sum)
 #
 #     Both read W exactly once in its own layout, so the primal pass and the sweep reuse
 #     what the cache holds of the same weight. The blocks are strided views of W made with
 #     one as_strided/view each: on these shapes every extra view op costs about a
-#     microsecond, 10% of a 4 MB product from cache. Two blocks per thread measured
-#     faster than one (better balance); matrices under 2^19 elements keep the BLAS path,
-#     where a bmm launch costs more than it saves (measured: a loss at 512×512, a gain
-#     from 724×724).
-VECTOR_SPLIT_MIN_ELEMENTS = 1 << 19
+#     microsecond, 10% of a 4 MB product from cache. Measured on two cores (K = 1000, per
+#     weight): one vector 126 → 77 µs, 4 vectors 239–328 → 132–182 µs. Two blocks per thread
+#     beat one (balance). Matrices under 2^19 elements keep the BLAS path, where the bmm
+#     launch costs more than it saves (a loss at 512×512, a gain from 724×724).
+SPLIT_MIN_ELEMENTS = 1 << 19
+NARROW_BLOCK = 16  # fewer vectors than this make a narrow product
 
 
-def _vector_blocks(weight: Tensor) -> int:
-    """How many row blocks to cut ``weight`` into for a vector product (0: do not cut)."""
-    if weight.numel() < VECTOR_SPLIT_MIN_ELEMENTS:  # first: the cheapest test, and most calls
+def _split_blocks(weight: Tensor) -> int:
+    """How many row blocks to cut ``weight`` into for a narrow product (0: do not cut)."""
+    if weight.numel() < SPLIT_MIN_ELEMENTS:  # first: the cheapest test, and most calls
         return 0
     threads = torch.get_num_threads()
     if threads == 1 or weight.device.type != "cpu" or not weight.is_contiguous():
@@ -86,44 +87,52 @@ def _vector_blocks(weight: Tensor) -> int:
     return blocks if weight.shape[0] % blocks == 0 else 0
 
 
-def _weight_times_vector(weight: Tensor, v: Tensor, blocks: int) -> Tensor:
-    """W (n, k) · v (any contiguous shape of k elements) → (n,)."""
+def _rows_times_weight_t(rows: Tensor, weight: Tensor, blocks: int) -> Tensor:
+    """V (m, k) · Wᵀ → (m, n) for W (n, k) cut into ``blocks`` row blocks."""
     n, k = weight.shape
-    if not blocks or not v.is_contiguous():
-        return torch.mv(weight, v.reshape(k))
-    rows = n // blocks
-    parts = weight.as_strided((blocks, k, rows), (rows * k, 1, k))  # block i: W_iᵀ
-    return torch.bmm(v.as_strided((blocks, 1, k), (0, 0, 1)), parts).view(n)
+    m = rows.shape[0]
+    part = n // blocks
+    parts = weight.as_strided((blocks, k, part), (part * k, 1, k))  # block i: W_iᵀ
+    return torch.bmm(rows.expand(blocks, m, k), parts).transpose(0, 1).reshape(m, n)
 
 
-def _vector_times_weight(u: Tensor, weight: Tensor, blocks: int) -> Tensor:
-    """u (any contiguous shape of k elements) · W (k, n) → (1, n)."""
+def _rows_times_weight(rows: Tensor, weight: Tensor, blocks: int) -> Tensor:
+    """U (m, k) · W → (m, n) for W (k, n) cut into ``blocks`` row blocks."""
     k, n = weight.shape
-    if not blocks or not u.is_contiguous():
-        return torch.mm(u.reshape(1, k), weight)
-    parts = weight.view(blocks, k // blocks, n)
-    return torch.bmm(u.view(blocks, 1, k // blocks), parts).sum(0)
+    m = rows.shape[0]
+    part = k // blocks
+    pieces = rows.reshape(m, blocks, part).transpose(0, 1)  # block i: U_i
+    return torch.bmm(pieces, weight.view(blocks, part, n)).sum(0)
 
 
-def _times(block: Tensor, weight: Tensor, columns: bool) -> Tensor:
-    """weight @ block for a block of columns, block @ weight for a block of rows.
+def _times(block: Tensor, matrix: Tensor, columns: bool) -> Tensor:
+    """matrix @ block for a block of columns, block @ matrix for a block of rows.
 
-    A lone row or column of an unbatched x is a vector product (see NOTE: [Vector products
-    on all cores]); a batched block folds into one GEMM (or a bmm) through matmul.
+    Narrow 2-D blocks go to the split kernels (NOTE: [Narrow products on all cores]) or,
+    for small weights, to the BLAS layout that is fast for them (NOTE: [Forward mode's
+    block layout]); a batched block folds into one GEMM (or a bmm) through matmul.
     """
     if block.ndim == 3:
-        return torch.matmul(weight, block) if columns else torch.matmul(block, weight)
-    if columns:
-        if block.shape[1] == 1:  # a lone column: W·v, on the vector kernels or mv
-            return _weight_times_vector(weight, block, _vector_blocks(weight)).view(-1, 1)
-        if block.shape[1] < FORWARD_COLUMNS_MIN:  # narrow: (Bᵀ·Wᵀ)ᵀ, NOTE: [Forward mode's …]
-            return torch.mm(block.T, weight.T).T
-        return torch.mm(weight, block)
-    if block.shape[0] == 1:
-        blocks = _vector_blocks(weight)
-        if blocks:
-            return _vector_times_weight(block, weight, blocks)
-    return torch.mm(block, weight)
+        return torch.matmul(matrix, block) if columns else torch.matmul(block, matrix)
+    if columns:  # matrix is a weight W; W·T = (Tᵀ·Wᵀ)ᵀ
+        if block.shape[1] < NARROW_BLOCK:
+            blocks = _split_blocks(matrix)
+            if blocks:
+                return _rows_times_weight_t(block.T, matrix, blocks).T
+            if block.shape[1] == 1:
+                return torch.mv(matrix, block.view(-1)).view(-1, 1)
+            return torch.mm(block.T, matrix.T).T
+        return torch.mm(matrix, block)
+    if block.shape[0] < NARROW_BLOCK:  # matrix is W (reverse) or the view Wᵀ (forward rows)
+        if matrix.is_contiguous():
+            blocks = _split_blocks(matrix)
+            if blocks:
+                return _rows_times_weight(block, matrix, blocks)
+        else:
+            blocks = _split_blocks(matrix.T)
+            if blocks:
+                return _rows_times_weight_t(block, matrix.T, blocks)
+    return torch.mm(block, matrix)
 
 
 def _slopes(net: MLP, x: Tensor) -> Iterator[Tensor]:
@@ -133,9 +142,16 @@ def _slopes(net: MLP, x: Tensor) -> Iterator[Tensor]:
     """
     h = x
     for w, b, act in zip(net.weights, net.biases, net.activations):
+        blocks = _split_blocks(w)
         if h.ndim == 1:  # a single input: a matrix-vector product, not linear's reshaping
-            blocks = _vector_blocks(w)
-            z = _weight_times_vector(w, h, blocks) if blocks else torch.mv(w, h)
+            z = (
+                _rows_times_weight_t(h.view(1, -1), w, blocks).view(-1)
+                if blocks
+                else torch.mv(w, h)
+            )
+            z = z if b is None else z.add_(b)
+        elif blocks and h.shape[0] < NARROW_BLOCK:  # a small batch: a narrow product
+            z = _rows_times_weight_t(h, w, blocks)
             z = z if b is None else z.add_(b)
         else:
             z = torch.nn.functional.linear(h, w, b)

@@ -150,20 +150,24 @@ def test_relative_error():
 
 
 @pytest.mark.parametrize(
-    "widths",
+    ("widths", "batch"),
     [
-        (768, 768, 704, 1),  # P = 1: adjoint rows and primal steps take the split vector product
-        (1, 704, 768, 768),  # D = 1: tangent rows take it in the other layout
-        (513, 511, 509, 1),  # sizes that do not divide among threads: the plain fallback
+        ((768, 768, 704, 1), None),  # P = 1: a lone adjoint row, primal vector products
+        ((1, 704, 768, 768), None),  # D = 1: a lone tangent column
+        ((4, 768, 768, 4), None),  # narrow tangent rows through Wᵀ, narrow adjoint rows
+        ((768, 768, 768, 6), 3),  # a small batch: narrow primal products
+        ((20, 768, 12, 768, 20), None),  # mixed: narrow columns and rows around the waist
+        ((513, 511, 509, 1), None),  # sizes that do not divide among threads: the fallback
     ],
 )
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_large_single_row_products_on_every_thread_count(widths, threads):
+def test_large_narrow_products_on_every_thread_count(widths, batch, threads):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         net = MLP.from_widths(widths, dtype=torch.float64, bias=True, seed=5)
-        x = torch.randn(widths[0], dtype=torch.float64)
+        shape = (widths[0],) if batch is None else (batch, widths[0])
+        x = torch.randn(shape, dtype=torch.float64)
         ref = reference_jacobian(net, x)
         for routine in ROUTINES.values():
             assert relative_error(routine(net, x), ref) < 1e-12
