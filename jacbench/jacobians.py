@@ -93,7 +93,9 @@ def _rows_times_weight_t(rows: Tensor, weight: Tensor, blocks: int) -> Tensor:
     m = rows.shape[0]
     part = n // blocks
     parts = weight.as_strided((blocks, k, part), (part * k, 1, k))  # block i: W_iᵀ
-    return torch.bmm(rows.expand(blocks, m, k), parts).transpose(0, 1).reshape(m, n)
+    # Every block multiplies the same V: a zero batch stride, plain row-major strides within.
+    shared = rows.contiguous().as_strided((blocks, m, k), (0, k, 1))
+    return torch.bmm(shared, parts).transpose(0, 1).reshape(m, n)
 
 
 def _rows_times_weight(rows: Tensor, weight: Tensor, blocks: int) -> Tensor:
@@ -101,7 +103,10 @@ def _rows_times_weight(rows: Tensor, weight: Tensor, blocks: int) -> Tensor:
     k, n = weight.shape
     m = rows.shape[0]
     part = k // blocks
-    pieces = rows.reshape(m, blocks, part).transpose(0, 1)  # block i: U_i
+    # Block i of U's columns, U_i (m, part); for one row a plain view.
+    pieces = (
+        rows.reshape(blocks, 1, part) if m == 1 else rows.reshape(m, blocks, part).transpose(0, 1)
+    )
     return torch.bmm(pieces, weight.view(blocks, part, n)).sum(0)
 
 
@@ -123,8 +128,8 @@ def _times(block: Tensor, matrix: Tensor, columns: bool) -> Tensor:
                 return torch.mv(matrix, block.view(-1)).view(-1, 1)
             return torch.mm(block.T, matrix.T).T
         return torch.mm(matrix, block)
-    if block.shape[0] < NARROW_BLOCK:  # matrix is W (reverse) or the view Wᵀ (forward rows)
-        if matrix.is_contiguous():
+    if block.shape[0] < NARROW_BLOCK and matrix.numel() >= SPLIT_MIN_ELEMENTS:
+        if matrix.is_contiguous():  # matrix is W (reverse mode) or the view Wᵀ (forward rows)
             blocks = _split_blocks(matrix)
             if blocks:
                 return _rows_times_weight(block, matrix, blocks)

@@ -14,48 +14,27 @@ from jacbench.results import read_pytest_benchmark
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_smoke_preset_runs_with_benchmarks_disabled():
-    env = {**os.environ, "JACBENCH_BENCH_PRESET": "smoke", "JACBENCH_DEVICE": "cpu"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "benchmarks/",
-            "--benchmark-disable",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-        ],
+def _run_benchmarks(preset: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "JACBENCH_BENCH_PRESET": preset, "JACBENCH_DEVICE": "cpu"}
+    command = [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-disable", "-q"]
+    return subprocess.run(
+        [*command, "-p", "no:cacheprovider"],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def test_smoke_preset_runs_with_benchmarks_disabled():
+    done = _run_benchmarks("smoke")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "12 passed" in done.stdout
 
 
 def test_unknown_preset_is_a_usage_error():
-    env = {**os.environ, "JACBENCH_BENCH_PRESET": "enormous"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "benchmarks/",
-            "--benchmark-disable",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _run_benchmarks("enormous")
     assert done.returncode != 0
     assert "JACBENCH_BENCH_PRESET='enormous' is not a preset" in done.stdout + done.stderr
 
