@@ -404,18 +404,37 @@ def plot_time_vs_depth(frame: pd.DataFrame, path: Path) -> Path | None:
     if not groups:
         return None
     groups = groups[:6]
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups) + 1.8, 4.2), squeeze=False)
+    from jacbench.methods import METHODS
+
+    # Colour tells the method apart, the line style its family (solid: jacbench's own).
+    styles = {
+        "jacbench": "-",
+        "torch.func": "--",
+        "autograd": "-.",
+        "naive": ":",
+        "jax": (0, (5, 1)),
+    }
+    colours = plt.get_cmap("tab20").colors
     for ax, (key, g) in zip(axes[0], groups):
         d, k, p, b, dtype, device = key
-        for method in _method_order(g["method"].unique(), None):
+        for i, method in enumerate(_method_order(g["method"].unique(), None)):
             m = g[g["method"] == method].sort_values("depth")
-            ax.plot(m["depth"], m["median_s"] * 1e3, marker="o", label=method)
+            family = METHODS[method].family if method in METHODS else "jacbench"
+            ax.plot(
+                m["depth"],
+                m["median_s"] * 1e3,
+                marker="o",
+                label=method,
+                color=colours[i % len(colours)],
+                linestyle=styles.get(family, "-"),
+            )
         ax.set_yscale("log")
         ax.set_xlabel("depth L")
         ax.set_ylabel("median time per Jacobian (ms)")
         ax.set_title(f"D={d} K={k} P={p} B={b} {dtype} {device}", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="best")
+    axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
