@@ -16,6 +16,7 @@ import click
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -98,7 +99,7 @@ app = typer.Typer(
 
 def fail(message: str, code: int = 2) -> None:
     """One line on stderr, then exit with ``code``."""
-    err_console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -469,7 +470,7 @@ def run(
         for row in failures:
             err_console.print(
                 f"[bold red]{row['status'].upper()}[/] {row['method']} at "
-                f"{report.shape_label(row)}: {row['message']}",
+                f"{report.shape_label(row)}: {escape(str(row['message']))}",
                 highlight=False,
             )
         raise typer.Exit(1)
@@ -508,7 +509,7 @@ def _run_with_progress(
                     failures.append(row)
                     progress.console.print(
                         f"[bold red]{row['status'].upper()}[/] {row['method']} at "
-                        f"{report.shape_label(row)}: {row['message']}",
+                        f"{report.shape_label(row)}: {escape(str(row['message']))}",
                         highlight=False,
                     )
                 progress.update(bar, advance=1, description=describe(i + 1))

@@ -321,3 +321,18 @@ def test_info_peak():
     result = invoke("info", "--peak")
     assert result.exit_code == 0, result.output
     assert "GFLOP/s (n=2048)" in result.output and "GB/s" in result.output
+
+
+def test_unavailable_method_names_its_extra(tmp_path, monkeypatch):
+    from jacbench import methods
+
+    monkeypatch.setitem(
+        methods.METHODS,
+        "jax-jacrev",
+        methods.METHODS["jax-jacrev"].__class__(
+            **{**methods.METHODS["jax-jacrev"].__dict__, "available": lambda: False}
+        ),
+    )
+    result = invoke("run", "--methods", "jax-jacrev", "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "method jax-jacrev is not available here: pip install 'jacbench[jax]'" in result.output
