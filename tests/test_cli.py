@@ -62,24 +62,8 @@ def test_predict_bad_widths_is_one_line():
 
 # ------------------------------------------------------------------------ validate
 def test_validate_small_grid_passes():
-    result = invoke(
-        "validate",
-        "--depths",
-        1,
-        4,
-        "--d-in",
-        3,
-        "--width",
-        5,
-        "--d-out",
-        2,
-        "--batch",
-        1,
-        2,
-        "--activations",
-        "tanh",
-        "relu",
-    )
+    args = "--depths 1 4 --d-in 3 --width 5 --d-out 2 --batch 1 2 --activations tanh relu"
+    result = invoke("validate", *args.split())
     assert result.exit_code == 0, result.output
     assert "all within tolerance" in result.output
     assert "forward chunk_size=1" in result.output
@@ -87,25 +71,8 @@ def test_validate_small_grid_passes():
 
 
 def test_validate_fails_with_impossible_tolerance():
-    result = invoke(
-        "validate",
-        "--depths",
-        3,
-        "--d-in",
-        6,
-        "--width",
-        6,
-        "--d-out",
-        3,
-        "--batch",
-        1,
-        "--activations",
-        "tanh",
-        "--dtype",
-        "float32",
-        "--tolerance",
-        1e-12,
-    )
+    args = "--depths 3 --d-in 6 --width 6 --d-out 3 --batch 1 --activations tanh --dtype float32"
+    result = invoke("validate", *args.split(), "--tolerance", 1e-12)
     assert result.exit_code == 1
     assert "FAIL" in result.output
     assert "checks failed" in result.output
