@@ -6,7 +6,8 @@ J[b] being the Jacobian at x[b]. The result has x's dtype and device, which must
 network's.
 
 All routines evaluate the chain J = W_F·Σ_L·W_L ⋯ Σ_1·W_1 (see ``jacbench.cost``,
-NOTE: [The chain]) after one primal pass that keeps σ'(z_k) for every layer. A diagonal
+NOTE: [The chain]) with one primal pass that yields σ'(z_k) layer by layer: reverse and
+mixed mode keep them all first, forward mode uses each as soon as it is made. A diagonal
 Σ_k is applied as a scaling of rows or columns; it is never built as a matrix.
 """
 

@@ -25,7 +25,6 @@ class Measurement:
     """Per-call times in seconds, one per timed block (each block the mean of its calls)."""
 
     times: tuple[float, ...]
-    calls_per_block: int = 1
 
     @property
     def runs(self) -> int:
@@ -89,4 +88,4 @@ def measure(
     synchronize(device)
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
     result = timer.blocked_autorange(min_run_time=min_time)
-    return Measurement(tuple(result.times), result.number_per_run)
+    return Measurement(tuple(result.times))
