@@ -148,7 +148,7 @@ def _slopes(net: MLP, x: Tensor) -> Iterator[Tensor]:
     """
     h = x
     for w, b, act in zip(net.weights, net.biases, net.activations):
-        blocks = _split_blocks(w)
+        blocks = _split_blocks(w) if w.numel() >= SPLIT_MIN_ELEMENTS else 0  # skip a call
         if h.ndim == 1:  # a single input: a matrix-vector product, not linear's reshaping
             z = (
                 _rows_times_weight_t(h.view(1, -1), w, blocks).view(-1)
@@ -235,24 +235,23 @@ FORWARD_COLUMNS_MIN = 16
 
 
 def _forward(net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
-    first, *rest = net.weights
-    parts = _chunks(net.d_in, chunk_size)
-    tangents = parts[0].stop - parts[0].start
+    tangents = net.d_in if chunk_size is None else min(chunk_size, net.d_in)
     columns = tangents >= FORWARD_COLUMNS_MIN or (tangents == 1 and x.ndim == 1)
-    if columns:
-        starts = [first[:, cols] for cols in parts]
-        matrices, scale = rest, _scaling_rows
-    else:
-        starts = [first.T[cols] for cols in parts]
-        matrices, scale = [w.T for w in rest], _scaling_columns
-    if len(starts) == 1:
+    first, *rest = net.weights if columns else net.transposed_weights
+    scale = _scaling_rows if columns else _scaling_columns
+    if tangents == net.d_in:
         # One pass: each layer's primal step and tangent step read W_k back to back,
         # the second time from cache (zip draws the slope before the product).
-        blocks = [_sweep(starts[0], map(scale, _slopes(net, x)), matrices, columns)]
+        slopes = _slopes(net, x)
+        if columns or x.ndim == 2:  # an unbatched block of rows takes the slopes as they are
+            slopes = map(scale, slopes)
+        jac = _sweep(first, slopes, rest, columns)
     else:
         slopes = [scale(s) for s in _slopes(net, x)]
-        blocks = [_sweep(start, slopes, matrices, columns) for start in starts]
-    jac = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-1 if columns else -2)
+        parts = _chunks(net.d_in, chunk_size)
+        starts = [first[:, cols] if columns else first[cols] for cols in parts]
+        blocks = [_sweep(start, slopes, rest, columns) for start in starts]
+        jac = torch.cat(blocks, dim=-1 if columns else -2)
     return jac if columns else jac.transpose(-1, -2)
 
 
@@ -280,10 +279,15 @@ def jacobian_reverse(net: MLP, x: Tensor, *, chunk_size: int | None = None) -> T
 
 def _reverse(net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
     *rest, last = net.weights
-    slopes = [_scaling_columns(s) for s in _slopes(net, x)][::-1]
+    slopes = list(_slopes(net, x))
+    if x.ndim == 2:
+        slopes = [_scaling_columns(s) for s in slopes]
+    slopes.reverse()
+    if chunk_size is None or chunk_size >= net.d_out:  # the common case, without list-building
+        return _sweep(last, slopes, rest[::-1], columns=False)
     parts = _chunks(net.d_out, chunk_size)
     blocks = [_sweep(last[rows], slopes, rest[::-1], columns=False) for rows in parts]
-    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-2)
+    return torch.cat(blocks, dim=-2)
 
 
 def _evaluate(tree: cost.Bracketing, weights: Sequence[Tensor], slopes: Sequence[Tensor]) -> Tensor:

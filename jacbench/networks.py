@@ -42,8 +42,10 @@ class MLP:
     weights: tuple[Tensor, ...]
     biases: tuple[Tensor | None, ...]
     activations: tuple[Activation, ...]
-    # Derived once: every Jacobian call reads the widths, and tuple-building is not free.
+    # Derived once: every Jacobian call reads the widths and forward mode the transposes;
+    # on small networks building them per call costs as much as the arithmetic.
     _widths: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _transposed: tuple[Tensor, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         weights, biases, activations = self.weights, self.biases, self.activations
@@ -73,12 +75,18 @@ class MLP:
                 )
         widths = (weights[0].shape[1], *(w.shape[0] for w in weights))
         object.__setattr__(self, "_widths", widths)
+        object.__setattr__(self, "_transposed", tuple(w.T for w in weights))
 
     # ------------------------------------------------------------------ shape
     @property
     def widths(self) -> tuple[int, ...]:
         """``(D, K_1, …, K_L, P)``."""
         return self._widths
+
+    @property
+    def transposed_weights(self) -> tuple[Tensor, ...]:
+        """``(W_1ᵀ, …, W_Fᵀ)`` as views (no copies), made once."""
+        return self._transposed
 
     @property
     def depth(self) -> int:
