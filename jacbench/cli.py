@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import torch
 import typer
 from rich.console import Console
@@ -62,7 +61,7 @@ LIST_OPTIONS = frozenset(
 def join_list_options(args: list[str]) -> list[str]:
     """Fold the values after a list option into one comma-separated value.
 
-    Click options take one value each; this lets ``--depths 3 5 10`` mean ``--depths 3,5,10``.
+    Options take one value each; this lets ``--depths 3 5 10`` mean ``--depths 3,5,10``.
     Collection stops at the next token that starts with ``-`` (no list here holds negatives).
     """
     out: list[str] = []
@@ -84,7 +83,7 @@ def join_list_options(args: list[str]) -> list[str]:
 class ListOptionsCommand(TyperCommand):
     """A command whose list options accept space-separated values."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         ctx.meta["jacbench.argv"] = list(args)
         return super().parse_args(ctx, join_list_options(args))
 
@@ -148,7 +147,7 @@ def check_device(device: str) -> str:
     return device
 
 
-def command_line(ctx: click.Context) -> str:
+def command_line(ctx: typer.Context) -> str:
     argv = ctx.meta.get("jacbench.argv", [])
     return f"jacbench {ctx.info_name} {shlex.join(argv)}".strip()
 
