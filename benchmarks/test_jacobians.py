@@ -38,7 +38,7 @@ def test_jacobian(benchmark, case):
         timed = call
 
     plan = cost.plan(point.widths, point.batch)
-    mode = plan.mode if method.mode == "auto" else method.mode
+    mode = method.mode_for(plan.mode)
     benchmark.group = point.shape_label
     benchmark.extra_info.update(
         method=method_name,

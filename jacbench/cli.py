@@ -467,11 +467,7 @@ def run(
     console.print(f"Results: {run_dir}/ ({', '.join(p.name for p in [writer.csv_path, *written])})")
     if failures:
         for row in failures:
-            err_console.print(
-                f"[bold red]{row['status'].upper()}[/] {row['method']} at "
-                f"{report.shape_label(row)}: {escape(str(row['message']))}",
-                highlight=False,
-            )
+            err_console.print(report.failure_line(row), highlight=False)
         raise typer.Exit(1)
 
 
@@ -506,11 +502,7 @@ def _run_with_progress(
                 writer.append(row)
                 if row["status"] in ("invalid", "error"):
                     failures.append(row)
-                    progress.console.print(
-                        f"[bold red]{row['status'].upper()}[/] {row['method']} at "
-                        f"{report.shape_label(row)}: {escape(str(row['message']))}",
-                        highlight=False,
-                    )
+                    progress.console.print(report.failure_line(row), highlight=False)
                 progress.update(bar, advance=1, description=describe(i + 1))
     except KeyboardInterrupt:
         writer.write_meta(finished=None, interrupted=results.now_iso())

@@ -135,9 +135,10 @@ def _times(block: Tensor, matrix: Tensor, columns: bool) -> Tensor:
             if blocks:
                 return _rows_times_weight(block, matrix, blocks)
         else:
-            blocks = _split_blocks(matrix.T)
+            weight = matrix.T
+            blocks = _split_blocks(weight)
             if blocks:
-                return _rows_times_weight_t(block, matrix.T, blocks)
+                return _rows_times_weight_t(block, weight, blocks)
     return torch.mm(block, matrix)
 
 
@@ -351,12 +352,12 @@ def jacobian(net: MLP, x: Tensor, mode: str = "auto", *, chunk_size: int | None 
     if mode == "auto":
         _check_input(net, x)
         mode = _predicted_mode(net.widths, _batch_size(x))
-    if mode in ("forward", "reverse"):
-        _check_chunk_size(chunk_size)
-        return _run(_forward if mode == "forward" else _reverse, net, x, chunk_size)
+    if mode not in _ROUTINES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of: {', '.join(JACOBIAN_MODES)}")
     if mode == "mixed":
         return _run(_mixed, net, x, None)
-    raise ValueError(f"unknown mode {mode!r}; expected one of: {', '.join(JACOBIAN_MODES)}")
+    _check_chunk_size(chunk_size)
+    return _run(_ROUTINES[mode], net, x, chunk_size)
 
 
 def auto_routine(net: MLP, x: Tensor) -> Callable[[Tensor], Tensor]:
@@ -366,9 +367,12 @@ def auto_routine(net: MLP, x: Tensor) -> Callable[[Tensor], Tensor]:
     capture, which want one function of one tensor.
     """
     _check_input(net, x)
-    routine = {"forward": _forward, "reverse": _reverse, "mixed": _mixed}
-    mode = routine[_predicted_mode(net.widths, _batch_size(x))]
-    return functools.partial(mode, net, chunk_size=None)
+    routine = _ROUTINES[_predicted_mode(net.widths, _batch_size(x))]
+    return functools.partial(routine, net, chunk_size=None)
+
+
+# The unchecked routine of each mode: (net, x, chunk_size) → J.
+_ROUTINES = {"forward": _forward, "reverse": _reverse, "mixed": _mixed}
 
 
 def _batch_size(x: Tensor) -> int:

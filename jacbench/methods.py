@@ -47,6 +47,10 @@ class Method:
     requirement: str = ""  # what to install when it is not available
     opt_in: bool = False  # only run when asked for (compiled variants: slow to build)
 
+    def mode_for(self, predicted: str) -> str:
+        """The AD mode this method runs where ``cost.plan`` predicts ``predicted``."""
+        return predicted if self.mode == "auto" else self.mode
+
 
 def _build_jacbench(routine: Callable[..., Tensor], net: MLP, x: Tensor) -> JacobianCall:
     return functools.partial(routine, net, x)

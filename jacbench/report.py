@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from jacbench.cost import MODES, Plan
@@ -106,6 +107,14 @@ def peaks_table(peaks: Iterable[Peaks]) -> Table:
             f"{p.bytes_per_s / 1e9:,.1f} GB/s",
         )
     return table
+
+
+def failure_line(row: dict) -> str:
+    """One rich-markup line for a row that failed its check or raised."""
+    return (
+        f"[bold red]{row['status'].upper()}[/] {row['method']} at "
+        f"{shape_label(row)}: {escape(str(row['message']))}"
+    )
 
 
 # ------------------------------------------------------------------ validate

@@ -30,8 +30,6 @@ DTYPES: dict[str, torch.dtype] = {
 # Wrong Jacobians are off by O(1); these bounds only absorb the dtype's rounding over deep chains.
 TOLERANCES: dict[str, float] = {"float64": 1e-10, "float32": 1e-4, "bfloat16": 5e-2}
 
-STATUSES = ("ok", "slow", "invalid", "oom", "error")
-
 
 @dataclass(frozen=True)
 class Point:
@@ -67,9 +65,6 @@ class Point:
             f"L={self.depth} D={self.d_in} {k} P={self.d_out} B={self.batch} "
             f"{self.dtype} {self.device}"
         )
-
-    def key(self) -> tuple:
-        return (self.widths, self.batch, self.dtype, self.device)
 
 
 def expand_grid(
@@ -125,8 +120,8 @@ class SweepConfig:
 
 def task_key(point: Point, method: str) -> tuple[str, ...]:
     """The identity of a task, as ``results.row_key`` reads it back from a CSV row."""
-    widths, batch, dtype, device = point.key()
-    return ("-".join(map(str, widths)), str(batch), dtype, device, method)
+    widths = "-".join(map(str, point.widths))
+    return (widths, str(point.batch), point.dtype, point.device, method)
 
 
 def build_network(point: Point, *, seed: int, init: str, activation: str) -> MLP:
@@ -182,7 +177,7 @@ def estimated_memory_bytes(point: Point, method: Method, plan: cost.Plan) -> int
     so each of its B·D tangents spans all B samples.
     """
     item = torch.empty((), dtype=DTYPES[point.dtype]).element_size()
-    mode = plan.mode if method.mode == "auto" else method.mode
+    mode = method.mode_for(plan.mode)
     if method.family == "jacbench":
         return plan.memory_bytes[mode]
     carried = point.d_in if mode == "forward" else point.d_out
@@ -195,7 +190,7 @@ def estimated_memory_bytes(point: Point, method: Method, plan: cost.Plan) -> int
 def _point_row(point: Point, method: Method, plan: cost.Plan) -> dict:
     # FLOPs of the AD mode the method uses, as jacbench's routine for that mode executes them:
     # for peers this is the useful work, so their GFLOP/s compare with jacbench's directly.
-    mode = plan.mode if method.mode == "auto" else method.mode
+    mode = method.mode_for(plan.mode)
     return {
         "depth": point.depth,
         "d_in": point.d_in,
@@ -225,11 +220,11 @@ def _failed(row: dict, point: Point, error: Exception) -> dict:
 
 def prepare_task(
     point: Point, method: Method, config: SweepConfig, net: MLP, x, reference
-) -> tuple[dict, JacobianCall | None, float]:
+) -> tuple[dict, JacobianCall | None]:
     """Build, call once and validate one method at one point.
 
-    Returns the row so far, the call still to be timed (None when the row is final: out of
-    memory, an error, or ``slow``, timed by its one call) and that first call's seconds.
+    Returns the row so far and the call still to be timed (None when the row is final: out
+    of memory, an error, or ``slow``, timed by its one call).
     """
     plan = cost.plan(point.widths, point.batch, DTYPES[point.dtype])
     row = _point_row(point, method, plan)
@@ -259,7 +254,7 @@ def prepare_task(
             message=f"skipped: needs about {needed / 2**30:.1f} GiB, "
             f"{available / 2**30:.1f} GiB available",
         )
-        return row, None, math.nan
+        return row, None
     try:
         call = method.build(net, x)
         row["compile_s"] = getattr(call, "compile_s", math.nan)
@@ -277,12 +272,12 @@ def prepare_task(
                     f"relative error {row['max_rel_err']:.3g} > {TOLERANCES[point.dtype]:g}"
                 )
     except Exception as error:  # noqa: BLE001 - one failing method must not end the sweep
-        return _failed(row, point, error), None, math.nan
+        return _failed(row, point, error), None
     if first > config.max_call_time:
         row["status"] = "slow" if row["status"] == "ok" else row["status"]
         finish_task(row, point, config, timing.Measurement((first,)))
-        return row, None, first
-    return row, call, first
+        return row, None
+    return row, call
 
 
 def finish_task(row: dict, point: Point, config: SweepConfig, measurement) -> dict:
@@ -308,7 +303,7 @@ def _measure(call: JacobianCall, point: Point, config: SweepConfig, min_time: fl
 
 def run_task(point: Point, method: Method, config: SweepConfig, net: MLP, x, reference) -> dict:
     """Validate and time one method at one point; always returns a row (status says how it went)."""
-    row, call, _ = prepare_task(point, method, config, net, x, reference)
+    row, call = prepare_task(point, method, config, net, x, reference)
     if call is None:
         return row
     try:
@@ -328,7 +323,7 @@ def _run_point_in_rounds(
     prepared = [prepare_task(point, m, config, net, x, reference) for m in methods]
     times: list[list[float]] = [[] for _ in prepared]
     for _ in range(config.rounds):
-        for (row, call, _), collected in zip(prepared, times):
+        for (row, call), collected in zip(prepared, times):
             if call is None or row["status"] in ("oom", "error"):
                 continue
             try:
@@ -338,7 +333,7 @@ def _run_point_in_rounds(
             except Exception as error:  # noqa: BLE001
                 _failed(row, point, error)
     rows = []
-    for (row, call, _), collected in zip(prepared, times):
+    for (row, call), collected in zip(prepared, times):
         if call is not None and row["status"] not in ("oom", "error"):
             finish_task(row, point, config, timing.Measurement(tuple(collected)))
         rows.append(row)
