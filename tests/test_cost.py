@@ -122,6 +122,7 @@ def test_pure_bracketings_cost_what_the_formulas_say():
         ((1000, 1000, 1000, 1000, 1), 1, "reverse"),
         ((1, 1000, 1000, 1000, 1000), 1, "forward"),
         ((64, 64, 4, 64, 64), 8, "mixed"),
+        ((64, 32, 32, 64), 1, "reverse"),  # a FLOP tie (D = P): NOTE [Ties go to reverse mode]
     ],
 )
 def test_plan_picks_the_obvious_mode(widths, batch, mode):

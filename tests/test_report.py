@@ -12,10 +12,10 @@ runner = CliRunner()
 
 
 def fixture_frame(scale_reverse: float = 1.0) -> pd.DataFrame:
-    """Two depths × two P values; reverse is 4× faster than forward at P=1, 4× slower at P=64."""
+    """Two depths × two P values; reverse is 4× faster than forward at P=1, 4× slower at P=128."""
     rows = []
     for depth in (2, 4):
-        for d_out in (1, 64):
+        for d_out in (1, 128):
             widths = "-".join(map(str, (64, *[32] * depth, d_out)))
             fwd = 1e-3 * depth
             rev = (fwd / 4 if d_out == 1 else fwd * 4) * scale_reverse
@@ -50,10 +50,9 @@ def test_summary_frame_ratio_and_winner():
     assert p1["measured"] == "reverse"
     assert p1["predicted"] == "reverse"
     assert bool(p1["prediction_ok"])
-    p64 = summary[summary["d_out"] == 64].iloc[0]
-    assert p64["fwd/rev"] == pytest.approx(0.25)
-    # D = P = 64 is a FLOP tie, which the model breaks towards forward mode.
-    assert (p64["predicted"], p64["measured"], bool(p64["prediction_ok"])) == (
+    p128 = summary[summary["d_out"] == 128].iloc[0]
+    assert p128["fwd/rev"] == pytest.approx(0.25)
+    assert (p128["predicted"], p128["measured"], bool(p128["prediction_ok"])) == (
         "forward",
         "forward",
         True,
