@@ -142,10 +142,18 @@ def _times(block: Tensor, matrix: Tensor, columns: bool) -> Tensor:
     return torch.mm(block, matrix)
 
 
-def _slopes(net: MLP, x: Tensor) -> Iterator[Tensor]:
-    """σ'(z_k) for k = 1..L, (K_k,) or (B, K_k), one primal layer at a time.
+# A layer's slope Σ_k, kept as the activation's one-kernel scaling g ↦ g ⊙ σ'(z_k) and the
+# tensor it reads (z_k or σ(z_k)): applying Σ_k to a block is then one launch, not two.
+Slope = tuple[Callable[[Tensor, Tensor], Tensor], Tensor]
 
-    Lazy, so that forward mode reads W_k for the tangents right after the primal step read it.
+
+def _slopes(
+    net: MLP, x: Tensor, shape: Callable[[Tensor], Tensor] | None = None
+) -> Iterator[Slope]:
+    """Σ_k for k = 1..L, one primal layer at a time; ``shape`` fits what Σ_k reads to a block.
+
+    What Σ_k reads is (K_k,) or (B, K_k) before ``shape``. Lazy, so that forward mode reads
+    W_k for the tangents right after the primal step read it.
     """
     h = x
     for w, b, act in zip(net.weights, net.biases, net.activations):
@@ -163,21 +171,22 @@ def _slopes(net: MLP, x: Tensor) -> Iterator[Tensor]:
         else:
             z = torch.nn.functional.linear(h, w, b)
         h = act.fn(z)
-        yield act.derivative(z, h)
+        saved = h if act.reads_output else z
+        yield act.times_derivative, (saved if shape is None else shape(saved))
 
 
-def _scaling_columns(slope: Tensor) -> Tensor:
-    """A slope shaped to scale the columns (last axis) of a (rows, K) or (B, rows, K) block."""
-    return slope if slope.ndim == 1 else slope.unsqueeze(-2)
+def _scaling_columns(saved: Tensor) -> Tensor:
+    """What Σ_k reads, shaped to scale the columns (last axis) of a (rows, K) or (B, rows, K)."""
+    return saved if saved.ndim == 1 else saved.unsqueeze(-2)
 
 
-def _scaling_rows(slope: Tensor) -> Tensor:
-    """A slope shaped to scale the rows of a (K, cols) or (B, K, cols) block."""
-    return slope.unsqueeze(-1)
+def _scaling_rows(saved: Tensor) -> Tensor:
+    """What Σ_k reads, shaped to scale the rows of a (K, cols) or (B, K, cols) block."""
+    return saved.unsqueeze(-1)
 
 
 def _sweep(
-    start: Tensor, slopes: Iterable[Tensor], matrices: Sequence[Tensor], columns: bool
+    start: Tensor, slopes: Iterable[Slope], matrices: Sequence[Tensor], columns: bool
 ) -> Tensor:
     """Carry a block through the chain: the loop both pure modes share.
 
@@ -186,12 +195,14 @@ def _sweep(
     the same loop, transposed.
     ``start`` is scaled by the first slope; then, for each matrix but the last, multiply and
     scale by the next slope; finally multiply by the last matrix. Slopes are drawn one by
-    one, so a lazy primal pass interleaves with the sweep.
+    one, so a lazy primal pass interleaves with the sweep. Every scaling is out of place
+    (``start`` is a view of a weight), so no block a caller passed in is ever written.
     """
     slopes = iter(slopes)
-    block = start * next(slopes)  # out of place: start is a view of a weight
-    for matrix, slope in zip(matrices[:-1], slopes):
-        block = _times(block, matrix, columns).mul_(slope)  # fresh product: scale in place
+    times_slope, saved = next(slopes)
+    block = times_slope(start, saved)
+    for matrix, (times_slope, saved) in zip(matrices[:-1], slopes):
+        block = times_slope(_times(block, matrix, columns), saved)
     return _times(block, matrices[-1], columns)
 
 
@@ -243,12 +254,11 @@ def _forward(net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
     if tangents == net.d_in:
         # One pass: each layer's primal step and tangent step read W_k back to back,
         # the second time from cache (zip draws the slope before the product).
-        slopes = _slopes(net, x)
-        if columns or x.ndim == 2:  # an unbatched block of rows takes the slopes as they are
-            slopes = map(scale, slopes)
+        # An unbatched block of rows takes what the slopes read as it is.
+        slopes = _slopes(net, x, scale if columns or x.ndim == 2 else None)
         jac = _sweep(first, slopes, rest, columns)
     else:
-        slopes = [scale(s) for s in _slopes(net, x)]
+        slopes = list(_slopes(net, x, scale))
         parts = _chunks(net.d_in, chunk_size)
         starts = [first[:, cols] if columns else first[cols] for cols in parts]
         blocks = [_sweep(start, slopes, rest, columns) for start in starts]
@@ -280,9 +290,7 @@ def jacobian_reverse(net: MLP, x: Tensor, *, chunk_size: int | None = None) -> T
 
 def _reverse(net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
     *rest, last = net.weights
-    slopes = list(_slopes(net, x))
-    if x.ndim == 2:
-        slopes = [_scaling_columns(s) for s in slopes]
+    slopes = list(_slopes(net, x, _scaling_columns if x.ndim == 2 else None))
     slopes.reverse()
     if chunk_size is None or chunk_size >= net.d_out:  # the common case, without list-building
         return _sweep(last, slopes, rest[::-1], columns=False)
@@ -291,19 +299,19 @@ def _reverse(net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
     return torch.cat(blocks, dim=-2)
 
 
-def _evaluate(tree: cost.Bracketing, weights: Sequence[Tensor], slopes: Sequence[Tensor]) -> Tensor:
+def _evaluate(tree: cost.Bracketing, weights: Sequence[Tensor], slopes: Sequence[Slope]) -> Tensor:
     """The product M_j Σ_{j-1} ⋯ Σ_i M_i that ``tree`` brackets (2-D only for a lone weight)."""
     if isinstance(tree, int):
         return weights[tree - 1]
     left_tree, right_tree = tree
     left = _evaluate(left_tree, weights, slopes)
     right = _evaluate(right_tree, weights, slopes)
-    slope = slopes[cost.span(right_tree)[1] - 1]  # Σ_k sits between M_{k+1} and M_k
+    times_slope, saved = slopes[cost.span(right_tree)[1] - 1]  # Σ_k: between M_{k+1} and M_k
     # Scale whichever operand is smaller (per sample): the cost model counts the same.
     if left.shape[-2] <= right.shape[-1]:
-        left = left * _scaling_columns(slope)
+        left = times_slope(left, _scaling_columns(saved))
     else:
-        right = right * _scaling_rows(slope)
+        right = times_slope(right, _scaling_rows(saved))
     # An unscaled lone weight on either side makes this one step of a sweep: let _times
     # pick the kernel (a vector product for a lone row or column).
     if isinstance(right_tree, int) and right.ndim == 2:
