@@ -49,15 +49,18 @@ NOTE: [FLOPs of each mode]
     Chunking (chunk_size) splits the D tangents or P adjoints into passes and changes no count.
 
 NOTE: [Elementwise work and memory]
-    Elementwise work is counted in element-operations, one per element per operation:
-    the primal pass does σ and σ' (and a bias add when there are biases) on B·p_k elements
-    per layer; forward mode scales B·D·p_k tangent entries per layer, reverse mode B·P·p_k
+    Elementwise work is counted in element-operations, one per element per kernel pass:
+    the primal pass does σ (and a bias add when there are biases) on B·p_k elements per
+    layer; forward mode scales B·D·p_k tangent entries per layer, reverse mode B·P·p_k
     adjoint entries; mixed mode scales the smaller of the two operands at each product.
-    They are reported apart from matmul FLOPs because they are memory-bound, not compute-bound.
+    σ' is never a pass of its own: one kernel reads σ(z_k) (or z_k) and scales the block by
+    σ'(z_k) as it goes (``Activation.times_derivative``). They are reported apart from
+    matmul FLOPs because they are memory-bound, not compute-bound.
 
-    memory_bytes is the peak extra memory of a call beyond the weights and x: the kept σ'
-    vectors (B·Σ p_k), the result (B·P·D), and the largest pair of live sweep blocks
-    (input and output of one matmul: B·c·(p_{k-1} + p_k) for a chunk of c tangents or adjoints).
+    memory_bytes is the peak extra memory of a call beyond the weights and x: the kept
+    vectors σ' is read from (B·Σ p_k), the result (B·P·D), and the largest pair of live
+    sweep blocks (input and output of one matmul: B·c·(p_{k-1} + p_k) for a chunk of c
+    tangents or adjoints).
 """
 
 from __future__ import annotations
@@ -218,7 +221,7 @@ def elementwise_flops(
     p = _check_widths(widths)
     _check_mode(mode)
     hidden = p[1:-1]
-    primal = (3 if bias else 2) * sum(hidden)
+    primal = (2 if bias else 1) * sum(hidden)
     if mode == "forward":
         sweep = p[0] * sum(hidden)
     elif mode == "reverse":

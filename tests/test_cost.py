@@ -134,9 +134,9 @@ def test_plan_picks_the_obvious_mode(widths, batch, mode):
 
 def test_elementwise_flops():
     widths = (4, 3, 3, 1)
-    assert cost.elementwise_flops(widths, "forward") == 2 * 6 + 4 * 6
-    assert cost.elementwise_flops(widths, "reverse") == 2 * 6 + 1 * 6
-    assert cost.elementwise_flops(widths, "reverse", batch=3, bias=True) == 3 * (3 * 6 + 6)
+    assert cost.elementwise_flops(widths, "forward") == 1 * 6 + 4 * 6
+    assert cost.elementwise_flops(widths, "reverse") == 1 * 6 + 1 * 6
+    assert cost.elementwise_flops(widths, "reverse", batch=3, bias=True) == 3 * (2 * 6 + 6)
 
 
 def test_memory_model_scales_with_chunks_and_batch():
