@@ -462,8 +462,7 @@ def run(
     if not quiet:
         summary = report.summary_frame(frame)
         console.print(report.summary_table(summary, method_names))
-        right, total = report.prediction_accuracy(summary)
-        console.print(f"Predicted mode right (within 10%) at {right} of {total} shapes.")
+        console.print(report.accuracy_sentence(summary).replace("`", ""))
     console.print(f"Results: {run_dir}/ ({', '.join(p.name for p in [writer.csv_path, *written])})")
     if failures:
         for row in failures:

@@ -155,7 +155,8 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per shape: median per method, forward/reverse ratio, predicted vs measured winner.
 
     ``prediction_ok`` is true when the predicted mode's median is within ``PREDICTION_SLACK``
-    of the fastest measured hand-written mode (forward, reverse, mixed).
+    of the fastest measured hand-written mode (forward, reverse, mixed), and missing (no
+    verdict) where the run did not time the predicted mode.
     """
     ok = timed(frame)
     if ok.empty:
@@ -175,9 +176,9 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
             medians.at[idx, mode] if mode in medians.columns else math.nan
             for idx, mode in zip(medians.index, predicted)
         ]
-        summary["prediction_ok"] = pd.Series(predicted_time, index=medians.index) <= fastest * (
-            1 + PREDICTION_SLACK
-        )
+        predicted_time = pd.Series(predicted_time, index=medians.index)
+        verdict = predicted_time <= fastest * (1 + PREDICTION_SLACK)
+        summary["prediction_ok"] = verdict.astype(object).where(predicted_time.notna(), None)
     ours = ok[ok["family"] == "jacbench"] if "family" in ok.columns else ok.iloc[0:0]
     if "efficiency" in ours.columns and ours["efficiency"].notna().any():
         # Efficiency of jacbench's fastest method at the shape: how close it is to the roofline.
@@ -209,6 +210,23 @@ def prediction_accuracy(summary: pd.DataFrame) -> tuple[int, int]:
         return 0, 0
     verdicts = summary["prediction_ok"].dropna()
     return int(verdicts.sum()), int(len(verdicts))
+
+
+def _prediction_cell(row: pd.Series) -> str:
+    """The predicted mode, marked ✓ or ✗ where the run timed it (no mark where it did not)."""
+    mark = {True: " ✓", False: " ✗"}.get(row.get("prediction_ok"), "")
+    return f"{row.get('predicted')}{mark}"
+
+
+def accuracy_sentence(summary: pd.DataFrame) -> str:
+    """How often the predicted mode was right, or why there is no verdict."""
+    right, total = prediction_accuracy(summary)
+    if total == 0:
+        return "Prediction accuracy: no verdict (the run timed none of the predicted modes)."
+    return (
+        f"Prediction accuracy: the mode `cost.plan` predicted was the fastest hand-written mode, "
+        f"or within {PREDICTION_SLACK:.0%} of it, at {right} of {total} shapes."
+    )
 
 
 def compact_label(row: pd.Series | dict) -> str:
@@ -255,8 +273,7 @@ def summary_table(summary: pd.DataFrame, methods: Sequence[str] | None = None) -
         cells += [format_seconds(row[ms].min()) for ms in families.values()]
         ratio = row.get("fwd/rev")
         cells.append(f"{ratio:.3g}" if ratio is not None and pd.notna(ratio) else "—")
-        mark = "✓" if row.get("prediction_ok") is True else "✗"
-        cells += [f"{row.get('predicted')} {mark}", str(row.get("measured", "—"))]
+        cells += [_prediction_cell(row), str(row.get("measured", "—"))]
         table.add_row(*cells)
     return table
 
@@ -355,19 +372,13 @@ def summary_markdown(
         cells = [shape_label(row)] + [format_seconds(row[m]) for m in method_columns]
         ratio = row.get("fwd/rev")
         cells.append(f"{ratio:.3g}" if ratio is not None and pd.notna(ratio) else "—")
-        mark = "✓" if row.get("prediction_ok") is True else "✗"
-        cells.append(f"{row.get('predicted')} {mark}")
+        cells.append(_prediction_cell(row))
         cells.append(str(row.get("measured", "—")))
         if "efficiency" in summary:
             eff = row["efficiency"]
             cells.append(f"{eff:.0%}" if pd.notna(eff) else "—")
         lines.append("| " + " | ".join(cells) + " |")
-    right, total = prediction_accuracy(summary)
-    lines += [
-        "",
-        f"Prediction accuracy: the mode `cost.plan` predicted was the fastest hand-written mode, "
-        f"or within {PREDICTION_SLACK:.0%} of it, at {right} of {total} shapes.",
-    ]
+    lines += ["", accuracy_sentence(summary)]
     peers = peer_markdown(frame)
     if peers:
         lines += ["", *peers]

@@ -60,6 +60,27 @@ def test_summary_frame_ratio_and_winner():
     assert report.prediction_accuracy(summary) == (4, 4)
 
 
+def test_no_verdict_where_the_predicted_mode_was_not_timed():
+    # Only reverse timed: the P=128 shapes predict forward, so they get no verdict (not a miss).
+    frame = fixture_frame()
+    frame = frame[frame["method"] == "reverse"]
+    summary = report.summary_frame(frame)
+    p128 = summary[summary["d_out"] == 128]
+    assert p128["prediction_ok"].isna().all()
+    assert report.prediction_accuracy(summary) == (2, 2)
+    text = report.summary_markdown(frame, {})
+    assert "| 8 ms | — | forward | reverse |" in text  # predicted, unmarked; then measured
+    assert "at 2 of 2 shapes" in text
+
+
+def test_accuracy_sentence_without_any_verdict():
+    frame = fixture_frame()
+    only_mixed = frame[frame["method"] == "mixed"].assign(predicted_mode="forward")
+    summary = report.summary_frame(only_mixed)
+    assert report.prediction_accuracy(summary) == (0, 0)
+    assert "no verdict" in report.accuracy_sentence(summary)
+
+
 def test_summary_markdown_has_one_row_per_shape():
     text = report.summary_markdown(fixture_frame(), {"command": "jacbench run --preset x"})
     assert "Command: `jacbench run --preset x`" in text
