@@ -1,16 +1,16 @@
 """Elementwise activations σ with their derivatives σ' written beside them.
 
-Each derivative takes both the pre-activation ``z`` and the output ``out = σ(z)``,
-so that activations whose derivative is cheapest in terms of the output
-(tanh: 1 − t², sigmoid: s(1 − s)) never evaluate σ twice. Every derivative
-matches what ``torch.autograd`` computes, including at kinks (ReLU'(0) = 0) and
-thresholds (softplus is linear above z = 20), so that the hand-written Jacobians
-agree with ``torch.func`` to rounding.
+Each activation gives its derivative as a scaling, ``times_derivative(g, saved) =
+g ⊙ σ'(z)`` in one kernel, where ``saved`` is the one tensor σ' is read from: the output
+``out = σ(z)`` where ``reads_output`` (tanh: 1 − t², sigmoid: s(1 − s), so σ is never
+evaluated twice), else the pre-activation ``z``; it broadcasts against g. The Jacobian
+routines scale their blocks with it: one launch per layer instead of two (make σ', then
+multiply). σ' itself, ``derivative(z, out)``, is the same scaling applied to a 1.
 
-Beside σ' itself, each activation scales a block by σ' in one kernel,
-``times_derivative(g, saved) = g ⊙ σ'(z)``, with ``saved`` the one tensor σ' is read
-from (``out`` where ``reads_output``, else ``z``), broadcast against g. This is what the
-Jacobian routines use: one launch per layer instead of two (make σ', then multiply).
+The scalings are the kernels autograd runs for σ's backward, so every derivative matches
+what ``torch.autograd`` computes, including at kinks (ReLU'(0) = 0), at thresholds
+(softplus is linear above z = 20) and in the rounding of 1 − t² where tanh saturates and
+1 − t² cancels: the hand-written Jacobians agree with ``torch.func`` to rounding.
 """
 
 from __future__ import annotations
@@ -24,25 +24,6 @@ from torch import Tensor
 # torch.nn.Softplus defaults: above beta·z > threshold it returns z, so σ' = 1 there.
 SOFTPLUS_THRESHOLD = 20.0
 
-
-@dataclass(frozen=True)
-class Activation:
-    """An elementwise function σ and its derivative σ'(z) = derivative(z, σ(z)).
-
-    ``times_derivative(g, saved)`` is g ⊙ σ'(z) in one kernel, where ``saved`` is σ(z)
-    if ``reads_output`` else z, shaped to broadcast against g.
-    """
-
-    name: str
-    fn: Callable[[Tensor], Tensor]
-    derivative: Callable[[Tensor, Tensor], Tensor]
-    times_derivative: Callable[[Tensor, Tensor], Tensor]
-    reads_output: bool
-
-    def __repr__(self) -> str:
-        return f"Activation({self.name!r})"
-
-
 _ONES: dict[tuple[torch.dtype, torch.device], Tensor] = {}
 
 
@@ -54,32 +35,28 @@ def _one(dtype: torch.dtype, device: torch.device) -> Tensor:
     return one
 
 
-# tanh and sigmoid take their derivative from autograd's own backward kernels with an
-# incoming gradient of 1: one launch instead of two or three (on small layers the launch,
-# not the arithmetic, is the cost), and the very rounding of 1 − t² that torch.func uses,
-# which matters where tanh saturates and 1 − t² cancels.
-def _tanh_derivative(z: Tensor, out: Tensor) -> Tensor:
-    return torch.ops.aten.tanh_backward(_one(out.dtype, out.device), out)  # 1 − t²
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise function σ and its derivative, as the scaling g ↦ g ⊙ σ'(z).
+
+    ``times_derivative(g, saved)`` is g ⊙ σ'(z) in one kernel, where ``saved`` is σ(z)
+    if ``reads_output`` else z, shaped to broadcast against g.
+    """
+
+    name: str
+    fn: Callable[[Tensor], Tensor]
+    times_derivative: Callable[[Tensor, Tensor], Tensor]
+    reads_output: bool
+
+    def derivative(self, z: Tensor, out: Tensor) -> Tensor:
+        """σ'(z), given z and out = σ(z): the scaling of a 1, broadcast to z's shape."""
+        saved = out if self.reads_output else z
+        return self.times_derivative(_one(saved.dtype, saved.device), saved)
+
+    def __repr__(self) -> str:
+        return f"Activation({self.name!r})"
 
 
-def _sigmoid_derivative(z: Tensor, out: Tensor) -> Tensor:
-    return torch.ops.aten.sigmoid_backward(_one(out.dtype, out.device), out)  # s(1 − s)
-
-
-def _relu_derivative(z: Tensor, out: Tensor) -> Tensor:
-    # torch's threshold_backward passes the gradient only where z > 0, so ReLU'(0) = 0.
-    return (z > 0).to(z.dtype)
-
-
-def _softplus_derivative(z: Tensor, out: Tensor) -> Tensor:
-    return torch.where(z > SOFTPLUS_THRESHOLD, torch.ones_like(z), torch.sigmoid(z))
-
-
-def _identity_derivative(z: Tensor, out: Tensor) -> Tensor:
-    return torch.ones_like(z)
-
-
-# g ⊙ σ'(z) by the kernels autograd runs for σ's backward: the same rounding as torch.func.
 # The bound OpOverloads skip the packet's overload resolution (a microsecond a call).
 _TANH_BACKWARD = torch.ops.aten.tanh_backward.default  # g ⊙ (1 − t²)
 _SIGMOID_BACKWARD = torch.ops.aten.sigmoid_backward.default  # g ⊙ s(1 − s)
@@ -104,19 +81,13 @@ def _identity_times_derivative(g: Tensor, z: Tensor) -> Tensor:
 
 
 ACTIVATIONS: dict[str, Activation] = {
-    "tanh": Activation("tanh", torch.tanh, _tanh_derivative, _TANH_BACKWARD, True),
-    "sigmoid": Activation("sigmoid", torch.sigmoid, _sigmoid_derivative, _SIGMOID_BACKWARD, True),
-    "relu": Activation("relu", torch.relu, _relu_derivative, _relu_times_derivative, False),
+    "tanh": Activation("tanh", torch.tanh, _TANH_BACKWARD, True),
+    "sigmoid": Activation("sigmoid", torch.sigmoid, _SIGMOID_BACKWARD, True),
+    "relu": Activation("relu", torch.relu, _relu_times_derivative, False),
     "softplus": Activation(
-        "softplus",
-        torch.nn.functional.softplus,
-        _softplus_derivative,
-        _softplus_times_derivative,
-        False,
+        "softplus", torch.nn.functional.softplus, _softplus_times_derivative, False
     ),
-    "identity": Activation(
-        "identity", lambda z: z, _identity_derivative, _identity_times_derivative, False
-    ),
+    "identity": Activation("identity", lambda z: z, _identity_times_derivative, False),
 }
 
 
