@@ -53,6 +53,22 @@ def format_bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
+def format_ratio(ratio: float | None) -> str:
+    return f"{ratio:.3g}" if ratio is not None and pd.notna(ratio) else "—"
+
+
+def format_percent(share: float | None) -> str:
+    return f"{share:.0%}" if share is not None and pd.notna(share) else "—"
+
+
+def _markdown_header(header: Sequence[str]) -> list[str]:
+    """A Markdown table's header row and its separator (first column left, the rest right)."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+
+
 def shape_label(row: pd.Series | dict) -> str:
     """The label of a results row's shape, as ``Point.shape_label`` spells it."""
     widths = tuple(int(w) for w in str(row["widths"]).split("-"))
@@ -257,7 +273,7 @@ def summary_table(summary: pd.DataFrame, methods: Sequence[str] | None = None) -
     table = Table(
         title="median time per Jacobian",
         caption="peer columns: the faster of the family's forward and reverse mode; "
-        "✓: predicted mode within 10% of the fastest",
+        f"✓: predicted mode within {PREDICTION_SLACK:.0%} of the fastest",
         box=box.SIMPLE_HEAD,
     )
     if summary.empty:
@@ -271,9 +287,8 @@ def summary_table(summary: pd.DataFrame, methods: Sequence[str] | None = None) -
     for _, row in summary.iterrows():
         cells = [compact_label(row)] + [format_seconds(row[m]) for m in ours]
         cells += [format_seconds(row[ms].min()) for ms in families.values()]
-        ratio = row.get("fwd/rev")
-        cells.append(f"{ratio:.3g}" if ratio is not None and pd.notna(ratio) else "—")
-        cells += [_prediction_cell(row), str(row.get("measured", "—"))]
+        cells += [format_ratio(row.get("fwd/rev")), _prediction_cell(row)]
+        cells.append(str(row.get("measured", "—")))
         table.add_row(*cells)
     return table
 
@@ -321,16 +336,14 @@ def peer_markdown(frame: pd.DataFrame) -> list[str]:
         "Best median of each family (its forward or reverse mode, whichever was faster) and how "
         "many times slower than `auto` that is (× > 1: auto is faster).",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+        *_markdown_header(header),
     ]
     for _, row in table.iterrows():
         cells = [shape_label(row), format_seconds(row["auto"])]
         cells += [format_seconds(row[f]) for f in families]
         cells += [f"{row[f'× {f}']:.2f}" if pd.notna(row[f"× {f}"]) else "—" for f in families]
         if has_efficiency:
-            eff = row["efficiency"]
-            cells.append(f"{eff:.0%}" if pd.notna(eff) else "—")
+            cells.append(format_percent(row["efficiency"]))
         lines.append("| " + " | ".join(cells) + " |")
     means = [f"{_geomean(table[f'× {f}']):.2f}" for f in families]
     blank = [""] * (1 + len(families))
@@ -366,17 +379,13 @@ def summary_markdown(
     header = ["shape", *method_columns, "fwd/rev", "predicted", "measured"]
     if "efficiency" in summary:
         header.append("efficiency")
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+    lines += _markdown_header(header)
     for _, row in summary.iterrows():
         cells = [shape_label(row)] + [format_seconds(row[m]) for m in method_columns]
-        ratio = row.get("fwd/rev")
-        cells.append(f"{ratio:.3g}" if ratio is not None and pd.notna(ratio) else "—")
-        cells.append(_prediction_cell(row))
+        cells += [format_ratio(row.get("fwd/rev")), _prediction_cell(row)]
         cells.append(str(row.get("measured", "—")))
         if "efficiency" in summary:
-            eff = row["efficiency"]
-            cells.append(f"{eff:.0%}" if pd.notna(eff) else "—")
+            cells.append(format_percent(row["efficiency"]))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", accuracy_sentence(summary)]
     peers = peer_markdown(frame)
