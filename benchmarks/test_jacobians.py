@@ -5,9 +5,10 @@ import torch
 from conftest import bench_cases
 
 from jacbench import cost
+from jacbench.harness import TOLERANCES, build_input, build_network, point_reference
 from jacbench.jacobians import relative_error
 from jacbench.methods import get_method
-from jacbench.sweep import TOLERANCES, build_input, build_network, point_reference
+from jacbench.report import shape_label
 
 CASES = bench_cases()
 
@@ -27,7 +28,7 @@ def test_jacobian(benchmark, case):
     x = build_input(point, seed=0)
     call = method.build(net, x)
     error = relative_error(call(), point_reference(point, net, x))
-    assert error <= TOLERANCES[point.dtype], f"{method_name} is wrong at {point.shape_label}"
+    assert error <= TOLERANCES[point.dtype], f"{method_name} is wrong at {shape_label(point)}"
 
     if point.device.startswith("cuda"):
 
@@ -39,10 +40,11 @@ def test_jacobian(benchmark, case):
 
     plan = cost.plan(point.widths, point.batch)
     mode = method.mode_for(plan.mode)
-    benchmark.group = point.shape_label
+    benchmark.group = shape_label(point)
     benchmark.extra_info.update(
         method=method_name,
         family=method.family,
+        mode=mode,
         widths=list(point.widths),
         batch=point.batch,
         dtype=point.dtype,

@@ -1,7 +1,7 @@
 """The ``jacbench`` command line: run, predict, validate, report, compare, info.
 
-Each command parses and checks its options, calls the library and hands the data to
-``report.py``. Bad input is one ``Error: …`` line on stderr and exit code 2.
+Each command parses its options, calls one library function and hands the data to
+``report.py`` to print. Bad input is one ``Error: …`` line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import torch
 import typer
@@ -21,21 +22,20 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 from typer.core import TyperCommand
 
-from jacbench import cost, report, results
+import jacbench
+from jacbench import cost, harness, report, results
 from jacbench.activations import ACTIVATIONS
-from jacbench.jacobians import jacobian, jacobian_forward, jacobian_mixed, jacobian_reverse
-from jacbench.methods import METHODS, default_methods
-from jacbench.networks import INITS
+from jacbench.grid import DTYPES, PRESETS, Point, expand_grid
+from jacbench.methods import METHODS
 from jacbench.peaks import measure_peaks
-from jacbench.sweep import DTYPES, TOLERANCES, Point, SweepConfig, expand_grid, run_sweep
-from jacbench.sweep import validate_points as validate_grid
+from jacbench.rows import FAILED_STATUSES, ResultsFileError, Row
 
 # Tables are wide; when the output is a file or a pipe there is no terminal width to respect.
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -83,9 +83,16 @@ def join_list_options(args: list[str]) -> list[str]:
 class ListOptionsCommand(TyperCommand):
     """A command whose list options accept space-separated values."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    # typer.Context is the Context of the click that typer vendors; mypy sees two classes.
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
         ctx.meta["jacbench.argv"] = list(args)
         return super().parse_args(ctx, join_list_options(args))
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"jacbench {jacbench.__version__}")
+        raise typer.Exit()
 
 
 app = typer.Typer(
@@ -96,33 +103,44 @@ app = typer.Typer(
 )
 
 
-def fail(message: str, code: int = 2) -> None:
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Measure, explain and pick between forward-mode and reverse-mode Jacobians."""
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
     """One line on stderr, then exit with ``code``."""
     err_console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-def parse_ints(text: str | None, name: str, *, minimum: int = 1) -> list[int] | None:
-    if text is None:
-        return None
+def parse_ints(text: str, name: str) -> list[int]:
+    """Whole numbers ≥ 1 from ``"3,5,10"`` or ``"3 5 10"``."""
     values = []
     for part in text.replace(",", " ").split():
         try:
             value = int(part)
         except ValueError:
             fail(f"{name} takes whole numbers, got {part!r}")
-        if value < minimum:
-            fail(f"{name} must be ≥ {minimum}, got {value}")
+        if value < 1:
+            fail(f"{name} must be ≥ 1, got {value}")
         values.append(value)
     if not values:
         fail(f"{name} needs at least one value")
     return values
 
 
-def parse_choices(text: str | None, name: str, choices) -> list[str] | None:
-    if text is None:
-        return None
-    values = [part for part in text.replace(",", " ").split()]
+def parse_optional_ints(text: str | None, name: str) -> list[int] | None:
+    return None if text is None else parse_ints(text, name)
+
+
+def parse_choices(text: str, name: str, choices: Sequence[str]) -> list[str]:
+    values = text.replace(",", " ").split()
     for value in values:
         if value not in choices:
             fail(f"unknown {name} {value!r}; expected one of: {', '.join(choices)}")
@@ -191,50 +209,37 @@ def validate(
     ] = "1 4",
     dtype: Annotated[str, typer.Option(help="dtype of the routines under test.")] = "float64",
     tolerance: Annotated[
-        float | None, typer.Option(help="Largest relative error allowed [default: by dtype].")
+        float | None,
+        typer.Option(help="Largest relative error allowed.", show_default="by dtype"),
     ] = None,
     init: Annotated[str, typer.Option(help="Weight initialisation.")] = "lecun",
     seed: Annotated[int, typer.Option(help="Seed for weights and inputs.")] = 0,
 ) -> None:
     """Check every routine against float64 torch.func.jacrev over a grid; exit 1 on failure."""
-    if dtype not in DTYPES:
-        fail(f"unknown dtype {dtype!r}; expected one of: {', '.join(DTYPES)}")
-    if init not in INITS:
-        fail(f"unknown init {init!r}; expected one of: {', '.join(INITS)}")
     names = (
         list(ACTIVATIONS)
         if activations == "all"
         else parse_choices(activations, "activation", list(ACTIVATIONS))
     )
-    points = expand_grid(
-        depths=parse_ints(depths, "--depths"),
-        d_ins=parse_ints(d_in, "--d-in"),
-        widths=parse_ints(width, "--width"),
-        d_outs=parse_ints(d_out, "--d-out"),
-        batches=parse_ints(batch, "--batch"),
-        dtypes=[dtype],
-    )
-    routines = {
-        "forward": jacobian_forward,
-        "reverse": jacobian_reverse,
-        "mixed": jacobian_mixed,
-        "auto": jacobian,
-    }
-    for size in parse_ints(chunk_sizes, "--chunk-sizes"):
-        routines[f"forward chunk_size={size}"] = lambda n, x, s=size: jacobian_forward(
-            n, x, chunk_size=s
+    try:
+        points = expand_grid(
+            depths=parse_ints(depths, "--depths"),
+            d_in=parse_ints(d_in, "--d-in"),
+            width=parse_ints(width, "--width"),
+            d_out=parse_ints(d_out, "--d-out"),
+            batch=parse_ints(batch, "--batch"),
+            dtype=[dtype],
         )
-        routines[f"reverse chunk_size={size}"] = lambda n, x, s=size: jacobian_reverse(
-            n, x, chunk_size=s
-        )
-    tolerance = TOLERANCES[dtype] if tolerance is None else tolerance
-    rows = []
-    with err_console.status("validating…"):
-        for name in names:
-            for row in validate_grid(points, routines, seed=seed, init=init, activation=name):
-                rows.append({**row, "activation": name})
-    console.print(report.validate_table(rows, tolerance))
-    failed = [r for r in rows if not r["max_rel_err"] <= tolerance]
+        routines = harness.validation_routines(parse_ints(chunk_sizes, "--chunk-sizes"))
+        with err_console.status("validating…"):
+            checks = harness.validate_points(
+                points, routines, seed=seed, init=init, activations=names
+            )
+    except ValueError as error:
+        fail(str(error))
+    tolerance = harness.TOLERANCES[dtype] if tolerance is None else tolerance
+    console.print(report.validate_table(checks, tolerance))
+    failed = [c for c in checks if not c["max_rel_err"] <= tolerance]
     console.print(
         f"{len(points) * len(names)} networks × {len(routines)} routines: "
         + (f"[bold red]{len(failed)} checks failed[/]" if failed else "all within tolerance")
@@ -244,54 +249,42 @@ def validate(
 
 
 # -------------------------------------------------------------------------------- run
-PRESETS: dict[str, dict] = {
-    "quick": {
-        "depths": [3],
-        "d_in": [4, 64, 512],
-        "width": [256],
-        "d_out": [4, 64, 512],
-        "batch": [1],
-        "min_time": 0.1,
-    },
-    "seed": {"depths": [3, 5, 10], "d_in": [1000], "width": [1000], "d_out": [1], "batch": [1]},
-    # The representative grid of the performance comparison: P=1 deep nets, D=1 wide outputs,
-    # square, hourglass, small, batched, large, and the textbook case L=10 D=2 K=30 P=10.
-    "peers": {
-        "points": [
-            ((1000, *[1000] * 10, 1), 1),
-            ((1000, *[1000] * 5, 1), 1),
-            ((1, *[1000] * 5, 1000), 1),
-            ((512, *[512] * 5, 512), 1),
-            ((512, 512, 16, 512, 512), 1),
-            ((16, 32, 32, 32, 4), 1),
-            ((256, *[256] * 5, 1), 64),
-            ((64, *[128] * 3, 64), 32),
-            ((1024, *[1024] * 3, 1024), 1),
-            ((1024, *[1024] * 5, 16), 8),
-            ((2, *[30] * 10, 10), 1),
-        ],
-        "methods": [
-            "forward",
-            "reverse",
-            "mixed",
-            "auto",
-            "func-jacfwd",
-            "func-jacrev",
-            "autograd-forward",
-            "autograd-reverse",
-            "jax-jacfwd",
-            "jax-jacrev",
-        ],
-    },
-    "crossover": {
-        "depths": [5],
-        "d_in": [1, 16, 128, 1024],
-        "width": [512],
-        "d_out": [1, 16, 128, 1024],
-        "batch": [1],
-        "methods": ["forward", "reverse", "mixed", "auto", "func-jacfwd", "func-jacrev"],
-    },
-}
+class _ProgressBar:
+    """A rich progress bar fed by the sweep (harness.SweepObserver); counts what it saw."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=quiet,
+        )
+        self.quiet = quiet
+        self.bar: TaskID | None = None
+        self.rows = 0
+
+    def start(self, tasks: Sequence[tuple[Point, str]], done: int) -> None:
+        if done and not self.quiet:
+            self.progress.console.print(f"Resuming: {done} rows done, {len(tasks)} to go.")
+        self.bar = self.progress.add_task("timing…", total=len(tasks))
+
+    def finished(self, row: Row) -> None:
+        self.rows += 1
+        if row.status.value in FAILED_STATUSES:
+            self.progress.console.print(report.failure_line(row.as_dict()), highlight=False)
+        if self.bar is not None:
+            label = f"{row.method} at {report.shape_label(row.as_dict())}"
+            self.progress.update(self.bar, advance=1, description=label)
+
+
+def _preset_help() -> str:
+    names = "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
+    return f"Named grid ({names}). Grid options replace a grid preset's values."
 
 
 @app.command(cls=ListOptionsCommand)
@@ -303,38 +296,36 @@ def run(
     width: Annotated[str | None, typer.Option(help="Hidden widths K.")] = None,
     d_out: Annotated[str | None, typer.Option(help="Output dimensions P.")] = None,
     batch: Annotated[str | None, typer.Option(help="Batch sizes B (1: unbatched x).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32, float64, bfloat16.")] = None,
-    methods: Annotated[str | None, typer.Option(help="Methods to time [default: all].")] = None,
-    preset: Annotated[
-        str,
-        typer.Option(
-            help="quick (a crossover in under 2 minutes), seed (D=K=1000 P=1 L=3/5/10), "
-            "crossover (D×P grid at L=5 K=512) or peers (the performance grid against "
-            "torch.func, autograd and JAX). Grid options override a grid preset's values."
-        ),
-    ] = "quick",
-    out: Annotated[
-        Path | None, typer.Option(help="Run folder [default: results/<date>-<device>].")
+    dtype: Annotated[str, typer.Option(help="float32, float64, bfloat16.")] = "float32",
+    methods: Annotated[
+        str | None,
+        typer.Option(help="Methods to time.", show_default="the preset's, else all installed"),
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out, skipping done rows.")] = (
-        False
-    ),
+    preset: Annotated[str, typer.Option(help=_preset_help())] = "quick",
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder.", show_default="results/<date>-<device>")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --out, skipping rows it holds.")
+    ] = False,
     min_time: Annotated[
-        float | None, typer.Option(help="Least measured seconds per row [default: 0.2].")
+        float | None,
+        typer.Option(help="Least measured seconds per row.", show_default="0.2, quick: 0.1"),
     ] = None,
     max_call_time: Annotated[
         float, typer.Option(help="A method slower than this per call (s) is timed once: 'slow'.")
-    ] = 5.0,
+    ] = harness.DEFAULT_MAX_CALL_TIME,
     rounds: Annotated[
         int,
         typer.Option(
             help="Time a point's methods in this many interleaved rounds (steadier on a shared "
-            "machine; a point's rows are then written when the point finishes)."
+            "machine; a point's rows are then written when the point finishes).",
+            min=1,
         ),
     ] = 1,
-    threads: Annotated[int | None, typer.Option(help="Intra-op threads [default: torch's].")] = (
-        None
-    ),
+    threads: Annotated[
+        int | None, typer.Option(help="Intra-op threads.", show_default="torch's", min=1)
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for weights and inputs.")] = 0,
     init: Annotated[str, typer.Option(help="lecun, xavier or normal.")] = "lecun",
     activation: Annotated[str, typer.Option(help="Activation of every hidden layer.")] = "tanh",
@@ -358,162 +349,81 @@ def run(
     ] = False,
 ) -> None:
     """Sweep methods over a grid of shapes; write results.csv, meta.json, summary.md and plots."""
-    if preset not in PRESETS:
-        fail(f"unknown preset {preset!r}; expected one of: {', '.join(PRESETS)}")
-    base = PRESETS[preset]
     device = check_device(device)
-    dtypes = parse_choices(dtype, "dtype", list(DTYPES)) or ["float32"]
-    if methods is None and "methods" in base:  # a preset's list: what is installed of it
-        method_names = [m for m in base["methods"] if METHODS[m].available()]
-    else:
-        method_names = parse_choices(methods, "method", list(METHODS)) or list(default_methods())
-    if compile_ and "auto-compiled" not in method_names:
-        method_names.append("auto-compiled")
-    if cuda_graphs:
-        if torch.device(device).type != "cuda":
-            fail("--cuda-graphs needs --device cuda")
-        if "auto-cudagraph" not in method_names:
-            method_names.append("auto-cudagraph")
-    for name in method_names:
-        if not METHODS[name].available():
-            fail(f"method {name} is not available here: {METHODS[name].requirement}")
-    given = {"depths": depths, "d_in": d_in, "width": width, "d_out": d_out, "batch": batch}
-    if "points" in base and any(v is not None for v in given.values()):
-        fail(f"--preset {preset} is a fixed list of shapes; grid options do not apply to it")
-    grid = {
-        key: parse_ints(text, "--" + key.replace("_", "-")) or base.get(key, [])
-        for key, text in given.items()
-    }
-    if init not in INITS:
-        fail(f"unknown init {init!r}; expected one of: {', '.join(INITS)}")
-    if activation not in ACTIVATIONS:
-        fail(f"unknown activation {activation!r}; expected one of: {', '.join(ACTIVATIONS)}")
-    min_time = base.get("min_time", 0.2) if min_time is None else min_time
-    if not min_time > 0 or not max_call_time > 0:
-        fail("--min-time and --max-call-time must be > 0")
-    if rounds < 1:
-        fail(f"--rounds must be ≥ 1, got {rounds}")
-    if threads is not None:
-        if threads < 1:
-            fail(f"--threads must be ≥ 1, got {threads}")
-        torch.set_num_threads(threads)
-    points = expand_grid(
-        depths=grid["depths"],
-        d_ins=grid["d_in"],
-        widths=grid["width"],
-        d_outs=grid["d_out"],
-        batches=grid["batch"],
-        dtypes=dtypes,
-        device=device,
-    ) + [
-        Point(widths, batch_size, name, device)
-        for widths, batch_size in base.get("points", [])
-        for name in dtypes
-    ]
-    params = {
-        "preset": preset,
-        **grid,
-        "dtype": dtypes,
-        "device": device,
-        "methods": method_names,
-        "seed": seed,
-        "init": init,
-        "activation": activation,
-        "validate": not no_validate,
-    }
+    names = None if methods is None else parse_choices(methods, "method", list(METHODS))
+    if cuda_graphs and torch.device(device).type != "cuda":
+        fail("--cuda-graphs needs --device cuda")
+    opted = (("auto-compiled", compile_), ("auto-cudagraph", cuda_graphs))
+    extra = [name for name, wanted in opted if wanted]
+    if extra:
+        base = names if names is not None else _preset_methods(preset)
+        names = [*base, *extra]
     run_dir = out or results.default_run_dir(device)
+    progress = _ProgressBar(quiet)
     try:
-        writer = results.RunWriter(run_dir, params, resume=resume)
-    except results.RunDirError as error:
+        with progress.progress:
+            frame = harness.sweep(
+                names,
+                depths=parse_optional_ints(depths, "--depths"),
+                d_in=parse_optional_ints(d_in, "--d-in"),
+                width=parse_optional_ints(width, "--width"),
+                d_out=parse_optional_ints(d_out, "--d-out"),
+                batch=parse_optional_ints(batch, "--batch"),
+                preset=preset,
+                dtype=parse_choices(dtype, "dtype", list(DTYPES)),
+                device=device,
+                min_time=min_time,
+                max_call_time=max_call_time,
+                rounds=rounds,
+                threads=threads,
+                seed=seed,
+                init=init,
+                activation=activation,
+                validate=not no_validate,
+                peaks=peak,
+                out=run_dir,
+                resume=resume,
+                command=command_line(ctx),
+                observer=progress,
+            )
+    except ValueError as error:  # RunDirError and ResultsFileError are ValueErrors
         fail(str(error))
-    peaks = {}
-    if peak:
-        with err_console.status(f"measuring peak GEMM throughput and read bandwidth on {device}…"):
-            peaks = {name: measure_peaks(device, DTYPES[name]) for name in dtypes}
-    config = SweepConfig(
-        points=tuple(points),
-        methods=tuple(method_names),
-        seed=seed,
-        init=init,
-        activation=activation,
-        min_time=min_time,
-        max_call_time=max_call_time,
-        threads=torch.get_num_threads(),
-        validate=not no_validate,
-        skip=frozenset(writer.done),
-        peaks=peaks,
-        rounds=rounds,
-    )
-    writer.write_meta(
-        command=command_line(ctx),
-        started=results.now_iso(),
-        finished=None,
-        seed=seed,
-        environment=results.environment(device),
-        peaks={name: p.as_dict() for name, p in peaks.items()},
-    )
-    tasks = config.tasks()
-    if len(writer.done) and not quiet:
-        err_console.print(f"Resuming {run_dir}: {len(writer.done)} rows done, {len(tasks)} to go.")
-    failures = _run_with_progress(config, tasks, writer, quiet)
-    writer.write_meta(finished=results.now_iso())
-    frame = results.read_results(run_dir)
-    written = report.write_report(run_dir, frame, writer.meta)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"Interrupted: {progress.rows} new rows kept in {run_dir / 'results.csv'}; "
+            f"continue with --out {run_dir} --resume"
+        )
+        raise typer.Exit(130) from None
     if not quiet:
         summary = report.summary_frame(frame)
-        console.print(report.summary_table(summary, method_names))
-        console.print(report.accuracy_sentence(summary).replace("`", ""))
-    console.print(f"Results: {run_dir}/ ({', '.join(p.name for p in [writer.csv_path, *written])})")
-    if failures:
-        for row in failures:
+        console.print(report.summary_table(summary, list(dict.fromkeys(frame["method"]))))
+        console.print(report.accuracy_sentence(summary))
+    written = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
+    console.print(f"Results: {run_dir}/ ({', '.join(written)})")
+    failures = harness.failed_rows(frame)
+    if not failures.empty:
+        for _, row in failures.iterrows():
             err_console.print(report.failure_line(row), highlight=False)
         raise typer.Exit(1)
 
 
-def _run_with_progress(
-    config: SweepConfig, tasks: list[tuple[Point, str]], writer: results.RunWriter, quiet: bool
-) -> list[dict]:
-    """Run the sweep, appending each row; returns invalid and failed rows. Ctrl-C exits 130."""
-    failures = []
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=quiet,
-        transient=False,
-    )
-
-    def describe(i: int) -> str:
-        if i >= len(tasks):
-            return "done"
-        point, method = tasks[i]
-        return f"{method} at {point.shape_label}"
-
-    try:
-        with progress:
-            bar = progress.add_task(describe(0), total=len(tasks))
-            for i, row in enumerate(run_sweep(config)):
-                writer.append(row)
-                if row["status"] in ("invalid", "error"):
-                    failures.append(row)
-                    progress.console.print(report.failure_line(row), highlight=False)
-                progress.update(bar, advance=1, description=describe(i + 1))
-    except KeyboardInterrupt:
-        writer.write_meta(finished=None, interrupted=results.now_iso())
-        err_console.print(
-            f"Interrupted: {len(writer.done)} rows kept in {writer.csv_path}; "
-            f"continue with --out {writer.run_dir} --resume"
-        )
-        raise typer.Exit(130) from None
-    return failures
+def _preset_methods(preset: str) -> list[str]:
+    """The methods a run of ``preset`` times when --methods is not given."""
+    chosen = PRESETS.get(preset)
+    if chosen is None:
+        fail(f"unknown preset {preset!r}; expected one of: {', '.join(PRESETS)}")
+    names = chosen.methods or [n for n, m in METHODS.items() if not m.opt_in]
+    return [n for n in names if METHODS[n].available()]
 
 
 # ----------------------------------------------------------------- report, compare, info
+def _read_run(path: Path) -> Any:
+    try:
+        return results.read_results(path)
+    except (FileNotFoundError, ResultsFileError) as error:
+        fail(str(error))
+
+
 @app.command("report")
 def report_command(
     run_dir: Annotated[
@@ -525,23 +435,22 @@ def report_command(
     ] = None,
 ) -> None:
     """Re-render a run's summary.md and plots, or summarise a pytest-benchmark JSON."""
-    if (run_dir is None) == (pytest_benchmark is None):
-        fail("give a RUN_DIR or --pytest-benchmark FILE.json (one of them)")
-    if pytest_benchmark is not None:
+    if pytest_benchmark is not None and run_dir is None:
         try:
             frame = results.read_pytest_benchmark(pytest_benchmark)
-        except (FileNotFoundError, ValueError) as error:
+        except (FileNotFoundError, ResultsFileError) as error:
             fail(str(error))
-        summary = report.summary_frame(frame)
-        console.print(report.summary_table(summary))
+        console.print(report.summary_table(report.summary_frame(frame)))
         console.print(report.summary_markdown(frame, {"command": str(pytest_benchmark)}))
         return
+    if run_dir is None or pytest_benchmark is not None:
+        fail("give a RUN_DIR or --pytest-benchmark FILE.json (one of them)")
+    frame = _read_run(run_dir)
     try:
-        frame = results.read_results(run_dir)
-    except (FileNotFoundError, ValueError) as error:
+        meta = results.read_meta(run_dir if run_dir.is_dir() else run_dir.parent)
+    except ResultsFileError as error:
         fail(str(error))
-    meta = results.read_meta(run_dir)
-    written = report.write_report(run_dir, frame, meta)
+    written = report.write_report(run_dir if run_dir.is_dir() else run_dir.parent, frame, meta)
     methods = meta.get("params", {}).get("methods")
     console.print(report.summary_table(report.summary_frame(frame), methods))
     console.print(f"Wrote {', '.join(str(p) for p in written)}")
@@ -567,10 +476,7 @@ def compare(
 ) -> None:
     """Per-row time ratios of RUN_B over RUN_A; exit 1 if any row regressed past --threshold."""
     share = parse_threshold(threshold)
-    try:
-        before, after = results.read_results(run_a), results.read_results(run_b)
-    except (FileNotFoundError, ValueError) as error:
-        fail(str(error))
+    before, after = _read_run(run_a), _read_run(run_b)
     merged = report.compare_frames(before, after, share)
     if merged.empty:
         fail(f"{run_a} and {run_b} have no timed rows in common")
@@ -593,19 +499,10 @@ def info(
     """Print versions, device, threads and available methods; with --peak, the measured limits."""
     device = check_device(device)
     dtypes = parse_choices(dtype, "dtype", list(DTYPES))
-    env = results.environment(device)
-    table = Table(title="jacbench environment", show_header=False)
-    table.add_column("", style="bold")
-    table.add_column("")
-    for key, value in env.items():
-        table.add_row(key, "—" if value is None else str(value))
-    table.add_row("cuda available", str(torch.cuda.is_available()))
+    env = {**results.environment(device), "cuda available": torch.cuda.is_available()}
     available = [name for name, m in METHODS.items() if m.available()]
     missing = [f"{name} ({m.requirement})" for name, m in METHODS.items() if not m.available()]
-    table.add_row("methods", ", ".join(available))
-    if missing:
-        table.add_row("not installed", ", ".join(missing))
-    console.print(table)
+    console.print(report.environment_table(env, available, missing))
     if peak:
         with err_console.status(f"measuring peaks on {device}…"):
             measured = [measure_peaks(device, DTYPES[name]) for name in dtypes]

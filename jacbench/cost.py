@@ -61,6 +61,16 @@ NOTE: [Elementwise work and memory]
     vectors σ' is read from (B·Σ p_k), the result (B·P·D), and the largest pair of live
     sweep blocks (input and output of one matmul: B·c·(p_{k-1} + p_k) for a chunk of c
     tangents or adjoints).
+
+NOTE: [Memory of vmap-style peers]
+    torch.func, autograd.functional and JAX do not keep the chain's structure: they carry
+    one tangent (forward mode, D of them) or one cotangent (reverse mode, P of them) per
+    Jacobian column or row through every layer, batched by vmap, with about four blocks of
+    that size alive at once (the saved activations, the incoming and outgoing block, and
+    the scaled copy). So c·Σ p_k·4 elements per sample, c = D or P. autograd.functional in
+    forward mode differentiates the sum over the batch with respect to the whole batch, so
+    each of its B·D tangents spans all B samples: B times that again. The estimate only has
+    to be right to a small factor: it decides whether a task would exhaust the machine.
 """
 
 from __future__ import annotations
@@ -269,8 +279,23 @@ def memory_bytes(
         if chunk_size is not None:
             carried = min(carried, chunk_size)
         sweep = carried * max(a + b for a, b in zip(p[:-1], p[1:]))
-    item = torch.empty((), dtype=dtype).element_size()
-    return batch * item * (kept + result + sweep)
+    return batch * dtype.itemsize * (kept + result + sweep)
+
+
+def peer_memory_bytes(
+    widths: Sequence[int],
+    mode: str,
+    batch: int = 1,
+    dtype: torch.dtype = torch.float32,
+    *,
+    batch_coupled: bool = False,
+) -> int:
+    """Estimated peak memory of a vmap-style peer in ``mode`` (NOTE: [Memory of vmap-style
+    peers]); ``batch_coupled`` for a peer that differentiates the whole batch at once."""
+    p = _check_widths(widths)
+    carried = p[0] if mode == "forward" else p[-1]
+    per_sample = carried * sum(p[1:-1]) * 4 * dtype.itemsize
+    return batch * (batch if batch_coupled else 1) * per_sample
 
 
 @dataclass(frozen=True)

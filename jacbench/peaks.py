@@ -70,8 +70,7 @@ def measure_peaks(
 
 def weight_bytes(widths: Sequence[int], dtype: torch.dtype) -> int:
     """Bytes of the L+1 weight matrices: what any Jacobian routine must read at least once."""
-    item = torch.empty((), dtype=dtype).element_size()
-    return item * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    return dtype.itemsize * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
 
 
 def bound_seconds(flops: int, widths: Sequence[int], dtype: torch.dtype, peaks: Peaks) -> float:

@@ -16,11 +16,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from jacbench.cost import MODES, Plan
+from jacbench.grid import Point
 from jacbench.peaks import Peaks
-from jacbench.sweep import Point
+from jacbench.rows import KEY_COLUMNS, TIMED_STATUSES, parse_widths
 
 SHAPE_COLUMNS = ["depth", "d_in", "width", "d_out", "widths", "batch", "dtype", "device"]
-TIMED_STATUSES = ("ok", "slow")
 # A predicted mode counts as right when it is within this share of the fastest measured mode.
 PREDICTION_SLACK = 0.10
 
@@ -69,10 +69,24 @@ def _markdown_header(header: Sequence[str]) -> list[str]:
     ]
 
 
-def shape_label(row: pd.Series | dict) -> str:
-    """The label of a results row's shape, as ``Point.shape_label`` spells it."""
-    widths = tuple(int(w) for w in str(row["widths"]).split("-"))
-    return Point(widths, int(row["batch"]), str(row["dtype"]), str(row["device"])).shape_label
+def shape_label(point: Point | pd.Series | dict) -> str:
+    """``L=5 D=1000 K=1000 P=1 B=1 float32 cpu`` for a point or a results row's shape.
+
+    Widths are spelled out (``widths=8-64-4-64-8``) where the hidden widths differ.
+    """
+    if not isinstance(point, Point):
+        point = Point(
+            parse_widths(point["widths"]),
+            int(point["batch"]),
+            str(point["dtype"]),
+            str(point["device"]),
+        )
+    hidden = set(point.widths[1:-1])
+    k = f"K={point.width}" if len(hidden) == 1 else "widths=" + "-".join(map(str, point.widths))
+    return (
+        f"L={point.depth} D={point.d_in} {k} P={point.d_out} B={point.batch} "
+        f"{point.dtype} {point.device}"
+    )
 
 
 # ------------------------------------------------------------------- predict
@@ -155,7 +169,7 @@ def validate_table(rows: Iterable[dict], tolerance: float) -> Table:
             label,
             str(counts[label]),
             f"{row['max_rel_err']:.2e}",
-            f"{row['point'].shape_label} {row.get('activation', '')}".strip(),
+            f"{shape_label(row['point'])} {row.get('activation', '')}".strip(),
             "✓" if ok else "✗ FAIL",
             style=None if ok else "bold red",
         )
@@ -240,7 +254,7 @@ def accuracy_sentence(summary: pd.DataFrame) -> str:
     if total == 0:
         return "Prediction accuracy: no verdict (the run timed none of the predicted modes)."
     return (
-        f"Prediction accuracy: the mode `cost.plan` predicted was the fastest hand-written mode, "
+        f"Prediction accuracy: the mode cost.plan predicted was the fastest hand-written mode, "
         f"or within {PREDICTION_SLACK:.0%} of it, at {right} of {total} shapes."
     )
 
@@ -353,13 +367,9 @@ def peer_markdown(frame: pd.DataFrame) -> list[str]:
     return lines
 
 
-def summary_markdown(
-    frame: pd.DataFrame, meta: dict | None = None, methods: Sequence[str] | None = None
-) -> str:
-    """summary.md: per shape, median per method, forward/reverse ratio, predicted vs measured."""
-    meta = meta or {}
-    summary = summary_frame(frame)
-    lines = ["# jacbench run summary", ""]
+def _run_header(meta: dict) -> list[str]:
+    """The command, machine and times of a run, as Markdown lines."""
+    lines = []
     env = meta.get("environment", {})
     if meta.get("command"):
         lines.append(f"Command: `{meta['command']}`  ")
@@ -370,16 +380,17 @@ def summary_markdown(
             f"jacbench {env.get('jacbench')}  "
         )
     if meta.get("started"):
-        lines.append(f"Run: {meta.get('started')} → {meta.get('finished', 'unfinished')}")
-    lines.append("")
-    if summary.empty:
-        lines.append("No timed rows.")
-        return "\n".join(lines) + "\n"
+        lines.append(f"Run: {meta.get('started')} → {meta.get('finished') or 'unfinished'}")
+    return lines
+
+
+def _summary_lines(summary: pd.DataFrame, methods: Sequence[str] | None) -> list[str]:
+    """The per-shape Markdown table and the prediction accuracy."""
     method_columns = _method_order(summary.columns, methods)
     header = ["shape", *method_columns, "fwd/rev", "predicted", "measured"]
     if "efficiency" in summary:
         header.append("efficiency")
-    lines += _markdown_header(header)
+    lines = _markdown_header(header)
     for _, row in summary.iterrows():
         cells = [shape_label(row)] + [format_seconds(row[m]) for m in method_columns]
         cells += [format_ratio(row.get("fwd/rev")), _prediction_cell(row)]
@@ -387,17 +398,19 @@ def summary_markdown(
         if "efficiency" in summary:
             cells.append(format_percent(row["efficiency"]))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", accuracy_sentence(summary)]
-    peers = peer_markdown(frame)
-    if peers:
-        lines += ["", *peers]
-    problems = frame[~frame["status"].isin(TIMED_STATUSES)]
+    return [*lines, "", accuracy_sentence(summary)]
+
+
+def _untimed_lines(frame: pd.DataFrame) -> list[str]:
+    """Markdown lines on slow, untimed and noisy rows (none where there are none)."""
+    lines = []
     slow = frame[frame["status"] == "slow"]
     if not slow.empty:
         lines += [
             "",
             f"{len(slow)} rows were timed once only (`slow`: one call > --max-call-time).",
         ]
+    problems = frame[~frame["status"].isin(TIMED_STATUSES)]
     if not problems.empty:
         lines += [
             "",
@@ -410,10 +423,40 @@ def summary_markdown(
             lines.append(
                 f"| {shape_label(row)} | {row['method']} | {row['status']} | {row['message']} |"
             )
-    noisy = frame[frame.get("noisy", False) == True]  # noqa: E712 - pandas elementwise
+    noisy = frame[frame["noisy"].fillna(False).astype(bool)]
     if not noisy.empty:
         lines += ["", f"{len(noisy)} timed rows are noisy (IQR > 10% of the median)."]
+    return lines
+
+
+def summary_markdown(
+    frame: pd.DataFrame, meta: dict | None = None, methods: Sequence[str] | None = None
+) -> str:
+    """summary.md: per shape, median per method, forward/reverse ratio, predicted vs measured."""
+    summary = summary_frame(frame)
+    lines = ["# jacbench run summary", "", *_run_header(meta or {}), ""]
+    if summary.empty:
+        lines.append("No timed rows.")
+    else:
+        lines += _summary_lines(summary, methods)
+        peers = peer_markdown(frame)
+        if peers:
+            lines += ["", *peers]
+    lines += _untimed_lines(frame)
     return "\n".join(lines) + "\n"
+
+
+def environment_table(env: dict, available: Sequence[str], missing: Sequence[str]) -> Table:
+    """``jacbench info``: versions, device, threads, and which methods are installed."""
+    table = Table(title="jacbench environment", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    for key, value in env.items():
+        table.add_row(key, "—" if value is None else escape(str(value)))
+    table.add_row("methods", ", ".join(available))
+    if missing:
+        table.add_row("not installed", escape(", ".join(missing)))
+    return table
 
 
 # --------------------------------------------------------------------- plots
@@ -531,7 +574,7 @@ def write_report(run_dir: Path, frame: pd.DataFrame, meta: dict | None = None) -
 # ------------------------------------------------------------------- compare
 def compare_frames(before: pd.DataFrame, after: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Rows timed in both runs with time ratio after/before; ``regressed`` past 1 + threshold."""
-    keys = ["widths", "batch", "dtype", "device", "method"]
+    keys = list(KEY_COLUMNS)
     a = timed(before)[keys + ["depth", "d_in", "width", "d_out", "median_s"]]
     b = timed(after)[keys + ["median_s"]]
     merged = a.merge(b, on=keys, suffixes=("_a", "_b"))

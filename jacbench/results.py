@@ -1,87 +1,126 @@
-"""Result files of a run: ``results/<run>/results.csv`` and ``meta.json``.
+"""Run folders: ``results/<run>/results.csv`` and ``meta.json``, written safely, read strictly.
 
 Rows are appended, flushed and fsynced one by one, so a run killed at any moment (even by
-SIGKILL) keeps every row it finished; a torn last line is cut off when the run is resumed.
-``meta.json`` is replaced atomically (write a temporary file, then rename).
+SIGKILL) keeps every row it finished. While a run writes, it holds an exclusive lock on
+``<run>/.lock``: a second run into the same folder is refused, never interleaved. Reading
+checks every file against the schema of ``jacbench.rows``; a damaged file is refused in one
+line that names it and is left as it is. The one repair: a torn last line (a writer killed
+mid-row) is cut off when the run is resumed. ``meta.json`` is replaced atomically.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 import os
 import platform
 import subprocess
-from collections.abc import Iterable
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
+import filelock
 import pandas as pd
 import torch
 
 import jacbench
-
-COLUMNS = (
-    "depth",
-    "d_in",
-    "width",
-    "d_out",
-    "widths",
-    "batch",
-    "dtype",
-    "device",
-    "method",
-    "family",
-    "mode",
-    "status",
-    "median_s",
-    "iqr_s",
-    "mean_s",
-    "runs",
-    "noisy",
-    "flops",
-    "elementwise_flops",
-    "gflops",
-    "predicted_mode",
-    "max_rel_err",
-    "memory_bytes",
-    "peak_memory_bytes",
-    "bound_s",
-    "efficiency",
-    "compile_s",
-    "message",
+from jacbench.rows import (
+    COLUMNS,
+    ResultsFileError,
+    Row,
+    RowKey,
+    Status,
+    check_frame,
+    format_widths,
+    keys_of,
+    typed_frame,
 )
 
-KEY_COLUMNS = ("widths", "batch", "dtype", "device", "method")
+LOCK_NAME = ".lock"
 
 
 class RunDirError(ValueError):
-    """The output folder cannot hold this run."""
+    """The output folder cannot hold this run: in use, another run's, or damaged."""
 
 
-def _repair_torn_tail(path: Path) -> None:
-    """Cut a partial last line left by a killed writer."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as handle:
-            handle.truncate(data.rfind(b"\n") + 1)
+def _parse_csv(text: str, source: str) -> pd.DataFrame:
+    """A results file's text as a typed frame (ResultsFileError if it is not one)."""
+    if not text.strip():
+        raise ResultsFileError(f"{source} is empty")
+    try:
+        header, *lines = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as error:
+        raise ResultsFileError(f"{source} is damaged: {error}") from None
+    for number, line in enumerate(lines, start=2):
+        if len(line) != len(header):
+            raise ResultsFileError(
+                f"{source} is damaged: line {number} has {len(line)} fields, expected {len(header)}"
+            )
+    return check_frame(pd.DataFrame(lines, columns=header, dtype=object), source)
 
 
-def row_key(row: dict) -> tuple:
-    return tuple(str(row[c]) for c in KEY_COLUMNS)
+def _torn_tail(data: bytes) -> int:
+    """Bytes of a partial last line (0 when the file ends with a full line)."""
+    return 0 if not data or data.endswith(b"\n") else len(data) - (data.rfind(b"\n") + 1)
 
 
 class RunWriter:
-    """Appends rows to ``results.csv`` in ``run_dir`` and keeps ``meta.json`` up to date."""
+    """Appends rows to ``results.csv`` in ``run_dir`` and keeps ``meta.json`` up to date.
+
+    Use as a context manager: entering takes the folder's lock and checks what it holds,
+    leaving releases the lock.
+    """
 
     def __init__(self, run_dir: Path, params: dict, *, resume: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "results.csv"
         self.meta_path = self.run_dir / "meta.json"
         self.params = params
-        old_meta = read_meta(self.run_dir) if self.meta_path.exists() else None
-        if self.csv_path.exists() and not resume:
-            if old_meta is not None and old_meta.get("params") != params:
+        self.resume = resume
+        self.done: set[RowKey] = set()
+        self.meta: dict[str, Any] = {}
+        self._lock = filelock.FileLock(self.run_dir / LOCK_NAME, is_singleton=False)
+
+    def __enter__(self) -> RunWriter:
+        if self.resume and not (self.csv_path.exists() or self.meta_path.exists()):
+            raise RunDirError(f"nothing to resume in {self.run_dir}: it holds no run")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise RunDirError(
+                f"{self.run_dir} is in use by another jacbench run; wait for it to finish, "
+                "or choose another --out"
+            ) from None
+        except OSError as error:
+            raise RunDirError(f"cannot write to {self.run_dir}: {error.strerror}") from None
+        try:
+            self._open()
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._lock.release()
+
+    def _open(self) -> None:
+        try:
+            old_meta = read_meta(self.run_dir)
+        except ResultsFileError as error:
+            raise RunDirError(f"{error}; refusing to touch this folder") from None
+        if self.meta_path.exists() and "params" not in old_meta:
+            raise RunDirError(f"{self.meta_path} was not written by jacbench; refusing to touch it")
+        has_rows = self.csv_path.exists() and self.csv_path.stat().st_size > 0
+        if has_rows and not self.resume:
+            if old_meta.get("params", self.params) != self.params:
                 raise RunDirError(
                     f"{self.run_dir} holds a run with other parameters; "
                     "choose another --out, or pass --resume to extend it"
@@ -90,45 +129,51 @@ class RunWriter:
                 f"{self.run_dir} already holds this run; pass --resume to finish it, "
                 "or choose another --out"
             )
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as error:
-            raise RunDirError(f"cannot write to {self.run_dir}: {error.strerror}") from None
-        if self.csv_path.exists():
-            _repair_torn_tail(self.csv_path)
-        self.done = {row_key(r) for r in _read_rows(self.csv_path)}
-        self.meta = old_meta or {}
+        if has_rows:
+            self.done = self._check_for_resume()
+        self.meta = old_meta
         self.write_meta()  # the parameters are on disk before the first row
 
-    def append(self, row: dict) -> None:
+    def _check_for_resume(self) -> set[RowKey]:
+        """The keys of the rows already written, after cutting a torn last line."""
+        data = self.csv_path.read_bytes()
+        torn = _torn_tail(data)
+        whole = data[: len(data) - torn]
+        try:
+            text = whole.decode()
+            header = text.split("\n", 1)[0].strip().split(",")
+            if header != list(COLUMNS):
+                raise ResultsFileError(
+                    f"{self.csv_path} was not written by this version of jacbench "
+                    "(its columns differ)"
+                )
+            frame = _parse_csv(text, str(self.csv_path))
+        except (ResultsFileError, UnicodeDecodeError) as error:
+            reason = error if isinstance(error, ResultsFileError) else "not text"
+            raise RunDirError(f"cannot resume: {reason}; the file is left as it is") from None
+        if torn:
+            with self.csv_path.open("r+b") as handle:
+                handle.truncate(len(whole))
+        return keys_of(frame)
+
+    def append(self, row: Row) -> None:
         """Write one row and push it to disk before returning; a row already there is skipped."""
-        key = row_key(row)
-        if key in self.done:
+        if row.key in self.done:
             return
         new_file = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
         with self.csv_path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
             if new_file:
                 writer.writeheader()
-            writer.writerow({c: row.get(c, "") for c in COLUMNS})
+            writer.writerow(row.as_dict())
             handle.flush()
             os.fsync(handle.fileno())
-        self.done.add(key)
+        self.done.add(row.key)
 
-    def write_meta(self, **fields) -> None:
+    def write_meta(self, **fields: Any) -> None:
         self.meta.update(fields)
         self.meta["params"] = self.params
         write_json_atomic(self.meta_path, self.meta)
-
-
-def _read_rows(path: Path) -> Iterable[dict]:
-    if not path.exists():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -137,27 +182,43 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def read_meta(run_dir: Path) -> dict:
+def read_meta(run_dir: Path | str) -> dict[str, Any]:
+    """A run's meta.json ({} when there is none).
+
+    Raises:
+        ResultsFileError: the file is not JSON, or not a JSON object.
+    """
     path = Path(run_dir) / "meta.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        where = f" (line {error.lineno})" if isinstance(error, json.JSONDecodeError) else ""
+        raise ResultsFileError(f"{path} is not valid JSON{where}") from None
+    if not isinstance(meta, dict):
+        raise ResultsFileError(f"{path} is not a jacbench meta.json (not a JSON object)")
+    return meta
 
 
 def read_results(run_dir_or_csv: Path | str) -> pd.DataFrame:
-    """The rows of a run as a DataFrame (a run folder or a results.csv path).
+    """The rows of a run as a typed DataFrame (a run folder or a results.csv path).
 
     Raises:
         FileNotFoundError: no results.csv there.
+        ResultsFileError: the file is empty, damaged or not a jacbench results file; the
+            message names the file (and the line, where there is one).
     """
     path = Path(run_dir_or_csv)
     if path.is_dir():
         path = path / "results.csv"
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"no results.csv at {path}")
-    frame = pd.read_csv(path, keep_default_na=True)
-    missing = [c for c in KEY_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path} is not a jacbench results file (missing {', '.join(missing)})")
-    return frame
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ResultsFileError(f"{path} is not a jacbench results file (not text)") from None
+    return _parse_csv(text, str(path))
 
 
 def read_pytest_benchmark(path: Path | str) -> pd.DataFrame:
@@ -166,7 +227,8 @@ def read_pytest_benchmark(path: Path | str) -> pd.DataFrame:
     Each benchmark's ``extra_info`` carries the shape, method and FLOPs; its stats the times.
 
     Raises:
-        FileNotFoundError, ValueError: no such file, or not a jacbench benchmark file.
+        FileNotFoundError: no such file.
+        ResultsFileError: not a pytest-benchmark file, or it holds no jacbench benchmarks.
     """
     path = Path(path)
     if not path.is_file():
@@ -174,40 +236,45 @@ def read_pytest_benchmark(path: Path | str) -> pd.DataFrame:
     try:
         data = json.loads(path.read_text())
         benchmarks = data["benchmarks"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ValueError(f"{path} is not a pytest-benchmark JSON file") from None
-    rows = []
-    for bench in benchmarks:
-        info, stats = bench.get("extra_info", {}), bench["stats"]
-        if "widths" not in info or "method" not in info:
-            continue
-        widths = [int(w) for w in info["widths"]]
-        rows.append(
-            {
-                "depth": len(widths) - 2,
-                "d_in": widths[0],
-                "width": max(widths[1:-1]),
-                "d_out": widths[-1],
-                "widths": "-".join(map(str, widths)),
-                "batch": info["batch"],
-                "dtype": info["dtype"],
-                "device": info["device"],
-                "method": info["method"],
-                "family": info.get("family", ""),
-                "status": "ok",
-                "median_s": stats["median"],
-                "iqr_s": stats["iqr"],
-                "mean_s": stats["mean"],
-                "runs": stats["rounds"],
-                "flops": info.get("flops"),
-                "gflops": info["flops"] / stats["median"] / 1e9 if info.get("flops") else None,
-                "predicted_mode": info.get("predicted_mode"),
-                "max_rel_err": info.get("max_rel_err"),
-            }
-        )
+        rows = [_benchmark_row(b) for b in benchmarks if _is_jacbench_benchmark(b)]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        raise ResultsFileError(f"{path} is not a pytest-benchmark JSON file") from None
     if not rows:
-        raise ValueError(f"{path} holds no jacbench benchmarks (run `pytest benchmarks/`)")
-    return pd.DataFrame(rows).reindex(columns=COLUMNS)
+        raise ResultsFileError(f"{path} holds no jacbench benchmarks (run `pytest benchmarks/`)")
+    return typed_frame([r.as_dict() for r in rows])
+
+
+def _is_jacbench_benchmark(bench: dict) -> bool:
+    info = bench.get("extra_info", {})
+    return "widths" in info and "method" in info
+
+
+def _benchmark_row(bench: dict) -> Row:
+    info, stats = bench["extra_info"], bench["stats"]
+    widths = [int(w) for w in info["widths"]]
+    flops = int(info.get("flops") or 0)
+    return Row(
+        depth=len(widths) - 2,
+        d_in=widths[0],
+        width=max(widths[1:-1]),
+        d_out=widths[-1],
+        widths=format_widths(widths),
+        batch=int(info["batch"]),
+        dtype=info["dtype"],
+        device=info["device"],
+        method=info["method"],
+        family=info.get("family", ""),
+        mode=info.get("mode", ""),
+        status=Status.OK,
+        median_s=stats["median"],
+        iqr_s=stats["iqr"],
+        mean_s=stats["mean"],
+        runs=stats["rounds"],
+        flops=flops,
+        gflops=flops / stats["median"] / 1e9 if flops else float("nan"),
+        predicted_mode=info.get("predicted_mode", ""),
+        max_rel_err=info.get("max_rel_err", float("nan")),
+    )
 
 
 def default_run_dir(device: str, root: Path = Path("results")) -> Path:
@@ -240,7 +307,7 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def environment(device: str = "cpu") -> dict:
+def environment(device: str = "cpu") -> dict[str, Any]:
     """Versions, device, CPU model, threads and git commit: what meta.json and ``info`` report."""
     dev = torch.device(device)
     cuda = torch.cuda.is_available()

@@ -177,7 +177,7 @@ def test_run_refuses_existing_run_and_resumes(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], ""),
+        (["--device", "cuda:7"], "cuda:7: " + ("only" if torch.cuda.is_available() else "CUDA")),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--depths", "0"], "--depths must be ≥ 1, got 0"),
         (["--d-in", "x"], "--d-in takes whole numbers, got 'x'"),
@@ -185,15 +185,17 @@ def test_run_refuses_existing_run_and_resumes(tmp_path):
         (["--dtype", "float8"], "unknown dtype 'float8'"),
         (["--preset", "huge"], "unknown preset 'huge'"),
         (["--init", "he"], "unknown init 'he'"),
-        (["--min-time", "0"], "--min-time and --max-call-time must be > 0"),
+        (["--min-time", "0"], "min_time and max_call_time must be > 0"),
+        (["--rounds", "0"], "'--rounds'"),
+        (["--resume"], "nothing to resume"),
     ],
 )
 def test_run_bad_input_is_one_line_exit_2(tmp_path, args, message):
     result = invoke("run", *args, "--out", tmp_path / "r")
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    assert "Error:" in result.output and message in result.output
-    assert not (tmp_path / "r" / "results.csv").exists()
+    assert "Error" in result.output and message in result.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_run_compile_adds_the_compiled_method(tmp_path):
@@ -219,7 +221,7 @@ def test_run_cuda_graphs_need_cuda_device(tmp_path):
 def test_peers_preset_takes_no_grid_options(tmp_path):
     result = invoke("run", "--preset", "peers", "--depths", 3, "--out", tmp_path / "r")
     assert result.exit_code == 2
-    assert "--preset peers is a fixed list of shapes" in result.output
+    assert "preset peers is a fixed list of shapes" in result.output
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
@@ -271,6 +273,68 @@ def test_report_rerenders(tmp_path):
     assert (out / "summary.md").exists()
 
 
+def _tiny_run(out):
+    args = ["run", "--depths", 1, *TINY, "--methods", "forward", "reverse", "--quiet"]
+    assert invoke(*args, "--out", out).exit_code == 0
+    return [*args, "--out", out]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda text: text + "garbage line\n", "line 6"),
+        (lambda text: "", None),
+        (lambda text: "a,b\n" + text, "its columns differ"),
+        (lambda text: text.replace(",ok,", ",great,", 1), "unknown status 'great'"),
+    ],
+)
+def test_resume_on_a_damaged_results_csv_is_one_line_and_leaves_it(tmp_path, damage, message):
+    out = tmp_path / "r"
+    args = _tiny_run(out)
+    csv_path = out / "results.csv"
+    csv_path.write_text(damage(csv_path.read_text()))
+    before = csv_path.read_bytes()
+    result = invoke(*args, "--resume")
+    if message is None:  # an empty file is a run killed before its first row: resumed
+        assert result.exit_code == 0, result.output
+        assert len(pd.read_csv(csv_path)) == 4
+        return
+    assert result.exit_code == 2, result.output
+    assert f"Error: cannot resume: {csv_path}" in result.output and message in result.output
+    assert "Traceback" not in result.output
+    assert csv_path.read_bytes() == before
+
+
+def test_resume_on_a_corrupt_meta_json_is_refused(tmp_path):
+    out = tmp_path / "r"
+    args = _tiny_run(out)
+    (out / "meta.json").write_text("{")
+    result = invoke(*args, "--resume")
+    assert result.exit_code == 2
+    assert f"{out / 'meta.json'} is not valid JSON (line 1)" in result.output
+    assert (out / "meta.json").read_text() == "{"
+
+
+def test_compare_and_report_name_the_file_they_cannot_read(tmp_path):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    _tiny_run(good)
+    bad.mkdir()
+    text = (good / "results.csv").read_text()
+    (bad / "results.csv").write_text(text + "1,2,3\n")
+    for args in (["compare", good, bad], ["report", bad]):
+        result = invoke(*args)
+        assert result.exit_code == 2
+        damaged = f"{bad / 'results.csv'} is damaged: line 6 has 3 fields, expected 28"
+        assert damaged in result.output
+    lines = text.splitlines()
+    cells = lines[1].split(",")
+    cells[12] = "nan"  # median_s of an ok row
+    (bad / "results.csv").write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    result = invoke("compare", good, bad)
+    assert result.exit_code == 2
+    assert "line 2: a timed row without a positive median_s" in result.output
+
+
 def test_report_missing_run(tmp_path):
     result = invoke("report", tmp_path / "nothing")
     assert result.exit_code == 2
@@ -282,6 +346,37 @@ def test_info():
     assert result.exit_code == 0
     assert torch.__version__ in result.output
     assert "func-jacrev" in result.output
+
+
+def test_info_names_the_jax_extra_when_jax_is_missing(monkeypatch):
+    from jacbench import methods
+
+    jax = methods.METHODS["jax-jacrev"]
+    missing = jax.__class__(**{**jax.__dict__, "available": lambda: False})
+    monkeypatch.setitem(methods.METHODS, "jax-jacrev", missing)
+    result = invoke("info")
+    assert "jax-jacrev (pip install 'jacbench[jax]')" in result.output
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.output.strip() == f"jacbench {version('jacbench')}"
+
+
+def test_run_help_shows_defaults_intact():
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for shown in (
+        "[default: (the preset's, else all installed)]",
+        "[default: (results/<date>-<device>)]",
+        "[default: (torch's)]",
+        "[default: (0.2, quick: 0.1)]",
+    ):
+        assert shown in result.output
+    assert " ." not in result.output
 
 
 def test_info_peak():

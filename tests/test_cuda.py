@@ -3,8 +3,9 @@
 import torch
 
 from jacbench import make_mlp, reference_jacobian, relative_error
+from jacbench.grid import Point
+from jacbench.harness import SweepConfig, run_sweep
 from jacbench.methods import METHODS
-from jacbench.sweep import Point, SweepConfig, run_sweep
 
 from .conftest import requires_cuda
 
@@ -29,8 +30,8 @@ def test_sweep_on_cuda_records_peak_memory():
         min_time=0.01,
     )
     rows = list(run_sweep(config))
-    assert all(r["status"] == "ok" for r in rows)
-    assert all(r["peak_memory_bytes"] > 0 for r in rows)
+    assert all(r.status.value == "ok" for r in rows)
+    assert all(r.peak_memory_bytes > 0 for r in rows)
 
 
 @requires_cuda

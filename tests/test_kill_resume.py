@@ -88,3 +88,29 @@ def test_ctrl_c_exits_130_and_says_where(tmp_path):
     assert "Interrupted" in stderr and "--resume" in stderr
     assert "Traceback" not in stderr
     assert len(pd.read_csv(out / "results.csv")) >= 2
+
+
+def test_two_runs_into_one_folder_never_interleave(tmp_path):
+    out = tmp_path / "run"
+    first, second = _start(out), _start(out)
+    outcomes = sorted((proc.wait(timeout=300), proc.communicate()[1]) for proc in (first, second))
+    (ok, _), (refused, message) = outcomes
+    assert (ok, refused) == (0, 2)
+    assert "Traceback" not in message
+    assert "in use by another jacbench run" in message or "already holds this run" in message
+    final = pd.read_csv(out / "results.csv")
+    assert len(final) == TOTAL
+    assert not final.duplicated(["widths", "batch", "dtype", "device", "method"]).any()
+
+
+def test_resume_while_the_run_is_writing_is_refused(tmp_path):
+    out = tmp_path / "run"
+    proc = _start(out)
+    _wait_for_rows(out / "results.csv", 1, proc)
+    clash = _resume(out)
+    assert clash.returncode == 2
+    assert "is in use by another jacbench run" in clash.stderr
+    assert len(clash.stderr.strip().splitlines()) == 1
+    assert proc.wait(timeout=300) == 0
+    final = pd.read_csv(out / "results.csv")
+    assert len(final) == TOTAL and not final.duplicated(["widths", "method"]).any()

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from jacbench import cost, report
 from jacbench.cli import app
-from jacbench.results import COLUMNS
+from jacbench.rows import COLUMNS
 
 runner = CliRunner()
 

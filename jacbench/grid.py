@@ -1,0 +1,233 @@
+"""Points and grids: which network shapes a run measures, and the named presets.
+
+A point is one network shape (widths), batch, dtype and device; a grid is the points of a
+run. ``expand_grid`` makes the product of lists of depths L, input dimensions D, hidden
+widths K, output dimensions P and batches B (keyword names as the CLI's options), plus any
+explicit ``shapes``. ``PRESETS`` is the one table of named grids, read by ``jacbench run
+--preset`` and by the pytest-benchmark suites (``JACBENCH_BENCH_PRESET``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import torch
+
+from jacbench.rows import RowKey, format_widths
+
+DTYPES: Mapping[str, torch.dtype] = MappingProxyType(
+    {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
+)
+
+# The grid options of a run, in CLI order: each takes a list of positive whole numbers.
+GRID_OPTIONS = ("depths", "d_in", "width", "d_out", "batch")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One network shape ``widths = (D, K_1, …, K_L, P)``, batch, dtype and device."""
+
+    widths: tuple[int, ...]
+    batch: int = 1
+    dtype: str = "float32"
+    device: str = "cpu"
+
+    @property
+    def depth(self) -> int:
+        """L, the number of σ layers."""
+        return len(self.widths) - 2
+
+    @property
+    def d_in(self) -> int:
+        return self.widths[0]
+
+    @property
+    def width(self) -> int:
+        """K: the hidden width (the largest one where they differ), as in the ``width`` column."""
+        return max(self.widths[1:-1])
+
+    @property
+    def d_out(self) -> int:
+        return self.widths[-1]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def key(self, method: str) -> RowKey:
+        """The key of this point's row for ``method``."""
+        return RowKey(format_widths(self.widths), self.batch, self.dtype, self.device, method)
+
+
+def uniform_widths(depth: int, d_in: int, width: int, d_out: int) -> tuple[int, ...]:
+    """(D, K, …, K, P) with L hidden widths K."""
+    return (d_in, *([width] * depth), d_out)
+
+
+def _positive_ints(name: str, values: Sequence[int]) -> list[int]:
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} needs at least one value")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} takes whole numbers ≥ 1, got {value!r}")
+    return values
+
+
+def expand_grid(
+    *,
+    depths: Sequence[int] = (),
+    d_in: Sequence[int] = (),
+    width: Sequence[int] = (),
+    d_out: Sequence[int] = (),
+    batch: Sequence[int] = (1,),
+    dtype: Sequence[str] = ("float32",),
+    device: str = "cpu",
+    shapes: Sequence[tuple[Sequence[int], int]] = (),
+) -> list[Point]:
+    """Every combination of depths × d_in × width × d_out × batch × dtype, then ``shapes``.
+
+    ``shapes`` are explicit (widths, batch) pairs, each taken in every dtype. Repeated
+    points are dropped; order is kept.
+
+    >>> [p.widths for p in expand_grid(depths=[1, 2], d_in=[3], width=[4], d_out=[1])]
+    [(3, 4, 1), (3, 4, 4, 1)]
+    """
+    for name in dtype:
+        if name not in DTYPES:
+            raise ValueError(f"unknown dtype {name!r}; expected one of: {', '.join(DTYPES)}")
+    product = [depths, d_in, width, d_out]
+    if any(product):
+        for name, values in zip(GRID_OPTIONS, product):
+            _positive_ints(name, values)
+    batches = _positive_ints("batch", batch)
+    uniform = [
+        (uniform_widths(*dims), b)
+        for dims in itertools.product(*product)
+        for b in batches
+        if any(product)
+    ]
+    explicit = [(tuple(_positive_ints("widths", ws)), int(b)) for ws, b in shapes]
+    for ws, _ in explicit:
+        if len(ws) < 3:
+            raise ValueError(f"widths needs at least 3 entries (D, K_1, P), got {ws}")
+    points = [Point(ws, b, name, device) for ws, b in uniform + explicit for name in dtype]
+    return list(dict.fromkeys(points))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named grid: a product of the grid options, or a fixed list of (widths, batch)."""
+
+    name: str
+    description: str
+    grid: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    shapes: tuple[tuple[tuple[int, ...], int], ...] = ()
+    methods: tuple[str, ...] | None = None  # None: every installed method
+    min_time: float | None = None  # None: the run's default
+
+    def points(
+        self,
+        dtype: Sequence[str] = ("float32",),
+        device: str = "cpu",
+        overrides: Mapping[str, Sequence[int] | None] | None = None,
+    ) -> list[Point]:
+        """The preset's points; ``overrides`` replace grid options of a product preset.
+
+        Raises:
+            ValueError: overrides given to a fixed list of shapes.
+        """
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        if self.shapes and given:
+            raise ValueError(
+                f"preset {self.name} is a fixed list of shapes; grid options do not apply to it"
+            )
+        grid = {**self.grid, **given}
+        return expand_grid(**grid, dtype=dtype, device=device, shapes=self.shapes)
+
+
+_JACBENCH_AND_FUNC = ("forward", "reverse", "mixed", "auto", "func-jacfwd", "func-jacrev")
+
+PRESETS: Mapping[str, Preset] = MappingProxyType(
+    {
+        preset.name: preset
+        for preset in [
+            Preset(
+                "quick",
+                "a small crossover in under two minutes",
+                grid={"depths": (3,), "d_in": (4, 64, 512), "width": (256,), "d_out": (4, 64, 512)},
+                min_time=0.1,
+            ),
+            Preset(
+                "seed",
+                "D=K=1000 P=1 L=3/5/10, the textbook's timing exercise",
+                grid={"depths": (3, 5, 10), "d_in": (1000,), "width": (1000,), "d_out": (1,)},
+            ),
+            Preset(
+                "crossover",
+                "D×P grid at L=5 K=512: where forward and reverse mode trade places",
+                grid={
+                    "depths": (5,),
+                    "d_in": (1, 16, 128, 1024),
+                    "width": (512,),
+                    "d_out": (1, 16, 128, 1024),
+                },
+                methods=_JACBENCH_AND_FUNC,
+            ),
+            # P=1 deep nets, D=1 wide outputs, square, hourglass, small, batched, large, and the
+            # textbook validation case L=10 D=2 K=30 P=10.
+            Preset(
+                "peers",
+                "the performance grid against torch.func, autograd and JAX",
+                shapes=(
+                    (uniform_widths(10, 1000, 1000, 1), 1),
+                    (uniform_widths(5, 1000, 1000, 1), 1),
+                    (uniform_widths(5, 1, 1000, 1000), 1),
+                    (uniform_widths(5, 512, 512, 512), 1),
+                    ((512, 512, 16, 512, 512), 1),
+                    ((16, 32, 32, 32, 4), 1),
+                    (uniform_widths(5, 256, 256, 1), 64),
+                    ((64, 128, 128, 128, 64), 32),
+                    (uniform_widths(3, 1024, 1024, 1024), 1),
+                    (uniform_widths(5, 1024, 1024, 16), 8),
+                    (uniform_widths(10, 2, 30, 10), 1),
+                ),
+                methods=(*_JACBENCH_AND_FUNC, "autograd-forward", "autograd-reverse")
+                + ("jax-jacfwd", "jax-jacrev"),
+            ),
+            Preset(
+                "smoke",
+                "two tiny shapes, seconds (the pytest-benchmark default)",
+                shapes=((uniform_widths(3, 64, 64, 1), 1), (uniform_widths(3, 1, 64, 64), 1)),
+                methods=_JACBENCH_AND_FUNC,
+            ),
+            Preset(
+                "large",
+                "GEMM-bound shapes of 2048–4096 units",
+                shapes=(
+                    (uniform_widths(10, 4096, 4096, 1), 1),
+                    (uniform_widths(5, 2048, 2048, 2048), 1),
+                    (uniform_widths(5, 1024, 1024, 16), 256),
+                ),
+                methods=_JACBENCH_AND_FUNC,
+            ),
+        ]
+    }
+)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``.
+
+    Raises:
+        ValueError: no such preset.
+    """
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown preset {name!r}; expected one of: {', '.join(PRESETS)}"
+        ) from None

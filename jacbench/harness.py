@@ -1,0 +1,549 @@
+"""The harness: build each point's network, check every method once, time it, yield rows.
+
+A task is one (point, method) pair. ``run_sweep`` yields one :class:`~jacbench.rows.Row`
+per task as it finishes; ``sweep`` is the library call behind ``jacbench run``: options
+in, a results DataFrame out, optionally writing a run folder. Nothing here prints:
+presentation belongs to ``report.py`` and ``cli.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+import torch
+
+from jacbench import cost, results, timing
+from jacbench.activations import ACTIVATIONS
+from jacbench.grid import DTYPES, Point, get_preset
+from jacbench.jacobians import (
+    jacobian,
+    jacobian_forward,
+    jacobian_mixed,
+    jacobian_reverse,
+    reference_jacobian,
+    relative_error,
+)
+from jacbench.methods import JacobianCall, Method, default_methods, get_method
+from jacbench.networks import INITS, MLP
+from jacbench.peaks import Peaks, bound_seconds, measure_peaks
+from jacbench.rows import FAILED_STATUSES, Row, RowKey, Status, format_widths, typed_frame
+
+# Largest relative error (max |J − J_ref| / max |J_ref|, against float64) a method may show.
+# Wrong Jacobians are off by O(1); these bounds only absorb the dtype's rounding over deep chains.
+TOLERANCES: dict[str, float] = {"float64": 1e-10, "float32": 1e-4, "bfloat16": 5e-2}
+
+DEFAULT_MIN_TIME = 0.2
+DEFAULT_MAX_CALL_TIME = 5.0
+# A task is skipped as `oom` when its estimated memory passes this share of what is free.
+MEMORY_HEADROOM = 0.8
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What to run: points × methods, and how to build and time them."""
+
+    points: tuple[Point, ...]
+    methods: tuple[str, ...]
+    seed: int = 0
+    init: str = "lecun"
+    activation: str = "tanh"
+    min_time: float = DEFAULT_MIN_TIME
+    max_call_time: float = DEFAULT_MAX_CALL_TIME
+    threads: int | None = None
+    validate: bool = True
+    skip: frozenset[RowKey] = field(default_factory=frozenset)  # rows already done
+    peaks: Mapping[str, Peaks] = field(default_factory=dict)  # dtype name → measured limits
+    rounds: int = 1  # > 1: a point's methods are timed in interleaved rounds
+
+    def tasks(self) -> list[tuple[Point, str]]:
+        """The (point, method) pairs still to run, in order."""
+        return [
+            (point, method)
+            for point in self.points
+            for method in self.methods
+            if point.key(method) not in self.skip
+        ]
+
+
+def build_network(point: Point, *, seed: int, init: str, activation: str) -> MLP:
+    """The point's seeded network (the same on every device and dtype for one seed)."""
+    return MLP.from_widths(
+        point.widths,
+        activation=activation,
+        init=init,
+        seed=seed,
+        dtype=point.torch_dtype,
+        device=point.device,
+    )
+
+
+def build_input(point: Point, *, seed: int) -> torch.Tensor:
+    """A seeded input, drawn on the CPU in float64 like the weights: the same on every device."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(point.batch, point.d_in, generator=generator, dtype=torch.float64)
+    x = x if point.batch > 1 else x[0]
+    return x.to(device=point.device, dtype=point.torch_dtype)
+
+
+def point_reference(point: Point, net: MLP, x: torch.Tensor) -> torch.Tensor:
+    """The float64 ``torch.func.jacrev`` Jacobian at (net, x), on the point's device."""
+    return reference_jacobian(net.to(dtype=torch.float64), x.to(torch.float64), "jacrev")
+
+
+def _is_oom(error: BaseException) -> bool:
+    if isinstance(error, torch.cuda.OutOfMemoryError | MemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def _free_memory(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    first = (str(error).splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first}"[:300]
+
+
+def estimated_memory_bytes(point: Point, method: Method, plan: cost.Plan) -> int:
+    """The cost model's memory estimate for ``method`` at ``point`` (jacbench's or a peer's)."""
+    mode = method.mode_for(plan.mode)
+    if method.family == "jacbench":
+        return plan.memory_bytes[mode]
+    # autograd.functional's forward mode differentiates the batch's sum (methods.py).
+    coupled = method.family == "autograd" and mode == "forward"
+    return cost.peer_memory_bytes(
+        point.widths, mode, point.batch, point.torch_dtype, batch_coupled=coupled
+    )
+
+
+def _memory_shortfall(point: Point, method: Method, plan: cost.Plan) -> str | None:
+    # On the CPU running out of memory is not an exception but the kernel's OOM killer,
+    # which would end the whole sweep: a task that would not fit is skipped and reported.
+    if torch.device(point.device).type == "cuda":
+        return None
+    available = _available_memory_bytes()
+    needed = estimated_memory_bytes(point, method, plan)
+    if available is None or needed <= MEMORY_HEADROOM * available:
+        return None
+    return f"skipped: needs about {needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB available"
+
+
+def _start_row(point: Point, method: Method, plan: cost.Plan) -> Row:
+    # FLOPs of the AD mode the method uses, as jacbench's routine for that mode executes them:
+    # for peers this is the useful work, so their GFLOP/s compare with jacbench's directly.
+    mode = method.mode_for(plan.mode)
+    return Row(
+        depth=point.depth,
+        d_in=point.d_in,
+        width=point.width,
+        d_out=point.d_out,
+        widths=format_widths(point.widths),
+        batch=point.batch,
+        dtype=point.dtype,
+        device=point.device,
+        method=method.name,
+        family=method.family,
+        mode=mode,
+        predicted_mode=plan.mode,
+        flops=plan.flops[mode],
+        elementwise_flops=plan.elementwise_flops[mode],
+        memory_bytes=plan.memory_bytes[mode],
+    )
+
+
+def _fail(row: Row, point: Point, error: Exception) -> Row:
+    _free_memory(point.device)
+    row.status = Status.OOM if _is_oom(error) else Status.ERROR
+    row.message = _first_line(error)
+    return row
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The float64 reference Jacobian at a point, or why there is none."""
+
+    jacobian: torch.Tensor | None
+    missing: str = ""  # why jacobian is None: the message of unchecked rows
+
+
+def _reference(point: Point, net: MLP, x: torch.Tensor, validate: bool) -> Reference:
+    if not validate:
+        return Reference(None, "not checked: validation is off")
+    try:
+        return Reference(point_reference(point, net, x))
+    except Exception as error:  # the reference failing must not end the sweep
+        _free_memory(point.device)
+        what = "ran out of memory" if _is_oom(error) else f"failed ({_first_line(error)})"
+        return Reference(None, f"not checked: the float64 reference {what}")
+
+
+def _check(row: Row, result: torch.Tensor, reference: Reference, dtype: str) -> None:
+    """Set the row's error and status from the method's result."""
+    if reference.jacobian is None:
+        row.status, row.message = Status.UNCHECKED, reference.missing
+        return
+    expected = tuple(reference.jacobian.shape)
+    got = tuple(getattr(result, "shape", ()))
+    if got != expected:
+        row.status = Status.WRONG
+        row.message = f"result has shape {got}, expected {expected}"
+        return
+    row.max_rel_err = relative_error(result, reference.jacobian)
+    if not row.max_rel_err <= TOLERANCES[dtype]:
+        row.status = Status.WRONG
+        row.message = f"relative error {row.max_rel_err:.3g} > {TOLERANCES[dtype]:g}"
+
+
+def prepare_task(
+    point: Point, method: Method, config: SweepConfig, net: MLP, x, reference: Reference
+) -> tuple[Row, JacobianCall | None]:
+    """Build, call once and check one method at one point.
+
+    Returns the row so far and the call still to be timed (None when the row is final:
+    out of memory, an error, a wrong result, or ``slow``, timed by its one call).
+    """
+    plan = cost.plan(point.widths, point.batch, point.torch_dtype)
+    row = _start_row(point, method, plan)
+    shortfall = _memory_shortfall(point, method, plan)
+    if shortfall is not None:
+        row.status, row.message = Status.OOM, shortfall
+        return row, None
+    on_cuda = torch.device(point.device).type == "cuda"
+    try:
+        call = method.build(net, x)
+        row.compile_s = getattr(call, "compile_s", math.nan)
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats(point.device)
+            baseline = torch.cuda.memory_allocated(point.device)
+        first = timing.time_once(call, point.device)
+        if on_cuda:
+            row.peak_memory_bytes = torch.cuda.max_memory_allocated(point.device) - baseline
+        _check(row, call(), reference, point.dtype)
+    except Exception as error:  # one failing method must not end the sweep
+        return _fail(row, point, error), None
+    if row.status == Status.WRONG:
+        return row, None
+    if first > config.max_call_time:
+        if row.status == Status.OK:
+            row.status = Status.SLOW
+        return finish_task(row, point, config, timing.Measurement((first,))), None
+    return row, call
+
+
+def finish_task(row: Row, point: Point, config: SweepConfig, measurement) -> Row:
+    """Fill a row's timing columns from its measurement."""
+    peaks = config.peaks.get(point.dtype)
+    if peaks is not None:
+        row.bound_s = bound_seconds(row.flops, point.widths, point.torch_dtype, peaks)
+        row.efficiency = row.bound_s / measurement.median
+    row.median_s = measurement.median
+    row.iqr_s = measurement.iqr
+    row.mean_s = measurement.mean
+    row.runs = measurement.runs
+    row.noisy = measurement.noisy
+    row.gflops = row.flops / measurement.median / 1e9 if row.flops else math.nan
+    return row
+
+
+def _measure(call: JacobianCall, point: Point, config: SweepConfig, min_time: float):
+    return timing.measure(call, device=point.device, min_time=min_time, threads=config.threads)
+
+
+def _run_point(
+    point: Point, methods: list[Method], config: SweepConfig, net: MLP, x, reference: Reference
+) -> Iterator[Row]:
+    """Every method at one point, timed in ``config.rounds`` interleaved rounds.
+
+    Each round times every method for min_time / rounds; a method's times from all rounds
+    make one measurement. Drift on a shared machine then touches every method alike. With
+    one round each row is yielded as soon as it is timed.
+    """
+    if config.rounds == 1:
+        for method in methods:
+            row, call = prepare_task(point, method, config, net, x, reference)
+            if call is not None:
+                try:
+                    measurement = _measure(call, point, config, config.min_time)
+                    row = finish_task(row, point, config, measurement)
+                except Exception as error:  # one failing method must not end the sweep
+                    row = _fail(row, point, error)
+            yield row
+        return
+    prepared = [prepare_task(point, m, config, net, x, reference) for m in methods]
+    times: list[list[float]] = [[] for _ in prepared]
+    for _ in range(config.rounds):
+        for (row, call), collected in zip(prepared, times):
+            if call is None or row.status in (Status.OOM, Status.ERROR):
+                continue
+            try:
+                share = config.min_time / config.rounds
+                collected.extend(_measure(call, point, config, share).times)
+            except Exception as error:  # one failing method must not end the sweep
+                _fail(row, point, error)
+    for (row, call), collected in zip(prepared, times):
+        if call is not None and row.status not in (Status.OOM, Status.ERROR):
+            finish_task(row, point, config, timing.Measurement(tuple(collected)))
+        yield row
+
+
+def run_sweep(config: SweepConfig) -> Iterator[Row]:
+    """Yield one row per (point, method) task of ``config``, in order, as each finishes."""
+    tasks = config.tasks()
+    for point, group in itertools.groupby(tasks, key=lambda task: task[0]):
+        methods = [get_method(name) for _, name in group]
+        net = build_network(point, seed=config.seed, init=config.init, activation=config.activation)
+        x = build_input(point, seed=config.seed)
+        reference = _reference(point, net, x, config.validate)
+        yield from _run_point(point, methods, config, net, x, reference)
+        del net, x, reference
+        _free_memory(point.device)
+
+
+class SweepObserver(Protocol):
+    """What a caller of :func:`sweep` is told as the run goes (a progress bar, say)."""
+
+    def start(self, tasks: Sequence[tuple[Point, str]], done: int) -> None:
+        """The tasks still to run, and how many rows the run folder held already."""
+
+    def finished(self, row: Row) -> None:
+        """A row was measured (and written, when the run has a folder)."""
+
+
+def _check_options(
+    *,
+    methods: Sequence[str],
+    init: str,
+    activation: str,
+    min_time: float,
+    max_call_time: float,
+    rounds: int,
+    threads: int | None,
+    device: str,
+) -> None:
+    for name in methods:
+        method = get_method(name)
+        if not method.available():
+            raise ValueError(f"method {name} is not available here: {method.requirement}")
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; expected one of: {', '.join(INITS)}")
+    if activation not in ACTIVATIONS:
+        known = ", ".join(ACTIVATIONS)
+        raise ValueError(f"unknown activation {activation!r}; expected one of: {known}")
+    if not (min_time > 0 and max_call_time > 0):
+        raise ValueError("min_time and max_call_time must be > 0")
+    if rounds < 1:
+        raise ValueError(f"rounds must be ≥ 1, got {rounds}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be ≥ 1, got {threads}")
+    if "auto-cudagraph" in methods and torch.device(device).type != "cuda":
+        raise ValueError("auto-cudagraph (CUDA graphs) needs a CUDA device")
+
+
+def sweep(
+    methods: Sequence[str] | None = None,
+    *,
+    depths: Sequence[int] | None = None,
+    d_in: Sequence[int] | None = None,
+    width: Sequence[int] | None = None,
+    d_out: Sequence[int] | None = None,
+    batch: Sequence[int] | None = None,
+    preset: str = "quick",
+    dtype: str | Sequence[str] = "float32",
+    device: str = "cpu",
+    min_time: float | None = None,
+    max_call_time: float = DEFAULT_MAX_CALL_TIME,
+    rounds: int = 1,
+    threads: int | None = None,
+    seed: int = 0,
+    init: str = "lecun",
+    activation: str = "tanh",
+    validate: bool = True,
+    peaks: bool = False,
+    out: str | Path | None = None,
+    resume: bool = False,
+    command: str | None = None,
+    observer: SweepObserver | None = None,
+) -> pd.DataFrame:
+    """Time ``methods`` over a grid of points; the rows as a DataFrame in results.csv's columns.
+
+    The grid is ``preset``'s (see ``jacbench.grid.PRESETS``), with any of depths, d_in,
+    width, d_out and batch replacing the preset's values; keyword names are the CLI's.
+
+    Args:
+        methods: names from ``jacbench.methods.METHODS``; default: the preset's, else every
+            installed method.
+        dtype: one dtype name or several.
+        peaks: measure the device's peak GEMM FLOP/s and bandwidth first (the efficiency
+            column).
+        out: a run folder to write (results.csv, meta.json, summary.md, plots), locked while
+            the run writes; ``resume`` continues one, skipping the rows it holds.
+        command: the command line to record in meta.json.
+        observer: told the tasks at the start and each row as it finishes.
+
+    Returns:
+        Every row of the run (with ``out`` and ``resume``: the folder's earlier rows too).
+
+    Raises:
+        ValueError: a bad option, in one line.
+        results.RunDirError: ``out`` is in use, holds another run, or is damaged.
+    """
+    chosen = get_preset(preset)
+    dtypes = [dtype] if isinstance(dtype, str) else list(dtype)
+    overrides = {"depths": depths, "d_in": d_in, "width": width, "d_out": d_out, "batch": batch}
+    points = chosen.points(dtypes, device, overrides)
+    if methods is None:
+        names = [m for m in chosen.methods or default_methods() if get_method(m).available()]
+    else:
+        names = list(dict.fromkeys(methods))
+    min_time = (chosen.min_time or DEFAULT_MIN_TIME) if min_time is None else min_time
+    _check_options(
+        methods=names,
+        init=init,
+        activation=activation,
+        min_time=min_time,
+        max_call_time=max_call_time,
+        rounds=rounds,
+        threads=threads,
+        device=device,
+    )
+    params = {
+        "preset": preset,
+        **{k: v for k, v in overrides.items() if v is not None},
+        "dtype": dtypes,
+        "device": device,
+        "methods": names,
+        "seed": seed,
+        "init": init,
+        "activation": activation,
+        "validate": validate,
+    }
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if out is not None:
+            writer = stack.enter_context(results.RunWriter(Path(out), params, resume=resume))
+        if threads is not None:
+            torch.set_num_threads(threads)
+        measured = {n: measure_peaks(device, DTYPES[n]) for n in dtypes} if peaks else {}
+        config = SweepConfig(
+            points=tuple(points),
+            methods=tuple(names),
+            seed=seed,
+            init=init,
+            activation=activation,
+            min_time=min_time,
+            max_call_time=max_call_time,
+            threads=torch.get_num_threads(),
+            validate=validate,
+            skip=frozenset(writer.done if writer else ()),
+            peaks=measured,
+            rounds=rounds,
+        )
+        if writer is not None:
+            writer.write_meta(
+                command=command,
+                started=results.now_iso(),
+                finished=None,
+                environment=results.environment(device),
+                peaks={name: p.as_dict() for name, p in measured.items()},
+            )
+        if observer is not None:
+            observer.start(config.tasks(), len(config.skip))
+        rows = []
+        try:
+            for row in run_sweep(config):
+                if writer is not None:
+                    writer.append(row)
+                rows.append(row)
+                if observer is not None:
+                    observer.finished(row)
+        except KeyboardInterrupt:
+            if writer is not None:
+                writer.write_meta(finished=None, interrupted=results.now_iso())
+            raise
+        if writer is None:
+            return typed_frame([r.as_dict() for r in rows])
+        writer.write_meta(finished=results.now_iso())
+        frame = results.read_results(writer.run_dir)
+        from jacbench.report import write_report  # the run folder's summary.md and plots
+
+        write_report(writer.run_dir, frame, writer.meta)
+        return frame
+
+
+def failed_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose method was wrong or raised."""
+    return frame[frame["status"].isin(FAILED_STATUSES)]
+
+
+# ---------------------------------------------------------------------------- validate
+Routine = Callable[[MLP, torch.Tensor], torch.Tensor]
+
+
+def validation_routines(chunk_sizes: Iterable[int] = ()) -> dict[str, Routine]:
+    """jacbench's routines by label, with forward/reverse at each ``chunk_size`` too."""
+    routines: dict[str, Routine] = {
+        "forward": jacobian_forward,
+        "reverse": jacobian_reverse,
+        "mixed": jacobian_mixed,
+        "auto": jacobian,
+    }
+    for size in chunk_sizes:
+        for label, routine in (("forward", jacobian_forward), ("reverse", jacobian_reverse)):
+            routines[f"{label} chunk_size={size}"] = _chunked(routine, size)
+    return routines
+
+
+def _chunked(routine: Callable[..., torch.Tensor], size: int) -> Routine:
+    def call(net: MLP, x: torch.Tensor) -> torch.Tensor:
+        return routine(net, x, chunk_size=size)
+
+    return call
+
+
+def validate_points(
+    points: Iterable[Point],
+    routines: Mapping[str, Routine],
+    *,
+    seed: int = 0,
+    init: str = "lecun",
+    activations: Sequence[str] = ("tanh",),
+) -> list[dict]:
+    """For each point, activation and routine: the relative error against float64 jacrev.
+
+    Returns dicts ``{"point", "activation", "routine", "max_rel_err"}``.
+    """
+    checks = []
+    for activation, point in itertools.product(activations, points):
+        net = build_network(point, seed=seed, init=init, activation=activation)
+        x = build_input(point, seed=seed)
+        reference = point_reference(point, net, x)
+        for label, routine in routines.items():
+            error = relative_error(routine(net, x), reference)
+            checks.append(
+                {"point": point, "activation": activation, "routine": label, "max_rel_err": error}
+            )
+    return checks

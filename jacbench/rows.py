@@ -1,0 +1,189 @@
+"""The row: one (point, method) measurement, its columns, its status and its key.
+
+This module is the one home of the results schema. ``Row`` lists every column of
+``results.csv`` with its type, unit and meaning (docs/results.md says the same for users);
+``Status`` says how a row went; ``RowKey`` identifies a row, and the sweep, the run
+writer, resume, report and compare all build keys through it. ``check_frame`` turns the
+text of a results file into typed columns, or says in one line what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+
+class Status(str, Enum):
+    """How a row went. Timed statuses (ok, slow, unchecked) carry a median time."""
+
+    OK = "ok"  # within tolerance of the float64 reference, timed
+    SLOW = "slow"  # within tolerance; one call took more than max_call_time, timed once
+    UNCHECKED = "unchecked"  # timed, but no reference to check against (message says why)
+    WRONG = "wrong"  # the Jacobian is not within tolerance (or has the wrong shape); not timed
+    ERROR = "error"  # the method raised; message holds the exception's first line
+    OOM = "oom"  # ran out of memory, or would have (skipped before running: message says)
+    SKIPPED = "skipped"  # not run here (e.g. the method does not apply to this point)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Plain strings, so pandas' isin and hash-based lookups match the CSV's text.
+TIMED_STATUSES: tuple[str, ...] = (Status.OK.value, Status.SLOW.value, Status.UNCHECKED.value)
+FAILED_STATUSES: tuple[str, ...] = (Status.WRONG.value, Status.ERROR.value)
+
+
+class RowKey(NamedTuple):
+    """What identifies a row within a run: no run holds two rows with one key."""
+
+    widths: str  # "D-K_1-…-K_L-P"
+    batch: int
+    dtype: str
+    device: str
+    method: str
+
+
+KEY_COLUMNS: tuple[str, ...] = RowKey._fields
+
+
+def format_widths(widths: tuple[int, ...] | list[int]) -> str:
+    """The ``widths`` column's spelling of (D, K_1, …, K_L, P): ``"D-K_1-…-P"``."""
+    return "-".join(str(int(w)) for w in widths)
+
+
+def parse_widths(text: str) -> tuple[int, ...]:
+    """The tuple (D, K_1, …, K_L, P) from the ``widths`` column."""
+    return tuple(int(w) for w in str(text).split("-"))
+
+
+def _column(kind: type, unit: str, meaning: str, default: Any = None) -> Any:
+    if default is None:
+        default = {int: 0, float: math.nan, bool: False, str: ""}[kind]
+    return field(default=default, metadata={"kind": kind, "unit": unit, "meaning": meaning})
+
+
+@dataclass
+class Row:
+    """One row of results.csv: a method's measurement at one point.
+
+    Field order is column order. Each field's metadata holds its type, unit and meaning.
+    """
+
+    depth: int = _column(int, "", "L, the number of σ layers")
+    d_in: int = _column(int, "", "D, the input dimension")
+    width: int = _column(int, "", "K, the hidden width (the largest one when they differ)")
+    d_out: int = _column(int, "", "P, the output dimension")
+    widths: str = _column(str, "", "every width, D-K_1-…-K_L-P")
+    batch: int = _column(int, "", "B, inputs per call (1: an unbatched x of shape (D,))", 1)
+    dtype: str = _column(str, "", "float32, float64 or bfloat16")
+    device: str = _column(str, "", "cpu, cuda or cuda:N")
+    method: str = _column(str, "", "the method's name (see README, Methods)")
+    family: str = _column(str, "", "jacbench, torch.func, autograd, naive or jax")
+    mode: str = _column(str, "", "the AD mode the method ran at this point")
+    status: Status = _column(str, "", "how the row went: one of Status", Status.OK)
+    median_s: float = _column(float, "s", "median time per Jacobian call")
+    iqr_s: float = _column(float, "s", "interquartile range of the per-call times")
+    mean_s: float = _column(float, "s", "mean time per call")
+    runs: int = _column(int, "", "timed blocks behind the median (each the mean of its calls)")
+    noisy: bool = _column(bool, "", "IQR above 10% of the median")
+    flops: int = _column(int, "FLOP", "matmul FLOPs of the mode, 2·m·n·k per product")
+    elementwise_flops: int = _column(int, "element-ops", "elementwise operations of the mode")
+    gflops: float = _column(float, "GFLOP/s", "flops / median_s / 1e9")
+    predicted_mode: str = _column(str, "", "the mode cost.plan predicts fastest here")
+    max_rel_err: float = _column(float, "", "max |J − J_ref| / max |J_ref| vs float64 jacrev")
+    memory_bytes: int = _column(int, "B", "modelled peak extra memory of the mode")
+    peak_memory_bytes: float = _column(float, "B", "measured peak extra memory (CUDA only)")
+    bound_s: float = _column(float, "s", "roofline bound: max(FLOPs/peak, weight bytes/bw)")
+    efficiency: float = _column(float, "", "bound_s / median_s (1 = at the roofline)")
+    compile_s: float = _column(float, "s", "compile or capture time, apart from median_s")
+    message: str = _column(str, "", "why a row is not ok (error line, tolerance, skip reason)")
+
+    @property
+    def key(self) -> RowKey:
+        return RowKey(self.widths, self.batch, self.dtype, self.device, self.method)
+
+    @property
+    def timed(self) -> bool:
+        return self.status.value in TIMED_STATUSES
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row's values by column, the status as its text."""
+        return {**asdict(self), "status": self.status.value}
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Row))
+COLUMN_KINDS: dict[str, type] = {f.name: f.metadata["kind"] for f in fields(Row)}
+_NULLABLE_DTYPES = {int: "Int64", float: "float64", bool: "boolean", str: "object"}
+
+
+class ResultsFileError(ValueError):
+    """A results file that is not a jacbench results file, or is damaged."""
+
+
+def keys_of(frame: pd.DataFrame) -> set[RowKey]:
+    """The keys of every row of a typed results frame."""
+    return {RowKey(*values) for values in frame[list(KEY_COLUMNS)].itertuples(index=False)}
+
+
+def typed_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """A results DataFrame in schema order and types from row dicts (missing columns empty)."""
+    frame = pd.DataFrame.from_records(records, columns=list(COLUMNS))
+    return frame.astype({c: _NULLABLE_DTYPES[COLUMN_KINDS[c]] for c in COLUMNS})
+
+
+def check_frame(raw: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Typed columns from a results file read as text; ``ResultsFileError`` names what is wrong.
+
+    ``raw`` holds the file's cells as strings (empty for missing values). Columns must be
+    ``COLUMNS`` in order, or a prefix of it holding every key column (a file written before
+    later columns existed: those come back empty). Line numbers count the header as line 1.
+    """
+    header = list(raw.columns)
+    if header != list(COLUMNS[: len(header)]) or not set(KEY_COLUMNS) <= set(header):
+        raise ResultsFileError(f"{source} is not a jacbench results file (unexpected columns)")
+    frame = pd.DataFrame(index=raw.index)
+    for name in COLUMNS:
+        kind = COLUMN_KINDS[name]
+        text = raw[name].fillna("") if name in raw else pd.Series("", index=raw.index)
+        frame[name] = _typed_column(text, name, kind, source)
+    bad = ~frame["status"].isin([s.value for s in Status])
+    if bad.any():
+        line = int(bad.to_numpy().argmax()) + 2
+        value = frame["status"][bad].iloc[0]
+        raise ResultsFileError(f"{source}, line {line}: unknown status {value!r}")
+    untimed = frame["status"].isin(TIMED_STATUSES) & ~(frame["median_s"] > 0)
+    if untimed.any():
+        line = int(untimed.to_numpy().argmax()) + 2
+        raise ResultsFileError(f"{source}, line {line}: a timed row without a positive median_s")
+    for name in KEY_COLUMNS:
+        if (frame[name].astype(str) == "").any() or frame[name].isna().any():
+            raise ResultsFileError(f"{source}: a row has no {name}")
+    duplicated = frame.duplicated(list(KEY_COLUMNS))
+    if duplicated.any():
+        line = int(duplicated.to_numpy().argmax()) + 2
+        raise ResultsFileError(f"{source}, line {line}: a second row with the same key")
+    return frame
+
+
+def _typed_column(text: pd.Series, name: str, kind: type, source: str) -> pd.Series:
+    if kind is str:
+        return text.astype(object)
+    if kind is bool:
+        known = {"True": True, "False": False, "true": True, "false": False, "": pd.NA}
+        wrong = ~text.isin(list(known))
+        values = text.map(known)
+    else:
+        values = pd.to_numeric(text.where(text != "", None), errors="coerce")
+        wrong = values.isna() & (text != "") & (text.str.lower() != "nan")
+        if kind is int and not wrong.any():
+            wrong = values.notna() & (values % 1 != 0)
+    if wrong.any():
+        line = int(wrong.to_numpy().argmax()) + 2
+        value = text[wrong].iloc[0]
+        kind_name = kind.__name__
+        raise ResultsFileError(f"{source}, line {line}: {name} = {value!r} is not a {kind_name}")
+    return values.astype(_NULLABLE_DTYPES[kind])

@@ -1,0 +1,228 @@
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from jacbench import harness, methods
+from jacbench.grid import Point
+from jacbench.harness import SweepConfig, estimated_memory_bytes, run_sweep, sweep
+from jacbench.methods import Method
+from jacbench.rows import COLUMNS, Status
+
+
+def _config(**kwargs):
+    defaults = dict(
+        points=(Point((5, 6, 6, 2), 1), Point((5, 6, 6, 2), 3)),
+        methods=("forward", "reverse", "func-jacrev"),
+        min_time=0.01,
+    )
+    return SweepConfig(**{**defaults, **kwargs})
+
+
+def test_run_sweep_yields_validated_timed_rows():
+    rows = list(run_sweep(_config()))
+    assert [(r.batch, r.method) for r in rows] == [
+        (1, "forward"),
+        (1, "reverse"),
+        (1, "func-jacrev"),
+        (3, "forward"),
+        (3, "reverse"),
+        (3, "func-jacrev"),
+    ]
+    for row in rows:
+        assert row.status is Status.OK
+        assert row.max_rel_err < 1e-5
+        assert row.median_s > 0 and row.runs >= 1
+        assert row.predicted_mode == "reverse"
+        assert row.gflops == pytest.approx(row.flops / row.median_s / 1e9)
+    assert rows[3].flops == 3 * rows[0].flops
+
+
+def test_skip_leaves_out_done_tasks():
+    config = _config()
+    skip = frozenset({config.points[0].key("forward")})
+    rows = list(run_sweep(_config(skip=skip)))
+    assert len(rows) == 5
+    assert (rows[0].batch, rows[0].method) == (1, "reverse")
+
+
+@pytest.fixture
+def extra_methods(monkeypatch):
+    def wrong(net, x):
+        return lambda: (
+            torch.zeros(x.shape[0], net.d_out, net.d_in)
+            if x.ndim == 2
+            else torch.zeros(net.d_out, net.d_in)
+        )
+
+    def transposed(net, x):
+        return lambda: torch.zeros(net.d_in, net.d_out)
+
+    def oom(net, x):
+        def call():
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 TiB")
+
+        return call
+
+    def broken(net, x):
+        def call():
+            raise RuntimeError("something else")
+
+        return call
+
+    def sluggish(net, x):
+        import time
+
+        def call():
+            time.sleep(0.05)
+            return methods.jacobian_reverse(net, x)
+
+        return call
+
+    builders = [
+        ("wrong", wrong),
+        ("transposed", transposed),
+        ("oom", oom),
+        ("broken", broken),
+        ("sluggish", sluggish),
+    ]
+    for name, build in builders:
+        monkeypatch.setitem(methods.METHODS, name, Method(name, "test", "reverse", name, build))
+
+
+def test_statuses_wrong_oom_error_slow(extra_methods):
+    config = _config(
+        points=(Point((4, 5, 2), 1),),
+        methods=("wrong", "transposed", "oom", "broken", "sluggish", "reverse"),
+        max_call_time=0.01,
+    )
+    rows = {r.method: r for r in run_sweep(config)}
+    assert rows["wrong"].status is Status.WRONG
+    assert rows["wrong"].max_rel_err == pytest.approx(1.0)
+    assert rows["wrong"].message == "relative error 1 > 0.0001"
+    assert math.isnan(rows["wrong"].median_s)  # a wrong result is never shown as a timing
+    assert rows["transposed"].status is Status.WRONG
+    assert rows["transposed"].message == "result has shape (4, 2), expected (2, 4)"
+    assert rows["oom"].status is Status.OOM
+    assert "out of memory" in rows["oom"].message
+    assert rows["broken"].status is Status.ERROR
+    assert rows["broken"].message == "RuntimeError: something else"
+    assert rows["sluggish"].status is Status.SLOW
+    assert rows["sluggish"].runs == 1
+    assert rows["reverse"].status is Status.OK  # the sweep went on
+
+
+def test_no_validate_makes_unchecked_timed_rows():
+    rows = list(run_sweep(_config(validate=False, methods=("reverse",))))
+    assert {r.status for r in rows} == {Status.UNCHECKED}
+    assert all(math.isnan(r.max_rel_err) and r.median_s > 0 for r in rows)
+    assert rows[0].message == "not checked: validation is off"
+
+
+def test_reference_out_of_memory_marks_rows_unchecked(monkeypatch):
+    def no_memory(point, net, x):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 TB")
+
+    monkeypatch.setattr(harness, "point_reference", no_memory)
+    rows = list(run_sweep(_config(methods=("reverse",))))
+    assert {r.status for r in rows} == {Status.UNCHECKED}
+    assert rows[0].message == "not checked: the float64 reference ran out of memory"
+
+
+def test_task_that_would_exhaust_memory_is_skipped_as_oom(monkeypatch):
+    monkeypatch.setattr(harness, "_available_memory_bytes", lambda: 10)
+    rows = list(run_sweep(_config(methods=("reverse",))))
+    assert {r.status for r in rows} == {Status.OOM}
+    assert rows[0].message.startswith("skipped: needs about")
+
+
+def test_memory_estimate_of_autograd_forward_grows_with_batch_squared():
+    from jacbench import cost
+
+    point = Point((64, 64, 64, 1), 8)
+    plan = cost.plan(point.widths, point.batch)
+    one = estimated_memory_bytes(point, methods.METHODS["func-jacfwd"], plan)
+    assert one == 8 * 64 * (64 + 64) * 4 * 4  # B · D · ΣK · 4 live blocks · 4 bytes
+    assert estimated_memory_bytes(point, methods.METHODS["autograd-forward"], plan) == 8 * one
+    assert (
+        estimated_memory_bytes(point, methods.METHODS["reverse"], plan)
+        == plan.memory_bytes["reverse"]
+    )
+
+
+def test_rounds_interleave_methods_and_keep_every_status(extra_methods):
+    config = _config(
+        points=(Point((4, 5, 2), 1),),
+        methods=("wrong", "oom", "broken", "sluggish", "reverse", "forward"),
+        max_call_time=0.01,
+        rounds=3,
+    )
+    rows = {r.method: r for r in run_sweep(config)}
+    assert [rows[m].status.value for m in config.methods] == [
+        "wrong",
+        "oom",
+        "error",
+        "slow",
+        "ok",
+        "ok",
+    ]
+    assert rows["reverse"].runs >= 3  # at least one block from each round
+    assert rows["sluggish"].runs == 1
+
+
+def test_sweep_returns_a_typed_frame_of_every_row():
+    frame = sweep(["reverse", "auto"], depths=[2], d_in=[3], width=[4], d_out=[1, 2], min_time=0.01)
+    assert list(frame.columns) == list(COLUMNS)
+    assert len(frame) == 4
+    assert list(frame["status"]) == ["ok"] * 4
+    assert frame["depth"].dtype == "Int64" and frame["median_s"].dtype == "float64"
+    assert list(frame["widths"]) == ["3-4-4-1", "3-4-4-1", "3-4-4-2", "3-4-4-2"]
+
+
+def test_sweep_writes_a_run_folder_and_resumes_it(tmp_path):
+    out = tmp_path / "run"
+    options = dict(depths=[1], d_in=[3], width=[4], d_out=[2], min_time=0.01, out=out)
+    first = sweep(["reverse"], **options)
+    assert {p.name for p in out.iterdir()} >= {"results.csv", "meta.json", "summary.md"}
+    resumed = sweep(["reverse", "forward"], **options, resume=True)
+    assert list(resumed["method"]) == ["reverse", "forward"]
+    pd.testing.assert_frame_equal(resumed.iloc[:1], first)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"methods": ["nope"]}, "unknown method 'nope'"),
+        ({"preset": "nope"}, "unknown preset 'nope'"),
+        ({"depths": [0]}, "depths takes whole numbers ≥ 1, got 0"),
+        ({"d_in": [2.5]}, "d_in takes whole numbers ≥ 1, got 2.5"),
+        ({"dtype": "float16"}, "unknown dtype 'float16'"),
+        ({"rounds": 0}, "rounds must be ≥ 1, got 0"),
+        ({"min_time": 0}, "min_time and max_call_time must be > 0"),
+        ({"init": "zeros"}, "unknown init 'zeros'"),
+        ({"activation": "gelu"}, "unknown activation 'gelu'"),
+        ({"preset": "peers", "depths": [3]}, "a fixed list of shapes"),
+        ({"methods": ["auto-cudagraph"]}, "auto-cudagraph"),
+    ],
+)
+def test_sweep_refuses_bad_options_in_one_line(options, message):
+    with pytest.raises(ValueError, match=message) as raised:
+        sweep(**options)
+    assert "\n" not in str(raised.value)
+
+
+def test_validate_points_checks_every_routine_and_activation():
+    points = [Point((3, 4, 4, 2), 2, "float64")]
+    routines = harness.validation_routines([1])
+    checks = harness.validate_points(points, routines, activations=("tanh", "relu"))
+    assert [c["routine"] for c in checks[:6]] == [
+        "forward",
+        "reverse",
+        "mixed",
+        "auto",
+        "forward chunk_size=1",
+        "reverse chunk_size=1",
+    ]
+    assert [c["activation"] for c in checks] == ["tanh"] * 6 + ["relu"] * 6
+    assert max(c["max_rel_err"] for c in checks) < 1e-12
