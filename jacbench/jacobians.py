@@ -228,6 +228,7 @@ def jacobian_forward(net: MLP, x: Tensor, *, chunk_size: int | None = None) -> T
     Returns:
         J of shape (P, D) or (B, P, D).
 
+    >>> from jacbench import make_mlp
     >>> net = make_mlp(depth=3, d_in=4, width=8, d_out=2)
     >>> jacobian_forward(net, torch.ones(4)).shape
     torch.Size([2, 4])
@@ -258,10 +259,10 @@ def _forward(net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
         slopes = _slopes(net, x, scale if columns or x.ndim == 2 else None)
         jac = _sweep(first, slopes, rest, columns)
     else:
-        slopes = list(_slopes(net, x, scale))
+        kept = list(_slopes(net, x, scale))
         parts = _chunks(net.d_in, chunk_size)
         starts = [first[:, cols] if columns else first[cols] for cols in parts]
-        blocks = [_sweep(start, slopes, rest, columns) for start in starts]
+        blocks = [_sweep(start, kept, rest, columns) for start in starts]
         jac = torch.cat(blocks, dim=-1 if columns else -2)
     return jac if columns else jac.transpose(-1, -2)
 
@@ -280,6 +281,7 @@ def jacobian_reverse(net: MLP, x: Tensor, *, chunk_size: int | None = None) -> T
     Returns:
         J of shape (P, D) or (B, P, D).
 
+    >>> from jacbench import make_mlp
     >>> net = make_mlp(depth=3, d_in=4, width=8, d_out=2)
     >>> jacobian_reverse(net, torch.ones(4)).shape
     torch.Size([2, 4])
@@ -342,7 +344,8 @@ def jacobian_mixed(net: MLP, x: Tensor) -> Tensor:
     return _run(_mixed, net, x, None)
 
 
-def _mixed(net: MLP, x: Tensor, chunk_size: None) -> Tensor:
+def _mixed(net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
+    # chunk_size is always None: the signature is the other routines', for _ROUTINES.
     _, tree = cost.chain_order(net.widths)
     return _evaluate(tree, net.weights, list(_slopes(net, x)))
 
@@ -353,6 +356,7 @@ def jacobian(net: MLP, x: Tensor, mode: str = "auto", *, chunk_size: int | None 
     "auto" runs the mode ``cost.plan(net.widths, batch)`` predicts fastest.
     ``chunk_size`` applies to the pure modes only. Shapes as in the module docstring.
 
+    >>> from jacbench import make_mlp
     >>> net = make_mlp(depth=2, d_in=5, width=8, d_out=1)
     >>> jacobian(net, torch.ones(3, 5)).shape
     torch.Size([3, 1, 5])
@@ -376,11 +380,19 @@ def auto_routine(net: MLP, x: Tensor) -> Callable[[Tensor], Tensor]:
     """
     _check_input(net, x)
     routine = _ROUTINES[_predicted_mode(net.widths, _batch_size(x))]
-    return functools.partial(routine, net, chunk_size=None)
+
+    def call(inputs: Tensor) -> Tensor:
+        return routine(net, inputs, None)
+
+    return call
 
 
 # The unchecked routine of each mode: (net, x, chunk_size) → J.
-_ROUTINES = {"forward": _forward, "reverse": _reverse, "mixed": _mixed}
+_ROUTINES: dict[str, Callable[[MLP, Tensor, int | None], Tensor]] = {
+    "forward": _forward,
+    "reverse": _reverse,
+    "mixed": _mixed,
+}
 
 
 def _batch_size(x: Tensor) -> int:

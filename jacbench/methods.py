@@ -13,6 +13,7 @@ import importlib.util
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -157,11 +158,11 @@ def _jax_available() -> bool:
 class CompiledCall:
     """A zero-argument call to a compiled function; ``compile_s`` is what the first call took."""
 
-    def __init__(self, fn: Callable[[], object], compile_s: float) -> None:
+    def __init__(self, fn: Callable[[], Any], compile_s: float) -> None:
         self.fn = fn
         self.compile_s = compile_s
 
-    def __call__(self) -> object:
+    def __call__(self) -> Any:  # a Tensor, or a JAX array for the JAX peers
         return self.fn()
 
 

@@ -120,12 +120,12 @@ class MLP:
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> MLP:
         """A copy of the network on ``device`` and/or in ``dtype``."""
 
-        def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device=device, dtype=dtype)
+        def move(t: Tensor) -> Tensor:
+            return t.to(device=device, dtype=dtype)
 
         return MLP(
             tuple(move(w) for w in self.weights),
-            tuple(move(b) for b in self.biases),
+            tuple(None if b is None else move(b) for b in self.biases),
             self.activations,
         )
 
@@ -171,7 +171,8 @@ class MLP:
             raise ValueError(f"unknown init {init!r}; expected one of: {', '.join(INITS)}")
         act = get_activation(activation)
         generator = torch.Generator().manual_seed(seed)
-        weights, biases = [], []
+        weights: list[Tensor] = []
+        biases: list[Tensor | None] = []
         for fan_in, fan_out in zip(widths[:-1], widths[1:]):
             std = {
                 "lecun": 1 / math.sqrt(fan_in),

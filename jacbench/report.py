@@ -487,7 +487,8 @@ def plot_time_vs_depth(frame: pd.DataFrame, path: Path) -> Path | None:
         "naive": ":",
         "jax": (0, (5, 1)),
     }
-    colours = plt.get_cmap("tab20").colors
+    tab20 = plt.get_cmap("tab20")
+    colours = [tab20(i) for i in range(tab20.N)]
     for ax, (key, g) in zip(axes[0], groups):
         d, k, p, b, dtype, device = key
         for i, method in enumerate(_method_order(g["method"].unique(), None)):

@@ -184,7 +184,7 @@ def test_sweep_writes_a_run_folder_and_resumes_it(tmp_path):
     out = tmp_path / "run"
     options = dict(depths=[1], d_in=[3], width=[4], d_out=[2], min_time=0.01, out=out)
     first = sweep(["reverse"], **options)
-    assert {p.name for p in out.iterdir()} >= {"results.csv", "meta.json", "summary.md"}
+    assert {p.name for p in out.iterdir()} == {".lock", "results.csv", "meta.json", "summary.md"}
     resumed = sweep(["reverse", "forward"], **options, resume=True)
     assert list(resumed["method"]) == ["reverse", "forward"]
     pd.testing.assert_frame_equal(resumed.iloc[:1], first)
