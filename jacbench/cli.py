@@ -85,6 +85,7 @@ class ListOptionsCommand(TyperCommand):
 
     # typer.Context is the Context of the click that typer vendors; mypy sees two classes.
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        """Record the raw arguments (for meta.json), then parse them with lists folded."""
         ctx.meta["jacbench.argv"] = list(args)
         return super().parse_args(ctx, join_list_options(args))
 
@@ -136,10 +137,12 @@ def parse_ints(text: str, name: str) -> list[int]:
 
 
 def parse_optional_ints(text: str | None, name: str) -> list[int] | None:
+    """``parse_ints`` for an option that may be absent (None)."""
     return None if text is None else parse_ints(text, name)
 
 
 def parse_choices(text: str, name: str, choices: Sequence[str]) -> list[str]:
+    """Names from ``"a,b"`` or ``"a b"``, each one of ``choices``."""
     values = text.replace(",", " ").split()
     for value in values:
         if value not in choices:
@@ -166,6 +169,7 @@ def check_device(device: str) -> str:
 
 
 def command_line(ctx: typer.Context) -> str:
+    """The command as typed, for meta.json: ``jacbench run --depths 3 5 10``."""
     argv = ctx.meta.get("jacbench.argv", [])
     return f"jacbench {ctx.info_name} {shlex.join(argv)}".strip()
 
@@ -457,6 +461,7 @@ def report_command(
 
 
 def parse_threshold(text: str) -> float:
+    """A share from ``10%`` or ``0.1``."""
     try:
         value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:

@@ -76,6 +76,7 @@ NOTE: [Memory of vmap-style peers]
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -89,13 +90,20 @@ MODES = ("forward", "reverse", "mixed")
 Bracketing = int | tuple["Bracketing", "Bracketing"]
 
 
-def _check_widths(widths: Sequence[int]) -> tuple[int, ...]:
-    widths = tuple(int(w) for w in widths)
+def check_widths(widths: Sequence[int]) -> tuple[int, ...]:
+    """``widths`` as a tuple of ints, checked: at least (D, K_1, P), every entry a whole
+    number ≥ 1 (2.5 or True is refused, not truncated).
+
+    Raises:
+        ValueError: naming the first entry that does not fit.
+    """
+    widths = tuple(widths)
+    for w in widths:
+        if isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < 1:
+            raise ValueError(f"every width must be a whole number ≥ 1, got {w!r} in {widths}")
     if len(widths) < 3:
         raise ValueError(f"widths needs at least 3 entries (D, K_1, P), got {widths}")
-    if min(widths) < 1:
-        raise ValueError(f"every width must be ≥ 1, got {widths}")
-    return widths
+    return tuple(int(w) for w in widths)
 
 
 def _check_mode(mode: str) -> None:
@@ -161,7 +169,7 @@ def chain_order(widths: Sequence[int]) -> tuple[int, Bracketing]:
     >>> chain_order((64, 64, 4, 64, 64))
     (98304, ((4, 3), (2, 1)))
     """
-    p = _check_widths(widths)
+    p = check_widths(widths)
     return _chain_order(p)
 
 
@@ -184,7 +192,7 @@ def _chain_order(p: tuple[int, ...]) -> tuple[int, Bracketing]:
 
 def mode_bracketing(widths: Sequence[int], mode: str) -> Bracketing:
     """The bracketing the routine for ``mode`` evaluates."""
-    p = _check_widths(widths)
+    p = check_widths(widths)
     _check_mode(mode)
     n = len(p) - 1
     if mode == "forward":
@@ -196,7 +204,7 @@ def mode_bracketing(widths: Sequence[int], mode: str) -> Bracketing:
 
 def primal_flops(widths: Sequence[int], batch: int = 1) -> int:
     """Matmul FLOPs of the primal pass z_k = W_k h_{k-1}, k = 1..L."""
-    p = _check_widths(widths)
+    p = check_widths(widths)
     return batch * sum(2 * p[k] * p[k - 1] for k in range(1, len(p) - 1))
 
 
@@ -208,7 +216,7 @@ def flop_count(widths: Sequence[int], mode: str, batch: int = 1) -> int:
     >>> flop_count((4, 3, 3, 1), "forward"), flop_count((4, 3, 3, 1), "reverse")
     (138, 84)
     """
-    p = _check_widths(widths)
+    p = check_widths(widths)
     tree = mode_bracketing(p, mode)
     return primal_flops(p, batch) + batch * bracketing_cost(p, tree)
 
@@ -228,7 +236,7 @@ def elementwise_flops(
     widths: Sequence[int], mode: str, batch: int = 1, *, bias: bool = False
 ) -> int:
     """Elementwise operations of ``jacobian_<mode>``; see NOTE: [Elementwise work and memory]."""
-    p = _check_widths(widths)
+    p = check_widths(widths)
     _check_mode(mode)
     hidden = p[1:-1]
     primal = (2 if bias else 1) * sum(hidden)
@@ -267,7 +275,7 @@ def memory_bytes(
     See NOTE: [Elementwise work and memory]. ``chunk_size`` bounds the tangents (forward)
     or adjoints (reverse) carried at once; mixed mode takes none.
     """
-    p = _check_widths(widths)
+    p = check_widths(widths)
     _check_mode(mode)
     d, out = p[0], p[-1]
     kept = sum(p[1:-1])
@@ -292,7 +300,7 @@ def peer_memory_bytes(
 ) -> int:
     """Estimated peak memory of a vmap-style peer in ``mode`` (NOTE: [Memory of vmap-style
     peers]); ``batch_coupled`` for a peer that differentiates the whole batch at once."""
-    p = _check_widths(widths)
+    p = check_widths(widths)
     carried = p[0] if mode == "forward" else p[-1]
     per_sample = carried * sum(p[1:-1]) * 4 * dtype.itemsize
     return batch * (batch if batch_coupled else 1) * per_sample
@@ -327,7 +335,7 @@ def plan(widths: Sequence[int], batch: int = 1, dtype: torch.dtype = torch.float
     >>> plan((1000, 1000, 1000, 1000, 1)).mode
     'reverse'
     """
-    return _plan(_check_widths(widths), int(batch), dtype)
+    return _plan(check_widths(widths), int(batch), dtype)
 
 
 # NOTE: [Ties go to reverse mode]

@@ -16,6 +16,7 @@ from types import MappingProxyType
 
 import torch
 
+from jacbench.cost import check_widths
 from jacbench.rows import RowKey, format_widths
 
 DTYPES: Mapping[str, torch.dtype] = MappingProxyType(
@@ -42,6 +43,7 @@ class Point:
 
     @property
     def d_in(self) -> int:
+        """D, the input dimension."""
         return self.widths[0]
 
     @property
@@ -51,10 +53,12 @@ class Point:
 
     @property
     def d_out(self) -> int:
+        """P, the output dimension."""
         return self.widths[-1]
 
     @property
     def torch_dtype(self) -> torch.dtype:
+        """The point's dtype as a ``torch.dtype``."""
         return DTYPES[self.dtype]
 
     def key(self, method: str) -> RowKey:
@@ -110,10 +114,7 @@ def expand_grid(
         for b in batches
         if any(product)
     ]
-    explicit = [(tuple(_positive_ints("widths", ws)), int(b)) for ws, b in shapes]
-    for ws, _ in explicit:
-        if len(ws) < 3:
-            raise ValueError(f"widths needs at least 3 entries (D, K_1, P), got {ws}")
+    explicit = [(check_widths(ws), _positive_ints("batch", [b])[0]) for ws, b in shapes]
     points = [Point(ws, b, name, device) for ws, b in uniform + explicit for name in dtype]
     return list(dict.fromkeys(points))
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from jacbench.activations import Activation, get_activation
+from jacbench.cost import check_widths
 
 INITS = ("lecun", "xavier", "normal")
 
@@ -95,18 +96,22 @@ class MLP:
 
     @property
     def d_in(self) -> int:
+        """D, the input dimension."""
         return self._widths[0]
 
     @property
     def d_out(self) -> int:
+        """P, the output dimension."""
         return self._widths[-1]
 
     @property
     def dtype(self) -> torch.dtype:
+        """The weights' dtype."""
         return self.weights[0].dtype
 
     @property
     def device(self) -> torch.device:
+        """The weights' device."""
         return self.weights[0].device
 
     # --------------------------------------------------------------- evaluate
@@ -162,11 +167,7 @@ class MLP:
         >>> MLP.from_widths((8, 64, 4, 64, 8)).widths
         (8, 64, 4, 64, 8)
         """
-        widths = tuple(int(w) for w in widths)
-        if len(widths) < 3:
-            raise ValueError(f"widths needs at least 3 entries (D, K_1, P), got {widths}")
-        if min(widths) < 1:
-            raise ValueError(f"every width must be ≥ 1, got {widths}")
+        widths = check_widths(widths)
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; expected one of: {', '.join(INITS)}")
         act = get_activation(activation)
@@ -253,8 +254,8 @@ def make_mlp(
     >>> net.widths
     (10, 20, 20, 20, 1)
     """
-    if depth < 1:
-        raise ValueError(f"depth must be ≥ 1, got {depth}")
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be a whole number ≥ 1, got {depth!r}")
     return MLP.from_widths(
         (d_in, *([width] * depth), d_out),
         activation=activation,

@@ -31,6 +31,7 @@ class Peaks:
     gemm_size: int
 
     def as_dict(self) -> dict:
+        """The fields by name, as meta.json stores them."""
         return asdict(self)
 
 

@@ -27,6 +27,7 @@ PREDICTION_SLACK = 0.10
 
 # ---------------------------------------------------------------- formatting
 def format_seconds(seconds: float) -> str:
+    """``1.23 ms``: three significant digits in s, ms, µs or ns; ``—`` for none."""
     if seconds is None or not math.isfinite(seconds):
         return "—"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
@@ -36,6 +37,7 @@ def format_seconds(seconds: float) -> str:
 
 
 def format_count(n: float) -> str:
+    """``8.01 G``: three significant digits with a k, M, G or T prefix."""
     if n is None or not math.isfinite(n):
         return "—"
     for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -45,6 +47,7 @@ def format_count(n: float) -> str:
 
 
 def format_bytes(n: float) -> str:
+    """``1.5 MiB``: three significant digits in B, KiB, MiB or GiB."""
     if n is None or not math.isfinite(n):
         return "—"
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
@@ -54,10 +57,12 @@ def format_bytes(n: float) -> str:
 
 
 def format_ratio(ratio: float | None) -> str:
+    """A ratio to three significant digits; ``—`` for none."""
     return f"{ratio:.3g}" if ratio is not None and pd.notna(ratio) else "—"
 
 
 def format_percent(share: float | None) -> str:
+    """A share as a whole percentage; ``—`` for none."""
     return f"{share:.0%}" if share is not None and pd.notna(share) else "—"
 
 
@@ -178,6 +183,7 @@ def validate_table(rows: Iterable[dict], tolerance: float) -> Table:
 
 # ------------------------------------------------------------------- summary
 def timed(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows that carry a median time (statuses ok, slow, unchecked)."""
     return frame[frame["status"].isin(TIMED_STATUSES)]
 
 
@@ -586,6 +592,7 @@ def compare_frames(before: pd.DataFrame, after: pd.DataFrame, threshold: float) 
 
 
 def compare_table(merged: pd.DataFrame, threshold: float, label_a: str, label_b: str) -> Table:
+    """The rows of two runs side by side with their ratio and verdict."""
     table = Table(title=f"{label_b} vs {label_a} (threshold {threshold:.0%})")
     for name in ("shape", "method", label_a, label_b, "ratio", ""):
         table.add_column(name, justify="left" if name in ("shape", "method", "") else "right")

@@ -171,12 +171,14 @@ class RunWriter:
         self.done.add(row.key)
 
     def write_meta(self, **fields: Any) -> None:
+        """Update meta.json with ``fields`` (and the run's parameters), atomically."""
         self.meta.update(fields)
         self.meta["params"] = self.params
         write_json_atomic(self.meta_path, self.meta)
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to a temporary file, then rename it over ``path``."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     os.replace(tmp, path)
@@ -327,4 +329,5 @@ def environment(device: str = "cpu") -> dict[str, Any]:
 
 
 def now_iso() -> str:
+    """The current UTC time, ISO 8601 to the second."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -104,10 +104,12 @@ class Row:
 
     @property
     def key(self) -> RowKey:
+        """The row's identity within a run."""
         return RowKey(self.widths, self.batch, self.dtype, self.device, self.method)
 
     @property
     def timed(self) -> bool:
+        """Whether the row carries a median time."""
         return self.status.value in TIMED_STATUSES
 
     def as_dict(self) -> dict[str, Any]:

@@ -28,18 +28,22 @@ class Measurement:
 
     @property
     def runs(self) -> int:
+        """The number of timed blocks."""
         return len(self.times)
 
     @property
     def median(self) -> float:
+        """The median per-call time, in seconds."""
         return statistics.median(self.times)
 
     @property
     def mean(self) -> float:
+        """The mean per-call time, in seconds."""
         return statistics.fmean(self.times)
 
     @property
     def iqr(self) -> float:
+        """The interquartile range of the per-call times (0 with one block)."""
         if len(self.times) < 2:
             return 0.0
         q1, _, q3 = statistics.quantiles(self.times, n=4, method="inclusive")
@@ -47,6 +51,7 @@ class Measurement:
 
     @property
     def noisy(self) -> bool:
+        """Whether the IQR is more than ``NOISY_IQR_FRACTION`` of the median."""
         return self.median > 0 and self.iqr / self.median > NOISY_IQR_FRACTION
 
 

@@ -100,8 +100,11 @@ def test_from_sequential_rejects_bad_structure():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"depth": 0, "d_in": 3, "width": 3, "d_out": 1}, "depth must be ≥ 1"),
-        ({"depth": 2, "d_in": 0, "width": 3, "d_out": 1}, "every width must be ≥ 1"),
+        ({"depth": 0, "d_in": 3, "width": 3, "d_out": 1}, "depth must be a whole number ≥ 1"),
+        ({"depth": 2.0, "d_in": 3, "width": 3, "d_out": 1}, "got 2.0"),
+        ({"depth": 2, "d_in": 0, "width": 3, "d_out": 1}, "whole number ≥ 1, got 0 in"),
+        ({"depth": 2, "d_in": 2.5, "width": 3, "d_out": 1}, "whole number ≥ 1, got 2.5 in"),
+        ({"depth": 2, "d_in": 3, "width": True, "d_out": 1}, "whole number ≥ 1, got True in"),
         ({"depth": 2, "d_in": 3, "width": 3, "d_out": 1, "init": "he"}, "unknown init 'he'"),
     ],
 )
