@@ -340,16 +340,13 @@ def plan(widths: Sequence[int], batch: int = 1, dtype: torch.dtype = torch.float
 
 # NOTE: [Ties go to reverse mode]
 #     Where D = P the two pure modes do the same matmuls, and which is faster is a matter of
-#     kernels, not arithmetic. On two CPU cores (MKL, float32, one process, methods
-#     interleaved) reverse mode was faster at most ties measured: L=4 D=K=P=128 1.18–1.37×,
-#     L=5 D=K=P=512 1.19×, L=3 D=P=16 K=64 1.20×, L=5 D=P=1 K=512 1.09–1.10×, L=3
-#     D=K=P=1024 1.01–1.05×, L=3 D=P=64 K=128 B=32 1.04–1.05×. Forward mode was ahead where
-#     a narrow block meets wide layers: L=5 D=P=16 K=512 in 12–14% less time (three sweeps),
-#     L=5 D=P=128 K=512 in 3–6% less. Forward mode interleaves its primal steps and reshapes
-#     every slope to scale rows; which GEMM layout MKL runs faster depends on the shape. The
-#     forward tie-break missed D=P=1 in the crossover sweep and the 512 square net in the
-#     peers sweep; this one misses D=P=16 and gives square networks, a common case, the
-#     faster mode.
+#     kernels, not arithmetic. Reverse mode multiplies row blocks U·W_k after a primal pass
+#     that has kept every slope; forward mode interleaves its primal steps and rescales
+#     every slope to the block layout it carries. On two CPU cores (MKL, float32) reverse
+#     mode was the faster at most ties measured, by 1–37% (square nets of 128–1024 units,
+#     D = P = 1 through wide layers, batched square nets); forward mode was ahead where a
+#     narrow block of 16–128 meets 512-wide layers, by 3–14%. Square networks, the common
+#     tie, get the faster mode.
 @functools.lru_cache(maxsize=1024)
 def _plan(p: tuple[int, ...], batch: int, dtype: torch.dtype) -> Plan:
     flops = {mode: flop_count(p, mode, batch) for mode in MODES}
