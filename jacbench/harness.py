@@ -8,11 +8,10 @@ presentation belongs to ``report.py`` and ``cli.py``.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -430,6 +429,21 @@ def sweep(
         threads=threads,
         device=device,
     )
+    config = SweepConfig(
+        points=tuple(points),
+        methods=tuple(names),
+        seed=seed,
+        init=init,
+        activation=activation,
+        min_time=min_time,
+        max_call_time=max_call_time,
+        threads=threads,
+        validate=validate,
+        rounds=rounds,
+    )
+    if out is None:
+        rows = _collect(_prepare(config, dtypes, device, peaks), observer, None)
+        return typed_frame([r.as_dict() for r in rows])
     params = {
         "preset": preset,
         **{k: v for k, v in overrides.items() if v is not None},
@@ -441,57 +455,50 @@ def sweep(
         "activation": activation,
         "validate": validate,
     }
-    with contextlib.ExitStack() as stack:
-        writer = None
-        if out is not None:
-            writer = stack.enter_context(results.RunWriter(Path(out), params, resume=resume))
-        if threads is not None:
-            torch.set_num_threads(threads)
-        measured = {n: measure_peaks(device, DTYPES[n]) for n in dtypes} if peaks else {}
-        config = SweepConfig(
-            points=tuple(points),
-            methods=tuple(names),
-            seed=seed,
-            init=init,
-            activation=activation,
-            min_time=min_time,
-            max_call_time=max_call_time,
-            threads=torch.get_num_threads(),
-            validate=validate,
-            skip=frozenset(writer.done if writer else ()),
-            peaks=measured,
-            rounds=rounds,
+    with results.RunWriter(Path(out), params, resume=resume) as writer:
+        config = _prepare(replace(config, skip=frozenset(writer.done)), dtypes, device, peaks)
+        writer.write_meta(
+            command=command,
+            started=results.now_iso(),
+            finished=None,
+            environment=results.environment(device),
+            peaks={name: p.as_dict() for name, p in config.peaks.items()},
         )
-        if writer is not None:
-            writer.write_meta(
-                command=command,
-                started=results.now_iso(),
-                finished=None,
-                environment=results.environment(device),
-                peaks={name: p.as_dict() for name, p in measured.items()},
-            )
-        if observer is not None:
-            observer.start(config.tasks(), len(config.skip))
-        rows = []
         try:
-            for row in run_sweep(config):
-                if writer is not None:
-                    writer.append(row)
-                rows.append(row)
-                if observer is not None:
-                    observer.finished(row)
+            _collect(config, observer, writer)
         except KeyboardInterrupt:
-            if writer is not None:
-                writer.write_meta(finished=None, interrupted=results.now_iso())
+            writer.write_meta(finished=None, interrupted=results.now_iso())
             raise
-        if writer is None:
-            return typed_frame([r.as_dict() for r in rows])
         writer.write_meta(finished=results.now_iso())
         frame = results.read_results(writer.run_dir)
         from jacbench.report import write_report  # the run folder's summary.md and plots
 
         write_report(writer.run_dir, frame, writer.meta)
         return frame
+
+
+def _prepare(config: SweepConfig, dtypes: list[str], device: str, peaks: bool) -> SweepConfig:
+    """Set the threads, and measure the device's peaks where asked: just before timing."""
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    measured = {n: measure_peaks(device, DTYPES[n]) for n in dtypes} if peaks else {}
+    return replace(config, threads=torch.get_num_threads(), peaks=measured)
+
+
+def _collect(
+    config: SweepConfig, observer: SweepObserver | None, writer: results.RunWriter | None
+) -> list[Row]:
+    """Run the sweep; write each row (with a writer) and tell the observer."""
+    if observer is not None:
+        observer.start(config.tasks(), len(config.skip))
+    rows = []
+    for row in run_sweep(config):
+        if writer is not None:
+            writer.append(row)
+        rows.append(row)
+        if observer is not None:
+            observer.finished(row)
+    return rows
 
 
 def failed_rows(frame: pd.DataFrame) -> pd.DataFrame:
