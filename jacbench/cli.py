@@ -32,7 +32,7 @@ from typer.core import TyperCommand
 import jacbench
 from jacbench import cost, harness, report, results
 from jacbench.activations import ACTIVATIONS
-from jacbench.grid import DTYPES, PRESETS, Point, expand_grid
+from jacbench.grid import DTYPES, PRESETS, Point, Preset, expand_grid, get_preset
 from jacbench.methods import METHODS
 from jacbench.peaks import measure_peaks
 from jacbench.rows import FAILED_STATUSES, ResultsFileError, Row
@@ -286,6 +286,13 @@ class _ProgressBar:
             self.progress.update(self.bar, advance=1, description=label)
 
 
+def _preset(name: str) -> Preset:
+    try:
+        return get_preset(name)
+    except ValueError as error:
+        fail(str(error))
+
+
 def _preset_help() -> str:
     names = "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
     return f"Named grid ({names}). Grid options replace a grid preset's values."
@@ -360,7 +367,7 @@ def run(
     opted = (("auto-compiled", compile_), ("auto-cudagraph", cuda_graphs))
     extra = [name for name, wanted in opted if wanted]
     if extra:
-        base = names if names is not None else _preset_methods(preset)
+        base = names if names is not None else _preset(preset).installed_methods()
         names = [*base, *extra]
     run_dir = out or results.default_run_dir(device)
     progress = _ProgressBar(quiet)
@@ -409,15 +416,6 @@ def run(
         for _, row in failures.iterrows():
             err_console.print(report.failure_line(row), highlight=False)
         raise typer.Exit(1)
-
-
-def _preset_methods(preset: str) -> list[str]:
-    """The methods a run of ``preset`` times when --methods is not given."""
-    chosen = PRESETS.get(preset)
-    if chosen is None:
-        fail(f"unknown preset {preset!r}; expected one of: {', '.join(PRESETS)}")
-    names = chosen.methods or [n for n, m in METHODS.items() if not m.opt_in]
-    return [n for n in names if METHODS[n].available()]
 
 
 # ----------------------------------------------------------------- report, compare, info

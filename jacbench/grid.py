@@ -17,6 +17,7 @@ from types import MappingProxyType
 import torch
 
 from jacbench.cost import check_widths
+from jacbench.methods import METHODS, default_methods
 from jacbench.rows import RowKey, format_widths
 
 DTYPES: Mapping[str, torch.dtype] = MappingProxyType(
@@ -148,6 +149,10 @@ class Preset:
             )
         grid = {**self.grid, **given}
         return expand_grid(**grid, dtype=dtype, device=device, shapes=self.shapes)
+
+    def installed_methods(self) -> list[str]:
+        """The preset's methods that are installed here (default: every installed one)."""
+        return [m for m in self.methods or default_methods() if METHODS[m].available()]
 
 
 _JACBENCH_AND_FUNC = ("forward", "reverse", "mixed", "auto", "func-jacfwd", "func-jacrev")

@@ -29,7 +29,7 @@ from jacbench.jacobians import (
     reference_jacobian,
     relative_error,
 )
-from jacbench.methods import JacobianCall, Method, default_methods, get_method
+from jacbench.methods import JacobianCall, Method, get_method
 from jacbench.networks import INITS, MLP
 from jacbench.peaks import Peaks, bound_seconds, measure_peaks
 from jacbench.rows import FAILED_STATUSES, Row, RowKey, Status, format_widths, typed_frame
@@ -414,10 +414,7 @@ def sweep(
     dtypes = [dtype] if isinstance(dtype, str) else list(dtype)
     overrides = {"depths": depths, "d_in": d_in, "width": width, "d_out": d_out, "batch": batch}
     points = chosen.points(dtypes, device, overrides)
-    if methods is None:
-        names = [m for m in chosen.methods or default_methods() if get_method(m).available()]
-    else:
-        names = list(dict.fromkeys(methods))
+    names = chosen.installed_methods() if methods is None else list(dict.fromkeys(methods))
     min_time = (chosen.min_time or DEFAULT_MIN_TIME) if min_time is None else min_time
     _check_options(
         methods=names,
