@@ -56,7 +56,8 @@ def _parse_csv(text: str, source: str) -> pd.DataFrame:
     for number, line in enumerate(lines, start=2):
         if len(line) != len(header):
             raise ResultsFileError(
-                f"{source} is damaged: line {number} has {len(line)} fields, expected {len(header)}"
+                f"{source} is damaged: line {number} has {len(line)} "
+                f"field{'' if len(line) == 1 else 's'}, expected {len(header)}"
             )
     return check_frame(pd.DataFrame(lines, columns=header, dtype=object), source)
 
