@@ -9,7 +9,7 @@ formula, only the points σ' is evaluated at.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -135,9 +135,18 @@ class MLP:
         )
 
     def param_dict(self) -> dict[str, Tensor]:
-        """The weights named as in the textbook exercise: ``{"W1", …, "WL", "WF"}``."""
-        names = [f"W{i}" for i in range(1, self.depth + 1)] + ["WF"]
-        return dict(zip(names, self.weights))
+        """The weights named as in the textbook exercise: ``{"W1", …, "WL", "WF"}``.
+
+        Biases, where the network has them, are ``"b1"`` … ``"bL"``, ``"bF"``. The tensors
+        are the network's own (no copies): :meth:`from_param_dict` inverts this.
+
+        >>> sorted(make_mlp(depth=2, d_in=3, width=4, d_out=1).param_dict())
+        ['W1', 'W2', 'WF']
+        """
+        suffixes = [*(str(i) for i in range(1, self.depth + 1)), "F"]
+        params = {f"W{s}": w for s, w in zip(suffixes, self.weights)}
+        params.update({f"b{s}": b for s, b in zip(suffixes, self.biases) if b is not None})
+        return params
 
     # ----------------------------------------------------------- constructors
     @classmethod
@@ -188,6 +197,78 @@ class MLP:
             else:
                 biases.append(None)
         return cls(tuple(weights), tuple(biases), (act,) * (len(widths) - 2))
+
+    @classmethod
+    def from_param_dict(
+        cls, params: Mapping[str, Tensor], activation: str | Activation = "tanh"
+    ) -> MLP:
+        """The network of a textbook parameter dict ``{"W1": (K, D), "W2" … "WL": (K, K),
+        "WF": (P, K)}``, with optional biases ``"b1"`` … ``"bL"``, ``"bF"``.
+
+        Depth L is the number of ``W<i>`` keys; ``activation`` is every σ layer's.
+
+        Raises:
+            ValueError: naming the key: a missing, extra or misnumbered key, a value that is
+                not a tensor, a shape that does not chain, mixed dtypes or devices.
+
+        >>> import torch
+        >>> net = MLP.from_param_dict({"W1": torch.ones(4, 3), "WF": torch.ones(2, 4)})
+        >>> net.widths, net.depth
+        ((3, 4, 2), 1)
+        """
+        if not isinstance(params, Mapping):
+            raise ValueError(f"params must be a dict of tensors, got {type(params).__name__}")
+        for key, value in params.items():
+            if not isinstance(value, Tensor):
+                raise ValueError(f"params[{key!r}] is a {type(value).__name__}, not a tensor")
+        numbered = sorted(
+            int(key[1:])
+            for key in params
+            if key[:1] == "W" and key[1:].isdigit() and key == f"W{int(key[1:])}" != "W0"
+        )
+        if "WF" not in params:
+            raise ValueError("params has no 'WF' (the output layer's weight)")
+        if not numbered or numbered[0] != 1:
+            raise ValueError("params has no 'W1' (the first layer's weight)")
+        depth = numbered[-1]
+        missing = [f"W{i}" for i in range(1, depth + 1) if i not in numbered]
+        if missing:
+            raise ValueError(f"params has W1 … W{depth} but no {', '.join(missing)}")
+        suffixes = [*(str(i) for i in range(1, depth + 1)), "F"]
+        known = {f"{kind}{s}" for s in suffixes for kind in "Wb"}
+        extra = sorted(set(params) - known)
+        if extra:
+            raise ValueError(
+                f"params has unexpected keys {', '.join(map(repr, extra))}; expected W1 … "
+                f"W{depth}, WF and optional biases b1 … b{depth}, bF"
+            )
+        weights = tuple(params[f"W{s}"] for s in suffixes)
+        biases = tuple(params.get(f"b{s}") for s in suffixes)
+        first = weights[0]
+        for s, w in zip(suffixes, weights):
+            if w.dtype != first.dtype or w.device != first.device:
+                raise ValueError(
+                    f"params['W{s}'] is {w.dtype} on {w.device} but params['W1'] is "
+                    f"{first.dtype} on {first.device}"
+                )
+            if w.ndim != 2:
+                raise ValueError(f"params['W{s}'] must be a matrix, got shape {tuple(w.shape)}")
+        for (s, w), (prev_s, prev) in zip(zip(suffixes[1:], weights[1:]), zip(suffixes, weights)):
+            if w.shape[1] != prev.shape[0]:
+                raise ValueError(
+                    f"params['W{s}'] has shape {tuple(w.shape)}: its {w.shape[1]} columns do "
+                    f"not match the {prev.shape[0]} rows of params['W{prev_s}']"
+                )
+        for s, w, b in zip(suffixes, weights, biases):
+            if b is not None and (
+                b.shape != (w.shape[0],) or b.dtype != w.dtype or b.device != w.device
+            ):
+                raise ValueError(
+                    f"params['b{s}'] must have shape ({w.shape[0]},), dtype {w.dtype} and "
+                    f"device {w.device}, got {tuple(b.shape)} {b.dtype} on {b.device}"
+                )
+        act = get_activation(activation)
+        return cls(weights, biases, (act,) * depth)
 
     @classmethod
     def from_sequential(cls, model: nn.Sequential) -> MLP:

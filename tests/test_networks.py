@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -118,3 +120,59 @@ def test_mlp_checks_shapes():
         MLP(
             (torch.zeros(4, 3), torch.zeros(2, 5)), (None, None), (make_mlp(1, 1, 1, 1).activations)
         )
+
+
+def _textbook_dict(depth=3, d_in=4, width=5, d_out=2, dtype=torch.float64):
+    """The textbook's generate_dict: W1 (K, D), W2 … WL (K, K), WF (P, K), no biases."""
+    generator = torch.Generator().manual_seed(1)
+    params = {"W1": torch.randn(width, d_in, generator=generator, dtype=dtype)}
+    for i in range(2, depth + 1):
+        params[f"W{i}"] = torch.randn(width, width, generator=generator, dtype=dtype)
+    params["WF"] = torch.randn(d_out, width, generator=generator, dtype=dtype)
+    return params
+
+
+def test_from_param_dict_builds_the_textbook_network():
+    params = _textbook_dict()
+    net = MLP.from_param_dict(params)
+    assert net.widths == (4, 5, 5, 5, 2) and net.depth == 3
+    x = torch.randn(4, dtype=torch.float64)
+    h = x
+    for i in (1, 2, 3):
+        h = torch.tanh(params[f"W{i}"] @ h)
+    assert torch.equal(net(x), params["WF"] @ h)
+    assert net.param_dict() == params  # the same tensors back, no copies
+    assert all(net.param_dict()[k] is params[k] for k in params)
+
+
+def test_param_dict_round_trip_with_biases():
+    net = make_mlp(2, 3, 4, 2, bias=True, activation="sigmoid", dtype=torch.float64)
+    params = net.param_dict()
+    assert sorted(params) == ["W1", "W2", "WF", "b1", "b2", "bF"]
+    again = MLP.from_param_dict(params, activation="sigmoid")
+    x = torch.randn(5, 3, dtype=torch.float64)
+    assert torch.equal(again(x), net(x))
+    assert again.param_dict().keys() == params.keys()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p.pop("WF"), "params has no 'WF'"),
+        (lambda p: p.pop("W1"), "params has no 'W1'"),
+        (lambda p: p.pop("W2"), "params has W1 … W3 but no W2"),
+        (lambda p: p.update(W5=p["W3"]), "params has W1 … W5 but no W4"),
+        (lambda p: p.update(W0=p["W1"]), "unexpected keys 'W0'"),
+        (lambda p: p.update(bias=p["W1"]), "unexpected keys 'bias'"),
+        (lambda p: p.update(W2=p["W2"].numpy()), "params['W2'] is a ndarray, not a tensor"),
+        (lambda p: p.update(W2=p["W2"][:, :3]), "params['W2'] has shape (5, 3): its 3 columns"),
+        (lambda p: p.update(WF=p["WF"].float()), "params['WF'] is torch.float32"),
+        (lambda p: p.update(W2=p["W2"][0]), "params['W2'] must be a matrix"),
+        (lambda p: p.update(b2=torch.zeros(3, dtype=torch.float64)), "params['b2'] must have"),
+    ],
+)
+def test_from_param_dict_names_the_key_that_does_not_fit(change, message):
+    params = _textbook_dict()
+    change(params)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MLP.from_param_dict(params)
