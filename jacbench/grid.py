@@ -205,6 +205,45 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
                 + ("jax-jacfwd", "jax-jacrev"),
             ),
             Preset(
+                "textbook",
+                "the exercise's shapes: D=K=1000 P=1 L=3/5/10, and L=10 D=2 K=30 P=10",
+                shapes=(
+                    (uniform_widths(3, 1000, 1000, 1), 1),
+                    (uniform_widths(5, 1000, 1000, 1), 1),
+                    (uniform_widths(10, 1000, 1000, 1), 1),
+                    (uniform_widths(10, 2, 30, 10), 1),
+                ),
+                methods=(*_JACBENCH_AND_FUNC, "naive-forward", "naive-reverse"),
+            ),
+            # Physics-informed networks: 2–3 inputs (space, time), 1–3 outputs, a Jacobian
+            # at every collocation point of a batch.
+            Preset(
+                "pinn",
+                "PINN-sized batches: D=2–3, P=1–3, K=64–128, L=4–8, B=1024–8192",
+                shapes=(
+                    (uniform_widths(4, 2, 64, 1), 1024),
+                    (uniform_widths(4, 2, 64, 1), 8192),
+                    (uniform_widths(6, 2, 64, 1), 4096),
+                    (uniform_widths(6, 3, 128, 3), 1024),
+                    (uniform_widths(8, 3, 128, 1), 4096),
+                    (uniform_widths(8, 2, 128, 3), 8192),
+                ),
+                methods=_JACBENCH_AND_FUNC,
+            ),
+            Preset(
+                "classifier",
+                "an MNIST-sized classifier: D=784 K=256 P=10, L=2/4, B=1/64",
+                grid={"depths": (2, 4), "d_in": (784,), "width": (256,), "d_out": (10,)}
+                | {"batch": (1, 64)},
+            ),
+            # Normalising flows need the full square Jacobian (its log-determinant).
+            Preset(
+                "flow",
+                "square Jacobians of flow-like nets: D=K=P=64–512, L=4",
+                shapes=tuple((uniform_widths(4, n, n, n), 1) for n in (64, 128, 256, 512)),
+                methods=_JACBENCH_AND_FUNC,
+            ),
+            Preset(
                 "smoke",
                 "two tiny shapes, seconds (the pytest-benchmark default)",
                 shapes=((uniform_widths(3, 64, 64, 1), 1), (uniform_widths(3, 1, 64, 64), 1)),

@@ -13,14 +13,14 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 import torch
 
-from jacbench import cost, results, timing
+from jacbench import cost, results, routines, timing
 from jacbench.activations import ACTIVATIONS
-from jacbench.grid import DTYPES, Point, get_preset
+from jacbench.grid import DTYPES, Point, expand_grid, get_preset
 from jacbench.jacobians import (
     jacobian,
     jacobian_forward,
@@ -29,7 +29,7 @@ from jacbench.jacobians import (
     reference_jacobian,
     relative_error,
 )
-from jacbench.methods import JacobianCall, Method, get_method
+from jacbench.methods import JacobianCall, Method
 from jacbench.networks import INITS, MLP
 from jacbench.peaks import Peaks, bound_seconds, measure_peaks
 from jacbench.rows import FAILED_STATUSES, Row, RowKey, Status, format_widths, typed_frame
@@ -49,7 +49,7 @@ class SweepConfig:
     """What to run: points × methods, and how to build and time them."""
 
     points: tuple[Point, ...]
-    methods: tuple[str, ...]
+    methods: tuple[Method, ...]
     seed: int = 0
     init: str = "lecun"
     activation: str = "tanh"
@@ -61,13 +61,13 @@ class SweepConfig:
     peaks: Mapping[str, Peaks] = field(default_factory=dict)  # dtype name → measured limits
     rounds: int = 1  # > 1: a point's methods are timed in interleaved rounds
 
-    def tasks(self) -> list[tuple[Point, str]]:
+    def tasks(self) -> list[tuple[Point, Method]]:
         """The (point, method) pairs still to run, in order."""
         return [
             (point, method)
             for point in self.points
             for method in self.methods
-            if point.key(method) not in self.skip
+            if point.key(method.name) not in self.skip
         ]
 
 
@@ -127,9 +127,12 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}"[:300]
 
 
-def estimated_memory_bytes(point: Point, method: Method, plan: cost.Plan) -> int:
-    """The cost model's memory estimate for ``method`` at ``point`` (jacbench's or a peer's)."""
+def estimated_memory_bytes(point: Point, method: Method, plan: cost.Plan) -> int | None:
+    """The cost model's memory estimate for ``method`` at ``point`` (jacbench's or a peer's;
+    None for a user routine, whose workings the model does not know)."""
     mode = method.mode_for(plan.mode)
+    if mode not in cost.MODES:
+        return None
     if method.family == "jacbench":
         return plan.memory_bytes[mode]
     # autograd.functional's forward mode differentiates the batch's sum (methods.py).
@@ -146,7 +149,7 @@ def _memory_shortfall(point: Point, method: Method, plan: cost.Plan) -> str | No
         return None
     available = _available_memory_bytes()
     needed = estimated_memory_bytes(point, method, plan)
-    if available is None or needed <= MEMORY_HEADROOM * available:
+    if available is None or needed is None or needed <= MEMORY_HEADROOM * available:
         return None
     return f"skipped: needs about {needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB available"
 
@@ -154,7 +157,9 @@ def _memory_shortfall(point: Point, method: Method, plan: cost.Plan) -> str | No
 def _start_row(point: Point, method: Method, plan: cost.Plan) -> Row:
     # FLOPs of the AD mode the method uses, as jacbench's routine for that mode executes them:
     # for peers this is the useful work, so their GFLOP/s compare with jacbench's directly.
+    # A user routine's mode is unknown: its FLOPs stay empty.
     mode = method.mode_for(plan.mode)
+    known = mode in cost.MODES
     return Row(
         depth=point.depth,
         d_in=point.d_in,
@@ -168,9 +173,10 @@ def _start_row(point: Point, method: Method, plan: cost.Plan) -> Row:
         family=method.family,
         mode=mode,
         predicted_mode=plan.mode,
-        flops=plan.flops[mode],
-        elementwise_flops=plan.elementwise_flops[mode],
-        memory_bytes=plan.memory_bytes[mode],
+        flops=plan.flops[mode] if known else None,
+        elementwise_flops=plan.elementwise_flops[mode] if known else None,
+        memory_bytes=plan.memory_bytes[mode] if known else None,
+        source=method.source,
     )
 
 
@@ -256,7 +262,7 @@ def prepare_task(
 def finish_task(row: Row, point: Point, config: SweepConfig, measurement) -> Row:
     """Fill a row's timing columns from its measurement."""
     peaks = config.peaks.get(point.dtype)
-    if peaks is not None:
+    if peaks is not None and row.flops is not None:
         row.bound_s = bound_seconds(row.flops, point.widths, point.torch_dtype, peaks)
         row.efficiency = row.bound_s / measurement.median
     row.median_s = measurement.median
@@ -313,7 +319,7 @@ def run_sweep(config: SweepConfig) -> Iterator[Row]:
     """Yield one row per (point, method) task of ``config``, in order, as each finishes."""
     tasks = config.tasks()
     for point, group in itertools.groupby(tasks, key=lambda task: task[0]):
-        methods = [get_method(name) for _, name in group]
+        methods = [method for _, method in group]
         net = build_network(point, seed=config.seed, init=config.init, activation=config.activation)
         x = build_input(point, seed=config.seed)
         reference = _reference(point, net, x, config.validate)
@@ -325,7 +331,7 @@ def run_sweep(config: SweepConfig) -> Iterator[Row]:
 class SweepObserver(Protocol):
     """What a caller of :func:`sweep` is told as the run goes (a progress bar, say)."""
 
-    def start(self, tasks: Sequence[tuple[Point, str]], done: int) -> None:
+    def start(self, tasks: Sequence[tuple[Point, Method]], done: int) -> None:
         """The tasks still to run, and how many rows the run folder held already."""
 
     def finished(self, row: Row) -> None:
@@ -334,7 +340,7 @@ class SweepObserver(Protocol):
 
 def _check_options(
     *,
-    methods: Sequence[str],
+    methods: Sequence[Method],
     init: str,
     activation: str,
     min_time: float,
@@ -343,10 +349,9 @@ def _check_options(
     threads: int | None,
     device: str,
 ) -> None:
-    for name in methods:
-        method = get_method(name)
+    for method in methods:
         if not method.available():
-            raise ValueError(f"method {name} is not available here: {method.requirement}")
+            raise ValueError(f"method {method.name} is not available here: {method.requirement}")
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; expected one of: {', '.join(INITS)}")
     if activation not in ACTIVATIONS:
@@ -358,18 +363,23 @@ def _check_options(
         raise ValueError(f"rounds must be ≥ 1, got {rounds}")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be ≥ 1, got {threads}")
-    if "auto-cudagraph" in methods and torch.device(device).type != "cuda":
+    cuda_only = any(m.name == "auto-cudagraph" for m in methods)
+    if cuda_only and torch.device(device).type != "cuda":
         raise ValueError("auto-cudagraph (CUDA graphs) needs a CUDA device")
 
 
+MethodLike = str | Callable[..., Any] | Method
+
+
 def sweep(
-    methods: Sequence[str] | None = None,
+    methods: Sequence[MethodLike] | None = None,
     *,
     depths: Sequence[int] | None = None,
     d_in: Sequence[int] | None = None,
     width: Sequence[int] | None = None,
     d_out: Sequence[int] | None = None,
     batch: Sequence[int] | None = None,
+    shapes: Sequence[tuple[Sequence[int], int]] | None = None,
     preset: str = "quick",
     dtype: str | Sequence[str] = "float32",
     device: str = "cpu",
@@ -390,11 +400,13 @@ def sweep(
     """Time ``methods`` over a grid of points; the rows as a DataFrame in results.csv's columns.
 
     The grid is ``preset``'s (see ``jacbench.grid.PRESETS``), with any of depths, d_in,
-    width, d_out and batch replacing the preset's values; keyword names are the CLI's.
+    width, d_out and batch replacing the preset's values, or ``shapes``, explicit
+    (widths, batch) pairs, in place of the preset's grid; keyword names are the CLI's.
 
     Args:
-        methods: names from ``jacbench.methods.METHODS``; default: the preset's, else every
-            installed method.
+        methods: names from ``jacbench.methods.METHODS``, user routines as
+            ``"path/file.py:function"`` / ``"module:function"`` strings or callables (see
+            ``jacbench.routines``); default: the preset's, else every installed method.
         dtype: one dtype name or several.
         peaks: measure the device's peak GEMM FLOP/s and bandwidth first (the efficiency
             column).
@@ -413,11 +425,17 @@ def sweep(
     chosen = get_preset(preset)
     dtypes = [dtype] if isinstance(dtype, str) else list(dtype)
     overrides = {"depths": depths, "d_in": d_in, "width": width, "d_out": d_out, "batch": batch}
-    points = chosen.points(dtypes, device, overrides)
-    names = chosen.installed_methods() if methods is None else list(dict.fromkeys(methods))
+    if shapes is not None:
+        if any(v is not None for v in overrides.values()):
+            raise ValueError("give shapes or grid options (depths, d_in, …), not both")
+        points = expand_grid(shapes=shapes, dtype=dtypes, device=device)
+    else:
+        points = chosen.points(dtypes, device, overrides)
+    wanted = chosen.installed_methods() if methods is None else list(dict.fromkeys(methods))
+    resolved = routines.resolve_all(wanted)
     min_time = (chosen.min_time or DEFAULT_MIN_TIME) if min_time is None else min_time
     _check_options(
-        methods=names,
+        methods=resolved,
         init=init,
         activation=activation,
         min_time=min_time,
@@ -428,7 +446,7 @@ def sweep(
     )
     config = SweepConfig(
         points=tuple(points),
-        methods=tuple(names),
+        methods=tuple(resolved),
         seed=seed,
         init=init,
         activation=activation,
@@ -444,9 +462,10 @@ def sweep(
     params = {
         "preset": preset,
         **{k: v for k, v in overrides.items() if v is not None},
+        **({"shapes": [[list(w), b] for w, b in shapes]} if shapes is not None else {}),
         "dtype": dtypes,
         "device": device,
-        "methods": names,
+        "methods": [m.name for m in resolved],
         "seed": seed,
         "init": init,
         "activation": activation,
@@ -460,6 +479,7 @@ def sweep(
             finished=None,
             environment=results.environment(device),
             peaks={name: p.as_dict() for name, p in config.peaks.items()},
+            routines={m.name: m.description for m in resolved if m.source},
         )
         try:
             _collect(config, observer, writer)

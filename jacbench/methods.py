@@ -41,12 +41,13 @@ class Method:
 
     name: str
     family: str
-    mode: str  # the AD mode it uses: forward, reverse, mixed or auto
+    mode: str  # the AD mode it uses: forward, reverse, mixed or auto ("" where unknown)
     description: str
     build: Callable[[MLP, Tensor], JacobianCall]
     available: Callable[[], bool] = _always
     requirement: str = ""  # what to install when it is not available
     opt_in: bool = False  # only run when asked for (compiled variants: slow to build)
+    source: str = ""  # a user routine's file:function; empty for the registered methods
 
     def mode_for(self, predicted: str) -> str:
         """The AD mode this method runs where ``cost.plan`` predicts ``predicted``."""

@@ -255,7 +255,7 @@ def _is_jacbench_benchmark(bench: dict) -> bool:
 def _benchmark_row(bench: dict) -> Row:
     info, stats = bench["extra_info"], bench["stats"]
     widths = [int(w) for w in info["widths"]]
-    flops = int(info.get("flops") or 0)
+    flops = info.get("flops")  # None for a user routine: no mode, no FLOP model
     return Row(
         depth=len(widths) - 2,
         d_in=widths[0],
@@ -267,7 +267,7 @@ def _benchmark_row(bench: dict) -> Row:
         device=info["device"],
         method=info["method"],
         family=info.get("family", ""),
-        mode=info.get("mode", ""),
+        mode=info.get("mode") or "",
         status=Status.OK,
         median_s=stats["median"],
         iqr_s=stats["iqr"],
@@ -277,6 +277,7 @@ def _benchmark_row(bench: dict) -> Row:
         gflops=flops / stats["median"] / 1e9 if flops else float("nan"),
         predicted_mode=info.get("predicted_mode", ""),
         max_rel_err=info.get("max_rel_err", float("nan")),
+        source=info.get("source", ""),
     )
 
 

@@ -90,17 +90,20 @@ class Row:
     mean_s: float = _column(float, "s", "mean time per call")
     runs: int = _column(int, "", "timed blocks behind the median (each the mean of its calls)")
     noisy: bool = _column(bool, "", "IQR above 10% of the median")
-    flops: int = _column(int, "FLOP", "matmul FLOPs of the mode, 2·m·n·k per product")
-    elementwise_flops: int = _column(int, "element-ops", "elementwise operations of the mode")
+    flops: int | None = _column(int, "FLOP", "matmul FLOPs of the mode, 2·m·n·k per product")
+    elementwise_flops: int | None = _column(
+        int, "element-ops", "elementwise operations of the mode"
+    )
     gflops: float = _column(float, "GFLOP/s", "flops / median_s / 1e9")
     predicted_mode: str = _column(str, "", "the mode cost.plan predicts fastest here")
     max_rel_err: float = _column(float, "", "max |J − J_ref| / max |J_ref| vs float64 jacrev")
-    memory_bytes: int = _column(int, "B", "modelled peak extra memory of the mode")
+    memory_bytes: int | None = _column(int, "B", "modelled peak extra memory of the mode")
     peak_memory_bytes: float = _column(float, "B", "measured peak extra memory (CUDA only)")
     bound_s: float = _column(float, "s", "roofline bound: max(FLOPs/peak, weight bytes/bw)")
     efficiency: float = _column(float, "", "bound_s / median_s (1 = at the roofline)")
     compile_s: float = _column(float, "s", "compile or capture time, apart from median_s")
     message: str = _column(str, "", "why a row is not ok (error line, tolerance, skip reason)")
+    source: str = _column(str, "", "a user routine's file:function (empty for built-ins)")
 
     @property
     def key(self) -> RowKey:

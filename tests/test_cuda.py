@@ -26,7 +26,7 @@ def test_every_method_on_cuda_matches_the_cpu_reference():
 def test_sweep_on_cuda_records_peak_memory():
     config = SweepConfig(
         points=(Point((64, 64, 64, 1), 2, "float32", "cuda"),),
-        methods=("forward", "reverse"),
+        methods=(METHODS["forward"], METHODS["reverse"]),
         min_time=0.01,
     )
     rows = list(run_sweep(config))

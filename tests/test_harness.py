@@ -11,10 +11,10 @@ from jacbench.methods import Method
 from jacbench.rows import COLUMNS, Status
 
 
-def _config(**kwargs):
+def _config(names=("forward", "reverse", "func-jacrev"), **kwargs):
     defaults = dict(
         points=(Point((5, 6, 6, 2), 1), Point((5, 6, 6, 2), 3)),
-        methods=("forward", "reverse", "func-jacrev"),
+        methods=tuple(methods.get_method(m) for m in names),
         min_time=0.01,
     )
     return SweepConfig(**{**defaults, **kwargs})
@@ -94,7 +94,7 @@ def extra_methods(monkeypatch):
 def test_statuses_wrong_oom_error_slow(extra_methods):
     config = _config(
         points=(Point((4, 5, 2), 1),),
-        methods=("wrong", "transposed", "oom", "broken", "sluggish", "reverse"),
+        names=("wrong", "transposed", "oom", "broken", "sluggish", "reverse"),
         max_call_time=0.01,
     )
     rows = {r.method: r for r in run_sweep(config)}
@@ -114,7 +114,7 @@ def test_statuses_wrong_oom_error_slow(extra_methods):
 
 
 def test_no_validate_makes_unchecked_timed_rows():
-    rows = list(run_sweep(_config(validate=False, methods=("reverse",))))
+    rows = list(run_sweep(_config(validate=False, names=("reverse",))))
     assert {r.status for r in rows} == {Status.UNCHECKED}
     assert all(math.isnan(r.max_rel_err) and r.median_s > 0 for r in rows)
     assert rows[0].message == "not checked: validation is off"
@@ -125,14 +125,14 @@ def test_reference_out_of_memory_marks_rows_unchecked(monkeypatch):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 TB")
 
     monkeypatch.setattr(harness, "point_reference", no_memory)
-    rows = list(run_sweep(_config(methods=("reverse",))))
+    rows = list(run_sweep(_config(names=("reverse",))))
     assert {r.status for r in rows} == {Status.UNCHECKED}
     assert rows[0].message == "not checked: the float64 reference ran out of memory"
 
 
 def test_task_that_would_exhaust_memory_is_skipped_as_oom(monkeypatch):
     monkeypatch.setattr(harness, "_available_memory_bytes", lambda: 10)
-    rows = list(run_sweep(_config(methods=("reverse",))))
+    rows = list(run_sweep(_config(names=("reverse",))))
     assert {r.status for r in rows} == {Status.OOM}
     assert rows[0].message.startswith("skipped: needs about")
 
@@ -154,12 +154,12 @@ def test_memory_estimate_of_autograd_forward_grows_with_batch_squared():
 def test_rounds_interleave_methods_and_keep_every_status(extra_methods):
     config = _config(
         points=(Point((4, 5, 2), 1),),
-        methods=("wrong", "oom", "broken", "sluggish", "reverse", "forward"),
+        names=("wrong", "oom", "broken", "sluggish", "reverse", "forward"),
         max_call_time=0.01,
         rounds=3,
     )
     rows = {r.method: r for r in run_sweep(config)}
-    assert [rows[m].status.value for m in config.methods] == [
+    assert [rows[m.name].status.value for m in config.methods] == [
         "wrong",
         "oom",
         "error",

@@ -55,8 +55,8 @@ def test_columns_are_the_documented_schema_in_order():
         "mode",
         "status",
     )
-    assert COLUMNS[-1] == "message"
-    assert len(COLUMNS) == 28
+    assert COLUMNS[-2:] == ("message", "source")
+    assert len(COLUMNS) == 29
     assert KEY_COLUMNS == ("widths", "batch", "dtype", "device", "method")
 
 
