@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from jacbench.grid import PRESETS, Point
-from jacbench.methods import default_methods
 from jacbench.results import environment
+from jacbench.routines import resolve
 
 PRESET_VARIABLE = "JACBENCH_BENCH_PRESET"
 DEVICE_VARIABLE = "JACBENCH_DEVICE"
@@ -34,12 +34,25 @@ def bench_device() -> str:
     return device
 
 
-def bench_cases() -> list[tuple[Point, str]]:
-    """(point, method) for every installed method of the preset, at its float32 points."""
+def bench_cases(user_methods=()) -> list[tuple[Point, str]]:
+    """(point, method) for every installed method of the preset and every user routine."""
     preset = PRESETS[bench_preset()]
-    installed = default_methods()
-    methods = [m for m in (preset.methods or installed) if m in installed]
+    methods = [*preset.installed_methods(), *user_methods]
     return [(point, method) for point in preset.points(device=bench_device()) for method in methods]
+
+
+def pytest_generate_tests(metafunc):
+    if "case" not in metafunc.fixturenames:
+        return
+    specs = metafunc.config.getoption("jacbench_method")
+    for spec in specs:  # fail at collection, in one line, if a routine cannot be loaded
+        try:
+            resolve(spec)
+        except ValueError as error:
+            raise pytest.UsageError(f"--jacbench-method {error}") from None
+    cases = bench_cases(specs)
+    ids = [f"{method}-{'-'.join(map(str, p.widths))}-B{p.batch}" for p, method in cases]
+    metafunc.parametrize("case", cases, ids=ids)
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

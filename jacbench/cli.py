@@ -30,10 +30,10 @@ from rich.progress import (
 from typer.core import TyperCommand
 
 import jacbench
-from jacbench import cost, harness, report, results
+from jacbench import cost, grading, harness, report, results
 from jacbench.activations import ACTIVATIONS
 from jacbench.grid import DTYPES, PRESETS, Point, Preset, expand_grid, get_preset
-from jacbench.methods import METHODS
+from jacbench.methods import METHODS, Method
 from jacbench.peaks import measure_peaks
 from jacbench.rows import FAILED_STATUSES, ResultsFileError, Row
 
@@ -141,14 +141,20 @@ def parse_optional_ints(text: str | None, name: str) -> list[int] | None:
     return None if text is None else parse_ints(text, name)
 
 
+def parse_names(text: str, name: str) -> list[str]:
+    """Names from ``"a,b"`` or ``"a b"`` (at least one)."""
+    values = text.replace(",", " ").split()
+    if not values:
+        fail(f"{name} needs at least one value")
+    return values
+
+
 def parse_choices(text: str, name: str, choices: Sequence[str]) -> list[str]:
     """Names from ``"a,b"`` or ``"a b"``, each one of ``choices``."""
-    values = text.replace(",", " ").split()
+    values = parse_names(text, name)
     for value in values:
         if value not in choices:
             fail(f"unknown {name} {value!r}; expected one of: {', '.join(choices)}")
-    if not values:
-        fail(f"{name} needs at least one value")
     return values
 
 
@@ -272,7 +278,7 @@ class _ProgressBar:
         self.bar: TaskID | None = None
         self.rows = 0
 
-    def start(self, tasks: Sequence[tuple[Point, str]], done: int) -> None:
+    def start(self, tasks: Sequence[tuple[Point, Method]], done: int) -> None:
         if done and not self.quiet:
             self.progress.console.print(f"Resuming: {done} rows done, {len(tasks)} to go.")
         self.bar = self.progress.add_task("timing…", total=len(tasks))
@@ -310,7 +316,11 @@ def run(
     dtype: Annotated[str, typer.Option(help="float32, float64, bfloat16.")] = "float32",
     methods: Annotated[
         str | None,
-        typer.Option(help="Methods to time.", show_default="the preset's, else all installed"),
+        typer.Option(
+            help="Methods to time: names (jacbench info lists them) or your own routines as "
+            "path/file.py:function or module:function (running that file's code).",
+            show_default="the preset's, else all installed",
+        ),
     ] = None,
     preset: Annotated[str, typer.Option(help=_preset_help())] = "quick",
     out: Annotated[
@@ -361,7 +371,7 @@ def run(
 ) -> None:
     """Sweep methods over a grid of shapes; write results.csv, meta.json, summary.md and plots."""
     device = check_device(device)
-    names = None if methods is None else parse_choices(methods, "method", list(METHODS))
+    names = None if methods is None else parse_names(methods, "--methods")
     if cuda_graphs and torch.device(device).type != "cuda":
         fail("--cuda-graphs needs --device cuda")
     opted = (("auto-compiled", compile_), ("auto-cudagraph", cuda_graphs))
@@ -415,6 +425,53 @@ def run(
     if not failures.empty:
         for _, row in failures.iterrows():
             err_console.print(report.failure_line(row), highlight=False)
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------ check
+@app.command("check")
+def check_command(
+    routine: Annotated[
+        str,
+        typer.Argument(
+            help="Your routine: path/file.py:function or module:function, taking (net, x) or "
+            "(x, L, param_dict). Its file is imported, so its code runs.",
+            show_default=False,
+        ),
+    ],
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Time at D=K=200 instead of D=K=1000.")
+    ] = False,
+    no_time: Annotated[bool, typer.Option("--no-time", help="Only grade; do not time.")] = False,
+    min_time: Annotated[
+        float | None,
+        typer.Option(help="Least measured seconds per timed row.", show_default="0.2, quick: 0.05"),
+    ] = None,
+) -> None:
+    """Grade your Jacobian routine on edge cases against torch.func, then time it against
+    jacbench; exit 1 if any case fails."""
+    progress = _ProgressBar(quiet=no_time)
+    try:
+        with progress.progress:
+            graded = grading.check(
+                routine, time=not no_time, quick=quick, min_time=min_time, observer=progress
+            )
+    except ValueError as error:
+        fail(str(error))
+    name = graded.routine.name
+    console.print(f"{name}: {graded.routine.source}, called as {graded.routine.calling}")
+    console.print(report.check_table(graded.cases, name))
+    passed = int(graded.cases["passed"].sum())
+    console.print(
+        f"{passed} of {len(graded.cases)} cases pass"
+        + ("." if graded.passed else ": [bold red]the routine is wrong[/] (see problem).")
+    )
+    if graded.timings is not None:
+        summary = grading.timing_summary(graded.timings, graded.routine)
+        console.print(report.check_timing_table(summary, name))
+    for hint in graded.hints:
+        console.print(f"• {escape(hint)}", highlight=False)
+    if not graded.passed:
         raise typer.Exit(1)
 
 

@@ -240,6 +240,13 @@ _NON_METHOD = set(SHAPE_COLUMNS) | {
 }
 
 
+def _user_methods(columns: Iterable[str]) -> list[str]:
+    """The summary's columns that are methods outside the registry: user routines."""
+    from jacbench.methods import METHODS
+
+    return [c for c in columns if c not in METHODS and c not in _NON_METHOD]
+
+
 def prediction_accuracy(summary: pd.DataFrame) -> tuple[int, int]:
     """(shapes where the predicted mode was right, shapes with a verdict)."""
     if summary.empty or "prediction_ok" not in summary:
@@ -299,6 +306,7 @@ def summary_table(summary: pd.DataFrame, methods: Sequence[str] | None = None) -
     if summary.empty:
         return table
     ours = [m for m in ("forward", "reverse", "mixed", "auto") if m in summary]
+    ours += _user_methods(summary.columns)
     families = {f: [m for m in ms if m in summary] for f, ms in _FAMILIES.items()}
     families = {f: ms for f, ms in families.items() if ms}
     table.add_column("shape")
@@ -492,6 +500,7 @@ def plot_time_vs_depth(frame: pd.DataFrame, path: Path) -> Path | None:
         "autograd": "-.",
         "naive": ":",
         "jax": (0, (5, 1)),
+        "user": (0, (3, 1, 1, 1, 1, 1)),
     }
     tab20 = plt.get_cmap("tab20")
     colours = [tab20(i) for i in range(tab20.N)]
@@ -499,7 +508,7 @@ def plot_time_vs_depth(frame: pd.DataFrame, path: Path) -> Path | None:
         d, k, p, b, dtype, device = key
         for i, method in enumerate(_method_order(g["method"].unique(), None)):
             m = g[g["method"] == method].sort_values("depth")
-            family = METHODS[method].family if method in METHODS else "jacbench"
+            family = METHODS[method].family if method in METHODS else "user"
             ax.plot(
                 m["depth"],
                 m["median_s"] * 1e3,
@@ -608,4 +617,41 @@ def compare_table(merged: pd.DataFrame, threshold: float, label_a: str, label_b:
             verdict,
             style=style,
         )
+    return table
+
+
+# --------------------------------------------------------------------- check
+def check_table(cases: pd.DataFrame, routine: str) -> Table:
+    """Per grading case: the shape, the relative error against float64 jacrev, pass or fail."""
+    table = Table(title=f"{routine} against float64 torch.func.jacrev", box=box.SIMPLE_HEAD)
+    for name in ("case", "widths", "B", "dtype", "max rel. error", "", "problem"):
+        table.add_column(name, justify="right" if name in ("B", "max rel. error") else "left")
+    for row in cases.itertuples():
+        error = "—" if pd.isna(row.max_rel_err) else f"{row.max_rel_err:.2e}"
+        table.add_row(
+            row.case,
+            row.widths,
+            str(row.batch),
+            row.dtype,
+            error,
+            "✓" if row.passed else "✗ FAIL",
+            escape(row.problem),
+            style=None if row.passed else "bold red",
+        )
+    return table
+
+
+def check_timing_table(summary: pd.DataFrame, routine: str) -> Table:
+    """The routine's median beside jacbench's modes and torch.func, and the ratios."""
+    table = Table(title=f"median time per Jacobian (float32): {routine}", box=box.SIMPLE_HEAD)
+    table.add_column("shape")
+    methods = [c for c in summary.columns if c != "widths" and not c.startswith("×")]
+    ratios = [c for c in summary.columns if c.startswith("×")]
+    for name in ["yours" if m == routine else m for m in methods] + ratios:
+        table.add_column(name, justify="right")
+    for _, row in summary.iterrows():
+        point = Point(parse_widths(row["widths"]))
+        label = shape_label(point).removesuffix(" B=1 float32 cpu")
+        cells = [format_seconds(row[m]) for m in methods]
+        table.add_row(label, *cells, *(f"{row[r]:.3g}×" for r in ratios))
     return table

@@ -1,0 +1,108 @@
+"""pytest plugin: benchmark any Jacobian method, yours included, with pytest-benchmark.
+
+Installed with jacbench (entry point ``pytest11``), it gives every pytest run:
+
+- the option ``--jacbench-method SPEC`` (repeatable): ``benchmarks/`` then times your
+  routine (``path/file.py:function`` or ``module:function``) beside the built-in methods;
+- the fixture ``jacobian_benchmark``, for your own test files::
+
+      def test_my_reverse(jacobian_benchmark):
+          jacobian_benchmark(my_reverse, widths=(1000, 1000, 1000, 1000, 1))
+
+  It checks the method once against float64 ``torch.func.jacrev`` (failing the test if it
+  is wrong), then times it with pytest-benchmark's ``benchmark``, in the group of its shape
+  and with the same ``extra_info`` as the built-in suites, so ``--benchmark-compare`` and
+  ``jacbench report --pytest-benchmark`` read both alike.
+
+jacbench itself is imported only when the fixture is used, so the plugin costs other
+projects' test runs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("jacbench", "jacbench Jacobian benchmarks")
+    group.addoption(
+        "--jacbench-method",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="Also benchmark this routine (path/file.py:function or module:function) in "
+        "jacbench's suites; its file is imported, so its code runs. Repeatable.",
+    )
+
+
+@pytest.fixture
+def jacobian_benchmark(benchmark: Any) -> Callable[..., Any]:
+    """``run(method, widths, batch=1, dtype="float32", device="cpu")``: check, then time.
+
+    ``method`` is a method name, a routine spec or a callable; ``widths`` the full
+    (D, K_1, …, K_L, P). Returns what pytest-benchmark's ``benchmark`` returns.
+    """
+
+    def run(
+        method: Any,
+        widths: Sequence[int],
+        batch: int = 1,
+        dtype: str = "float32",
+        device: str = "cpu",
+    ) -> Any:
+        return _benchmark_jacobian(benchmark, method, tuple(widths), batch, dtype, device)
+
+    return run
+
+
+def _benchmark_jacobian(
+    benchmark: Any, method: Any, widths: tuple[int, ...], batch: int, dtype: str, device: str
+) -> Any:
+    import torch
+
+    from jacbench import cost
+    from jacbench.grid import Point
+    from jacbench.harness import TOLERANCES, build_input, build_network, point_reference
+    from jacbench.jacobians import relative_error
+    from jacbench.report import shape_label
+    from jacbench.routines import resolve
+
+    point = Point(widths, batch, dtype, device)
+    if point.device.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip("the benchmark asks for CUDA, which is not available")
+    resolved = resolve(method)
+    net = build_network(point, seed=0, init="lecun", activation="tanh")
+    x = build_input(point, seed=0)
+    call = resolved.build(net, x)
+    error = relative_error(call(), point_reference(point, net, x))
+    assert error <= TOLERANCES[dtype], (
+        f"{resolved.name} is wrong at {shape_label(point)}: relative error {error:.3g}"
+    )
+    if device.startswith("cuda"):
+
+        def timed() -> Any:
+            result = call()
+            torch.cuda.synchronize()
+            return result
+    else:
+        timed = call
+    plan = cost.plan(widths, batch)
+    mode = resolved.mode_for(plan.mode)
+    benchmark.group = shape_label(point)
+    benchmark.extra_info.update(
+        method=resolved.name,
+        family=resolved.family,
+        mode=mode,
+        source=resolved.source,
+        widths=list(widths),
+        batch=batch,
+        dtype=dtype,
+        device=device,
+        flops=plan.flops.get(mode),
+        predicted_mode=plan.mode,
+        max_rel_err=error,
+    )
+    return benchmark(timed)
