@@ -12,7 +12,6 @@ import torch
 
 from jacbench.grid import PRESETS, Point
 from jacbench.results import environment
-from jacbench.routines import resolve
 
 PRESET_VARIABLE = "JACBENCH_BENCH_PRESET"
 DEVICE_VARIABLE = "JACBENCH_DEVICE"
@@ -41,16 +40,15 @@ def bench_cases(user_methods=()) -> list[tuple[Point, str]]:
     return [(point, method) for point in preset.points(device=bench_device()) for method in methods]
 
 
+def pytest_configure(config):
+    bench_preset(), bench_device()  # a bad variable is a usage error before collection
+
+
 def pytest_generate_tests(metafunc):
     if "case" not in metafunc.fixturenames:
         return
-    specs = metafunc.config.getoption("jacbench_method")
-    for spec in specs:  # fail at collection, in one line, if a routine cannot be loaded
-        try:
-            resolve(spec)
-        except ValueError as error:
-            raise pytest.UsageError(f"--jacbench-method {error}") from None
-    cases = bench_cases(specs)
+    # the jacbench plugin has loaded every --jacbench-method routine (pytest_configure)
+    cases = bench_cases(metafunc.config.getoption("jacbench_method"))
     ids = [f"{method}-{'-'.join(map(str, p.widths))}-B{p.batch}" for p, method in cases]
     metafunc.parametrize("case", cases, ids=ids)
 

@@ -459,7 +459,8 @@ def check_command(
     except ValueError as error:
         fail(str(error))
     name = graded.routine.name
-    console.print(f"{name}: {graded.routine.source}, called as {graded.routine.calling}")
+    where = "" if graded.routine.source == name else f" ({graded.routine.source})"
+    console.print(f"{name}{where}, called as {graded.routine.calling}")
     console.print(report.check_table(graded.cases, name))
     passed = int(graded.cases["passed"].sum())
     console.print(

@@ -38,6 +38,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Load every ``--jacbench-method`` routine now: one that cannot load is a usage error."""
+    specs = config.getoption("jacbench_method", default=[])
+    if not specs:
+        return
+    from jacbench.routines import resolve
+
+    for spec in specs:
+        try:
+            resolve(spec)
+        except ValueError as error:
+            raise pytest.UsageError(f"--jacbench-method {error}") from None
+
+
 @pytest.fixture
 def jacobian_benchmark(benchmark: Any) -> Callable[..., Any]:
     """``run(method, widths, batch=1, dtype="float32", device="cpu")``: check, then time.

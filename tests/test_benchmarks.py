@@ -14,12 +14,19 @@ from jacbench.results import read_pytest_benchmark
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run_benchmarks(preset: str) -> subprocess.CompletedProcess:
+# enough to run and record every benchmark once, not to time it well
+BRIEF = ["--benchmark-min-rounds=1", "--benchmark-max-time=0.001", "--benchmark-warmup=off"]
+
+
+def _run_benchmarks(preset: str, *options: str, where: str = "benchmarks/", cwd: Path = ROOT):
     env = {**os.environ, "JACBENCH_BENCH_PRESET": preset, "JACBENCH_DEVICE": "cpu"}
-    command = [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-disable", "-q"]
+    timing = (
+        BRIEF if any(o.startswith("--benchmark-json") for o in options) else ["--benchmark-disable"]
+    )
+    command = [sys.executable, "-m", "pytest", where, *timing, "-q", *options]
     return subprocess.run(
         [*command, "-p", "no:cacheprovider"],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -31,6 +38,55 @@ def test_smoke_preset_runs_with_benchmarks_disabled():
     done = _run_benchmarks("smoke")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "12 passed" in done.stdout
+
+
+def test_a_user_routine_is_benchmarked_beside_the_built_ins(tmp_path):
+    spec = f"{ROOT / 'examples' / 'textbook.py'}:my_backward_2a"
+    out = tmp_path / "bench.json"
+    done = _run_benchmarks("smoke", "--jacbench-method", spec, f"--benchmark-json={out}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "14 passed" in done.stdout  # 12 built-in cases and the routine at both shapes
+    user = [
+        b for b in json.loads(out.read_text())["benchmarks"] if b["extra_info"]["method"] == spec
+    ]
+    assert len(user) == 2
+    assert {b["extra_info"]["family"] for b in user} == {"user"}
+    assert all(b["extra_info"]["max_rel_err"] < 1e-4 for b in user)
+
+
+def test_an_unloadable_routine_is_a_usage_error():
+    done = _run_benchmarks("smoke", "--jacbench-method", "nowhere.py:fn")
+    assert done.returncode == 4  # pytest's usage error, in one line
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "--jacbench-method nowhere.py:fn: no such file" in done.stdout + done.stderr
+
+
+USER_TEST_FILE = """
+from jacbench import jacobian_reverse
+
+
+def mine(net, x):
+    return jacobian_reverse(net, x)
+
+
+def wrong(net, x):
+    return 2 * jacobian_reverse(net, x)
+
+
+def test_mine(jacobian_benchmark):
+    jacobian_benchmark(mine, widths=(4, 16, 16, 2), batch=3)
+
+
+def test_wrong(jacobian_benchmark):
+    jacobian_benchmark(wrong, widths=(4, 16, 16, 2))
+"""
+
+
+def test_the_fixture_checks_then_times_a_users_routine(tmp_path):
+    (tmp_path / "test_mine.py").write_text(USER_TEST_FILE)
+    done = _run_benchmarks("smoke", where="test_mine.py", cwd=tmp_path)
+    assert "1 failed, 1 passed" in done.stdout, done.stdout + done.stderr
+    assert "wrong is wrong at L=2 D=4 K=16 P=2 B=1 float32 cpu: relative error 1" in done.stdout
 
 
 def test_unknown_preset_is_a_usage_error():

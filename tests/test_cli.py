@@ -1,6 +1,7 @@
 """The command line through typer's CliRunner: exit codes, output, files, error lines."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -398,3 +399,93 @@ def test_unavailable_method_names_its_extra(tmp_path, monkeypatch):
     result = invoke("run", "--methods", "jax-jacrev", "--out", tmp_path / "r")
     assert result.exit_code == 2
     assert "method jax-jacrev is not available here: pip install 'jacbench[jax]'" in result.output
+
+
+# --------------------------------------------------------------------- user routines
+ROUTINES = str(Path(__file__).with_name("user_routines.py"))
+EXAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "textbook.py")
+
+
+def test_check_passes_a_correct_routine_and_times_it():
+    result = invoke("check", f"{EXAMPLE}:my_backward_2a", "--quick", "--min-time", 0.01)
+    assert result.exit_code == 0, result.output
+    assert "11 of 11 cases pass" in result.output
+    assert "func-jacrev" in result.output  # the timing table names the rivals
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("forgets_layer_2", "σ' left out at layer 2"),
+        ("transposed", "transpose"),
+    ],
+)
+def test_check_fails_a_wrong_routine_with_its_reason(name, reason):
+    result = invoke("check", f"{ROUTINES}:{name}", "--no-time")
+    assert result.exit_code == 1, result.output
+    assert reason in result.output
+    assert "Traceback" not in result.output
+
+
+def test_check_unloadable_routine_is_one_line_exit_2(tmp_path):
+    result = invoke("check", f"{tmp_path}/missing.py:fn")
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0, result.output
+    assert f"no such file {tmp_path}/missing.py" in result.output
+
+
+def test_run_times_a_user_routine_beside_the_built_ins(tmp_path):
+    out = tmp_path / "run"
+    spec = f"{EXAMPLE}:my_forward_2b"
+    result = invoke(
+        "run", "--depths", 1, 3, *TINY, "--methods", "reverse", spec, "--out", out, "--quiet"
+    )
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out / "results.csv")
+    user = frame[frame["method"] == spec]
+    assert len(user) == 4
+    assert set(user["family"]) == {"user"}
+    assert set(user["source"]) == {spec}
+    assert set(user["status"]) == {"ok"}
+    assert (user["max_rel_err"] < 1e-4).all()
+    assert spec in json.loads((out / "meta.json").read_text())["routines"]
+    assert spec in (out / "summary.md").read_text()
+
+
+def test_run_records_wrong_and_raising_routines_and_goes_on(tmp_path):
+    out = tmp_path / "run"
+    methods = ["reverse", f"{ROUTINES}:wrong_when_deep", f"{ROUTINES}:raises"]
+    result = invoke("run", "--depths", 1, 3, *TINY, "--methods", *methods, "--out", out)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    frame = pd.read_csv(out / "results.csv").set_index(["widths", "method"])
+    wrong = frame.xs(methods[1], level="method")
+    assert list(wrong.loc[["3-8-2", "3-8-8-8-2", "9-8-2", "9-8-8-8-2"], "status"]) == [
+        "ok",
+        "wrong",
+        "ok",
+        "wrong",
+    ]
+    assert wrong[wrong["status"] == "wrong"]["median_s"].isna().all()
+    assert (wrong[wrong["status"] == "ok"]["median_s"] > 0).all()
+    raising = frame.xs(methods[2], level="method")
+    assert set(raising["status"]) == {"error"}
+    assert raising["message"].str.contains("RuntimeError: not written yet").all()
+    assert set(frame.xs("reverse", level="method")["status"]) == {"ok"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("nowhere.py:fn", "nowhere.py:fn: no such file"),
+        (f"{ROUTINES}:absent", "has no function 'absent'"),
+    ],
+)
+def test_run_with_an_unloadable_routine_stops_before_timing(tmp_path, spec, message):
+    out = tmp_path / "run"
+    result = invoke("run", "--depths", 1, *TINY, "--methods", "reverse", spec, "--out", out)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()

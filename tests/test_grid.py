@@ -57,3 +57,23 @@ def test_grid_presets_take_overrides_fixed_lists_refuse_them():
         get_preset("peers").points(overrides={"depths": [2]})
     with pytest.raises(ValueError, match="unknown preset 'nope'; expected one of: quick"):
         get_preset("nope")
+
+
+def _dims(name):
+    return {(p.depth, p.d_in, p.width, p.d_out, p.batch) for p in get_preset(name).points()}
+
+
+def test_workload_presets_hold_the_shapes_users_know():
+    assert _dims("textbook") == {
+        (10, 2, 30, 10, 1),
+        (3, 1000, 1000, 1, 1),
+        (5, 1000, 1000, 1, 1),
+        (10, 1000, 1000, 1, 1),
+    }
+    for depth, d_in, width, d_out, batch in _dims("pinn"):
+        assert 4 <= depth <= 8 and d_in in (2, 3) and width in (64, 128) and d_out in (1, 2, 3)
+        assert 1024 <= batch <= 8192
+    assert (4, 784, 256, 10, 64) in _dims("classifier")
+    assert {(d_in, d_out) for _, d_in, _, d_out, _ in _dims("flow")} == {
+        (n, n) for n in (64, 128, 256, 512)
+    }

@@ -180,6 +180,37 @@ def test_sweep_returns_a_typed_frame_of_every_row():
     assert list(frame["widths"]) == ["3-4-4-1", "3-4-4-1", "3-4-4-2", "3-4-4-2"]
 
 
+def test_sweep_times_callables_of_both_conventions_validated():
+    from . import user_routines
+
+    methods = [
+        user_routines.library_batched,
+        user_routines.textbook_reverse,
+        user_routines.transposed,
+    ]
+    frame = sweep(methods, depths=[2], d_in=[3], width=[5], d_out=[2], batch=[1, 4], min_time=0.01)
+    by_method = frame.set_index(["method", "batch"])
+    assert set(frame["family"]) == {"user"}
+    assert set(by_method.loc["library_batched", "status"]) == {"ok"}
+    assert set(by_method.loc["textbook_reverse", "status"]) == {"ok"}
+    assert (frame.loc[frame["status"] == "ok", "max_rel_err"] < 1e-5).all()
+    # a (D, P) result where (P, D) is due: wrong at every point, and never a timing
+    assert set(by_method.loc["transposed", "status"]) == {"wrong"}
+    assert by_method.loc["transposed", "median_s"].isna().all()
+    assert by_method.loc["transposed", "message"].str.contains("shape").all()
+    assert "tests.user_routines:library_batched" in set(frame["source"])
+
+
+def test_sweep_refuses_two_routines_of_one_name():
+    from . import user_routines
+
+    def textbook_reverse(x, L, param_dict):  # another function of the same name
+        return user_routines.textbook_reverse(x, L, param_dict)
+
+    with pytest.raises(ValueError, match="two methods are named 'textbook_reverse'"):
+        sweep([user_routines.textbook_reverse, textbook_reverse], depths=[1])
+
+
 def test_sweep_writes_a_run_folder_and_resumes_it(tmp_path):
     out = tmp_path / "run"
     options = dict(depths=[1], d_in=[3], width=[4], d_out=[2], min_time=0.01, out=out)
