@@ -11,7 +11,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 import torch
 import typer
@@ -30,7 +30,7 @@ from rich.progress import (
 from typer.core import TyperCommand
 
 import jacbench
-from jacbench import cost, grading, harness, report, results
+from jacbench import cost, grading, harness, report, results, stats
 from jacbench.activations import ACTIVATIONS
 from jacbench.grid import DTYPES, PRESETS, Point, Preset, expand_grid, get_preset
 from jacbench.methods import METHODS, Method
@@ -416,7 +416,7 @@ def run(
         )
         raise typer.Exit(130) from None
     if not quiet:
-        summary = report.summary_frame(frame)
+        summary = report.summary_frame(frame, frame.attrs.get("samples"))
         console.print(report.summary_table(summary, list(dict.fromkeys(frame["method"]))))
         console.print(report.accuracy_sentence(summary))
     written = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
@@ -477,13 +477,6 @@ def check_command(
 
 
 # ----------------------------------------------------------------- report, compare, info
-def _read_run(path: Path) -> Any:
-    try:
-        return results.read_results(path)
-    except (FileNotFoundError, ResultsFileError) as error:
-        fail(str(error))
-
-
 @app.command("report")
 def report_command(
     run_dir: Annotated[
@@ -497,22 +490,23 @@ def report_command(
     """Re-render a run's summary.md and plots, or summarise a pytest-benchmark JSON."""
     if pytest_benchmark is not None and run_dir is None:
         try:
-            frame = results.read_pytest_benchmark(pytest_benchmark)
+            run = results.read_run(pytest_benchmark)
         except (FileNotFoundError, ResultsFileError) as error:
             fail(str(error))
-        console.print(report.summary_table(report.summary_frame(frame)))
-        console.print(report.summary_markdown(frame, {"command": str(pytest_benchmark)}))
+        console.print(report.summary_table(report.summary_frame(run.rows, run.samples)))
+        meta = {**run.meta, "command": str(pytest_benchmark)}
+        console.print(report.summary_markdown(run.rows, meta, samples=run.samples))
         return
     if run_dir is None or pytest_benchmark is not None:
         fail("give a RUN_DIR or --pytest-benchmark FILE.json (one of them)")
-    frame = _read_run(run_dir)
     try:
-        meta = results.read_meta(run_dir if run_dir.is_dir() else run_dir.parent)
-    except ResultsFileError as error:
+        run = results.read_run(run_dir)
+    except (FileNotFoundError, ResultsFileError) as error:
         fail(str(error))
-    written = report.write_report(run_dir if run_dir.is_dir() else run_dir.parent, frame, meta)
-    methods = meta.get("params", {}).get("methods")
-    console.print(report.summary_table(report.summary_frame(frame), methods))
+    folder = run_dir if run_dir.is_dir() else run_dir.parent
+    written = report.write_report(folder, run.rows, run.meta, run.samples)
+    methods = run.meta.get("params", {}).get("methods")
+    console.print(report.summary_table(report.summary_frame(run.rows, run.samples), methods))
     console.print(f"Wrote {', '.join(str(p) for p in written)}")
 
 
@@ -529,24 +523,80 @@ def parse_threshold(text: str) -> float:
 
 @app.command()
 def compare(
-    run_a: Annotated[Path, typer.Argument(help="The baseline run folder (or results.csv).")],
-    run_b: Annotated[Path, typer.Argument(help="The run to compare with it.")],
+    run_a: Annotated[
+        Path,
+        typer.Argument(
+            help="The baseline: a run folder, its results.csv, or a pytest-benchmark JSON."
+        ),
+    ],
+    run_b: Annotated[Path, typer.Argument(help="The run to compare with it (the same kinds).")],
     threshold: Annotated[
-        str, typer.Option(help="Slow-down that counts as a regression, e.g. 10% or 0.1.")
+        str,
+        typer.Option(
+            help="A row regressed when its whole 95% interval of B/A lies above 1 + this "
+            "(e.g. 10% or 0.1)."
+        ),
     ] = "10%",
+    force: Annotated[
+        bool, typer.Option("--force", help="Compare even when device, dtype or torch differ.")
+    ] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print a Markdown table instead of a rich one.")
+    ] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the comparison to this JSON file.")
+    ] = None,
 ) -> None:
-    """Per-row time ratios of RUN_B over RUN_A; exit 1 if any row regressed past --threshold."""
+    """Per-row time ratio RUN_B/RUN_A with a 95% bootstrap interval and a verdict (faster, slower,
+    same); exit 1 only when a row regressed significantly past --threshold."""
     share = parse_threshold(threshold)
-    before, after = _read_run(run_a), _read_run(run_b)
-    merged = report.compare_frames(before, after, share)
+    runs = []
+    for path in (run_a, run_b):
+        try:
+            runs.append(results.read_run(path))
+        except (FileNotFoundError, ResultsFileError) as error:
+            fail(str(error))
+    refusals, warnings = results.run_differences(*runs)
+    if refusals and not force:
+        fail(
+            f"the runs differ in {'; '.join(refusals)}: their times do not compare "
+            "(--force to compare anyway)"
+        )
+    for warning in [*refusals, *warnings]:
+        err_console.print(
+            f"[yellow]Warning:[/] the runs differ in {escape(warning)}", highlight=False
+        )
+    merged = stats.compare_runs(runs[0].rows, runs[0].samples, runs[1].rows, runs[1].samples, share)
     if merged.empty:
         fail(f"{run_a} and {run_b} have no timed rows in common")
-    console.print(report.compare_table(merged, share, run_a.name or str(run_a), run_b.name))
-    regressed = int(merged["regressed"].sum())
-    improved = int(merged["improved"].sum())
-    console.print(f"{len(merged)} rows compared: {regressed} regressed, {improved} improved.")
-    if regressed:
+    label_a, label_b = _run_label(run_a), _run_label(run_b)
+    if label_a == label_b:
+        label_a, label_b = "A", "B"
+    if markdown:
+        print(report.compare_markdown(merged, share, label_a, label_b), end="")
+    else:
+        console.print(report.compare_table(merged, share, label_a, label_b))
+    console.print(report.compare_sentence(merged, share), highlight=False)
+    if json_path is not None:
+        document = {
+            "a": str(run_a),
+            "b": str(run_b),
+            "threshold": share,
+            "level": stats.LEVEL,
+            "rows": report.compare_records(merged),
+        }
+        try:
+            results.write_json_atomic(json_path, document)
+        except OSError as error:
+            fail(f"cannot write {json_path}: {error.strerror}")
+    if merged["regressed"].any():
         raise typer.Exit(1)
+
+
+def _run_label(path: Path) -> str:
+    """A run's name for table headers: its folder's name."""
+    path = path.resolve()
+    return path.parent.name if path.name == "results.csv" else path.name
 
 
 @app.command(cls=ListOptionsCommand)

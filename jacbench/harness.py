@@ -32,7 +32,15 @@ from jacbench.jacobians import (
 from jacbench.methods import JacobianCall, Method
 from jacbench.networks import INITS, MLP
 from jacbench.peaks import Peaks, bound_seconds, measure_peaks
-from jacbench.rows import FAILED_STATUSES, Row, RowKey, Status, format_widths, typed_frame
+from jacbench.rows import (
+    FAILED_STATUSES,
+    Row,
+    RowKey,
+    Status,
+    format_widths,
+    samples_frame,
+    typed_frame,
+)
 
 # Largest relative error (max |J − J_ref| / max |J_ref|, against float64) a method may show.
 # Wrong Jacobians are off by O(1); these bounds only absorb the dtype's rounding over deep chains.
@@ -266,6 +274,8 @@ def finish_task(row: Row, point: Point, config: SweepConfig, measurement) -> Row
         row.bound_s = bound_seconds(row.flops, point.widths, point.torch_dtype, peaks)
         row.efficiency = row.bound_s / measurement.median
     row.median_s = measurement.median
+    row.ci_low_s, row.ci_high_s = measurement.interval
+    row.samples = measurement.samples
     row.iqr_s = measurement.iqr
     row.mean_s = measurement.mean
     row.runs = measurement.runs
@@ -300,18 +310,23 @@ def _run_point(
         return
     prepared = [prepare_task(point, m, config, net, x, reference) for m in methods]
     times: list[list[float]] = [[] for _ in prepared]
-    for _ in range(config.rounds):
-        for (row, call), collected in zip(prepared, times):
+    rounds: list[list[int]] = [[] for _ in prepared]
+    for round_ in range(config.rounds):
+        for (row, call), collected, tags in zip(prepared, times, rounds):
             if call is None or row.status in (Status.OOM, Status.ERROR):
                 continue
             try:
                 share = config.min_time / config.rounds
-                collected.extend(_measure(call, point, config, share).times)
+                blocks = _measure(call, point, config, share).times
             except Exception as error:  # one failing method must not end the sweep
                 _fail(row, point, error)
-    for (row, call), collected in zip(prepared, times):
+                continue
+            collected.extend(blocks)
+            tags.extend([round_] * len(blocks))
+    for (row, call), collected, tags in zip(prepared, times, rounds):
         if call is not None and row.status not in (Status.OOM, Status.ERROR):
-            finish_task(row, point, config, timing.Measurement(tuple(collected)))
+            measurement = timing.Measurement(tuple(collected), tuple(tags))
+            finish_task(row, point, config, measurement)
         yield row
 
 
@@ -458,7 +473,9 @@ def sweep(
     )
     if out is None:
         rows = _collect(_prepare(config, dtypes, device, peaks), observer, None)
-        return typed_frame([r.as_dict() for r in rows])
+        frame = typed_frame([r.as_dict() for r in rows])
+        frame.attrs["samples"] = samples_frame(rows)
+        return frame
     params = {
         "preset": preset,
         **{k: v for k, v in overrides.items() if v is not None},
@@ -478,19 +495,24 @@ def sweep(
             started=results.now_iso(),
             finished=None,
             environment=results.environment(device),
+            machine_at_start=results.machine_state(),
             peaks={name: p.as_dict() for name, p in config.peaks.items()},
             routines={m.name: m.description for m in resolved if m.source},
         )
         try:
             _collect(config, observer, writer)
         except KeyboardInterrupt:
-            writer.write_meta(finished=None, interrupted=results.now_iso())
+            writer.write_meta(
+                finished=None, interrupted=results.now_iso(), machine_at_end=results.machine_state()
+            )
             raise
-        writer.write_meta(finished=results.now_iso())
+        writer.write_meta(finished=results.now_iso(), machine_at_end=results.machine_state())
         frame = results.read_results(writer.run_dir)
+        samples = results.read_samples(writer.run_dir)
         from jacbench.report import write_report  # the run folder's summary.md and plots
 
-        write_report(writer.run_dir, frame, writer.meta)
+        write_report(writer.run_dir, frame, writer.meta, samples)
+        frame.attrs["samples"] = samples
         return frame
 
 

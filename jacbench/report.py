@@ -15,14 +15,13 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from jacbench import stats
 from jacbench.cost import MODES, Plan
 from jacbench.grid import Point
 from jacbench.peaks import Peaks
 from jacbench.rows import KEY_COLUMNS, TIMED_STATUSES, parse_widths
 
 SHAPE_COLUMNS = ["depth", "d_in", "width", "d_out", "widths", "batch", "dtype", "device"]
-# A predicted mode counts as right when it is within this share of the fastest measured mode.
-PREDICTION_SLACK = 0.10
 
 
 # ---------------------------------------------------------------- formatting
@@ -187,12 +186,14 @@ def timed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["status"].isin(TIMED_STATUSES)]
 
 
-def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
+def summary_frame(frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per shape: median per method, forward/reverse ratio, predicted vs measured winner.
 
-    ``prediction_ok`` is true when the predicted mode's median is within ``PREDICTION_SLACK``
-    of the fastest measured hand-written mode (forward, reverse, mixed), and missing (no
-    verdict) where the run did not time the predicted mode.
+    ``measured`` names the fastest hand-written mode (forward, reverse, mixed) only when it
+    is significantly faster than the runner-up (``stats.point_verdict`` on the run's
+    samples), else the tie (``tie: reverse ≈ mixed``); ``fastest`` does the same over every
+    method. ``prediction_ok`` is true when the predicted mode won or tied, and missing
+    (no verdict) where the run did not time the predicted mode.
     """
     ok = timed(frame)
     if ok.empty:
@@ -204,23 +205,40 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
     summary["predicted"] = predicted
     if {"forward", "reverse"} <= set(medians.columns):
         summary["fwd/rev"] = medians["forward"] / medians["reverse"]
+    by_key = stats.samples_by_key(samples)
     modes = [m for m in MODES if m in medians.columns]
-    if modes:
-        summary["measured"] = medians[modes].idxmin(axis=1)
-        fastest = medians[modes].min(axis=1)
-        predicted_time = [
-            medians.at[idx, mode] if mode in medians.columns else math.nan
-            for idx, mode in zip(medians.index, predicted)
-        ]
-        predicted_time = pd.Series(predicted_time, index=medians.index)
-        verdict = predicted_time <= fastest * (1 + PREDICTION_SLACK)
-        summary["prediction_ok"] = verdict.astype(object).where(predicted_time.notna(), None)
-    ours = ok[ok["family"] == "jacbench"] if "family" in ok.columns else ok.iloc[0:0]
-    if "efficiency" in ours.columns and ours["efficiency"].notna().any():
+    measured, decided, prediction_ok, fastest = [], [], [], []
+    for shape, rows in ok.groupby(SHAPE_COLUMNS, sort=False):
+        everything = stats.point_verdict(rows, by_key)
+        fastest.append((shape, _verdict_text(*everything)))
+        ours = rows[rows["method"].isin(modes)]
+        if ours.empty:
+            continue
+        winner, tied = stats.point_verdict(ours, by_key)
+        measured.append((shape, _verdict_text(winner, tied)))
+        decided.append((shape, len(tied) == 1))
+        mode = predicted[shape]
+        prediction_ok.append((shape, (mode in tied) if mode in set(ours["method"]) else None))
+    for name, values in (
+        ("measured", measured),
+        ("decided", decided),
+        ("prediction_ok", prediction_ok),
+        ("fastest", fastest),
+    ):
+        if values:
+            index = pd.MultiIndex.from_tuples([k for k, _ in values], names=SHAPE_COLUMNS)
+            summary[name] = pd.Series([v for _, v in values], index=index, dtype=object)
+    jacbench_rows = ok[ok["family"] == "jacbench"] if "family" in ok.columns else ok.iloc[0:0]
+    if "efficiency" in jacbench_rows.columns and jacbench_rows["efficiency"].notna().any():
         # Efficiency of jacbench's fastest method at the shape: how close it is to the roofline.
-        fastest = ours.loc[ours.groupby(SHAPE_COLUMNS)["median_s"].idxmin()]
-        summary["efficiency"] = fastest.set_index(SHAPE_COLUMNS)["efficiency"]
+        best = jacbench_rows.loc[jacbench_rows.groupby(SHAPE_COLUMNS)["median_s"].idxmin()]
+        summary["efficiency"] = best.set_index(SHAPE_COLUMNS)["efficiency"]
     return summary.reset_index()
+
+
+def _verdict_text(winner: str, tied: list[str]) -> str:
+    """The winner's name, or ``tie: a ≈ b`` when it is not significantly ahead."""
+    return winner if len(tied) == 1 else "tie: " + " ≈ ".join(tied)
 
 
 def _method_order(columns: Iterable[str], methods: Sequence[str] | None) -> list[str]:
@@ -235,7 +253,9 @@ _NON_METHOD = set(SHAPE_COLUMNS) | {
     "predicted",
     "fwd/rev",
     "measured",
+    "decided",
     "prediction_ok",
+    "fastest",
     "efficiency",
 }
 
@@ -247,12 +267,17 @@ def _user_methods(columns: Iterable[str]) -> list[str]:
     return [c for c in columns if c not in METHODS and c not in _NON_METHOD]
 
 
-def prediction_accuracy(summary: pd.DataFrame) -> tuple[int, int]:
-    """(shapes where the predicted mode was right, shapes with a verdict)."""
+def prediction_accuracy(summary: pd.DataFrame) -> tuple[int, int, int]:
+    """(shapes where the predicted mode won or tied, shapes with a verdict, shapes decided).
+
+    A shape is decided when its fastest hand-written mode was significantly faster than
+    the runner-up; a tie counts as right when the predicted mode is among the tied.
+    """
     if summary.empty or "prediction_ok" not in summary:
-        return 0, 0
-    verdicts = summary["prediction_ok"].dropna()
-    return int(verdicts.sum()), int(len(verdicts))
+        return 0, 0, 0
+    judged = summary[summary["prediction_ok"].notna()]
+    right = int(judged["prediction_ok"].astype(bool).sum())
+    return right, len(judged), int(judged["decided"].astype(bool).sum())
 
 
 def _prediction_cell(row: pd.Series) -> str:
@@ -262,13 +287,15 @@ def _prediction_cell(row: pd.Series) -> str:
 
 
 def accuracy_sentence(summary: pd.DataFrame) -> str:
-    """How often the predicted mode was right, or why there is no verdict."""
-    right, total = prediction_accuracy(summary)
+    """How often the predicted mode was right, how many shapes were decided, or why no verdict."""
+    right, total, decided = prediction_accuracy(summary)
     if total == 0:
         return "Prediction accuracy: no verdict (the run timed none of the predicted modes)."
+    ties = total - decided
     return (
         f"Prediction accuracy: the mode cost.plan predicted was the fastest hand-written mode, "
-        f"or within {PREDICTION_SLACK:.0%} of it, at {right} of {total} shapes."
+        f"or tied with it, at {right} of {total} shapes; {decided} of {total} had a "
+        f"significant winner (95%), {ties} {'was a tie' if ties == 1 else 'were ties'}."
     )
 
 
@@ -300,7 +327,7 @@ def summary_table(summary: pd.DataFrame, methods: Sequence[str] | None = None) -
     table = Table(
         title="median time per Jacobian",
         caption="peer columns: the faster of the family's forward and reverse mode; "
-        f"✓: predicted mode within {PREDICTION_SLACK:.0%} of the fastest",
+        "✓: the predicted mode won or tied (not significantly slower, 95%)",
         box=box.SIMPLE_HEAD,
     )
     if summary.empty:
@@ -381,6 +408,31 @@ def peer_markdown(frame: pd.DataFrame) -> list[str]:
     return lines
 
 
+# Other work on the machine, in cores' worth of load, above which a run is flagged busy.
+BUSY_LOAD = 0.5
+
+
+def busy_warning(meta: dict) -> str | None:
+    """A warning when the load average says other work shared the machine with the run.
+
+    At the start the 1-minute load is all other work; at the end the run's own threads
+    are subtracted.
+    """
+    threads = meta.get("environment", {}).get("threads") or 0
+    start = (meta.get("machine_at_start") or {}).get("load_average")
+    end = (meta.get("machine_at_end") or {}).get("load_average")
+    other = [start[0]] if start else []
+    other += [end[0] - threads] if end else []
+    if not other or max(other) <= BUSY_LOAD:
+        return None
+    at_start, at_end = (start[0] if start else "—"), (end[0] if end else "—")
+    return (
+        f"Warning: the machine was busy during this run (1-minute load average {at_start} "
+        f"at the start, {at_end} at the end, with {threads} threads of its own): "
+        "timings may be slower and noisier than on an idle machine."
+    )
+
+
 def _run_header(meta: dict) -> list[str]:
     """The command, machine and times of a run, as Markdown lines."""
     lines = []
@@ -395,24 +447,31 @@ def _run_header(meta: dict) -> list[str]:
         )
     if meta.get("started"):
         lines.append(f"Run: {meta.get('started')} → {meta.get('finished') or 'unfinished'}")
+    warning = busy_warning(meta)
+    if warning:
+        lines += ["", f"**{warning}**"]
     return lines
 
 
 def _summary_lines(summary: pd.DataFrame, methods: Sequence[str] | None) -> list[str]:
     """The per-shape Markdown table and the prediction accuracy."""
     method_columns = _method_order(summary.columns, methods)
-    header = ["shape", *method_columns, "fwd/rev", "predicted", "measured"]
+    header = ["shape", *method_columns, "fwd/rev", "predicted", "measured", "fastest"]
     if "efficiency" in summary:
         header.append("efficiency")
     lines = _markdown_header(header)
     for _, row in summary.iterrows():
         cells = [shape_label(row)] + [format_seconds(row[m]) for m in method_columns]
         cells += [format_ratio(row.get("fwd/rev")), _prediction_cell(row)]
-        cells.append(str(row.get("measured", "—")))
+        cells += [_text(row.get("measured")), _text(row.get("fastest"))]
         if "efficiency" in summary:
             cells.append(format_percent(row["efficiency"]))
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, "", accuracy_sentence(summary)]
+
+
+def _text(value: object) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 def _untimed_lines(frame: pd.DataFrame) -> list[str]:
@@ -444,10 +503,13 @@ def _untimed_lines(frame: pd.DataFrame) -> list[str]:
 
 
 def summary_markdown(
-    frame: pd.DataFrame, meta: dict | None = None, methods: Sequence[str] | None = None
+    frame: pd.DataFrame,
+    meta: dict | None = None,
+    methods: Sequence[str] | None = None,
+    samples: pd.DataFrame | None = None,
 ) -> str:
     """summary.md: per shape, median per method, forward/reverse ratio, predicted vs measured."""
-    summary = summary_frame(frame)
+    summary = summary_frame(frame, samples)
     lines = ["# jacbench run summary", "", *_run_header(meta or {}), ""]
     if summary.empty:
         lines.append("No timed rows.")
@@ -570,12 +632,17 @@ def plot_ratio_map(frame: pd.DataFrame, path: Path) -> Path | None:
     return path
 
 
-def write_report(run_dir: Path, frame: pd.DataFrame, meta: dict | None = None) -> list[Path]:
+def write_report(
+    run_dir: Path,
+    frame: pd.DataFrame,
+    meta: dict | None = None,
+    samples: pd.DataFrame | None = None,
+) -> list[Path]:
     """(Re)write summary.md and the plots of a run from its rows; returns the paths written."""
     run_dir = Path(run_dir)
     methods = (meta or {}).get("params", {}).get("methods")
     summary_path = run_dir / "summary.md"
-    summary_path.write_text(summary_markdown(frame, meta, methods))
+    summary_path.write_text(summary_markdown(frame, meta, methods, samples))
     written = [summary_path]
     for plot, name in (
         (plot_time_vs_depth, "time_vs_depth.png"),
@@ -588,36 +655,106 @@ def write_report(run_dir: Path, frame: pd.DataFrame, meta: dict | None = None) -
 
 
 # ------------------------------------------------------------------- compare
-def compare_frames(before: pd.DataFrame, after: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Rows timed in both runs with time ratio after/before; ``regressed`` past 1 + threshold."""
-    keys = list(KEY_COLUMNS)
-    a = timed(before)[keys + ["depth", "d_in", "width", "d_out", "median_s"]]
-    b = timed(after)[keys + ["median_s"]]
-    merged = a.merge(b, on=keys, suffixes=("_a", "_b"))
-    merged["ratio"] = merged["median_s_b"] / merged["median_s_a"]
-    merged["regressed"] = merged["ratio"] > 1 + threshold
-    merged["improved"] = merged["ratio"] < 1 / (1 + threshold)
-    return merged
+def _interval_text(row: pd.Series) -> str:
+    if math.isnan(row["ci_low"]):
+        return "—"
+    return f"{row['ci_low']:.3f}–{row['ci_high']:.3f}"
+
+
+def _compare_verdict(row: pd.Series) -> str:
+    if row["regressed"]:
+        return "regressed"
+    if row["improved"]:
+        return "improved"
+    return str(row["verdict"])
 
 
 def compare_table(merged: pd.DataFrame, threshold: float, label_a: str, label_b: str) -> Table:
-    """The rows of two runs side by side with their ratio and verdict."""
-    table = Table(title=f"{label_b} vs {label_a} (threshold {threshold:.0%})")
-    for name in ("shape", "method", label_a, label_b, "ratio", ""):
-        table.add_column(name, justify="left" if name in ("shape", "method", "") else "right")
+    """Rows of two runs side by side: ratio B/A, its 95% interval and the verdict."""
+    table = Table(
+        title=f"{label_b} vs {label_a}",
+        caption=f"ratio {label_b}/{label_a}, 95% bootstrap interval; regressed: the whole "
+        f"interval above {1 + threshold:g}",
+        box=box.SIMPLE_HEAD,
+    )
+    for name in ("shape", "method", label_a, label_b, "ratio", "95% interval", "verdict"):
+        table.add_column(escape(name), justify="left" if name in ("shape", "method") else "right")
+    styles = {"regressed": "bold red", "improved": "green", "slower": "yellow"}
     for _, row in merged.iterrows():
-        verdict = "regressed" if row["regressed"] else "improved" if row["improved"] else ""
-        style = "bold red" if row["regressed"] else "green" if row["improved"] else None
+        verdict = _compare_verdict(row)
         table.add_row(
+            compact_label(row),
+            escape(row["method"]),
+            format_seconds(row["median_s_a"]),
+            format_seconds(row["median_s_b"]),
+            f"{row['ratio']:.3f}",
+            _interval_text(row),
+            verdict,
+            style=styles.get(verdict),
+        )
+    return table
+
+
+def compare_markdown(merged: pd.DataFrame, threshold: float, label_a: str, label_b: str) -> str:
+    """The comparison as a Markdown table, with the same columns as the terminal's."""
+    lines = [
+        f"Ratio {label_b}/{label_a} with its 95% bootstrap interval; a row regressed when the "
+        f"whole interval lies above {1 + threshold:g}.",
+        "",
+        *_markdown_header(
+            ["shape", "method", label_a, label_b, "ratio", "95% interval", "verdict"]
+        ),
+    ]
+    for _, row in merged.iterrows():
+        cells = [
             shape_label(row),
             row["method"],
             format_seconds(row["median_s_a"]),
             format_seconds(row["median_s_b"]),
             f"{row['ratio']:.3f}",
-            verdict,
-            style=style,
+            _interval_text(row),
+            _compare_verdict(row),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def compare_records(merged: pd.DataFrame) -> list[dict]:
+    """The comparison's rows for ``--json``: key, medians, ratio, interval, verdict."""
+    records = []
+    for _, row in merged.iterrows():
+        records.append(
+            {
+                **{c: row[c] for c in KEY_COLUMNS},
+                "batch": int(row["batch"]),
+                "median_s_a": float(row["median_s_a"]),
+                "median_s_b": float(row["median_s_b"]),
+                "ratio": float(row["ratio"]),
+                "ci_low": None if math.isnan(row["ci_low"]) else float(row["ci_low"]),
+                "ci_high": None if math.isnan(row["ci_high"]) else float(row["ci_high"]),
+                "samples_a": int(row["n_a"]),
+                "samples_b": int(row["n_b"]),
+                "verdict": _compare_verdict(row),
+            }
         )
-    return table
+    return records
+
+
+def compare_sentence(merged: pd.DataFrame, threshold: float) -> str:
+    """``12 rows compared: 1 regressed (whole interval above 1.1), 2 faster, …``."""
+    verdicts = merged.apply(_compare_verdict, axis=1).value_counts()
+    parts = [
+        f"{verdicts.get(v, 0)} {v}"
+        for v in ("regressed", "slower", "same", "faster", "improved", "unsure")
+        if verdicts.get(v, 0)
+    ]
+    text = f"{len(merged)} rows compared: {', '.join(parts)}."
+    if verdicts.get("unsure", 0):
+        text += (
+            f" unsure: fewer than {stats.MIN_SAMPLES} samples on a side (slow rows, or a run "
+            "without samples.csv)."
+        )
+    return text
 
 
 # --------------------------------------------------------------------- check

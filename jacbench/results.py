@@ -5,7 +5,11 @@ SIGKILL) keeps every row it finished. While a run writes, it holds an exclusive 
 ``<run>/.lock``: a second run into the same folder is refused, never interleaved. Reading
 checks every file against the schema of ``jacbench.rows``; a damaged file is refused in one
 line that names it and is left as it is. The one repair: a torn last line (a writer killed
-mid-row) is cut off when the run is resumed. ``meta.json`` is replaced atomically.
+mid-row) is cut off when the run is resumed, and samples.csv keeps only the samples of rows
+that reached results.csv. ``meta.json`` is replaced atomically.
+
+``samples.csv`` holds every timed block of every row (row key, process, round, seconds),
+written before the row itself: the raw data behind each median and interval.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ import csv
 import datetime as dt
 import io
 import json
+import math
 import os
 import platform
 import subprocess
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import filelock
 import pandas as pd
@@ -28,6 +33,8 @@ import torch
 import jacbench
 from jacbench.rows import (
     COLUMNS,
+    KEY_COLUMNS,
+    SAMPLE_COLUMNS,
     ResultsFileError,
     Row,
     RowKey,
@@ -35,10 +42,13 @@ from jacbench.rows import (
     check_frame,
     format_widths,
     keys_of,
+    samples_frame,
     typed_frame,
 )
+from jacbench.stats import median_interval
 
 LOCK_NAME = ".lock"
+SAMPLES_NAME = "samples.csv"
 
 
 class RunDirError(ValueError):
@@ -77,6 +87,7 @@ class RunWriter:
     def __init__(self, run_dir: Path, params: dict, *, resume: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "results.csv"
+        self.samples_path = self.run_dir / SAMPLES_NAME
         self.meta_path = self.run_dir / "meta.json"
         self.params = params
         self.resume = resume
@@ -132,6 +143,7 @@ class RunWriter:
             )
         if has_rows:
             self.done = self._check_for_resume()
+        self._keep_samples_of(self.done)
         self.meta = old_meta
         self.write_meta()  # the parameters are on disk before the first row
 
@@ -157,10 +169,36 @@ class RunWriter:
                 handle.truncate(len(whole))
         return keys_of(frame)
 
-    def append(self, row: Row) -> None:
-        """Write one row and push it to disk before returning; a row already there is skipped."""
+    def _keep_samples_of(self, keys: set[RowKey]) -> None:
+        """Drop samples of rows that never reached results.csv (a run killed in between)."""
+        if not self.samples_path.exists():
+            return
+        try:
+            samples = read_samples(self.run_dir)
+        except ResultsFileError as error:
+            raise RunDirError(f"cannot resume: {error}; the file is left as it is") from None
+        kept = samples[[RowKey(*k) in keys for k in samples[list(KEY_COLUMNS)].itertuples(False)]]
+        if len(kept) < len(samples):
+            tmp = self.samples_path.with_suffix(".csv.tmp")
+            kept.to_csv(tmp, index=False)
+            os.replace(tmp, self.samples_path)
+
+    def append(self, row: Row, process: int = 0) -> None:
+        """Write one row (its samples first) and push both to disk before returning.
+
+        A row already there is skipped.
+        """
         if row.key in self.done:
             return
+        if row.samples:
+            new_samples = not self.samples_path.exists()
+            with self.samples_path.open("a", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=SAMPLE_COLUMNS)
+                if new_samples:
+                    writer.writeheader()
+                writer.writerows(row.sample_records(process))
+                handle.flush()
+                os.fsync(handle.fileno())
         new_file = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
         with self.csv_path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS)
@@ -224,6 +262,86 @@ def read_results(run_dir_or_csv: Path | str) -> pd.DataFrame:
     return _parse_csv(text, str(path))
 
 
+def read_samples(run_dir: Path | str) -> pd.DataFrame:
+    """Every timed block of a run (samples.csv), by row key; empty when the run kept none.
+
+    Runs made before samples.csv existed have none: their rows carry no interval to compare.
+
+    Raises:
+        ResultsFileError: the file is damaged or not a jacbench samples file.
+    """
+    path = Path(run_dir) / SAMPLES_NAME
+    if not path.exists():
+        return pd.DataFrame({c: pd.Series(dtype=_SAMPLE_DTYPES[c]) for c in SAMPLE_COLUMNS})
+    try:
+        frame = pd.read_csv(path, dtype={c: str for c in ("widths", "dtype", "device", "method")})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        raise ResultsFileError(f"{path} is not a jacbench samples file") from None
+    if tuple(frame.columns) != SAMPLE_COLUMNS:
+        raise ResultsFileError(
+            f"{path} is not a jacbench samples file (columns {', '.join(SAMPLE_COLUMNS)})"
+        )
+    try:
+        return frame.astype(_SAMPLE_DTYPES)
+    except (TypeError, ValueError):
+        raise ResultsFileError(f"{path} has a value of the wrong type") from None
+
+
+_SAMPLE_DTYPES = {c: object for c in SAMPLE_COLUMNS} | {
+    "batch": "int64",
+    "process": "int64",
+    "round": "int64",
+    "seconds": "float64",
+}
+
+
+class RunData(NamedTuple):
+    """A run as read back: its rows, its samples (maybe empty) and its meta.json."""
+
+    rows: pd.DataFrame
+    samples: pd.DataFrame
+    meta: dict[str, Any]
+
+
+def read_run(path: Path | str) -> RunData:
+    """A run folder, its results.csv, or a pytest-benchmark JSON from ``benchmarks/``.
+
+    A pytest-benchmark file's samples are its per-round times (``stats.data``: present in
+    ``--benchmark-json`` files, and in saved runs made with ``--benchmark-save-data``); its
+    meta is the ``machine_info`` that ``benchmarks/`` records.
+
+    Raises:
+        FileNotFoundError: nothing there.
+        ResultsFileError: a file is damaged or foreign; the message names it.
+    """
+    path = Path(path)
+    if path.suffix == ".json" and path.is_file():
+        rows, samples, machine = _read_pytest_benchmark(path)
+        return RunData(rows, samples, {"environment": machine.get("jacbench", {})})
+    folder = path if path.is_dir() else path.parent
+    return RunData(read_results(path), read_samples(folder), read_meta(folder))
+
+
+def run_differences(a: RunData, b: RunData) -> tuple[list[str], list[str]]:
+    """(what makes two runs incomparable, what only weakens the comparison), as phrases.
+
+    Device, dtype and torch version must match for timings to compare; threads and CPU
+    model may differ (comparing them can be the point) but are worth a warning.
+    """
+    refusals: list[str] = []
+    warnings: list[str] = []
+    for column in ("device", "dtype"):
+        left, right = sorted(set(a.rows[column])), sorted(set(b.rows[column]))
+        if left != right:
+            refusals.append(f"{column} {', '.join(left)} vs {', '.join(right)}")
+    env_a, env_b = a.meta.get("environment", {}), b.meta.get("environment", {})
+    for field, bucket in (("torch", refusals), ("threads", warnings), ("cpu_model", warnings)):
+        left, right = env_a.get(field), env_b.get(field)
+        if left is not None and right is not None and left != right:
+            bucket.append(f"{field.replace('_', ' ')} {left} vs {right}")
+    return refusals, warnings
+
+
 def read_pytest_benchmark(path: Path | str) -> pd.DataFrame:
     """Rows in results.csv's columns from a pytest-benchmark JSON saved from ``benchmarks/``.
 
@@ -233,18 +351,22 @@ def read_pytest_benchmark(path: Path | str) -> pd.DataFrame:
         FileNotFoundError: no such file.
         ResultsFileError: not a pytest-benchmark file, or it holds no jacbench benchmarks.
     """
-    path = Path(path)
+    return _read_pytest_benchmark(Path(path))[0]
+
+
+def _read_pytest_benchmark(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"no pytest-benchmark file at {path}")
     try:
         data = json.loads(path.read_text())
         benchmarks = data["benchmarks"]
         rows = [_benchmark_row(b) for b in benchmarks if _is_jacbench_benchmark(b)]
+        machine = dict(data.get("machine_info") or {})
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
         raise ResultsFileError(f"{path} is not a pytest-benchmark JSON file") from None
     if not rows:
         raise ResultsFileError(f"{path} holds no jacbench benchmarks (run `pytest benchmarks/`)")
-    return typed_frame([r.as_dict() for r in rows])
+    return typed_frame([r.as_dict() for r in rows]), samples_frame(rows), machine
 
 
 def _is_jacbench_benchmark(bench: dict) -> bool:
@@ -254,6 +376,8 @@ def _is_jacbench_benchmark(bench: dict) -> bool:
 
 def _benchmark_row(bench: dict) -> Row:
     info, stats = bench["extra_info"], bench["stats"]
+    data = stats.get("data") or ()  # per-round times, when the file kept them
+    interval = median_interval(data) if data else (math.nan, math.nan)
     widths = [int(w) for w in info["widths"]]
     flops = info.get("flops")  # None for a user routine: no mode, no FLOP model
     return Row(
@@ -270,6 +394,9 @@ def _benchmark_row(bench: dict) -> Row:
         mode=info.get("mode") or "",
         status=Status.OK,
         median_s=stats["median"],
+        ci_low_s=interval[0],
+        ci_high_s=interval[1],
+        samples=tuple((0, float(t)) for t in data),
         iqr_s=stats["iqr"],
         mean_s=stats["mean"],
         runs=stats["rounds"],
@@ -324,9 +451,35 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" and cuda else None,
         "cpu_model": _cpu_model(),
+        "cpu_governor": _read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "git_commit": _git_commit(),
+    }
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def machine_state() -> dict[str, Any]:
+    """What else the machine was doing: load averages (1, 5, 15 min) and the CPU governor.
+
+    Recorded in meta.json at a run's start and end; the summary warns when the machine was
+    busy (see ``report.busy_warning``). Fields that this system does not expose are None.
+    """
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {
+        "time": now_iso(),
+        "load_average": load,
+        "cpu_governor": _read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "cpu_mhz": _read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"),
     }
 
 

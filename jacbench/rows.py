@@ -104,6 +104,10 @@ class Row:
     compile_s: float = _column(float, "s", "compile or capture time, apart from median_s")
     message: str = _column(str, "", "why a row is not ok (error line, tolerance, skip reason)")
     source: str = _column(str, "", "a user routine's file:function (empty for built-ins)")
+    ci_low_s: float = _column(float, "s", "95% interval of the median, low end (order statistics)")
+    ci_high_s: float = _column(float, "s", "95% interval of the median, high end")
+    # Not a column: the measured samples, (round, seconds) per timed block, for samples.csv.
+    samples: tuple[tuple[int, float], ...] = field(default=(), repr=False, compare=False)
 
     @property
     def key(self) -> RowKey:
@@ -117,11 +121,23 @@ class Row:
 
     def as_dict(self) -> dict[str, Any]:
         """The row's values by column, the status as its text."""
-        return {**asdict(self), "status": self.status.value}
+        values = asdict(self)
+        del values["samples"]
+        return {**values, "status": self.status.value}
+
+    def sample_records(self, process: int = 0) -> list[dict[str, Any]]:
+        """The row's samples as samples.csv records."""
+        key = self.key._asdict()
+        return [
+            {**key, "process": process, "round": r, "seconds": seconds}
+            for r, seconds in self.samples
+        ]
 
 
-COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Row))
-COLUMN_KINDS: dict[str, type] = {f.name: f.metadata["kind"] for f in fields(Row)}
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Row) if "kind" in f.metadata)
+COLUMN_KINDS: dict[str, type] = {f.name: f.metadata["kind"] for f in fields(Row) if f.metadata}
+# samples.csv: every timed block of every row, by row key.
+SAMPLE_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, "process", "round", "seconds")
 _NULLABLE_DTYPES = {int: "Int64", float: "float64", bool: "boolean", str: "object"}
 
 
@@ -138,6 +154,12 @@ def typed_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """A results DataFrame in schema order and types from row dicts (missing columns empty)."""
     frame = pd.DataFrame.from_records(records, columns=list(COLUMNS))
     return frame.astype({c: _NULLABLE_DTYPES[COLUMN_KINDS[c]] for c in COLUMNS})
+
+
+def samples_frame(rows: list[Row], process: int = 0) -> pd.DataFrame:
+    """samples.csv's records of ``rows`` as a DataFrame."""
+    records = [record for row in rows for record in row.sample_records(process)]
+    return pd.DataFrame.from_records(records, columns=list(SAMPLE_COLUMNS))
 
 
 def check_frame(raw: pd.DataFrame, source: str) -> pd.DataFrame:

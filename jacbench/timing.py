@@ -16,15 +16,32 @@ from dataclasses import dataclass
 import torch
 from torch.utils import benchmark
 
+from jacbench import stats
+
 # A measurement whose IQR is more than this share of its median is flagged noisy.
 NOISY_IQR_FRACTION = 0.10
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """Per-call times in seconds, one per timed block (each block the mean of its calls)."""
+    """Per-call times in seconds, one per timed block (each block the mean of its calls).
+
+    ``rounds`` holds the interleaved round each block was timed in (empty: all round 0).
+    """
 
     times: tuple[float, ...]
+    rounds: tuple[int, ...] = ()
+
+    @property
+    def samples(self) -> tuple[tuple[int, float], ...]:
+        """(round, seconds) per block: what samples.csv keeps."""
+        rounds = self.rounds or (0,) * len(self.times)
+        return tuple(zip(rounds, self.times))
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The distribution-free 95% interval of the median (``stats.median_interval``)."""
+        return stats.median_interval(self.times)
 
     @property
     def runs(self) -> int:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from typer.testing import CliRunner
 
 from jacbench.cli import app
@@ -95,7 +96,10 @@ def test_unknown_preset_is_a_usage_error():
     assert "JACBENCH_BENCH_PRESET='enormous' is not a preset" in done.stdout + done.stderr
 
 
-def _benchmark(method, median, widths=(64, 64, 64, 1)):
+def _benchmark(method, median, widths=(64, 64, 64, 1), data=None):
+    stats = {"median": median, "iqr": median / 100, "mean": median, "rounds": 50}
+    if data is not None:
+        stats["data"] = list(data)
     return {
         "group": "L=2 D=64 K=64 P=1 B=1 float32 cpu",
         "name": f"test_jacobian[{method}]",
@@ -110,7 +114,7 @@ def _benchmark(method, median, widths=(64, 64, 64, 1)):
             "predicted_mode": "reverse",
             "max_rel_err": 1e-7,
         },
-        "stats": {"median": median, "iqr": median / 100, "mean": median, "rounds": 50},
+        "stats": stats,
     }
 
 
@@ -140,3 +144,33 @@ def test_report_rejects_other_json(tmp_path):
     assert "is not a pytest-benchmark JSON file" in result.output
     neither = CliRunner().invoke(app, ["report"])
     assert neither.exit_code == 2 and "give a RUN_DIR or --pytest-benchmark" in neither.output
+
+
+def _bench_file(path, scale, torch_version="2.13.0"):
+    rng = np.random.default_rng(int(scale * 100))
+    benchmarks = [
+        _benchmark(m, t * scale, data=t * scale * rng.lognormal(0, 0.02, 30))
+        for m, t in (("forward", 4e-4), ("reverse", 1e-4))
+    ]
+    machine = {"jacbench": {"torch": torch_version, "threads": 2}}
+    path.write_text(json.dumps({"machine_info": machine, "benchmarks": benchmarks}))
+    return path
+
+
+def test_pytest_benchmark_files_get_intervals_verdicts_and_compare(tmp_path):
+    a = _bench_file(tmp_path / "a.json", 1.0)
+    b = _bench_file(tmp_path / "b.json", 1.5)
+    result = CliRunner().invoke(app, ["report", "--pytest-benchmark", str(a)])
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 had a significant winner" in result.output
+    frame = read_pytest_benchmark(a)
+    assert (frame["ci_low_s"] <= frame["median_s"]).all()
+    assert (frame["median_s"] <= frame["ci_high_s"]).all()
+    slower = CliRunner().invoke(app, ["compare", str(a), str(b)])
+    assert slower.exit_code == 1, slower.output
+    assert "2 rows compared: 2 regressed." in slower.output
+    faster = CliRunner().invoke(app, ["compare", str(b), str(a)])
+    assert faster.exit_code == 0 and "2 improved" in faster.output
+    other = _bench_file(tmp_path / "c.json", 1.0, torch_version="2.4.0")
+    refused = CliRunner().invoke(app, ["compare", str(a), str(other)])
+    assert refused.exit_code == 2 and "torch 2.13.0 vs 2.4.0" in refused.output

@@ -325,7 +325,7 @@ def test_compare_and_report_name_the_file_they_cannot_read(tmp_path):
     for args in (["compare", good, bad], ["report", bad]):
         result = invoke(*args)
         assert result.exit_code == 2
-        damaged = f"{bad / 'results.csv'} is damaged: line 6 has 3 fields, expected 29"
+        damaged = f"{bad / 'results.csv'} is damaged: line 6 has 3 fields, expected 31"
         assert damaged in result.output
     lines = text.splitlines()
     cells = lines[1].split(",")

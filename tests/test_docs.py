@@ -2,17 +2,25 @@
 
 from pathlib import Path
 
-from jacbench.rows import COLUMNS, Status
+from jacbench.rows import COLUMNS, SAMPLE_COLUMNS, Status
 
 DOCS = Path(__file__).parent.parent / "docs"
 
 
+def _section(text: str, title: str) -> str:
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def _first_cells(section: str) -> list[str]:
+    return [line.split("`")[1] for line in section.splitlines() if line.startswith("| `")]
+
+
 def test_results_doc_describes_every_column_and_status_in_order():
     text = (DOCS / "results.md").read_text()
-    documented = [line.split("`")[1] for line in text.splitlines() if line.startswith("| `")]
-    assert documented[: len(COLUMNS)] == list(COLUMNS)
-    statuses = len(COLUMNS) + len(Status)
-    assert documented[len(COLUMNS) : statuses] == [s.value for s in Status]
+    assert _first_cells(_section(text, "results.csv")) == list(COLUMNS)
+    assert _first_cells(_section(text, "Statuses")) == [s.value for s in Status]
+    samples = _section(text, "samples.csv")
+    assert [c for c in SAMPLE_COLUMNS if f"`{c}`" not in samples] == []
 
 
 def test_design_notes_list_every_module():

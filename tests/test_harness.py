@@ -8,7 +8,8 @@ from jacbench import harness, methods
 from jacbench.grid import Point
 from jacbench.harness import SweepConfig, estimated_memory_bytes, run_sweep, sweep
 from jacbench.methods import Method
-from jacbench.rows import COLUMNS, Status
+from jacbench.results import read_samples as results_samples
+from jacbench.rows import COLUMNS, SAMPLE_COLUMNS, Status
 
 
 def _config(names=("forward", "reverse", "func-jacrev"), **kwargs):
@@ -215,7 +216,13 @@ def test_sweep_writes_a_run_folder_and_resumes_it(tmp_path):
     out = tmp_path / "run"
     options = dict(depths=[1], d_in=[3], width=[4], d_out=[2], min_time=0.01, out=out)
     first = sweep(["reverse"], **options)
-    assert {p.name for p in out.iterdir()} == {".lock", "results.csv", "meta.json", "summary.md"}
+    assert {p.name for p in out.iterdir()} == {
+        ".lock",
+        "results.csv",
+        "samples.csv",
+        "meta.json",
+        "summary.md",
+    }
     resumed = sweep(["reverse", "forward"], **options, resume=True)
     assert list(resumed["method"]) == ["reverse", "forward"]
     pd.testing.assert_frame_equal(resumed.iloc[:1], first)
@@ -257,3 +264,45 @@ def test_validate_points_checks_every_routine_and_activation():
     ]
     assert [c["activation"] for c in checks] == ["tanh"] * 6 + ["relu"] * 6
     assert max(c["max_rel_err"] for c in checks) < 1e-12
+
+
+def test_every_timed_row_keeps_its_samples_and_an_interval_around_its_median(tmp_path):
+    out = tmp_path / "run"
+    frame = sweep(
+        ["forward", "reverse"],
+        depths=[1, 2],
+        d_in=[3],
+        width=[8],
+        d_out=[2],
+        batch=[1, 3],
+        min_time=0.02,
+        rounds=3,
+        out=out,
+    )
+    samples = pd.read_csv(out / "samples.csv")
+    assert list(samples.columns) == list(SAMPLE_COLUMNS)
+    assert (frame["status"] == "ok").all()
+    assert (frame["ci_low_s"] <= frame["median_s"]).all()
+    assert (frame["median_s"] <= frame["ci_high_s"]).all()
+    counts = samples.groupby(["widths", "batch", "method"]).size()
+    for _, row in frame.iterrows():
+        assert counts[(row["widths"], row["batch"], row["method"])] == row["runs"]
+        mine = samples[(samples["widths"] == row["widths"]) & (samples["method"] == row["method"])]
+        mine = mine[mine["batch"] == row["batch"]]
+        assert mine["seconds"].median() == pytest.approx(row["median_s"])
+    assert set(samples["round"]) == {0, 1, 2}
+    pd.testing.assert_frame_equal(
+        frame.attrs["samples"].reset_index(drop=True), results_samples(out), check_dtype=False
+    )
+
+
+def test_resume_drops_the_samples_of_a_row_that_never_reached_results_csv(tmp_path):
+    out = tmp_path / "run"
+    options = dict(depths=[1], d_in=[3], width=[4], d_out=[2], min_time=0.01, out=out)
+    sweep(["reverse"], **options)
+    orphan = pd.read_csv(out / "samples.csv").assign(method="forward")  # killed before its row
+    orphan.to_csv(out / "samples.csv", mode="a", header=False, index=False)
+    resumed = sweep(["reverse", "forward"], **options, resume=True)
+    samples = pd.read_csv(out / "samples.csv")
+    forward = resumed.set_index("method").loc["forward"]
+    assert (samples["method"] == "forward").sum() == forward["runs"]  # only the new blocks

@@ -1,12 +1,15 @@
 """Report and compare on small hand-made result files with known numbers."""
 
+import json
+
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from jacbench import cost, report
 from jacbench.cli import app
-from jacbench.rows import COLUMNS
+from jacbench.rows import COLUMNS, KEY_COLUMNS, SAMPLE_COLUMNS
 
 runner = CliRunner()
 
@@ -42,34 +45,81 @@ def fixture_frame(scale_reverse: float = 1.0) -> pd.DataFrame:
     return frame.replace("", float("nan")).infer_objects()
 
 
-def test_summary_frame_ratio_and_winner():
-    summary = report.summary_frame(fixture_frame())
+def fixture_samples(frame: pd.DataFrame, spread: float = 0.02, n: int = 20) -> pd.DataFrame:
+    """20 blocks per row around its median; rows of one median share their blocks exactly."""
+    rng = np.random.default_rng(0)
+    records, drawn = [], {}
+    for _, row in frame.iterrows():
+        key = (row["widths"], row["median_s"])
+        if key not in drawn:
+            drawn[key] = row["median_s"] * rng.lognormal(0, spread, n)
+        for seconds in drawn[key]:
+            records.append({**{c: row[c] for c in KEY_COLUMNS}, "process": 0, "round": 0})
+            records[-1]["seconds"] = seconds
+    return pd.DataFrame(records, columns=list(SAMPLE_COLUMNS))
+
+
+def test_summary_frame_ratio_winner_and_ties():
+    frame = fixture_frame()
+    summary = report.summary_frame(frame, fixture_samples(frame))
     assert len(summary) == 4
     p1 = summary[summary["d_out"] == 1].iloc[0]
     assert p1["fwd/rev"] == pytest.approx(4.0)
-    assert p1["measured"] == "reverse"
-    assert p1["predicted"] == "reverse"
-    assert bool(p1["prediction_ok"])
+    # mixed runs the reverse bracketing here: the same time, so no significant winner
+    assert p1["measured"] == "tie: reverse ≈ mixed"
+    assert p1["fastest"] == "tie: reverse ≈ mixed"
+    assert (p1["predicted"], bool(p1["prediction_ok"]), bool(p1["decided"])) == (
+        "reverse",
+        True,
+        False,
+    )
     p128 = summary[summary["d_out"] == 128].iloc[0]
     assert p128["fwd/rev"] == pytest.approx(0.25)
     assert (p128["predicted"], p128["measured"], bool(p128["prediction_ok"])) == (
         "forward",
-        "forward",
+        "tie: forward ≈ mixed",
         True,
     )
-    assert report.prediction_accuracy(summary) == (4, 4)
+    assert report.prediction_accuracy(summary) == (4, 4, 0)
+
+
+def test_a_significant_winner_is_named_and_a_tie_counts_as_right():
+    frame = fixture_frame()
+    frame = frame[frame["method"] != "mixed"]
+    summary = report.summary_frame(frame, fixture_samples(frame))
+    assert list(summary["measured"]) == ["reverse", "forward", "reverse", "forward"]
+    # L=4 P=128 predicts mixed, which this frame did not time: 3 shapes with a verdict
+    assert report.prediction_accuracy(summary) == (3, 3, 3)
+    # forward 2% slower than reverse, with 30% noise in every block: no significant winner
+    close = frame.assign(median_s=frame["median_s"].where(frame["method"] == "reverse", 0))
+    close["median_s"] = close.groupby("widths")["median_s"].transform("max")
+    close.loc[close["method"] == "forward", "median_s"] *= 1.02
+    summary = report.summary_frame(close, fixture_samples(close, spread=0.3))
+    assert summary["measured"].str.startswith("tie: ").all()
+    assert report.prediction_accuracy(summary) == (3, 3, 0)
+    assert "3 of 3 shapes; 0 of 3 had a significant winner (95%), 3 were ties" in (
+        report.accuracy_sentence(summary)
+    )
+
+
+def test_without_samples_equal_medians_tie_and_others_are_decided_by_medians():
+    summary = report.summary_frame(fixture_frame())
+    assert list(summary["measured"]) == ["tie: reverse ≈ mixed", "tie: forward ≈ mixed"] * 2
+    frame = fixture_frame()
+    summary = report.summary_frame(frame[frame["method"] != "mixed"])
+    assert list(summary["measured"]) == ["reverse", "forward", "reverse", "forward"]
 
 
 def test_no_verdict_where_the_predicted_mode_was_not_timed():
     # Only reverse timed: the P=128 shapes predict forward, so they get no verdict (not a miss).
     frame = fixture_frame()
     frame = frame[frame["method"] == "reverse"]
-    summary = report.summary_frame(frame)
+    summary = report.summary_frame(frame, fixture_samples(frame))
     p128 = summary[summary["d_out"] == 128]
     assert p128["prediction_ok"].isna().all()
-    assert report.prediction_accuracy(summary) == (2, 2)
+    assert report.prediction_accuracy(summary) == (2, 2, 2)
     text = report.summary_markdown(frame, {})
-    assert "| 8 ms | — | forward | reverse |" in text  # predicted, unmarked; then measured
+    assert "| 8 ms | — | forward | reverse | reverse |" in text  # predicted, unmarked; measured
     assert "at 2 of 2 shapes" in text
 
 
@@ -77,15 +127,33 @@ def test_accuracy_sentence_without_any_verdict():
     frame = fixture_frame()
     only_mixed = frame[frame["method"] == "mixed"].assign(predicted_mode="forward")
     summary = report.summary_frame(only_mixed)
-    assert report.prediction_accuracy(summary) == (0, 0)
+    assert report.prediction_accuracy(summary) == (0, 0, 0)
     assert "no verdict" in report.accuracy_sentence(summary)
 
 
 def test_summary_markdown_has_one_row_per_shape():
-    text = report.summary_markdown(fixture_frame(), {"command": "jacbench run --preset x"})
+    frame = fixture_frame()
+    text = report.summary_markdown(frame, {"command": "jacbench run --preset x"})
     assert "Command: `jacbench run --preset x`" in text
-    assert "| L=2 D=64 K=32 P=1 B=1 float32 cpu | 2 ms | 500 µs | 500 µs | 4 | reverse ✓ |" in text
+    assert (
+        "| L=2 D=64 K=32 P=1 B=1 float32 cpu | 2 ms | 500 µs | 500 µs | 4 | reverse ✓ "
+        "| tie: reverse ≈ mixed | tie: reverse ≈ mixed |" in text
+    )
     assert "at 4 of 4 shapes" in text
+
+
+def test_summary_warns_when_the_machine_was_busy():
+    meta = {
+        "environment": {"threads": 2},
+        "machine_at_start": {"load_average": [0.1, 0.1, 0.1]},
+        "machine_at_end": {"load_average": [2.2, 1.0, 0.5]},
+    }
+    assert report.busy_warning(meta) is None  # 2.2 at the end is mostly the run's 2 threads
+    meta["machine_at_start"]["load_average"] = [1.4, 1.0, 0.5]
+    assert "busy during this run (1-minute load average 1.4 at the start" in (
+        report.summary_markdown(fixture_frame(), meta)
+    )
+    assert report.busy_warning({}) is None  # no record, no claim
 
 
 def test_write_report_makes_plots(tmp_path):
@@ -110,23 +178,81 @@ def _write(tmp_path, name, frame):
     return path
 
 
-def test_compare_flags_regressions_and_exits_1(tmp_path):
-    a = _write(tmp_path, "a", fixture_frame())
-    b = _write(tmp_path, "b", fixture_frame(scale_reverse=1.5))
+def _write_with_samples(tmp_path, name, frame, spread=0.02):
+    path = _write(tmp_path, name, frame)
+    fixture_samples(frame, spread).to_csv(path / "samples.csv", index=False)
+    return path
+
+
+def test_compare_flags_significant_regressions_and_exits_1(tmp_path):
+    a = _write_with_samples(tmp_path, "a", fixture_frame())
+    b = _write_with_samples(tmp_path, "b", fixture_frame(scale_reverse=1.5))
     result = runner.invoke(app, ["compare", str(a), str(b), "--threshold", "10%"])
     assert result.exit_code == 1, result.output
-    assert "12 rows compared: 6 regressed" in result.output  # reverse ×4, mixed at P=1 ×2
-    merged = report.compare_frames(
-        pd.read_csv(a / "results.csv"), pd.read_csv(b / "results.csv"), 0.1
+    # reverse ×1.5 everywhere, mixed ×1.5 at P=1 (where it is reverse's time)
+    assert "12 rows compared: 6 regressed, 6 same." in result.output
+    json_path = tmp_path / "cmp.json"
+    runner.invoke(app, ["compare", str(a), str(b), "--json", str(json_path)])
+    rows = json.loads(json_path.read_text())["rows"]
+    reverse = [r for r in rows if r["method"] == "reverse"]
+    assert [r["ratio"] for r in reverse] == pytest.approx([1.5] * 4, rel=0.02)
+    assert all(r["ci_low"] > 1.1 and r["verdict"] == "regressed" for r in reverse)
+
+
+def test_compare_the_other_way_is_an_improvement_and_exits_0(tmp_path):
+    a = _write_with_samples(tmp_path, "a", fixture_frame(scale_reverse=1.5))
+    b = _write_with_samples(tmp_path, "b", fixture_frame())
+    result = runner.invoke(app, ["compare", str(a), str(b), "--markdown"])
+    assert result.exit_code == 0, result.output
+    assert "| L=2 D=64 K=32 P=1 B=1 float32 cpu | reverse | 750 µs | 500 µs | 0.667 |" in (
+        result.output
     )
-    assert merged.loc[merged["method"] == "reverse", "ratio"].tolist() == pytest.approx([1.5] * 4)
+    assert "6 improved" in result.output
+
+
+def test_compare_a_slowdown_inside_the_noise_is_not_a_regression(tmp_path):
+    a = _write_with_samples(tmp_path, "a", fixture_frame(), spread=0.4)
+    b = _write_with_samples(tmp_path, "b", fixture_frame(scale_reverse=1.15), spread=0.4)
+    result = runner.invoke(app, ["compare", str(a), str(b)])
+    assert result.exit_code == 0, result.output
+    assert "regressed" not in result.output.split("rows compared")[1]
+
+
+def test_compare_without_samples_is_unsure_never_a_regression(tmp_path):
+    a = _write(tmp_path, "a", fixture_frame())
+    b = _write(tmp_path, "b", fixture_frame(scale_reverse=1.5))
+    result = runner.invoke(app, ["compare", str(a), str(b)])
+    assert result.exit_code == 0, result.output
+    assert "12 rows compared: 12 unsure." in result.output
 
 
 def test_compare_same_run_passes(tmp_path):
-    a = _write(tmp_path, "a", fixture_frame())
+    a = _write_with_samples(tmp_path, "a", fixture_frame())
     result = runner.invoke(app, ["compare", str(a), str(a)])
     assert result.exit_code == 0
-    assert "0 regressed" in result.output
+    assert "12 rows compared: 12 same." in result.output
+
+
+def _meta(path, **environment):
+    (path / "meta.json").write_text(json.dumps({"params": {}, "environment": environment}))
+
+
+def test_compare_refuses_other_torch_or_device_and_warns_on_threads(tmp_path):
+    a = _write_with_samples(tmp_path, "a", fixture_frame())
+    b = _write_with_samples(tmp_path, "b", fixture_frame())
+    _meta(a, torch="2.13.0", threads=2, cpu_model="X")
+    _meta(b, torch="2.12.0", threads=1, cpu_model="X")
+    refused = runner.invoke(app, ["compare", str(a), str(b)])
+    assert refused.exit_code == 2
+    assert "the runs differ in torch 2.13.0 vs 2.12.0: their times do not compare" in (
+        refused.output
+    )
+    forced = runner.invoke(app, ["compare", str(a), str(b), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "Warning: the runs differ in threads 2 vs 1" in forced.output
+    c = _write_with_samples(tmp_path, "c", fixture_frame().assign(device="cuda"))
+    other_device = runner.invoke(app, ["compare", str(a), str(c)])
+    assert other_device.exit_code == 2 and "device cpu vs cuda" in other_device.output
 
 
 def test_compare_bad_threshold_and_missing_run(tmp_path):

@@ -55,8 +55,10 @@ def test_columns_are_the_documented_schema_in_order():
         "mode",
         "status",
     )
-    assert COLUMNS[-2:] == ("message", "source")
-    assert len(COLUMNS) == 29
+    # columns are only ever appended: older files stay readable
+    assert COLUMNS[-4:] == ("message", "source", "ci_low_s", "ci_high_s")
+    assert len(COLUMNS) == 31
+    assert "samples" not in COLUMNS  # a row's samples go to samples.csv
     assert KEY_COLUMNS == ("widths", "batch", "dtype", "device", "method")
 
 
