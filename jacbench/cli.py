@@ -344,6 +344,15 @@ def run(
             min=1,
         ),
     ] = 1,
+    processes: Annotated[
+        int,
+        typer.Option(
+            help="Measure the whole sweep in this many fresh processes, one after another, "
+            "and pool them: intervals then include the spread between processes (for "
+            "numbers you publish).",
+            min=1,
+        ),
+    ] = 1,
     threads: Annotated[
         int | None, typer.Option(help="Intra-op threads.", show_default="torch's", min=1)
     ] = None,
@@ -396,6 +405,7 @@ def run(
                 min_time=min_time,
                 max_call_time=max_call_time,
                 rounds=rounds,
+                processes=processes,
                 threads=threads,
                 seed=seed,
                 init=init,

@@ -8,8 +8,10 @@ presentation belongs to ``report.py`` and ``cli.py``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,6 +21,7 @@ import pandas as pd
 import torch
 
 from jacbench import cost, results, routines, timing
+from jacbench import processes as pool_processes
 from jacbench.activations import ACTIVATIONS
 from jacbench.grid import DTYPES, Point, expand_grid, get_preset
 from jacbench.jacobians import (
@@ -272,16 +275,7 @@ def finish_task(row: Row, point: Point, config: SweepConfig, measurement) -> Row
     peaks = config.peaks.get(point.dtype)
     if peaks is not None and row.flops is not None:
         row.bound_s = bound_seconds(row.flops, point.widths, point.torch_dtype, peaks)
-        row.efficiency = row.bound_s / measurement.median
-    row.median_s = measurement.median
-    row.ci_low_s, row.ci_high_s = measurement.interval
-    row.samples = measurement.samples
-    row.iqr_s = measurement.iqr
-    row.mean_s = measurement.mean
-    row.runs = measurement.runs
-    row.noisy = measurement.noisy
-    row.gflops = row.flops / measurement.median / 1e9 if row.flops else math.nan
-    return row
+    return row.set_timing(measurement)
 
 
 def _measure(call: JacobianCall, point: Point, config: SweepConfig, min_time: float):
@@ -401,6 +395,7 @@ def sweep(
     min_time: float | None = None,
     max_call_time: float = DEFAULT_MAX_CALL_TIME,
     rounds: int = 1,
+    processes: int = 1,
     threads: int | None = None,
     seed: int = 0,
     init: str = "lecun",
@@ -425,6 +420,9 @@ def sweep(
         dtype: one dtype name or several.
         peaks: measure the device's peak GEMM FLOP/s and bandwidth first (the efficiency
             column).
+        processes: measure the whole sweep in this many fresh processes, one after
+            another, and pool their samples (``jacbench.processes``): slower, but the
+            spread between processes then shows in the intervals.
         out: a run folder to write (results.csv, meta.json, summary.md, plots), locked while
             the run writes; ``resume`` continues one, skipping the rows it holds.
         command: the command line to record in meta.json.
@@ -471,6 +469,16 @@ def sweep(
         validate=validate,
         rounds=rounds,
     )
+    if processes < 1:
+        raise ValueError(f"processes must be ≥ 1, got {processes}")
+    if processes > 1:
+        options = dict(
+            methods=wanted, depths=depths, d_in=d_in, width=width, d_out=d_out, batch=batch,
+            shapes=shapes, preset=preset, dtype=dtypes, device=device, min_time=min_time,
+            max_call_time=max_call_time, rounds=rounds, threads=threads, seed=seed, init=init,
+            activation=activation, validate=validate, peaks=peaks,
+        )  # fmt: skip
+        return _sweep_in_processes(config, options, processes, out, resume, command, observer)
     if out is None:
         rows = _collect(_prepare(config, dtypes, device, peaks), observer, None)
         frame = typed_frame([r.as_dict() for r in rows])
@@ -513,6 +521,64 @@ def sweep(
 
         write_report(writer.run_dir, frame, writer.meta, samples)
         frame.attrs["samples"] = samples
+        return frame
+
+
+def _sweep_in_processes(
+    config: SweepConfig,
+    options: dict[str, Any],
+    processes: int,
+    out: str | Path | None,
+    resume: bool,
+    command: str | None,
+    observer: SweepObserver | None,
+) -> pd.DataFrame:
+    """``sweep`` in ``processes`` fresh processes, pooled (see ``jacbench.processes``)."""
+    if any(not isinstance(m, str) for m in options["methods"]):
+        raise ValueError(
+            "processes > 1 takes methods by name or file.py:function, not as callables"
+        )
+    if observer is not None:
+        observer.start(config.tasks(), 0)
+    with contextlib.ExitStack() as stack:
+        if out is None:
+            run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jacbench-")))
+            writer = None
+        else:
+            params = {**options, "processes": processes}
+            params.pop("peaks")
+            writer = stack.enter_context(results.RunWriter(Path(out), params, resume=resume))
+            run_dir = writer.run_dir
+            writer.write_meta(
+                command=command,
+                started=results.now_iso(),
+                finished=None,
+                environment=results.environment(options["device"]),
+                machine_at_start=results.machine_state(),
+            )
+        runs = pool_processes.measure_in_processes(options, processes, run_dir, resume)
+        rows = pool_processes.pool(runs)
+        for row in rows:
+            if writer is not None:
+                writer.append(row)
+            if observer is not None:
+                observer.finished(row)
+        frame = typed_frame([r.as_dict() for r in rows])
+        frame.attrs["samples"] = samples_frame(rows)
+        if writer is not None:
+            writer.write_meta(
+                finished=results.now_iso(),
+                machine_at_end=results.machine_state(),
+                processes=[
+                    {k: run.meta.get(k) for k in ("started", "finished", "machine_at_start")}
+                    for run in runs
+                ],
+                peaks=runs[0].meta.get("peaks", {}),
+                routines=runs[0].meta.get("routines", {}),
+            )
+            from jacbench.report import write_report
+
+            write_report(run_dir, frame, writer.meta, frame.attrs["samples"])
         return frame
 
 

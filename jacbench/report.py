@@ -207,21 +207,23 @@ def summary_frame(frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> p
         summary["fwd/rev"] = medians["forward"] / medians["reverse"]
     by_key = stats.samples_by_key(samples)
     modes = [m for m in MODES if m in medians.columns]
-    measured, decided, prediction_ok, fastest = [], [], [], []
+    measured, decided, tested, prediction_ok, fastest = [], [], [], [], []
     for shape, rows in ok.groupby(SHAPE_COLUMNS, sort=False):
-        everything = stats.point_verdict(rows, by_key)
-        fastest.append((shape, _verdict_text(*everything)))
+        winner, tied, _ = stats.point_verdict(rows, by_key)
+        fastest.append((shape, _verdict_text(winner, tied)))
         ours = rows[rows["method"].isin(modes)]
         if ours.empty:
             continue
-        winner, tied = stats.point_verdict(ours, by_key)
+        winner, tied, was_tested = stats.point_verdict(ours, by_key)
         measured.append((shape, _verdict_text(winner, tied)))
         decided.append((shape, len(tied) == 1))
+        tested.append((shape, was_tested))
         mode = predicted[shape]
         prediction_ok.append((shape, (mode in tied) if mode in set(ours["method"]) else None))
     for name, values in (
         ("measured", measured),
         ("decided", decided),
+        ("tested", tested),
         ("prediction_ok", prediction_ok),
         ("fastest", fastest),
     ):
@@ -254,6 +256,7 @@ _NON_METHOD = set(SHAPE_COLUMNS) | {
     "fwd/rev",
     "measured",
     "decided",
+    "tested",
     "prediction_ok",
     "fastest",
     "efficiency",
@@ -277,7 +280,8 @@ def prediction_accuracy(summary: pd.DataFrame) -> tuple[int, int, int]:
         return 0, 0, 0
     judged = summary[summary["prediction_ok"].notna()]
     right = int(judged["prediction_ok"].astype(bool).sum())
-    return right, len(judged), int(judged["decided"].astype(bool).sum())
+    decided = judged["decided"].astype(bool) & judged["tested"].astype(bool)
+    return right, len(judged), int(decided.sum())
 
 
 def _prediction_cell(row: pd.Series) -> str:
@@ -291,11 +295,17 @@ def accuracy_sentence(summary: pd.DataFrame) -> str:
     right, total, decided = prediction_accuracy(summary)
     if total == 0:
         return "Prediction accuracy: no verdict (the run timed none of the predicted modes)."
+    text = (
+        "Prediction accuracy: the mode cost.plan predicted was the fastest hand-written mode, "
+        f"or tied with it, at {right} of {total} shapes"
+    )
+    judged = summary[summary["prediction_ok"].notna()]
+    if not judged["tested"].astype(bool).all():
+        return text + " (judged by medians alone: this run kept no samples to test them)."
     ties = total - decided
     return (
-        f"Prediction accuracy: the mode cost.plan predicted was the fastest hand-written mode, "
-        f"or tied with it, at {right} of {total} shapes; {decided} of {total} had a "
-        f"significant winner (95%), {ties} {'was a tie' if ties == 1 else 'were ties'}."
+        f"{text}; {decided} of {total} had a significant winner (95%), "
+        f"{ties} {'was a tie' if ties == 1 else 'were ties'}."
     )
 
 
@@ -749,6 +759,11 @@ def compare_sentence(merged: pd.DataFrame, threshold: float) -> str:
         if verdicts.get(v, 0)
     ]
     text = f"{len(merged)} rows compared: {', '.join(parts)}."
+    if verdicts.get("faster", 0) or verdicts.get("slower", 0):
+        text += (
+            f" faster/slower: significant, but by less than the {threshold:.0%} threshold "
+            "(differences between runs of this size are common: --processes measures them)."
+        )
     if verdicts.get("unsure", 0):
         text += (
             f" unsure: fewer than {stats.MIN_SAMPLES} samples on a side (slow rows, or a run "

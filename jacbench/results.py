@@ -183,7 +183,7 @@ class RunWriter:
             kept.to_csv(tmp, index=False)
             os.replace(tmp, self.samples_path)
 
-    def append(self, row: Row, process: int = 0) -> None:
+    def append(self, row: Row) -> None:
         """Write one row (its samples first) and push both to disk before returning.
 
         A row already there is skipped.
@@ -196,7 +196,7 @@ class RunWriter:
                 writer = csv.DictWriter(handle, fieldnames=SAMPLE_COLUMNS)
                 if new_samples:
                     writer.writeheader()
-                writer.writerows(row.sample_records(process))
+                writer.writerows(row.sample_records())
                 handle.flush()
                 os.fsync(handle.fileno())
         new_file = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
@@ -396,7 +396,7 @@ def _benchmark_row(bench: dict) -> Row:
         median_s=stats["median"],
         ci_low_s=interval[0],
         ci_high_s=interval[1],
-        samples=tuple((0, float(t)) for t in data),
+        samples=tuple((0, 0, float(t)) for t in data),
         iqr_s=stats["iqr"],
         mean_s=stats["mean"],
         runs=stats["rounds"],

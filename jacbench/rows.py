@@ -106,8 +106,9 @@ class Row:
     source: str = _column(str, "", "a user routine's file:function (empty for built-ins)")
     ci_low_s: float = _column(float, "s", "95% interval of the median, low end (order statistics)")
     ci_high_s: float = _column(float, "s", "95% interval of the median, high end")
-    # Not a column: the measured samples, (round, seconds) per timed block, for samples.csv.
-    samples: tuple[tuple[int, float], ...] = field(default=(), repr=False, compare=False)
+    # Not a column: the measured samples, (process, round, seconds) per timed block, for
+    # samples.csv.
+    samples: tuple[tuple[int, int, float], ...] = field(default=(), repr=False, compare=False)
 
     @property
     def key(self) -> RowKey:
@@ -125,17 +126,44 @@ class Row:
         del values["samples"]
         return {**values, "status": self.status.value}
 
-    def sample_records(self, process: int = 0) -> list[dict[str, Any]]:
+    def set_timing(self, measurement: Any) -> Row:
+        """Median, IQR, mean, runs, interval, samples, GFLOP/s and efficiency from a
+        ``timing.Measurement`` (efficiency needs ``bound_s`` set first)."""
+        self.median_s = measurement.median
+        self.ci_low_s, self.ci_high_s = measurement.interval
+        self.samples = measurement.samples
+        self.iqr_s = measurement.iqr
+        self.mean_s = measurement.mean
+        self.runs = measurement.runs
+        self.noisy = measurement.noisy
+        self.gflops = self.flops / measurement.median / 1e9 if self.flops else math.nan
+        self.efficiency = self.bound_s / measurement.median  # NaN without a bound
+        return self
+
+    def sample_records(self) -> list[dict[str, Any]]:
         """The row's samples as samples.csv records."""
         key = self.key._asdict()
         return [
-            {**key, "process": process, "round": r, "seconds": seconds}
-            for r, seconds in self.samples
+            {**key, "process": p, "round": r, "seconds": seconds} for p, r, seconds in self.samples
         ]
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Row:
+        """A row from a typed results frame's record (missing values back to defaults)."""
+        values: dict[str, Any] = {}
+        for name in COLUMNS:
+            value = record.get(name)
+            if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+                values[name] = None if COLUMN_KINDS[name] is int else _DEFAULTS[name]
+            else:
+                values[name] = COLUMN_KINDS[name](value)
+        values["status"] = Status(values["status"])
+        return cls(**values)
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Row) if "kind" in f.metadata)
 COLUMN_KINDS: dict[str, type] = {f.name: f.metadata["kind"] for f in fields(Row) if f.metadata}
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Row) if f.metadata}
 # samples.csv: every timed block of every row, by row key.
 SAMPLE_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, "process", "round", "seconds")
 _NULLABLE_DTYPES = {int: "Int64", float: "float64", bool: "boolean", str: "object"}
@@ -156,9 +184,9 @@ def typed_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.astype({c: _NULLABLE_DTYPES[COLUMN_KINDS[c]] for c in COLUMNS})
 
 
-def samples_frame(rows: list[Row], process: int = 0) -> pd.DataFrame:
+def samples_frame(rows: list[Row]) -> pd.DataFrame:
     """samples.csv's records of ``rows`` as a DataFrame."""
-    records = [record for row in rows for record in row.sample_records(process)]
+    records = [record for row in rows for record in row.sample_records()]
     return pd.DataFrame.from_records(records, columns=list(SAMPLE_COLUMNS))
 
 

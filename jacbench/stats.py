@@ -176,18 +176,22 @@ def runs_interval(before: pd.DataFrame, after: pd.DataFrame) -> tuple[float, flo
     return ratio_interval(list(a.values()), list(b.values()), paired=False)
 
 
-def point_verdict(rows: pd.DataFrame, samples: dict[RowKey, pd.DataFrame]) -> tuple[str, list[str]]:
-    """(fastest method, the methods not significantly slower than it, itself first).
+def point_verdict(
+    rows: pd.DataFrame, samples: dict[RowKey, pd.DataFrame]
+) -> tuple[str, list[str], bool]:
+    """(fastest method, the methods not significantly slower than it, itself first, tested).
 
     ``rows`` are one point's timed rows. A method is tied with the fastest when the
     interval of its ratio to the fastest reaches down to 1. Without samples (runs made
-    before samples.csv) the medians' intervals decide: tied when they overlap; without
-    those either, the medians alone.
+    before samples.csv) the medians' intervals decide: tied when they overlap. Without
+    those either only equal medians tie, and ``tested`` is False: the verdict rests on
+    the medians alone, not on a test.
     """
-    ordered = rows.sort_values("median_s")
+    ordered = rows.sort_values("median_s", kind="stable")
     fastest = ordered.iloc[0]
     key = RowKey(*fastest[list(KEY_COLUMNS)])
     tied = [fastest["method"]]
+    tested = True
     for _, other in ordered.iloc[1:].iterrows():
         other_key = RowKey(*other[list(KEY_COLUMNS)])
         if key in samples and other_key in samples:
@@ -197,9 +201,10 @@ def point_verdict(rows: pd.DataFrame, samples: dict[RowKey, pd.DataFrame]) -> tu
             same = bool(other["ci_low_s"] <= fastest["ci_high_s"])
         else:
             same = bool(other["median_s"] == fastest["median_s"])
+            tested = False
         if same:
             tied.append(other["method"])
-    return fastest["method"], tied
+    return fastest["method"], tied, tested
 
 
 def compare_runs(

@@ -33,10 +33,10 @@ class Measurement:
     rounds: tuple[int, ...] = ()
 
     @property
-    def samples(self) -> tuple[tuple[int, float], ...]:
-        """(round, seconds) per block: what samples.csv keeps."""
+    def samples(self) -> tuple[tuple[int, int, float], ...]:
+        """(process 0, round, seconds) per block: what samples.csv keeps."""
         rounds = self.rounds or (0,) * len(self.times)
-        return tuple(zip(rounds, self.times))
+        return tuple((0, r, t) for r, t in zip(rounds, self.times))
 
     @property
     def interval(self) -> tuple[float, float]:

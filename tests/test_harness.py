@@ -306,3 +306,32 @@ def test_resume_drops_the_samples_of_a_row_that_never_reached_results_csv(tmp_pa
     samples = pd.read_csv(out / "samples.csv")
     forward = resumed.set_index("method").loc["forward"]
     assert (samples["method"] == "forward").sum() == forward["runs"]  # only the new blocks
+
+
+def test_processes_pool_every_process_samples_into_one_row_each(tmp_path):
+    out = tmp_path / "run"
+    options = dict(depths=[1], d_in=[3], width=[4], d_out=[2], min_time=0.01)
+    frame = sweep(["reverse", "forward"], **options, processes=2, out=out)
+    assert list(frame["method"]) == ["reverse", "forward"]
+    assert (frame["status"] == "ok").all()
+    samples = pd.read_csv(out / "samples.csv")
+    assert set(samples["process"]) == {0, 1}
+    for process in (0, 1):  # each process kept its own run folder
+        own = pd.read_csv(out / "processes" / str(process) / "results.csv")
+        assert list(own["method"]) == ["reverse", "forward"]
+    runs = samples.groupby("method").size()
+    assert runs["reverse"] == frame.set_index("method").loc["reverse", "runs"]
+    assert (frame["ci_low_s"] <= frame["median_s"]).all()
+    assert (frame["median_s"] <= frame["ci_high_s"]).all()
+    with pytest.raises(ValueError, match="processes > 1 takes methods by name"):
+        sweep([lambda net, x: x], **options, processes=2)
+
+
+def test_processes_pool_a_wrong_row_as_wrong():
+    from jacbench.processes import pool
+    from jacbench.results import RunData
+
+    good = sweep(["reverse"], depths=[1], d_in=[3], width=[4], d_out=[2], min_time=0.01)
+    bad = good.assign(status="wrong", median_s=float("nan"), message="relative error 1")
+    rows = pool([RunData(good, good.attrs["samples"], {}), RunData(bad, bad.iloc[0:0], {})])
+    assert [(r.status.value, r.message) for r in rows] == [("wrong", "relative error 1")]

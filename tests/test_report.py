@@ -108,6 +108,10 @@ def test_without_samples_equal_medians_tie_and_others_are_decided_by_medians():
     frame = fixture_frame()
     summary = report.summary_frame(frame[frame["method"] != "mixed"])
     assert list(summary["measured"]) == ["reverse", "forward", "reverse", "forward"]
+    assert report.prediction_accuracy(summary) == (3, 3, 0)  # nothing was tested
+    assert report.accuracy_sentence(summary).endswith(
+        "at 3 of 3 shapes (judged by medians alone: this run kept no samples to test them)."
+    )
 
 
 def test_no_verdict_where_the_predicted_mode_was_not_timed():

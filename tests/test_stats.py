@@ -118,6 +118,9 @@ def test_point_verdict_names_a_significant_winner_else_a_tie():
         }
     )
     by_key = stats.samples_by_key(samples)
-    assert stats.point_verdict(rows[rows["method"] != "c"], by_key) == ("a", ["a"])
-    winner, tied = stats.point_verdict(rows, by_key)
-    assert sorted(tied) == ["a", "c"] and winner in ("a", "c")
+    assert stats.point_verdict(rows[rows["method"] != "c"], by_key) == ("a", ["a"], True)
+    winner, tied, tested = stats.point_verdict(rows, by_key)
+    assert sorted(tied) == ["a", "c"] and winner in ("a", "c") and tested
+    # no samples and no intervals: only the medians, and the verdict says it was not tested
+    untested = rows.assign(ci_low_s=float("nan"), ci_high_s=float("nan"))
+    assert stats.point_verdict(untested[untested["method"] != "c"], {}) == ("a", ["a"], False)
