@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 
+from jacbench import tuning
 from jacbench.grid import PRESETS, Point
 from jacbench.results import environment
 
@@ -58,4 +59,4 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["jacbench"] = {
         key: env[key]
         for key in ("jacbench", "torch", "cuda", "device_name", "threads", "cpu_model")
-    }
+    } | {"tuning": tuning.active().as_dict(), "allocator": tuning.allocator_settings()}

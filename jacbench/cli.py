@@ -30,7 +30,7 @@ from rich.progress import (
 from typer.core import TyperCommand
 
 import jacbench
-from jacbench import cost, grading, harness, report, results, stats
+from jacbench import cost, grading, harness, report, results, stats, tuning
 from jacbench.activations import ACTIVATIONS
 from jacbench.grid import DTYPES, PRESETS, Point, Preset, expand_grid, get_preset
 from jacbench.methods import METHODS, Method
@@ -203,6 +203,28 @@ def predict(
     plan = cost.plan(shape, batch, DTYPES[dtype])
     console.print(report.predict_table(plan))
     console.print(report.recommendation(plan))
+    classes = tuning.classes_for(plan.widths, batch, plan.mode)
+    console.print(report.tuning_line(tuning.active(), classes), highlight=False)
+
+
+@app.command(cls=ListOptionsCommand)
+def tune(
+    remeasure: Annotated[
+        bool, typer.Option("--remeasure", help="Measure again, replacing the cached choice.")
+    ] = False,
+    threads: Annotated[
+        int | None, typer.Option(help="Intra-op threads to tune for (default: torch's).", min=1)
+    ] = None,
+) -> None:
+    """Measure which kernels are fastest on this CPU (once per machine; run does it too)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if tuning.cached() is None or remeasure:
+        with err_console.status("measuring this CPU's kernels (a few seconds)…"):
+            tuning.keep_freed_memory()
+            tuning.save(tuning.measure())
+    console.print(report.tuning_table(tuning.ensure("cpu")))
+    console.print(f"Cached in {tuning.cache_path()}", highlight=False)
 
 
 # --------------------------------------------------------------------------- validate
@@ -626,5 +648,6 @@ def info(
     console.print(report.environment_table(env, available, missing))
     if peak:
         with err_console.status(f"measuring peaks on {device}…"):
+            tuning.keep_freed_memory()  # as every timing entry point does
             measured = [measure_peaks(device, DTYPES[name]) for name in dtypes]
         console.print(report.peaks_table(measured))

@@ -156,6 +156,21 @@ class Preset:
 
 
 _JACBENCH_AND_FUNC = ("forward", "reverse", "mixed", "auto", "func-jacfwd", "func-jacrev")
+_JAX = ("jax-jacfwd", "jax-jacrev")
+
+# One shape per class of work the performance goal names, each where a fixed kernel rule
+# once lost to JAX on some CPU: skinny forward blocks through wide layers, a matrix-vector
+# chain, PINN batches (elementwise-bound), a classifier batch, a batched square net, and a
+# tiny net (launch-bound).
+SHAPE_CLASSES: tuple[tuple[tuple[int, ...], int], ...] = (
+    (uniform_widths(8, 3, 600, 600), 1),
+    (uniform_widths(4, 700, 700, 1), 1),
+    (uniform_widths(6, 2, 64, 1), 4096),
+    (uniform_widths(6, 3, 128, 3), 1024),
+    (uniform_widths(4, 784, 256, 10), 64),
+    (uniform_widths(8, 64, 64, 64), 256),
+    (uniform_widths(8, 4, 24, 6), 1),
+)
 
 PRESETS: Mapping[str, Preset] = MappingProxyType(
     {
@@ -200,9 +215,16 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
                     (uniform_widths(3, 1024, 1024, 1024), 1),
                     (uniform_widths(5, 1024, 1024, 16), 8),
                     (uniform_widths(10, 2, 30, 10), 1),
+                    *SHAPE_CLASSES,
                 ),
-                methods=(*_JACBENCH_AND_FUNC, "autograd-forward", "autograd-reverse")
-                + ("jax-jacfwd", "jax-jacrev"),
+                methods=(*_JACBENCH_AND_FUNC, "autograd-forward", "autograd-reverse", *_JAX),
+            ),
+            Preset(
+                "classes",
+                "one shape per performance class (skinny, matrix-vector, PINN, classifier, "
+                "batched square, tiny): auto against torch.func and JAX",
+                shapes=SHAPE_CLASSES,
+                methods=("auto", "func-jacfwd", "func-jacrev", *_JAX),
             ),
             Preset(
                 "textbook",

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import pandas as pd
 import torch
 
-from jacbench import cost, results, routines, timing
+from jacbench import cost, results, routines, timing, tuning
 from jacbench import processes as pool_processes
 from jacbench.activations import ACTIVATIONS
 from jacbench.grid import DTYPES, Point, expand_grid, get_preset
@@ -44,6 +44,7 @@ from jacbench.rows import (
     samples_frame,
     typed_frame,
 )
+from jacbench.tuning import Tuning
 
 # Largest relative error (max |J − J_ref| / max |J_ref|, against float64) a method may show.
 # Wrong Jacobians are off by O(1); these bounds only absorb the dtype's rounding over deep chains.
@@ -71,6 +72,7 @@ class SweepConfig:
     skip: frozenset[RowKey] = field(default_factory=frozenset)  # rows already done
     peaks: Mapping[str, Peaks] = field(default_factory=dict)  # dtype name → measured limits
     rounds: int = 1  # > 1: a point's methods are timed in interleaved rounds
+    tuning: Tuning | None = None  # the kernel choices in force (``_prepare`` sets them)
 
     def tasks(self) -> list[tuple[Point, Method]]:
         """The (point, method) pairs still to run, in order."""
@@ -274,7 +276,14 @@ def finish_task(row: Row, point: Point, config: SweepConfig, measurement) -> Row
     """Fill a row's timing columns from its measurement."""
     peaks = config.peaks.get(point.dtype)
     if peaks is not None and row.flops is not None:
-        row.bound_s = bound_seconds(row.flops, point.widths, point.torch_dtype, peaks)
+        row.bound_s = bound_seconds(
+            row.flops,
+            point.widths,
+            point.torch_dtype,
+            peaks,
+            elementwise=row.elementwise_flops,
+            batch=point.batch,
+        )
     return row.set_timing(measurement)
 
 
@@ -505,6 +514,8 @@ def sweep(
             environment=results.environment(device),
             machine_at_start=results.machine_state(),
             peaks={name: p.as_dict() for name, p in config.peaks.items()},
+            tuning=config.tuning.as_dict() if config.tuning is not None else None,
+            allocator=tuning.allocator_settings(),
             routines={m.name: m.description for m in resolved if m.source},
         )
         try:
@@ -574,6 +585,8 @@ def _sweep_in_processes(
                     for run in runs
                 ],
                 peaks=runs[0].meta.get("peaks", {}),
+                tuning=runs[0].meta.get("tuning"),
+                allocator=runs[0].meta.get("allocator"),
                 routines=runs[0].meta.get("routines", {}),
             )
             from jacbench.report import write_report
@@ -583,11 +596,18 @@ def _sweep_in_processes(
 
 
 def _prepare(config: SweepConfig, dtypes: list[str], device: str, peaks: bool) -> SweepConfig:
-    """Set the threads, and measure the device's peaks where asked: just before timing."""
+    """Set the threads, the allocator and this CPU's kernels (measured once per machine),
+    and measure the device's peaks where asked: just before timing."""
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    measured = {n: measure_peaks(device, DTYPES[n]) for n in dtypes} if peaks else {}
-    return replace(config, threads=torch.get_num_threads(), peaks=measured)
+    tuning.keep_freed_memory()
+    tuned = tuning.ensure(device)
+    measured = (
+        {n: measure_peaks(device, DTYPES[n], activation=config.activation) for n in dtypes}
+        if peaks
+        else {}
+    )
+    return replace(config, threads=torch.get_num_threads(), peaks=measured, tuning=tuned)
 
 
 def _collect(

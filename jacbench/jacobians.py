@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jacbench import cost
+from jacbench import cost, tuning
 from jacbench.networks import MLP
 
 JACOBIAN_MODES = ("forward", "reverse", "mixed", "auto")
@@ -74,6 +74,10 @@ def _check_chunk_size(chunk_size: int | None) -> None:
 #     beat one (balance). Matrices under 2^19 elements keep the BLAS path, where the bmm
 #     launch costs more than it saves (a loss at 512×512, a gain from 724×724).
 SPLIT_MIN_ELEMENTS = 1 << 19
+TANH_MIN = tuning.TANH_MIN_ELEMENTS
+# Below this a product is a few microseconds of launch: the measured kernels (made on
+# 512-wide weights) do not apply, and the plain BLAS call adds no view.
+TUNED_MIN_ELEMENTS = 1 << 15
 NARROW_BLOCK = 16  # fewer vectors than this make a narrow product
 
 
@@ -111,12 +115,56 @@ def _rows_times_weight(rows: Tensor, weight: Tensor, blocks: int) -> Tensor:
     return torch.bmm(pieces, weight.view(blocks, part, n)).sum(0)
 
 
+def can_split(weight: Tensor) -> bool:
+    """Whether ``weight`` can be cut into row blocks over the threads (any size)."""
+    threads = torch.get_num_threads()
+    return (
+        threads > 1
+        and weight.device.type == "cpu"
+        and weight.is_contiguous()
+        and weight.shape[0] % (2 * threads) == 0
+    )
+
+
+def narrow_product(block: Tensor, matrix: Tensor, forward: bool, kernel: str) -> Tensor:
+    """block @ matrix for a narrow row block, by ``kernel`` (see ``jacbench.tuning``).
+
+    ``matrix`` is the view Wᵀ of a weight when ``forward`` (a primal step, forward mode's
+    tangent rows), else the weight W itself (reverse mode's adjoint rows). A ``split`` that
+    does not divide the weight falls back to ``rows``. The default kernels add no view to
+    the product: on small shapes each view costs about a microsecond.
+    """
+    if kernel == "rows":
+        return torch.mm(block, matrix)
+    weight = matrix.T if forward else matrix
+    if kernel == "split" and can_split(weight):
+        blocks = 2 * torch.get_num_threads()
+        if forward:
+            return _rows_times_weight_t(block, weight, blocks)
+        return _rows_times_weight(block, weight, blocks)
+    if kernel == "weight-first":  # W·Tᵀ (or Wᵀ·Uᵀ), transposed back to rows
+        if block.shape[0] == 1:
+            return torch.mv(matrix.T, block.view(-1)).view(1, -1)
+        return torch.mm(matrix.T, block.T).T.contiguous()
+    return torch.mm(block, matrix)
+
+
+def _tuned_product(block: Tensor, matrix: Tensor, forward: bool) -> Tensor:
+    """block @ matrix for a narrow 2-D block, by the kernel measured for its class."""
+    if matrix.device.type != "cpu":
+        return torch.mm(block, matrix)
+    large = matrix.numel() >= SPLIT_MIN_ELEMENTS
+    kernel = tuning.active().narrow_kernel(forward, block.shape[0], large)
+    return narrow_product(block, matrix, forward, kernel)
+
+
 def _times(block: Tensor, matrix: Tensor, columns: bool) -> Tensor:
     """matrix @ block for a block of columns, block @ matrix for a block of rows.
 
-    Narrow 2-D blocks go to the split kernels (NOTE: [Narrow products on all cores]) or,
-    for small weights, to the BLAS layout that is fast for them (NOTE: [Forward mode's
-    block layout]); a batched block folds into one GEMM (or a bmm) through matmul.
+    Narrow 2-D row blocks go to the kernel measured fastest on this machine for their class
+    (``jacbench.tuning``); narrow columns to the split kernels (NOTE: [Narrow products on
+    all cores]) or the BLAS layout that is fast for them (NOTE: [Forward mode's block
+    layout]); a batched block folds into one GEMM (or a bmm) through matmul.
     """
     if block.ndim == 3:
         return torch.matmul(matrix, block) if columns else torch.matmul(block, matrix)
@@ -129,17 +177,28 @@ def _times(block: Tensor, matrix: Tensor, columns: bool) -> Tensor:
                 return torch.mv(matrix, block.view(-1)).view(-1, 1)
             return torch.mm(block.T, matrix.T).T
         return torch.mm(matrix, block)
-    if block.shape[0] < NARROW_BLOCK and matrix.numel() >= SPLIT_MIN_ELEMENTS:
-        if matrix.is_contiguous():  # matrix is W (reverse mode) or the view Wᵀ (forward rows)
-            blocks = _split_blocks(matrix)
-            if blocks:
-                return _rows_times_weight(block, matrix, blocks)
-        else:
-            weight = matrix.T
-            blocks = _split_blocks(weight)
-            if blocks:
-                return _rows_times_weight_t(block, weight, blocks)
+    if block.shape[0] < NARROW_BLOCK and matrix.numel() >= TUNED_MIN_ELEMENTS:
+        # matrix is W (reverse mode, mixed mode's lone weights) or the view Wᵀ (forward
+        # mode's rows); anything else (a product inside mixed mode) goes to the BLAS.
+        if matrix.is_contiguous():
+            return _tuned_product(block, matrix, forward=False)
+        if matrix.stride(0) == 1:  # a transposed weight
+            return _tuned_product(block, matrix, forward=True)
     return torch.mm(block, matrix)
+
+
+def tanh_by_sigmoid(z: Tensor) -> Tensor:
+    """tanh(z) = 2·σ(2z) − 1, in place on z: three kernels, for CPUs where they beat one.
+
+    The doubling is exact in floating point; the result differs from torch.tanh by rounding
+    (an absolute error of a few units of the last place of 1).
+    """
+    s = torch.sigmoid_(z.mul_(2))
+    return torch.add(_minus_one(s), s, alpha=2, out=s)
+
+
+def _minus_one(like: Tensor) -> Tensor:
+    return torch.full((), -1.0, dtype=like.dtype, device=like.device)
 
 
 # A layer's slope Σ_k, kept as the activation's one-kernel scaling g ↦ g ⊙ σ'(z_k) and the
@@ -156,21 +215,26 @@ def _slopes(
     W_k for the tangents right after the primal step read it.
     """
     h = x
-    for w, b, act in zip(net.weights, net.biases, net.activations):
-        blocks = _split_blocks(w) if w.numel() >= SPLIT_MIN_ELEMENTS else 0  # skip a call
-        if h.ndim == 1:  # a single input: a matrix-vector product, not linear's reshaping
-            z = (
-                _rows_times_weight_t(h.view(1, -1), w, blocks).view(-1)
-                if blocks
-                else torch.mv(w, h)
-            )
+    cpu = x.device.type == "cpu"
+    tuned = tuning.active()
+    for w, wt, b, act in zip(net.weights, net.transposed_weights, net.biases, net.activations):
+        tuned_size = cpu and w.numel() >= TUNED_MIN_ELEMENTS
+        if h.ndim == 1:  # a single input: a narrow product, not linear's reshaping
+            large = w.numel() >= SPLIT_MIN_ELEMENTS
+            if not tuned_size or tuned.narrow_kernel(True, 1, large) == "weight-first":
+                z = torch.mv(w, h)  # no views: this is most of a small net's time
+            else:
+                z = _tuned_product(h.view(1, -1), wt, forward=True).view(-1)
             z = z if b is None else z.add_(b)
-        elif blocks and h.shape[0] < NARROW_BLOCK:  # a small batch: a narrow product
-            z = _rows_times_weight_t(h, w, blocks)
+        elif h.shape[0] < NARROW_BLOCK and tuned_size:  # a small batch: a narrow product
+            z = _tuned_product(h, wt, forward=True)
             z = z if b is None else z.add_(b)
         else:
             z = torch.nn.functional.linear(h, w, b)
-        h = act.fn(z)
+        if tuned.tanh == "sigmoid" and cpu and act.name == "tanh" and z.numel() >= TANH_MIN:
+            h = tanh_by_sigmoid(z)  # z is this loop's own: tanh reads only its output
+        else:
+            h = act.fn(z)
         saved = h if act.reads_output else z
         yield act.times_derivative, (saved if shape is None else shape(saved))
 

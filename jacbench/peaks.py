@@ -1,9 +1,20 @@
-"""The machine's limits, measured: peak matmul throughput and memory read bandwidth.
+"""The machine's limits, measured: matmul throughput, read bandwidth and elementwise rate.
 
-A routine cannot beat ``bound_s = max(matmul FLOPs / peak FLOP/s, weight bytes / bandwidth)``:
-the first term is the arithmetic, the second reading every weight once. Efficiency is
-``bound_s / median_s``. Both peaks are measured on the run's device and dtype with the same
-timing primitive as everything else, so they share its threads and synchronisation.
+A routine cannot beat ``bound_s = max(matmul FLOPs / peak FLOP/s, weight bytes / bandwidth,
+elementwise time)``: the arithmetic, reading every weight once, and the activations — σ on
+every hidden unit of the primal pass at the measured rate of σ, and every scaling by σ' at
+the measured rate of the scaling (see ``cost.elementwise_flops``). Efficiency is
+``bound_s / median_s``. All are measured on the run's device and dtype with the same timing
+primitive as everything else, so they share its threads and synchronisation.
+
+NOTE: [Three ceilings]
+    A GEMM-bound shape (square nets, large batches) is judged against the GEMM peak, a chain
+    of matrix-vector products against bandwidth. A PINN-sized batch (D = 2, K = 64, B = 4096)
+    is neither: its matmuls are 64 wide, and evaluating tanh and scaling by 1 − t² over the
+    (B, K) activations is a large share of the time. How fast that runs depends on the CPU
+    (vectorised tanh on one machine, a scalar loop on another, 0.14 against 1.7 ns per
+    element), so the rate is measured, on a (4096, 64) buffer that stays in cache as the
+    activations of such a batch do.
 """
 
 from __future__ import annotations
@@ -14,10 +25,12 @@ from dataclasses import asdict, dataclass
 import torch
 
 from jacbench import timing
+from jacbench.activations import Activation, get_activation
 
 # Large enough to reach steady-state throughput, small enough to measure in about a second.
 GEMM_SIZE = {"cpu": 2048, "cuda": 8192}
 READ_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}
+ELEMENTWISE_SHAPE = (4096, 64)  # a PINN batch's activations: in cache, as they are there
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,9 @@ class Peaks:
     flops_per_s: float
     bytes_per_s: float
     gemm_size: int
+    activation: str = "tanh"
+    activation_per_s: float = 0.0  # elements of σ(z) per second; 0: not measured
+    derivative_per_s: float = 0.0  # elements of g ⊙ σ'(z) per second; 0: not measured
 
     def as_dict(self) -> dict:
         """The fields by name, as meta.json stores them."""
@@ -52,17 +68,41 @@ def _read_bytes_per_s(nbytes: int, device: str, min_time: float) -> float:
     return buffer.numel() * 4 / read.median
 
 
+def _elementwise_per_s(
+    activation: Activation, device: str, dtype: torch.dtype, min_time: float
+) -> tuple[float, float]:
+    """Elements per second of σ(z) and of the scaling g ⊙ σ'(z), as the routines run them."""
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(ELEMENTWISE_SHAPE, generator=generator).to(device=device, dtype=dtype)
+    g = torch.randn(ELEMENTWISE_SHAPE, generator=generator).to(device=device, dtype=dtype)
+    saved = activation.fn(z) if activation.reads_output else z
+    value = timing.measure(lambda: activation.fn(z), device=device, min_time=min_time)
+    scaling = timing.measure(
+        lambda: activation.times_derivative(g, saved), device=device, min_time=min_time
+    )
+    return z.numel() / value.median, z.numel() / scaling.median
+
+
 def measure_peaks(
-    device: str = "cpu", dtype: torch.dtype = torch.float32, *, min_time: float = 0.5
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    *,
+    min_time: float = 0.5,
+    activation: str = "tanh",
 ) -> Peaks:
-    """Time a square GEMM (2·n³ FLOPs) and a full read of a large buffer (a sum)."""
+    """Time a square GEMM (2·n³ FLOPs), a full read of a large buffer (a sum), σ and σ'."""
     kind = torch.device(device).type
+    act = get_activation(activation)
+    per_value, per_scaling = _elementwise_per_s(act, device, dtype, min_time / 2)
     peaks = Peaks(
         device=str(device),
         dtype=str(dtype).removeprefix("torch."),
         flops_per_s=_gemm_flops_per_s(GEMM_SIZE[kind], device, dtype, min_time),
         bytes_per_s=_read_bytes_per_s(READ_BYTES[kind], device, min_time),
         gemm_size=GEMM_SIZE[kind],
+        activation=act.name,
+        activation_per_s=per_value,
+        derivative_per_s=per_scaling,
     )
     if kind == "cuda":
         torch.cuda.empty_cache()
@@ -74,6 +114,31 @@ def weight_bytes(widths: Sequence[int], dtype: torch.dtype) -> int:
     return dtype.itemsize * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
 
 
-def bound_seconds(flops: int, widths: Sequence[int], dtype: torch.dtype, peaks: Peaks) -> float:
-    """The roofline bound: max(FLOPs / peak FLOP/s, weight bytes / bandwidth)."""
-    return max(flops / peaks.flops_per_s, weight_bytes(widths, dtype) / peaks.bytes_per_s)
+def elementwise_seconds(elementwise: int, widths: Sequence[int], batch: int, peaks: Peaks) -> float:
+    """The least time the activations take: σ on the hidden units, then the σ' scalings.
+
+    ``elementwise`` is ``cost.elementwise_flops`` of the mode (bias additions not counted):
+    batch · Σ K_k evaluations of σ, the rest scalings by σ'. 0 where the rates are unknown.
+    """
+    if peaks.activation_per_s <= 0 or peaks.derivative_per_s <= 0:
+        return 0.0
+    values = batch * sum(widths[1:-1])
+    scalings = max(elementwise - values, 0)
+    return values / peaks.activation_per_s + scalings / peaks.derivative_per_s
+
+
+def bound_seconds(
+    flops: int,
+    widths: Sequence[int],
+    dtype: torch.dtype,
+    peaks: Peaks,
+    *,
+    elementwise: int | None = None,
+    batch: int = 1,
+) -> float:
+    """The roofline bound: the largest of FLOPs / peak FLOP/s, weight bytes / bandwidth and,
+    where ``elementwise`` is given, the activations' time (NOTE: [Three ceilings])."""
+    bound = max(flops / peaks.flops_per_s, weight_bytes(widths, dtype) / peaks.bytes_per_s)
+    if elementwise is None:
+        return bound
+    return max(bound, elementwise_seconds(elementwise, widths, batch, peaks))

@@ -77,7 +77,7 @@ def _benchmark_jacobian(
 ) -> Any:
     import torch
 
-    from jacbench import cost
+    from jacbench import cost, tuning
     from jacbench.grid import Point
     from jacbench.harness import TOLERANCES, build_input, build_network, point_reference
     from jacbench.jacobians import relative_error
@@ -88,6 +88,8 @@ def _benchmark_jacobian(
     if point.device.startswith("cuda") and not torch.cuda.is_available():
         pytest.skip("the benchmark asks for CUDA, which is not available")
     resolved = resolve(method)
+    tuning.keep_freed_memory()  # as `jacbench run` times: NOTE: [Freed memory kept for reuse]
+    tuning.ensure(device)
     net = build_network(point, seed=0, init="lecun", activation="tanh")
     x = build_input(point, seed=0)
     call = resolved.build(net, x)

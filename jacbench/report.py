@@ -20,6 +20,7 @@ from jacbench.cost import MODES, Plan
 from jacbench.grid import Point
 from jacbench.peaks import Peaks
 from jacbench.rows import KEY_COLUMNS, TIMED_STATUSES, parse_widths
+from jacbench.tuning import Tuning
 
 SHAPE_COLUMNS = ["depth", "d_in", "width", "d_out", "widths", "batch", "dtype", "device"]
 
@@ -131,16 +132,43 @@ def recommendation(plan: Plan) -> str:
 def peaks_table(peaks: Iterable[Peaks]) -> Table:
     """Measured limits per device and dtype."""
     table = Table(title="measured peaks")
-    for name in ("device", "dtype", "GEMM", "read bandwidth"):
-        table.add_column(name, justify="right" if name in ("GEMM", "read bandwidth") else "left")
+    numbers = ("GEMM", "read bandwidth", "σ", "g ⊙ σ'")
+    for name in ("device", "dtype", *numbers):
+        table.add_column(name, justify="right" if name in numbers else "left")
     for p in peaks:
         table.add_row(
             p.device,
             p.dtype,
             f"{p.flops_per_s / 1e9:,.1f} GFLOP/s (n={p.gemm_size})",
             f"{p.bytes_per_s / 1e9:,.1f} GB/s",
+            f"{p.activation} {1e9 / p.activation_per_s:.3f} ns/element",
+            f"{1e9 / p.derivative_per_s:.3f} ns/element",
         )
     return table
+
+
+def tuning_table(tuned: Tuning) -> Table:
+    """Each class's kernel and every candidate's time per product."""
+    where = tuned.machine or "built-in defaults (not measured)"
+    table = Table(title=f"kernels for {where}")
+    for name in ("class", "kernel", "rows", "weight-first", "split", "tanh", "sigmoid"):
+        table.add_column(name, justify="left" if name in ("class", "kernel") else "right")
+    for name, kernel in [*tuned.narrow.items(), ("tanh (4096×64)", tuned.tanh)]:
+        seconds = tuned.measured_s.get("tanh" if name.startswith("tanh") else name, {})
+        cells = [
+            format_seconds(seconds[k]) if k in seconds else ""
+            for k in ("rows", "weight-first", "split", "tanh", "sigmoid")
+        ]
+        table.add_row(name, f"[bold]{kernel}[/]", *cells)
+    return table
+
+
+def tuning_line(tuned: Tuning, classes: Iterable[str]) -> str:
+    """One line: the kernels a shape's Jacobian uses on this machine, and where they came from."""
+    used = [f"{name}: {tuned.narrow[name]}" for name in classes]
+    source = f"measured on {tuned.machine}" if tuned.machine else "defaults (run `jacbench tune`)"
+    kernels = "; ".join(used) if used else "plain BLAS calls only (no narrow product to tune)"
+    return f"Kernels ({source}): {kernels}; tanh by {tuned.tanh}."
 
 
 def failure_line(row: dict) -> str:

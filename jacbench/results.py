@@ -418,7 +418,8 @@ def default_run_dir(device: str, root: Path = Path("results")) -> Path:
     return candidate
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what the platform module says."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -450,7 +451,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "platform": platform.platform(),
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" and cuda else None,
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_governor": _read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),

@@ -1,3 +1,6 @@
+import os
+import tempfile
+
 import pytest
 import torch
 
@@ -15,3 +18,8 @@ def small_net():
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+# The suite's `jacbench run`s measure and cache this CPU's kernels once: in a folder of the
+# session's own, never the user's cache.
+os.environ.setdefault("JACBENCH_CACHE_DIR", tempfile.mkdtemp(prefix="jacbench-test-cache-"))

@@ -1,0 +1,386 @@
+"""Kernel choices measured on the machine at hand, cached per CPU, torch version and threads.
+
+Two things in the Jacobian routines can be run more than one way with the same arithmetic,
+and which way is faster depends on the CPU's BLAS and vector maths, not on the shape alone
+(NOTE: [Measured, not assumed]):
+
+- a narrow product, a block of m < 16 rows times a weight (the primal step of a small batch,
+  forward mode's tangents T·Wᵀ, reverse mode's adjoints U·W): ``rows`` (the BLAS call on the
+  block as it is), ``weight-first`` (W·Tᵀ, the weight as the left operand, transposed back;
+  a matrix-vector product for one row) or ``split`` (the weight cut into row blocks over all
+  threads, NOTE: [Narrow products on all cores] in ``jacobians``);
+- tanh over a batch's activations: ``tanh`` (torch.tanh) or ``sigmoid`` (2·σ(2z) − 1, three
+  kernels that beat one where torch.tanh is not vectorised).
+
+:func:`measure` times every candidate of each class on representative shapes, in interleaved
+rounds, and keeps the built-in default unless another is at least ``MIN_GAIN`` faster.
+:func:`active` is what the routines read: the cached tuning for this machine when there is
+one, else the defaults. ``jacbench run`` and ``jacbench tune`` measure and cache it;
+``JACBENCH_TUNING=defaults`` turns it off (reproducible kernels on every machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# NOTE: [Measured, not assumed]
+#     One 600×600 float32 layer times 3 tangents, two cores: on an Intel Xeon (MKL, AVX-512)
+#     T·Wᵀ takes 12 µs and W·Tᵀ 40 µs; on an AMD EPYC with the same torch build, 90 µs and
+#     60 µs. torch.tanh runs at 0.14 ns per element on the Xeon and 1.7 on the EPYC, where
+#     torch.sigmoid runs at 0.24. No fixed rule is right on both, so the routines read a
+#     choice per class of product, measured once per machine (a second or two) and cached.
+#     Every candidate computes the same products (the FLOP model is unchanged) and agrees
+#     with the reference to rounding.
+
+NARROW_KERNELS = ("rows", "weight-first", "split")
+TANH_KERNELS = ("tanh", "sigmoid")
+NARROW_ROWS = (1, 3, 8)  # representative rows of the buckets 1, 2–5 and 6–15
+# Square weights below and above SPLIT_MIN_ELEMENTS (in ``jacobians``); weights under
+# TUNED_MIN_ELEMENTS there always take the plain BLAS call.
+SIZES = {"small": 512, "large": 1024}
+# Weights per chain: a sweep reads each weight once, from wherever it sits. 8 MB of small
+# weights stay in a server's cache as a 512-wide net's do; 64 MB of large ones do not, as a
+# 1024-wide deep net's do not. One weight timed alone would sit in cache and mislead.
+CHAIN = {"small": 8, "large": 16}
+TANH_SHAPE = (4096, 64)  # a PINN batch's activations
+TANH_MIN_ELEMENTS = 1 << 14  # below this, launches dominate: torch.tanh's one kernel wins
+MIN_GAIN = 0.05  # an alternative must be this much faster than the default to replace it
+ROUNDS = 3
+
+
+def bucket(rows: int) -> int:
+    """The representative row count of the bucket ``rows`` (1 ≤ rows < 16) falls in."""
+    return 1 if rows == 1 else 3 if rows <= 5 else 8
+
+
+def class_name(orientation: str, rows: int, size: str) -> str:
+    """A narrow-product class, e.g. ``forward m=3 small``."""
+    return f"{orientation} m={bucket(rows)} {size}"
+
+
+def _default_narrow(orientation: str, rows: int, size: str) -> str:
+    # What the routines did before anything was measured: a lone vector through the primal
+    # step is a matrix-vector product; large weights are split over the threads.
+    if size == "large":
+        return "split"
+    return "weight-first" if orientation == "forward" and rows == 1 else "rows"
+
+
+CLASSES = tuple(
+    class_name(o, m, s) for o in ("forward", "reverse") for m in NARROW_ROWS for s in SIZES
+)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The kernel of each narrow-product class and of tanh, and what they were measured on.
+
+    ``machine`` is empty for the built-in defaults; ``measured_s`` holds each candidate's
+    median seconds per class, for ``jacbench tune`` and meta.json.
+    """
+
+    narrow: Mapping[str, str] = field(
+        default_factory=lambda: {
+            class_name(o, m, s): _default_narrow(o, m, s)
+            for o in ("forward", "reverse")
+            for m in NARROW_ROWS
+            for s in SIZES
+        }
+    )
+    tanh: str = "tanh"
+    machine: str = ""
+    measured_s: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The routines look a kernel up on every narrow product: a flat table, keyed by
+        # (forward?, rows, large?), costs one dict probe.
+        table = {
+            (o == "forward", rows, s == "large"): self.narrow[class_name(o, rows, s)]
+            for o in ("forward", "reverse")
+            for rows in range(1, 16)
+            for s in SIZES
+        }
+        object.__setattr__(self, "_table", table)
+
+    def narrow_kernel(self, forward: bool, rows: int, large: bool) -> str:
+        """The kernel for ``rows`` (< 16) rows times a weight, in forward mode's orientation
+        (block·Wᵀ) or reverse mode's (block·W), for a weight above or below the split size."""
+        return self._table[(forward, rows, large)]  # type: ignore[attr-defined]
+
+    def as_dict(self) -> dict[str, Any]:
+        """What meta.json and the cache file store."""
+        return {
+            "machine": self.machine,
+            "tanh": self.tanh,
+            "narrow": dict(self.narrow),
+            "measured_s": {k: dict(v) for k, v in self.measured_s.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Tuning:
+        """The inverse of :meth:`as_dict`; unknown or missing classes take the defaults."""
+        narrow = dict(cls().narrow)
+        for name, kernel in data.get("narrow", {}).items():
+            if name in narrow and kernel in NARROW_KERNELS:
+                narrow[name] = kernel
+        tanh = data.get("tanh", "tanh")
+        return cls(
+            narrow=narrow,
+            tanh=tanh if tanh in TANH_KERNELS else "tanh",
+            machine=str(data.get("machine", "")),
+            measured_s=data.get("measured_s", {}),
+        )
+
+
+DEFAULTS = Tuning()
+
+
+def machine_key() -> str:
+    """What a tuning is valid for: CPU model, torch version and intra-op threads."""
+    from jacbench.results import cpu_model  # results imports the routines; import late
+
+    return f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+
+
+def cache_path() -> Path:
+    """``$JACBENCH_CACHE_DIR/tuning.json``, else under ``$XDG_CACHE_HOME`` or ``~/.cache``."""
+    root = os.environ.get("JACBENCH_CACHE_DIR")
+    if root:
+        return Path(root) / "tuning.json"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "jacbench" / "tuning.json"
+
+
+def _disabled() -> bool:
+    return os.environ.get("JACBENCH_TUNING", "").lower() in ("defaults", "off", "0")
+
+
+def _read_cache() -> dict[str, Any]:
+    try:
+        data = json.loads(cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def cached() -> Tuning | None:
+    """This machine's cached tuning, if one was measured (None when tuning is off)."""
+    if _disabled():
+        return None
+    entry = _read_cache().get(machine_key())
+    return Tuning.from_dict(entry) if isinstance(entry, dict) else None
+
+
+def save(tuning: Tuning) -> Path:
+    """Add ``tuning`` to the cache under its machine key (other machines' entries kept)."""
+    path = cache_path()
+    data = _read_cache()
+    data[tuning.machine] = tuning.as_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)  # atomic: a concurrent reader sees the old file or the new
+    return path
+
+
+_active: Tuning | None = None
+
+
+def active() -> Tuning:
+    """The tuning the routines use now: set by :func:`use` or :func:`ensure`, else the one
+    cached for this machine (read once per process), else the defaults."""
+    global _active
+    if _active is None:
+        _active = cached() or DEFAULTS
+    return _active
+
+
+@contextmanager
+def use(tuning: Tuning) -> Iterator[Tuning]:
+    """Run the routines with ``tuning`` inside the block (tests force each kernel with it)."""
+    global _active
+    saved = _active
+    _active = tuning
+    try:
+        yield tuning
+    finally:
+        _active = saved
+
+
+def ensure(device: str = "cpu", *, progress: Callable[[str], None] | None = None) -> Tuning:
+    """The tuning for this machine and thread count: cached, or measured now and cached,
+    and made active. Other devices, or tuning turned off, keep what is active."""
+    global _active
+    if torch.device(device).type != "cpu" or _disabled():
+        return active()
+    found = cached()
+    if found is None:
+        if progress is not None:
+            progress("measuring this CPU's fastest kernels (once per machine)…")
+        found = measure()
+        save(found)
+    _active = found
+    return found
+
+
+# NOTE: [Freed memory kept for reuse]
+#     PyTorch's CPU tensors come from malloc, and glibc serves a block above its mmap
+#     threshold with fresh pages from the kernel, returned on free. The threshold moves as
+#     such blocks are freed, so whether a process keeps paying for fresh pages is chance: on
+#     the PINN shape (D=2, K=64, L=6, B=4096, 1 MB activations) five fresh processes timed
+#     1.75, 1.76, 1.78, 4.25 and 4.28 ms per Jacobian, the slow two with 2272 page faults a
+#     call. With the thresholds fixed (mmap 64 MiB, trim 128 MiB) six of six took
+#     1.72–1.74 ms with none. Every method in the process gains alike (torch.func and
+#     autograd allocate the same way), so comparisons stay fair; jacbench's own timing
+#     entry points set it, and a library user may call it once at start.
+MMAP_THRESHOLD = 64 << 20
+TRIM_THRESHOLD = 128 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
+_allocator: dict[str, Any] = {"kept_freed_memory": False}
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc keep freed blocks up to 64 MiB for reuse (NOTE: [Freed memory kept for
+    reuse]). Process-wide; True where it applied (glibc), False elsewhere."""
+    if _allocator["kept_freed_memory"]:
+        return True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        applied = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+            libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        )
+    except (OSError, AttributeError):
+        applied = False
+    if applied:
+        _allocator.update(
+            kept_freed_memory=True, mmap_threshold=MMAP_THRESHOLD, trim_threshold=TRIM_THRESHOLD
+        )
+    return applied
+
+
+def allocator_settings() -> dict[str, Any]:
+    """What :func:`keep_freed_memory` set in this process, for meta.json."""
+    return dict(_allocator)
+
+
+def classes_for(widths: tuple[int, ...], batch: int, mode: str) -> list[str]:
+    """The narrow-product classes a Jacobian of this shape by ``mode`` looks up (CPU)."""
+    from jacbench.jacobians import NARROW_BLOCK, SPLIT_MIN_ELEMENTS, TUNED_MIN_ELEMENTS
+
+    names: list[str] = []
+    d, p = widths[0], widths[-1]
+    for a, b in zip(widths[:-1], widths[1:]):
+        elements = a * b
+        if elements < TUNED_MIN_ELEMENTS:
+            continue
+        size = "large" if elements >= SPLIT_MIN_ELEMENTS else "small"
+        if batch < NARROW_BLOCK:  # the primal step
+            names.append(class_name("forward", batch, size))
+        if batch == 1 and mode == "forward" and 1 < d < NARROW_BLOCK:  # tangent rows
+            names.append(class_name("forward", d, size))
+        if batch == 1 and mode == "reverse" and p < NARROW_BLOCK:  # adjoint rows
+            names.append(class_name("reverse", p, size))
+    return list(dict.fromkeys(names))
+
+
+# ------------------------------------------------------------------ measurement
+def _candidates(orientation: str, rows: int, weights: list[torch.Tensor]) -> dict[str, Callable]:
+    """Each kernel as one pass of a row block through a chain of weights, as a sweep runs."""
+    from jacbench import jacobians  # the kernels live with the routines that use them
+
+    block = torch.randn(rows, weights[0].shape[0])  # square weights: either orientation fits
+    forward = orientation == "forward"
+    matrices = [w.T if forward else w for w in weights]  # the right operands, as passed
+
+    def chain(kernel: str) -> Callable[[], object]:
+        def run() -> object:
+            for matrix in matrices:
+                jacobians.narrow_product(block, matrix, forward, kernel)
+            return None
+
+        return run
+
+    kernels = {kernel: chain(kernel) for kernel in NARROW_KERNELS}
+    if not jacobians.can_split(weights[0]):
+        kernels.pop("split")
+    return kernels
+
+
+def _time(fn: Callable[[], object], min_time: float) -> float:
+    from jacbench import timing
+
+    return timing.measure(fn, min_time=min_time, warmup=1).median
+
+
+def _pick(default: str, seconds: Mapping[str, float]) -> str:
+    """The fastest candidate, unless the default is within ``MIN_GAIN`` of it."""
+    best = min(seconds, key=seconds.__getitem__)
+    return best if seconds[best] < (1 - MIN_GAIN) * seconds[default] else default
+
+
+def _measure_round_robin(
+    candidates: Mapping[str, Callable[[], object]], min_time: float
+) -> dict[str, float]:
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(ROUNDS):  # interleaved, so that drift hits every candidate alike
+        for name, fn in candidates.items():
+            times[name].append(_time(fn, min_time))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _tanh_by_sigmoid_timing(z: torch.Tensor) -> Callable[[], object]:
+    from jacbench import jacobians
+
+    def run() -> object:
+        return jacobians.tanh_by_sigmoid(z.clone())
+
+    return run
+
+
+def measure(*, min_time: float = 0.01) -> Tuning:
+    """Time every candidate of every class on this CPU, in float32; a few seconds.
+
+    Sets :func:`keep_freed_memory` first: the routines run under it wherever jacbench times
+    them, and without it the fresh pages of each 1 MB result can cost more than the kernel.
+    """
+    keep_freed_memory()
+    generator = torch.Generator().manual_seed(0)
+    narrow: dict[str, str] = {}
+    measured: dict[str, dict[str, float]] = {}
+    for size, width in SIZES.items():
+        weights = [torch.randn(width, width, generator=generator) for _ in range(CHAIN[size])]
+        for orientation in ("forward", "reverse"):
+            for rows in NARROW_ROWS:
+                name = class_name(orientation, rows, size)
+                candidates = _candidates(orientation, rows, weights)
+                seconds = {  # per product
+                    kernel: t / len(weights)
+                    for kernel, t in _measure_round_robin(candidates, min_time).items()
+                }
+                measured[name] = seconds
+                default = _default_narrow(orientation, rows, size)
+                narrow[name] = _pick(default if default in seconds else "rows", seconds)
+        del weights
+    z = torch.randn(TANH_SHAPE, generator=generator)
+    # Both timings include the same clone, so that the sigmoid form can work in place.
+    tanh_seconds = _measure_round_robin(
+        {"tanh": lambda: torch.tanh(z.clone()), "sigmoid": _tanh_by_sigmoid_timing(z)}, min_time
+    )
+    measured["tanh"] = tanh_seconds
+    return Tuning(
+        narrow=narrow,
+        tanh=_pick("tanh", tanh_seconds),
+        machine=machine_key(),
+        measured_s=measured,
+    )

@@ -1,0 +1,154 @@
+"""Measured kernel choices: every kernel exact and FLOP-exact, the cache, and the CLI."""
+
+import json
+
+import pytest
+import torch
+
+from jacbench import MLP, cost, jacobian, tuning
+from jacbench.grading import count_matmul_flops
+from jacbench.jacobians import reference_jacobian, relative_error, tanh_by_sigmoid
+from tests.test_cli import invoke
+
+
+def forcing(kernel: str, tanh: str = "tanh") -> tuning.Tuning:
+    """A tuning that sends every narrow-product class to ``kernel``."""
+    return tuning.Tuning(narrow={name: kernel for name in tuning.CLASSES}, tanh=tanh)
+
+
+# Weights of 192² elements take the "small" classes, 768² ones the "large" (split) classes;
+# D and P below 16 make narrow tangent and adjoint blocks, batch 3 a narrow primal step.
+SHAPES = [
+    ((5, 192, 192, 192, 3), 1),
+    ((3, 192, 192, 1), 3),
+    ((1, 768, 768, 2), 1),
+    ((4, 768, 768, 1), 1),
+    ((7, 768, 768, 5), 3),
+]
+
+
+@pytest.mark.parametrize("kernel", tuning.NARROW_KERNELS)
+@pytest.mark.parametrize(("widths", "batch"), SHAPES)
+@pytest.mark.parametrize("mode", ["forward", "reverse", "mixed"])
+def test_every_kernel_is_exact_and_flop_exact(kernel, widths, batch, mode):
+    net = MLP.from_widths(widths, bias=True)
+    x = torch.randn(batch, widths[0]) if batch > 1 else torch.randn(widths[0])
+    reference = reference_jacobian(net.to(dtype=torch.float64), x.double())
+    with tuning.use(forcing(kernel)):
+        jac = jacobian(net, x, mode)
+        flops = count_matmul_flops(lambda: jacobian(net, x, mode))
+    assert jac.shape == reference.shape
+    assert relative_error(jac, reference) < 2e-5
+    assert flops == cost.flop_count(widths, mode, batch)
+
+
+def test_tanh_by_sigmoid_matches_tanh():
+    z = torch.linspace(-30, 30, 100_001, dtype=torch.float64)
+    assert torch.allclose(tanh_by_sigmoid(z.clone()), torch.tanh(z), atol=4e-16, rtol=0)
+    z32 = z.float()
+    assert torch.allclose(tanh_by_sigmoid(z32.clone()), torch.tanh(z32), atol=3e-7, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_sigmoid_tanh_jacobians_are_exact_on_a_pinn_batch(mode):
+    net = MLP.from_widths((2, 64, 64, 64, 1), bias=True)
+    x = torch.randn(1024, 2)  # (1024, 64) activations: above TANH_MIN_ELEMENTS
+    reference = reference_jacobian(net.to(dtype=torch.float64), x.double())
+    with tuning.use(forcing("rows", tanh="sigmoid")):
+        jac = jacobian(net, x, mode)
+    assert relative_error(jac, reference) < 2e-5
+
+
+def test_pick_keeps_the_default_unless_clearly_beaten():
+    assert tuning._pick("rows", {"rows": 1.0, "split": 0.97}) == "rows"
+    assert tuning._pick("rows", {"rows": 1.0, "split": 0.90}) == "split"
+    assert tuning._pick("split", {"rows": 0.5, "split": 1.0}) == "rows"
+
+
+def test_defaults_reproduce_the_fixed_rules():
+    assert tuning.DEFAULTS.narrow_kernel(forward=True, rows=1, large=False) == "weight-first"
+    assert tuning.DEFAULTS.narrow_kernel(forward=False, rows=1, large=False) == "rows"
+    assert tuning.DEFAULTS.narrow_kernel(forward=False, rows=7, large=True) == "split"
+    assert tuning.DEFAULTS.tanh == "tanh"
+
+
+def test_buckets():
+    assert [tuning.bucket(m) for m in (1, 2, 5, 6, 15)] == [1, 3, 3, 8, 8]
+
+
+def test_from_dict_ignores_unknown_kernels_and_classes():
+    data = {"machine": "m", "tanh": "cosh", "narrow": {"forward m=3 small": "magic", "x": "rows"}}
+    got = tuning.Tuning.from_dict(data)
+    assert got.tanh == "tanh"
+    assert got.narrow == tuning.DEFAULTS.narrow
+    assert tuning.Tuning.from_dict(got.as_dict()) == got
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("JACBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("JACBENCH_TUNING", raising=False)
+    monkeypatch.setattr(tuning, "_active", None)
+    return tmp_path
+
+
+def test_ensure_measures_once_then_reads_the_cache(cache_dir, monkeypatch):
+    measured = forcing("split")
+    measured = tuning.Tuning(narrow=measured.narrow, machine=tuning.machine_key())
+    calls = []
+    monkeypatch.setattr(tuning, "measure", lambda: calls.append(1) or measured)
+    assert tuning.ensure("cpu") == measured
+    assert tuning.ensure("cpu") == measured
+    assert calls == [1]
+    stored = json.loads((cache_dir / "tuning.json").read_text())
+    assert stored[tuning.machine_key()]["narrow"]["reverse m=1 small"] == "split"
+    # Another process (a fresh module state) reads it without measuring.
+    monkeypatch.setattr(tuning, "_active", None)
+    assert tuning.active() == measured
+
+
+def test_tuning_off_keeps_the_defaults(cache_dir, monkeypatch):
+    monkeypatch.setenv("JACBENCH_TUNING", "defaults")
+    monkeypatch.setattr(tuning, "measure", lambda: pytest.fail("measured while off"))
+    assert tuning.ensure("cpu") == tuning.DEFAULTS
+    assert not (cache_dir / "tuning.json").exists()
+
+
+def test_measure_times_every_class_and_picks_a_candidate(cache_dir):
+    measured = tuning.measure(min_time=0.001)
+    assert measured.machine == tuning.machine_key()
+    assert set(measured.narrow) == set(tuning.CLASSES)
+    for name in tuning.CLASSES:
+        seconds = measured.measured_s[name]
+        assert measured.narrow[name] in seconds and all(t > 0 for t in seconds.values())
+    assert set(measured.measured_s["tanh"]) == {"tanh", "sigmoid"}
+
+
+def test_classes_for_names_what_a_shape_looks_up():
+    assert tuning.classes_for((1000, 1000, 1000, 1), 1, "reverse") == [
+        "forward m=1 large",
+        "reverse m=1 large",
+    ]
+    assert tuning.classes_for((3, 600, 600, 600), 1, "forward") == [
+        "forward m=1 small",
+        "forward m=3 small",
+    ]
+    assert tuning.classes_for((2, 64, 64, 1), 4096, "reverse") == []  # batched GEMMs only
+
+
+def test_keep_freed_memory_is_recorded():
+    assert tuning.keep_freed_memory() in (True, False)
+    settings = tuning.allocator_settings()
+    if settings["kept_freed_memory"]:
+        assert settings["mmap_threshold"] == tuning.MMAP_THRESHOLD
+
+
+def test_cli_tune_and_predict(cache_dir, monkeypatch):
+    monkeypatch.setattr(tuning, "measure", lambda: tuning.Tuning(machine=tuning.machine_key()))
+    result = invoke("tune")
+    assert result.exit_code == 0, result.output
+    assert "forward m=3 small" in result.output and "tuning.json" in result.output
+    result = invoke("predict", "--depth", 3, "--d-in", 1000, "--width", 1000, "--d-out", 1)
+    assert result.exit_code == 0, result.output
+    assert "Kernels (measured on" in result.output
+    assert "reverse m=1 large: split" in result.output
