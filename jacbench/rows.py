@@ -99,7 +99,9 @@ class Row:
     max_rel_err: float = _column(float, "", "max |J − J_ref| / max |J_ref| vs float64 jacrev")
     memory_bytes: int | None = _column(int, "B", "modelled peak extra memory of the mode")
     peak_memory_bytes: float = _column(float, "B", "measured peak extra memory (CUDA only)")
-    bound_s: float = _column(float, "s", "roofline bound: max(FLOPs/peak, weight bytes/bw)")
+    bound_s: float = _column(
+        float, "s", "roofline bound: max(FLOPs/peak, weight bytes/bw, σ and σ' work/their rates)"
+    )
     efficiency: float = _column(float, "", "bound_s / median_s (1 = at the roofline)")
     compile_s: float = _column(float, "s", "compile or capture time, apart from median_s")
     message: str = _column(str, "", "why a row is not ok (error line, tolerance, skip reason)")
