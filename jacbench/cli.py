@@ -221,7 +221,6 @@ def tune(
         torch.set_num_threads(threads)
     if tuning.cached() is None or remeasure:
         with err_console.status("measuring this CPU's kernels (a few seconds)…"):
-            tuning.keep_freed_memory()
             tuning.save(tuning.measure())
     console.print(report.tuning_table(tuning.ensure("cpu")))
     console.print(f"Cached in {tuning.cache_path()}", highlight=False)

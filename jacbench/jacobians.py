@@ -85,11 +85,7 @@ def _split_blocks(weight: Tensor) -> int:
     """How many row blocks to cut ``weight`` into for a narrow product (0: do not cut)."""
     if weight.numel() < SPLIT_MIN_ELEMENTS:  # first: the cheapest test, and most calls
         return 0
-    threads = torch.get_num_threads()
-    if threads == 1 or weight.device.type != "cpu" or not weight.is_contiguous():
-        return 0
-    blocks = 2 * threads
-    return blocks if weight.shape[0] % blocks == 0 else 0
+    return 2 * torch.get_num_threads() if can_split(weight) else 0
 
 
 def _rows_times_weight_t(rows: Tensor, weight: Tensor, blocks: int) -> Tensor:

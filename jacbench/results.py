@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import subprocess
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -191,22 +192,10 @@ class RunWriter:
         if row.key in self.done:
             return
         if row.samples:
-            new_samples = not self.samples_path.exists()
-            with self.samples_path.open("a", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=SAMPLE_COLUMNS)
-                if new_samples:
-                    writer.writeheader()
-                writer.writerows(row.sample_records())
-                handle.flush()
-                os.fsync(handle.fileno())
-        new_file = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
-        with self.csv_path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-            if new_file:
-                writer.writeheader()
-            writer.writerow(row.as_dict())
-            handle.flush()
-            os.fsync(handle.fileno())
+            header = not self.samples_path.exists()
+            _append_records(self.samples_path, SAMPLE_COLUMNS, row.sample_records(), header)
+        header = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
+        _append_records(self.csv_path, COLUMNS, [row.as_dict()], header)
         self.done.add(row.key)
 
     def write_meta(self, **fields: Any) -> None:
@@ -214,6 +203,19 @@ class RunWriter:
         self.meta.update(fields)
         self.meta["params"] = self.params
         write_json_atomic(self.meta_path, self.meta)
+
+
+def _append_records(
+    path: Path, columns: Sequence[str], records: Iterable[dict], header: bool
+) -> None:
+    """Append CSV records (after a header line if ``header``) and push them to disk."""
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        if header:
+            writer.writeheader()
+        writer.writerows(records)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

@@ -21,6 +21,7 @@ one, else the defaults. ``jacbench run`` and ``jacbench tune`` measure and cache
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import statistics
@@ -75,9 +76,9 @@ def _default_narrow(orientation: str, rows: int, size: str) -> str:
     return "weight-first" if orientation == "forward" and rows == 1 else "rows"
 
 
-CLASSES = tuple(
-    class_name(o, m, s) for o in ("forward", "reverse") for m in NARROW_ROWS for s in SIZES
-)
+# (orientation, representative rows, size) of every class, and the classes' names.
+_CLASS_KEYS = tuple(itertools.product(("forward", "reverse"), NARROW_ROWS, SIZES))
+CLASSES = tuple(class_name(o, m, s) for o, m, s in _CLASS_KEYS)
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,7 @@ class Tuning:
 
     narrow: Mapping[str, str] = field(
         default_factory=lambda: {
-            class_name(o, m, s): _default_narrow(o, m, s)
-            for o in ("forward", "reverse")
-            for m in NARROW_ROWS
-            for s in SIZES
+            class_name(o, m, s): _default_narrow(o, m, s) for o, m, s in _CLASS_KEYS
         }
     )
     tanh: str = "tanh"
@@ -218,8 +216,12 @@ def use(tuning: Tuning) -> Iterator[Tuning]:
 
 def ensure(device: str = "cpu", *, progress: Callable[[str], None] | None = None) -> Tuning:
     """The tuning for this machine and thread count: cached, or measured now and cached,
-    and made active. Other devices, or tuning turned off, keep what is active."""
+    and made active. Other devices, or tuning turned off, keep what is active.
+
+    Every timing entry point calls this first, so it also sets :func:`keep_freed_memory`.
+    """
     global _active
+    keep_freed_memory()
     if torch.device(device).type != "cpu" or _disabled():
         return active()
     found = cached()
