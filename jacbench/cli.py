@@ -7,12 +7,15 @@ Each command parses its options, calls one library function and hands the data t
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import sys
+import time as time_module
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
+import click
 import torch
 import typer
 from rich.console import Console
@@ -30,7 +33,18 @@ from rich.progress import (
 from typer.core import TyperCommand
 
 import jacbench
-from jacbench import cost, grading, harness, report, results, stats, tuning
+from jacbench import (
+    cost,
+    grading,
+    harness,
+    merging,
+    report,
+    results,
+    shards,
+    stats,
+    submission,
+    tuning,
+)
 from jacbench.activations import ACTIVATIONS
 from jacbench.grid import DTYPES, PRESETS, Point, Preset, expand_grid, get_preset
 from jacbench.methods import METHODS, Method
@@ -304,6 +318,9 @@ class _ProgressBar:
             self.progress.console.print(f"Resuming: {done} rows done, {len(tasks)} to go.")
         self.bar = self.progress.add_task("timing…", total=len(tasks))
 
+    def waiting(self, message: str) -> None:
+        self.progress.console.print(f"{message}…", highlight=False)
+
     def finished(self, row: Row) -> None:
         self.rows += 1
         if row.status.value in FAILED_STATUSES:
@@ -398,6 +415,21 @@ def run(
             "--cuda-graphs", help="Also time auto-cudagraph: auto replayed as a CUDA graph."
         ),
     ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="Run only shard i of n (i/n, 0 ≤ i < n): points dealt by estimated time, "
+            "written to OUT/shards/<i>-of-<n>/; join with `jacbench merge OUT`. 'all': the "
+            "whole grid even inside a Slurm job array.",
+            show_default="from SLURM_ARRAY_TASK_ID/_COUNT/_MIN, else the whole grid",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print what would run (per shard: points, tasks, time) and stop."
+        ),
+    ] = False,
 ) -> None:
     """Sweep methods over a grid of shapes; write results.csv, meta.json, summary.md and plots."""
     device = check_device(device)
@@ -409,21 +441,35 @@ def run(
     if extra:
         base = names if names is not None else _preset(preset).installed_methods()
         names = [*base, *extra]
-    run_dir = out or results.default_run_dir(device)
+    part = _shard_option(shard)
+    grid: dict[str, Any] = dict(
+        depths=parse_optional_ints(depths, "--depths"),
+        d_in=parse_optional_ints(d_in, "--d-in"),
+        width=parse_optional_ints(width, "--width"),
+        d_out=parse_optional_ints(d_out, "--d-out"),
+        batch=parse_optional_ints(batch, "--batch"),
+        preset=preset,
+        dtype=parse_choices(dtype, "dtype", list(DTYPES)),
+        device=device,
+        min_time=min_time,
+    )
+    if dry_run:
+        try:
+            plan = harness.shard_plan(names, shards_count=part.count if part else 1, **grid)
+        except ValueError as error:
+            fail(str(error))
+        by_submit = isinstance(ctx.obj, dict)
+        console.print(report.shard_plan_table(plan, None if by_submit else part))
+        if by_submit:  # submit checks the options this way, then deals the same plan
+            ctx.obj["shard_plan"] = plan
+        return
+    run_dir = out or _default_out(device, part)
     progress = _ProgressBar(quiet)
     try:
         with progress.progress:
             frame = harness.sweep(
                 names,
-                depths=parse_optional_ints(depths, "--depths"),
-                d_in=parse_optional_ints(d_in, "--d-in"),
-                width=parse_optional_ints(width, "--width"),
-                d_out=parse_optional_ints(d_out, "--d-out"),
-                batch=parse_optional_ints(batch, "--batch"),
-                preset=preset,
-                dtype=parse_choices(dtype, "dtype", list(DTYPES)),
-                device=device,
-                min_time=min_time,
+                **grid,
                 max_call_time=max_call_time,
                 rounds=rounds,
                 processes=processes,
@@ -435,28 +481,58 @@ def run(
                 peaks=peak,
                 out=run_dir,
                 resume=resume,
+                shard=part,
                 command=command_line(ctx),
                 observer=progress,
             )
     except ValueError as error:  # RunDirError and ResultsFileError are ValueErrors
         fail(str(error))
     except KeyboardInterrupt:
+        folder = shards.shard_dir(run_dir, part) if part else run_dir
+        again = f" --shard {part}" if part else ""
         err_console.print(
-            f"Interrupted: {progress.rows} new rows kept in {run_dir / 'results.csv'}; "
-            f"continue with --out {run_dir} --resume"
+            f"Interrupted: {progress.rows} new rows kept in {folder / 'results.csv'}; "
+            f"continue with{again} --out {run_dir} --resume"
         )
         raise typer.Exit(130) from None
-    if not quiet:
+    if not quiet and not frame.empty:
         summary = report.summary_frame(frame, frame.attrs.get("samples"))
         console.print(report.summary_table(summary, list(dict.fromkeys(frame["method"]))))
         console.print(report.accuracy_sentence(summary))
-    written = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
-    console.print(f"Results: {run_dir}/ ({', '.join(written)})")
+    folder = shards.shard_dir(run_dir, part) if part else run_dir
+    written = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    console.print(f"Results: {folder}/ ({', '.join(written)})")
+    if part:
+        console.print(
+            f"Shard {part} finished ({len(frame)} rows). When every shard has: "
+            f"jacbench merge {run_dir}",
+            highlight=False,
+        )
     failures = harness.failed_rows(frame)
     if not failures.empty:
         for _, row in failures.iterrows():
             err_console.print(report.failure_line(row), highlight=False)
         raise typer.Exit(1)
+
+
+def _shard_option(text: str | None) -> shards.Shard | None:
+    """--shard i/n, else the Slurm array task's shard; None for the whole grid."""
+    try:
+        if text is None:
+            return shards.from_environment()
+        return None if text.strip() == "all" else shards.parse_shard(text)
+    except ValueError as error:
+        fail(str(error))
+
+
+def _default_out(device: str, part: shards.Shard | None) -> Path:
+    """results/<date>-<device>; for a shard, one folder every shard agrees on."""
+    if part is None:
+        return results.default_run_dir(device)
+    job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if job:  # every task of one array shares the array's job id
+        return Path("results") / f"slurm-{job}-{device.replace(':', '')}"
+    fail("a shard needs --out: every shard of a run writes into the same folder")
 
 
 # ------------------------------------------------------------------------------ check
@@ -505,6 +581,233 @@ def check_command(
         console.print(f"• {escape(hint)}", highlight=False)
     if not graded.passed:
         raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------ merge
+@app.command()
+def merge(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="A sharded run's folder, or two or more runs to join (folders, sharded or not).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the merged run goes.",
+            show_default="a sharded run's own folder; needed for two or more runs",
+        ),
+    ] = None,
+    keep: Annotated[
+        str | None,
+        typer.Option(
+            help="Where two runs hold a row with the same key: keep the 'first' or the 'last' "
+            "run's row (else the merge is refused).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Join a sharded run's shards into results.csv, meta.json, summary.md and plots, or join
+    separate runs (other devices, say) into --out; exit 1 while shards are missing or
+    unfinished."""
+    if keep is not None and keep not in merging.KEEP_CHOICES:
+        fail(f"--keep takes first or last, got {keep!r}")
+    if len(runs) == 1:
+        _merge_shards(runs[0], out)
+        return
+    if out is None:
+        fail("joining two or more runs needs --out (the folder the merged run goes to)")
+    parts = []
+    for path in runs:
+        try:
+            sharded = shards.is_sharded(path)
+            run = merging.merge_shards(path) if sharded else None
+            parts.append((str(path), run.run if run else results.read_run(path)))
+        except (FileNotFoundError, ValueError) as error:
+            fail(str(error))
+        if run is not None and not run.complete:
+            err_console.print(
+                f"[yellow]Warning:[/] {escape(str(path))}: {run.count - len(run.finished)} of "
+                f"{run.count} shards missing or unfinished; merging what is there",
+                highlight=False,
+            )
+    try:
+        merged = merging.merge_runs(parts, keep)
+        merging.write_merged(out, merged)
+    except ValueError as error:
+        fail(str(error))
+    devices = sorted(set(merged.rows["device"]))
+    console.print(
+        f"Merged {len(merged.rows)} rows of {len(runs)} runs ({', '.join(devices)}) into {out}/",
+        highlight=False,
+    )
+
+
+def _merge_shards(run_dir: Path, out: Path | None) -> None:
+    if not shards.is_sharded(run_dir):
+        fail(
+            f"{run_dir} holds no shards (no shards/<i>-of-<n>/); to join separate runs "
+            "give two or more and --out"
+        )
+    try:
+        sharded = merging.merge_shards(run_dir)
+        merging.write_merged(out or run_dir, sharded.run)
+    except ValueError as error:
+        fail(str(error))
+    parts = sharded.run.meta["parts"]
+    console.print(report.shards_table(parts, sharded.count, sharded.missing))
+    console.print(
+        f"Merged {len(sharded.run.rows)} rows of {len(sharded.finished)}/{sharded.count} "
+        f"finished shards into {out or run_dir}/",
+        highlight=False,
+    )
+    if sharded.complete:
+        return
+    for index in sharded.missing:
+        err_console.print(
+            f"Shard {index}/{sharded.count} is missing: run the same `jacbench run` with "
+            f"--shard {index}/{sharded.count} --out {run_dir}",
+            highlight=False,
+        )
+    for index, state in sharded.unfinished.items():
+        what = "is still running" if state == "running" else "was interrupted"
+        todo = "" if state == "running" else f": add --shard {index}/{sharded.count} --resume"
+        err_console.print(f"Shard {index}/{sharded.count} {what}{todo}", highlight=False)
+    raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- submit
+# Run options submit sets for each job itself.
+_SUBMIT_OWNS = ("--shard", "--out", "--resume", "--dry-run", "--quiet")
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def submit(
+    ctx: typer.Context,
+    shards_count: Annotated[
+        int, typer.Option("--shards", help="How many shards (jobs) to deal the grid into.", min=1)
+    ],
+    out: Annotated[Path, typer.Option(help="The run folder every shard writes into.")],
+    executor: Annotated[
+        str, typer.Option(help="slurm (a job array) or local (processes on this machine).")
+    ] = "local",
+    wait: Annotated[
+        bool, typer.Option(help="Wait for the jobs, then merge (--no-wait: submit and return).")
+    ] = True,
+    time: Annotated[
+        int | None,
+        typer.Option(
+            help="Time limit per job, minutes.", show_default="3× the largest shard's estimate"
+        ),
+    ] = None,
+    partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
+    gpus_per_task: Annotated[int | None, typer.Option(help="Slurm GPUs per job.", min=0)] = None,
+    cpus_per_task: Annotated[int | None, typer.Option(help="CPUs per job.", min=1)] = None,
+    mem_gb: Annotated[float | None, typer.Option(help="Memory per job, GB.")] = None,
+    parallel: Annotated[
+        int | None, typer.Option(help="At most this many Slurm array tasks at once.", min=1)
+    ] = None,
+    slurm: Annotated[
+        list[str] | None,
+        typer.Option(help="Any other sbatch option as KEY=VALUE (repeatable): account=abc."),
+    ] = None,
+) -> None:
+    """Run a sweep as n shard jobs with submitit (Slurm array or local), wait, and merge.
+    Every other option is `jacbench run`'s: `jacbench submit --shards 4 --out R --preset peers`."""
+    run_args = list(ctx.args)
+    owned = [a.split("=")[0] for a in run_args if a.split("=")[0] in _SUBMIT_OWNS]
+    if owned:
+        fail(f"submit sets {', '.join(owned)} for each job itself; leave it out")
+    options = {}
+    for item in slurm or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--slurm takes KEY=VALUE, got {item!r}")
+        options[key.strip()] = value.strip()
+    plan = _dry_run(run_args, shards_count)
+    parameters = submission.executor_parameters(
+        timeout_min=time or submission.default_timeout_min(float(plan["estimated_s"].max())),
+        partition=partition,
+        gpus_per_task=gpus_per_task,
+        cpus_per_task=cpus_per_task,
+        mem_gb=mem_gb,
+        parallel=parallel,
+        slurm_options=options,
+    )
+    try:
+        jobs = submission.submit(
+            run_args, shards_count, out, executor=executor, parameters=parameters
+        )
+    except ValueError as error:
+        fail(str(error))
+    except Exception as error:  # sbatch refused, say: its message in one line
+        fail(f"submitting failed: {_first_line(error)}")
+    console.print(
+        f"Submitted {len(jobs)} {executor} jobs: {', '.join(str(j.job_id) for j in jobs)}; "
+        f"logs in {out / submission.LOGS_FOLDER}/",
+        highlight=False,
+    )
+    if not wait:
+        console.print(f"When they have finished: jacbench merge {out}", highlight=False)
+        return
+    failed = _wait_for(jobs)
+    if not failed:
+        _merge_shards(out, None)
+        return
+    for job, problem in failed:
+        err_console.print(
+            f"[bold red]Job {job.job_id} failed:[/] {escape(_first_line(problem))} "
+            f"(log: {job.paths.stderr})",
+            highlight=False,
+        )
+    err_console.print(f"What finished is in {out}; `jacbench merge {out}` shows what is missing.")
+    raise typer.Exit(1)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[-1][:300]
+
+
+def _dry_run(run_args: list[str], count: int):
+    """Check the run options by `jacbench run --dry-run`, printing the dealing; its plan."""
+    command = typer.main.get_command(app)
+    plan: dict = {}
+    try:
+        code = command.main(
+            ["run", *run_args, "--shard", f"0/{count}", "--dry-run"],
+            standalone_mode=False,
+            obj=plan,
+        )
+    except click.ClickException as error:
+        fail(f"run option: {error.format_message()}")
+    if "shard_plan" not in plan:  # run printed why and stopped
+        raise typer.Exit(code if isinstance(code, int) and code else 2)
+    return plan["shard_plan"]
+
+
+def _wait_for(jobs: list) -> list[tuple]:
+    """Wait for every job with a progress bar; the failed ones with their errors."""
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("shards"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    )
+    with progress:
+        bar = progress.add_task("", total=len(jobs))
+        while True:
+            done = sum(job.done() for job in jobs)
+            progress.update(bar, completed=done)
+            if done == len(jobs):
+                break
+            time_module.sleep(1.0)
+    return [(job, job.exception()) for job in jobs if job.exception() is not None]
 
 
 # ----------------------------------------------------------------- report, compare, info

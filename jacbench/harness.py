@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import pandas as pd
 import torch
 
-from jacbench import cost, results, routines, timing, tuning
+from jacbench import cost, device_lock, results, routines, shards, timing, tuning
 from jacbench import processes as pool_processes
 from jacbench.activations import ACTIVATIONS
 from jacbench.grid import DTYPES, Point, expand_grid, get_preset
@@ -355,6 +355,10 @@ class SweepObserver(Protocol):
     def finished(self, row: Row) -> None:
         """A row was measured (and written, when the run has a folder)."""
 
+    def waiting(self, message: str) -> None:
+        """The sweep waits for its device: another jacbench run is timing there
+        (``jacbench.device_lock``). Optional: an observer without it is not told."""
+
 
 def _check_options(
     *,
@@ -413,6 +417,8 @@ def sweep(
     peaks: bool = False,
     out: str | Path | None = None,
     resume: bool = False,
+    shard: shards.Shard | str | None = None,
+    shard_folder: bool = True,
     command: str | None = None,
     observer: SweepObserver | None = None,
 ) -> pd.DataFrame:
@@ -434,6 +440,10 @@ def sweep(
             spread between processes then shows in the intervals.
         out: a run folder to write (results.csv, meta.json, summary.md, plots), locked while
             the run writes; ``resume`` continues one, skipping the rows it holds.
+        shard: run only this share of the grid, ``"i/n"`` or a ``shards.Shard`` (points
+            dealt by estimated time, ``jacbench.shards``); with ``out`` it writes
+            ``out/shards/<i>-of-<n>/`` (or ``out`` itself when ``shard_folder`` is False),
+            and ``jacbench.merging.merge_shards(out)`` joins the shards.
         command: the command line to record in meta.json.
         observer: told the tasks at the start and each row as it finishes.
 
@@ -444,18 +454,23 @@ def sweep(
         ValueError: a bad option, in one line.
         results.RunDirError: ``out`` is in use, holds another run, or is damaged.
     """
-    chosen = get_preset(preset)
     dtypes = [dtype] if isinstance(dtype, str) else list(dtype)
     overrides = {"depths": depths, "d_in": d_in, "width": width, "d_out": d_out, "batch": batch}
-    if shapes is not None:
-        if any(v is not None for v in overrides.values()):
-            raise ValueError("give shapes or grid options (depths, d_in, …), not both")
-        points = expand_grid(shapes=shapes, dtype=dtypes, device=device)
-    else:
-        points = chosen.points(dtypes, device, overrides)
-    wanted = chosen.installed_methods() if methods is None else list(dict.fromkeys(methods))
-    resolved = routines.resolve_all(wanted)
-    min_time = (chosen.min_time or DEFAULT_MIN_TIME) if min_time is None else min_time
+    points, wanted, resolved, min_time = _grid(
+        methods, overrides, shapes, preset, dtypes, device, min_time
+    )
+    if isinstance(shard, str):
+        shard = shards.parse_shard(shard)
+    grid_index = {point: i for i, point in enumerate(points)}  # a merge restores this order
+    if shard is not None:
+        points = shards.deal(points, resolved, shard.count, min_time)[shard.index]
+        if out is not None:
+            out = _shard_out(Path(out), shard, shard_folder)
+    elif out is not None and shards.is_sharded(out):
+        raise results.RunDirError(
+            f"{out} holds a sharded run: run its shards with --shard i/n, or join them with "
+            f"`jacbench merge {out}`"
+        )
     _check_options(
         methods=resolved,
         init=init,
@@ -486,10 +501,14 @@ def sweep(
             shapes=shapes, preset=preset, dtype=dtypes, device=device, min_time=min_time,
             max_call_time=max_call_time, rounds=rounds, threads=threads, seed=seed, init=init,
             activation=activation, validate=validate, peaks=peaks,
+            shard=None if shard is None else str(shard), shard_folder=False,
         )  # fmt: skip
-        return _sweep_in_processes(config, options, processes, out, resume, command, observer)
+        return _sweep_in_processes(
+            config, options, processes, out, resume, command, observer, grid_index
+        )
     if out is None:
-        rows = _collect(_prepare(config, dtypes, device, peaks), observer, None)
+        with _device(device, observer):
+            rows = _collect(_prepare(config, dtypes, device, peaks), observer, None)
         frame = typed_frame([r.as_dict() for r in rows])
         frame.attrs["samples"] = samples_frame(rows)
         return frame
@@ -504,8 +523,9 @@ def sweep(
         "init": init,
         "activation": activation,
         "validate": validate,
+        **({"shards": shard.count} if shard is not None else {}),
     }
-    with results.RunWriter(Path(out), params, resume=resume) as writer:
+    with results.RunWriter(Path(out), params, resume=resume) as writer, _device(device, observer):
         config = _prepare(replace(config, skip=frozenset(writer.done)), dtypes, device, peaks)
         writer.write_meta(
             command=command,
@@ -517,6 +537,7 @@ def sweep(
             tuning=config.tuning.as_dict() if config.tuning is not None else None,
             allocator=tuning.allocator_settings(),
             routines={m.name: m.description for m in resolved if m.source},
+            **({"shard": _shard_record(shard, config, grid_index)} if shard is not None else {}),
         )
         try:
             _collect(config, observer, writer)
@@ -526,6 +547,7 @@ def sweep(
             )
             raise
         writer.write_meta(finished=results.now_iso(), machine_at_end=results.machine_state())
+        writer.ensure_header()  # a shard may be dealt no point: its results.csv is a header
         frame = results.read_results(writer.run_dir)
         samples = results.read_samples(writer.run_dir)
         from jacbench.report import write_report  # the run folder's summary.md and plots
@@ -533,6 +555,111 @@ def sweep(
         write_report(writer.run_dir, frame, writer.meta, samples)
         frame.attrs["samples"] = samples
         return frame
+
+
+def _grid(
+    methods: Sequence[MethodLike] | None,
+    overrides: dict[str, Sequence[int] | None],
+    shapes: Sequence[tuple[Sequence[int], int]] | None,
+    preset: str,
+    dtypes: list[str],
+    device: str,
+    min_time: float | None,
+) -> tuple[list[Point], list[MethodLike], list[Method], float]:
+    """The points, the methods as asked and as resolved, and min_time of a sweep's options."""
+    chosen = get_preset(preset)
+    if shapes is not None:
+        if any(v is not None for v in overrides.values()):
+            raise ValueError("give shapes or grid options (depths, d_in, …), not both")
+        points = expand_grid(shapes=shapes, dtype=dtypes, device=device)
+    else:
+        points = chosen.points(dtypes, device, overrides)
+    wanted: list[MethodLike] = [
+        *(chosen.installed_methods() if methods is None else dict.fromkeys(methods))
+    ]
+    resolved = routines.resolve_all(wanted)
+    min_time = (chosen.min_time or DEFAULT_MIN_TIME) if min_time is None else min_time
+    return points, wanted, resolved, min_time
+
+
+def shard_plan(
+    methods: Sequence[MethodLike] | None = None,
+    *,
+    shards_count: int = 1,
+    depths: Sequence[int] | None = None,
+    d_in: Sequence[int] | None = None,
+    width: Sequence[int] | None = None,
+    d_out: Sequence[int] | None = None,
+    batch: Sequence[int] | None = None,
+    shapes: Sequence[tuple[Sequence[int], int]] | None = None,
+    preset: str = "quick",
+    dtype: str | Sequence[str] = "float32",
+    device: str = "cpu",
+    min_time: float | None = None,
+) -> pd.DataFrame:
+    """What a sweep with these options would run, dealt into ``shards_count`` shards: per
+    shard its points, tasks and estimated seconds (``jacbench run --dry-run``). Nothing is
+    built or timed; the options are checked as ``sweep`` checks them.
+    """
+    dtypes = [dtype] if isinstance(dtype, str) else list(dtype)
+    overrides = {"depths": depths, "d_in": d_in, "width": width, "d_out": d_out, "batch": batch}
+    points, _, resolved, min_time = _grid(
+        methods, overrides, shapes, preset, dtypes, device, min_time
+    )
+    if shards_count < 1:
+        raise ValueError(f"a run has at least 1 shard, got {shards_count}")
+    parts = shards.deal(points, resolved, shards_count, min_time)
+    return pd.DataFrame(
+        {
+            "shard": range(shards_count),
+            "points": [len(part) for part in parts],
+            "tasks": [len(part) * len(resolved) for part in parts],
+            "estimated_s": [
+                sum(shards.estimated_seconds(p, len(resolved), min_time) for p in part)
+                for part in parts
+            ],
+        }
+    )
+
+
+def _shard_out(out: Path, shard: shards.Shard, shard_folder: bool) -> Path:
+    """The folder a shard writes: ``out/shards/<i>-of-<n>/`` (refusing an unsharded run's
+    folder), or ``out`` itself when the caller already chose the shard's folder."""
+    if not shard_folder:
+        return out
+    try:
+        meta = results.read_meta(out)
+    except ValueError:
+        meta = {}
+    if "params" in meta and "merged" not in meta:
+        raise results.RunDirError(f"{out} holds an unsharded run; give the shards another --out")
+    return shards.shard_dir(out, shard)
+
+
+def _shard_record(
+    shard: shards.Shard, config: SweepConfig, grid_index: Mapping[Point, int]
+) -> dict[str, Any]:
+    """meta.json's ``shard``: which part this is, what it was dealt, and where each of its
+    points stands in the whole grid (the order a merge puts the rows back in)."""
+    estimate = sum(
+        shards.estimated_seconds(p, len(config.methods), config.min_time) for p in config.points
+    )
+    return {
+        "index": shard.index,
+        "count": shard.count,
+        "points": len(config.points),
+        "tasks": len(config.points) * len(config.methods),
+        "estimated_s": round(estimate, 3),
+        "grid": [
+            [format_widths(p.widths), p.batch, p.dtype, p.device, grid_index[p]]
+            for p in config.points
+        ],
+    }
+
+
+def _device(device: str, observer: SweepObserver | None) -> contextlib.AbstractContextManager:
+    """The device's timing locks (``jacbench.device_lock``), telling the observer of a wait."""
+    return device_lock.hold(device, getattr(observer, "waiting", None))
 
 
 def _sweep_in_processes(
@@ -543,6 +670,7 @@ def _sweep_in_processes(
     resume: bool,
     command: str | None,
     observer: SweepObserver | None,
+    grid_index: Mapping[Point, int],
 ) -> pd.DataFrame:
     """``sweep`` in ``processes`` fresh processes, pooled (see ``jacbench.processes``)."""
     if any(not isinstance(m, str) for m in options["methods"]):
@@ -557,7 +685,11 @@ def _sweep_in_processes(
             writer = None
         else:
             params = {**options, "processes": processes}
-            params.pop("peaks")
+            for internal in ("peaks", "shard", "shard_folder"):
+                params.pop(internal)
+            shard = options["shard"] and shards.parse_shard(options["shard"])
+            if shard:
+                params["shards"] = shard.count
             writer = stack.enter_context(results.RunWriter(Path(out), params, resume=resume))
             run_dir = writer.run_dir
             writer.write_meta(
@@ -566,6 +698,7 @@ def _sweep_in_processes(
                 finished=None,
                 environment=results.environment(options["device"]),
                 machine_at_start=results.machine_state(),
+                **({"shard": _shard_record(shard, config, grid_index)} if shard else {}),
             )
         runs = pool_processes.measure_in_processes(options, processes, run_dir, resume)
         rows = pool_processes.pool(runs)

@@ -471,18 +471,31 @@ def busy_warning(meta: dict) -> str | None:
     )
 
 
+def _machine_text(env: dict) -> str:
+    device = env.get("device_name") or env.get("cpu_model")
+    host = f" on {env['host']}" if env.get("host") else ""
+    return (
+        f"{device}{host}, {env.get('threads')} threads; torch {env.get('torch')}, "
+        f"jacbench {env.get('jacbench')}"
+    )
+
+
 def _run_header(meta: dict) -> list[str]:
-    """The command, machine and times of a run, as Markdown lines."""
+    """The command, machine(s) and times of a run, as Markdown lines."""
     lines = []
     env = meta.get("environment", {})
     if meta.get("command"):
         lines.append(f"Command: `{meta['command']}`  ")
-    if env:
-        device = env.get("device_name") or env.get("cpu_model")
-        lines.append(
-            f"Machine: {device}, {env.get('threads')} threads; torch {env.get('torch')}, "
-            f"jacbench {env.get('jacbench')}  "
-        )
+    parts = meta.get("parts") or []
+    machines = list(dict.fromkeys(_machine_text(p.get("environment") or {}) for p in parts))
+    if len(machines) > 1:  # a merge of parts that ran on different machines
+        merged = meta.get("merged", {})
+        lines.append(f"Merged from {len(parts)} {merged.get('kind', 'parts')}:  ")
+        for part in parts:
+            name = part.get("run") or f"shard {part.get('shard')}"
+            lines.append(f"- {name}: {_machine_text(part.get('environment') or {})}  ")
+    elif env:
+        lines.append(f"Machine: {_machine_text(env)}  ")
     if meta.get("started"):
         lines.append(f"Run: {meta.get('started')} → {meta.get('finished') or 'unfinished'}")
     warning = busy_warning(meta)
@@ -546,7 +559,8 @@ def summary_markdown(
     methods: Sequence[str] | None = None,
     samples: pd.DataFrame | None = None,
 ) -> str:
-    """summary.md: per shape, median per method, forward/reverse ratio, predicted vs measured."""
+    """summary.md: per shape, median per method, forward/reverse ratio, predicted vs measured;
+    for a run over several devices, the devices side by side."""
     summary = summary_frame(frame, samples)
     lines = ["# jacbench run summary", "", *_run_header(meta or {}), ""]
     if summary.empty:
@@ -556,8 +570,76 @@ def summary_markdown(
         peers = peer_markdown(frame)
         if peers:
             lines += ["", *peers]
+        devices = devices_markdown(frame, methods, samples)
+        if devices:
+            lines += ["", *devices]
     lines += _untimed_lines(frame)
     return "\n".join(lines) + "\n"
+
+
+def devices_side_by_side(frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per shape (without its device) and method: the median on each device in its own
+    column, and for each device after the first its time ratio to the first device with a
+    95% interval and verdict (``stats.compare_runs``: faster, slower, same, unsure).
+
+    Empty unless the timed rows span two or more devices.
+    """
+    ok = timed(frame)
+    devices = sorted(ok["device"].unique()) if not ok.empty else []
+    if len(devices) < 2:
+        return pd.DataFrame()
+    samples = samples if samples is not None else pd.DataFrame(columns=list(KEY_COLUMNS))
+    shape = [c for c in SHAPE_COLUMNS if c != "device"]
+    table = ok.pivot_table(index=[*shape, "method"], columns="device", values="median_s")
+    table.columns.name = None
+    table = table.reset_index()
+    key = [c for c in KEY_COLUMNS if c != "device"]
+
+    def on(device: str, data: pd.DataFrame) -> pd.DataFrame:  # one device, device-free keys
+        return data[data["device"] == device].assign(device="")
+
+    first = devices[0]
+    for device in devices[1:]:
+        pair = stats.compare_runs(
+            on(first, ok), on(first, samples), on(device, ok), on(device, samples), 0.0
+        )
+        pair = pair[[*key, "ratio", "ci_low", "ci_high", "verdict"]].rename(
+            columns=lambda c, d=device: c if c in key else f"{c} {d}"
+        )
+        table = table.merge(pair, on=key, how="left")
+    return table
+
+
+def devices_markdown(
+    frame: pd.DataFrame, methods: Sequence[str] | None = None, samples: pd.DataFrame | None = None
+) -> list[str]:
+    """summary.md's section on a run over several devices: medians side by side, and each
+    device's time ratio to the first with its 95% interval and verdict."""
+    table = devices_side_by_side(frame, samples)
+    if table.empty:
+        return []
+    devices = sorted(timed(frame)["device"].unique())
+    order = {m: i for i, m in enumerate(_method_order(table["method"].unique(), methods))}
+    table = table.sort_values("method", key=lambda m: m.map(order), kind="stable")
+    table = table.sort_values(["depth", "d_in", "width", "d_out", "batch", "dtype"], kind="stable")
+    others = devices[1:]
+    lines = ["## Devices side by side", ""]
+    lines += _markdown_header(
+        ["shape", "method", *devices, *(f"{d} / {devices[0]}" for d in others)]
+    )
+    for _, row in table.iterrows():
+        shape = shape_label({**row.to_dict(), "device": ""}).rstrip()  # devices are columns
+        cells = [shape, str(row["method"]), *[format_seconds(row[d]) for d in devices]]
+        for d in others:
+            ratio, verdict = row[f"ratio {d}"], row[f"verdict {d}"]
+            if not isinstance(verdict, str):
+                cells.append("—")
+                continue
+            low, high = row[f"ci_low {d}"], row[f"ci_high {d}"]
+            interval = "" if math.isnan(low) else f" ({low:.3f}–{high:.3f})"
+            cells.append(f"{format_ratio(ratio)}{interval} {verdict}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def environment_table(env: dict, available: Sequence[str], missing: Sequence[str]) -> Table:
@@ -570,6 +652,50 @@ def environment_table(env: dict, available: Sequence[str], missing: Sequence[str
     table.add_row("methods", ", ".join(available))
     if missing:
         table.add_row("not installed", escape(", ".join(missing)))
+    return table
+
+
+# -------------------------------------------------------------------- shards
+def shard_plan_table(plan: pd.DataFrame, shard: object | None = None) -> Table:
+    """``jacbench run --dry-run``: per shard its points, tasks and estimated time."""
+    table = Table(
+        title="what would run" if len(plan) == 1 else f"the grid dealt into {len(plan)} shards",
+        caption="estimated time: min_time per task and the FLOP model at a nominal rate",
+        box=box.SIMPLE_HEAD,
+    )
+    for name in ("shard", "points", "tasks", "estimated time"):
+        table.add_column(name, justify="right")
+    mine = getattr(shard, "index", None)
+    for row in plan.itertuples(index=False):
+        label = f"{row.shard}/{len(plan)}" if len(plan) > 1 else "all"
+        table.add_row(
+            label + (" ← this one" if row.shard == mine else ""),
+            str(row.points),
+            str(row.tasks),
+            format_seconds(float(row.estimated_s)),
+            style="bold" if row.shard == mine else None,
+        )
+    return table
+
+
+def shards_table(parts: Sequence[dict], count: int, missing: Sequence[int]) -> Table:
+    """``jacbench merge``: each shard's state, rows, host and times."""
+    table = Table(title=f"shards of the run ({count})", box=box.SIMPLE_HEAD)
+    for name in ("shard", "state", "rows", "host", "started", "finished"):
+        table.add_column(name)
+    states = {"finished": "green", "running": "yellow", "interrupted": "red"}
+    rows = [(int(p["shard"].split("/")[0]), p) for p in parts]
+    rows += [(i, {"shard": f"{i}/{count}", "state": "missing"}) for i in missing]
+    for _, part in sorted(rows, key=lambda r: r[0]):
+        state = part.get("state", "")
+        table.add_row(
+            part["shard"],
+            f"[{states.get(state, 'red')}]{state}[/]",
+            str(part.get("rows", "—")),
+            escape(str((part.get("environment") or {}).get("host") or "—")),
+            str(part.get("started") or "—"),
+            str(part.get("finished") or "—"),
+        )
     return table
 
 

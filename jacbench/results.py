@@ -50,6 +50,7 @@ from jacbench.stats import median_interval
 
 LOCK_NAME = ".lock"
 SAMPLES_NAME = "samples.csv"
+SHARDS_FOLDER = "shards"  # a sharded run's parts: shards/<i>-of-<n>/ (jacbench.shards)
 
 
 class RunDirError(ValueError):
@@ -198,6 +199,11 @@ class RunWriter:
         _append_records(self.csv_path, COLUMNS, [row.as_dict()], header)
         self.done.add(row.key)
 
+    def ensure_header(self) -> None:
+        """Give a run that wrote no row a results.csv all the same (its header alone)."""
+        if not self.csv_path.exists():
+            _append_records(self.csv_path, COLUMNS, [], header=True)
+
     def write_meta(self, **fields: Any) -> None:
         """Update meta.json with ``fields`` (and the run's parameters), atomically."""
         self.meta.update(fields)
@@ -216,6 +222,37 @@ def _append_records(
         writer.writerows(records)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def write_run(run_dir: Path, rows: pd.DataFrame, samples: pd.DataFrame, meta: dict) -> None:
+    """Write a whole run folder's results.csv, samples.csv and meta.json at once (a merge),
+    each file replaced atomically, under the folder's lock.
+
+    Raises:
+        RunDirError: another jacbench process holds the folder, or it cannot be written.
+    """
+    run_dir = Path(run_dir)
+    lock = filelock.FileLock(run_dir / LOCK_NAME, is_singleton=False)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise RunDirError(f"{run_dir} is in use by another jacbench process") from None
+    except OSError as error:
+        raise RunDirError(f"cannot write to {run_dir}: {error.strerror}") from None
+    try:
+        records = [Row.from_record(r).as_dict() for r in rows.to_dict("records")]
+        for path, columns, data in (
+            (run_dir / "results.csv", COLUMNS, records),
+            (run_dir / SAMPLES_NAME, SAMPLE_COLUMNS, samples.to_dict("records")),
+        ):
+            tmp = path.with_suffix(".csv.tmp")
+            tmp.unlink(missing_ok=True)
+            _append_records(tmp, columns, data, header=True)
+            os.replace(tmp, path)
+        write_json_atomic(run_dir / "meta.json", meta)
+    finally:
+        lock.release()
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -256,6 +293,11 @@ def read_results(run_dir_or_csv: Path | str) -> pd.DataFrame:
     if path.is_dir():
         path = path / "results.csv"
     if not path.is_file():
+        if (path.parent / SHARDS_FOLDER).is_dir():
+            raise FileNotFoundError(
+                f"no results.csv at {path}: the run is sharded; join its shards with "
+                f"`jacbench merge {path.parent}`"
+            )
         raise FileNotFoundError(f"no results.csv at {path}")
     try:
         text = path.read_text()
@@ -274,7 +316,7 @@ def read_samples(run_dir: Path | str) -> pd.DataFrame:
     """
     path = Path(run_dir) / SAMPLES_NAME
     if not path.exists():
-        return pd.DataFrame({c: pd.Series(dtype=_SAMPLE_DTYPES[c]) for c in SAMPLE_COLUMNS})
+        return empty_samples()
     try:
         frame = pd.read_csv(path, dtype={c: str for c in ("widths", "dtype", "device", "method")})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
@@ -287,6 +329,11 @@ def read_samples(run_dir: Path | str) -> pd.DataFrame:
         return frame.astype(_SAMPLE_DTYPES)
     except (TypeError, ValueError):
         raise ResultsFileError(f"{path} has a value of the wrong type") from None
+
+
+def empty_samples() -> pd.DataFrame:
+    """A samples frame with no blocks (a run that kept none)."""
+    return pd.DataFrame({c: pd.Series(dtype=_SAMPLE_DTYPES[c]) for c in SAMPLE_COLUMNS})
 
 
 _SAMPLE_DTYPES = {c: object for c in SAMPLE_COLUMNS} | {
@@ -453,6 +500,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "platform": platform.platform(),
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" and cuda else None,
+        "host": platform.node() or None,
         "cpu_model": cpu_model(),
         "cpu_governor": _read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "cpu_count": os.cpu_count(),
