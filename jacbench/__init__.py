@@ -3,9 +3,21 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from jacbench.activations import ACTIVATIONS, Activation, get_activation
-from jacbench.cost import Plan, chain_order, elementwise_flops, flop_count, memory_bytes, plan
+from jacbench.cost import (
+    Plan,
+    SecondOrderPlan,
+    chain_order,
+    elementwise_flops,
+    flop_count,
+    hessian_flops,
+    laplacian_flops,
+    memory_bytes,
+    plan,
+    plan_second_order,
+)
 from jacbench.grid import PRESETS, Point
 from jacbench.harness import sweep
+from jacbench.hessians import hessian, hvp, laplacian, reference_hessian
 from jacbench.jacobians import (
     jacobian,
     jacobian_forward,
@@ -31,18 +43,26 @@ __all__ = [
     "Status",
     "Activation",
     "Plan",
+    "SecondOrderPlan",
     "__version__",
     "chain_order",
     "elementwise_flops",
     "flop_count",
     "get_activation",
+    "hessian",
+    "hessian_flops",
+    "hvp",
     "jacobian",
     "jacobian_forward",
     "jacobian_mixed",
     "jacobian_reverse",
+    "laplacian",
+    "laplacian_flops",
     "make_mlp",
     "memory_bytes",
     "plan",
+    "plan_second_order",
+    "reference_hessian",
     "reference_jacobian",
     "relative_error",
     "sweep",

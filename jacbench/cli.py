@@ -207,6 +207,15 @@ def predict(
         typer.Option(help="Explicit widths D K_1 … K_L P (overrides the four above)."),
     ] = None,
     dtype: Annotated[str, typer.Option(help="dtype for the memory model.")] = "float32",
+    order: Annotated[
+        int,
+        typer.Option(
+            help="1: the Jacobian's modes; 2: also the Hessian's modes and the Laplacian's "
+            "methods.",
+            min=1,
+            max=2,
+        ),
+    ] = 1,
 ) -> None:
     """Predict FLOPs and memory of each mode for a shape, and the mode to use."""
     shape = parse_ints(widths, "--widths") if widths else [d_in, *([width] * depth), d_out]
@@ -219,6 +228,10 @@ def predict(
     console.print(report.recommendation(plan))
     classes = tuning.classes_for(plan.widths, batch, plan.mode)
     console.print(report.tuning_line(tuning.active(), classes), highlight=False)
+    if order == 2:
+        console.print(
+            report.second_order_table(cost.plan_second_order(shape, batch, DTYPES[dtype]))
+        )
 
 
 @app.command(cls=ListOptionsCommand)

@@ -361,3 +361,174 @@ def _plan(p: tuple[int, ...], batch: int, dtype: torch.dtype) -> Plan:
         memory_bytes=MappingProxyType({m: memory_bytes(p, m, batch, dtype) for m in MODES}),
         bracketing=format_bracketing(_chain_order(p)[1], len(p) - 1),
     )
+
+
+# ------------------------------------------------------------------- second order
+# NOTE: [Second order of a chain]
+#     For one sample and output p of f = W_F·σ(W_L ⋯ σ(W_1·x)), with T_k = ∂z_k/∂x (K_k × D)
+#     and a_k = ∂f_p/∂h_k (K_k), differentiating ∇f_p = Σ-chain once more gives
+#
+#         H_p = Σ_k T_kᵀ · diag(a_k ⊙ σ''(z_k)) · T_k                      (the structured form)
+#
+#     because only the σ'(z_k) on the chain depend on x, and ∂σ'(z_k)/∂x = σ''(z_k) ⊙ T_k.
+#     Each composition of the two modes evaluates this sum in another order:
+#       tangents   T_k for k ≥ 2: Σ_{k≥2} 2·D·K_{k-1}·K_k (T_1 = W_1ᵀ is free)
+#       adjoints   a_k for k < L, for P outputs: Σ_{k≥2} 2·P·K_k·K_{k-1} (a_L = W_F is free)
+#       fwd-over-rev and rev-over-rev carry the D tangents of the P adjoints down the
+#                  chain: Σ_{k≥1} 2·P·D·K_k·K_{k-1}, on top of tangents and adjoints
+#       structured forms each layer's term directly: Σ_k 2·P·D²·K_k
+#       fwd-over-fwd carries each unit's D×D Hessian up: Σ_k 2·D²·K_k·K_{k+1}, plus tangents
+#     So per sample, with K the width: the composed modes cost ≈ 2·L·K²·(D + P + P·D), the
+#     structured form ≈ 2·L·K·(K·(D + P) + P·D²), and fwd-over-fwd ≈ 2·L·K²·(D + D²). The
+#     structured form wins whenever D < K (its extra term is P·D²·K against P·D·K²); the
+#     compositions only where D exceeds K; fwd-over-fwd only where P ≫ D (many outputs,
+#     very few inputs). rev-over-rev does fwd-over-rev's products but keeps P·D rows per
+#     layer instead of D: it is never the pick. Forward over reverse is the best
+#     *composition* for the usual reasons (one sweep each way, D tangents on P adjoints),
+#     and the structured form beats it by using that an MLP's Hessian is a sum over layers.
+#
+#     The Laplacian needs only trace(H_p): the forward Laplacian carries D tangent rows and
+#     one Laplacian row up the chain, Σ_{k≥2} 2·D·K_{k-1}·K_k + Σ_k 2·K_k·K_{k+1}: the
+#     tangents alone plus one matrix-vector product per layer. The trace of the structured
+#     Hessian pays the adjoints and P·D²·K_k per layer on top of the same tangents, so the
+#     forward Laplacian saves (P·ΣK² + P·D²·ΣK) against the trace: for P = 1 a share of
+#     about (K + D²)/(D·K + K + D²) of the matmul work (D = 2, K = 64: 51%; D = 3, K =
+#     128: 43%) and, more, the P·D·K-sized elementwise blocks the Hessian forms per layer.
+SECOND_ORDER_MODES = ("fwd-over-rev", "rev-over-rev", "fwd-over-fwd", "structured")
+# Where two modes cost the same FLOPs, the one earlier here is predicted.
+_HESSIAN_PREFERENCE = ("structured", "fwd-over-rev", "fwd-over-fwd", "rev-over-rev")
+
+
+def _tangent_flops(p: tuple[int, ...], rows: int) -> int:
+    return sum(2 * rows * p[k - 1] * p[k] for k in range(2, len(p) - 1))
+
+
+def _adjoint_flops(p: tuple[int, ...]) -> int:
+    return sum(2 * p[-1] * p[k] * p[k - 1] for k in range(2, len(p) - 1))
+
+
+def hessian_flops(widths: Sequence[int], mode: str, batch: int = 1) -> int:
+    """Exact matmul FLOPs of ``hessian(net, x, mode)``, primal pass included
+    (NOTE: [Second order of a chain]).
+
+    >>> hessian_flops((2, 8, 8, 1), "structured"), hessian_flops((2, 8, 8, 1), "fwd-over-rev")
+    (672, 864)
+    """
+    p = check_widths(widths)
+    if mode not in SECOND_ORDER_MODES:
+        raise ValueError(
+            f"unknown Hessian mode {mode!r}; expected one of: {', '.join(SECOND_ORDER_MODES)}"
+        )
+    d, out, depth = p[0], p[-1], len(p) - 2
+    tangents = _tangent_flops(p, d)
+    if mode in ("fwd-over-rev", "rev-over-rev"):
+        carried = sum(2 * out * d * p[k] * p[k - 1] for k in range(1, depth + 1))
+        work = tangents + _adjoint_flops(p) + carried
+    elif mode == "structured":
+        work = (
+            tangents + _adjoint_flops(p) + sum(2 * out * d * d * p[k] for k in range(1, depth + 1))
+        )
+    else:
+        work = tangents + sum(2 * d * d * p[k] * p[k + 1] for k in range(1, depth + 1))
+    return primal_flops(p, batch) + batch * work
+
+
+def hvp_flops(widths: Sequence[int], batch: int = 1) -> int:
+    """Exact matmul FLOPs of ``hvp``: forward over reverse with one direction."""
+    p = check_widths(widths)
+    depth = len(p) - 2
+    carried = sum(2 * p[-1] * p[k] * p[k - 1] for k in range(1, depth + 1))
+    work = 2 * p[0] * p[1] + _tangent_flops(p, 1) + _adjoint_flops(p) + carried
+    return primal_flops(p, batch) + batch * work
+
+
+def laplacian_flops(
+    widths: Sequence[int], method: str, batch: int = 1, *, samples: int = 64
+) -> int:
+    """Exact matmul FLOPs of ``laplacian(net, x, method)`` (``samples`` directions for
+    ``hutchinson``).
+
+    >>> laplacian_flops((2, 8, 8, 1), "forward-laplacian")
+    560
+    """
+    p = check_widths(widths)
+    depth = len(p) - 2
+    carry = sum(2 * p[k] * p[k + 1] for k in range(1, depth + 1))
+    if method == "forward-laplacian":
+        return primal_flops(p, batch) + batch * (_tangent_flops(p, p[0]) + carry)
+    if method == "hutchinson":
+        first = 2 * samples * p[0] * p[1]
+        return primal_flops(p, batch) + batch * (first + _tangent_flops(p, samples) + carry)
+    if method == "hessian-trace":
+        return hessian_flops(p, plan_second_order(p, batch).hessian_mode, batch)
+    raise ValueError(
+        f"unknown Laplacian method {method!r}; "
+        "expected one of: forward-laplacian, hessian-trace, hutchinson"
+    )
+
+
+def second_order_memory_bytes(
+    widths: Sequence[int], mode: str, batch: int = 1, dtype: torch.dtype = torch.float32
+) -> int:
+    """Modelled peak extra memory of ``hessian(mode=...)`` in bytes: the blocks each mode
+    keeps (tangent rows, adjoint rows, seed rows, unit Hessians) and the result."""
+    p = check_widths(widths)
+    d, out, hidden = p[0], p[-1], p[1:-1]
+    widest = max(hidden)
+    kept = 2 * sum(hidden)  # σ' and σ'' of every layer
+    result = out * d * d
+    if mode == "fwd-over-rev":
+        blocks = d * sum(hidden) + out * sum(hidden) + 3 * out * d * widest
+    elif mode == "rev-over-rev":
+        blocks = d * sum(hidden) + out * sum(hidden) + out * d * sum(hidden) + 2 * out * d * widest
+    elif mode == "fwd-over-fwd":
+        blocks = d * sum(hidden) + 3 * d * d * max(widest, out)
+    else:
+        blocks = d * sum(hidden) + out * sum(hidden) + 2 * out * d * widest
+    return batch * dtype.itemsize * (kept + result + blocks)
+
+
+@dataclass(frozen=True)
+class SecondOrderPlan:
+    """What the cost model says about a shape's second order: FLOPs of every Hessian mode
+    and Laplacian method, memory of every Hessian mode, and the predicted picks."""
+
+    widths: tuple[int, ...]
+    batch: int
+    hessian_mode: str
+    hessian_flops: Mapping[str, int]
+    hessian_memory_bytes: Mapping[str, int]
+    laplacian_method: str
+    laplacian_flops: Mapping[str, int]
+
+
+def plan_second_order(
+    widths: Sequence[int], batch: int = 1, dtype: torch.dtype = torch.float32
+) -> SecondOrderPlan:
+    """Predict the cheapest Hessian mode and exact Laplacian method for ``widths``.
+
+    >>> plan_second_order((2, 64, 64, 64, 1)).hessian_mode
+    'structured'
+    """
+    return _plan_second_order(check_widths(widths), int(batch), dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_second_order(p: tuple[int, ...], batch: int, dtype: torch.dtype) -> SecondOrderPlan:
+    flops = {m: hessian_flops(p, m, batch) for m in SECOND_ORDER_MODES}
+    mode = min(_HESSIAN_PREFERENCE, key=lambda m: (flops[m], _HESSIAN_PREFERENCE.index(m)))
+    exact = {
+        "forward-laplacian": laplacian_flops(p, "forward-laplacian", batch),
+        "hessian-trace": flops[mode],
+    }
+    return SecondOrderPlan(
+        widths=p,
+        batch=batch,
+        hessian_mode=mode,
+        hessian_flops=MappingProxyType(flops),
+        hessian_memory_bytes=MappingProxyType(
+            {m: second_order_memory_bytes(p, m, batch, dtype) for m in SECOND_ORDER_MODES}
+        ),
+        laplacian_method=min(exact, key=lambda m: exact[m]),
+        laplacian_flops=MappingProxyType(exact),
+    )

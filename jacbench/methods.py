@@ -167,7 +167,9 @@ class CompiledCall:
         return self.fn()
 
 
-def _build_jax(transform: str, net: MLP, x: Tensor) -> JacobianCall:
+def _build_jax(transform: str | Callable[[Any], Any], net: MLP, x: Tensor) -> JacobianCall:
+    """``jax.jit(transform(f))`` of the network as a JAX function (vmapped over a batch);
+    ``transform`` a name in ``jax`` (``jacfwd``, ``hessian``, …) or a function of f."""
     import jax
     import jax.numpy as jnp
 
@@ -201,7 +203,7 @@ def _build_jax(transform: str, net: MLP, x: Tensor) -> JacobianCall:
         out = weights[-1] @ h
         return out if biases[-1] is None else out + biases[-1]
 
-    jac = getattr(jax, transform)(f)
+    jac = transform(f) if callable(transform) else getattr(jax, transform)(f)
     compiled = jax.jit(jac if x.ndim == 1 else jax.vmap(jac))
     xj = to_jax(x)
     start = time.perf_counter()

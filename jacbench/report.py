@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from jacbench import stats
-from jacbench.cost import MODES, Plan
+from jacbench.cost import MODES, Plan, SecondOrderPlan
 from jacbench.grid import Point
 from jacbench.peaks import Peaks
 from jacbench.rows import KEY_COLUMNS, TIMED_STATUSES, parse_widths
@@ -114,6 +114,34 @@ def predict_table(plan: Plan) -> Table:
             "✓" if mode == plan.mode else "",
             style="bold green" if mode == plan.mode else None,
         )
+    return table
+
+
+def second_order_table(plan: SecondOrderPlan) -> Table:
+    """``predict --order 2``: FLOPs and memory of each Hessian mode, FLOPs of each exact
+    Laplacian method, the picks marked."""
+    widths = "-".join(map(str, plan.widths))
+    table = Table(
+        title=f"second order: widths {widths}, batch {plan.batch}",
+        caption="Laplacian rows: exact methods; hutchinson (an estimate) costs per sample",
+    )
+    for name in ("operator", "mode", "matmul FLOP", "model memory", "× best", "pick"):
+        table.add_column(name, justify="left" if name in ("operator", "mode") else "right")
+    for operator, flops, memory, pick in (
+        ("hessian", plan.hessian_flops, plan.hessian_memory_bytes, plan.hessian_mode),
+        ("laplacian", plan.laplacian_flops, {}, plan.laplacian_method),
+    ):
+        best = min(flops.values())
+        for mode, count in flops.items():
+            table.add_row(
+                operator,
+                mode,
+                format_count(count),
+                format_bytes(memory[mode]) if mode in memory else "—",
+                f"{count / best:.3g}",
+                "✓" if mode == pick else "",
+                style="bold green" if mode == pick else None,
+            )
     return table
 
 

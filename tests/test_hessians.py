@@ -1,0 +1,202 @@
+"""Second order: every Hessian mode, hvp and Laplacian method against float64 torch.func.hessian,
+their FLOPs against FlopCounterMode, σ'' against autograd, and the cost model's picks."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.flop_counter import FlopCounterMode
+
+from jacbench import (
+    ACTIVATIONS,
+    MLP,
+    cost,
+    hessian,
+    hessian_flops,
+    hvp,
+    laplacian,
+    laplacian_flops,
+    plan_second_order,
+    reference_hessian,
+)
+from jacbench.hessians import HESSIAN_MODES, LAPLACIAN_METHODS
+
+SMOOTH = ["tanh", "sigmoid", "softplus"]
+
+
+def _net(widths, activation="tanh", seed=0, dtype=torch.float64):
+    return MLP.from_widths(widths, activation=activation, seed=seed, dtype=dtype)
+
+
+def _input(widths, batch, seed=1, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(max(batch, 1), widths[0], generator=g, dtype=dtype)
+    return x if batch > 1 else x[0]
+
+
+def _flops(fn):
+    with FlopCounterMode(display=False) as counter:
+        result = fn()
+    return result, counter.get_total_flops()
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_second_derivative_matches_autograd(name):
+    act = ACTIVATIONS[name]
+    z = torch.linspace(-25, 25, 1001, dtype=torch.float64)
+    z = z[(z.abs() > 1e-6)]  # ReLU's kink: autograd and the closed form may differ at 0
+    grad2 = torch.func.vmap(torch.func.grad(torch.func.grad(lambda t: act.fn(t))))(z)
+    out = act.fn(z)
+    assert torch.allclose(act.second_derivative(z, out), grad2, atol=1e-12, rtol=1e-10)
+
+
+widths_strategy = st.lists(st.integers(1, 7), min_size=3, max_size=6).map(tuple)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    widths=widths_strategy,
+    batch=st.sampled_from([1, 3]),
+    activation=st.sampled_from(SMOOTH + ["relu"]),
+    mode=st.sampled_from(HESSIAN_MODES),
+    seed=st.integers(0, 1000),
+)
+def test_hessian_modes_match_torch_func_and_count_their_flops(
+    widths, batch, activation, mode, seed
+):
+    net = _net(widths, activation, seed)
+    x = _input(widths, batch, seed + 1)
+    expected = reference_hessian(net, x)
+    got, flops = _flops(lambda: hessian(net, x, mode))
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-11, rtol=1e-9)
+    picked = plan_second_order(widths, batch).hessian_mode if mode == "auto" else mode
+    assert flops == hessian_flops(widths, picked, batch)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    widths=widths_strategy,
+    batch=st.sampled_from([1, 4]),
+    activation=st.sampled_from(SMOOTH),
+    method=st.sampled_from(["forward-laplacian", "hessian-trace"]),
+    seed=st.integers(0, 1000),
+)
+def test_exact_laplacians_match_the_trace_of_the_reference(widths, batch, activation, method, seed):
+    net = _net(widths, activation, seed)
+    x = _input(widths, batch, seed + 1)
+    expected = reference_hessian(net, x).diagonal(dim1=-2, dim2=-1).sum(-1)
+    got, flops = _flops(lambda: laplacian(net, x, method))
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-11, rtol=1e-9)
+    assert flops == laplacian_flops(widths, method, batch)
+
+
+def test_hutchinson_is_unbiased_and_seeded():
+    widths = (3, 16, 16, 2)
+    net = _net(widths)
+    x = _input(widths, 6)
+    exact = laplacian(net, x)
+    estimate, flops = _flops(lambda: laplacian(net, x, "hutchinson", samples=20000, seed=3))
+    assert flops == laplacian_flops(widths, "hutchinson", 6, samples=20000)
+    scale = exact.abs().max()
+    assert (estimate - exact).abs().max() < 0.05 * scale  # ±1/√20000 of the spread
+    few = laplacian(net, x, "hutchinson", samples=2, seed=3)
+    assert not torch.allclose(few, exact)  # an estimate, not the value
+    assert torch.equal(few, laplacian(net, x, "hutchinson", samples=2, seed=3))
+    with pytest.raises(ValueError, match="samples"):
+        laplacian(net, x, "hutchinson", samples=0)
+
+
+@pytest.mark.parametrize("batched_v", [False, True])
+def test_hvp_matches_the_reference(batched_v):
+    widths = (5, 9, 7, 3)
+    net = _net(widths, "softplus")
+    x = _input(widths, 4)
+    v = torch.randn(4, 5, dtype=torch.float64) if batched_v else torch.randn(5, dtype=torch.float64)
+    expected = reference_hessian(net, x) @ (v[:, None, :, None] if batched_v else v[:, None])
+    got, flops = _flops(lambda: hvp(net, x, v))
+    assert torch.allclose(got, expected.squeeze(-1), atol=1e-12)
+    assert flops == cost.hvp_flops(widths, 4)
+    single = hvp(net, x[0], v[0] if batched_v else v)
+    assert single.shape == (3, 5)
+
+
+def test_relu_and_identity_have_zero_second_order():
+    for activation in ("relu", "identity"):
+        net = _net((3, 6, 6, 2), activation)
+        x = _input((3, 6, 6, 2), 2)
+        assert torch.equal(hessian(net, x), torch.zeros(2, 2, 3, 3, dtype=torch.float64))
+        assert torch.equal(laplacian(net, x), torch.zeros(2, 2, dtype=torch.float64))
+
+
+def test_float32_stays_float32_and_close():
+    widths = (2, 64, 64, 1)
+    net32, net64 = _net(widths, dtype=torch.float32), _net(widths)
+    x = _input(widths, 8)
+    got = laplacian(net32, x.float())
+    assert got.dtype == torch.float32
+    assert torch.allclose(got.double(), laplacian(net64, x), atol=1e-4)
+
+
+def test_bad_arguments_are_one_line():
+    net = _net((3, 4, 1))
+    with pytest.raises(ValueError, match="unknown Hessian mode 'sideways'"):
+        hessian(net, torch.zeros(3, dtype=torch.float64), "sideways")
+    with pytest.raises(ValueError, match="unknown Laplacian method"):
+        laplacian(net, torch.zeros(3, dtype=torch.float64), "guess")
+    with pytest.raises(ValueError, match="input size D = 3"):
+        hessian(net, torch.zeros(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="v must have"):
+        hvp(net, torch.zeros(3, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("widths", "mode"),
+    [
+        ((2, 64, 64, 64, 1), "structured"),  # PINN: D ≪ K
+        ((1000, 300, 300, 1), "fwd-over-rev"),  # D > K: the P·D²·K term loses
+        ((2, 32, 32, 200), "fwd-over-fwd"),  # many outputs, two inputs
+    ],
+)
+def test_plan_second_order_picks_by_flops(widths, mode):
+    plan = plan_second_order(widths)
+    assert plan.hessian_mode == mode
+    assert plan.hessian_flops[mode] == min(plan.hessian_flops.values())
+    assert plan.hessian_flops["rev-over-rev"] == plan.hessian_flops["fwd-over-rev"]
+    assert plan.hessian_memory_bytes["rev-over-rev"] > plan.hessian_memory_bytes["fwd-over-rev"]
+    # The forward Laplacian never costs more than the trace of the best Hessian.
+    assert plan.laplacian_flops["forward-laplacian"] <= plan.laplacian_flops["hessian-trace"]
+    assert plan.laplacian_method == "forward-laplacian"
+
+
+def test_laplacian_methods_are_listed():
+    assert set(LAPLACIAN_METHODS) == {"forward-laplacian", "hessian-trace", "hutchinson"}
+
+
+def test_predict_order_two_shows_the_picks():
+    from typer.testing import CliRunner
+
+    from jacbench.cli import app
+
+    result = CliRunner().invoke(
+        app, ["predict", "--widths", "2", "64", "64", "1", "--batch", "8", "--order", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "second order: widths 2-64-64-1, batch 8" in result.output
+    structured = next(line for line in result.output.splitlines() if "structured" in line)
+    assert "✓" in structured
+    assert "forward-laplacian" in result.output
+
+
+def test_second_order_example_runs_and_checks(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "second_order.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| L=3 D=2 K=16 P=1 B=64 | laplacian | forward-laplacian |" in done.stdout
