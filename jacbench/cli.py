@@ -820,7 +820,8 @@ def _wait_for(jobs: list) -> list[tuple]:
             if done == len(jobs):
                 break
             time_module.sleep(1.0)
-    return [(job, job.exception()) for job in jobs if job.exception() is not None]
+    errors = [(job, job.exception()) for job in jobs]
+    return [(job, error) for job, error in errors if error is not None]
 
 
 # ----------------------------------------------------------------- report, compare, info

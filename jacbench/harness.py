@@ -504,7 +504,7 @@ def sweep(
             shard=None if shard is None else str(shard), shard_folder=False,
         )  # fmt: skip
         return _sweep_in_processes(
-            config, options, processes, out, resume, command, observer, grid_index
+            config, options, processes, out, resume, command, observer, shard, grid_index
         )
     if out is None:
         with _device(device, observer):
@@ -537,7 +537,7 @@ def sweep(
             tuning=config.tuning.as_dict() if config.tuning is not None else None,
             allocator=tuning.allocator_settings(),
             routines={m.name: m.description for m in resolved if m.source},
-            **({"shard": _shard_record(shard, config, grid_index)} if shard is not None else {}),
+            **_shard_fields(shard, config, grid_index),
         )
         try:
             _collect(config, observer, writer)
@@ -615,8 +615,7 @@ def shard_plan(
             "points": [len(part) for part in parts],
             "tasks": [len(part) * len(resolved) for part in parts],
             "estimated_s": [
-                sum(shards.estimated_seconds(p, len(resolved), min_time) for p in part)
-                for part in parts
+                shards.estimated_total(part, len(resolved), min_time) for part in parts
             ],
         }
     )
@@ -636,15 +635,16 @@ def _shard_out(out: Path, shard: shards.Shard, shard_folder: bool) -> Path:
     return shards.shard_dir(out, shard)
 
 
-def _shard_record(
-    shard: shards.Shard, config: SweepConfig, grid_index: Mapping[Point, int]
+def _shard_fields(
+    shard: shards.Shard | None, config: SweepConfig, grid_index: Mapping[Point, int]
 ) -> dict[str, Any]:
-    """meta.json's ``shard``: which part this is, what it was dealt, and where each of its
-    points stands in the whole grid (the order a merge puts the rows back in)."""
-    estimate = sum(
-        shards.estimated_seconds(p, len(config.methods), config.min_time) for p in config.points
-    )
-    return {
+    """meta.json's ``shard`` (none for an unsharded run): which part this is, what it was
+    dealt, and where each of its points stands in the whole grid (the order a merge puts
+    the rows back in)."""
+    if shard is None:
+        return {}
+    estimate = shards.estimated_total(config.points, len(config.methods), config.min_time)
+    record = {
         "index": shard.index,
         "count": shard.count,
         "points": len(config.points),
@@ -655,6 +655,7 @@ def _shard_record(
             for p in config.points
         ],
     }
+    return {"shard": record}
 
 
 def _device(device: str, observer: SweepObserver | None) -> contextlib.AbstractContextManager:
@@ -670,6 +671,7 @@ def _sweep_in_processes(
     resume: bool,
     command: str | None,
     observer: SweepObserver | None,
+    shard: shards.Shard | None,
     grid_index: Mapping[Point, int],
 ) -> pd.DataFrame:
     """``sweep`` in ``processes`` fresh processes, pooled (see ``jacbench.processes``)."""
@@ -687,8 +689,7 @@ def _sweep_in_processes(
             params = {**options, "processes": processes}
             for internal in ("peaks", "shard", "shard_folder"):
                 params.pop(internal)
-            shard = options["shard"] and shards.parse_shard(options["shard"])
-            if shard:
+            if shard is not None:
                 params["shards"] = shard.count
             writer = stack.enter_context(results.RunWriter(Path(out), params, resume=resume))
             run_dir = writer.run_dir
@@ -698,7 +699,7 @@ def _sweep_in_processes(
                 finished=None,
                 environment=results.environment(options["device"]),
                 machine_at_start=results.machine_state(),
-                **({"shard": _shard_record(shard, config, grid_index)} if shard else {}),
+                **_shard_fields(shard, config, grid_index),
             )
         runs = pool_processes.measure_in_processes(options, processes, run_dir, resume)
         rows = pool_processes.pool(runs)

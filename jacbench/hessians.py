@@ -69,6 +69,15 @@ def _as_batch(net: MLP, x: Tensor) -> tuple[Tensor, bool]:
     return (x, True) if x.ndim == 2 else (x[None], False)
 
 
+def _per_sample(result: Tensor, batch: int, batched: bool) -> Tensor:
+    """A routine's (B or 1, …) result as the caller's shape: one block per sample (where
+    nothing depended on the batch, σ'' ≡ 0 say, the one block stands for all), without
+    the batch axis for an unbatched x."""
+    if result.shape[0] != batch:
+        result = result.expand(batch, *result.shape[1:])
+    return result if batched else result[0]
+
+
 def _tangents(net: MLP, primal: _Primal, first: Tensor | None) -> list[Tensor]:
     """T_k = ∂z_k/∂x·V as rows (B or 1, m, K_k); ``first`` is T_1 (None: V = I, T_1 = W_1ᵀ)."""
     rows = net.weights[0].T[None] if first is None else first
@@ -89,13 +98,20 @@ def _adjoints(net: MLP, primal: _Primal) -> list[Tensor]:
     return adjoints[::-1]
 
 
+def _seeds(adjoint: Tensor, second: Tensor, tangents: Tensor) -> Tensor:
+    """A_k ⊙ σ''(z_k) ⊙ T_k as (B, P, m, K_k): each output's adjoint row, scaled by σ'', times
+    each tangent row; the term of layer k in every mode's Hessian (NOTE: [Second order of a
+    chain])."""
+    return (adjoint * second[:, None, :])[:, :, None, :] * tangents[:, None]
+
+
 def _fwd_over_rev(net: MLP, primal: _Primal, tangents: list[Tensor]) -> Tensor:
     """Forward mode through the reverse sweep: (B, P, m, D), the Hessian times each of the
     m directions whose tangent rows ``tangents`` carries."""
     adjoints = _adjoints(net, primal)
     dot = None  # Ȧ_L = 0: W_F does not depend on x
     for k in range(net.depth - 1, -1, -1):
-        seeds = (adjoints[k] * primal.second[k][:, None, :])[:, :, None, :] * tangents[k][:, None]
+        seeds = _seeds(adjoints[k], primal.second[k], tangents[k])
         scaled = seeds if dot is None else dot * primal.first[k][:, None, None, :] + seeds
         dot = scaled @ net.weights[k]
     assert dot is not None
@@ -106,10 +122,7 @@ def _rev_over_rev(net: MLP, primal: _Primal) -> Tensor:
     """Reverse mode through the gradient: adjoints, a sweep up keeping the seeds, a sweep down."""
     adjoints = _adjoints(net, primal)
     tangents = _tangents(net, primal, None)
-    seeds = [
-        (a * s[:, None, :])[:, :, None, :] * t[:, None]
-        for a, s, t in zip(adjoints, primal.second, tangents)
-    ]
+    seeds = [_seeds(a, s, t) for a, s, t in zip(adjoints, primal.second, tangents)]
     rows = seeds[-1]
     for k in range(net.depth - 1, 0, -1):
         rows = seeds[k - 1] + primal.first[k - 1][:, None, None, :] * (rows @ net.weights[k])
@@ -139,8 +152,7 @@ def _structured(net: MLP, primal: _Primal) -> Tensor:
     tangents = _tangents(net, primal, None)
     total = None
     for a, s, t in zip(adjoints, primal.second, tangents):
-        weighted = (a * s[:, None, :])[:, :, None, :] * t[:, None]  # (B, P, D, K)
-        term = weighted @ t[:, None].transpose(-1, -2)  # (B, P, D, D)
+        term = _seeds(a, s, t) @ t[:, None].transpose(-1, -2)  # (B, P, D, D)
         total = term if total is None else total + term
     assert total is not None
     return total
@@ -172,9 +184,7 @@ def hessian(net: MLP, x: Tensor, mode: str = "auto") -> Tensor:
     if mode == "auto":
         mode = cost.plan_second_order(net.widths, xb.shape[0]).hessian_mode
     result = _HESSIAN_ROUTINES[mode](net, _Primal(net, xb))
-    if result.shape[0] != xb.shape[0]:  # nothing depended on the batch (σ'' ≡ 0, say)
-        result = result.expand(xb.shape[0], *result.shape[1:])
-    return result if batched else result[0]
+    return _per_sample(result, xb.shape[0], batched)
 
 
 def hvp(net: MLP, x: Tensor, v: Tensor) -> Tensor:
@@ -187,7 +197,7 @@ def hvp(net: MLP, x: Tensor, v: Tensor) -> Tensor:
     primal = _Primal(net, xb)
     first = (vb @ net.weights[0].T)[:, None, :]  # T_1·v as one row per sample
     result = _fwd_over_rev(net, primal, _tangents(net, primal, first))[:, :, 0, :]
-    return result if batched else result[0]
+    return _per_sample(result, xb.shape[0], batched)
 
 
 def _forward_laplacian(net: MLP, primal: _Primal, rows: Tensor) -> Tensor:
@@ -263,7 +273,7 @@ def laplacian(
     xb, batched = _as_batch(net, x)
     if method == "hessian-trace":
         result = hessian(net, xb).diagonal(dim1=-2, dim2=-1).sum(-1)
-        return result if batched else result[0]
+        return _per_sample(result, xb.shape[0], batched)
     primal = _Primal(net, xb)
     if method == "forward-laplacian":
         rows = net.weights[0].T[:, None, :]  # (D, 1, K_1): direction-major
@@ -274,9 +284,7 @@ def laplacian(
         directions = rademacher(xb.shape[0], samples, net.d_in, seed=seed, like=xb)
         rows = (directions @ net.weights[0].T).transpose(0, 1)  # (S, B, K_1)
         result = _forward_laplacian(net, primal, rows) / samples
-    if result.shape[0] != xb.shape[0]:
-        result = result.expand(xb.shape[0], *result.shape[1:])
-    return result if batched else result[0]
+    return _per_sample(result, xb.shape[0], batched)
 
 
 def rademacher(batch: int, samples: int, d_in: int, *, seed: int, like: Tensor) -> Tensor:

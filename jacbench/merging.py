@@ -138,15 +138,6 @@ def merge_shards(run_dir: Path | str) -> ShardedRun:
     return ShardedRun(RunData(rows, samples, meta), count, finished, unfinished, missing)
 
 
-def read_run(path: Path | str) -> RunData:
-    """A run as ``results.read_run`` reads it, with a sharded run's shards joined (whether
-    or not it was merged yet)."""
-    path = Path(path)
-    if path.is_dir() and shards.is_sharded(path):
-        return merge_shards(path).run
-    return results.read_run(path)
-
-
 def merge_runs(runs: Sequence[tuple[str, RunData]], keep: str | None = None) -> RunData:
     """Join separate runs, named for messages; ``keep`` ("first"/"last") picks the run whose
     row wins where two hold the same row key.

@@ -100,16 +100,7 @@ class RunWriter:
     def __enter__(self) -> RunWriter:
         if self.resume and not (self.csv_path.exists() or self.meta_path.exists()):
             raise RunDirError(f"nothing to resume in {self.run_dir}: it holds no run")
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._lock.acquire(timeout=0)
-        except filelock.Timeout:
-            raise RunDirError(
-                f"{self.run_dir} is in use by another jacbench run; wait for it to finish, "
-                "or choose another --out"
-            ) from None
-        except OSError as error:
-            raise RunDirError(f"cannot write to {self.run_dir}: {error.strerror}") from None
+        _take(self._lock, self.run_dir)
         try:
             self._open()
         except BaseException:
@@ -211,6 +202,20 @@ class RunWriter:
         write_json_atomic(self.meta_path, self.meta)
 
 
+def _take(lock: filelock.FileLock, run_dir: Path) -> None:
+    """Create ``run_dir`` and take its lock at once, or say in one line why not."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise RunDirError(
+            f"{run_dir} is in use by another jacbench run; wait for it to finish, "
+            "or choose another --out"
+        ) from None
+    except OSError as error:
+        raise RunDirError(f"cannot write to {run_dir}: {error.strerror}") from None
+
+
 def _append_records(
     path: Path, columns: Sequence[str], records: Iterable[dict], header: bool
 ) -> None:
@@ -233,13 +238,7 @@ def write_run(run_dir: Path, rows: pd.DataFrame, samples: pd.DataFrame, meta: di
     """
     run_dir = Path(run_dir)
     lock = filelock.FileLock(run_dir / LOCK_NAME, is_singleton=False)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        raise RunDirError(f"{run_dir} is in use by another jacbench process") from None
-    except OSError as error:
-        raise RunDirError(f"cannot write to {run_dir}: {error.strerror}") from None
+    _take(lock, run_dir)
     try:
         records = [Row.from_record(r).as_dict() for r in rows.to_dict("records")]
         for path, columns, data in (

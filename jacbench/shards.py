@@ -154,6 +154,11 @@ def estimated_seconds(point: Point, methods: int, min_time: float) -> float:
     return methods * (max(min_time, call) + 3 * call) + 4 * call
 
 
+def estimated_total(points: Sequence[Point], methods: int, min_time: float) -> float:
+    """The estimated wall time of ``methods`` methods at every one of ``points``."""
+    return sum(estimated_seconds(p, methods, min_time) for p in points)
+
+
 def deal(
     points: Sequence[Point], methods: Sequence[Method] | int, count: int, min_time: float
 ) -> list[list[Point]]:

@@ -403,3 +403,14 @@ def test_device_lock_makes_a_second_sweep_wait():
     thread.join(timeout=10)
     assert entered.is_set()
     assert device_lock.lock_names("cpu") == [f"cpu-{c}" for c in sorted(os.sched_getaffinity(0))]
+
+
+def test_a_shard_measured_in_several_processes(tmp_path):
+    out = tmp_path / "run"
+    options = dict(depths=[1, 2], d_in=[4], width=[8], d_out=[1], min_time=0.02)
+    frame = harness.sweep(["forward"], **options, out=out, shard="1/2", processes=2)
+    folder = out / "shards" / "1-of-2"
+    assert len(frame) == 1 and (folder / "processes" / "1" / "results.csv").exists()
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["params"]["shards"] == 2 and "shard" not in meta["params"]
+    assert meta["shard"]["index"] == 1 and len(meta["shard"]["grid"]) == 1
