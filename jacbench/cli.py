@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import torch
 import typer
 from rich.console import Console
@@ -795,7 +794,9 @@ def _dry_run(run_args: list[str], count: int):
             standalone_mode=False,
             obj=plan,
         )
-    except click.ClickException as error:
+    except Exception as error:  # a usage error typer left to us (its click, vendored or not)
+        if not hasattr(error, "format_message"):
+            raise
         fail(f"run option: {error.format_message()}")
     if "shard_plan" not in plan:  # run printed why and stopped
         raise typer.Exit(code if isinstance(code, int) and code else 2)
