@@ -1,8 +1,12 @@
 """pytest-benchmark suites for jacbench: presets, device, machine info.
 
 Choose the grid with JACBENCH_BENCH_PRESET (any name in ``jacbench.grid.PRESETS``;
-default ``smoke``) and the device with JACBENCH_DEVICE=cpu|cuda|cuda:N. Every benchmark's
-group is its shape, so pytest-benchmark's tables put the methods for one shape side by side.
+default ``smoke``), the operator with JACBENCH_BENCH_OPERATOR=jacobian|hessian|laplacian|hvp
+(default: the preset's, so ``pinn-laplacian`` times Laplacians) and the device with
+JACBENCH_DEVICE=cpu|cuda|cuda:N. Every benchmark's group is its shape (``<operator>
+<shape>`` for the second order), so pytest-benchmark's tables put the methods for one shape
+side by side. The Jacobian's cases run in test_jacobians.py, the others in
+test_second_order.py.
 """
 
 import os
@@ -12,10 +16,12 @@ import torch
 
 from jacbench import tuning
 from jacbench.grid import PRESETS, Point
+from jacbench.operators import OPERATORS
 from jacbench.results import environment
 
 PRESET_VARIABLE = "JACBENCH_BENCH_PRESET"
 DEVICE_VARIABLE = "JACBENCH_DEVICE"
+OPERATOR_VARIABLE = "JACBENCH_BENCH_OPERATOR"
 
 
 def bench_preset() -> str:
@@ -34,24 +40,40 @@ def bench_device() -> str:
     return device
 
 
+def bench_operator() -> str:
+    name = os.environ.get(OPERATOR_VARIABLE) or PRESETS[bench_preset()].operator
+    if name not in OPERATORS:
+        raise pytest.UsageError(
+            f"{OPERATOR_VARIABLE}={name!r} is not an operator; expected one of: "
+            f"{', '.join(OPERATORS)}"
+        )
+    return name
+
+
 def bench_cases(user_methods=()) -> list[tuple[Point, str]]:
-    """(point, method) for every installed method of the preset and every user routine."""
+    """(point, method) for every installed method of the preset (of the chosen operator)
+    and every user routine."""
     preset = PRESETS[bench_preset()]
-    methods = [*preset.installed_methods(), *user_methods]
+    methods = [*preset.installed_methods(bench_operator()), *user_methods]
     return [(point, method) for point in preset.points(device=bench_device()) for method in methods]
 
 
 def pytest_configure(config):
-    bench_preset(), bench_device()  # a bad variable is a usage error before collection
+    bench_preset(), bench_device(), bench_operator()  # a bad variable: a usage error now
 
 
 def pytest_generate_tests(metafunc):
-    if "case" not in metafunc.fixturenames:
-        return
-    # the jacbench plugin has loaded every --jacbench-method routine (pytest_configure)
-    cases = bench_cases(metafunc.config.getoption("jacbench_method"))
-    ids = [f"{method}-{'-'.join(map(str, p.widths))}-B{p.batch}" for p, method in cases]
-    metafunc.parametrize("case", cases, ids=ids)
+    # test_jacobians.py takes "case", test_second_order.py "second_order_case": each gets the
+    # cases only when the chosen operator is its own, so the other shows as one skip.
+    wanted = "case" if bench_operator() == "jacobian" else "second_order_case"
+    for fixture in ("case", "second_order_case"):
+        if fixture not in metafunc.fixturenames:
+            continue
+        # the jacbench plugin has loaded every --jacbench-method routine (pytest_configure)
+        cases = bench_cases(metafunc.config.getoption("jacbench_method"))
+        cases = cases if fixture == wanted else []
+        ids = [f"{method}-{'-'.join(map(str, p.widths))}-B{p.batch}" for p, method in cases]
+        metafunc.parametrize(fixture, cases, ids=ids)
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

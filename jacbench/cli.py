@@ -47,6 +47,7 @@ from jacbench import (
 from jacbench.activations import ACTIVATIONS
 from jacbench.grid import DTYPES, PRESETS, Point, Preset, expand_grid, get_preset
 from jacbench.methods import METHODS, Method
+from jacbench.operators import OPERATORS
 from jacbench.peaks import measure_peaks
 from jacbench.rows import FAILED_STATUSES, ResultsFileError, Row
 
@@ -373,6 +374,14 @@ def run(
         ),
     ] = None,
     preset: Annotated[str, typer.Option(help=_preset_help())] = "quick",
+    operator: Annotated[
+        str | None,
+        typer.Option(
+            help="What to compute: jacobian, hessian, laplacian or hvp (jacbench info lists "
+            "each operator's methods).",
+            show_default="the preset's: jacobian, pinn-laplacian: laplacian",
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Run folder.", show_default="results/<date>-<device>")
     ] = None,
@@ -451,7 +460,7 @@ def run(
     opted = (("auto-compiled", compile_), ("auto-cudagraph", cuda_graphs))
     extra = [name for name, wanted in opted if wanted]
     if extra:
-        base = names if names is not None else _preset(preset).installed_methods()
+        base = names if names is not None else _preset(preset).installed_methods(operator)
         names = [*base, *extra]
     part = _shard_option(shard)
     grid: dict[str, Any] = dict(
@@ -461,6 +470,7 @@ def run(
         d_out=parse_optional_ints(d_out, "--d-out"),
         batch=parse_optional_ints(batch, "--batch"),
         preset=preset,
+        operator=operator,
         dtype=parse_choices(dtype, "dtype", list(DTYPES)),
         device=device,
         min_time=min_time,
@@ -508,9 +518,10 @@ def run(
         )
         raise typer.Exit(130) from None
     if not quiet and not frame.empty:
-        summary = report.summary_frame(frame, frame.attrs.get("samples"))
-        console.print(report.summary_table(summary, list(dict.fromkeys(frame["method"]))))
-        console.print(report.accuracy_sentence(summary))
+        methods_run = list(dict.fromkeys(frame["method"]))
+        samples = frame.attrs.get("samples")
+        for shown in report.summary_tables(frame, samples, methods_run, accuracy=True):
+            console.print(shown)
     folder = shards.shard_dir(run_dir, part) if part else run_dir
     written = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
     console.print(f"Results: {folder}/ ({', '.join(written)})")
@@ -842,7 +853,8 @@ def report_command(
             run = results.read_run(pytest_benchmark)
         except (FileNotFoundError, ResultsFileError) as error:
             fail(str(error))
-        console.print(report.summary_table(report.summary_frame(run.rows, run.samples)))
+        for shown in report.summary_tables(run.rows, run.samples):
+            console.print(shown)
         meta = {**run.meta, "command": str(pytest_benchmark)}
         console.print(report.summary_markdown(run.rows, meta, samples=run.samples))
         return
@@ -855,7 +867,8 @@ def report_command(
     folder = run_dir if run_dir.is_dir() else run_dir.parent
     written = report.write_report(folder, run.rows, run.meta, run.samples)
     methods = run.meta.get("params", {}).get("methods")
-    console.print(report.summary_table(report.summary_frame(run.rows, run.samples), methods))
+    for shown in report.summary_tables(run.rows, run.samples, methods):
+        console.print(shown)
     console.print(f"Wrote {', '.join(str(p) for p in written)}")
 
 
@@ -960,7 +973,10 @@ def info(
     device = check_device(device)
     dtypes = parse_choices(dtype, "dtype", list(DTYPES))
     env = {**results.environment(device), "cuda available": torch.cuda.is_available()}
-    available = [name for name, m in METHODS.items() if m.available()]
+    available = {
+        operator: [name for name, m in METHODS.items() if m.available() and m.operator == operator]
+        for operator in OPERATORS
+    }
     missing = [f"{name} ({m.requirement})" for name, m in METHODS.items() if not m.available()]
     console.print(report.environment_table(env, available, missing))
     if peak:

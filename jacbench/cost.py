@@ -374,16 +374,17 @@ def _plan(p: tuple[int, ...], batch: int, dtype: torch.dtype) -> Plan:
 #     Each composition of the two modes evaluates this sum in another order:
 #       tangents   T_k for k ≥ 2: Σ_{k≥2} 2·D·K_{k-1}·K_k (T_1 = W_1ᵀ is free)
 #       adjoints   a_k for k < L, for P outputs: Σ_{k≥2} 2·P·K_k·K_{k-1} (a_L = W_F is free)
-#       fwd-over-rev and rev-over-rev carry the D tangents of the P adjoints down the
-#                  chain: Σ_{k≥1} 2·P·D·K_k·K_{k-1}, on top of tangents and adjoints
+#       fwd-over-rev, rev-over-rev and rev-over-fwd carry the D tangents of the P adjoints
+#                  down the chain: Σ_{k≥1} 2·P·D·K_k·K_{k-1}, on top of tangents and adjoints
 #       structured forms each layer's term directly: Σ_k 2·P·D²·K_k
 #       fwd-over-fwd carries each unit's D×D Hessian up: Σ_k 2·D²·K_k·K_{k+1}, plus tangents
 #     So per sample, with K the width: the composed modes cost ≈ 2·L·K²·(D + P + P·D), the
 #     structured form ≈ 2·L·K·(K·(D + P) + P·D²), and fwd-over-fwd ≈ 2·L·K²·(D + D²). The
 #     structured form wins whenever D < K (its extra term is P·D²·K against P·D·K²); the
 #     compositions only where D exceeds K; fwd-over-fwd only where P ≫ D (many outputs,
-#     very few inputs). rev-over-rev does fwd-over-rev's products but keeps P·D rows per
-#     layer instead of D: it is never the pick. Forward over reverse is the best
+#     very few inputs). rev-over-rev and rev-over-fwd do fwd-over-rev's products but keep
+#     more rows per layer (P·D seed rows; the D tangent rows and the adjoints made again on
+#     the way down): they are never the pick. Forward over reverse is the best
 #     *composition* for the usual reasons (one sweep each way, D tangents on P adjoints),
 #     and the structured form beats it by using that an MLP's Hessian is a sum over layers.
 #
@@ -394,9 +395,15 @@ def _plan(p: tuple[int, ...], batch: int, dtype: torch.dtype) -> Plan:
 #     forward Laplacian saves (P·ΣK² + P·D²·ΣK) against the trace: for P = 1 a share of
 #     about (K + D²)/(D·K + K + D²) of the matmul work (D = 2, K = 64: 51%; D = 3, K =
 #     128: 43%) and, more, the P·D·K-sized elementwise blocks the Hessian forms per layer.
-SECOND_ORDER_MODES = ("fwd-over-rev", "rev-over-rev", "fwd-over-fwd", "structured")
+SECOND_ORDER_MODES = ("fwd-over-rev", "rev-over-rev", "rev-over-fwd", "fwd-over-fwd", "structured")
 # Where two modes cost the same FLOPs, the one earlier here is predicted.
-_HESSIAN_PREFERENCE = ("structured", "fwd-over-rev", "fwd-over-fwd", "rev-over-rev")
+_HESSIAN_PREFERENCE = (
+    "structured",
+    "fwd-over-rev",
+    "fwd-over-fwd",
+    "rev-over-fwd",
+    "rev-over-rev",
+)
 
 
 def _tangent_flops(p: tuple[int, ...], rows: int) -> int:
@@ -421,7 +428,7 @@ def hessian_flops(widths: Sequence[int], mode: str, batch: int = 1) -> int:
         )
     d, out, depth = p[0], p[-1], len(p) - 2
     tangents = _tangent_flops(p, d)
-    if mode in ("fwd-over-rev", "rev-over-rev"):
+    if mode in ("fwd-over-rev", "rev-over-rev", "rev-over-fwd"):
         carried = sum(2 * out * d * p[k] * p[k - 1] for k in range(1, depth + 1))
         work = tangents + _adjoint_flops(p) + carried
     elif mode == "structured":
@@ -481,6 +488,8 @@ def second_order_memory_bytes(
         blocks = d * sum(hidden) + out * sum(hidden) + 3 * out * d * widest
     elif mode == "rev-over-rev":
         blocks = d * sum(hidden) + out * sum(hidden) + out * d * sum(hidden) + 2 * out * d * widest
+    elif mode == "rev-over-fwd":
+        blocks = d * sum(hidden) + out * widest + 3 * out * d * widest
     elif mode == "fwd-over-fwd":
         blocks = d * sum(hidden) + 3 * d * d * max(widest, out)
     else:

@@ -128,8 +128,9 @@ class Preset:
     description: str
     grid: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     shapes: tuple[tuple[tuple[int, ...], int], ...] = ()
-    methods: tuple[str, ...] | None = None  # None: every installed method
+    methods: tuple[str, ...] | None = None  # None: every installed method of the operator
     min_time: float | None = None  # None: the run's default
+    operator: str = "jacobian"  # what a run of the preset computes unless --operator says
 
     def points(
         self,
@@ -150,9 +151,12 @@ class Preset:
         grid = {**self.grid, **given}
         return expand_grid(**grid, dtype=dtype, device=device, shapes=self.shapes)
 
-    def installed_methods(self) -> list[str]:
-        """The preset's methods that are installed here (default: every installed one)."""
-        return [m for m in self.methods or default_methods() if METHODS[m].available()]
+    def installed_methods(self, operator: str | None = None) -> list[str]:
+        """The preset's methods that are installed here (default: every installed one); for
+        another ``operator`` than the preset's own, every installed method of that one."""
+        if operator is not None and operator != self.operator:
+            return list(default_methods(operator))
+        return [m for m in self.methods or default_methods(self.operator) if METHODS[m].available()]
 
 
 _JACBENCH_AND_FUNC = ("forward", "reverse", "mixed", "auto", "func-jacfwd", "func-jacrev")
@@ -251,6 +255,21 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
                     (uniform_widths(8, 2, 128, 3), 8192),
                 ),
                 methods=_JACBENCH_AND_FUNC,
+            ),
+            # The Laplacian of a PINN's output at every collocation point (the residual of
+            # Poisson's or the heat equation); --operator hessian times the whole Hessian.
+            Preset(
+                "pinn-laplacian",
+                "PINN Laplacians: D=2–3, P=1, K=64–128, L=4–8, B=1024–8192",
+                shapes=(
+                    (uniform_widths(6, 2, 64, 1), 4096),
+                    (uniform_widths(4, 2, 128, 1), 2048),
+                    (uniform_widths(6, 3, 128, 1), 1024),
+                    (uniform_widths(8, 3, 64, 1), 8192),
+                    (uniform_widths(4, 2, 64, 1), 1024),
+                    (uniform_widths(8, 2, 128, 1), 8192),
+                ),
+                operator="laplacian",
             ),
             Preset(
                 "classifier",

@@ -1,5 +1,8 @@
 """The harness: build each point's network, check every method once, time it, yield rows.
 
+A run measures one operator (``jacbench.operators``: the Jacobian by default): every
+method's result is checked against that operator's float64 reference.
+
 A task is one (point, method) pair. ``run_sweep`` yields one :class:`~jacbench.rows.Row`
 per task as it finishes; ``sweep`` is the library call behind ``jacbench run``: options
 in, a results DataFrame out, optionally writing a run folder. Nothing here prints:
@@ -29,11 +32,11 @@ from jacbench.jacobians import (
     jacobian_forward,
     jacobian_mixed,
     jacobian_reverse,
-    reference_jacobian,
     relative_error,
 )
-from jacbench.methods import JacobianCall, Method
+from jacbench.methods import METHODS, JacobianCall, Method
 from jacbench.networks import INITS, MLP
+from jacbench.operators import OPERATORS, Costs, get_operator
 from jacbench.peaks import Peaks, bound_seconds, measure_peaks
 from jacbench.rows import (
     FAILED_STATUSES,
@@ -73,6 +76,7 @@ class SweepConfig:
     peaks: Mapping[str, Peaks] = field(default_factory=dict)  # dtype name → measured limits
     rounds: int = 1  # > 1: a point's methods are timed in interleaved rounds
     tuning: Tuning | None = None  # the kernel choices in force (``_prepare`` sets them)
+    operator: str = "jacobian"  # what every method computes (jacbench.operators)
 
     def tasks(self) -> list[tuple[Point, Method]]:
         """The (point, method) pairs still to run, in order."""
@@ -104,9 +108,12 @@ def build_input(point: Point, *, seed: int) -> torch.Tensor:
     return x.to(device=point.device, dtype=point.torch_dtype)
 
 
-def point_reference(point: Point, net: MLP, x: torch.Tensor) -> torch.Tensor:
-    """The float64 ``torch.func.jacrev`` Jacobian at (net, x), on the point's device."""
-    return reference_jacobian(net.to(dtype=torch.float64), x.to(torch.float64), "jacrev")
+def point_reference(
+    point: Point, net: MLP, x: torch.Tensor, operator: str = "jacobian"
+) -> torch.Tensor:
+    """The operator's float64 reference at (net, x), on the point's device: for the Jacobian
+    ``torch.func.jacrev``, for the second order ``torch.func.hessian`` (jacbench.operators)."""
+    return get_operator(operator).reference(net.to(dtype=torch.float64), x.to(torch.float64))
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -140,14 +147,15 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}"[:300]
 
 
-def estimated_memory_bytes(point: Point, method: Method, plan: cost.Plan) -> int | None:
-    """The cost model's memory estimate for ``method`` at ``point`` (jacbench's or a peer's;
-    None for a user routine, whose workings the model does not know)."""
-    mode = method.mode_for(plan.mode)
-    if mode not in cost.MODES:
-        return None
+def estimated_memory_bytes(point: Point, method: Method, costs: Costs) -> int | None:
+    """The cost model's memory estimate for ``method`` at ``point`` (jacbench's or a Jacobian
+    peer's; None for a user routine, whose workings the model does not know, and where the
+    operator's model has no memory estimate)."""
+    mode = method.mode_for(costs.predicted)
     if method.family == "jacbench":
-        return plan.memory_bytes[mode]
+        return costs.memory_bytes.get(mode)
+    if method.operator != "jacobian" or mode not in cost.MODES:
+        return None
     # autograd.functional's forward mode differentiates the batch's sum (methods.py).
     coupled = method.family == "autograd" and mode == "forward"
     return cost.peer_memory_bytes(
@@ -155,24 +163,23 @@ def estimated_memory_bytes(point: Point, method: Method, plan: cost.Plan) -> int
     )
 
 
-def _memory_shortfall(point: Point, method: Method, plan: cost.Plan) -> str | None:
+def _memory_shortfall(point: Point, method: Method, costs: Costs) -> str | None:
     # On the CPU running out of memory is not an exception but the kernel's OOM killer,
     # which would end the whole sweep: a task that would not fit is skipped and reported.
     if torch.device(point.device).type == "cuda":
         return None
     available = _available_memory_bytes()
-    needed = estimated_memory_bytes(point, method, plan)
+    needed = estimated_memory_bytes(point, method, costs)
     if available is None or needed is None or needed <= MEMORY_HEADROOM * available:
         return None
     return f"skipped: needs about {needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB available"
 
 
-def _start_row(point: Point, method: Method, plan: cost.Plan) -> Row:
-    # FLOPs of the AD mode the method uses, as jacbench's routine for that mode executes them:
+def _start_row(point: Point, method: Method, costs: Costs) -> Row:
+    # FLOPs of the mode the method uses, as jacbench's routine for that mode executes them:
     # for peers this is the useful work, so their GFLOP/s compare with jacbench's directly.
     # A user routine's mode is unknown: its FLOPs stay empty.
-    mode = method.mode_for(plan.mode)
-    known = mode in cost.MODES
+    mode = method.mode_for(costs.predicted)
     return Row(
         depth=point.depth,
         d_in=point.d_in,
@@ -185,11 +192,12 @@ def _start_row(point: Point, method: Method, plan: cost.Plan) -> Row:
         method=method.name,
         family=method.family,
         mode=mode,
-        predicted_mode=plan.mode,
-        flops=plan.flops[mode] if known else None,
-        elementwise_flops=plan.elementwise_flops[mode] if known else None,
-        memory_bytes=plan.memory_bytes[mode] if known else None,
+        predicted_mode=costs.predicted,
+        flops=costs.flops.get(mode),
+        elementwise_flops=costs.elementwise_flops.get(mode),
+        memory_bytes=costs.memory_bytes.get(mode),
         source=method.source,
+        operator=method.operator,
     )
 
 
@@ -202,25 +210,29 @@ def _fail(row: Row, point: Point, error: Exception) -> Row:
 
 @dataclass(frozen=True)
 class Reference:
-    """The float64 reference Jacobian at a point, or why there is none."""
+    """The operator's float64 reference result at a point, or why there is none."""
 
-    jacobian: torch.Tensor | None
+    jacobian: torch.Tensor | None  # the reference result (a Hessian, say, for that operator)
     missing: str = ""  # why jacobian is None: the message of unchecked rows
 
 
-def _reference(point: Point, net: MLP, x: torch.Tensor, validate: bool) -> Reference:
+def _reference(point: Point, net: MLP, x: torch.Tensor, validate: bool, operator: str) -> Reference:
     if not validate:
         return Reference(None, "not checked: validation is off")
     try:
-        return Reference(point_reference(point, net, x))
+        return Reference(point_reference(point, net, x, operator))
     except Exception as error:  # the reference failing must not end the sweep
         _free_memory(point.device)
         what = "ran out of memory" if _is_oom(error) else f"failed ({_first_line(error)})"
         return Reference(None, f"not checked: the float64 reference {what}")
 
 
-def _check(row: Row, result: torch.Tensor, reference: Reference, dtype: str) -> None:
-    """Set the row's error and status from the method's result."""
+def _check(
+    row: Row, result: torch.Tensor, reference: Reference, dtype: str, exact: bool = True
+) -> None:
+    """Set the row's error and status from the method's result. A stochastic estimate
+    (``exact`` false) gets its error measured and the status ``unchecked``: its error is
+    what it shows, not a fault."""
     if reference.jacobian is None:
         row.status, row.message = Status.UNCHECKED, reference.missing
         return
@@ -231,7 +243,10 @@ def _check(row: Row, result: torch.Tensor, reference: Reference, dtype: str) -> 
         row.message = f"result has shape {got}, expected {expected}"
         return
     row.max_rel_err = relative_error(result, reference.jacobian)
-    if not row.max_rel_err <= TOLERANCES[dtype]:
+    if not exact:
+        row.status = Status.UNCHECKED
+        row.message = "a stochastic estimate, not exact: max_rel_err is its error here"
+    elif not row.max_rel_err <= TOLERANCES[dtype]:
         row.status = Status.WRONG
         row.message = f"relative error {row.max_rel_err:.3g} > {TOLERANCES[dtype]:g}"
 
@@ -244,9 +259,9 @@ def prepare_task(
     Returns the row so far and the call still to be timed (None when the row is final:
     out of memory, an error, a wrong result, or ``slow``, timed by its one call).
     """
-    plan = cost.plan(point.widths, point.batch, point.torch_dtype)
-    row = _start_row(point, method, plan)
-    shortfall = _memory_shortfall(point, method, plan)
+    costs = OPERATORS[method.operator].costs(point.widths, point.batch, point.torch_dtype)
+    row = _start_row(point, method, costs)
+    shortfall = _memory_shortfall(point, method, costs)
     if shortfall is not None:
         row.status, row.message = Status.OOM, shortfall
         return row, None
@@ -260,7 +275,7 @@ def prepare_task(
         first = timing.time_once(call, point.device)
         if on_cuda:
             row.peak_memory_bytes = torch.cuda.max_memory_allocated(point.device) - baseline
-        _check(row, call(), reference, point.dtype)
+        _check(row, call(), reference, point.dtype, method.exact)
     except Exception as error:  # one failing method must not end the sweep
         return _fail(row, point, error), None
     if row.status == Status.WRONG:
@@ -340,7 +355,7 @@ def run_sweep(config: SweepConfig) -> Iterator[Row]:
         methods = [method for _, method in group]
         net = build_network(point, seed=config.seed, init=config.init, activation=config.activation)
         x = build_input(point, seed=config.seed)
-        reference = _reference(point, net, x, config.validate)
+        reference = _reference(point, net, x, config.validate, config.operator)
         yield from _run_point(point, methods, config, net, x, reference)
         del net, x, reference
         _free_memory(point.device)
@@ -403,6 +418,7 @@ def sweep(
     batch: Sequence[int] | None = None,
     shapes: Sequence[tuple[Sequence[int], int]] | None = None,
     preset: str = "quick",
+    operator: str | None = None,
     dtype: str | Sequence[str] = "float32",
     device: str = "cpu",
     min_time: float | None = None,
@@ -431,7 +447,11 @@ def sweep(
     Args:
         methods: names from ``jacbench.methods.METHODS``, user routines as
             ``"path/file.py:function"`` / ``"module:function"`` strings or callables (see
-            ``jacbench.routines``); default: the preset's, else every installed method.
+            ``jacbench.routines``); default: the preset's, else every installed method of
+            the operator.
+        operator: what the methods compute, a name in ``jacbench.operators.OPERATORS``
+            (default: the preset's, ``jacobian`` for most). A registered method of another
+            operator is refused; a user routine is taken to compute this one.
         dtype: one dtype name or several.
         peaks: measure the device's peak GEMM FLOP/s and bandwidth first (the efficiency
             column).
@@ -456,8 +476,8 @@ def sweep(
     """
     dtypes = [dtype] if isinstance(dtype, str) else list(dtype)
     overrides = {"depths": depths, "d_in": d_in, "width": width, "d_out": d_out, "batch": batch}
-    points, wanted, resolved, min_time = _grid(
-        methods, overrides, shapes, preset, dtypes, device, min_time
+    points, wanted, resolved, min_time, operator = _grid(
+        methods, overrides, shapes, preset, operator, dtypes, device, min_time
     )
     if isinstance(shard, str):
         shard = shards.parse_shard(shard)
@@ -492,13 +512,15 @@ def sweep(
         threads=threads,
         validate=validate,
         rounds=rounds,
+        operator=operator,
     )
     if processes < 1:
         raise ValueError(f"processes must be ≥ 1, got {processes}")
     if processes > 1:
         options = dict(
             methods=wanted, depths=depths, d_in=d_in, width=width, d_out=d_out, batch=batch,
-            shapes=shapes, preset=preset, dtype=dtypes, device=device, min_time=min_time,
+            shapes=shapes, preset=preset, operator=operator, dtype=dtypes, device=device,
+            min_time=min_time,
             max_call_time=max_call_time, rounds=rounds, threads=threads, seed=seed, init=init,
             activation=activation, validate=validate, peaks=peaks,
             shard=None if shard is None else str(shard), shard_folder=False,
@@ -516,6 +538,8 @@ def sweep(
         "preset": preset,
         **{k: v for k, v in overrides.items() if v is not None},
         **({"shapes": [[list(w), b] for w, b in shapes]} if shapes is not None else {}),
+        # Recorded where it is not the Jacobian, so runs made before operators resume as before.
+        **({"operator": operator} if operator != "jacobian" else {}),
         "dtype": dtypes,
         "device": device,
         "methods": [m.name for m in resolved],
@@ -562,12 +586,15 @@ def _grid(
     overrides: dict[str, Sequence[int] | None],
     shapes: Sequence[tuple[Sequence[int], int]] | None,
     preset: str,
+    operator: str | None,
     dtypes: list[str],
     device: str,
     min_time: float | None,
-) -> tuple[list[Point], list[MethodLike], list[Method], float]:
-    """The points, the methods as asked and as resolved, and min_time of a sweep's options."""
+) -> tuple[list[Point], list[MethodLike], list[Method], float, str]:
+    """The points, the methods as asked and as resolved, min_time and the operator of a
+    sweep's options."""
     chosen = get_preset(preset)
+    operator = get_operator(operator or chosen.operator).name
     if shapes is not None:
         if any(v is not None for v in overrides.values()):
             raise ValueError("give shapes or grid options (depths, d_in, …), not both")
@@ -575,11 +602,25 @@ def _grid(
     else:
         points = chosen.points(dtypes, device, overrides)
     wanted: list[MethodLike] = [
-        *(chosen.installed_methods() if methods is None else dict.fromkeys(methods))
+        *(chosen.installed_methods(operator) if methods is None else dict.fromkeys(methods))
     ]
-    resolved = routines.resolve_all(wanted)
+    resolved = [_computing(operator, m) for m in routines.resolve_all(wanted)]
     min_time = (chosen.min_time or DEFAULT_MIN_TIME) if min_time is None else min_time
-    return points, wanted, resolved, min_time
+    return points, wanted, resolved, min_time, operator
+
+
+def _computing(operator: str, method: Method) -> Method:
+    """``method`` as a method of ``operator``: a user routine is taken to compute it, a
+    registered method of another operator is refused."""
+    if method.source:
+        return replace(method, operator=operator)
+    if method.operator != operator:
+        of_operator = ", ".join(m for m, known in METHODS.items() if known.operator == operator)
+        raise ValueError(
+            f"method {method.name} computes the {method.operator}, not the {operator}; "
+            f"the {operator}'s methods: {of_operator}"
+        )
+    return method
 
 
 def shard_plan(
@@ -593,6 +634,7 @@ def shard_plan(
     batch: Sequence[int] | None = None,
     shapes: Sequence[tuple[Sequence[int], int]] | None = None,
     preset: str = "quick",
+    operator: str | None = None,
     dtype: str | Sequence[str] = "float32",
     device: str = "cpu",
     min_time: float | None = None,
@@ -603,8 +645,8 @@ def shard_plan(
     """
     dtypes = [dtype] if isinstance(dtype, str) else list(dtype)
     overrides = {"depths": depths, "d_in": d_in, "width": width, "d_out": d_out, "batch": batch}
-    points, _, resolved, min_time = _grid(
-        methods, overrides, shapes, preset, dtypes, device, min_time
+    points, _, resolved, min_time, _ = _grid(
+        methods, overrides, shapes, preset, operator, dtypes, device, min_time
     )
     if shards_count < 1:
         raise ValueError(f"a run has at least 1 shard, got {shards_count}")

@@ -20,6 +20,10 @@ Modes of ``hessian`` (``HESSIAN_MODES``):
   R_{k-1} = z̄_{k-1} + σ'_{k-1} ⊙ (R_k·W_k). For an MLP it does the very products of
   fwd-over-rev (the sweep down is Ȧ's recurrence); it keeps the P·D seed rows of every
   layer instead of the D tangent rows, so it needs more memory and never wins on time.
+- ``rev-over-fwd``: reverse mode through the forward tangent pass: the D tangent rows up
+  first, then the adjoint rows and their D-fold derivative rows down together,
+  R_{k-1} = z̄_{k-1} + σ'_{k-1} ⊙ (R_k·W_k) with A_{k-1} made on the way. The same products
+  again; it keeps the tangent rows of every layer, not the adjoint rows.
 - ``fwd-over-fwd``: second-order forward propagation: every unit carries its gradient and
   its D×D Hessian, Q_{k+1} = (σ''_k ⊙ T_k T_kᵀ + σ'_k ⊙ Q_k)·W_{k+1}ᵀ. D² tangents per unit.
 - ``structured``: H = Σ_k T_kᵀ·diag(A_k ⊙ σ''(z_k))·T_k: the Hessian of an MLP as a sum
@@ -44,7 +48,14 @@ from jacbench import cost
 from jacbench.jacobians import _check_input
 from jacbench.networks import MLP
 
-HESSIAN_MODES = ("fwd-over-rev", "rev-over-rev", "fwd-over-fwd", "structured", "auto")
+HESSIAN_MODES = (
+    "fwd-over-rev",
+    "rev-over-rev",
+    "rev-over-fwd",
+    "fwd-over-fwd",
+    "structured",
+    "auto",
+)
 LAPLACIAN_METHODS = ("forward-laplacian", "hessian-trace", "hutchinson")
 EXACT_LAPLACIAN_METHODS = ("forward-laplacian", "hessian-trace")
 
@@ -131,6 +142,19 @@ def _rev_over_rev(net: MLP, primal: _Primal) -> Tensor:
     return rows @ net.weights[0]
 
 
+def _rev_over_fwd(net: MLP, primal: _Primal) -> Tensor:
+    """Reverse mode through the forward pass of the tangents: tangents up, then the adjoint
+    rows and the seeds' sweep down in one loop."""
+    tangents = _tangents(net, primal, None)
+    adjoint = net.weights[-1][None]  # A_L = W_F
+    rows = _seeds(adjoint, primal.second[-1], tangents[-1])
+    for k in range(net.depth - 1, 0, -1):
+        adjoint = (adjoint * primal.first[k][:, None, :]) @ net.weights[k]  # A_{k-1}
+        seeds = _seeds(adjoint, primal.second[k - 1], tangents[k - 1])
+        rows = seeds + primal.first[k - 1][:, None, None, :] * (rows @ net.weights[k])
+    return rows @ net.weights[0]
+
+
 def _fwd_over_fwd(net: MLP, primal: _Primal) -> Tensor:
     """Second-order forward propagation: each unit's gradient rows and D×D Hessian."""
     rows = net.weights[0].T.contiguous()[None]  # (1, D, K_1), contiguous as in _tangents
@@ -163,6 +187,7 @@ def _structured(net: MLP, primal: _Primal) -> Tensor:
 _HESSIAN_ROUTINES = {
     "fwd-over-rev": lambda net, primal: _fwd_over_rev(net, primal, _tangents(net, primal, None)),
     "rev-over-rev": _rev_over_rev,
+    "rev-over-fwd": _rev_over_fwd,
     "fwd-over-fwd": _fwd_over_fwd,
     "structured": _structured,
 }

@@ -1,9 +1,11 @@
-"""The registry of benchmarkable Jacobian methods: name → builder.
+"""The registry of benchmarkable methods: name → builder.
 
-A builder takes (net, x) and returns a zero-argument callable computing the Jacobian in
-the shape rule of ``jacbench.jacobians``; everything that can be made ahead (transformed
-functions, closures) is made by the builder, so a timer around the callable measures the
-Jacobian alone. The CLI, the sweep and the pytest-benchmark suites all read this one table.
+A method computes one operator (``jacbench.operators``: the Jacobian, the Hessian, the
+Laplacian or Hessian-vector products). A builder takes (net, x) and returns a zero-argument
+callable computing the operator in the shape rule of ``jacbench.jacobians`` and
+``jacbench.hessians``; everything that can be made ahead (transformed functions, closures)
+is made by the builder, so a timer around the callable measures the operator alone. The
+CLI, the sweep and the pytest-benchmark suites all read this one table.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from jacbench import hessians
 from jacbench.jacobians import (
     auto_routine,
     jacobian,
@@ -26,6 +29,7 @@ from jacbench.jacobians import (
     jacobian_reverse,
 )
 from jacbench.networks import MLP
+from jacbench.operators import HUTCHINSON_SAMPLES, direction
 from jacbench.timing import synchronize
 
 JacobianCall = Callable[[], Tensor]
@@ -37,17 +41,19 @@ def _always() -> bool:
 
 @dataclass(frozen=True)
 class Method:
-    """One way to compute an input Jacobian, as named in the CLI, the CSV and the docs."""
+    """One way to compute an operator, as named in the CLI, the CSV and the docs."""
 
     name: str
     family: str
-    mode: str  # the AD mode it uses: forward, reverse, mixed or auto ("" where unknown)
+    mode: str  # the mode it uses, one the operator's cost model knows, or auto ("": unknown)
     description: str
     build: Callable[[MLP, Tensor], JacobianCall]
     available: Callable[[], bool] = _always
     requirement: str = ""  # what to install when it is not available
     opt_in: bool = False  # only run when asked for (compiled variants: slow to build)
     source: str = ""  # a user routine's file:function; empty for the registered methods
+    operator: str = "jacobian"  # what it computes: a name in jacbench.operators.OPERATORS
+    exact: bool = True  # False: a stochastic estimate, timed and its error shown, not checked
 
     def mode_for(self, predicted: str) -> str:
         """The AD mode this method runs where ``cost.plan`` predicts ``predicted``."""
@@ -211,6 +217,226 @@ def _build_jax(transform: str | Callable[[Any], Any], net: MLP, x: Tensor) -> Ja
     return CompiledCall(lambda: compiled(xj).block_until_ready(), time.perf_counter() - start)
 
 
+# ------------------------------------------------------------------- second order
+def _build_hessian(mode: str, net: MLP, x: Tensor) -> JacobianCall:
+    return functools.partial(hessians.hessian, net, x, mode)
+
+
+def _build_laplacian(method: str, net: MLP, x: Tensor) -> JacobianCall:
+    samples = {"samples": HUTCHINSON_SAMPLES} if method == "hutchinson" else {}
+    return functools.partial(hessians.laplacian, net, x, method, **samples)
+
+
+def _build_hvp(net: MLP, x: Tensor) -> JacobianCall:
+    return functools.partial(hessians.hvp, net, x, direction(x))
+
+
+def _trace(hessian: Callable) -> Callable:
+    """x ↦ trace of ``hessian(x)`` over its last two axes (per output): a Laplacian."""
+    return lambda xs: hessian(xs).diagonal(dim1=-2, dim2=-1).sum(-1)
+
+
+# torch.func's compositions by name: (outer, inner) transform of f. torch.func.hessian is
+# jacfwd(jacrev(f)).
+_FUNC_COMPOSITIONS: dict[str, tuple[Callable[..., Callable], Callable[..., Callable]]] = {
+    "fwd-over-rev": (torch.func.jacfwd, torch.func.jacrev),
+    "rev-over-rev": (torch.func.jacrev, torch.func.jacrev),
+    "fwd-over-fwd": (torch.func.jacfwd, torch.func.jacfwd),
+    "rev-over-fwd": (torch.func.jacrev, torch.func.jacfwd),
+}
+
+
+def _build_func_hessian(mode: str, net: MLP, x: Tensor) -> JacobianCall:
+    outer, inner = _FUNC_COMPOSITIONS[mode]
+    return _build_func(lambda f: outer(inner(f)), net, x)
+
+
+def _build_func_laplacian(net: MLP, x: Tensor) -> JacobianCall:
+    return _build_func(lambda f: _trace(torch.func.hessian(f)), net, x)
+
+
+def _build_func_hvp(net: MLP, x: Tensor) -> JacobianCall:
+    # Forward over reverse: the directional derivative of the gradient (the Jacobian's rows).
+    def single(xs: Tensor, v: Tensor) -> Tensor:
+        return torch.func.jvp(torch.func.jacrev(net.__call__), (xs,), (v,))[1]
+
+    hvp = single if x.ndim == 1 else torch.func.vmap(single)
+    return functools.partial(hvp, x, direction(x))
+
+
+def _jax_composition(mode: str) -> Callable[[Any], Any]:
+    def transform(f):
+        import jax
+
+        outer, inner = {
+            "fwd-over-rev": (jax.jacfwd, jax.jacrev),
+            "rev-over-rev": (jax.jacrev, jax.jacrev),
+            "fwd-over-fwd": (jax.jacfwd, jax.jacfwd),
+            "rev-over-fwd": (jax.jacrev, jax.jacfwd),
+        }[mode]
+        return outer(inner(f))
+
+    return transform
+
+
+def _jax_hessian_trace(f):
+    import jax
+    import jax.numpy as jnp
+
+    return lambda xs: jnp.trace(jax.hessian(f)(xs), axis1=-2, axis2=-1)
+
+
+def _folx_laplacian(f):
+    import folx
+
+    return lambda xs: folx.forward_laplacian(f)(xs).laplacian
+
+
+def _folx_available() -> bool:
+    return _jax_available() and importlib.util.find_spec("folx") is not None
+
+
+def _second_order_methods() -> list[Method]:
+    """jacbench's Hessian modes, Laplacians and hvp, and their torch.func and JAX peers."""
+    jax_extra = "pip install 'jacbench[jax]'"
+    modes = {
+        "fwd-over-rev": "forward over reverse: D tangents carried through the adjoint sweep",
+        "rev-over-rev": "reverse over reverse: adjoints, then the seeds' sweep up and down",
+        "rev-over-fwd": "reverse over forward: tangents up, adjoints and seeds down together",
+        "fwd-over-fwd": "forward over forward: every unit's gradient and D×D Hessian carried up",
+        "structured": "Σ_k T_kᵀ·diag(a_k ⊙ σ''(z_k))·T_k, one D×D term per layer",
+    }
+    found = [
+        Method(
+            f"hessian-{mode}",
+            "jacbench",
+            mode,
+            f"hessian(mode={mode!r}): {text}",
+            functools.partial(_build_hessian, mode),
+            operator="hessian",
+        )
+        for mode, text in modes.items()
+    ]
+    found.append(
+        Method(
+            "hessian-auto",
+            "jacbench",
+            "auto",
+            'hessian(mode="auto"): the mode cost.plan_second_order predicts fastest',
+            functools.partial(_build_hessian, "auto"),
+            operator="hessian",
+        )
+    )
+    peers: dict[str, list[Method]] = {"torch.func": [], "jax": []}
+    for mode, (outer, inner) in {
+        "fwd-over-rev": ("jacfwd", "jacrev"),
+        "rev-over-rev": ("jacrev", "jacrev"),
+        "fwd-over-fwd": ("jacfwd", "jacfwd"),
+        "rev-over-fwd": ("jacrev", "jacfwd"),
+    }.items():
+        name = "hessian" if mode == "fwd-over-rev" else f"{outer}-{inner}"
+        peers["torch.func"].append(
+            Method(
+                f"func-{name}",
+                "torch.func",
+                mode,
+                f"torch.func.{outer}(torch.func.{inner}(f))"
+                + (" = torch.func.hessian" if name == "hessian" else "")
+                + " (vmap over the batch)",
+                functools.partial(_build_func_hessian, mode),
+                operator="hessian",
+            )
+        )
+        peers["jax"].append(
+            Method(
+                f"jax-{name}",
+                "jax",
+                mode,
+                f"jax.jit(jax.{outer}(jax.{inner}(f)))"
+                + (" = jax.hessian" if name == "hessian" else "")
+                + " (vmap over the batch); compile time reported apart",
+                functools.partial(_build_jax, _jax_composition(mode)),
+                _jax_available,
+                jax_extra,
+                operator="hessian",
+            )
+        )
+    found += [*peers["torch.func"], *peers["jax"]]
+    found += [
+        Method(
+            "forward-laplacian",
+            "jacbench",
+            "forward-laplacian",
+            "laplacian(): value, D tangent rows and the Laplacian carried layer by layer",
+            functools.partial(_build_laplacian, "forward-laplacian"),
+            operator="laplacian",
+        ),
+        Method(
+            "hessian-trace",
+            "jacbench",
+            "hessian-trace",
+            'laplacian(method="hessian-trace"): the trace of hessian(mode="auto")',
+            functools.partial(_build_laplacian, "hessian-trace"),
+            operator="laplacian",
+        ),
+        Method(
+            "hutchinson",
+            "jacbench",
+            "hutchinson",
+            f'laplacian(method="hutchinson", samples={HUTCHINSON_SAMPLES}): an unbiased '
+            "estimate from random ±1 directions; not exact, its error is shown",
+            functools.partial(_build_laplacian, "hutchinson"),
+            operator="laplacian",
+            exact=False,
+        ),
+        Method(
+            "func-hessian-trace",
+            "torch.func",
+            "hessian-trace",
+            "the trace of torch.func.hessian (vmap over the batch)",
+            _build_func_laplacian,
+            operator="laplacian",
+        ),
+        Method(
+            "jax-hessian-trace",
+            "jax",
+            "hessian-trace",
+            "jax.jit of the trace of jax.hessian (vmap over the batch); compile time apart",
+            functools.partial(_build_jax, _jax_hessian_trace),
+            _jax_available,
+            jax_extra,
+            operator="laplacian",
+        ),
+        Method(
+            "folx-laplacian",
+            "folx",
+            "forward-laplacian",
+            "jax.jit of folx.forward_laplacian (vmap over the batch); compile time apart",
+            functools.partial(_build_jax, _folx_laplacian),
+            _folx_available,
+            "pip install 'jacbench[folx]'",
+            operator="laplacian",
+        ),
+        Method(
+            "hvp",
+            "jacbench",
+            "fwd-over-rev",
+            "hvp(): forward over reverse with one direction per sample",
+            _build_hvp,
+            operator="hvp",
+        ),
+        Method(
+            "func-hvp",
+            "torch.func",
+            "fwd-over-rev",
+            "torch.func.jvp of torch.func.jacrev (vmap over the batch)",
+            _build_func_hvp,
+            operator="hvp",
+        ),
+    ]
+    return found
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in [
@@ -320,14 +546,18 @@ METHODS: dict[str, Method] = {
             _jax_available,
             "pip install 'jacbench[jax]'",
         ),
+        *_second_order_methods(),
     ]
 }
 
 
-def default_methods() -> tuple[str, ...]:
-    """Every registered method whose library is installed (JAX's only with JAX), opt-ins aside."""
+def default_methods(operator: str = "jacobian") -> tuple[str, ...]:
+    """Every registered method of ``operator`` whose library is installed (JAX's only with
+    JAX), opt-ins aside."""
     return tuple(
-        name for name, method in METHODS.items() if method.available() and not method.opt_in
+        name
+        for name, method in METHODS.items()
+        if method.operator == operator and method.available() and not method.opt_in
     )
 
 

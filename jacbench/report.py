@@ -7,7 +7,7 @@ a results DataFrame) and returns a table, a string or the paths it wrote.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -242,18 +242,68 @@ def timed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["status"].isin(TIMED_STATUSES)]
 
 
+def operator_of(frame: pd.DataFrame) -> str:
+    """The operator of a one-operator results frame (``jacobian`` for files that predate
+    the column)."""
+    if "operator" not in frame.columns or frame.empty:
+        return "jacobian"
+    operator = frame["operator"].iloc[0]
+    return str(operator) if isinstance(operator, str) and operator else "jacobian"
+
+
+def split_operators(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The frame's rows by operator, in order of first appearance: the summaries compare
+    methods of one operator at a time."""
+    if "operator" not in frame.columns or frame["operator"].nunique(dropna=False) <= 1:
+        return [(operator_of(frame), frame)]
+    return [(str(op), rows) for op, rows in frame.groupby("operator", sort=False)]
+
+
+def _fixed_modes(operator: str) -> dict[str, str]:
+    """jacbench's methods of ``operator`` that each run one fixed, exact mode: method →
+    mode. The predicted mode is judged against these (for the Jacobian: forward, reverse,
+    mixed)."""
+    from jacbench.methods import METHODS
+
+    return {
+        name: m.mode
+        for name, m in METHODS.items()
+        if m.operator == operator and m.family == "jacbench" and m.mode != "auto" and m.exact
+    }
+
+
+def _estimates() -> list[str]:
+    """The registered methods that estimate rather than compute (Hutchinson's Laplacian)."""
+    from jacbench.methods import METHODS
+
+    return [name for name, m in METHODS.items() if not m.exact]
+
+
+def _families(operator: str) -> dict[str, list[str]]:
+    """The peer families of ``operator`` and their methods, in the registry's order."""
+    from jacbench.methods import METHODS
+
+    families: dict[str, list[str]] = {}
+    for name, m in METHODS.items():
+        if m.operator == operator and m.family != "jacbench" and not m.opt_in:
+            families.setdefault(m.family, []).append(name)
+    return families
+
+
 def summary_frame(frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per shape: median per method, forward/reverse ratio, predicted vs measured winner.
 
-    ``measured`` names the fastest hand-written mode (forward, reverse, mixed) only when it
-    is significantly faster than the runner-up (``stats.point_verdict`` on the run's
-    samples), else the tie (``tie: reverse ≈ mixed``); ``fastest`` does the same over every
-    method. ``prediction_ok`` is true when the predicted mode won or tied, and missing
+    ``measured`` names the fastest hand-written mode (forward, reverse, mixed; for the second
+    order jacbench's fixed-mode methods) only when it is significantly faster than the
+    runner-up (``stats.point_verdict`` on the run's samples), else the tie (``tie: reverse ≈
+    mixed``); ``fastest`` does the same over every exact method. ``prediction_ok`` is true
+    when the predicted mode won or tied, and missing
     (no verdict) where the run did not time the predicted mode.
     """
     ok = timed(frame)
     if ok.empty:
         return pd.DataFrame()
+    fixed = _fixed_modes(operator_of(frame))
     medians = ok.pivot_table(index=SHAPE_COLUMNS, columns="method", values="median_s")
     predicted = ok.groupby(SHAPE_COLUMNS)["predicted_mode"].first()
     summary = medians.copy()
@@ -262,12 +312,13 @@ def summary_frame(frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> p
     if {"forward", "reverse"} <= set(medians.columns):
         summary["fwd/rev"] = medians["forward"] / medians["reverse"]
     by_key = stats.samples_by_key(samples)
-    modes = [m for m in MODES if m in medians.columns]
     measured, decided, tested, prediction_ok, fastest = [], [], [], [], []
+    estimates = _estimates()
     for shape, rows in ok.groupby(SHAPE_COLUMNS, sort=False):
-        winner, tied, _ = stats.point_verdict(rows, by_key)
+        exact = rows[~rows["method"].isin(estimates)]  # an estimate is no rival of exact ones
+        winner, tied, _ = stats.point_verdict(exact if len(exact) else rows, by_key)
         fastest.append((shape, _verdict_text(winner, tied)))
-        ours = rows[rows["method"].isin(modes)]
+        ours = rows[rows["method"].isin(list(fixed))]
         if ours.empty:
             continue
         winner, tied, was_tested = stats.point_verdict(ours, by_key)
@@ -275,7 +326,9 @@ def summary_frame(frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> p
         decided.append((shape, len(tied) == 1))
         tested.append((shape, was_tested))
         mode = predicted[shape]
-        prediction_ok.append((shape, (mode in tied) if mode in set(ours["method"]) else None))
+        timed_modes = {fixed[m] for m in ours["method"]}
+        tied_modes = {fixed[m] for m in tied}
+        prediction_ok.append((shape, (mode in tied_modes) if mode in timed_modes else None))
     for name, values in (
         ("measured", measured),
         ("decided", decided),
@@ -346,13 +399,14 @@ def _prediction_cell(row: pd.Series) -> str:
     return f"{row.get('predicted')}{mark}"
 
 
-def accuracy_sentence(summary: pd.DataFrame) -> str:
+def accuracy_sentence(summary: pd.DataFrame, operator: str = "jacobian") -> str:
     """How often the predicted mode was right, how many shapes were decided, or why no verdict."""
     right, total, decided = prediction_accuracy(summary)
     if total == 0:
         return "Prediction accuracy: no verdict (the run timed none of the predicted modes)."
+    model = "cost.plan" if operator == "jacobian" else "cost.plan_second_order"
     text = (
-        "Prediction accuracy: the mode cost.plan predicted was the fastest hand-written mode, "
+        f"Prediction accuracy: the mode {model} predicted was the fastest hand-written mode, "
         f"or tied with it, at {right} of {total} shapes"
     )
     judged = summary[summary["prediction_ok"].notna()]
@@ -379,59 +433,83 @@ def compact_label(row: pd.Series | dict) -> str:
     return label
 
 
-# Peers are grouped by family in the terminal table: the faster of each family's two modes.
-_FAMILIES = {
-    "torch.func": ("func-jacfwd", "func-jacrev"),
-    "autograd": ("autograd-forward", "autograd-reverse"),
-    "naive": ("naive-forward", "naive-reverse"),
-    "jax": ("jax-jacfwd", "jax-jacrev"),
-}
-
-
-def summary_table(summary: pd.DataFrame, methods: Sequence[str] | None = None) -> Table:
+def summary_table(
+    summary: pd.DataFrame, methods: Sequence[str] | None = None, operator: str = "jacobian"
+) -> Table:
     """The summary for a terminal: jacbench's methods, the best of each peer family, the verdict."""
     table = Table(
-        title="median time per Jacobian",
-        caption="peer columns: the faster of the family's forward and reverse mode; "
+        title="median time per " + ("Jacobian" if operator == "jacobian" else operator),
+        caption="peer columns: the fastest of the family's methods; "
         "✓: the predicted mode won or tied (not significantly slower, 95%)",
         box=box.SIMPLE_HEAD,
     )
     if summary.empty:
         return table
-    ours = [m for m in ("forward", "reverse", "mixed", "auto") if m in summary]
+    from jacbench.methods import METHODS
+
+    ours = [
+        name
+        for name, m in METHODS.items()
+        if m.operator == operator and m.family == "jacbench" and not m.opt_in and name in summary
+    ]
     ours += _user_methods(summary.columns)
-    families = {f: [m for m in ms if m in summary] for f, ms in _FAMILIES.items()}
+    families = {f: [m for m in ms if m in summary] for f, ms in _families(operator).items()}
     families = {f: ms for f, ms in families.items() if ms}
+    ratio = ["fwd/rev"] if "fwd/rev" in summary else []
     table.add_column("shape")
-    for name in [*ours, *families, "fwd/rev", "predicted", "measured"]:
+    for name in [*ours, *families, *ratio, "predicted", "measured"]:
         table.add_column(name, justify="right")
     for _, row in summary.iterrows():
         cells = [compact_label(row)] + [format_seconds(row[m]) for m in ours]
         cells += [format_seconds(row[ms].min()) for ms in families.values()]
-        cells += [format_ratio(row.get("fwd/rev")), _prediction_cell(row)]
+        cells += [format_ratio(row.get("fwd/rev")) for _ in ratio] + [_prediction_cell(row)]
         cells.append(str(row.get("measured", "—")))
         table.add_row(*cells)
     return table
 
 
-def peer_comparison(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per shape: auto's median, the best median of each peer family, and auto's speed-up.
+def summary_tables(
+    frame: pd.DataFrame,
+    samples: pd.DataFrame | None = None,
+    methods: Sequence[str] | None = None,
+    *,
+    accuracy: bool = False,
+) -> list[Table | str]:
+    """A run's summary for a terminal: per operator its table (and, with ``accuracy``, the
+    prediction accuracy sentence)."""
+    shown: list[Table | str] = []
+    for operator, rows in split_operators(frame):
+        summary = summary_frame(rows, samples)
+        shown.append(summary_table(summary, methods, operator))
+        if accuracy:
+            shown.append(accuracy_sentence(summary, operator))
+    return shown
 
-    ``× <family>`` is the family's best median over auto's: above 1, auto is faster.
+
+def peer_comparison(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per shape: the median of jacbench's best method (``auto`` for the Jacobian; the
+    operator's ``best_method``), the best median of each peer family, and its speed-up.
+
+    ``× <family>`` is the family's best median over jacbench's: above 1, jacbench is faster.
+    The column of jacbench's method is named ``auto`` whatever the operator.
     """
+    from jacbench.operators import OPERATORS
+
+    operator = operator_of(frame)
+    best = OPERATORS[operator].best_method
     ok = timed(frame)
-    if "auto" not in set(ok["method"]):
+    if best not in set(ok["method"]):
         return pd.DataFrame()
     medians = ok.pivot_table(index=SHAPE_COLUMNS, columns="method", values="median_s")
-    table = pd.DataFrame({"auto": medians["auto"]})
-    for family, members in _FAMILIES.items():
+    table = pd.DataFrame({"auto": medians[best]})
+    for family, members in _families(operator).items():
         present = [m for m in members if m in medians.columns]
         if family == "naive" or not present:
             continue
         table[family] = medians[present].min(axis=1)
         table[f"× {family}"] = table[family] / table["auto"]
     if "efficiency" in ok.columns:
-        auto_rows = ok[ok["method"] == "auto"].set_index(SHAPE_COLUMNS)
+        auto_rows = ok[ok["method"] == best].set_index(SHAPE_COLUMNS)
         table["efficiency"] = auto_rows["efficiency"]
     return table.reset_index()
 
@@ -443,19 +521,28 @@ def _geomean(values: pd.Series) -> float:
 
 def peer_markdown(frame: pd.DataFrame) -> list[str]:
     """Markdown lines: auto against the best of each peer family, with geometric means."""
+    from jacbench.operators import OPERATORS
+
+    operator = operator_of(frame)
+    best = OPERATORS[operator].best_method
     table = peer_comparison(frame)
-    families = [f for f in _FAMILIES if f in table.columns]
+    families = [f for f in _families(operator) if f in table.columns]
     if table.empty or not families:
         return []
-    header = ["shape", "auto", *families, *(f"× {f}" for f in families)]
+    header = ["shape", best, *families, *(f"× {f}" for f in families)]
     has_efficiency = "efficiency" in table and table["efficiency"].notna().any()
     if has_efficiency:
-        header.append("auto efficiency")
+        header.append(f"{best} efficiency")
+    each = (
+        "its forward or reverse mode, whichever was faster"
+        if operator == "jacobian"
+        else "the fastest of its methods"
+    )
     lines = [
-        "## auto against its peers",
+        f"## {best} against its peers",
         "",
-        "Best median of each family (its forward or reverse mode, whichever was faster) and how "
-        "many times slower than `auto` that is (× > 1: auto is faster).",
+        f"Best median of each family ({each}) and how many times slower than `{best}` that "
+        f"is (× > 1: {best} is faster).",
         "",
         *_markdown_header(header),
     ]
@@ -532,21 +619,25 @@ def _run_header(meta: dict) -> list[str]:
     return lines
 
 
-def _summary_lines(summary: pd.DataFrame, methods: Sequence[str] | None) -> list[str]:
+def _summary_lines(
+    summary: pd.DataFrame, methods: Sequence[str] | None, operator: str = "jacobian"
+) -> list[str]:
     """The per-shape Markdown table and the prediction accuracy."""
     method_columns = _method_order(summary.columns, methods)
-    header = ["shape", *method_columns, "fwd/rev", "predicted", "measured", "fastest"]
+    # The Jacobian's forward/reverse ratio; a run of another operator has no such pair.
+    ratio = ["fwd/rev"] if operator == "jacobian" else []
+    header = ["shape", *method_columns, *ratio, "predicted", "measured", "fastest"]
     if "efficiency" in summary:
         header.append("efficiency")
     lines = _markdown_header(header)
     for _, row in summary.iterrows():
         cells = [shape_label(row)] + [format_seconds(row[m]) for m in method_columns]
-        cells += [format_ratio(row.get("fwd/rev")), _prediction_cell(row)]
+        cells += [format_ratio(row.get("fwd/rev")) for _ in ratio] + [_prediction_cell(row)]
         cells += [_text(row.get("measured")), _text(row.get("fastest"))]
         if "efficiency" in summary:
             cells.append(format_percent(row["efficiency"]))
         lines.append("| " + " | ".join(cells) + " |")
-    return [*lines, "", accuracy_sentence(summary)]
+    return [*lines, "", accuracy_sentence(summary, operator)]
 
 
 def _text(value: object) -> str:
@@ -589,16 +680,23 @@ def summary_markdown(
 ) -> str:
     """summary.md: per shape, median per method, forward/reverse ratio, predicted vs measured;
     for a run over several devices, the devices side by side."""
-    summary = summary_frame(frame, samples)
-    lines = ["# jacbench run summary", "", *_run_header(meta or {}), ""]
-    if summary.empty:
-        lines.append("No timed rows.")
-    else:
-        lines += _summary_lines(summary, methods)
-        peers = peer_markdown(frame)
+    from jacbench.operators import OPERATORS
+
+    lines = ["# jacbench run summary", "", *_run_header(meta or {})]
+    parts = split_operators(frame)
+    for operator, rows in parts:
+        lines.append("")
+        if len(parts) > 1 or operator != "jacobian":
+            lines += [f"## The {operator}: {OPERATORS[operator].description}", ""]
+        summary = summary_frame(rows, samples)
+        if summary.empty:
+            lines.append("No timed rows.")
+            continue
+        lines += _summary_lines(summary, methods, operator)
+        peers = peer_markdown(rows)
         if peers:
             lines += ["", *peers]
-        devices = devices_markdown(frame, methods, samples)
+        devices = devices_markdown(rows, methods, samples)
         if devices:
             lines += ["", *devices]
     lines += _untimed_lines(frame)
@@ -670,14 +768,18 @@ def devices_markdown(
     return lines
 
 
-def environment_table(env: dict, available: Sequence[str], missing: Sequence[str]) -> Table:
-    """``jacbench info``: versions, device, threads, and which methods are installed."""
+def environment_table(
+    env: dict, available: Mapping[str, Sequence[str]], missing: Sequence[str]
+) -> Table:
+    """``jacbench info``: versions, device, threads, and which methods of each operator are
+    installed (``available``: operator → method names)."""
     table = Table(title="jacbench environment", show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
     for key, value in env.items():
         table.add_row(key, "—" if value is None else escape(str(value)))
-    table.add_row("methods", ", ".join(available))
+    for operator, names in available.items():
+        table.add_row(f"{operator} methods", ", ".join(names))
     if missing:
         table.add_row("not installed", escape(", ".join(missing)))
     return table

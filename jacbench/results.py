@@ -453,6 +453,7 @@ def _benchmark_row(bench: dict) -> Row:
         predicted_mode=info.get("predicted_mode", ""),
         max_rel_err=info.get("max_rel_err", float("nan")),
         source=info.get("source", ""),
+        operator=info.get("operator") or "jacobian",
     )
 
 

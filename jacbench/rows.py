@@ -108,6 +108,9 @@ class Row:
     source: str = _column(str, "", "a user routine's file:function (empty for built-ins)")
     ci_low_s: float = _column(float, "s", "95% interval of the median, low end (order statistics)")
     ci_high_s: float = _column(float, "s", "95% interval of the median, high end")
+    operator: str = _column(
+        str, "", "what the method computes: jacobian, hessian, laplacian or hvp", "jacobian"
+    )
     # Not a column: the measured samples, (process, round, seconds) per timed block, for
     # samples.csv.
     samples: tuple[tuple[int, int, float], ...] = field(default=(), repr=False, compare=False)
@@ -197,7 +200,8 @@ def check_frame(raw: pd.DataFrame, source: str) -> pd.DataFrame:
 
     ``raw`` holds the file's cells as strings (empty for missing values). Columns must be
     ``COLUMNS`` in order, or a prefix of it holding every key column (a file written before
-    later columns existed: those come back empty). Line numbers count the header as line 1.
+    later columns existed: those come back with their default, empty for most, ``jacobian``
+    for the operator). Line numbers count the header as line 1.
     """
     header = list(raw.columns)
     if header != list(COLUMNS[: len(header)]) or not set(KEY_COLUMNS) <= set(header):
@@ -205,7 +209,8 @@ def check_frame(raw: pd.DataFrame, source: str) -> pd.DataFrame:
     frame = pd.DataFrame(index=raw.index)
     for name in COLUMNS:
         kind = COLUMN_KINDS[name]
-        text = raw[name].fillna("") if name in raw else pd.Series("", index=raw.index)
+        absent = str(_DEFAULTS[name]) if COLUMN_KINDS[name] is str else ""
+        text = raw[name].fillna("") if name in raw else pd.Series(absent, index=raw.index)
         frame[name] = _typed_column(text, name, kind, source)
     bad = ~frame["status"].isin([s.value for s in Status])
     if bad.any():

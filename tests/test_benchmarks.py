@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
+from jacbench import cost
 from jacbench.cli import app
 from jacbench.results import read_pytest_benchmark
 
@@ -174,3 +175,46 @@ def test_pytest_benchmark_files_get_intervals_verdicts_and_compare(tmp_path):
     other = _bench_file(tmp_path / "c.json", 1.0, torch_version="2.4.0")
     refused = CliRunner().invoke(app, ["compare", str(a), str(other)])
     assert refused.exit_code == 2 and "torch 2.13.0 vs 2.4.0" in refused.output
+
+
+SECOND_ORDER_TEST_FILE = """
+import json
+
+from jacbench import hessians
+
+
+def my_laplacian(net, x):
+    return hessians.laplacian(net, x, "hessian-trace")
+
+
+def test_builtin_hessian(jacobian_benchmark):
+    jacobian_benchmark("hessian-structured", widths=(2, 16, 16, 1), batch=8)
+
+
+def test_my_laplacian(jacobian_benchmark):
+    jacobian_benchmark(my_laplacian, widths=(2, 16, 16, 1), batch=8, operator="laplacian")
+
+
+def test_my_laplacian_is_not_a_jacobian(jacobian_benchmark):
+    jacobian_benchmark(my_laplacian, widths=(2, 16, 16, 1), batch=8)
+"""
+
+
+def test_the_fixture_checks_second_order_against_torch_func_hessian(tmp_path):
+    (tmp_path / "test_second.py").write_text(SECOND_ORDER_TEST_FILE)
+    out = tmp_path / "bench.json"
+    done = _run_benchmarks("smoke", f"--benchmark-json={out}", where="test_second.py", cwd=tmp_path)
+    assert "1 failed, 2 passed" in done.stdout, done.stdout + done.stderr
+    # checked as a Jacobian, the Laplacian (B, P) does not have the Jacobian's shape (B, P, D)
+    assert "test_my_laplacian_is_not_a_jacobian" in done.stdout
+    saved = {b["name"]: b for b in json.loads(out.read_text())["benchmarks"]}
+    hessian = saved["test_builtin_hessian"]
+    assert hessian["group"] == "hessian L=2 D=2 K=16 P=1 B=8 float32 cpu"
+    assert hessian["extra_info"]["operator"] == "hessian"
+    assert hessian["extra_info"]["mode"] == "structured"
+    assert hessian["extra_info"]["flops"] == cost.hessian_flops((2, 16, 16, 1), "structured", 8)
+    mine = saved["test_my_laplacian"]["extra_info"]
+    assert (mine["operator"], mine["family"]) == ("laplacian", "user")
+    assert mine["max_rel_err"] < 1e-5
+    frame = read_pytest_benchmark(out)
+    assert list(frame["operator"]) == ["hessian", "laplacian"]

@@ -9,6 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from jacbench.cli import app, join_list_options
+from jacbench.rows import COLUMNS
 
 runner = CliRunner()
 
@@ -330,7 +331,7 @@ def test_compare_and_report_name_the_file_they_cannot_read(tmp_path):
     for args in (["compare", good, bad], ["report", bad]):
         result = invoke(*args)
         assert result.exit_code == 2
-        damaged = f"{bad / 'results.csv'} is damaged: line 6 has 3 fields, expected 31"
+        damaged = f"{bad / 'results.csv'} is damaged: line 6 has 3 fields, expected {len(COLUMNS)}"
         assert damaged in result.output
     lines = text.splitlines()
     cells = lines[1].split(",")

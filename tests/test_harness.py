@@ -8,6 +8,7 @@ from jacbench import harness, methods
 from jacbench.grid import Point
 from jacbench.harness import SweepConfig, estimated_memory_bytes, run_sweep, sweep
 from jacbench.methods import Method
+from jacbench.operators import OPERATORS
 from jacbench.results import read_samples as results_samples
 from jacbench.rows import COLUMNS, SAMPLE_COLUMNS, Status
 
@@ -122,7 +123,7 @@ def test_no_validate_makes_unchecked_timed_rows():
 
 
 def test_reference_out_of_memory_marks_rows_unchecked(monkeypatch):
-    def no_memory(point, net, x):
+    def no_memory(point, net, x, operator):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 TB")
 
     monkeypatch.setattr(harness, "point_reference", no_memory)
@@ -139,10 +140,9 @@ def test_task_that_would_exhaust_memory_is_skipped_as_oom(monkeypatch):
 
 
 def test_memory_estimate_of_autograd_forward_grows_with_batch_squared():
-    from jacbench import cost
 
     point = Point((64, 64, 64, 1), 8)
-    plan = cost.plan(point.widths, point.batch)
+    plan = OPERATORS["jacobian"].costs(point.widths, point.batch, torch.float32)
     one = estimated_memory_bytes(point, methods.METHODS["func-jacfwd"], plan)
     assert one == 8 * 64 * (64 + 64) * 4 * 4  # B · D · ΣK · 4 live blocks · 4 bytes
     assert estimated_memory_bytes(point, methods.METHODS["autograd-forward"], plan) == 8 * one

@@ -164,6 +164,7 @@ def test_plan_second_order_picks_by_flops(widths, mode):
     assert plan.hessian_mode == mode
     assert plan.hessian_flops[mode] == min(plan.hessian_flops.values())
     assert plan.hessian_flops["rev-over-rev"] == plan.hessian_flops["fwd-over-rev"]
+    assert plan.hessian_flops["rev-over-fwd"] == plan.hessian_flops["fwd-over-rev"]
     assert plan.hessian_memory_bytes["rev-over-rev"] > plan.hessian_memory_bytes["fwd-over-rev"]
     # The forward Laplacian never costs more than the trace of the best Hessian.
     assert plan.laplacian_flops["forward-laplacian"] <= plan.laplacian_flops["hessian-trace"]

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from jacbench import make_mlp, reference_jacobian, relative_error
+from jacbench import cost, make_mlp, relative_error
 from jacbench.methods import METHODS, default_methods, get_method
+from jacbench.operators import OPERATORS
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -10,16 +11,47 @@ from jacbench.methods import METHODS, default_methods, get_method
 def test_every_method_matches_the_float64_reference(name, batch):
     if not METHODS[name].available():
         pytest.skip(f"{name} needs {METHODS[name].requirement}")
+    method = METHODS[name]
     net = make_mlp(3, 6, 10, 4, dtype=torch.float64, bias=False)
     x = torch.randn((6,) if batch is None else (batch, 6), dtype=torch.float64)
-    jac = METHODS[name].build(net, x)()
-    ref = reference_jacobian(net, x, "jacfwd")
-    assert jac.shape == ref.shape
-    assert relative_error(jac, ref) < 1e-12
+    result = method.build(net, x)()
+    # the operator's reference: torch.func's jacrev, or its hessian (trace, times v)
+    ref = OPERATORS[method.operator].reference(net, x)
+    assert tuple(result.shape) == tuple(ref.shape)
+    if method.exact:
+        assert relative_error(result, ref) < 1e-12
+    else:  # Hutchinson's 64 directions: an estimate of the right size, not the value
+        assert 0 < relative_error(result, ref) < 1
+
+
+def test_second_order_methods_by_operator():
+    assert default_methods("hessian")[:6] == (
+        "hessian-fwd-over-rev",
+        "hessian-rev-over-rev",
+        "hessian-rev-over-fwd",
+        "hessian-fwd-over-fwd",
+        "hessian-structured",
+        "hessian-auto",
+    )
+    assert {"func-hessian", "func-jacrev-jacrev", "func-jacfwd-jacfwd", "func-jacrev-jacfwd"} <= (
+        set(default_methods("hessian"))
+    )
+    assert default_methods("laplacian")[:4] == (
+        "forward-laplacian",
+        "hessian-trace",
+        "hutchinson",
+        "func-hessian-trace",
+    )
+    assert default_methods("hvp") == ("hvp", "func-hvp")
+    for method in METHODS.values():
+        if method.operator == "hessian":
+            assert method.mode in (*cost.SECOND_ORDER_MODES, "auto")
+    assert [m.name for m in METHODS.values() if not m.exact] == ["hutchinson"]
 
 
 def test_registry_names_match_the_design():
-    assert tuple(METHODS) == (
+    jacobian = tuple(name for name, m in METHODS.items() if m.operator == "jacobian")
+    assert jacobian == (
         "forward",
         "reverse",
         "mixed",
@@ -37,7 +69,8 @@ def test_registry_names_match_the_design():
     )
     assert default_methods()[:4] == ("forward", "reverse", "mixed", "auto")
     assert not {"auto-compiled", "auto-cudagraph"} & set(default_methods())  # opt-in only
-    assert all(m.mode in ("forward", "reverse", "mixed", "auto") for m in METHODS.values())
+    jacobians = [m for m in METHODS.values() if m.operator == "jacobian"]
+    assert all(m.mode in ("forward", "reverse", "mixed", "auto") for m in jacobians)
 
 
 def test_naive_methods_materialise_diagonals(monkeypatch):

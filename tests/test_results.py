@@ -137,7 +137,7 @@ def test_read_results_names_the_file_it_cannot_read(tmp_path):
     with pytest.raises(ResultsFileError, match=f"{path} is empty"):
         results.read_results(path)
     path.write_text(",".join(COLUMNS) + "\n1,2\n" + "1," * 40 + "\n")
-    damaged = f"{path} is damaged: line 2 has 2 fields, expected 31"
+    damaged = f"{path} is damaged: line 2 has 2 fields, expected {len(COLUMNS)}"
     with pytest.raises(ResultsFileError, match=damaged):
         results.read_results(path)
     with pytest.raises(FileNotFoundError):
