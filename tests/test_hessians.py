@@ -189,15 +189,3 @@ def test_predict_order_two_shows_the_picks():
     assert "✓" in structured
     assert "forward-laplacian" in result.output
 
-
-def test_second_order_example_runs_and_checks(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "examples" / "second_order.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    assert "| L=3 D=2 K=16 P=1 B=64 | laplacian | forward-laplacian |" in done.stdout
