@@ -382,11 +382,14 @@ def _plan(p: tuple[int, ...], batch: int, dtype: torch.dtype) -> Plan:
 #     structured form ≈ 2·L·K·(K·(D + P) + P·D²), and fwd-over-fwd ≈ 2·L·K²·(D + D²). The
 #     structured form wins whenever D < K (its extra term is P·D²·K against P·D·K²); the
 #     compositions only where D exceeds K; fwd-over-fwd only where P ≫ D (many outputs,
-#     very few inputs). rev-over-rev and rev-over-fwd do fwd-over-rev's products but keep
-#     more rows per layer (P·D seed rows; the D tangent rows and the adjoints made again on
-#     the way down): they are never the pick. Forward over reverse is the best
-#     *composition* for the usual reasons (one sweep each way, D tangents on P adjoints),
-#     and the structured form beats it by using that an MLP's Hessian is a sum over layers.
+#     very few inputs). rev-over-rev and rev-over-fwd do fwd-over-rev's products in another
+#     order: rev-over-rev keeps the P·D seed rows of every layer (more memory), rev-over-fwd
+#     keeps the D tangent rows and makes the adjoints on the way down (less memory than
+#     fwd-over-rev where P·ΣK exceeds P·K_max; the same time, measured). At equal FLOPs the
+#     plan keeps fwd-over-rev, the composition torch.func.hessian and jax.hessian use.
+#     Forward over reverse is the best *composition* for the usual reasons (one sweep each
+#     way, D tangents on P adjoints), and the structured form beats it by using that an
+#     MLP's Hessian is a sum over layers.
 #
 #     The Laplacian needs only trace(H_p): the forward Laplacian carries D tangent rows and
 #     one Laplacian row up the chain, Σ_{k≥2} 2·D·K_{k-1}·K_k + Σ_k 2·K_k·K_{k+1}: the

@@ -271,6 +271,28 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
                 ),
                 operator="laplacian",
             ),
+            # Where the Hessian's modes trade places: the structured form while D < K, the
+            # compositions once D passes K, forward over forward for many outputs of few inputs.
+            Preset(
+                "hessian-crossover",
+                "Hessian modes over D×P at L=4 K=64, B=16: where each mode wins",
+                grid={
+                    "depths": (4,),
+                    "d_in": (2, 16, 64, 256),
+                    "width": (64,),
+                    "d_out": (1, 16),
+                    "batch": (16,),
+                },
+                methods=(
+                    "hessian-fwd-over-rev",
+                    "hessian-rev-over-fwd",
+                    "hessian-fwd-over-fwd",
+                    "hessian-structured",
+                    "hessian-auto",
+                    "func-hessian",
+                ),
+                operator="hessian",
+            ),
             Preset(
                 "classifier",
                 "an MNIST-sized classifier: D=784 K=256 P=10, L=2/4, B=1/64",

@@ -188,4 +188,3 @@ def test_predict_order_two_shows_the_picks():
     structured = next(line for line in result.output.splitlines() if "structured" in line)
     assert "✓" in structured
     assert "forward-laplacian" in result.output
-
