@@ -385,8 +385,8 @@ def _plan(p: tuple[int, ...], batch: int, dtype: torch.dtype) -> Plan:
 #     very few inputs). rev-over-rev and rev-over-fwd do fwd-over-rev's products in another
 #     order: rev-over-rev keeps the P·D seed rows of every layer (more memory), rev-over-fwd
 #     keeps the D tangent rows and makes the adjoints on the way down (less memory than
-#     fwd-over-rev where P·ΣK exceeds P·K_max; the same time, measured). At equal FLOPs the
-#     plan keeps fwd-over-rev, the composition torch.func.hessian and jax.hessian use.
+#     fwd-over-rev where P·ΣK exceeds P·K_max; as fast or faster, measured): at equal FLOPs
+#     the plan picks it (_HESSIAN_PREFERENCE).
 #     Forward over reverse is the best *composition* for the usual reasons (one sweep each
 #     way, D tangents on P adjoints), and the structured form beats it by using that an
 #     MLP's Hessian is a sum over layers.
@@ -399,10 +399,15 @@ def _plan(p: tuple[int, ...], batch: int, dtype: torch.dtype) -> Plan:
 #     about (K + D²)/(D·K + K + D²) of the matmul work (D = 2, K = 64: 51%; D = 3, K =
 #     128: 43%) and, more, the P·D·K-sized elementwise blocks the Hessian forms per layer.
 SECOND_ORDER_MODES = ("fwd-over-rev", "rev-over-rev", "rev-over-fwd", "fwd-over-fwd", "structured")
-# Where two modes cost the same FLOPs, the one earlier here is predicted.
+# Where two modes cost the same FLOPs, the one earlier here is predicted. The three
+# compositions always tie: rev-over-fwd keeps the least memory and was as fast as
+# fwd-over-rev or faster at 14 of 16 shapes measured (results/cpu-pinn-hessian,
+# results/cpu-hessian-crossover). The structured form ties with them exactly at D = K
+# (uniform widths); there the compositions were 5–10% faster (L=4 D=K=64, P = 1 and 16).
 _HESSIAN_PREFERENCE = (
-    "structured",
+    "rev-over-fwd",
     "fwd-over-rev",
+    "structured",
     "fwd-over-fwd",
     "rev-over-fwd",
     "rev-over-rev",

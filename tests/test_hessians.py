@@ -155,7 +155,7 @@ def test_bad_arguments_are_one_line():
     ("widths", "mode"),
     [
         ((2, 64, 64, 64, 1), "structured"),  # PINN: D ≪ K
-        ((1000, 300, 300, 1), "fwd-over-rev"),  # D > K: the P·D²·K term loses
+        ((1000, 300, 300, 1), "rev-over-fwd"),  # D > K: the P·D²·K term loses
         ((2, 32, 32, 200), "fwd-over-fwd"),  # many outputs, two inputs
     ],
 )
@@ -188,3 +188,11 @@ def test_predict_order_two_shows_the_picks():
     structured = next(line for line in result.output.splitlines() if "structured" in line)
     assert "✓" in structured
     assert "forward-laplacian" in result.output
+
+
+def test_at_d_equal_k_the_structured_form_ties_and_a_composition_is_picked():
+    plan = cost.plan_second_order((64, 64, 64, 64, 64, 16), 16)
+    assert plan.hessian_flops["structured"] == plan.hessian_flops["rev-over-fwd"]
+    assert plan.hessian_mode == "rev-over-fwd"  # the compositions' tie: the least memory
+    assert cost.plan_second_order((63, 64, 64, 64, 64, 16)).hessian_mode == "structured"
+    assert cost.plan_second_order((65, 64, 64, 64, 64, 16)).hessian_mode == "rev-over-fwd"
