@@ -212,8 +212,8 @@ def _fail(row: Row, point: Point, error: Exception) -> Row:
 class Reference:
     """The operator's float64 reference result at a point, or why there is none."""
 
-    jacobian: torch.Tensor | None  # the reference result (a Hessian, say, for that operator)
-    missing: str = ""  # why jacobian is None: the message of unchecked rows
+    value: torch.Tensor | None  # the exact result: a Jacobian, a Hessian, … as the operator says
+    missing: str = ""  # why value is None: the message of unchecked rows
 
 
 def _reference(point: Point, net: MLP, x: torch.Tensor, validate: bool, operator: str) -> Reference:
@@ -233,16 +233,16 @@ def _check(
     """Set the row's error and status from the method's result. A stochastic estimate
     (``exact`` false) gets its error measured and the status ``unchecked``: its error is
     what it shows, not a fault."""
-    if reference.jacobian is None:
+    if reference.value is None:
         row.status, row.message = Status.UNCHECKED, reference.missing
         return
-    expected = tuple(reference.jacobian.shape)
+    expected = tuple(reference.value.shape)
     got = tuple(getattr(result, "shape", ()))
     if got != expected:
         row.status = Status.WRONG
         row.message = f"result has shape {got}, expected {expected}"
         return
-    row.max_rel_err = relative_error(result, reference.jacobian)
+    row.max_rel_err = relative_error(result, reference.value)
     if not exact:
         row.status = Status.UNCHECKED
         row.message = "a stochastic estimate, not exact: max_rel_err is its error here"

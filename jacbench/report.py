@@ -297,8 +297,8 @@ def summary_frame(frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> p
     order jacbench's fixed-mode methods) only when it is significantly faster than the
     runner-up (``stats.point_verdict`` on the run's samples), else the tie (``tie: reverse ≈
     mixed``); ``fastest`` does the same over every exact method. ``prediction_ok`` is true
-    when the predicted mode won or tied, and missing
-    (no verdict) where the run did not time the predicted mode.
+    when the predicted mode won or tied, and missing (no verdict) where the run did not time
+    the predicted mode. ``frame`` holds one operator's rows (``split_operators``).
     """
     ok = timed(frame)
     if ok.empty:
