@@ -286,6 +286,18 @@ def _jax_hessian_trace(f):
     return lambda xs: jnp.trace(jax.hessian(f)(xs), axis1=-2, axis2=-1)
 
 
+def _build_jax_hvp(net: MLP, x: Tensor) -> JacobianCall:
+    # _build_jax maps over x alone: x and its direction v travel as one input [x, v].
+    d = net.d_in
+
+    def transform(f):
+        import jax
+
+        return lambda xv: jax.jvp(jax.jacrev(f), (xv[..., :d],), (xv[..., d:],))[1]
+
+    return _build_jax(transform, net, torch.cat([x, direction(x)], dim=-1))
+
+
 def _folx_laplacian(f):
     import folx
 
@@ -431,6 +443,16 @@ def _second_order_methods() -> list[Method]:
             "fwd-over-rev",
             "torch.func.jvp of torch.func.jacrev (vmap over the batch)",
             _build_func_hvp,
+            operator="hvp",
+        ),
+        Method(
+            "jax-hvp",
+            "jax",
+            "fwd-over-rev",
+            "jax.jit of jax.jvp of jax.jacrev (vmap over the batch); compile time apart",
+            _build_jax_hvp,
+            _jax_available,
+            jax_extra,
             operator="hvp",
         ),
     ]
