@@ -133,3 +133,25 @@ def test_summary_markdown_gives_each_operator_its_own_section():
     assert "## The jacobian: the input Jacobian" in text
     assert "## The laplacian: the Laplacian" in text
     assert Status.OK.value in set(lap["status"])
+
+
+def test_runs_of_two_operators_merge_into_one_summary_with_a_section_each(tmp_path):
+    grid = ["--depths", "2", "--d-in", "2", "--width", "8", "--d-out", "1", "--batch", "4"]
+    timing = ["--min-time", "0.005", "--no-peak", "--quiet"]
+    first = ["run", *grid, *timing, "--methods", "forward reverse", "--out", str(tmp_path / "a")]
+    second = ["run", *grid, *timing, "--operator", "hessian", "--methods", "hessian-structured"]
+    assert runner.invoke(app, first).exit_code == 0
+    assert runner.invoke(app, [*second, "--out", str(tmp_path / "b")]).exit_code == 0
+    merged = tmp_path / "m"
+    done = runner.invoke(
+        app, ["merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(merged)]
+    )
+    assert done.exit_code == 0, done.output
+    frame = pd.read_csv(merged / "results.csv")
+    assert list(frame["operator"]) == ["jacobian", "jacobian", "hessian"]
+    sections = [
+        line
+        for line in (merged / "summary.md").read_text().splitlines()
+        if line.startswith("## The ")
+    ]
+    assert [s.split(":")[0] for s in sections] == ["## The jacobian", "## The hessian"]
