@@ -148,13 +148,15 @@ def _first_line(error: BaseException) -> str:
 
 
 def estimated_memory_bytes(point: Point, method: Method, costs: Costs) -> int | None:
-    """The cost model's memory estimate for ``method`` at ``point`` (jacbench's or a Jacobian
-    peer's; None for a user routine, whose workings the model does not know, and where the
-    operator's model has no memory estimate)."""
+    """The cost model's memory estimate for ``method`` at ``point`` (jacbench's or a peer's;
+    None for a user routine, whose workings the model does not know, and where the
+    operator's model has no memory estimate). A second-order peer gets jacbench's estimate
+    for the same composition: a floor (vmap'd peers keep more), enough to skip a
+    fwd-over-fwd at D = 1000 before the OOM killer does."""
     mode = method.mode_for(costs.predicted)
-    if method.family == "jacbench":
+    if method.family == "jacbench" or (method.operator != "jacobian" and not method.source):
         return costs.memory_bytes.get(mode)
-    if method.operator != "jacobian" or mode not in cost.MODES:
+    if mode not in cost.MODES:
         return None
     # autograd.functional's forward mode differentiates the batch's sum (methods.py).
     coupled = method.family == "autograd" and mode == "forward"

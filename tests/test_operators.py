@@ -155,3 +155,17 @@ def test_runs_of_two_operators_merge_into_one_summary_with_a_section_each(tmp_pa
         if line.startswith("## The ")
     ]
     assert [s.split(":")[0] for s in sections] == ["## The jacobian", "## The hessian"]
+
+
+def test_a_second_order_peer_is_held_to_its_compositions_memory_estimate():
+    from jacbench.grid import Point
+    from jacbench.harness import estimated_memory_bytes
+    from jacbench.methods import METHODS
+
+    point = Point((1000, 1000, 1000, 1000, 1), 1)
+    costs = get_operator("hessian").costs(point.widths, 1, torch.float32)
+    ours = estimated_memory_bytes(point, METHODS["hessian-fwd-over-fwd"], costs)
+    assert ours == cost.second_order_memory_bytes(point.widths, "fwd-over-fwd", 1)
+    assert ours > 10 * 2**30  # every unit's D×D Hessian: the pre-check can skip it
+    assert estimated_memory_bytes(point, METHODS["func-jacfwd-jacfwd"], costs) == ours
+    assert estimated_memory_bytes(point, METHODS["func-hessian"], costs) < ours
