@@ -39,7 +39,7 @@ propagation with S random ±1 directions instead of the D unit ones, an unbiased
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -101,14 +101,19 @@ def _tangents(net: MLP, primal: _Primal, first: Tensor | None) -> list[Tensor]:
     return tangents
 
 
-def _adjoints(net: MLP, primal: _Primal) -> list[Tensor]:
-    """A_k = ∂f/∂h_k as P rows, (B or 1, P, K_k), k = 1..L."""
+def _adjoints_down(net: MLP, primal: _Primal) -> Iterator[Tensor]:
+    """A_k = ∂f/∂h_k as P rows, (B or 1, P, K_k), made one at a time on the way down:
+    A_L = W_F, then A_{L-1}, …, A_1."""
     rows = net.weights[-1][None]
-    adjoints = [rows]
+    yield rows
     for k in range(net.depth - 1, 0, -1):
         rows = (rows * primal.first[k][:, None, :]) @ net.weights[k]
-        adjoints.append(rows)
-    return adjoints[::-1]
+        yield rows
+
+
+def _adjoints(net: MLP, primal: _Primal) -> list[Tensor]:
+    """A_k for k = 1..L, all kept."""
+    return list(_adjoints_down(net, primal))[::-1]
 
 
 def _seeds(adjoint: Tensor, second: Tensor, tangents: Tensor) -> Tensor:
@@ -131,28 +136,34 @@ def _fwd_over_rev(net: MLP, primal: _Primal, tangents: list[Tensor]) -> Tensor:
     return dot
 
 
+def _sweep_down(net: MLP, primal: _Primal, seeds: Iterable[Tensor]) -> Tensor:
+    """The reverse modes' sweep down: R_L = z̄_L, R_{k-1} = z̄_{k-1} + σ'_{k-1} ⊙ (R_k·W_k),
+    H = R_1·W_1; ``seeds`` gives z̄_L, …, z̄_1 in that order (kept or made as it goes)."""
+    down = iter(seeds)
+    rows = next(down)
+    for k, seed in zip(range(net.depth - 1, 0, -1), down):
+        rows = seed + primal.first[k - 1][:, None, None, :] * (rows @ net.weights[k])
+    return rows @ net.weights[0]
+
+
 def _rev_over_rev(net: MLP, primal: _Primal) -> Tensor:
     """Reverse mode through the gradient: adjoints, a sweep up keeping the seeds, a sweep down."""
     adjoints = _adjoints(net, primal)
     tangents = _tangents(net, primal, None)
     seeds = [_seeds(a, s, t) for a, s, t in zip(adjoints, primal.second, tangents)]
-    rows = seeds[-1]
-    for k in range(net.depth - 1, 0, -1):
-        rows = seeds[k - 1] + primal.first[k - 1][:, None, None, :] * (rows @ net.weights[k])
-    return rows @ net.weights[0]
+    return _sweep_down(net, primal, reversed(seeds))
 
 
 def _rev_over_fwd(net: MLP, primal: _Primal) -> Tensor:
     """Reverse mode through the forward pass of the tangents: tangents up, then the adjoint
-    rows and the seeds' sweep down in one loop."""
+    rows and the seeds made as the sweep goes down, none kept."""
     tangents = _tangents(net, primal, None)
-    adjoint = net.weights[-1][None]  # A_L = W_F
-    rows = _seeds(adjoint, primal.second[-1], tangents[-1])
-    for k in range(net.depth - 1, 0, -1):
-        adjoint = (adjoint * primal.first[k][:, None, :]) @ net.weights[k]  # A_{k-1}
-        seeds = _seeds(adjoint, primal.second[k - 1], tangents[k - 1])
-        rows = seeds + primal.first[k - 1][:, None, None, :] * (rows @ net.weights[k])
-    return rows @ net.weights[0]
+    layers = range(net.depth - 1, -1, -1)
+    seeds = (
+        _seeds(adjoint, primal.second[k], tangents[k])
+        for k, adjoint in zip(layers, _adjoints_down(net, primal))
+    )
+    return _sweep_down(net, primal, seeds)
 
 
 def _fwd_over_fwd(net: MLP, primal: _Primal) -> Tensor:
