@@ -409,9 +409,12 @@ _HESSIAN_PREFERENCE = (
     "fwd-over-rev",
     "structured",
     "fwd-over-fwd",
-    "rev-over-fwd",
     "rev-over-rev",
 )
+
+
+# Random directions of the Hutchinson Laplacian unless told otherwise (hessians.laplacian).
+HUTCHINSON_SAMPLES = 64
 
 
 def _tangent_flops(p: tuple[int, ...], rows: int) -> int:
@@ -458,7 +461,7 @@ def hvp_flops(widths: Sequence[int], batch: int = 1) -> int:
 
 
 def laplacian_flops(
-    widths: Sequence[int], method: str, batch: int = 1, *, samples: int = 64
+    widths: Sequence[int], method: str, batch: int = 1, *, samples: int = HUTCHINSON_SAMPLES
 ) -> int:
     """Exact matmul FLOPs of ``laplacian(net, x, method)`` (``samples`` directions for
     ``hutchinson``).

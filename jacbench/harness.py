@@ -153,10 +153,12 @@ def estimated_memory_bytes(point: Point, method: Method, costs: Costs) -> int | 
     operator's model has no memory estimate). A second-order peer gets jacbench's estimate
     for the same composition: a floor (vmap'd peers keep more), enough to skip a
     fwd-over-fwd at D = 1000 before the OOM killer does."""
+    if method.source:
+        return None
     mode = method.mode_for(costs.predicted)
-    if method.family == "jacbench" or (method.operator != "jacobian" and not method.source):
+    if method.family == "jacbench" or method.operator != "jacobian":
         return costs.memory_bytes.get(mode)
-    if mode not in cost.MODES:
+    if mode not in cost.MODES:  # a Method of the caller's own, mode unknown
         return None
     # autograd.functional's forward mode differentiates the batch's sum (methods.py).
     coupled = method.family == "autograd" and mode == "forward"

@@ -293,7 +293,7 @@ def laplacian(
     x: Tensor,
     method: str = "forward-laplacian",
     *,
-    samples: int = 64,
+    samples: int = cost.HUTCHINSON_SAMPLES,
     seed: int = 0,
 ) -> Tensor:
     """Δf = Σ_i ∂²f/∂x_i² of every output: (P,), or (B, P) for a batch.

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from jacbench import hessians
+from jacbench.cost import HUTCHINSON_SAMPLES
 from jacbench.jacobians import (
     auto_routine,
     jacobian,
@@ -29,7 +30,7 @@ from jacbench.jacobians import (
     jacobian_reverse,
 )
 from jacbench.networks import MLP
-from jacbench.operators import HUTCHINSON_SAMPLES, direction
+from jacbench.operators import direction
 from jacbench.timing import synchronize
 
 JacobianCall = Callable[[], Tensor]
@@ -223,8 +224,7 @@ def _build_hessian(mode: str, net: MLP, x: Tensor) -> JacobianCall:
 
 
 def _build_laplacian(method: str, net: MLP, x: Tensor) -> JacobianCall:
-    samples = {"samples": HUTCHINSON_SAMPLES} if method == "hutchinson" else {}
-    return functools.partial(hessians.laplacian, net, x, method, **samples)
+    return functools.partial(hessians.laplacian, net, x, method)  # Hutchinson: default samples
 
 
 def _build_hvp(net: MLP, x: Tensor) -> JacobianCall:
@@ -236,19 +236,24 @@ def _trace(hessian: Callable) -> Callable:
     return lambda xs: hessian(xs).diagonal(dim1=-2, dim2=-1).sum(-1)
 
 
-# torch.func's compositions by name: (outer, inner) transform of f. torch.func.hessian is
-# jacfwd(jacrev(f)).
-_FUNC_COMPOSITIONS: dict[str, tuple[Callable[..., Callable], Callable[..., Callable]]] = {
-    "fwd-over-rev": (torch.func.jacfwd, torch.func.jacrev),
-    "rev-over-rev": (torch.func.jacrev, torch.func.jacrev),
-    "fwd-over-fwd": (torch.func.jacfwd, torch.func.jacfwd),
-    "rev-over-fwd": (torch.func.jacrev, torch.func.jacfwd),
+# The Hessian as a composition of two Jacobian transforms: mode → (outer, inner), named as
+# torch.func and jax both name them. jacfwd(jacrev(f)) is torch.func.hessian and jax.hessian.
+_COMPOSITIONS = {
+    "fwd-over-rev": ("jacfwd", "jacrev"),
+    "rev-over-rev": ("jacrev", "jacrev"),
+    "fwd-over-fwd": ("jacfwd", "jacfwd"),
+    "rev-over-fwd": ("jacrev", "jacfwd"),
 }
 
 
+def _composed(library: Any, mode: str) -> Callable[[Any], Any]:
+    """f ↦ outer(inner(f)) with the transforms of ``library`` (torch.func or jax)."""
+    outer, inner = (getattr(library, name) for name in _COMPOSITIONS[mode])
+    return lambda f: outer(inner(f))
+
+
 def _build_func_hessian(mode: str, net: MLP, x: Tensor) -> JacobianCall:
-    outer, inner = _FUNC_COMPOSITIONS[mode]
-    return _build_func(lambda f: outer(inner(f)), net, x)
+    return _build_func(_composed(torch.func, mode), net, x)
 
 
 def _build_func_laplacian(net: MLP, x: Tensor) -> JacobianCall:
@@ -268,13 +273,7 @@ def _jax_composition(mode: str) -> Callable[[Any], Any]:
     def transform(f):
         import jax
 
-        outer, inner = {
-            "fwd-over-rev": (jax.jacfwd, jax.jacrev),
-            "rev-over-rev": (jax.jacrev, jax.jacrev),
-            "fwd-over-fwd": (jax.jacfwd, jax.jacfwd),
-            "rev-over-fwd": (jax.jacrev, jax.jacfwd),
-        }[mode]
-        return outer(inner(f))
+        return _composed(jax, mode)(f)
 
     return transform
 
@@ -340,12 +339,7 @@ def _second_order_methods() -> list[Method]:
         )
     )
     peers: dict[str, list[Method]] = {"torch.func": [], "jax": []}
-    for mode, (outer, inner) in {
-        "fwd-over-rev": ("jacfwd", "jacrev"),
-        "rev-over-rev": ("jacrev", "jacrev"),
-        "fwd-over-fwd": ("jacfwd", "jacfwd"),
-        "rev-over-fwd": ("jacrev", "jacfwd"),
-    }.items():
+    for mode, (outer, inner) in _COMPOSITIONS.items():
         name = "hessian" if mode == "fwd-over-rev" else f"{outer}-{inner}"
         peers["torch.func"].append(
             Method(

@@ -21,8 +21,6 @@ from jacbench import cost, hessians
 from jacbench.jacobians import reference_jacobian
 from jacbench.networks import MLP
 
-# Directions of the Hutchinson estimator in a run (hessians.laplacian's default).
-HUTCHINSON_SAMPLES = 64
 # The seed of the hvp direction v: fixed, so every method and the reference see one v.
 DIRECTION_SEED = 7
 
@@ -71,7 +69,7 @@ def _hessian_costs(widths: tuple[int, ...], batch: int, dtype: torch.dtype) -> C
 
 def _laplacian_costs(widths: tuple[int, ...], batch: int, dtype: torch.dtype) -> Costs:
     plan = cost.plan_second_order(widths, batch, dtype)
-    stochastic = cost.laplacian_flops(widths, "hutchinson", batch, samples=HUTCHINSON_SAMPLES)
+    stochastic = cost.laplacian_flops(widths, "hutchinson", batch)  # the default samples
     flops = {**plan.laplacian_flops, "hutchinson": stochastic}
     return Costs(plan.laplacian_method, MappingProxyType(flops))
 
