@@ -608,12 +608,12 @@ def _grid(
     wanted: list[MethodLike] = [
         *(chosen.installed_methods(operator) if methods is None else dict.fromkeys(methods))
     ]
-    resolved = [_computing(operator, m) for m in routines.resolve_all(wanted)]
+    resolved = [method_of(operator, m) for m in routines.resolve_all(wanted)]
     min_time = (chosen.min_time or DEFAULT_MIN_TIME) if min_time is None else min_time
     return points, wanted, resolved, min_time, operator
 
 
-def _computing(operator: str, method: Method) -> Method:
+def method_of(operator: str, method: Method) -> Method:
     """``method`` as a method of ``operator``: a user routine is taken to compute it, a
     registered method of another operator is refused."""
     if method.source:
