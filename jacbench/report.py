@@ -20,7 +20,7 @@ from jacbench.cost import MODES, Plan, SecondOrderPlan
 from jacbench.grid import Point
 from jacbench.peaks import Peaks
 from jacbench.rows import KEY_COLUMNS, TIMED_STATUSES, parse_widths
-from jacbench.tuning import Tuning
+from jacbench.tuning import NARROW_KERNELS, PRIMAL_KERNELS, TANH_KERNELS, Tuning
 
 SHAPE_COLUMNS = ["depth", "d_in", "width", "d_out", "widths", "batch", "dtype", "device"]
 
@@ -179,21 +179,20 @@ def tuning_table(tuned: Tuning) -> Table:
     """Each class's kernel and every candidate's time per product."""
     where = tuned.machine or "built-in defaults (not measured)"
     table = Table(title=f"kernels for {where}")
-    for name in ("class", "kernel", "rows", "weight-first", "split", "tanh", "sigmoid"):
+    candidates = (*NARROW_KERNELS, *PRIMAL_KERNELS, *TANH_KERNELS)
+    for name in ("class", "kernel", *candidates):
         table.add_column(name, justify="left" if name in ("class", "kernel") else "right")
-    for name, kernel in [*tuned.narrow.items(), ("tanh (4096×64)", tuned.tanh)]:
+    choices = [*tuned.narrow.items(), *tuned.primal.items(), ("tanh (4096×64)", tuned.tanh)]
+    for name, kernel in choices:
         seconds = tuned.measured_s.get("tanh" if name.startswith("tanh") else name, {})
-        cells = [
-            format_seconds(seconds[k]) if k in seconds else ""
-            for k in ("rows", "weight-first", "split", "tanh", "sigmoid")
-        ]
+        cells = [format_seconds(seconds[k]) if k in seconds else "" for k in candidates]
         table.add_row(name, f"[bold]{kernel}[/]", *cells)
     return table
 
 
 def tuning_line(tuned: Tuning, classes: Iterable[str]) -> str:
     """One line: the kernels a shape's Jacobian uses on this machine, and where they came from."""
-    used = [f"{name}: {tuned.narrow[name]}" for name in classes]
+    used = [f"{name}: {tuned.kernel(name)}" for name in classes]
     source = f"measured on {tuned.machine}" if tuned.machine else "defaults (run `jacbench tune`)"
     kernels = "; ".join(used) if used else "plain BLAS calls only (no narrow product to tune)"
     return f"Kernels ({source}): {kernels}; tanh by {tuned.tanh}."

@@ -9,6 +9,10 @@ and which way is faster depends on the CPU's BLAS and vector maths, not on the s
   block as it is), ``weight-first`` (W·Tᵀ, the weight as the left operand, transposed back;
   a matrix-vector product for one row) or ``split`` (the weight cut into row blocks over all
   threads, NOTE: [Narrow products on all cores] in ``jacobians``);
+- forward mode's primal step on one input: ``separate`` (W·h, then the tangents T·Wᵀ: two
+  reads of W, the second from cache if it fits) or ``stacked`` (h as one more row on top of
+  T: one product of 1 + r rows, one read of W; NOTE: [The primal stacked on the tangents]
+  in ``jacobians``);
 - tanh over a batch's activations: ``tanh`` (torch.tanh) or ``sigmoid`` (2·σ(2z) − 1, three
   kernels that beat one where torch.tanh is not vectorised).
 
@@ -21,6 +25,7 @@ one, else the defaults. ``jacbench run`` and ``jacbench tune`` measure and cache
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -43,11 +48,15 @@ import torch
 #     with the reference to rounding.
 
 NARROW_KERNELS = ("rows", "weight-first", "split")
+PRIMAL_KERNELS = ("separate", "stacked")
 TANH_KERNELS = ("tanh", "sigmoid")
 NARROW_ROWS = (1, 3, 8)  # representative rows of the buckets 1, 2–5 and 6–15
 # Square weights below and above SPLIT_MIN_ELEMENTS (in ``jacobians``); weights under
-# TUNED_MIN_ELEMENTS there always take the plain BLAS call.
-SIZES = {"small": 512, "large": 1024}
+# TUNED_MIN_ELEMENTS there always take the plain BLAS call. Each size is timed at a power of
+# two and at a width that is not one, and judged on the geometric mean: MKL's kernels for a
+# few rows differ between the two (on a Xeon, 4 rows through a 1024-wide weight ran 1.3×
+# the time of 3 rows, through a 1000-wide one 2.1×), so one width alone misleads the class.
+SIZES = {"small": (512, 600), "large": (1024, 1000)}
 # Weights per chain: a sweep reads each weight once, from wherever it sits. 8 MB of small
 # weights stay in a server's cache as a 512-wide net's do; 64 MB of large ones do not, as a
 # 1024-wide deep net's do not. One weight timed alone would sit in cache and mislead.
@@ -56,6 +65,8 @@ TANH_SHAPE = (4096, 64)  # a PINN batch's activations
 TANH_MIN_ELEMENTS = 1 << 14  # below this, launches dominate: torch.tanh's one kernel wins
 MIN_GAIN = 0.05  # an alternative must be this much faster than the default to replace it
 ROUNDS = 3
+# The cache's format: an entry of another version lacks classes and is measured again.
+VERSION = 2
 
 
 def bucket(rows: int) -> int:
@@ -79,11 +90,16 @@ def _default_narrow(orientation: str, rows: int, size: str) -> str:
 # (orientation, representative rows, size) of every class, and the classes' names.
 _CLASS_KEYS = tuple(itertools.product(("forward", "reverse"), NARROW_ROWS, SIZES))
 CLASSES = tuple(class_name(o, m, s) for o, m, s in _CLASS_KEYS)
+# Forward mode's r tangent rows with the primal step of one input: r is the class's m.
+STACKING = "forward+primal"
+_PRIMAL_KEYS = tuple(itertools.product(NARROW_ROWS, SIZES))
+PRIMAL_CLASSES = tuple(class_name(STACKING, m, s) for m, s in _PRIMAL_KEYS)
 
 
 @dataclass(frozen=True)
 class Tuning:
-    """The kernel of each narrow-product class and of tanh, and what they were measured on.
+    """The kernel of each narrow-product class, of forward mode's primal step and of tanh,
+    and what they were measured on.
 
     ``machine`` is empty for the built-in defaults; ``measured_s`` holds each candidate's
     median seconds per class, for ``jacbench tune`` and meta.json.
@@ -93,6 +109,9 @@ class Tuning:
         default_factory=lambda: {
             class_name(o, m, s): _default_narrow(o, m, s) for o, m, s in _CLASS_KEYS
         }
+    )
+    primal: Mapping[str, str] = field(
+        default_factory=lambda: dict.fromkeys(PRIMAL_CLASSES, "separate")
     )
     tanh: str = "tanh"
     machine: str = ""
@@ -107,19 +126,36 @@ class Tuning:
             for rows in range(1, 16)
             for s in SIZES
         }
+        stacked = {
+            (rows, s == "large"): self.primal[class_name(STACKING, rows, s)] == "stacked"
+            for rows in range(1, 16)
+            for s in SIZES
+        }
         object.__setattr__(self, "_table", table)
+        object.__setattr__(self, "_stacked", stacked)
 
     def narrow_kernel(self, forward: bool, rows: int, large: bool) -> str:
         """The kernel for ``rows`` (< 16) rows times a weight, in forward mode's orientation
         (block·Wᵀ) or reverse mode's (block·W), for a weight above or below the split size."""
         return self._table[(forward, rows, large)]  # type: ignore[attr-defined]
 
+    def stacks_primal(self, rows: int, large: bool) -> bool:
+        """Whether forward mode multiplies one input's primal step with its ``rows`` (< 16)
+        tangent rows as one block, for a weight above or below the split size."""
+        return self._stacked[(rows, large)]  # type: ignore[attr-defined]
+
+    def kernel(self, name: str) -> str:
+        """The choice of class ``name`` (a narrow product or a primal step)."""
+        return self.narrow[name] if name in self.narrow else self.primal[name]
+
     def as_dict(self) -> dict[str, Any]:
         """What meta.json and the cache file store."""
         return {
+            "version": VERSION,
             "machine": self.machine,
             "tanh": self.tanh,
             "narrow": dict(self.narrow),
+            "primal": dict(self.primal),
             "measured_s": {k: dict(v) for k, v in self.measured_s.items()},
         }
 
@@ -130,9 +166,14 @@ class Tuning:
         for name, kernel in data.get("narrow", {}).items():
             if name in narrow and kernel in NARROW_KERNELS:
                 narrow[name] = kernel
+        primal = dict(cls().primal)
+        for name, kernel in data.get("primal", {}).items():
+            if name in primal and kernel in PRIMAL_KERNELS:
+                primal[name] = kernel
         tanh = data.get("tanh", "tanh")
         return cls(
             narrow=narrow,
+            primal=primal,
             tanh=tanh if tanh in TANH_KERNELS else "tanh",
             machine=str(data.get("machine", "")),
             measured_s=data.get("measured_s", {}),
@@ -175,7 +216,9 @@ def cached() -> Tuning | None:
     if _disabled():
         return None
     entry = _read_cache().get(machine_key())
-    return Tuning.from_dict(entry) if isinstance(entry, dict) else None
+    if not isinstance(entry, dict) or entry.get("version") != VERSION:
+        return None  # never measured here, or measured before some classes existed
+    return Tuning.from_dict(entry)
 
 
 def save(tuning: Tuning) -> Path:
@@ -276,18 +319,29 @@ def allocator_settings() -> dict[str, Any]:
     return dict(_allocator)
 
 
-def classes_for(widths: tuple[int, ...], batch: int, mode: str) -> list[str]:
-    """The narrow-product classes a Jacobian of this shape by ``mode`` looks up (CPU)."""
+def classes_for(
+    widths: tuple[int, ...], batch: int, mode: str, tuned: Tuning | None = None
+) -> list[str]:
+    """The classes a Jacobian of this shape by ``mode`` looks up on the CPU (``tuned``: the
+    choices that decide which; default the active ones)."""
     from jacbench.jacobians import NARROW_BLOCK, SPLIT_MIN_ELEMENTS, TUNED_MIN_ELEMENTS
 
+    tuned = tuned or active()
     names: list[str] = []
     d, p = widths[0], widths[-1]
-    for a, b in zip(widths[:-1], widths[1:]):
+    one_input_forward = batch == 1 and mode == "forward" and d < NARROW_BLOCK
+    for layer, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
         elements = a * b
         if elements < TUNED_MIN_ELEMENTS:
             continue
         size = "large" if elements >= SPLIT_MIN_ELEMENTS else "small"
-        if batch < NARROW_BLOCK:  # the primal step
+        hidden = 0 < layer < len(widths) - 2  # has a primal step and a tangent step
+        if one_input_forward and hidden:
+            names.append(class_name(STACKING, d, size))
+            if tuned.stacks_primal(d, size == "large"):
+                names.append(class_name("forward", d + 1, size))  # the stacked block
+                continue
+        if batch < NARROW_BLOCK and layer < len(widths) - 2:  # the primal step
             names.append(class_name("forward", batch, size))
         if batch == 1 and mode == "forward" and 1 < d < NARROW_BLOCK:  # tangent rows
             names.append(class_name("forward", d, size))
@@ -317,6 +371,32 @@ def _candidates(orientation: str, rows: int, weights: list[torch.Tensor]) -> dic
     if not jacobians.can_split(weights[0]):
         kernels.pop("split")
     return kernels
+
+
+def _primal_candidates(
+    rows: int, weights: list[torch.Tensor], narrow: Mapping[str, str], size: str
+) -> dict[str, Callable]:
+    """One input's primal step and ``rows`` tangent rows through a chain of weights, as two
+    products (each by its measured kernel) or as one stacked block (the stacking included)."""
+    from jacbench import jacobians
+
+    width = weights[0].shape[0]
+    h, block = torch.randn(1, width), torch.randn(rows, width)
+    matrices = [w.T for w in weights]  # forward mode's right operands
+    kernel = {m: narrow[class_name("forward", m, size)] for m in (1, rows, rows + 1)}
+
+    def separate() -> object:
+        for matrix in matrices:
+            jacobians.narrow_product(h, matrix, True, kernel[1])
+            jacobians.narrow_product(block, matrix, True, kernel[rows])
+        return None
+
+    def stacked() -> object:
+        for matrix in matrices:
+            jacobians.narrow_product(torch.cat((h, block)), matrix, True, kernel[rows + 1])
+        return None
+
+    return {"separate": separate, "stacked": stacked}
 
 
 def _time(fn: Callable[[], object], min_time: float) -> float:
@@ -350,8 +430,33 @@ def _tanh_by_sigmoid_timing(z: torch.Tensor) -> Callable[[], object]:
     return run
 
 
+def _per_product(
+    size: str,
+    classes: Mapping[str, Callable[[list[torch.Tensor]], dict[str, Callable]]],
+    min_time: float,
+    generator: torch.Generator,
+) -> dict[str, dict[str, float]]:
+    """Each class's candidates timed on chains of every width of ``size``: seconds per
+    product, the geometric mean over the widths (candidates that ran at every width)."""
+    per_width: dict[str, list[dict[str, float]]] = {name: [] for name in classes}
+    for width in SIZES[size]:
+        weights = [torch.randn(width, width, generator=generator) for _ in range(CHAIN[size])]
+        for name, candidates in classes.items():
+            times = _measure_round_robin(candidates(weights), min_time)
+            per_width[name].append({k: t / len(weights) for k, t in times.items()})
+        del weights
+    return {
+        name: {
+            kernel: statistics.geometric_mean(seconds[kernel] for seconds in runs)
+            for kernel in runs[0]
+            if all(kernel in seconds for seconds in runs)
+        }
+        for name, runs in per_width.items()
+    }
+
+
 def measure(*, min_time: float = 0.01) -> Tuning:
-    """Time every candidate of every class on this CPU, in float32; a few seconds.
+    """Time every candidate of every class on this CPU, in float32; ten seconds or so.
 
     Sets :func:`keep_freed_memory` first: the routines run under it wherever jacbench times
     them, and without it the fresh pages of each 1 MB result can cost more than the kernel.
@@ -359,21 +464,28 @@ def measure(*, min_time: float = 0.01) -> Tuning:
     keep_freed_memory()
     generator = torch.Generator().manual_seed(0)
     narrow: dict[str, str] = {}
+    primal: dict[str, str] = {}
     measured: dict[str, dict[str, float]] = {}
-    for size, width in SIZES.items():
-        weights = [torch.randn(width, width, generator=generator) for _ in range(CHAIN[size])]
-        for orientation in ("forward", "reverse"):
-            for rows in NARROW_ROWS:
-                name = class_name(orientation, rows, size)
-                candidates = _candidates(orientation, rows, weights)
-                seconds = {  # per product
-                    kernel: t / len(weights)
-                    for kernel, t in _measure_round_robin(candidates, min_time).items()
-                }
-                measured[name] = seconds
-                default = _default_narrow(orientation, rows, size)
-                narrow[name] = _pick(default if default in seconds else "rows", seconds)
-        del weights
+    for size in SIZES:
+        products = {
+            class_name(orientation, rows, size): functools.partial(_candidates, orientation, rows)
+            for orientation in ("forward", "reverse")
+            for rows in NARROW_ROWS
+        }
+        for name, seconds in _per_product(size, products, min_time, generator).items():
+            measured[name] = seconds
+            orientation, m, _ = name.split()
+            default = _default_narrow(orientation, int(m.removeprefix("m=")), size)
+            narrow[name] = _pick(default if default in seconds else "rows", seconds)
+        steps = {  # with the narrow kernels just chosen
+            class_name(STACKING, rows, size): functools.partial(
+                _primal_candidates, rows, narrow=narrow, size=size
+            )
+            for rows in NARROW_ROWS
+        }
+        for name, seconds in _per_product(size, steps, min_time, generator).items():
+            measured[name] = seconds
+            primal[name] = _pick("separate", seconds)
     z = torch.randn(TANH_SHAPE, generator=generator)
     # Both timings include the same clone, so that the sigmoid form can work in place.
     tanh_seconds = _measure_round_robin(
@@ -382,6 +494,7 @@ def measure(*, min_time: float = 0.01) -> Tuning:
     measured["tanh"] = tanh_seconds
     return Tuning(
         narrow=narrow,
+        primal=primal,
         tanh=_pick("tanh", tanh_seconds),
         machine=machine_key(),
         measured_s=measured,

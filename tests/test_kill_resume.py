@@ -38,7 +38,14 @@ def _start(out):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A suite started in the background of a shell inherits SIGINT ignored, and so would
+        # the run: give it the default disposition, as a terminal's foreground job has.
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_rows(csv_path, n, proc, timeout=120):
@@ -84,7 +91,7 @@ def test_ctrl_c_exits_130_and_says_where(tmp_path):
     _wait_for_rows(out / "results.csv", 2, proc)
     os.kill(proc.pid, signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, (stdout, stderr)
     assert "Interrupted" in stderr and "--resume" in stderr
     assert "Traceback" not in stderr
     assert len(pd.read_csv(out / "results.csv")) >= 2

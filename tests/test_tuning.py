@@ -11,9 +11,14 @@ from jacbench.jacobians import reference_jacobian, relative_error, tanh_by_sigmo
 from tests.test_cli import invoke
 
 
-def forcing(kernel: str, tanh: str = "tanh") -> tuning.Tuning:
-    """A tuning that sends every narrow-product class to ``kernel``."""
-    return tuning.Tuning(narrow={name: kernel for name in tuning.CLASSES}, tanh=tanh)
+def forcing(kernel: str, tanh: str = "tanh", primal: str = "separate") -> tuning.Tuning:
+    """A tuning that sends every narrow-product class to ``kernel``, every primal step of
+    one input to ``primal``."""
+    return tuning.Tuning(
+        narrow=dict.fromkeys(tuning.CLASSES, kernel),
+        primal=dict.fromkeys(tuning.PRIMAL_CLASSES, primal),
+        tanh=tanh,
+    )
 
 
 # Weights of 192² elements take the "small" classes, 768² ones the "large" (split) classes;
@@ -40,6 +45,49 @@ def test_every_kernel_is_exact_and_flop_exact(kernel, widths, batch, mode):
     assert jac.shape == reference.shape
     assert relative_error(jac, reference) < 2e-5
     assert flops == cost.flop_count(widths, mode, batch)
+
+
+@pytest.mark.parametrize("kernel", tuning.NARROW_KERNELS)
+@pytest.mark.parametrize(
+    "widths",
+    [
+        (1, 768, 768, 768, 2),  # one tangent: the stack is 2 rows through split-size weights
+        (5, 192, 192, 192, 3),
+        (15, 192, 192, 4),  # 16 stacked rows: past the narrow products, a plain GEMM
+        (3, 40, 192, 192, 40, 2),  # an hourglass: only the middle weight is tuned
+    ],
+)
+def test_stacked_primal_is_exact_and_flop_exact(kernel, widths):
+    net = MLP.from_widths(widths, bias=True)
+    x = torch.randn(widths[0])
+    reference = reference_jacobian(net.to(dtype=torch.float64), x.double())
+    with tuning.use(forcing(kernel, primal="stacked")):
+        jac = jacobian(net, x, "forward")
+        flops = count_matmul_flops(lambda: jacobian(net, x, "forward"))
+    assert relative_error(jac, reference) < 2e-5
+    assert flops == cost.flop_count(widths, "forward")
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu", "softplus", "identity"])
+@pytest.mark.parametrize("tanh", tuning.TANH_KERNELS)
+def test_stacked_primal_is_exact_for_every_activation(activation, tanh):
+    # σ' reads z (relu, softplus) or σ(z), and the identity hands its block back as a view
+    # of the stacked product: none may be overwritten before it is read.
+    net = MLP.from_widths((2, 256, 256, 256, 3), activation=activation, bias=True)
+    x = torch.randn(2)
+    reference = reference_jacobian(net.to(dtype=torch.float64), x.double())
+    with tuning.use(forcing("rows", tanh=tanh, primal="stacked")):
+        assert relative_error(jacobian(net, x, "forward"), reference) < 2e-5
+
+
+def test_stacking_does_not_touch_a_batch_or_chunks():
+    net = MLP.from_widths((2, 256, 256, 3), bias=True)
+    x = torch.randn(4, 2)
+    reference = reference_jacobian(net.to(dtype=torch.float64), x.double())
+    with tuning.use(forcing("rows", primal="stacked")):
+        assert relative_error(jacobian(net, x, "forward"), reference) < 2e-5
+        chunked = jacobian(net, x[0], "forward", chunk_size=1)
+    assert relative_error(chunked, reference[0]) < 2e-5
 
 
 def test_tanh_by_sigmoid_matches_tanh():
@@ -81,6 +129,7 @@ def test_from_dict_ignores_unknown_kernels_and_classes():
     got = tuning.Tuning.from_dict(data)
     assert got.tanh == "tanh"
     assert got.narrow == tuning.DEFAULTS.narrow
+    assert got.primal == tuning.DEFAULTS.primal  # absent: every primal step separate
     assert tuning.Tuning.from_dict(got.as_dict()) == got
 
 
@@ -107,6 +156,17 @@ def test_ensure_measures_once_then_reads_the_cache(cache_dir, monkeypatch):
     assert tuning.active() == measured
 
 
+def test_a_cache_entry_of_another_version_is_measured_again(cache_dir, monkeypatch):
+    old = forcing("split").as_dict()
+    del old["version"]  # written before the primal classes existed
+    (cache_dir / "tuning.json").write_text(json.dumps({tuning.machine_key(): old}))
+    assert tuning.cached() is None
+    fresh = tuning.Tuning(machine=tuning.machine_key())
+    monkeypatch.setattr(tuning, "measure", lambda: fresh)
+    assert tuning.ensure("cpu") == fresh
+    assert tuning.cached() == fresh
+
+
 def test_tuning_off_keeps_the_defaults(cache_dir, monkeypatch):
     monkeypatch.setenv("JACBENCH_TUNING", "defaults")
     monkeypatch.setattr(tuning, "measure", lambda: pytest.fail("measured while off"))
@@ -118,9 +178,11 @@ def test_measure_times_every_class_and_picks_a_candidate(cache_dir):
     measured = tuning.measure(min_time=0.001)
     assert measured.machine == tuning.machine_key()
     assert set(measured.narrow) == set(tuning.CLASSES)
-    for name in tuning.CLASSES:
+    assert set(measured.primal) == set(tuning.PRIMAL_CLASSES)
+    for name in (*tuning.CLASSES, *tuning.PRIMAL_CLASSES):
         seconds = measured.measured_s[name]
-        assert measured.narrow[name] in seconds and all(t > 0 for t in seconds.values())
+        assert measured.kernel(name) in seconds and all(t > 0 for t in seconds.values())
+    assert set(measured.measured_s["forward+primal m=3 large"]) == {"separate", "stacked"}
     assert set(measured.measured_s["tanh"]) == {"tanh", "sigmoid"}
 
 
@@ -129,9 +191,22 @@ def test_classes_for_names_what_a_shape_looks_up():
         "forward m=1 large",
         "reverse m=1 large",
     ]
-    assert tuning.classes_for((3, 600, 600, 600), 1, "forward") == [
+    separate, stacked = forcing("rows"), forcing("rows", primal="stacked")
+    # W_1 (3 × 600) is below the tuned size; W_2 has a primal and a tangent step; W_F only
+    # a tangent step.
+    assert tuning.classes_for((3, 600, 600, 600), 1, "forward", separate) == [
+        "forward+primal m=3 small",
         "forward m=1 small",
         "forward m=3 small",
+    ]
+    assert tuning.classes_for((3, 600, 600, 600), 1, "forward", stacked) == [
+        "forward+primal m=3 small",
+        "forward m=3 small",  # 4 stacked rows, then W_F's 3 tangent rows: one bucket
+    ]
+    # W_1 (1 × 1000) and W_F (1000 × 9) are below the tuned size.
+    assert tuning.classes_for((1, 1000, 1000, 1000, 9), 1, "forward", stacked) == [
+        "forward+primal m=1 large",
+        "forward m=3 large",  # h and one tangent: 2 rows
     ]
     assert tuning.classes_for((2, 64, 64, 1), 4096, "reverse") == []  # batched GEMMs only
 
