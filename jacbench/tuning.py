@@ -43,7 +43,7 @@ import torch
 #     T·Wᵀ takes 12 µs and W·Tᵀ 40 µs; on an AMD EPYC with the same torch build, 90 µs and
 #     60 µs. torch.tanh runs at 0.14 ns per element on the Xeon and 1.7 on the EPYC, where
 #     torch.sigmoid runs at 0.24. No fixed rule is right on both, so the routines read a
-#     choice per class of product, measured once per machine (a second or two) and cached.
+#     choice per class of product, measured once per machine (about ten seconds) and cached.
 #     Every candidate computes the same products (the FLOP model is unchanged) and agrees
 #     with the reference to rounding.
 
