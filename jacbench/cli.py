@@ -247,7 +247,7 @@ def tune(
     if threads is not None:
         torch.set_num_threads(threads)
     if tuning.cached() is None or remeasure:
-        with err_console.status("measuring this CPU's kernels (about ten seconds)…"):
+        with err_console.status("measuring this CPU's kernels (about fifteen seconds)…"):
             tuning.save(tuning.measure())
     console.print(report.tuning_table(tuning.ensure("cpu")))
     console.print(f"Cached in {tuning.cache_path()}", highlight=False)

@@ -20,7 +20,7 @@ from jacbench.cost import MODES, Plan, SecondOrderPlan
 from jacbench.grid import Point
 from jacbench.peaks import Peaks
 from jacbench.rows import KEY_COLUMNS, TIMED_STATUSES, parse_widths
-from jacbench.tuning import NARROW_KERNELS, PRIMAL_KERNELS, TANH_KERNELS, Tuning
+from jacbench.tuning import BATCHED_KERNELS, NARROW_KERNELS, PRIMAL_KERNELS, TANH_KERNELS, Tuning
 
 SHAPE_COLUMNS = ["depth", "d_in", "width", "d_out", "widths", "batch", "dtype", "device"]
 
@@ -179,10 +179,15 @@ def tuning_table(tuned: Tuning) -> Table:
     """Each class's kernel and every candidate's time per product."""
     where = tuned.machine or "built-in defaults (not measured)"
     table = Table(title=f"kernels for {where}")
-    candidates = (*NARROW_KERNELS, *PRIMAL_KERNELS, *TANH_KERNELS)
+    candidates = (*NARROW_KERNELS, *PRIMAL_KERNELS, *BATCHED_KERNELS, *TANH_KERNELS)
     for name in ("class", "kernel", *candidates):
         table.add_column(name, justify="left" if name in ("class", "kernel") else "right")
-    choices = [*tuned.narrow.items(), *tuned.primal.items(), ("tanh (4096×64)", tuned.tanh)]
+    choices = [
+        *tuned.narrow.items(),
+        *tuned.primal.items(),
+        *tuned.batched.items(),
+        ("tanh (4096×64)", tuned.tanh),
+    ]
     for name, kernel in choices:
         seconds = tuned.measured_s.get("tanh" if name.startswith("tanh") else name, {})
         cells = [format_seconds(seconds[k]) if k in seconds else "" for k in candidates]

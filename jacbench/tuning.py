@@ -13,6 +13,9 @@ and which way is faster depends on the CPU's BLAS and vector maths, not on the s
   reads of W, the second from cache if it fits) or ``stacked`` (h as one more row on top of
   T: one product of 1 + r rows, one read of W; NOTE: [The primal stacked on the tangents]
   in ``jacobians``);
+- a batch's wide row blocks (16 or more rows per sample: reverse mode's adjoints for P ≥ 16)
+  times a weight: ``fold`` (matmul folds the batch into one tall GEMM) or ``bmm`` (one
+  product per sample, the weight shared with a zero batch stride);
 - tanh over a batch's activations: ``tanh`` (torch.tanh) or ``sigmoid`` (2·σ(2z) − 1, three
   kernels that beat one where torch.tanh is not vectorised).
 
@@ -43,12 +46,13 @@ import torch
 #     T·Wᵀ takes 12 µs and W·Tᵀ 40 µs; on an AMD EPYC with the same torch build, 90 µs and
 #     60 µs. torch.tanh runs at 0.14 ns per element on the Xeon and 1.7 on the EPYC, where
 #     torch.sigmoid runs at 0.24. No fixed rule is right on both, so the routines read a
-#     choice per class of product, measured once per machine (about ten seconds) and cached.
+#     choice per class of product, measured once per machine (about fifteen seconds) and cached.
 #     Every candidate computes the same products (the FLOP model is unchanged) and agrees
 #     with the reference to rounding.
 
 NARROW_KERNELS = ("rows", "weight-first", "split")
 PRIMAL_KERNELS = ("separate", "stacked")
+BATCHED_KERNELS = ("fold", "bmm")
 TANH_KERNELS = ("tanh", "sigmoid")
 NARROW_ROWS = (1, 3, 8)  # representative rows of the buckets 1, 2–5 and 6–15
 # Square weights below and above SPLIT_MIN_ELEMENTS (in ``jacobians``); weights under
@@ -57,16 +61,20 @@ NARROW_ROWS = (1, 3, 8)  # representative rows of the buckets 1, 2–5 and 6–1
 # few rows differ between the two (on a Xeon, 4 rows through a 1024-wide weight ran 1.3×
 # the time of 3 rows, through a 1000-wide one 2.1×), so one width alone misleads the class.
 SIZES = {"small": (512, 600), "large": (1024, 1000)}
+# A batch's blocks also meet weights below TUNED_MIN_ELEMENTS (a PINN's 64-wide layers).
+BATCHED_SIZES = {"tiny": (64, 100), **SIZES}
+BATCHED_ROWS = 64  # rows per sample of the timed blocks
+BATCHED_ELEMENTS = 1 << 20  # per timed block (4 MB in float32): the batch is this / (64·K)
 # Weights per chain: a sweep reads each weight once, from wherever it sits. 8 MB of small
 # weights stay in a server's cache as a 512-wide net's do; 64 MB of large ones do not, as a
 # 1024-wide deep net's do not. One weight timed alone would sit in cache and mislead.
-CHAIN = {"small": 8, "large": 16}
+CHAIN = {"tiny": 8, "small": 8, "large": 16}
 TANH_SHAPE = (4096, 64)  # a PINN batch's activations
 TANH_MIN_ELEMENTS = 1 << 14  # below this, launches dominate: torch.tanh's one kernel wins
 MIN_GAIN = 0.05  # an alternative must be this much faster than the default to replace it
 ROUNDS = 3
 # The cache's format: an entry of another version lacks classes and is measured again.
-VERSION = 2
+VERSION = 3
 
 
 def bucket(rows: int) -> int:
@@ -94,12 +102,14 @@ CLASSES = tuple(class_name(o, m, s) for o, m, s in _CLASS_KEYS)
 STACKING = "forward+primal"
 _PRIMAL_KEYS = tuple(itertools.product(NARROW_ROWS, SIZES))
 PRIMAL_CLASSES = tuple(class_name(STACKING, m, s) for m, s in _PRIMAL_KEYS)
+BATCHING = "batched rows"
+BATCHED_CLASSES = tuple(f"{BATCHING} {s}" for s in BATCHED_SIZES)
 
 
 @dataclass(frozen=True)
 class Tuning:
-    """The kernel of each narrow-product class, of forward mode's primal step and of tanh,
-    and what they were measured on.
+    """The kernel of each narrow-product class, of forward mode's primal step, of a batch's
+    wide row blocks and of tanh, and what they were measured on.
 
     ``machine`` is empty for the built-in defaults; ``measured_s`` holds each candidate's
     median seconds per class, for ``jacbench tune`` and meta.json.
@@ -112,6 +122,9 @@ class Tuning:
     )
     primal: Mapping[str, str] = field(
         default_factory=lambda: dict.fromkeys(PRIMAL_CLASSES, "separate")
+    )
+    batched: Mapping[str, str] = field(
+        default_factory=lambda: dict.fromkeys(BATCHED_CLASSES, "fold")
     )
     tanh: str = "tanh"
     machine: str = ""
@@ -133,6 +146,8 @@ class Tuning:
         }
         object.__setattr__(self, "_table", table)
         object.__setattr__(self, "_stacked", stacked)
+        shared = tuple(self.batched[f"{BATCHING} {s}"] == "bmm" for s in BATCHED_SIZES)
+        object.__setattr__(self, "_shared", shared)
 
     def narrow_kernel(self, forward: bool, rows: int, large: bool) -> str:
         """The kernel for ``rows`` (< 16) rows times a weight, in forward mode's orientation
@@ -144,9 +159,17 @@ class Tuning:
         tangent rows as one block, for a weight above or below the split size."""
         return self._stacked[(rows, large)]  # type: ignore[attr-defined]
 
+    def shares_weight(self, size: int) -> bool:
+        """Whether a batch's wide row blocks times a weight run as one bmm with the weight
+        shared (else one folded GEMM); ``size``: 0 tiny, 1 small, 2 large weight."""
+        return self._shared[size]  # type: ignore[attr-defined]
+
     def kernel(self, name: str) -> str:
-        """The choice of class ``name`` (a narrow product or a primal step)."""
-        return self.narrow[name] if name in self.narrow else self.primal[name]
+        """The choice of class ``name`` (a narrow product, a primal step, a batched block)."""
+        for table in (self.narrow, self.primal, self.batched):
+            if name in table:
+                return table[name]
+        raise KeyError(name)
 
     def as_dict(self) -> dict[str, Any]:
         """What meta.json and the cache file store."""
@@ -156,24 +179,27 @@ class Tuning:
             "tanh": self.tanh,
             "narrow": dict(self.narrow),
             "primal": dict(self.primal),
+            "batched": dict(self.batched),
             "measured_s": {k: dict(v) for k, v in self.measured_s.items()},
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Tuning:
         """The inverse of :meth:`as_dict`; unknown or missing classes take the defaults."""
-        narrow = dict(cls().narrow)
-        for name, kernel in data.get("narrow", {}).items():
-            if name in narrow and kernel in NARROW_KERNELS:
-                narrow[name] = kernel
-        primal = dict(cls().primal)
-        for name, kernel in data.get("primal", {}).items():
-            if name in primal and kernel in PRIMAL_KERNELS:
-                primal[name] = kernel
+        defaults = cls()
+
+        def known(table: str, choices: tuple[str, ...]) -> dict[str, str]:
+            kept = dict(getattr(defaults, table))
+            for name, kernel in data.get(table, {}).items():
+                if name in kept and kernel in choices:
+                    kept[name] = kernel
+            return kept
+
         tanh = data.get("tanh", "tanh")
         return cls(
-            narrow=narrow,
-            primal=primal,
+            narrow=known("narrow", NARROW_KERNELS),
+            primal=known("primal", PRIMAL_KERNELS),
+            batched=known("batched", BATCHED_KERNELS),
             tanh=tanh if tanh in TANH_KERNELS else "tanh",
             machine=str(data.get("machine", "")),
             measured_s=data.get("measured_s", {}),
@@ -324,7 +350,7 @@ def classes_for(
 ) -> list[str]:
     """The classes a Jacobian of this shape by ``mode`` looks up on the CPU (``tuned``: the
     choices that decide which; default the active ones)."""
-    from jacbench.jacobians import NARROW_BLOCK, SPLIT_MIN_ELEMENTS, TUNED_MIN_ELEMENTS
+    from jacbench.jacobians import NARROW_BLOCK, SPLIT_MIN_ELEMENTS, TUNED_MIN_ELEMENTS, size_class
 
     tuned = tuned or active()
     names: list[str] = []
@@ -347,6 +373,9 @@ def classes_for(
             names.append(class_name("forward", d, size))
         if batch == 1 and mode == "reverse" and p < NARROW_BLOCK:  # adjoint rows
             names.append(class_name("reverse", p, size))
+    if batch > 1 and mode == "reverse" and p >= NARROW_BLOCK:  # wide adjoint blocks
+        for a, b in zip(widths[:-2], widths[1:-1]):  # W_1 … W_L
+            names.append(f"{BATCHING} {tuple(BATCHED_SIZES)[size_class(a * b)]}")
     return list(dict.fromkeys(names))
 
 
@@ -399,6 +428,26 @@ def _primal_candidates(
     return {"separate": separate, "stacked": stacked}
 
 
+def _batched_candidates(weights: list[torch.Tensor]) -> dict[str, Callable]:
+    """A batch's block of BATCHED_ROWS rows per sample through a chain of weights, folded
+    into one GEMM or as one bmm with the weight shared."""
+    from jacbench import jacobians
+
+    width = weights[0].shape[0]
+    batch = max(1, BATCHED_ELEMENTS // (BATCHED_ROWS * width))
+    block = torch.randn(batch, BATCHED_ROWS, width)
+
+    def chain(shared: bool) -> Callable[[], object]:
+        def run() -> object:
+            for weight in weights:
+                jacobians.batched_rows_product(block, weight, shared)
+            return None
+
+        return run
+
+    return {"fold": chain(False), "bmm": chain(True)}
+
+
 def _time(fn: Callable[[], object], min_time: float) -> float:
     from jacbench import timing
 
@@ -439,7 +488,7 @@ def _per_product(
     """Each class's candidates timed on chains of every width of ``size``: seconds per
     product, the geometric mean over the widths (candidates that ran at every width)."""
     per_width: dict[str, list[dict[str, float]]] = {name: [] for name in classes}
-    for width in SIZES[size]:
+    for width in BATCHED_SIZES[size]:
         weights = [torch.randn(width, width, generator=generator) for _ in range(CHAIN[size])]
         for name, candidates in classes.items():
             times = _measure_round_robin(candidates(weights), min_time)
@@ -456,7 +505,7 @@ def _per_product(
 
 
 def measure(*, min_time: float = 0.01) -> Tuning:
-    """Time every candidate of every class on this CPU, in float32; ten seconds or so.
+    """Time every candidate of every class on this CPU, in float32; about fifteen seconds.
 
     Sets :func:`keep_freed_memory` first: the routines run under it wherever jacbench times
     them, and without it the fresh pages of each 1 MB result can cost more than the kernel.
@@ -486,6 +535,12 @@ def measure(*, min_time: float = 0.01) -> Tuning:
         for name, seconds in _per_product(size, steps, min_time, generator).items():
             measured[name] = seconds
             primal[name] = _pick("separate", seconds)
+    batched: dict[str, str] = {}
+    for size in BATCHED_SIZES:
+        name = f"{BATCHING} {size}"
+        found = _per_product(size, {name: _batched_candidates}, min_time, generator)
+        measured[name] = found[name]
+        batched[name] = _pick("fold", found[name])
     z = torch.randn(TANH_SHAPE, generator=generator)
     # Both timings include the same clone, so that the sigmoid form can work in place.
     tanh_seconds = _measure_round_robin(
@@ -495,6 +550,7 @@ def measure(*, min_time: float = 0.01) -> Tuning:
     return Tuning(
         narrow=narrow,
         primal=primal,
+        batched=batched,
         tanh=_pick("tanh", tanh_seconds),
         machine=machine_key(),
         measured_s=measured,

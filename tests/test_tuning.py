@@ -11,12 +11,15 @@ from jacbench.jacobians import reference_jacobian, relative_error, tanh_by_sigmo
 from tests.test_cli import invoke
 
 
-def forcing(kernel: str, tanh: str = "tanh", primal: str = "separate") -> tuning.Tuning:
+def forcing(
+    kernel: str, tanh: str = "tanh", primal: str = "separate", batched: str = "fold"
+) -> tuning.Tuning:
     """A tuning that sends every narrow-product class to ``kernel``, every primal step of
-    one input to ``primal``."""
+    one input to ``primal``, every batch's wide row block to ``batched``."""
     return tuning.Tuning(
         narrow=dict.fromkeys(tuning.CLASSES, kernel),
         primal=dict.fromkeys(tuning.PRIMAL_CLASSES, primal),
+        batched=dict.fromkeys(tuning.BATCHED_CLASSES, batched),
         tanh=tanh,
     )
 
@@ -90,6 +93,29 @@ def test_stacking_does_not_touch_a_batch_or_chunks():
     assert relative_error(chunked, reference[0]) < 2e-5
 
 
+@pytest.mark.parametrize("batched", tuning.BATCHED_KERNELS)
+@pytest.mark.parametrize(
+    ("widths", "batch"),
+    [
+        ((16, 64, 64, 64, 32), 3),  # tiny weights, 32 adjoint rows per sample
+        ((20, 192, 192, 16), 2),  # small weights, exactly 16 rows
+        ((3, 768, 768, 17), 2),  # large weights
+        ((16, 64, 8, 64, 24), 4),  # an hourglass: mixed mode's products too
+        ((2, 64, 64, 64, 3), 5),  # narrow blocks: always folded
+    ],
+)
+@pytest.mark.parametrize("mode", ["reverse", "mixed"])
+def test_batched_blocks_are_exact_and_flop_exact(batched, widths, batch, mode):
+    net = MLP.from_widths(widths, bias=True)
+    x = torch.randn(batch, widths[0])
+    reference = reference_jacobian(net.to(dtype=torch.float64), x.double())
+    with tuning.use(forcing("rows", batched=batched)):
+        jac = jacobian(net, x, mode)
+        flops = count_matmul_flops(lambda: jacobian(net, x, mode))
+    assert relative_error(jac, reference) < 2e-5
+    assert flops == cost.flop_count(widths, mode, batch)
+
+
 def test_tanh_by_sigmoid_matches_tanh():
     z = torch.linspace(-30, 30, 100_001, dtype=torch.float64)
     assert torch.allclose(tanh_by_sigmoid(z.clone()), torch.tanh(z), atol=4e-16, rtol=0)
@@ -130,6 +156,13 @@ def test_from_dict_ignores_unknown_kernels_and_classes():
     assert got.tanh == "tanh"
     assert got.narrow == tuning.DEFAULTS.narrow
     assert got.primal == tuning.DEFAULTS.primal  # absent: every primal step separate
+    assert got.batched == tuning.DEFAULTS.batched
+    assert (
+        tuning.Tuning.from_dict({"batched": {"batched rows tiny": "bmm"}}).kernel(
+            "batched rows tiny"
+        )
+        == "bmm"
+    )
     assert tuning.Tuning.from_dict(got.as_dict()) == got
 
 
@@ -183,6 +216,9 @@ def test_measure_times_every_class_and_picks_a_candidate(cache_dir):
         seconds = measured.measured_s[name]
         assert measured.kernel(name) in seconds and all(t > 0 for t in seconds.values())
     assert set(measured.measured_s["forward+primal m=3 large"]) == {"separate", "stacked"}
+    assert set(measured.batched) == set(tuning.BATCHED_CLASSES)
+    for name in tuning.BATCHED_CLASSES:
+        assert set(measured.measured_s[name]) == {"fold", "bmm"}
     assert set(measured.measured_s["tanh"]) == {"tanh", "sigmoid"}
 
 
@@ -209,6 +245,11 @@ def test_classes_for_names_what_a_shape_looks_up():
         "forward m=3 large",  # h and one tangent: 2 rows
     ]
     assert tuning.classes_for((2, 64, 64, 1), 4096, "reverse") == []  # batched GEMMs only
+    assert tuning.classes_for((64, 64, 600, 64), 256, "reverse") == [
+        "batched rows tiny",  # W_1: 64 × 64
+        "batched rows small",  # W_2: 600 × 64
+    ]
+    assert tuning.classes_for((64, 64, 600, 15), 256, "reverse") == []  # 15 rows: folded
 
 
 def test_keep_freed_memory_is_recorded():
