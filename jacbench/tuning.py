@@ -380,16 +380,32 @@ def classes_for(
 
 
 # ------------------------------------------------------------------ measurement
-def _candidates(orientation: str, rows: int, weights: list[torch.Tensor]) -> dict[str, Callable]:
-    """Each kernel as one pass of a row block through a chain of weights, as a sweep runs."""
+def _candidates(
+    orientation: str,
+    rows: int,
+    weights: list[torch.Tensor],
+    narrow: Mapping[str, str] | None = None,
+    size: str = "",
+) -> dict[str, Callable]:
+    """Each kernel as one pass of a row block through a chain of weights, as a sweep runs.
+
+    A reverse pass follows a primal pass up the chain by the forward kernel chosen in
+    ``narrow`` (as reverse mode's sweep follows its primal pass: what the primal pass left
+    in each core's cache, and where, favours some kernels), and the adjoints go down.
+    """
     from jacbench import jacobians  # the kernels live with the routines that use them
 
     block = torch.randn(rows, weights[0].shape[0])  # square weights: either orientation fits
     forward = orientation == "forward"
-    matrices = [w.T if forward else w for w in weights]  # the right operands, as passed
+    matrices = [w.T if forward else w for w in weights[::-1]]  # the right operands, as passed
+    h = torch.randn(1, weights[0].shape[0])
+    up = [] if forward or narrow is None else [w.T for w in weights]
+    primal_kernel = narrow[class_name("forward", 1, size)] if up and narrow else ""
 
     def chain(kernel: str) -> Callable[[], object]:
         def run() -> object:
+            for matrix in up:
+                jacobians.narrow_product(h, matrix, True, primal_kernel)
             for matrix in matrices:
                 jacobians.narrow_product(block, matrix, forward, kernel)
             return None
@@ -516,16 +532,18 @@ def measure(*, min_time: float = 0.01) -> Tuning:
     primal: dict[str, str] = {}
     measured: dict[str, dict[str, float]] = {}
     for size in SIZES:
-        products = {
-            class_name(orientation, rows, size): functools.partial(_candidates, orientation, rows)
-            for orientation in ("forward", "reverse")
-            for rows in NARROW_ROWS
-        }
-        for name, seconds in _per_product(size, products, min_time, generator).items():
-            measured[name] = seconds
-            orientation, m, _ = name.split()
-            default = _default_narrow(orientation, int(m.removeprefix("m=")), size)
-            narrow[name] = _pick(default if default in seconds else "rows", seconds)
+        for orientation in ("forward", "reverse"):  # reverse after a primal pass by forward's
+            products = {
+                class_name(orientation, rows, size): functools.partial(
+                    _candidates, orientation, rows, narrow=narrow, size=size
+                )
+                for rows in NARROW_ROWS
+            }
+            for name, seconds in _per_product(size, products, min_time, generator).items():
+                measured[name] = seconds
+                m = int(name.split()[1].removeprefix("m="))
+                default = _default_narrow(orientation, m, size)
+                narrow[name] = _pick(default if default in seconds else "rows", seconds)
         steps = {  # with the narrow kernels just chosen
             class_name(STACKING, rows, size): functools.partial(
                 _primal_candidates, rows, narrow=narrow, size=size
