@@ -327,7 +327,7 @@ MIXED_MIN_SAVING = 0.10
 def plan(widths: Sequence[int], batch: int = 1, dtype: torch.dtype = torch.float32) -> Plan:
     """Predict the fastest mode for ``widths`` and ``batch`` from the FLOP model.
 
-    The pure mode with fewer FLOPs wins (reverse on a tie: NOTE: [Ties go to reverse
+    The pure mode with fewer FLOPs wins (on a tie, NOTE: [Ties between forward and reverse
     mode]); mixed wins only when its bracketing saves more than ``MIXED_MIN_SAVING`` of the
     better pure mode's FLOPs.
     Plans are cached: ``jacobian(mode="auto")`` asks for one on every call.
@@ -338,19 +338,25 @@ def plan(widths: Sequence[int], batch: int = 1, dtype: torch.dtype = torch.float
     return _plan(check_widths(widths), int(batch), dtype)
 
 
-# NOTE: [Ties go to reverse mode]
-#     Where D = P the two pure modes do the same matmuls, and which is faster is a matter of
-#     kernels, not arithmetic. Reverse mode multiplies row blocks U·W_k after a primal pass
-#     that has kept every slope; forward mode interleaves its primal steps and rescales
-#     every slope to the block layout it carries. On two CPU cores (MKL, float32) reverse
-#     mode was the faster at most ties measured, by 1–37% (square nets of 128–1024 units,
-#     D = P = 1 through wide layers, batched square nets); forward mode was ahead where a
-#     narrow block of 16–128 meets 512-wide layers, by 3–14%. Square networks, the common
-#     tie, get the faster mode.
+# NOTE: [Ties between forward and reverse mode]
+#     Where the two pure modes do the same matmuls (D = P through uniform layers), which is
+#     faster is a matter of kernels and caches, not arithmetic. Reverse mode reads every
+#     weight twice, a primal pass up and an adjoint pass down; forward mode on one input
+#     reads each weight for its primal and tangent steps back to back, or once where it
+#     stacks them (NOTE: [The primal stacked on the tangents] in ``jacobians``). On two
+#     Xeon cores (MKL, float32, results/cpu-crossover and cpu-peers) forward mode was
+#     faster on one input where D = P is narrower than the layers (K = 512: by 17–21% at
+#     D = P = 1, 7–14% at 16, 2–5% at 128); at D = P = K (512, 1024) reverse mode was ahead
+#     by 2–9% or level, and on batches (B = 32–1024, K = 64–128) reverse or mixed mode by
+#     3–5% once wide batched blocks run as a bmm (NOTE: [Wide batched blocks]). So a tie
+#     goes to forward mode for one input with D below every hidden width, else to reverse.
 @functools.lru_cache(maxsize=1024)
 def _plan(p: tuple[int, ...], batch: int, dtype: torch.dtype) -> Plan:
     flops = {mode: flop_count(p, mode, batch) for mode in MODES}
-    pure = "reverse" if flops["reverse"] <= flops["forward"] else "forward"
+    if flops["reverse"] != flops["forward"]:
+        pure = "reverse" if flops["reverse"] < flops["forward"] else "forward"
+    else:
+        pure = "forward" if batch == 1 and p[0] < min(p[1:-1]) else "reverse"
     mode = "mixed" if flops["mixed"] < (1 - MIXED_MIN_SAVING) * flops[pure] else pure
     return Plan(
         widths=p,

@@ -115,7 +115,11 @@ def test_pure_bracketings_cost_what_the_formulas_say():
         ((1000, 1000, 1000, 1000, 1), 1, "reverse"),
         ((1, 1000, 1000, 1000, 1000), 1, "forward"),
         ((64, 64, 4, 64, 64), 8, "mixed"),
-        ((64, 32, 32, 64), 1, "reverse"),  # a FLOP tie (D = P): NOTE [Ties go to reverse mode]
+        # FLOP ties (D = P): NOTE [Ties between forward and reverse mode]
+        ((64, 32, 32, 64), 1, "reverse"),  # wider than the layers
+        ((16, 512, 512, 512, 16), 1, "forward"),  # one input, narrower than the layers
+        ((16, 512, 512, 512, 16), 8, "reverse"),  # a batch
+        ((512, 512, 512, 512), 1, "reverse"),  # square
     ],
 )
 def test_plan_picks_the_obvious_mode(widths, batch, mode):
