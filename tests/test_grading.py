@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,14 @@ def test_square_transpose_is_told_from_its_values():
 def test_an_error_that_grows_with_depth_gets_a_hint():
     report = check(user_routines.wrong_when_deep, time=False)
     assert not report.passed
-    assert report.hints[0].startswith("The error grows with depth (L=1: 0, L=2: 0, L=5: 0.5")
+    # Shallow nets are right to rounding (how little depends on the kernels tuned here),
+    # deep ones off by half.
+    found = re.match(
+        r"The error grows with depth \(L=1: (\S+), L=2: (\S+), L=5: 0\.5, L=8: 0\.5\)",
+        report.hints[0],
+    )
+    assert found, report.hints[0]
+    assert float(found[1]) < 1e-12 and float(found[2]) < 1e-12
 
 
 def test_a_batched_routine_is_graded_on_a_batch():
