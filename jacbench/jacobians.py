@@ -393,10 +393,20 @@ def _stacks(tuned: tuning.Tuning, weight: Tensor, rows: int) -> bool:
 
 def _stacks_any(net: MLP, x: Tensor) -> bool:
     """Whether forward mode stacks any primal step of this one input (on the CPU)."""
-    if x.ndim != 1 or net.d_in >= NARROW_BLOCK or x.device.type != "cpu":
+    # The cheap tests first: on a small net this runs on every call.
+    if x.ndim != 1 or net.d_in >= NARROW_BLOCK or not _has_tuned_hidden(net.widths):
+        return False
+    if x.device.type != "cpu":
         return False
     tuned = tuning.active()
     return any(_stacks(tuned, w, net.d_in) for w in net.weights[1:-1])
+
+
+@functools.lru_cache(maxsize=1024)
+def _has_tuned_hidden(widths: tuple[int, ...]) -> bool:
+    """Whether a hidden-to-hidden weight is large enough for the tuned kernels."""
+    hidden = widths[1:-1]
+    return any(a * b >= TUNED_MIN_ELEMENTS for a, b in zip(hidden[:-1], hidden[1:]))
 
 
 def _forward(net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
