@@ -58,11 +58,13 @@ NARROW_ROWS = (1, 3, 8)  # representative rows of the buckets 1, 2–5 and 6–1
 # Square weights below and above SPLIT_MIN_ELEMENTS (in ``jacobians``); weights under
 # TUNED_MIN_ELEMENTS there always take the plain BLAS call. Each size is timed at a power of
 # two and at a width that is not one, and judged on the geometric mean: MKL's kernels for a
-# few rows differ between the two (on a Xeon, 4 rows through a 1024-wide weight ran 1.3×
+# few rows differ between the two (on a Xeon, 4 rows through a 1024-wide weight ran 1.5×
 # the time of 3 rows, through a 1000-wide one 2.1×), so one width alone misleads the class.
-SIZES = {"small": (512, 600), "large": (1024, 1000)}
-# A batch's blocks also meet weights below TUNED_MIN_ELEMENTS (a PINN's 64-wide layers).
-BATCHED_SIZES = {"tiny": (64, 100), **SIZES}
+# A batch's blocks also meet weights below TUNED_MIN_ELEMENTS ("tiny": a PINN's 64-wide
+# layers); ``jacobians.size_class`` numbers the sizes in this order.
+WIDTHS = {"tiny": (64, 100), "small": (512, 600), "large": (1024, 1000)}
+SIZES = ("small", "large")  # the sizes of the narrow products and primal steps
+BATCHED_SIZES = tuple(WIDTHS)  # the sizes of a batch's wide blocks
 BATCHED_ROWS = 64  # rows per sample of the timed blocks
 BATCHED_ELEMENTS = 1 << 20  # per timed block (4 MB in float32): the batch is this / (64·K)
 # Weights per chain: a sweep reads each weight once, from wherever it sits. 8 MB of small
@@ -350,17 +352,16 @@ def classes_for(
 ) -> list[str]:
     """The classes a Jacobian of this shape by ``mode`` looks up on the CPU (``tuned``: the
     choices that decide which; default the active ones)."""
-    from jacbench.jacobians import NARROW_BLOCK, SPLIT_MIN_ELEMENTS, TUNED_MIN_ELEMENTS, size_class
+    from jacbench.jacobians import NARROW_BLOCK, size_class
 
     tuned = tuned or active()
     names: list[str] = []
     d, p = widths[0], widths[-1]
     one_input_forward = batch == 1 and mode == "forward" and d < NARROW_BLOCK
     for layer, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        elements = a * b
-        if elements < TUNED_MIN_ELEMENTS:
+        size = BATCHED_SIZES[size_class(a * b)]
+        if size == "tiny":  # the plain BLAS call
             continue
-        size = "large" if elements >= SPLIT_MIN_ELEMENTS else "small"
         hidden = 0 < layer < len(widths) - 2  # has a primal step and a tangent step
         if one_input_forward and hidden:
             names.append(class_name(STACKING, d, size))
@@ -375,7 +376,7 @@ def classes_for(
             names.append(class_name("reverse", p, size))
     if batch > 1 and mode == "reverse" and p >= NARROW_BLOCK:  # wide adjoint blocks
         for a, b in zip(widths[:-2], widths[1:-1]):  # W_1 … W_L
-            names.append(f"{BATCHING} {tuple(BATCHED_SIZES)[size_class(a * b)]}")
+            names.append(f"{BATCHING} {BATCHED_SIZES[size_class(a * b)]}")
     return list(dict.fromkeys(names))
 
 
@@ -384,8 +385,9 @@ def _candidates(
     orientation: str,
     rows: int,
     weights: list[torch.Tensor],
-    narrow: Mapping[str, str] | None = None,
-    size: str = "",
+    *,
+    narrow: Mapping[str, str],
+    size: str,
 ) -> dict[str, Callable]:
     """Each kernel as one pass of a row block through a chain of weights, as a sweep runs.
 
@@ -399,8 +401,8 @@ def _candidates(
     forward = orientation == "forward"
     matrices = [w.T if forward else w for w in weights[::-1]]  # the right operands, as passed
     h = torch.randn(1, weights[0].shape[0])
-    up = [] if forward or narrow is None else [w.T for w in weights]
-    primal_kernel = narrow[class_name("forward", 1, size)] if up and narrow else ""
+    up = [] if forward else [w.T for w in weights]
+    primal_kernel = "" if forward else narrow[class_name("forward", 1, size)]
 
     def chain(kernel: str) -> Callable[[], object]:
         def run() -> object:
@@ -504,7 +506,7 @@ def _per_product(
     """Each class's candidates timed on chains of every width of ``size``: seconds per
     product, the geometric mean over the widths (candidates that ran at every width)."""
     per_width: dict[str, list[dict[str, float]]] = {name: [] for name in classes}
-    for width in BATCHED_SIZES[size]:
+    for width in WIDTHS[size]:
         weights = [torch.randn(width, width, generator=generator) for _ in range(CHAIN[size])]
         for name, candidates in classes.items():
             times = _measure_round_robin(candidates(weights), min_time)
@@ -539,10 +541,11 @@ def measure(*, min_time: float = 0.01) -> Tuning:
                 )
                 for rows in NARROW_ROWS
             }
-            for name, seconds in _per_product(size, products, min_time, generator).items():
-                measured[name] = seconds
-                m = int(name.split()[1].removeprefix("m="))
-                default = _default_narrow(orientation, m, size)
+            found = _per_product(size, products, min_time, generator)
+            for rows in NARROW_ROWS:
+                name = class_name(orientation, rows, size)
+                measured[name] = seconds = found[name]
+                default = _default_narrow(orientation, rows, size)
                 narrow[name] = _pick(default if default in seconds else "rows", seconds)
         steps = {  # with the narrow kernels just chosen
             class_name(STACKING, rows, size): functools.partial(
