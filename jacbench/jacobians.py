@@ -385,18 +385,19 @@ def _forward_stacked(net: MLP, x: Tensor) -> Tensor:
 
 
 def _stacks(tuned: tuning.Tuning, weight: Tensor, rows: int) -> bool:
-    elements = weight.numel()
-    return elements >= TUNED_MIN_ELEMENTS and tuned.stacks_primal(
-        rows, elements >= SPLIT_MIN_ELEMENTS
-    )
+    size = size_class(weight.numel())
+    return size > 0 and tuned.stacks_primal(rows, large=size == 2)
 
 
 def _stacks_any(net: MLP, x: Tensor) -> bool:
     """Whether forward mode stacks any primal step of this one input (on the CPU)."""
     # The cheap tests first: on a small net this runs on every call.
-    if x.ndim != 1 or net.d_in >= NARROW_BLOCK or not _has_tuned_hidden(net.widths):
-        return False
-    if x.device.type != "cpu":
+    if (
+        x.ndim != 1
+        or net.d_in >= NARROW_BLOCK
+        or not _has_tuned_hidden(net.widths)
+        or x.device.type != "cpu"
+    ):
         return False
     tuned = tuning.active()
     return any(_stacks(tuned, w, net.d_in) for w in net.weights[1:-1])
