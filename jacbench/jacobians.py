@@ -360,9 +360,12 @@ def jacobian_forward(net: MLP, x: Tensor, *, chunk_size: int | None = None) -> T
 #     Forward mode may carry its r tangents as columns (K × r, multiplied as W·T) or as rows
 #     (r × K, multiplied as T·Wᵀ); the arithmetic is the same, the BLAS kernels are not.
 #     Measured with MKL on two cores, K from 128 to 1024: with r < 16, W·T runs 2–4× slower
-#     than T·Wᵀ; with r ≥ 16, W·T is 10–25% faster. A lone tangent of one input is a
-#     matrix-vector product either way and goes to the vector kernels as a column.
-#     (Reverse mode's rows, U·W, were as fast or faster than the column form at every size.)
+#     than T·Wᵀ; with r ≥ 16, W·T is 10–25% faster. A lone tangent of one input is a row
+#     too, like the primal row it follows (NOTE: [One input as a row]), and its product
+#     goes to the kernel tuned for one row: as a column it cost two views and a column
+#     view of Σ_k per layer, and on small nets (Xeon, L=8 K=16–64) D = 1 ran 1.35× slower
+#     than D = 2. (Reverse mode's rows, U·W, were as fast or faster than the column form
+#     at every size.)
 FORWARD_COLUMNS_MIN = 16
 
 
@@ -425,7 +428,7 @@ def _forward(net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
     tangents = net.d_in if chunk_size is None else min(chunk_size, net.d_in)
     if tangents == net.d_in and _stacks_any(net, x):
         return _forward_stacked(net, x)
-    columns = tangents >= FORWARD_COLUMNS_MIN or (tangents == 1 and x.ndim == 1)
+    columns = tangents >= FORWARD_COLUMNS_MIN
     first, *rest = net.weights if columns else net.transposed_weights
     if x.ndim == 2:
         scale: Callable[[Tensor], Tensor] | None = _scaling_rows if columns else _scaling_columns

@@ -153,7 +153,7 @@ def test_relative_error():
     ("widths", "batch"),
     [
         ((768, 768, 704, 1), None),  # P = 1: a lone adjoint row, primal vector products
-        ((1, 704, 768, 768), None),  # D = 1: a lone tangent column
+        ((1, 704, 768, 768), None),  # D = 1: a lone tangent row, or stacked on the primal
         ((4, 768, 768, 4), None),  # narrow tangent rows through Wᵀ, narrow adjoint rows
         ((768, 768, 768, 6), 3),  # a small batch: narrow primal products
         ((20, 768, 12, 768, 20), None),  # mixed: narrow columns and rows around the waist
