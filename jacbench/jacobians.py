@@ -590,13 +590,13 @@ def _predicted_mode(widths: tuple[int, ...], batch: int) -> str:
 #     Below about a megaflop a Jacobian is a few dozen tiny kernels, and waking a second
 #     intra-op thread for each costs more than it saves: on two cores the textbook case
 #     (L=10, D=2, K=30, P=10) runs about 15% faster on one. Such calls drop to one thread
-#     for their duration and restore the caller's setting, whatever happens.
-SMALL_PROBLEM_FLOPS = 1_000_000
+#     for their duration and restore the caller's setting, whatever happens (the megaflop
+#     is cost.LAUNCH_BOUND_FLOPS, below which the cost model also stops counting FLOPs).
 
 
 @functools.lru_cache(maxsize=1024)
 def _is_small(widths: tuple[int, ...], batch: int) -> bool:
-    return min(cost.plan(widths, batch).flops.values()) < SMALL_PROBLEM_FLOPS
+    return min(cost.plan(widths, batch).flops.values()) < cost.LAUNCH_BOUND_FLOPS
 
 
 def _run(compute, net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:

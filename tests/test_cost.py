@@ -100,7 +100,7 @@ def test_mixed_strictly_cheaper_on_hourglass():
     assert flops["mixed"] < min(flops["forward"], flops["reverse"])
     assert cost.chain_order(widths) == (98304, ((4, 3), (2, 1)))
     assert cost.format_bracketing(cost.chain_order(widths)[1], 4) == "((WF·W3)·(W2·W1))"
-    assert cost.plan(widths).mode == "mixed"
+    assert cost.plan(widths, 8).mode == "mixed"
 
 
 def test_pure_bracketings_cost_what_the_formulas_say():
@@ -127,6 +127,20 @@ def test_plan_picks_the_obvious_mode(widths, batch, mode):
     assert p.mode == mode
     assert set(p.flops) == set(cost.MODES)
     assert p.flops[mode] == min(p.flops.values())
+
+
+@pytest.mark.parametrize(
+    "widths",
+    [(4, 24, 24, 24, 24, 24, 24, 24, 24, 6), (64, 64, 4, 64, 64), (1, 32, 32, 32, 64)],
+)
+def test_launch_bound_inputs_go_to_reverse_mode(widths):
+    # NOTE: [Launch-bound problems]: fewer FLOPs in forward (first, third) or mixed mode
+    # (second), but both pure modes under a megaflop.
+    p = cost.plan(widths)
+    assert max(p.flops["forward"], p.flops["reverse"]) < cost.LAUNCH_BOUND_FLOPS
+    assert min(p.flops["forward"], p.flops["mixed"]) < p.flops["reverse"]
+    assert p.mode == "reverse"
+    assert cost.plan(widths, 2).mode != "reverse"  # a batch keeps the FLOP rule
 
 
 def test_elementwise_flops():

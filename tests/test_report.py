@@ -15,14 +15,17 @@ runner = CliRunner()
 
 
 def fixture_frame(scale_reverse: float = 1.0) -> pd.DataFrame:
-    """Two depths × two P values; reverse is 4× faster than forward at P=1, 4× slower at P=128."""
+    """Two depths × two P values; reverse is 4× faster than forward at P=1, 4× slower at P=128.
+
+    Batches of two: the predictions follow the FLOP counts (one input this small would be
+    launch-bound, NOTE: [Launch-bound problems] in jacbench.cost)."""
     rows = []
     for depth in (2, 4):
         for d_out in (1, 128):
             widths = "-".join(map(str, (64, *[32] * depth, d_out)))
             fwd = 1e-3 * depth
             rev = (fwd / 4 if d_out == 1 else fwd * 4) * scale_reverse
-            predicted = cost.plan(tuple(int(w) for w in widths.split("-"))).mode
+            predicted = cost.plan(tuple(int(w) for w in widths.split("-")), 2).mode
             for method, median in (("forward", fwd), ("reverse", rev), ("mixed", min(fwd, rev))):
                 row = dict.fromkeys(COLUMNS, "")
                 row.update(
@@ -31,7 +34,7 @@ def fixture_frame(scale_reverse: float = 1.0) -> pd.DataFrame:
                     width=32,
                     d_out=d_out,
                     widths=widths,
-                    batch=1,
+                    batch=2,
                     dtype="float32",
                     device="cpu",
                     method=method,
@@ -140,7 +143,7 @@ def test_summary_markdown_has_one_row_per_shape():
     text = report.summary_markdown(frame, {"command": "jacbench run --preset x"})
     assert "Command: `jacbench run --preset x`" in text
     assert (
-        "| L=2 D=64 K=32 P=1 B=1 float32 cpu | 2 ms | 500 µs | 500 µs | 4 | reverse ✓ "
+        "| L=2 D=64 K=32 P=1 B=2 float32 cpu | 2 ms | 500 µs | 500 µs | 4 | reverse ✓ "
         "| tie: reverse ≈ mixed | tie: reverse ≈ mixed |" in text
     )
     assert "at 4 of 4 shapes" in text
@@ -208,7 +211,7 @@ def test_compare_the_other_way_is_an_improvement_and_exits_0(tmp_path):
     b = _write_with_samples(tmp_path, "b", fixture_frame())
     result = runner.invoke(app, ["compare", str(a), str(b), "--markdown"])
     assert result.exit_code == 0, result.output
-    assert "| L=2 D=64 K=32 P=1 B=1 float32 cpu | reverse | 750 µs | 500 µs | 0.667 |" in (
+    assert "| L=2 D=64 K=32 P=1 B=2 float32 cpu | reverse | 750 µs | 500 µs | 0.667 |" in (
         result.output
     )
     assert "6 improved" in result.output
