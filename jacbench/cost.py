@@ -317,6 +317,7 @@ class Plan:
     elementwise_flops: Mapping[str, int]
     memory_bytes: Mapping[str, int]
     bracketing: str
+    reason: str = "fewest FLOPs"  # why ``mode``: which rule of the plan decided
 
 
 # Mixed mode evaluates its bracketing recursively, with more and smaller products than a
@@ -370,14 +371,20 @@ LAUNCH_BOUND_FLOPS = 1_000_000
 @functools.lru_cache(maxsize=1024)
 def _plan(p: tuple[int, ...], batch: int, dtype: torch.dtype) -> Plan:
     flops = {mode: flop_count(p, mode, batch) for mode in MODES}
+    reason = "fewest FLOPs"
     if flops["reverse"] != flops["forward"]:
         pure = "reverse" if flops["reverse"] < flops["forward"] else "forward"
+    elif batch == 1 and p[0] < min(p[1:-1]):
+        pure, reason = "forward", "a tie in FLOPs: one input narrower than every layer"
     else:
-        pure = "forward" if batch == 1 and p[0] < min(p[1:-1]) else "reverse"
+        pure, reason = "reverse", "a tie in FLOPs"
+    saving = 1 - flops["mixed"] / flops[pure]
     if batch == 1 and max(flops["forward"], flops["reverse"]) < LAUNCH_BOUND_FLOPS:
-        mode = "reverse"
+        mode, reason = "reverse", "launch-bound: one input under a megaflop in both pure modes"
+    elif saving > MIXED_MIN_SAVING:
+        mode, reason = "mixed", f"its bracketing saves {saving:.0%} of {pure} mode's FLOPs"
     else:
-        mode = "mixed" if flops["mixed"] < (1 - MIXED_MIN_SAVING) * flops[pure] else pure
+        mode = pure
     return Plan(
         widths=p,
         batch=batch,
@@ -386,6 +393,7 @@ def _plan(p: tuple[int, ...], batch: int, dtype: torch.dtype) -> Plan:
         elementwise_flops=MappingProxyType({m: elementwise_flops(p, m, batch) for m in MODES}),
         memory_bytes=MappingProxyType({m: memory_bytes(p, m, batch, dtype) for m in MODES}),
         bracketing=format_bracketing(_chain_order(p)[1], len(p) - 1),
+        reason=reason,
     )
 
 

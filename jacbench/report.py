@@ -152,8 +152,8 @@ def recommendation(plan: Plan) -> str:
         rival = min(("forward", "reverse"), key=plan.flops.__getitem__)
     factor = plan.flops[rival] / plan.flops[plan.mode]
     return (
-        f"Recommended: {plan.mode} mode, {format_count(plan.flops[plan.mode])}FLOP "
-        f"({rival} mode needs {factor:.3g}× that)."
+        f"Recommended: {plan.mode} mode ({plan.reason}), "
+        f"{format_count(plan.flops[plan.mode])}FLOP ({rival} mode needs {factor:.3g}× that)."
     )
 
 

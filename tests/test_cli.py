@@ -43,7 +43,7 @@ def test_predict_seed_shape_recommends_reverse():
     result = invoke("predict", "--depth", 5, "--d-in", 1000, "--width", 1000, "--d-out", 1)
     assert result.exit_code == 0, result.output
     assert "widths 1000-1000-1000-1000-1000-1000-1" in result.output
-    assert "Recommended: reverse mode" in result.output
+    assert "Recommended: reverse mode (fewest FLOPs)" in result.output
     # forward needs 4·2·K²·D + 2·K·D more than... the ratio the model derives: 8.01e9 / 2.0e7
     assert "forward mode needs 401× that" in result.output
 
@@ -51,8 +51,18 @@ def test_predict_seed_shape_recommends_reverse():
 def test_predict_explicit_widths_hourglass():
     result = invoke("predict", "--widths", 64, 64, 4, 64, 64, "--batch", 8)
     assert result.exit_code == 0, result.output
-    assert "Recommended: mixed mode" in result.output
+    assert "Recommended: mixed mode (its bracketing saves 82% of reverse mode's FLOPs)" in (
+        result.output
+    )
     assert "((WF·W3)·(W2·W1))" in result.output
+
+
+def test_predict_says_which_rule_decided():
+    tiny = invoke("predict", "--depth", 8, "--d-in", 4, "--width", 24, "--d-out", 6)
+    assert "Recommended: reverse mode (launch-bound:" in tiny.output
+    assert "forward mode needs 0.721× that" in tiny.output  # fewer FLOPs, yet not picked
+    tie = invoke("predict", "--depth", 5, "--d-in", 16, "--width", 512, "--d-out", 16)
+    assert "Recommended: forward mode (a tie in FLOPs: one input narrower" in tie.output
 
 
 def test_predict_bad_widths_is_one_line():

@@ -140,7 +140,33 @@ def test_launch_bound_inputs_go_to_reverse_mode(widths):
     assert max(p.flops["forward"], p.flops["reverse"]) < cost.LAUNCH_BOUND_FLOPS
     assert min(p.flops["forward"], p.flops["mixed"]) < p.flops["reverse"]
     assert p.mode == "reverse"
+    assert p.reason.startswith("launch-bound")
     assert cost.plan(widths, 2).mode != "reverse"  # a batch keeps the FLOP rule
+
+
+@pytest.mark.parametrize(
+    ("widths", "batch", "mode", "reason"),
+    [
+        ((1000,) * 6 + (1,), 1, "reverse", "fewest FLOPs"),
+        ((1,) + (512,) * 5 + (128,), 1, "forward", "fewest FLOPs"),
+        (
+            (16,) + (512,) * 5 + (16,),
+            1,
+            "forward",
+            "a tie in FLOPs: one input narrower than every layer",
+        ),
+        ((16,) + (512,) * 5 + (16,), 4, "reverse", "a tie in FLOPs"),
+        (
+            (1024,) + (512,) * 5 + (1024,),
+            1,
+            "mixed",
+            "its bracketing saves 25% of reverse mode's FLOPs",
+        ),
+    ],
+)
+def test_the_plan_says_which_rule_decided(widths, batch, mode, reason):
+    p = cost.plan(widths, batch)
+    assert (p.mode, p.reason) == (mode, reason)
 
 
 def test_elementwise_flops():
