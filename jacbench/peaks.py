@@ -1,20 +1,28 @@
-"""The machine's limits, measured: matmul throughput, read bandwidth and elementwise rate.
+"""The machine's limits, measured: matmul throughput, read bandwidth, elementwise rate, launches.
 
 A routine cannot beat ``bound_s = max(matmul FLOPs / peak FLOP/s, weight bytes / bandwidth,
-elementwise time)``: the arithmetic, reading every weight once, and the activations — σ on
-every hidden unit of the primal pass at the measured rate of σ, and every scaling by σ' at
-the measured rate of the scaling (see ``cost.elementwise_flops``). Efficiency is
-``bound_s / median_s``. All are measured on the run's device and dtype with the same timing
-primitive as everything else, so they share its threads and synchronisation.
+elementwise time, launch time)``: the arithmetic, reading every weight once, the activations
+— σ on every hidden unit of the primal pass at the measured rate of σ, and every scaling by
+σ' at the measured rate of the scaling (see ``cost.elementwise_flops``) — and launching the
+kernels an eager routine needs. Efficiency is ``bound_s / median_s``. All are measured on the
+run's device and dtype with the same timing primitive as everything else, so they share its
+threads and synchronisation.
 
-NOTE: [Three ceilings]
+NOTE: [Four ceilings]
     A GEMM-bound shape (square nets, large batches) is judged against the GEMM peak, a chain
     of matrix-vector products against bandwidth. A PINN-sized batch (D = 2, K = 64, B = 4096)
     is neither: its matmuls are 64 wide, and evaluating tanh and scaling by 1 − t² over the
     (B, K) activations is a large share of the time. How fast that runs depends on the CPU
     (vectorised tanh on one machine, a scalar loop on another, 0.14 against 1.7 ns per
     element), so the rate is measured, on a (4096, 64) buffer that stays in cache as the
-    activations of such a batch do.
+    activations of such a batch do. A small network is none of these: L=8 D=4 K=24 P=6 is
+    58 kFLOP, a few hundred nanoseconds of arithmetic, yet takes tens of microseconds on a CPU
+    and hundreds on a GPU, because every kernel costs a fixed launch (dispatch from Python,
+    an output allocated, on a GPU the launch itself). Any eager routine launches at least four
+    kernels per hidden layer — a product and σ for the primal step, a product and a σ'
+    scaling for the tangent or adjoint step (a bias rides in the product, ``addmm``) — so the
+    fourth ceiling is 4·L launches at the measured cost of one: σ on a few elements. A
+    routine that fuses kernels or replays a CUDA graph can beat it (efficiency above 100%).
 """
 
 from __future__ import annotations
@@ -31,6 +39,9 @@ from jacbench.activations import Activation, get_activation
 GEMM_SIZE = {"cpu": 2048, "cuda": 8192}
 READ_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}
 ELEMENTWISE_SHAPE = (4096, 64)  # a PINN batch's activations: in cache, as they are there
+LAUNCH_SHAPE = (1, 16)  # a few elements: the call is all launch, no arithmetic
+# The fewest kernels an eager Jacobian launches per hidden layer (NOTE: [Four ceilings]).
+EAGER_KERNELS_PER_LAYER = 4
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class Peaks:
     activation: str = "tanh"
     activation_per_s: float = 0.0  # elements of σ(z) per second; 0: not measured
     derivative_per_s: float = 0.0  # elements of g ⊙ σ'(z) per second; 0: not measured
+    launch_s: float = 0.0  # seconds per eager kernel: σ on a few elements; 0: not measured
 
     def as_dict(self) -> dict:
         """The fields by name, as meta.json stores them."""
@@ -83,6 +95,11 @@ def _elementwise_per_s(
     return z.numel() / value.median, z.numel() / scaling.median
 
 
+def _launch_s(activation: Activation, device: str, dtype: torch.dtype, min_time: float) -> float:
+    z = torch.zeros(LAUNCH_SHAPE, device=device, dtype=dtype)
+    return timing.measure(lambda: activation.fn(z), device=device, min_time=min_time).median
+
+
 def measure_peaks(
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -90,7 +107,8 @@ def measure_peaks(
     min_time: float = 0.5,
     activation: str = "tanh",
 ) -> Peaks:
-    """Time a square GEMM (2·n³ FLOPs), a full read of a large buffer (a sum), σ and σ'."""
+    """Time a square GEMM (2·n³ FLOPs), a full read of a large buffer (a sum), σ and σ', and
+    σ on a few elements (the cost of one kernel launch)."""
     kind = torch.device(device).type
     act = get_activation(activation)
     per_value, per_scaling = _elementwise_per_s(act, device, dtype, min_time / 2)
@@ -103,6 +121,7 @@ def measure_peaks(
         activation=act.name,
         activation_per_s=per_value,
         derivative_per_s=per_scaling,
+        launch_s=_launch_s(act, device, dtype, min_time / 4),
     )
     if kind == "cuda":
         torch.cuda.empty_cache()
@@ -127,6 +146,12 @@ def elementwise_seconds(elementwise: int, widths: Sequence[int], batch: int, pea
     return values / peaks.activation_per_s + scalings / peaks.derivative_per_s
 
 
+def launch_seconds(widths: Sequence[int], peaks: Peaks) -> float:
+    """The least time an eager routine spends launching kernels: 4 per hidden layer at the
+    measured cost of one (NOTE: [Four ceilings]). 0 where that cost is unknown."""
+    return EAGER_KERNELS_PER_LAYER * (len(widths) - 2) * peaks.launch_s
+
+
 def bound_seconds(
     flops: int,
     widths: Sequence[int],
@@ -136,9 +161,14 @@ def bound_seconds(
     elementwise: int | None = None,
     batch: int = 1,
 ) -> float:
-    """The roofline bound: the largest of FLOPs / peak FLOP/s, weight bytes / bandwidth and,
-    where ``elementwise`` is given, the activations' time (NOTE: [Three ceilings])."""
-    bound = max(flops / peaks.flops_per_s, weight_bytes(widths, dtype) / peaks.bytes_per_s)
+    """The roofline bound: the largest of FLOPs / peak FLOP/s, weight bytes / bandwidth, the
+    launches and, where ``elementwise`` is given, the activations' time (NOTE: [Four
+    ceilings])."""
+    bound = max(
+        flops / peaks.flops_per_s,
+        weight_bytes(widths, dtype) / peaks.bytes_per_s,
+        launch_seconds(widths, peaks),
+    )
     if elementwise is None:
         return bound
     return max(bound, elementwise_seconds(elementwise, widths, batch, peaks))

@@ -160,7 +160,7 @@ def recommendation(plan: Plan) -> str:
 def peaks_table(peaks: Iterable[Peaks]) -> Table:
     """Measured limits per device and dtype."""
     table = Table(title="measured peaks")
-    numbers = ("GEMM", "read bandwidth", "σ", "g ⊙ σ'")
+    numbers = ("GEMM", "read bandwidth", "σ", "g ⊙ σ'", "launch")
     for name in ("device", "dtype", *numbers):
         table.add_column(name, justify="right" if name in numbers else "left")
     for p in peaks:
@@ -171,6 +171,7 @@ def peaks_table(peaks: Iterable[Peaks]) -> Table:
             f"{p.bytes_per_s / 1e9:,.1f} GB/s",
             f"{p.activation} {1e9 / p.activation_per_s:.3f} ns/element",
             f"{1e9 / p.derivative_per_s:.3f} ns/element",
+            f"{p.launch_s * 1e6:.2f} µs/kernel" if p.launch_s > 0 else "—",
         )
     return table
 

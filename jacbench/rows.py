@@ -100,7 +100,9 @@ class Row:
     memory_bytes: int | None = _column(int, "B", "modelled peak extra memory of the mode")
     peak_memory_bytes: float = _column(float, "B", "measured peak extra memory (CUDA only)")
     bound_s: float = _column(
-        float, "s", "roofline bound: max(FLOPs/peak, weight bytes/bw, σ and σ' work/their rates)"
+        float,
+        "s",
+        "roofline bound: max(FLOPs/peak, weight bytes/bw, σ and σ' work/their rates, 4·L launches)",
     )
     efficiency: float = _column(float, "", "bound_s / median_s (1 = at the roofline)")
     compile_s: float = _column(float, "s", "compile or capture time, apart from median_s")

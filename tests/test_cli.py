@@ -260,6 +260,7 @@ def test_run_measures_peaks_and_efficiency(tmp_path):
     peaks = meta["peaks"]["float32"]
     assert peaks["flops_per_s"] > 1e8 and peaks["bytes_per_s"] > 1e8
     assert peaks["activation"] == "tanh" and peaks["activation_per_s"] > 1e6
+    assert peaks["launch_s"] > 0
     row = pd.read_csv(out / "results.csv").iloc[0]
     # Reverse mode at P = 1: 2·64 tanh evaluations, then 1·(64 + 64) scalings by 1 − t².
     activations = 128 / peaks["activation_per_s"] + 128 / peaks["derivative_per_s"]
@@ -267,6 +268,7 @@ def test_run_measures_peaks_and_efficiency(tmp_path):
         row["flops"] / peaks["flops_per_s"],
         4 * (64 * 64 * 2 + 64) / peaks["bytes_per_s"],
         activations,
+        4 * 2 * peaks["launch_s"],  # two hidden layers, four kernels each
     )
     assert row["bound_s"] == pytest.approx(expected_bound)
     assert row["efficiency"] == pytest.approx(row["bound_s"] / row["median_s"])

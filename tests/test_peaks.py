@@ -1,4 +1,4 @@
-"""The roofline's three ceilings: GEMM FLOP/s, read bandwidth and the activations' rate."""
+"""The roofline's four ceilings: GEMM FLOP/s, read bandwidth, the activations' rate, launches."""
 
 from dataclasses import replace
 
@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from jacbench import cost
-from jacbench.peaks import Peaks, bound_seconds, elementwise_seconds, measure_peaks
+from jacbench.peaks import (
+    Peaks,
+    bound_seconds,
+    elementwise_seconds,
+    launch_seconds,
+    measure_peaks,
+)
 
 # Round numbers, so that every bound below can be worked by hand.
 PEAKS = Peaks(
@@ -50,6 +56,28 @@ def test_bound_takes_the_largest_ceiling():
 def test_unmeasured_rates_leave_the_two_old_ceilings():
     old = Peaks("cpu", "float32", 1e11, 1e10, 2048)
     assert elementwise_seconds(10**9, (4, 8, 1), 1, old) == 0.0
+    assert launch_seconds((4, 8, 1), old) == 0.0
+
+
+def test_small_networks_are_bound_by_their_launches():
+    # NOTE: [Four ceilings]: L=8 D=4 K=24 P=6 is 58 kFLOP, 0.6 µs at 1e11 FLOP/s; 32 launches
+    # at 1 µs each take 32 µs.
+    widths = (4, *[24] * 8, 6)
+    flops = cost.flop_count(widths, "reverse")
+    elements = cost.elementwise_flops(widths, "reverse")
+    peaks = replace(PEAKS, launch_s=1e-6)
+    assert launch_seconds(widths, peaks) == pytest.approx(32e-6)
+    bound = bound_seconds(flops, widths, torch.float32, peaks, elementwise=elements)
+    assert bound == pytest.approx(32e-6)
+    # without a measured launch: reading the weights, 4·(4·24 + 7·24² + 24·6) bytes at 1e10 B/s
+    assert bound_seconds(flops, widths, torch.float32, PEAKS, elementwise=elements) == (
+        pytest.approx(17_088 / 1e10)
+    )
+    # A big network's launches hide under its arithmetic: 4·3 µs against 0.12 ms of GEMM.
+    seed = (1000, 1000, 1000, 1000, 1000)
+    assert bound_seconds(cost.flop_count(seed, "forward"), seed, torch.float32, peaks) == (
+        pytest.approx(cost.flop_count(seed, "forward") / 1e11)
+    )
 
 
 def test_measure_peaks_measures_the_activation():
@@ -59,3 +87,5 @@ def test_measure_peaks_measures_the_activation():
     # one per picosecond.
     assert 1e6 < peaks.activation_per_s < 1e12
     assert 1e6 < peaks.derivative_per_s < 1e12
+    # One call of σ on 16 elements: more than a nanosecond (a dispatch), under a millisecond.
+    assert 1e-9 < peaks.launch_s < 1e-3
