@@ -4,10 +4,21 @@
 ``num_threads`` threads (its default is 1, so the threads in use are passed explicitly).
 A :class:`Measurement` keeps the raw per-call times of every block; median, IQR, mean and
 run count are derived from them, never stored apart.
+
+NOTE: [Blocks on a GPU]
+    ``blocked_autorange`` sizes its blocks so that the timer's own overhead is under 1e-4 of a
+    block. On a GPU that overhead is a device synchronisation, tens of microseconds, so it
+    asks for blocks of a tenth of a second and more: one block fills the whole ``min_time``
+    and a measurement has one sample, no spread and no interval (every row of the first CUDA
+    runs, results/cuda-*, has runs = 1 but for the interleaved rounds). On CUDA the blocks are
+    sized here instead: enough calls that a block lasts ``min_time / GPU_BLOCKS``, and at least
+    ``GPU_MIN_BLOCK_S`` so that a synchronisation stays a small share of it, each block timed
+    by ``Timer.timeit``. The CPU keeps ``blocked_autorange``.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -20,6 +31,10 @@ from jacbench import stats
 
 # A measurement whose IQR is more than this share of its median is flagged noisy.
 NOISY_IQR_FRACTION = 0.10
+# On a GPU, blocks sized by hand (NOTE: [Blocks on a GPU]): about this many per measurement,
+# none shorter than this.
+GPU_BLOCKS = 20
+GPU_MIN_BLOCK_S = 1e-3
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,23 @@ def measure(
     for _ in range(warmup):
         fn()
     synchronize(device)
+    if torch.device(device).type == "cuda":
+        return Measurement(sized_blocks(fn, device=device, min_time=min_time, threads=threads))
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
     result = timer.blocked_autorange(min_run_time=min_time)
     return Measurement(tuple(result.times))
+
+
+def sized_blocks(
+    fn: Callable[[], object], *, device: torch.device | str, min_time: float, threads: int
+) -> tuple[float, ...]:
+    """Per-call times of blocks sized for about ``GPU_BLOCKS`` in ``min_time`` (NOTE: [Blocks
+    on a GPU]); at least two blocks, however slow the call."""
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+    per_call = statistics.median(time_once(fn, device) for _ in range(3))
+    block_s = max(min_time / GPU_BLOCKS, GPU_MIN_BLOCK_S)
+    number = max(1, math.ceil(block_s / per_call)) if per_call > 0 else 1
+    times: list[float] = []
+    while sum(times) * number < min_time or len(times) < 2:
+        times.append(timer.timeit(number).times[0])
+    return tuple(times)

@@ -1,6 +1,7 @@
 import time
 
 import pytest
+import torch
 
 from jacbench import timing
 from jacbench.timing import Measurement
@@ -41,3 +42,35 @@ def test_time_once():
     start = time.perf_counter()
     once = timing.time_once(lambda: time.sleep(0.01))
     assert 0.01 <= once <= time.perf_counter() - start
+
+
+def test_blocked_autorange_makes_one_block_when_its_timer_synchronises():
+    # NOTE: [Blocks on a GPU], the reason for sized blocks: a timer that costs 2 ms a reading,
+    # as a GPU synchronisation costs tens of microseconds, makes one block fill min_time.
+    from torch.utils import benchmark
+
+    def synchronising_timer() -> float:
+        time.sleep(0.002)
+        return time.perf_counter()
+
+    timer = benchmark.Timer("x + 1", globals={"x": 1}, timer=synchronising_timer)
+    assert len(timer.blocked_autorange(min_run_time=0.05).times) == 1
+
+
+def test_sized_blocks_make_about_gpu_blocks_blocks():
+    def fn():
+        time.sleep(0.001)
+
+    times = timing.sized_blocks(fn, device="cpu", min_time=0.1, threads=1)
+    # 1 ms calls, blocks of 0.1 / GPU_BLOCKS = 5 ms: five calls a block, about twenty blocks
+    assert timing.GPU_BLOCKS / 2 <= len(times) <= timing.GPU_BLOCKS + 1
+    assert all(0.001 <= t for t in times)
+    slow = timing.sized_blocks(lambda: time.sleep(0.03), device="cpu", min_time=0.01, threads=1)
+    assert len(slow) == 2  # a call longer than min_time still gives two blocks
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_measure_on_cuda_keeps_many_blocks():
+    x = torch.ones(1000, device="cuda")
+    m = timing.measure(lambda: x.mul(2), device="cuda", min_time=0.1)
+    assert m.runs >= timing.GPU_BLOCKS / 2
