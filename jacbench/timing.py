@@ -10,14 +10,17 @@ NOTE: [Blocks on a GPU]
     block. On a GPU that overhead is a device synchronisation, tens of microseconds, so it
     asks for blocks of a tenth of a second and more: one block fills the whole ``min_time``
     and a measurement has one sample, no spread and no interval (every row of the first CUDA
-    runs, results/cuda-*, has runs = 1 but for the interleaved rounds). On CUDA the blocks are
-    sized here instead: enough calls that a block lasts ``min_time / GPU_BLOCKS``, and at least
-    ``GPU_MIN_BLOCK_S`` so that a synchronisation stays a small share of it, each block timed
-    by ``Timer.timeit``. The CPU keeps ``blocked_autorange``.
+    runs, results/cuda-*, has runs = 1 but for the interleaved rounds). ``Timer``'s clock
+    synchronises whatever accelerator torch sees, so the same holds for a CPU run on a GPU
+    machine. Where an accelerator is present the blocks are sized here instead: enough calls
+    that a block lasts ``min_time / GPU_BLOCKS``, and at least ``GPU_MIN_BLOCK_S`` so that a
+    synchronisation stays a small share of it, each block timed by ``Timer.timeit``. A
+    machine without one keeps ``blocked_autorange``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -123,11 +126,21 @@ def measure(
     for _ in range(warmup):
         fn()
     synchronize(device)
-    if torch.device(device).type == "cuda":
+    if timer_synchronises():
         return Measurement(sized_blocks(fn, device=device, min_time=min_time, threads=threads))
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
     result = timer.blocked_autorange(min_run_time=min_time)
     return Measurement(tuple(result.times))
+
+
+@functools.cache
+def timer_synchronises() -> bool:
+    """Whether ``Timer``'s clock synchronises an accelerator at every reading (NOTE: [Blocks
+    on a GPU]): torch's ``torch.accelerator``, or CUDA on versions before it."""
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None:
+        return bool(accelerator.is_available())
+    return torch.cuda.is_available()
 
 
 def sized_blocks(
