@@ -6,6 +6,8 @@ import torch
 from jacbench import timing
 from jacbench.timing import Measurement
 
+from .conftest import requires_cuda
+
 
 def test_measurement_statistics_are_derived_from_raw_times():
     m = Measurement((1.0, 2.0, 3.0, 4.0, 100.0))
@@ -69,7 +71,7 @@ def test_sized_blocks_make_about_gpu_blocks_blocks():
     assert len(slow) == 2  # a call longer than min_time still gives two blocks
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@requires_cuda
 def test_measure_on_cuda_keeps_many_blocks():
     x = torch.ones(1000, device="cuda")
     m = timing.measure(lambda: x.mul(2), device="cuda", min_time=0.1)
