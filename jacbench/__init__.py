@@ -19,6 +19,7 @@ from jacbench.grid import PRESETS, Point
 from jacbench.harness import sweep
 from jacbench.hessians import hessian, hvp, laplacian, reference_hessian
 from jacbench.jacobians import (
+    capture_jacobian,
     jacobian,
     jacobian_forward,
     jacobian_mixed,
@@ -45,6 +46,7 @@ __all__ = [
     "Plan",
     "SecondOrderPlan",
     "__version__",
+    "capture_jacobian",
     "chain_order",
     "elementwise_flops",
     "flop_count",

@@ -436,6 +436,10 @@ def run(
             "--cuda-graphs", help="Also time auto-cudagraph: auto replayed as a CUDA graph."
         ),
     ] = False,
+    fused_: Annotated[
+        bool,
+        typer.Option("--fused", help="Also time fused: forward mode as one Triton kernel (CUDA)."),
+    ] = False,
     shard: Annotated[
         str | None,
         typer.Option(
@@ -457,7 +461,9 @@ def run(
     names = None if methods is None else parse_names(methods, "--methods")
     if cuda_graphs and torch.device(device).type != "cuda":
         fail("--cuda-graphs needs --device cuda")
-    opted = (("auto-compiled", compile_), ("auto-cudagraph", cuda_graphs))
+    if fused_ and torch.device(device).type != "cuda":
+        fail("--fused needs --device cuda")
+    opted = (("auto-compiled", compile_), ("auto-cudagraph", cuda_graphs), ("fused", fused_))
     extra = [name for name, wanted in opted if wanted]
     if extra:
         base = names if names is not None else _preset(preset).installed_methods(operator)

@@ -35,7 +35,7 @@ from jacbench.jacobians import (
     relative_error,
 )
 from jacbench.methods import METHODS, JacobianCall, Method
-from jacbench.networks import INITS, MLP
+from jacbench.networks import INITS, MLP, UnsupportedNetwork
 from jacbench.operators import OPERATORS, Costs, get_operator
 from jacbench.peaks import Peaks, bound_seconds, measure_peaks
 from jacbench.rows import (
@@ -207,7 +207,10 @@ def _start_row(point: Point, method: Method, costs: Costs) -> Row:
 
 def _fail(row: Row, point: Point, error: Exception) -> Row:
     _free_memory(point.device)
-    row.status = Status.OOM if _is_oom(error) else Status.ERROR
+    if isinstance(error, UnsupportedNetwork):
+        row.status = Status.SKIPPED
+    else:
+        row.status = Status.OOM if _is_oom(error) else Status.ERROR
     row.message = _first_line(error)
     return row
 
@@ -404,9 +407,9 @@ def _check_options(
         raise ValueError(f"rounds must be ≥ 1, got {rounds}")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be ≥ 1, got {threads}")
-    cuda_only = any(m.name == "auto-cudagraph" for m in methods)
-    if cuda_only and torch.device(device).type != "cuda":
-        raise ValueError("auto-cudagraph (CUDA graphs) needs a CUDA device")
+    for method in methods:
+        if method.needs_cuda and torch.device(device).type != "cuda":
+            raise ValueError(f"method {method.name} needs a CUDA device (--device cuda)")
 
 
 MethodLike = str | Callable[..., Any] | Method

@@ -13,14 +13,17 @@ mixed mode keep them all first, forward mode uses each as soon as it is made. A 
 
 from __future__ import annotations
 
+import collections
 import functools
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from jacbench import cost, tuning
+from jacbench import cost, graphs, tuning
 from jacbench.activations import Activation
 from jacbench.networks import MLP
 
@@ -535,8 +538,10 @@ def _mixed(net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
 def jacobian(net: MLP, x: Tensor, mode: str = "auto", *, chunk_size: int | None = None) -> Tensor:
     """The input Jacobian by ``mode``: "forward", "reverse", "mixed", or "auto".
 
-    "auto" runs the mode ``cost.plan(net.widths, batch)`` predicts fastest.
-    ``chunk_size`` applies to the pure modes only. Shapes as in the module docstring.
+    "auto" runs the mode ``cost.plan(net.widths, batch)`` predicts fastest; on a CUDA
+    device it replays that mode as a CUDA graph from the second call with an input of the
+    same shape (NOTE: [Auto replays CUDA graphs]). ``chunk_size`` applies to the pure modes
+    only. Shapes as in the module docstring.
 
     >>> from jacbench import make_mlp
     >>> net = make_mlp(depth=2, d_in=5, width=8, d_out=1)
@@ -546,6 +551,10 @@ def jacobian(net: MLP, x: Tensor, mode: str = "auto", *, chunk_size: int | None 
     if mode == "auto":
         _check_input(net, x)
         mode = _predicted_mode(net.widths, _batch_size(x))
+        if chunk_size is None and x.is_cuda:
+            replayed = _replay_graph(net, x, mode)
+            if replayed is not None:
+                return replayed
     if mode not in _ROUTINES:
         raise ValueError(f"unknown mode {mode!r}; expected one of: {', '.join(JACOBIAN_MODES)}")
     if mode == "mixed":
@@ -567,6 +576,100 @@ def auto_routine(net: MLP, x: Tensor) -> Callable[[Tensor], Tensor]:
         return routine(net, inputs, None)
 
     return call
+
+
+def capture_jacobian(net: MLP, x: Tensor, mode: str = "auto") -> graphs.CapturedCall:
+    """``jacobian(net, ·, mode)`` captured as a CUDA graph for inputs shaped like x.
+
+    Capture once, then call the result with any input of x's shape and dtype: it replays
+    every kernel of the Jacobian with one launch (NOTE: [CUDA graphs for launch-bound
+    Jacobians] in ``jacbench.graphs``) and returns a new tensor, as ``jacobian`` does.
+    ``.replay()`` skips the copies in and out: it computes from ``.input`` into ``.output``.
+    The graph reads the network's weights where they lie: in-place changes are seen.
+
+    Raises:
+        ValueError: x is not on a CUDA device, or an unknown mode.
+
+    Example (on a CUDA device)::
+
+        jac = capture_jacobian(net, x)   # x of shape (D,) or (B, D) on the GPU
+        J = jac(x_new)                   # same shape as x: one replay
+    """
+    _check_input(net, x)
+    if x.device.type != "cuda":
+        raise ValueError("CUDA graphs need a CUDA device (--device cuda)")
+    if mode == "auto":
+        mode = _predicted_mode(net.widths, _batch_size(x))
+    if mode not in _ROUTINES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of: {', '.join(JACOBIAN_MODES)}")
+    routine = _ROUTINES[mode]
+    return graphs.CapturedCall(lambda inputs: routine(net, inputs, None), x, _tensors_of(net))
+
+
+# NOTE: [Auto replays CUDA graphs]
+#     On a CUDA device ``jacobian(mode="auto")`` keeps, per network, the graphs of the last
+#     GRAPHS_PER_NETWORK input shapes it was called with twice: the first call of a shape
+#     runs eagerly (a shape seen once may never come again, and a capture costs about
+#     WARMUP_CALLS + 1 calls), the second captures, later ones replay. Each graph holds its
+#     intermediates for as long as it is kept, so a shape whose mode is estimated to need
+#     more than GRAPH_MEMORY_BYTES runs eagerly, as does any call that cannot be captured
+#     (graphs.capturable: autograd to record, a torch.func transform, a capture or compile
+#     already under way). A graph whose network's tensors have moved is captured again; a
+#     network's graphs go when the network does. Replaying removes the per-kernel launch
+#     cost that sets the time of every shape measured so far (NOTE: [CUDA graphs for
+#     launch-bound Jacobians]); the copies in and out cost two kernels.
+GRAPHS_PER_NETWORK = 4
+GRAPH_MEMORY_BYTES = 256 * 2**20
+SEEN_SHAPES = 64  # shapes seen once that a network remembers
+
+
+class _NetworkGraphs:
+    """One network's shapes seen once and its captured graphs, least recently used first."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple] = set()
+        self.graphs: collections.OrderedDict[tuple, graphs.CapturedCall] = collections.OrderedDict()
+
+
+_GRAPHS: dict[int, _NetworkGraphs] = {}
+_GRAPHS_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1024)
+def _fits_a_graph(widths: tuple[int, ...], mode: str, batch: int, dtype: torch.dtype) -> bool:
+    return cost.memory_bytes(widths, mode, batch, dtype) <= GRAPH_MEMORY_BYTES
+
+
+def _tensors_of(net: MLP) -> tuple[Tensor, ...]:
+    return (*net.weights, *(b for b in net.biases if b is not None))
+
+
+def _replay_graph(net: MLP, x: Tensor, mode: str) -> Tensor | None:
+    """J from a replayed graph of ``mode``; None where auto runs eagerly this time."""
+    if not _fits_a_graph(net.widths, mode, _batch_size(x), x.dtype):
+        return None
+    if not graphs.capturable(x, *_tensors_of(net)):
+        return None
+    key = (mode, tuple(x.shape), x.dtype, x.device)
+    with _GRAPHS_LOCK:
+        kept = _GRAPHS.get(id(net))
+        if kept is None:
+            kept = _GRAPHS[id(net)] = _NetworkGraphs()
+            weakref.finalize(net, _GRAPHS.pop, id(net), None)
+        graph = kept.graphs.get(key)
+        if graph is not None and graph.current:
+            kept.graphs.move_to_end(key)
+            return graph(x)
+        if graph is None and key not in kept.seen:
+            if len(kept.seen) >= SEEN_SHAPES:  # a caller whose shapes never repeat
+                kept.seen.clear()
+            kept.seen.add(key)
+            return None
+        kept.graphs[key] = graph = capture_jacobian(net, x, mode)
+        kept.graphs.move_to_end(key)
+        while len(kept.graphs) > GRAPHS_PER_NETWORK:
+            kept.graphs.popitem(last=False)
+        return graph(x)
 
 
 # The unchecked routine of each mode: (net, x, chunk_size) → J.

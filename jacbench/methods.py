@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from jacbench import hessians
+from jacbench import fused, hessians
 from jacbench.cost import HUTCHINSON_SAMPLES
 from jacbench.jacobians import (
     auto_routine,
+    capture_jacobian,
     jacobian,
     jacobian_forward,
     jacobian_mixed,
@@ -56,6 +57,7 @@ class Method:
     source: str = ""  # a user routine's file:function; empty for the registered methods
     operator: str = "jacobian"  # what it computes: a name in jacbench.operators.OPERATORS
     exact: bool = True  # False: a stochastic estimate, timed and its error shown, not checked
+    needs_cuda: bool = False  # runs on a CUDA device only, whatever the machine has
 
     def mode_for(self, predicted: str) -> str:
         """The AD mode this method runs where ``cost.plan`` predicts ``predicted``."""
@@ -135,29 +137,14 @@ def _build_compiled(net: MLP, x: Tensor) -> JacobianCall:
 
 
 def _build_cuda_graph(net: MLP, x: Tensor) -> JacobianCall:
-    # Capture the auto routine once on a static input; replay re-launches every kernel
-    # with one call, which removes the per-kernel launch cost that dominates small shapes.
-    if x.device.type != "cuda":
-        raise ValueError("CUDA graphs need a CUDA device (--device cuda)")
-    routine = auto_routine(net, x)
-    static_x = x.clone()
-    start = time.perf_counter()
-    side = torch.cuda.Stream(x.device)
-    side.wait_stream(torch.cuda.current_stream(x.device))
-    with torch.cuda.stream(side):
-        for _ in range(3):  # warm up outside the capture: lazy initialisation, workspaces
-            routine(static_x)
-    torch.cuda.current_stream(x.device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = routine(static_x)
-    synchronize(x.device)
+    # The graph replayed alone, without jacobian(mode="auto")'s copies in and out: what a
+    # caller who reuses capture_jacobian's input and output tensors gets.
+    captured = capture_jacobian(net, x, "auto")
+    return CompiledCall(captured.replay, captured.capture_s)
 
-    def replay() -> Tensor:
-        graph.replay()
-        return static_out
 
-    return CompiledCall(replay, time.perf_counter() - start)
+def _build_fused(net: MLP, x: Tensor) -> JacobianCall:
+    return functools.partial(fused.fused_jacobian(net), x)
 
 
 def _jax_available() -> bool:
@@ -552,6 +539,18 @@ METHODS: dict[str, Method] = {
             torch.cuda.is_available,
             "a CUDA device",
             opt_in=True,
+            needs_cuda=True,
+        ),
+        Method(
+            "fused",
+            "jacbench",
+            "forward",
+            "forward mode as one Triton kernel: widths up to 128, float32 (--fused)",
+            _build_fused,
+            fused.available,
+            "Triton and a CUDA device",
+            opt_in=True,
+            needs_cuda=True,
         ),
         Method(
             "jax-jacfwd",

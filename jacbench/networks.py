@@ -20,6 +20,12 @@ from jacbench.cost import check_widths
 
 INITS = ("lecun", "xavier", "normal")
 
+
+class UnsupportedNetwork(ValueError):
+    """A routine does not take this network (too wide, another dtype, …): a sweep records
+    the row as skipped, not as an error."""
+
+
 _SEQUENTIAL_ACTIVATIONS: dict[type[nn.Module], str] = {
     nn.Tanh: "tanh",
     nn.Sigmoid: "sigmoid",

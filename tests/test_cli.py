@@ -224,10 +224,11 @@ def test_run_compile_adds_the_compiled_method(tmp_path):
     assert compiled["max_rel_err"] < 1e-5
 
 
-def test_run_cuda_graphs_need_cuda_device(tmp_path):
-    result = invoke("run", "--cuda-graphs", "--out", tmp_path / "r")
+@pytest.mark.parametrize("option", ["--cuda-graphs", "--fused"])
+def test_run_cuda_only_methods_need_cuda_device(tmp_path, option):
+    result = invoke("run", option, "--out", tmp_path / "r")
     assert result.exit_code == 2
-    assert "--cuda-graphs needs --device cuda" in result.output
+    assert f"{option} needs --device cuda" in result.output
 
 
 def test_peers_preset_takes_no_grid_options(tmp_path):

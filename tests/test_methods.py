@@ -64,11 +64,13 @@ def test_registry_names_match_the_design():
         "naive-reverse",
         "auto-compiled",
         "auto-cudagraph",
+        "fused",
         "jax-jacfwd",
         "jax-jacrev",
     )
     assert default_methods()[:4] == ("forward", "reverse", "mixed", "auto")
-    assert not {"auto-compiled", "auto-cudagraph"} & set(default_methods())  # opt-in only
+    opted = {"auto-compiled", "auto-cudagraph", "fused"}
+    assert not opted & set(default_methods())  # opt-in only
     jacobians = [m for m in METHODS.values() if m.operator == "jacobian"]
     assert all(m.mode in ("forward", "reverse", "mixed", "auto") for m in jacobians)
 
