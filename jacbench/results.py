@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import importlib.metadata
 import io
 import json
 import math
 import os
 import platform
+import re
 import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -479,6 +481,11 @@ def cpu_model() -> str:
 
 
 def _git_commit() -> str | None:
+    # A copy of a checkout without its history (a container, a cluster node's scratch copy)
+    # names its commit in JACBENCH_GIT_COMMIT.
+    given = os.environ.get("JACBENCH_GIT_COMMIT", "").strip()
+    if given:
+        return given
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
@@ -488,6 +495,22 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def _installed_version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _gpu_driver() -> str | None:
+    """The NVIDIA driver's version, as its kernel module reports it (None elsewhere)."""
+    found = re.search(r"Kernel Module\s+(?:for \S+\s+)?([\d.]+)", _read_text(_NVIDIA) or "")
+    return found.group(1) if found else None
+
+
+_NVIDIA = "/proc/driver/nvidia/version"
+
+
 def environment(device: str = "cpu") -> dict[str, Any]:
     """Versions, device, CPU model, threads and git commit: what meta.json and ``info`` report."""
     dev = torch.device(device)
@@ -495,7 +518,9 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     return {
         "jacbench": jacbench.__version__,
         "torch": torch.__version__,
+        "jax": _installed_version("jax"),
         "cuda": torch.version.cuda,
+        "gpu_driver": _gpu_driver() if dev.type == "cuda" else None,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": str(dev),
