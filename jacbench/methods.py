@@ -144,7 +144,13 @@ def _build_cuda_graph(net: MLP, x: Tensor) -> JacobianCall:
 
 
 def _build_fused(net: MLP, x: Tensor) -> JacobianCall:
-    return functools.partial(fused.fused_jacobian(net), x)
+    # The first call compiles the kernel for this shape (seconds, up to minutes for the
+    # widest tiles): made here, so that a timer sees the kernel alone.
+    call = functools.partial(fused.fused_jacobian(net), x)
+    start = time.perf_counter()
+    call()
+    synchronize(x.device)
+    return CompiledCall(call, time.perf_counter() - start)
 
 
 def _jax_available() -> bool:

@@ -11,18 +11,21 @@ threads and synchronisation.
 NOTE: [Four ceilings]
     A GEMM-bound shape (square nets, large batches) is judged against the GEMM peak, a chain
     of matrix-vector products against bandwidth. A PINN-sized batch (D = 2, K = 64, B = 4096)
-    is neither: its matmuls are 64 wide, and evaluating tanh and scaling by 1 − t² over the
-    (B, K) activations is a large share of the time. How fast that runs depends on the CPU
-    (vectorised tanh on one machine, a scalar loop on another, 0.14 against 1.7 ns per
-    element), so the rate is measured, on a (4096, 64) buffer that stays in cache as the
-    activations of such a batch do. A small network is none of these: L=8 D=4 K=24 P=6 is
-    58 kFLOP, a few hundred nanoseconds of arithmetic, yet takes tens of microseconds on a CPU
-    and hundreds on a GPU, because every kernel costs a fixed launch (dispatch from Python,
-    an output allocated, on a GPU the launch itself). Any eager routine launches at least four
-    kernels per hidden layer — a product and σ for the primal step, a product and a σ'
-    scaling for the tangent or adjoint step (a bias rides in the product, ``addmm``) — so the
-    fourth ceiling is 4·L launches at the measured cost of one: σ on a few elements. A
-    routine that fuses kernels or replays a CUDA graph can beat it (efficiency above 100%).
+    is neither: its matmuls are 64 wide, and evaluating tanh and scaling by 1 − t² over the (B,
+    K) activations is a large share of the time. How fast that runs depends on the CPU
+    (vectorised tanh on one machine, a scalar loop on another, 0.14 against 1.7 ns per element),
+    so the rate is measured, on a (4096, 64) buffer that stays in cache as the activations of
+    such a batch do. On a GPU that buffer is one launch, not a rate (runs made so took 33–40 G
+    elements/s on the H200, a sixteenth of what its bandwidth allows, and bfloat16 rows read
+    above 100% of such a bound): there the rate is measured on 2²⁰ × 64 elements. A small
+    network is none of these: L=8 D=4 K=24 P=6 is 58 kFLOP, a few hundred nanoseconds of
+    arithmetic, yet takes tens of microseconds on a CPU and hundreds on a GPU, because every
+    kernel costs a fixed launch (dispatch from Python, an output allocated, on a GPU the launch
+    itself). Any eager routine launches at least four kernels per hidden layer — a product and σ
+    for the primal step, a product and a σ' scaling for the tangent or adjoint step (a bias
+    rides in the product, ``addmm``) — so the fourth ceiling is 4·L launches at the measured
+    cost of one: σ on a few elements. A routine that fuses kernels or replays a CUDA graph can
+    beat it (efficiency above 100%).
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ from jacbench.activations import Activation, get_activation
 # Large enough to reach steady-state throughput, small enough to measure in about a second.
 GEMM_SIZE = {"cpu": 2048, "cuda": 8192}
 READ_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}
-ELEMENTWISE_SHAPE = (4096, 64)  # a PINN batch's activations: in cache, as they are there
+# A PINN batch's activations, in cache as they are there; on a GPU a buffer that size is one
+# launch (microseconds), so the rate is read off one large enough to outlast it.
+ELEMENTWISE_SHAPE = {"cpu": (4096, 64), "cuda": (2**20, 64)}
 LAUNCH_SHAPE = (1, 16)  # a few elements: the call is all launch, no arithmetic
 # The fewest kernels an eager Jacobian launches per hidden layer (NOTE: [Four ceilings]).
 EAGER_KERNELS_PER_LAYER = 4
@@ -85,8 +90,9 @@ def _elementwise_per_s(
 ) -> tuple[float, float]:
     """Elements per second of σ(z) and of the scaling g ⊙ σ'(z), as the routines run them."""
     generator = torch.Generator().manual_seed(0)
-    z = torch.randn(ELEMENTWISE_SHAPE, generator=generator).to(device=device, dtype=dtype)
-    g = torch.randn(ELEMENTWISE_SHAPE, generator=generator).to(device=device, dtype=dtype)
+    shape = ELEMENTWISE_SHAPE[torch.device(device).type]
+    z = torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+    g = torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
     saved = activation.fn(z) if activation.reads_output else z
     value = timing.measure(lambda: activation.fn(z), device=device, min_time=min_time)
     scaling = timing.measure(
