@@ -1,6 +1,6 @@
 """pytest-benchmark suites for jacbench: presets, device, machine info.
 
-Choose the grid with JACBENCH_BENCH_PRESET (any name in ``jacbench.grid.PRESETS``;
+Choose the grid with JACBENCH_BENCH_PRESET (any name in ``jacbench.runs.grid.PRESETS``;
 default ``smoke``), the operator with JACBENCH_BENCH_OPERATOR=jacobian|hessian|laplacian|hvp
 (default: the preset's, so ``pinn-laplacian`` times Laplacians) and the device with
 JACBENCH_DEVICE=cpu|cuda|cuda:N. Every benchmark's group is its shape (``<operator>
@@ -14,10 +14,10 @@ import os
 import pytest
 import torch
 
-from jacbench import tuning
-from jacbench.grid import PRESETS, Point
-from jacbench.operators import OPERATORS
-from jacbench.results import environment
+from jacbench.measure import tuning
+from jacbench.runs.grid import PRESETS, Point
+from jacbench.runs.operators import OPERATORS
+from jacbench.runs.results import environment
 
 PRESET_VARIABLE = "JACBENCH_BENCH_PRESET"
 DEVICE_VARIABLE = "JACBENCH_DEVICE"

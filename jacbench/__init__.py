@@ -2,8 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from jacbench.activations import ACTIVATIONS, Activation, get_activation
-from jacbench.cost import (
+from jacbench.ad.cost import (
     Plan,
     SecondOrderPlan,
     chain_order,
@@ -15,10 +14,8 @@ from jacbench.cost import (
     plan,
     plan_second_order,
 )
-from jacbench.grid import PRESETS, Point
-from jacbench.harness import sweep
-from jacbench.hessians import hessian, hvp, laplacian, reference_hessian
-from jacbench.jacobians import (
+from jacbench.ad.hessians import hessian, hvp, laplacian, reference_hessian
+from jacbench.ad.jacobians import (
     capture_jacobian,
     jacobian,
     jacobian_forward,
@@ -27,8 +24,11 @@ from jacbench.jacobians import (
     reference_jacobian,
     relative_error,
 )
-from jacbench.networks import MLP, make_mlp
-from jacbench.rows import Row, Status
+from jacbench.ad.networks import MLP, make_mlp
+from jacbench.kernels.activations import ACTIVATIONS, Activation, get_activation
+from jacbench.runs.grid import PRESETS, Point
+from jacbench.runs.harness import sweep
+from jacbench.runs.rows import Row, Status
 
 try:
     __version__ = version("jacbench")

@@ -1,3 +1,3 @@
-from jacbench.cli import app
+from jacbench.faces.cli import app
 
 app(prog_name="jacbench")

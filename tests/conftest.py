@@ -23,6 +23,6 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 # The suite's `jacbench run`s measure and cache this CPU's kernels once: in a folder of the
 # session's own, never the user's cache.
 os.environ.setdefault("JACBENCH_CACHE_DIR", tempfile.mkdtemp(prefix="jacbench-test-cache-"))
-# Timing takes a machine-wide lock per core (jacbench.device_lock): the suite's runs take
+# Timing takes a machine-wide lock per core (jacbench.measure.device_lock): the suite's runs take
 # theirs in a folder of the session's own, so a user's run on the machine never waits on them.
 os.environ.setdefault("JACBENCH_LOCK_DIR", tempfile.mkdtemp(prefix="jacbench-test-locks-"))

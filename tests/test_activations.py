@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from jacbench.activations import ACTIVATIONS, get_activation
+from jacbench.kernels.activations import ACTIVATIONS, get_activation
 
 
 @pytest.mark.parametrize("name", list(ACTIVATIONS))

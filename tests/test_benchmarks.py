@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
-from jacbench import cost
-from jacbench.cli import app
-from jacbench.results import read_pytest_benchmark
+from jacbench.ad import cost
+from jacbench.faces.cli import app
+from jacbench.runs.results import read_pytest_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -180,7 +180,7 @@ def test_pytest_benchmark_files_get_intervals_verdicts_and_compare(tmp_path):
 SECOND_ORDER_TEST_FILE = """
 import json
 
-from jacbench import hessians
+from jacbench.ad import hessians
 
 
 def my_laplacian(net, x):

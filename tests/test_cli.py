@@ -8,8 +8,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from jacbench.cli import app, join_list_options
-from jacbench.rows import COLUMNS
+from jacbench.faces.cli import app, join_list_options
+from jacbench.runs.rows import COLUMNS
 
 runner = CliRunner()
 
@@ -369,7 +369,7 @@ def test_info():
 
 
 def test_info_names_the_jax_extra_when_jax_is_missing(monkeypatch):
-    from jacbench import methods
+    from jacbench.runs import methods
 
     jax = methods.METHODS["jax-jacrev"]
     missing = jax.__class__(**{**jax.__dict__, "available": lambda: False})
@@ -406,7 +406,7 @@ def test_info_peak():
 
 
 def test_unavailable_method_names_its_extra(tmp_path, monkeypatch):
-    from jacbench import methods
+    from jacbench.runs import methods
 
     monkeypatch.setitem(
         methods.METHODS,

@@ -7,8 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jacbench import MLP, cost, jacobian_forward, jacobian_mixed, jacobian_reverse
-from jacbench.grading import count_matmul_flops
+from jacbench import MLP, jacobian_forward, jacobian_mixed, jacobian_reverse
+from jacbench.ad import cost
+from jacbench.faces.grading import count_matmul_flops
 
 ROUTINES = {"forward": jacobian_forward, "reverse": jacobian_reverse, "mixed": jacobian_mixed}
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from jacbench import make_mlp, reference_jacobian, relative_error
-from jacbench.grid import Point
-from jacbench.harness import SweepConfig, run_sweep
-from jacbench.methods import METHODS
-from jacbench.networks import UnsupportedNetwork
-from jacbench.operators import OPERATORS
+from jacbench.ad.networks import UnsupportedNetwork
+from jacbench.runs.grid import Point
+from jacbench.runs.harness import SweepConfig, run_sweep
+from jacbench.runs.methods import METHODS
+from jacbench.runs.operators import OPERATORS
 
 from .conftest import requires_cuda
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from jacbench.rows import COLUMNS, SAMPLE_COLUMNS, Status
+from jacbench.runs.rows import COLUMNS, SAMPLE_COLUMNS, Status
 
 DOCS = Path(__file__).parent.parent / "docs"
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from jacbench import make_mlp, reference_jacobian, relative_error
-from jacbench.fused import FUSED_MAX_WIDTH, fused_jacobian, pack_weights, supports
-from jacbench.networks import MLP, UnsupportedNetwork
+from jacbench.ad.fused import FUSED_MAX_WIDTH, fused_jacobian, pack_weights, supports
+from jacbench.ad.networks import MLP, UnsupportedNetwork
 
 from .conftest import requires_cuda
 

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from jacbench.grading import check, count_matmul_flops, grading_cases
-from jacbench.routines import RoutineError
+from jacbench.faces.grading import check, count_matmul_flops, grading_cases
+from jacbench.runs.routines import RoutineError
 
 from . import user_routines
 

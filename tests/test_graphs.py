@@ -7,15 +7,8 @@ import weakref
 import pytest
 import torch
 
-from jacbench import (
-    capture_jacobian,
-    graphs,
-    jacobian,
-    jacobians,
-    make_mlp,
-    reference_jacobian,
-    relative_error,
-)
+from jacbench import capture_jacobian, jacobian, make_mlp, reference_jacobian, relative_error
+from jacbench.ad import graphs, jacobians
 
 from .conftest import requires_cuda
 

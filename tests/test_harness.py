@@ -4,13 +4,13 @@ import pandas as pd
 import pytest
 import torch
 
-from jacbench import harness, methods
-from jacbench.grid import Point
-from jacbench.harness import SweepConfig, estimated_memory_bytes, run_sweep, sweep
-from jacbench.methods import Method
-from jacbench.operators import OPERATORS
-from jacbench.results import read_samples as results_samples
-from jacbench.rows import COLUMNS, SAMPLE_COLUMNS, Status
+from jacbench.runs import harness, methods
+from jacbench.runs.grid import Point
+from jacbench.runs.harness import SweepConfig, estimated_memory_bytes, run_sweep, sweep
+from jacbench.runs.methods import Method
+from jacbench.runs.operators import OPERATORS
+from jacbench.runs.results import read_samples as results_samples
+from jacbench.runs.rows import COLUMNS, SAMPLE_COLUMNS, Status
 
 
 def _config(names=("forward", "reverse", "func-jacrev"), **kwargs):
@@ -328,8 +328,8 @@ def test_processes_pool_every_process_samples_into_one_row_each(tmp_path):
 
 
 def test_processes_pool_a_wrong_row_as_wrong():
-    from jacbench.processes import pool
-    from jacbench.results import RunData
+    from jacbench.runs.processes import pool
+    from jacbench.runs.results import RunData
 
     good = sweep(["reverse"], depths=[1], d_in=[3], width=[4], d_out=[2], min_time=0.01)
     bad = good.assign(status="wrong", median_s=float("nan"), message="relative error 1")

@@ -10,7 +10,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from jacbench import (
     ACTIVATIONS,
     MLP,
-    cost,
     hessian,
     hessian_flops,
     hvp,
@@ -19,7 +18,8 @@ from jacbench import (
     plan_second_order,
     reference_hessian,
 )
-from jacbench.hessians import HESSIAN_MODES, LAPLACIAN_METHODS
+from jacbench.ad import cost
+from jacbench.ad.hessians import HESSIAN_MODES, LAPLACIAN_METHODS
 
 SMOOTH = ["tanh", "sigmoid", "softplus"]
 
@@ -178,7 +178,7 @@ def test_laplacian_methods_are_listed():
 def test_predict_order_two_shows_the_picks():
     from typer.testing import CliRunner
 
-    from jacbench.cli import app
+    from jacbench.faces.cli import app
 
     result = CliRunner().invoke(
         app, ["predict", "--widths", "2", "64", "64", "1", "--batch", "8", "--order", "2"]

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from jacbench import cost, make_mlp, relative_error
-from jacbench.methods import METHODS, default_methods, get_method
-from jacbench.operators import OPERATORS
+from jacbench import make_mlp, relative_error
+from jacbench.ad import cost
+from jacbench.runs.methods import METHODS, default_methods, get_method
+from jacbench.runs.operators import OPERATORS
 
 
 @pytest.mark.parametrize("name", list(METHODS))

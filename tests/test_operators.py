@@ -6,12 +6,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from jacbench import cost, hessians, report
-from jacbench.cli import app
-from jacbench.grid import PRESETS
-from jacbench.harness import sweep
-from jacbench.operators import direction, get_operator
-from jacbench.rows import COLUMNS, Status, check_frame
+from jacbench.ad import cost, hessians
+from jacbench.faces import report
+from jacbench.faces.cli import app
+from jacbench.runs.grid import PRESETS
+from jacbench.runs.harness import sweep
+from jacbench.runs.operators import direction, get_operator
+from jacbench.runs.rows import COLUMNS, Status, check_frame
 
 SHAPE = [((2, 16, 16, 1), 8)]  # D=2 K=16 L=2 P=1, a batch of 8
 runner = CliRunner()
@@ -158,9 +159,9 @@ def test_runs_of_two_operators_merge_into_one_summary_with_a_section_each(tmp_pa
 
 
 def test_a_second_order_peer_is_held_to_its_compositions_memory_estimate():
-    from jacbench.grid import Point
-    from jacbench.harness import estimated_memory_bytes
-    from jacbench.methods import METHODS
+    from jacbench.runs.grid import Point
+    from jacbench.runs.harness import estimated_memory_bytes
+    from jacbench.runs.methods import METHODS
 
     point = Point((1000, 1000, 1000, 1000, 1), 1)
     costs = get_operator("hessian").costs(point.widths, 1, torch.float32)

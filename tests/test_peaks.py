@@ -5,8 +5,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from jacbench import cost
-from jacbench.peaks import (
+from jacbench.ad import cost
+from jacbench.measure.peaks import (
     Peaks,
     bound_seconds,
     elementwise_seconds,

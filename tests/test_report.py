@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from jacbench import cost, report
-from jacbench.cli import app
-from jacbench.rows import COLUMNS, KEY_COLUMNS, SAMPLE_COLUMNS
+from jacbench.ad import cost
+from jacbench.faces import report
+from jacbench.faces.cli import app
+from jacbench.runs.rows import COLUMNS, KEY_COLUMNS, SAMPLE_COLUMNS
 
 runner = CliRunner()
 
@@ -18,7 +19,7 @@ def fixture_frame(scale_reverse: float = 1.0) -> pd.DataFrame:
     """Two depths × two P values; reverse is 4× faster than forward at P=1, 4× slower at P=128.
 
     Batches of two: the predictions follow the FLOP counts (one input this small would be
-    launch-bound, NOTE: [Launch-bound problems] in jacbench.cost)."""
+    launch-bound, NOTE: [Launch-bound problems] in jacbench.ad.cost)."""
     rows = []
     for depth in (2, 4):
         for d_out in (1, 128):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from jacbench import make_mlp, reference_jacobian, relative_error
-from jacbench.methods import get_method
-from jacbench.routines import (
+from jacbench.runs.methods import get_method
+from jacbench.runs.routines import (
     LIBRARY,
     TEXTBOOK,
     RoutineError,

@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import pytest
 
-from jacbench.rows import (
+from jacbench.runs.rows import (
     COLUMNS,
     KEY_COLUMNS,
     ResultsFileError,

@@ -13,10 +13,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from jacbench import device_lock, harness, merging, shards, submission
-from jacbench.cli import app
-from jacbench.grid import expand_grid
-from jacbench.shards import Shard
+from jacbench.cluster import merging, submission
+from jacbench.faces.cli import app
+from jacbench.measure import device_lock
+from jacbench.runs import harness, shards
+from jacbench.runs.grid import expand_grid
+from jacbench.runs.shards import Shard
 
 KEY = ["widths", "batch", "dtype", "device", "method"]
 GRID = ["--depths", "1", "2", "3", "--d-in", "4", "16", "--width", "8", "--d-out", "2"]

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jacbench import stats
-from jacbench.rows import SAMPLE_COLUMNS
+from jacbench.measure import stats
+from jacbench.runs.rows import SAMPLE_COLUMNS
 
 
 def test_median_ranks_are_the_binomial_order_statistics():

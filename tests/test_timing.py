@@ -3,8 +3,8 @@ import time
 import pytest
 import torch
 
-from jacbench import timing
-from jacbench.timing import Measurement
+from jacbench.measure import timing
+from jacbench.measure.timing import Measurement
 
 from .conftest import requires_cuda
 

@@ -5,9 +5,11 @@ import json
 import pytest
 import torch
 
-from jacbench import MLP, cost, jacobian, tuning
-from jacbench.grading import count_matmul_flops
-from jacbench.jacobians import reference_jacobian, relative_error, tanh_by_sigmoid
+from jacbench import MLP, jacobian
+from jacbench.ad import cost
+from jacbench.ad.jacobians import reference_jacobian, relative_error, tanh_by_sigmoid
+from jacbench.faces.grading import count_matmul_flops
+from jacbench.measure import tuning
 from tests.test_cli import invoke
 
 

@@ -2,7 +2,7 @@
 
 NOTE: [One kernel for a small network]
     On a GPU a small network's Jacobian is all launches: about 4L kernels of a few
-    microseconds each (NOTE: [CUDA graphs for launch-bound Jacobians] in ``jacbench.graphs``),
+    microseconds each (NOTE: [CUDA graphs for launch-bound Jacobians] in ``jacbench.ad.graphs``),
     while its arithmetic would take well under one. Where every width fits one tile
     (``FUSED_MAX_WIDTH``), one Triton program carries a sample's primal row and its D tangent
     rows up the chain in registers, forward mode with the primal stacked on the tangents:
@@ -31,7 +31,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from jacbench.networks import MLP, UnsupportedNetwork
+from jacbench.ad.networks import MLP, UnsupportedNetwork
 
 # Widths up to this fit one tile (registers: ROWS × 128 and 128 × 128 floats per program).
 FUSED_MAX_WIDTH = 128
@@ -118,6 +118,6 @@ def _cdiv(a: int, b: int) -> int:
 
 def _kernel():
     """The Triton kernel (Triton is an optional import, made on first use)."""
-    from jacbench import fused_kernel
+    from jacbench.ad import fused_kernel
 
     return fused_kernel.jacobian_kernel

@@ -1,9 +1,9 @@
 """The registry of benchmarkable methods: name → builder.
 
-A method computes one operator (``jacbench.operators``: the Jacobian, the Hessian, the
+A method computes one operator (``jacbench.runs.operators``: the Jacobian, the Hessian, the
 Laplacian or Hessian-vector products). A builder takes (net, x) and returns a zero-argument
-callable computing the operator in the shape rule of ``jacbench.jacobians`` and
-``jacbench.hessians``; everything that can be made ahead (transformed functions, closures)
+callable computing the operator in the shape rule of ``jacbench.ad.jacobians`` and
+``jacbench.ad.hessians``; everything that can be made ahead (transformed functions, closures)
 is made by the builder, so a timer around the callable measures the operator alone. The
 CLI, the sweep and the pytest-benchmark suites all read this one table.
 """
@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from jacbench import fused, hessians
-from jacbench.cost import HUTCHINSON_SAMPLES
-from jacbench.jacobians import (
+from jacbench.ad import fused, hessians
+from jacbench.ad.cost import HUTCHINSON_SAMPLES
+from jacbench.ad.jacobians import (
     auto_routine,
     capture_jacobian,
     jacobian,
@@ -31,9 +31,9 @@ from jacbench.jacobians import (
     jacobian_mixed,
     jacobian_reverse,
 )
-from jacbench.networks import MLP
-from jacbench.operators import direction
-from jacbench.timing import synchronize
+from jacbench.ad.networks import MLP
+from jacbench.measure.timing import synchronize
+from jacbench.runs.operators import direction
 
 JacobianCall = Callable[[], Tensor]
 
@@ -55,7 +55,7 @@ class Method:
     requirement: str = ""  # what to install when it is not available
     opt_in: bool = False  # only run when asked for (compiled variants: slow to build)
     source: str = ""  # a user routine's file:function; empty for the registered methods
-    operator: str = "jacobian"  # what it computes: a name in jacbench.operators.OPERATORS
+    operator: str = "jacobian"  # what it computes: a name in jacbench.runs.operators.OPERATORS
     exact: bool = True  # False: a stochastic estimate, timed and its error shown, not checked
     needs_cuda: bool = False  # runs on a CUDA device only, whatever the machine has
 

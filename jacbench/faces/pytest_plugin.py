@@ -45,7 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
     specs = config.getoption("jacbench_method", default=[])
     if not specs:
         return
-    from jacbench.routines import resolve
+    from jacbench.runs.routines import resolve
 
     for spec in specs:
         try:
@@ -86,19 +86,19 @@ def _benchmark_jacobian(
 ) -> Any:
     import torch
 
-    from jacbench import tuning
-    from jacbench.grid import Point
-    from jacbench.harness import (
+    from jacbench.ad.jacobians import relative_error
+    from jacbench.faces.report import shape_label
+    from jacbench.measure import tuning
+    from jacbench.runs.grid import Point
+    from jacbench.runs.harness import (
         TOLERANCES,
         build_input,
         build_network,
         method_of,
         point_reference,
     )
-    from jacbench.jacobians import relative_error
-    from jacbench.operators import get_operator
-    from jacbench.report import shape_label
-    from jacbench.routines import resolve
+    from jacbench.runs.operators import get_operator
+    from jacbench.runs.routines import resolve
 
     point = Point(widths, batch, dtype, device)
     if point.device.startswith("cuda") and not torch.cuda.is_available():

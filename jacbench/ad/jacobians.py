@@ -5,7 +5,7 @@ Jacobian J = ∂f/∂x has shape (P, D); for a batch x of shape (B, D) it has sh
 J[b] being the Jacobian at x[b]. The result has x's dtype and device, which must be the
 network's.
 
-All routines evaluate the chain J = W_F·Σ_L·W_L ⋯ Σ_1·W_1 (see ``jacbench.cost``,
+All routines evaluate the chain J = W_F·Σ_L·W_L ⋯ Σ_1·W_1 (see ``jacbench.ad.cost``,
 NOTE: [The chain]) with one primal pass that yields σ'(z_k) layer by layer: reverse and
 mixed mode keep them all first, forward mode uses each as soon as it is made. A diagonal
 Σ_k is applied as a scaling of rows or columns; it is never built as a matrix.
@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jacbench import cost, graphs, tuning
-from jacbench.activations import Activation
-from jacbench.networks import MLP
+from jacbench.ad import cost, graphs
+from jacbench.ad.networks import MLP
+from jacbench.kernels.activations import Activation
+from jacbench.measure import tuning
 
 JACOBIAN_MODES = ("forward", "reverse", "mixed", "auto")
 REFERENCE_METHODS = ("jacrev", "jacfwd")
@@ -127,7 +128,7 @@ def can_split(weight: Tensor) -> bool:
 
 
 def narrow_product(block: Tensor, matrix: Tensor, forward: bool, kernel: str) -> Tensor:
-    """block @ matrix for a narrow row block, by ``kernel`` (see ``jacbench.tuning``).
+    """block @ matrix for a narrow row block, by ``kernel`` (see ``jacbench.measure.tuning``).
 
     ``matrix`` is the view Wᵀ of a weight when ``forward`` (a primal step, forward mode's
     tangent rows), else the weight W itself (reverse mode's adjoint rows). A ``split`` that
@@ -162,7 +163,7 @@ def _times(block: Tensor, matrix: Tensor, columns: bool) -> Tensor:
     """matrix @ block for a block of columns, block @ matrix for a block of rows.
 
     Narrow 2-D row blocks go to the kernel measured fastest on this machine for their class
-    (``jacbench.tuning``); narrow columns to the split kernels (NOTE: [Narrow products on
+    (``jacbench.measure.tuning``); narrow columns to the split kernels (NOTE: [Narrow products on
     all cores]) or the BLAS layout that is fast for them (NOTE: [Forward mode's block
     layout]); a batched block folds into one GEMM (or a bmm) through matmul.
     """
@@ -210,7 +211,7 @@ def batched_rows_product(block: Tensor, matrix: Tensor, shared: bool) -> Tensor:
 #     bmm. On an Intel Xeon (two cores, MKL) the bmm was 3–8% faster for weights up to 256
 #     wide (reverse mode at L=8 D=K=P=64 B=256: 5.76 → 5.36 ms, level with forward mode)
 #     and 1.5× slower with 1024-wide ones, so it is a measured choice per weight size
-#     (``jacbench.tuning``); blocks of fewer rows always fold (a bmm of one row per sample
+#     (``jacbench.measure.tuning``); blocks of fewer rows always fold (a bmm of one row per sample
 #     ran 1.4× slower on a PINN batch).
 
 
@@ -381,7 +382,7 @@ FORWARD_COLUMNS_MIN = 16
 #     K=1000 P=1000 took 862 µs with two products and 551 µs stacked. Where the weight
 #     stays in cache the copy and the wider block's kernel can lose instead (D=3, K=600:
 #     512 → 581 µs), so whether to stack is measured per class on the machine at hand
-#     (``jacbench.tuning``), layer by layer. The products and FLOPs are the same.
+#     (``jacbench.measure.tuning``), layer by layer. The products and FLOPs are the same.
 
 
 def _forward_stacked(net: MLP, x: Tensor) -> Tensor:
@@ -583,7 +584,7 @@ def capture_jacobian(net: MLP, x: Tensor, mode: str = "auto") -> graphs.Captured
 
     Capture once, then call the result with any input of x's shape and dtype: it replays
     every kernel of the Jacobian with one launch (NOTE: [CUDA graphs for launch-bound
-    Jacobians] in ``jacbench.graphs``) and returns a new tensor, as ``jacobian`` does.
+    Jacobians] in ``jacbench.ad.graphs``) and returns a new tensor, as ``jacobian`` does.
     ``.replay()`` skips the copies in and out: it computes from ``.input`` into ``.output``.
     The graph reads the network's weights where they lie: in-place changes are seen.
 

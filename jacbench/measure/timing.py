@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils import benchmark
 
-from jacbench import stats
+from jacbench.measure import stats
 
 # A measurement whose IQR is more than this share of its median is flagged noisy.
 NOISY_IQR_FRACTION = 0.10

@@ -1,7 +1,7 @@
 """Operators: what a method computes (the Jacobian, the Hessian, the Laplacian or Hessian-vector
 products), with the float64 reference it is checked against and its cost model.
 
-A method (``jacbench.methods``) is one way to compute one operator. A run measures one
+A method (``jacbench.runs.methods``) is one way to compute one operator. A run measures one
 operator (``jacbench run --operator``, default ``jacobian``) and its rows say which in the
 ``operator`` column. What the harness needs to know about an operator lives here: the shape
 of a result, the reference, the modes the cost model knows with their FLOPs and memory, the
@@ -17,9 +17,9 @@ from types import MappingProxyType
 import torch
 from torch import Tensor
 
-from jacbench import cost, hessians
-from jacbench.jacobians import reference_jacobian
-from jacbench.networks import MLP
+from jacbench.ad import cost, hessians
+from jacbench.ad.jacobians import reference_jacobian
+from jacbench.ad.networks import MLP
 
 # The seed of the hvp direction v: fixed, so every method and the reference see one v.
 DIRECTION_SEED = 7

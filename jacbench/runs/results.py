@@ -3,7 +3,7 @@
 Rows are appended, flushed and fsynced one by one, so a run killed at any moment (even by
 SIGKILL) keeps every row it finished. While a run writes, it holds an exclusive lock on
 ``<run>/.lock``: a second run into the same folder is refused, never interleaved. Reading
-checks every file against the schema of ``jacbench.rows``; a damaged file is refused in one
+checks every file against the schema of ``jacbench.runs.rows``; a damaged file is refused in one
 line that names it and is left as it is. The one repair: a torn last line (a writer killed
 mid-row) is cut off when the run is resumed, and samples.csv keeps only the samples of rows
 that reached results.csv. ``meta.json`` is replaced atomically.
@@ -34,7 +34,8 @@ import pandas as pd
 import torch
 
 import jacbench
-from jacbench.rows import (
+from jacbench.measure.stats import median_interval
+from jacbench.runs.rows import (
     COLUMNS,
     KEY_COLUMNS,
     SAMPLE_COLUMNS,
@@ -48,11 +49,10 @@ from jacbench.rows import (
     samples_frame,
     typed_frame,
 )
-from jacbench.stats import median_interval
 
 LOCK_NAME = ".lock"
 SAMPLES_NAME = "samples.csv"
-SHARDS_FOLDER = "shards"  # a sharded run's parts: shards/<i>-of-<n>/ (jacbench.shards)
+SHARDS_FOLDER = "shards"  # a sharded run's parts: shards/<i>-of-<n>/ (jacbench.runs.shards)
 
 
 class RunDirError(ValueError):

@@ -1,4 +1,4 @@
-"""The Triton kernel of ``jacbench.fused`` (NOTE: [One kernel for a small network] there).
+"""The Triton kernel of ``jacbench.ad.fused`` (NOTE: [One kernel for a small network] there).
 
 Imported only when the fused method runs: Triton is optional. Triton resolves a kernel's
 helpers among its module's globals, hence a module of its own.

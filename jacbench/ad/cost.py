@@ -1,7 +1,7 @@
 """A pure cost model of the Jacobian routines: FLOPs, memory, bracketing and a plan.
 
 Everything here is a function of ``widths = (D, K_1, …, K_L, P)``, the mode and the batch:
-no tensors are made. The counts are exact for what ``jacbench.jacobians`` executes; see
+no tensors are made. The counts are exact for what ``jacbench.ad.jacobians`` executes; see
 NOTE: [The chain] and NOTE: [FLOPs of each mode].
 
 NOTE: [The chain]

@@ -6,7 +6,7 @@ position (NOTE: [Dealing by estimated time]), and every method of a point stays 
 point, so a point's rows are always timed side by side in one process. Each shard writes
 its own run folder, ``<run>/shards/<index>-of-<count>/``, with its own lock: n shards
 on a shared filesystem never write the same file, and each resumes on its own.
-``jacbench merge <run>`` joins them (``jacbench.merging``).
+``jacbench merge <run>`` joins them (``jacbench.cluster.merging``).
 
 Inside a Slurm job array, ``jacbench run`` without ``--shard`` shards itself from
 ``SLURM_ARRAY_TASK_ID``, ``SLURM_ARRAY_TASK_COUNT`` and ``SLURM_ARRAY_TASK_MIN``
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from jacbench import cost
-from jacbench.grid import Point
-from jacbench.methods import Method
-from jacbench.results import SHARDS_FOLDER
+from jacbench.ad import cost
+from jacbench.runs.grid import Point
+from jacbench.runs.methods import Method
+from jacbench.runs.results import SHARDS_FOLDER
 
 _FOLDER_NAME = re.compile(r"^(\d+)-of-(\d+)$")
 
@@ -167,7 +167,7 @@ def deal(
     Three points of about equal time into two shards: the largest alone, the two others
     together.
 
-    >>> from jacbench.grid import expand_grid
+    >>> from jacbench.runs.grid import expand_grid
     >>> parts = deal(expand_grid(depths=[1, 2, 3], d_in=[4], width=[8], d_out=[1]), 2, 2, 0.1)
     >>> [[p.depth for p in part] for part in parts]
     [[3], [1, 2]]

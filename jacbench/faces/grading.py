@@ -22,13 +22,13 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from jacbench import cost
-from jacbench.grid import PRESETS, Point, uniform_widths
-from jacbench.harness import TOLERANCES, SweepObserver, build_input, build_network, sweep
-from jacbench.jacobians import reference_jacobian, relative_error
-from jacbench.methods import Method
-from jacbench.networks import MLP
-from jacbench.routines import LIBRARY, Routine, from_callable, load
+from jacbench.ad import cost
+from jacbench.ad.jacobians import reference_jacobian, relative_error
+from jacbench.ad.networks import MLP
+from jacbench.runs.grid import PRESETS, Point, uniform_widths
+from jacbench.runs.harness import TOLERANCES, SweepObserver, build_input, build_network, sweep
+from jacbench.runs.methods import Method
+from jacbench.runs.routines import LIBRARY, Routine, from_callable, load
 
 # The peers a passing routine is timed against.
 TIMING_METHODS = ("forward", "reverse", "auto", "func-jacrev")
@@ -103,7 +103,7 @@ def check(
 
     Args:
         fn: a callable, or a spec ``"path/file.py:function"`` / ``"module:function"``, in
-            either calling convention (``jacbench.routines``).
+            either calling convention (``jacbench.runs.routines``).
         quick: time at smaller shapes (D = K = 200) instead of D = K = 1000.
         min_time: least measured seconds per timed row (default 0.2, quick 0.05).
         observer: told the timing sweep's progress.

@@ -3,7 +3,7 @@
 A routine is given as ``path/to/file.py:function``, ``package.module:function`` or, from
 Python, as the callable itself. Two calling conventions, told apart by the signature:
 
-- library style ``fn(net, x) -> J``: ``net`` a :class:`~jacbench.networks.MLP`, x of shape
+- library style ``fn(net, x) -> J``: ``net`` a :class:`~jacbench.ad.networks.MLP`, x of shape
   (D,) → J (P, D). If the routine also takes a batch (B, D) → (B, P, D) it is called with
   the whole batch, otherwise once per sample: this is decided once, when it is loaded, by
   calling it on a small batch.
@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from jacbench.methods import JacobianCall, Method, get_method
-from jacbench.networks import MLP
+from jacbench.ad.networks import MLP
+from jacbench.runs.methods import JacobianCall, Method, get_method
 
 LIBRARY = "library"
 TEXTBOOK = "textbook"

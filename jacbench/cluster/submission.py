@@ -5,7 +5,7 @@
 ``python -m jacbench run <run options> --shard i/n --out OUT`` in a fresh interpreter; a
 job whose shard folder exists already resumes it, so a requeued or re-submitted job never
 measures a row twice. Jobs that land on one machine take turns on its cores or GPU
-(``jacbench.device_lock``): never two shards timing on the same hardware at once.
+(``jacbench.measure.device_lock``): never two shards timing on the same hardware at once.
 
 submitit is an optional extra: ``pip install 'jacbench[cluster]'``.
 """
@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jacbench import shards
+from jacbench.runs import shards
 
 EXECUTORS = ("slurm", "local")
 LOGS_FOLDER = "submitit"  # inside the run folder: submitit's scripts, pickles and job logs

@@ -19,9 +19,9 @@ from typing import Any
 import filelock
 import pandas as pd
 
-from jacbench import results, shards
-from jacbench.results import RunData
-from jacbench.rows import KEY_COLUMNS, ResultsFileError, RowKey, typed_frame
+from jacbench.runs import results, shards
+from jacbench.runs.results import RunData
+from jacbench.runs.rows import KEY_COLUMNS, ResultsFileError, RowKey, typed_frame
 
 KEEP_CHOICES = ("first", "last")
 
@@ -196,7 +196,7 @@ def write_merged(out: Path | str, run: RunData) -> list[Path]:
     if existing and existing["merged"].get("kind") != run.meta["merged"]["kind"]:
         raise results.RunDirError(f"{out} holds another kind of merge; use another --out")
     results.write_run(out, run.rows, run.samples, run.meta)
-    from jacbench.report import write_report  # summary.md and plots, as a run writes them
+    from jacbench.faces.report import write_report  # summary.md and plots, as a run writes them
 
     written = write_report(out, run.rows, run.meta, run.samples)
     return [out / "results.csv", out / results.SAMPLES_NAME, out / "meta.json", *written]

@@ -20,8 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jacbench import results, timing
-from jacbench.rows import KEY_COLUMNS, TIMED_STATUSES, Row
+from jacbench.measure import timing
+from jacbench.runs import results
+from jacbench.runs.rows import KEY_COLUMNS, TIMED_STATUSES, Row
 
 PROCESSES_FOLDER = "processes"
 
@@ -32,7 +33,7 @@ def process_dir(run_dir: Path, index: int) -> Path:
 
 
 def _child_sweep(options: dict[str, Any]) -> None:
-    from jacbench.harness import sweep  # in the fresh process
+    from jacbench.runs.harness import sweep  # in the fresh process
 
     try:
         sweep(**options)

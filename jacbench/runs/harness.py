@@ -1,9 +1,9 @@
 """The harness: build each point's network, check every method once, time it, yield rows.
 
-A run measures one operator (``jacbench.operators``: the Jacobian by default): every
+A run measures one operator (``jacbench.runs.operators``: the Jacobian by default): every
 method's result is checked against that operator's float64 reference.
 
-A task is one (point, method) pair. ``run_sweep`` yields one :class:`~jacbench.rows.Row`
+A task is one (point, method) pair. ``run_sweep`` yields one :class:`~jacbench.runs.rows.Row`
 per task as it finishes; ``sweep`` is the library call behind ``jacbench run``: options
 in, a results DataFrame out, optionally writing a run folder. Nothing here prints:
 presentation belongs to ``report.py`` and ``cli.py``.
@@ -23,22 +23,25 @@ from typing import Any, Protocol
 import pandas as pd
 import torch
 
-from jacbench import cost, device_lock, results, routines, shards, timing, tuning
-from jacbench import processes as pool_processes
-from jacbench.activations import ACTIVATIONS
-from jacbench.grid import DTYPES, Point, expand_grid, get_preset
-from jacbench.jacobians import (
+from jacbench.ad import cost
+from jacbench.ad.jacobians import (
     jacobian,
     jacobian_forward,
     jacobian_mixed,
     jacobian_reverse,
     relative_error,
 )
-from jacbench.methods import METHODS, JacobianCall, Method
-from jacbench.networks import INITS, MLP, UnsupportedNetwork
-from jacbench.operators import OPERATORS, Costs, get_operator
-from jacbench.peaks import Peaks, bound_seconds, measure_peaks
-from jacbench.rows import (
+from jacbench.ad.networks import INITS, MLP, UnsupportedNetwork
+from jacbench.kernels.activations import ACTIVATIONS
+from jacbench.measure import device_lock, timing, tuning
+from jacbench.measure.peaks import Peaks, bound_seconds, measure_peaks
+from jacbench.measure.tuning import Tuning
+from jacbench.runs import processes as pool_processes
+from jacbench.runs import results, routines, shards
+from jacbench.runs.grid import DTYPES, Point, expand_grid, get_preset
+from jacbench.runs.methods import METHODS, JacobianCall, Method
+from jacbench.runs.operators import OPERATORS, Costs, get_operator
+from jacbench.runs.rows import (
     FAILED_STATUSES,
     Row,
     RowKey,
@@ -47,7 +50,6 @@ from jacbench.rows import (
     samples_frame,
     typed_frame,
 )
-from jacbench.tuning import Tuning
 
 # Largest relative error (max |J − J_ref| / max |J_ref|, against float64) a method may show.
 # Wrong Jacobians are off by O(1); these bounds only absorb the dtype's rounding over deep chains.
@@ -76,7 +78,7 @@ class SweepConfig:
     peaks: Mapping[str, Peaks] = field(default_factory=dict)  # dtype name → measured limits
     rounds: int = 1  # > 1: a point's methods are timed in interleaved rounds
     tuning: Tuning | None = None  # the kernel choices in force (``_prepare`` sets them)
-    operator: str = "jacobian"  # what every method computes (jacbench.operators)
+    operator: str = "jacobian"  # what every method computes (jacbench.runs.operators)
 
     def tasks(self) -> list[tuple[Point, Method]]:
         """The (point, method) pairs still to run, in order."""
@@ -112,7 +114,7 @@ def point_reference(
     point: Point, net: MLP, x: torch.Tensor, operator: str = "jacobian"
 ) -> torch.Tensor:
     """The operator's float64 reference at (net, x), on the point's device: for the Jacobian
-    ``torch.func.jacrev``, for the second order ``torch.func.hessian`` (jacbench.operators)."""
+    ``torch.func.jacrev``, for the second order ``torch.func.hessian`` (jacbench.runs.operators)."""
     return get_operator(operator).reference(net.to(dtype=torch.float64), x.to(torch.float64))
 
 
@@ -379,7 +381,7 @@ class SweepObserver(Protocol):
 
     def waiting(self, message: str) -> None:
         """The sweep waits for its device: another jacbench run is timing there
-        (``jacbench.device_lock``). Optional: an observer without it is not told."""
+        (``jacbench.measure.device_lock``). Optional: an observer without it is not told."""
 
 
 def _check_options(
@@ -447,30 +449,30 @@ def sweep(
 ) -> pd.DataFrame:
     """Time ``methods`` over a grid of points; the rows as a DataFrame in results.csv's columns.
 
-    The grid is ``preset``'s (see ``jacbench.grid.PRESETS``), with any of depths, d_in,
+    The grid is ``preset``'s (see ``jacbench.runs.grid.PRESETS``), with any of depths, d_in,
     width, d_out and batch replacing the preset's values, or ``shapes``, explicit
     (widths, batch) pairs, in place of the preset's grid; keyword names are the CLI's.
 
     Args:
-        methods: names from ``jacbench.methods.METHODS``, user routines as
+        methods: names from ``jacbench.runs.methods.METHODS``, user routines as
             ``"path/file.py:function"`` / ``"module:function"`` strings or callables (see
-            ``jacbench.routines``); default: the preset's, else every installed method of
+            ``jacbench.runs.routines``); default: the preset's, else every installed method of
             the operator.
-        operator: what the methods compute, a name in ``jacbench.operators.OPERATORS``
+        operator: what the methods compute, a name in ``jacbench.runs.operators.OPERATORS``
             (default: the preset's, ``jacobian`` for most). A registered method of another
             operator is refused; a user routine is taken to compute this one.
         dtype: one dtype name or several.
         peaks: measure the device's peak GEMM FLOP/s and bandwidth first (the efficiency
             column).
         processes: measure the whole sweep in this many fresh processes, one after
-            another, and pool their samples (``jacbench.processes``): slower, but the
+            another, and pool their samples (``jacbench.runs.processes``): slower, but the
             spread between processes then shows in the intervals.
         out: a run folder to write (results.csv, meta.json, summary.md, plots), locked while
             the run writes; ``resume`` continues one, skipping the rows it holds.
         shard: run only this share of the grid, ``"i/n"`` or a ``shards.Shard`` (points
-            dealt by estimated time, ``jacbench.shards``); with ``out`` it writes
+            dealt by estimated time, ``jacbench.runs.shards``); with ``out`` it writes
             ``out/shards/<i>-of-<n>/`` (or ``out`` itself when ``shard_folder`` is False),
-            and ``jacbench.merging.merge_shards(out)`` joins the shards.
+            and ``jacbench.cluster.merging.merge_shards(out)`` joins the shards.
         command: the command line to record in meta.json.
         observer: told the tasks at the start and each row as it finishes.
 
@@ -581,7 +583,7 @@ def sweep(
         writer.ensure_header()  # a shard may be dealt no point: its results.csv is a header
         frame = results.read_results(writer.run_dir)
         samples = results.read_samples(writer.run_dir)
-        from jacbench.report import write_report  # the run folder's summary.md and plots
+        from jacbench.faces.report import write_report  # the run folder's summary.md and plots
 
         write_report(writer.run_dir, frame, writer.meta, samples)
         frame.attrs["samples"] = samples
@@ -708,7 +710,8 @@ def _shard_fields(
 
 
 def _device(device: str, observer: SweepObserver | None) -> contextlib.AbstractContextManager:
-    """The device's timing locks (``jacbench.device_lock``), telling the observer of a wait."""
+    """The device's timing locks (``jacbench.measure.device_lock``), telling the observer of a
+    wait."""
     return device_lock.hold(device, getattr(observer, "waiting", None))
 
 
@@ -723,7 +726,7 @@ def _sweep_in_processes(
     shard: shards.Shard | None,
     grid_index: Mapping[Point, int],
 ) -> pd.DataFrame:
-    """``sweep`` in ``processes`` fresh processes, pooled (see ``jacbench.processes``)."""
+    """``sweep`` in ``processes`` fresh processes, pooled (see ``jacbench.runs.processes``)."""
     if any(not isinstance(m, str) for m in options["methods"]):
         raise ValueError(
             "processes > 1 takes methods by name or file.py:function, not as callables"
@@ -772,7 +775,7 @@ def _sweep_in_processes(
                 allocator=runs[0].meta.get("allocator"),
                 routines=runs[0].meta.get("routines", {}),
             )
-            from jacbench.report import write_report
+            from jacbench.faces.report import write_report
 
             write_report(run_dir, frame, writer.meta, frame.attrs["samples"])
         return frame

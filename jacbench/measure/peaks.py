@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from jacbench import timing
-from jacbench.activations import Activation, get_activation
+from jacbench.kernels.activations import Activation, get_activation
+from jacbench.measure import timing
 
 # Large enough to reach steady-state throughput, small enough to measure in about a second.
 GEMM_SIZE = {"cpu": 2048, "cuda": 8192}

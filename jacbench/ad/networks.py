@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from jacbench.activations import Activation, get_activation
-from jacbench.cost import check_widths
+from jacbench.ad.cost import check_widths
+from jacbench.kernels.activations import Activation, get_activation
 
 INITS = ("lecun", "xavier", "normal")
 
@@ -171,7 +171,8 @@ class MLP:
 
         Args:
             widths: at least three positive sizes (depth L = len(widths) − 2 ≥ 1).
-            activation: one name from ``jacbench.activations.ACTIVATIONS`` for every σ layer.
+            activation: one name from ``jacbench.kernels.activations.ACTIVATIONS``, for
+                every σ layer.
             init: ``"lecun"`` N(0, 1/fan_in) (default: tanh stays out of saturation),
                 ``"xavier"`` N(0, 2/(fan_in+fan_out)), or ``"normal"`` N(0, 1) — the textbook
                 exercise's choice, under which deep tanh layers saturate (σ' ≈ 0, J ≈ 0).

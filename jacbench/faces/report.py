@@ -15,12 +15,18 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from jacbench import stats
-from jacbench.cost import MODES, Plan, SecondOrderPlan
-from jacbench.grid import Point
-from jacbench.peaks import Peaks
-from jacbench.rows import KEY_COLUMNS, TIMED_STATUSES, parse_widths
-from jacbench.tuning import BATCHED_KERNELS, NARROW_KERNELS, PRIMAL_KERNELS, TANH_KERNELS, Tuning
+from jacbench.ad.cost import MODES, Plan, SecondOrderPlan
+from jacbench.measure import stats
+from jacbench.measure.peaks import Peaks
+from jacbench.measure.tuning import (
+    BATCHED_KERNELS,
+    NARROW_KERNELS,
+    PRIMAL_KERNELS,
+    TANH_KERNELS,
+    Tuning,
+)
+from jacbench.runs.grid import Point
+from jacbench.runs.rows import KEY_COLUMNS, TIMED_STATUSES, parse_widths
 
 SHAPE_COLUMNS = ["depth", "d_in", "width", "d_out", "widths", "batch", "dtype", "device"]
 
@@ -268,7 +274,7 @@ def _fixed_modes(operator: str) -> dict[str, str]:
     """jacbench's methods of ``operator`` that each run one fixed, exact mode: method →
     mode. The predicted mode is judged against these (for the Jacobian: forward, reverse,
     mixed)."""
-    from jacbench.methods import METHODS
+    from jacbench.runs.methods import METHODS
 
     return {
         name: m.mode
@@ -279,14 +285,14 @@ def _fixed_modes(operator: str) -> dict[str, str]:
 
 def _estimates() -> list[str]:
     """The registered methods that estimate rather than compute (Hutchinson's Laplacian)."""
-    from jacbench.methods import METHODS
+    from jacbench.runs.methods import METHODS
 
     return [name for name, m in METHODS.items() if not m.exact]
 
 
 def _families(operator: str) -> dict[str, list[str]]:
     """The peer families of ``operator`` and their methods, in the registry's order."""
-    from jacbench.methods import METHODS
+    from jacbench.runs.methods import METHODS
 
     families: dict[str, list[str]] = {}
     for name, m in METHODS.items():
@@ -358,7 +364,7 @@ def _verdict_text(winner: str, tied: list[str]) -> str:
 
 
 def _method_order(columns: Iterable[str], methods: Sequence[str] | None) -> list[str]:
-    from jacbench.methods import METHODS
+    from jacbench.runs.methods import METHODS
 
     order = list(methods) if methods else list(METHODS)
     present = set(columns)
@@ -379,7 +385,7 @@ _NON_METHOD = set(SHAPE_COLUMNS) | {
 
 def _user_methods(columns: Iterable[str]) -> list[str]:
     """The summary's columns that are methods outside the registry: user routines."""
-    from jacbench.methods import METHODS
+    from jacbench.runs.methods import METHODS
 
     return [c for c in columns if c not in METHODS and c not in _NON_METHOD]
 
@@ -450,7 +456,7 @@ def summary_table(
     )
     if summary.empty:
         return table
-    from jacbench.methods import METHODS
+    from jacbench.runs.methods import METHODS
 
     ours = [
         name
@@ -498,7 +504,7 @@ def peer_comparison(frame: pd.DataFrame) -> pd.DataFrame:
     ``× <family>`` is the family's best median over jacbench's: above 1, jacbench is faster.
     The column of jacbench's method is named ``auto`` whatever the operator.
     """
-    from jacbench.operators import OPERATORS
+    from jacbench.runs.operators import OPERATORS
 
     operator = operator_of(frame)
     best = OPERATORS[operator].best_method
@@ -526,7 +532,7 @@ def _geomean(values: pd.Series) -> float:
 
 def peer_markdown(frame: pd.DataFrame) -> list[str]:
     """Markdown lines: auto against the best of each peer family, with geometric means."""
-    from jacbench.operators import OPERATORS
+    from jacbench.runs.operators import OPERATORS
 
     operator = operator_of(frame)
     best = OPERATORS[operator].best_method
@@ -685,7 +691,7 @@ def summary_markdown(
 ) -> str:
     """summary.md: per shape, median per method, forward/reverse ratio, predicted vs measured;
     for a run over several devices, the devices side by side."""
-    from jacbench.operators import OPERATORS
+    from jacbench.runs.operators import OPERATORS
 
     lines = ["# jacbench run summary", "", *_run_header(meta or {})]
     parts = split_operators(frame)
@@ -852,7 +858,7 @@ def plot_time_vs_depth(frame: pd.DataFrame, path: Path) -> Path | None:
         return None
     groups = groups[:6]
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups) + 1.8, 4.2), squeeze=False)
-    from jacbench.methods import METHODS
+    from jacbench.runs.methods import METHODS
 
     # Colour tells the method apart, the line style its family (solid: jacbench's own).
     styles = {

@@ -44,9 +44,9 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from jacbench import cost
-from jacbench.jacobians import _check_input
-from jacbench.networks import MLP
+from jacbench.ad import cost
+from jacbench.ad.jacobians import _check_input
+from jacbench.ad.networks import MLP
 
 HESSIAN_MODES = (
     "fwd-over-rev",

@@ -213,7 +213,7 @@ DEFAULTS = Tuning()
 
 def machine_key() -> str:
     """What a tuning is valid for: CPU model, torch version and intra-op threads."""
-    from jacbench.results import cpu_model  # results imports the routines; import late
+    from jacbench.runs.results import cpu_model  # results imports the routines; import late
 
     return f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
 
@@ -352,7 +352,7 @@ def classes_for(
 ) -> list[str]:
     """The classes a Jacobian of this shape by ``mode`` looks up on the CPU (``tuned``: the
     choices that decide which; default the active ones)."""
-    from jacbench.jacobians import NARROW_BLOCK, size_class
+    from jacbench.ad.jacobians import NARROW_BLOCK, size_class
 
     tuned = tuned or active()
     names: list[str] = []
@@ -395,7 +395,7 @@ def _candidates(
     ``narrow`` (as reverse mode's sweep follows its primal pass: what the primal pass left
     in each core's cache, and where, favours some kernels), and the adjoints go down.
     """
-    from jacbench import jacobians  # the kernels live with the routines that use them
+    from jacbench.ad import jacobians  # the kernels live with the routines that use them
 
     block = torch.randn(rows, weights[0].shape[0])  # square weights: either orientation fits
     forward = orientation == "forward"
@@ -425,7 +425,7 @@ def _primal_candidates(
 ) -> dict[str, Callable]:
     """One input's primal step and ``rows`` tangent rows through a chain of weights, as two
     products (each by its measured kernel) or as one stacked block (the stacking included)."""
-    from jacbench import jacobians
+    from jacbench.ad import jacobians
 
     width = weights[0].shape[0]
     h, block = torch.randn(1, width), torch.randn(rows, width)
@@ -449,7 +449,7 @@ def _primal_candidates(
 def _batched_candidates(weights: list[torch.Tensor]) -> dict[str, Callable]:
     """A batch's block of BATCHED_ROWS rows per sample through a chain of weights, folded
     into one GEMM or as one bmm with the weight shared."""
-    from jacbench import jacobians
+    from jacbench.ad import jacobians
 
     width = weights[0].shape[0]
     batch = max(1, BATCHED_ELEMENTS // (BATCHED_ROWS * width))
@@ -467,7 +467,7 @@ def _batched_candidates(weights: list[torch.Tensor]) -> dict[str, Callable]:
 
 
 def _time(fn: Callable[[], object], min_time: float) -> float:
-    from jacbench import timing
+    from jacbench.measure import timing
 
     return timing.measure(fn, min_time=min_time, warmup=1).median
 
@@ -489,7 +489,7 @@ def _measure_round_robin(
 
 
 def _tanh_by_sigmoid_timing(z: torch.Tensor) -> Callable[[], object]:
-    from jacbench import jacobians
+    from jacbench.ad import jacobians
 
     def run() -> object:
         return jacobians.tanh_by_sigmoid(z.clone())

@@ -32,24 +32,17 @@ from rich.progress import (
 from typer.core import TyperCommand
 
 import jacbench
-from jacbench import (
-    cost,
-    grading,
-    harness,
-    merging,
-    report,
-    results,
-    shards,
-    stats,
-    submission,
-    tuning,
-)
-from jacbench.activations import ACTIVATIONS
-from jacbench.grid import DTYPES, PRESETS, Point, Preset, expand_grid, get_preset
-from jacbench.methods import METHODS, Method
-from jacbench.operators import OPERATORS
-from jacbench.peaks import measure_peaks
-from jacbench.rows import FAILED_STATUSES, ResultsFileError, Row
+from jacbench.ad import cost
+from jacbench.cluster import merging, submission
+from jacbench.faces import grading, report
+from jacbench.kernels.activations import ACTIVATIONS
+from jacbench.measure import stats, tuning
+from jacbench.measure.peaks import measure_peaks
+from jacbench.runs import harness, results, shards
+from jacbench.runs.grid import DTYPES, PRESETS, Point, Preset, expand_grid, get_preset
+from jacbench.runs.methods import METHODS, Method
+from jacbench.runs.operators import OPERATORS
+from jacbench.runs.rows import FAILED_STATUSES, ResultsFileError, Row
 
 # Tables are wide; when the output is a file or a pipe there is no terminal width to respect.
 console = Console() if sys.stdout.isatty() else Console(width=160)
