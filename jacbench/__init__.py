@@ -1,6 +1,8 @@
-"""jacbench: measure, explain and pick between forward-mode and reverse-mode Jacobians."""
+"""jacbench: measure, explain and pick between forward-mode and reverse-mode Jacobians.
 
-from importlib.metadata import PackageNotFoundError, version
+The public API, re-exported from the layers (docs/design.md, "Layers"): ``kernels`` under
+``measure`` under ``ad`` (the mathematics) under ``runs`` under ``cluster`` under ``faces``.
+"""
 
 from jacbench.ad.cost import (
     Plan,
@@ -25,15 +27,14 @@ from jacbench.ad.jacobians import (
     relative_error,
 )
 from jacbench.ad.networks import MLP, make_mlp
+from jacbench.faces.grading import check
+from jacbench.faces.library import sweep
 from jacbench.kernels.activations import ACTIVATIONS, Activation, get_activation
+from jacbench.measure.machine import jacbench_version
+from jacbench.measure.rows import Row, Status
 from jacbench.runs.grid import PRESETS, Point
-from jacbench.runs.harness import sweep
-from jacbench.runs.rows import Row, Status
 
-try:
-    __version__ = version("jacbench")
-except PackageNotFoundError:  # imported from a source tree that was never installed
-    __version__ = "0+unknown"
+__version__ = jacbench_version()
 
 __all__ = [
     "ACTIVATIONS",
@@ -48,6 +49,7 @@ __all__ = [
     "__version__",
     "capture_jacobian",
     "chain_order",
+    "check",
     "elementwise_flops",
     "flop_count",
     "get_activation",

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from jacbench.faces.cli import app, join_list_options
-from jacbench.runs.rows import COLUMNS
+from jacbench.measure.rows import COLUMNS
 
 runner = CliRunner()
 

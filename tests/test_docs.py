@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from jacbench.runs.rows import COLUMNS, SAMPLE_COLUMNS, Status
+from jacbench.measure.rows import COLUMNS, SAMPLE_COLUMNS, Status
 
 DOCS = Path(__file__).parent.parent / "docs"
 
@@ -25,5 +25,9 @@ def test_results_doc_describes_every_column_and_status_in_order():
 
 def test_design_notes_list_every_module():
     text = (DOCS / "design.md").read_text()
-    modules = sorted(p.name for p in (Path(__file__).parent.parent / "jacbench").glob("*.py"))
+    package = Path(__file__).parent.parent / "jacbench"
+    modules = sorted(p.name for p in package.rglob("*.py") if p.name != "__init__.py")
+    assert len(modules) > 30
     assert [m for m in modules if f"  {m} " not in text] == []
+    layers = sorted(p.parent.name for p in package.glob("*/__init__.py"))
+    assert [layer for layer in layers if f"\n{layer} " not in text] == []

@@ -1,8 +1,8 @@
 import pytest
 
+from jacbench.measure.rows import RowKey
 from jacbench.runs.grid import PRESETS, Point, expand_grid, get_preset
 from jacbench.runs.methods import METHODS
-from jacbench.runs.rows import RowKey
 
 
 def test_expand_grid_is_the_product_without_repeats():

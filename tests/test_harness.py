@@ -4,13 +4,14 @@ import pandas as pd
 import pytest
 import torch
 
+from jacbench import sweep
+from jacbench.measure.rows import COLUMNS, SAMPLE_COLUMNS, Status
 from jacbench.runs import harness, methods
 from jacbench.runs.grid import Point
-from jacbench.runs.harness import SweepConfig, estimated_memory_bytes, run_sweep, sweep
+from jacbench.runs.harness import SweepConfig, estimated_memory_bytes, run_sweep
 from jacbench.runs.methods import Method
 from jacbench.runs.operators import OPERATORS
 from jacbench.runs.results import read_samples as results_samples
-from jacbench.runs.rows import COLUMNS, SAMPLE_COLUMNS, Status
 
 
 def _config(names=("forward", "reverse", "func-jacrev"), **kwargs):

@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 from jacbench.ad import cost, hessians
 from jacbench.faces import report
 from jacbench.faces.cli import app
+from jacbench.measure.rows import COLUMNS, Status, check_frame
 from jacbench.runs.grid import PRESETS
 from jacbench.runs.harness import sweep
 from jacbench.runs.operators import direction, get_operator
-from jacbench.runs.rows import COLUMNS, Status, check_frame
 
 SHAPE = [((2, 16, 16, 1), 8)]  # D=2 K=16 L=2 P=1, a batch of 8
 runner = CliRunner()

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from jacbench.ad import cost
 from jacbench.faces import report
 from jacbench.faces.cli import app
-from jacbench.runs.rows import COLUMNS, KEY_COLUMNS, SAMPLE_COLUMNS
+from jacbench.measure.rows import COLUMNS, KEY_COLUMNS, SAMPLE_COLUMNS
 
 runner = CliRunner()
 

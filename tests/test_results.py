@@ -4,9 +4,9 @@ import re
 
 import pytest
 
+from jacbench.measure.rows import COLUMNS, ResultsFileError, Row, RowKey
 from jacbench.runs import results
 from jacbench.runs.results import RunDirError, RunWriter
-from jacbench.runs.rows import COLUMNS, ResultsFileError, Row, RowKey
 
 
 def _row(method="forward", **kw):

@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import pytest
 
-from jacbench.runs.rows import (
+from jacbench.measure.rows import (
     COLUMNS,
     KEY_COLUMNS,
     ResultsFileError,

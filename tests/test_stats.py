@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from jacbench.measure import stats
-from jacbench.runs.rows import SAMPLE_COLUMNS
+from jacbench.measure.rows import SAMPLE_COLUMNS
 
 
 def test_median_ranks_are_the_binomial_order_statistics():

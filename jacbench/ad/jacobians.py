@@ -26,9 +26,21 @@ from torch import Tensor
 from jacbench.ad import cost, graphs
 from jacbench.ad.networks import MLP
 from jacbench.kernels.activations import Activation
+from jacbench.kernels.products import (
+    NARROW_BLOCK,
+    SPLIT_MIN_ELEMENTS,
+    TUNED_MIN_ELEMENTS,
+    batched_rows_product,
+    narrow_product,
+    rows_times_weight_t,
+    size_class,
+    split_blocks,
+    tanh_by_sigmoid,
+)
 from jacbench.measure import tuning
 
 JACOBIAN_MODES = ("forward", "reverse", "mixed", "auto")
+TANH_MIN = tuning.TANH_MIN_ELEMENTS
 REFERENCE_METHODS = ("jacrev", "jacfwd")
 
 
@@ -61,95 +73,6 @@ def _check_chunk_size(chunk_size: int | None) -> None:
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
 
 
-# NOTE: [Narrow products on all cores]
-#     A block of fewer than 16 vectors times a weight (P = 1 reverse mode, D = 1 forward
-#     mode, every primal step of an unbatched x or a small batch) is memory-bound: about one
-#     read of W. The CPU BLAS runs such products on one thread, at about half the machine's
-#     read bandwidth. Cutting W (row-major) into b = 2·threads row blocks and handing them
-#     to one bmm spreads the read over every thread:
-#
-#         V·Wᵀ = [V·W_1ᵀ | … | V·W_bᵀ]              W (n × k) = [W_1; …; W_b]  (bmm, then join)
-#         U·W  = Σ_i U_i·W_i,  U = [U_1 | … | U_b]   W (k × n) = [W_1; …; W_b]  (bmm, then sum)
-#
-#     Both read W exactly once in its own layout, so the primal pass and the sweep reuse
-#     what the cache holds of the same weight. The blocks are strided views of W made with
-#     one as_strided/view each: on these shapes every extra view op costs about a
-#     microsecond, 10% of a 4 MB product from cache. Measured on two cores (K = 1000, per
-#     weight): one vector 126 → 77 µs, 4 vectors 239–328 → 132–182 µs. Two blocks per thread
-#     beat one (balance). Matrices under 2^19 elements keep the BLAS path, where the bmm
-#     launch costs more than it saves (a loss at 512×512, a gain from 724×724).
-SPLIT_MIN_ELEMENTS = 1 << 19
-TANH_MIN = tuning.TANH_MIN_ELEMENTS
-# Below this a product is a few microseconds of launch: the measured kernels (made on
-# 512-wide weights) do not apply, and the plain BLAS call adds no view.
-TUNED_MIN_ELEMENTS = 1 << 15
-NARROW_BLOCK = 16  # fewer vectors than this make a narrow product
-
-
-def _split_blocks(weight: Tensor) -> int:
-    """How many row blocks to cut ``weight`` into for a narrow product (0: do not cut)."""
-    if weight.numel() < SPLIT_MIN_ELEMENTS:  # first: the cheapest test, and most calls
-        return 0
-    return 2 * torch.get_num_threads() if can_split(weight) else 0
-
-
-def _rows_times_weight_t(rows: Tensor, weight: Tensor, blocks: int) -> Tensor:
-    """V (m, k) · Wᵀ → (m, n) for W (n, k) cut into ``blocks`` row blocks."""
-    n, k = weight.shape
-    m = rows.shape[0]
-    part = n // blocks
-    parts = weight.as_strided((blocks, k, part), (part * k, 1, k))  # block i: W_iᵀ
-    # Every block multiplies the same V: a zero batch stride, plain row-major strides within.
-    shared = rows.contiguous().as_strided((blocks, m, k), (0, k, 1))
-    return torch.bmm(shared, parts).transpose(0, 1).reshape(m, n)
-
-
-def _rows_times_weight(rows: Tensor, weight: Tensor, blocks: int) -> Tensor:
-    """U (m, k) · W → (m, n) for W (k, n) cut into ``blocks`` row blocks."""
-    k, n = weight.shape
-    m = rows.shape[0]
-    part = k // blocks
-    # Block i of U's columns, U_i (m, part); for one row a plain view.
-    pieces = (
-        rows.reshape(blocks, 1, part) if m == 1 else rows.reshape(m, blocks, part).transpose(0, 1)
-    )
-    return torch.bmm(pieces, weight.view(blocks, part, n)).sum(0)
-
-
-def can_split(weight: Tensor) -> bool:
-    """Whether ``weight`` can be cut into row blocks over the threads (any size)."""
-    threads = torch.get_num_threads()
-    return (
-        threads > 1
-        and weight.is_cpu
-        and weight.is_contiguous()
-        and weight.shape[0] % (2 * threads) == 0
-    )
-
-
-def narrow_product(block: Tensor, matrix: Tensor, forward: bool, kernel: str) -> Tensor:
-    """block @ matrix for a narrow row block, by ``kernel`` (see ``jacbench.measure.tuning``).
-
-    ``matrix`` is the view Wᵀ of a weight when ``forward`` (a primal step, forward mode's
-    tangent rows), else the weight W itself (reverse mode's adjoint rows). A ``split`` that
-    does not divide the weight falls back to ``rows``. The default kernels add no view to
-    the product: on small shapes each view costs about a microsecond.
-    """
-    if kernel == "rows":
-        return torch.mm(block, matrix)
-    weight = matrix.T if forward else matrix
-    if kernel == "split" and can_split(weight):
-        blocks = 2 * torch.get_num_threads()
-        if forward:
-            return _rows_times_weight_t(block, weight, blocks)
-        return _rows_times_weight(block, weight, blocks)
-    if kernel == "weight-first":  # W·Tᵀ (or Wᵀ·Uᵀ), transposed back to rows
-        if block.shape[0] == 1:
-            return torch.mv(matrix.T, block.view(-1)).view(1, -1)
-        return torch.mm(matrix.T, block.T).T.contiguous()
-    return torch.mm(block, matrix)
-
-
 def _tuned_product(block: Tensor, matrix: Tensor, forward: bool) -> Tensor:
     """block @ matrix for a narrow 2-D block, by the kernel measured for its class."""
     if not matrix.is_cpu:
@@ -179,9 +102,9 @@ def _times(block: Tensor, matrix: Tensor, columns: bool) -> Tensor:
         return batched_rows_product(block, matrix, shared)
     if columns:  # matrix is a weight W; W·T = (Tᵀ·Wᵀ)ᵀ
         if block.shape[1] < NARROW_BLOCK:
-            blocks = _split_blocks(matrix)
+            blocks = split_blocks(matrix)
             if blocks:
-                return _rows_times_weight_t(block.T, matrix, blocks).T
+                return rows_times_weight_t(block.T, matrix, blocks).T
             if block.shape[1] == 1:
                 return torch.mv(matrix, block.view(-1)).view(-1, 1)
             return torch.mm(block.T, matrix.T).T
@@ -194,44 +117,6 @@ def _times(block: Tensor, matrix: Tensor, columns: bool) -> Tensor:
         if matrix.stride(0) == 1:  # a transposed weight
             return _tuned_product(block, matrix, forward=True)
     return torch.mm(block, matrix)
-
-
-def batched_rows_product(block: Tensor, matrix: Tensor, shared: bool) -> Tensor:
-    """block (B, m, k) @ matrix (k, n): folded into one (B·m, k) GEMM by matmul, or, where
-    ``shared``, one bmm over the samples with the matrix at a zero batch stride (NOTE:
-    [Wide batched blocks]). Both do the same products."""
-    if shared:
-        return torch.bmm(block, matrix.expand(block.shape[0], *matrix.shape))
-    return torch.matmul(block, matrix)
-
-
-# NOTE: [Wide batched blocks]
-#     A batch's block of m ≥ 16 rows per sample (reverse mode's adjoints for P ≥ 16) times
-#     a weight is one tall GEMM when matmul folds the batch, or B products of m rows in one
-#     bmm. On an Intel Xeon (two cores, MKL) the bmm was 3–8% faster for weights up to 256
-#     wide (reverse mode at L=8 D=K=P=64 B=256: 5.76 → 5.36 ms, level with forward mode)
-#     and 1.5× slower with 1024-wide ones, so it is a measured choice per weight size
-#     (``jacbench.measure.tuning``); blocks of fewer rows always fold (a bmm of one row per sample
-#     ran 1.4× slower on a PINN batch).
-
-
-def size_class(elements: int) -> int:
-    """0, 1, 2: a weight of ``elements`` below the tuned size, below the split size, above."""
-    return 0 if elements < TUNED_MIN_ELEMENTS else 1 if elements < SPLIT_MIN_ELEMENTS else 2
-
-
-def tanh_by_sigmoid(z: Tensor) -> Tensor:
-    """tanh(z) = 2·σ(2z) − 1, in place on z: three kernels, for CPUs where they beat one.
-
-    The doubling is exact in floating point; the result differs from torch.tanh by rounding
-    (an absolute error of a few units of the last place of 1).
-    """
-    s = torch.sigmoid_(z.mul_(2))
-    return torch.add(_minus_one(s), s, alpha=2, out=s)
-
-
-def _minus_one(like: Tensor) -> Tensor:
-    return torch.full((), -1.0, dtype=like.dtype, device=like.device)
 
 
 # A layer's slope Σ_k, kept as the activation's one-kernel scaling g ↦ g ⊙ σ'(z_k) and the

@@ -4,9 +4,9 @@
 missing, still running or were interrupted; the rows of those that exist are joined in
 the grid's order. ``merge_runs`` joins separate runs (different devices, say) whose rows
 do not collide: a row key held by two runs is refused unless ``keep`` says which run wins.
-``write_merged`` writes the result as a run folder (results.csv, samples.csv, meta.json,
-summary.md, plots); its meta.json keeps every part's environment and times under
-``parts`` and marks the folder ``merged`` (``"shards"`` or ``"runs"``).
+``write_merged`` writes the result as a run folder (results.csv, samples.csv, meta.json;
+the command line adds summary.md and plots); its meta.json keeps every part's environment
+and times under ``parts`` and marks the folder ``merged`` (``"shards"`` or ``"runs"``).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 import filelock
 import pandas as pd
 
+from jacbench.measure.rows import KEY_COLUMNS, ResultsFileError, RowKey, typed_frame
 from jacbench.runs import results, shards
 from jacbench.runs.results import RunData
-from jacbench.runs.rows import KEY_COLUMNS, ResultsFileError, RowKey, typed_frame
 
 KEEP_CHOICES = ("first", "last")
 
@@ -196,10 +196,7 @@ def write_merged(out: Path | str, run: RunData) -> list[Path]:
     if existing and existing["merged"].get("kind") != run.meta["merged"]["kind"]:
         raise results.RunDirError(f"{out} holds another kind of merge; use another --out")
     results.write_run(out, run.rows, run.samples, run.meta)
-    from jacbench.faces.report import write_report  # summary.md and plots, as a run writes them
-
-    written = write_report(out, run.rows, run.meta, run.samples)
-    return [out / "results.csv", out / results.SAMPLES_NAME, out / "meta.json", *written]
+    return [out / "results.csv", out / results.SAMPLES_NAME, out / "meta.json"]
 
 
 def _part(meta: dict) -> dict[str, Any]:

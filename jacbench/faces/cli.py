@@ -6,11 +6,14 @@ Each command parses its options, calls one library function and hands the data t
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 import os
 import shlex
 import sys
 import time as time_module
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -31,18 +34,19 @@ from rich.progress import (
 )
 from typer.core import TyperCommand
 
-import jacbench
 from jacbench.ad import cost
 from jacbench.cluster import merging, submission
-from jacbench.faces import grading, report
+from jacbench.faces import grading, library, report
 from jacbench.kernels.activations import ACTIVATIONS
 from jacbench.measure import stats, tuning
+from jacbench.measure.machine import jacbench_version
 from jacbench.measure.peaks import measure_peaks
+from jacbench.measure.rows import FAILED_STATUSES, ResultsFileError, Row
 from jacbench.runs import harness, results, shards
 from jacbench.runs.grid import DTYPES, PRESETS, Point, Preset, expand_grid, get_preset
 from jacbench.runs.methods import METHODS, Method
 from jacbench.runs.operators import OPERATORS
-from jacbench.runs.rows import FAILED_STATUSES, ResultsFileError, Row
+from jacbench.runs.options import SAME_DEFAULT, Flag, SweepOptions
 
 # Tables are wide; when the output is a file or a pipe there is no terminal width to respect.
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -99,7 +103,7 @@ class ListOptionsCommand(TyperCommand):
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"jacbench {jacbench.__version__}")
+        console.print(f"jacbench {jacbench_version()}")
         raise typer.Exit()
 
 
@@ -348,77 +352,69 @@ def _preset_help() -> str:
     return f"Named grid ({names}). Grid options replace a grid preset's values."
 
 
-@app.command(cls=ListOptionsCommand)
-def run(
+# ------------------------------------------------------------------------------- run
+# `jacbench run`'s options are the sweep's (SweepOptions: each field's Flag says how it is
+# offered and read) followed by those of the command itself (_run_command below).
+_READERS: dict[str, Any] = {
+    "ints": lambda text, name: parse_optional_ints(text, name),
+    "names": lambda text, name: None if text is None else tuple(parse_names(text, name)),
+    "dtypes": lambda text, name: tuple(parse_choices(text, "dtype", list(DTYPES))),
+    "device": lambda text, name: check_device(text),
+}
+
+
+def _option_parameter(item: dataclasses.Field) -> inspect.Parameter:
+    """The typer parameter that offers one SweepOptions field."""
+    flag: Flag = item.metadata["flag"]
+    name, default = item.name, flag.default
+    if default is SAME_DEFAULT:
+        default = item.default
+    if flag.parse in ("ints", "names"):
+        kind: Any = str | None
+    elif flag.parse in ("dtypes", "device"):
+        kind = str
+    else:
+        kind = typing.get_type_hints(SweepOptions)[name]
+    help_text = _preset_help() if name == "preset" else flag.help
+    settings: dict[str, Any] = {"help": help_text}
+    if flag.show_default is not True:
+        settings["show_default"] = flag.show_default
+    if flag.minimum is not None:
+        settings["min"] = flag.minimum
+    if flag.inverted:
+        name, default = f"no_{name}", False
+    option = typer.Option(*flag.decls, **settings)
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option]
+    )
+
+
+def _sweep_options(values: dict[str, Any]) -> SweepOptions:
+    """The sweep's options from ``jacbench run``'s, each read as its Flag says."""
+    chosen: dict[str, Any] = {}
+    for item in dataclasses.fields(SweepOptions):
+        flag = item.metadata.get("flag")
+        if flag is None:
+            continue
+        if flag.inverted:
+            chosen[item.name] = not values[f"no_{item.name}"]
+            continue
+        text = values[item.name]
+        reader = _READERS.get(flag.parse)
+        spelled = "--" + item.name.replace("_", "-")
+        chosen[item.name] = text if reader is None else reader(text, spelled)
+    return SweepOptions(**chosen)
+
+
+def _run_command(
     ctx: typer.Context,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
-    depths: Annotated[str | None, typer.Option(help="Depths L, e.g. --depths 3 5 10.")] = None,
-    d_in: Annotated[str | None, typer.Option(help="Input dimensions D.")] = None,
-    width: Annotated[str | None, typer.Option(help="Hidden widths K.")] = None,
-    d_out: Annotated[str | None, typer.Option(help="Output dimensions P.")] = None,
-    batch: Annotated[str | None, typer.Option(help="Batch sizes B (1: unbatched x).")] = None,
-    dtype: Annotated[str, typer.Option(help="float32, float64, bfloat16.")] = "float32",
-    methods: Annotated[
-        str | None,
-        typer.Option(
-            help="Methods to time: names (jacbench info lists them) or your own routines as "
-            "path/file.py:function or module:function (running that file's code).",
-            show_default="the preset's, else all installed",
-        ),
-    ] = None,
-    preset: Annotated[str, typer.Option(help=_preset_help())] = "quick",
-    operator: Annotated[
-        str | None,
-        typer.Option(
-            help="What to compute: jacobian, hessian, laplacian or hvp (jacbench info lists "
-            "each operator's methods).",
-            show_default="the preset's: jacobian, pinn-laplacian: laplacian",
-        ),
-    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Run folder.", show_default="results/<date>-<device>")
     ] = None,
     resume: Annotated[
         bool, typer.Option(help="Continue the run in --out, skipping rows it holds.")
     ] = False,
-    min_time: Annotated[
-        float | None,
-        typer.Option(help="Least measured seconds per row.", show_default="0.2, quick: 0.1"),
-    ] = None,
-    max_call_time: Annotated[
-        float, typer.Option(help="A method slower than this per call (s) is timed once: 'slow'.")
-    ] = harness.DEFAULT_MAX_CALL_TIME,
-    rounds: Annotated[
-        int,
-        typer.Option(
-            help="Time a point's methods in this many interleaved rounds (steadier on a shared "
-            "machine; a point's rows are then written when the point finishes).",
-            min=1,
-        ),
-    ] = 1,
-    processes: Annotated[
-        int,
-        typer.Option(
-            help="Measure the whole sweep in this many fresh processes, one after another, "
-            "and pool them: intervals then include the spread between processes (for "
-            "numbers you publish).",
-            min=1,
-        ),
-    ] = 1,
-    threads: Annotated[
-        int | None, typer.Option(help="Intra-op threads.", show_default="torch's", min=1)
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for weights and inputs.")] = 0,
-    init: Annotated[str, typer.Option(help="lecun, xavier or normal.")] = "lecun",
-    activation: Annotated[str, typer.Option(help="Activation of every hidden layer.")] = "tanh",
-    no_validate: Annotated[
-        bool, typer.Option("--no-validate", help="Skip the float64 reference check.")
-    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or table.")] = False,
-    peak: Annotated[
-        bool,
-        typer.Option(help="Measure peak GEMM FLOP/s and bandwidth first (the efficiency column)."),
-    ] = True,
     compile_: Annotated[
         bool,
         typer.Option("--compile", help="Also time auto-compiled: auto under torch.compile."),
@@ -449,59 +445,24 @@ def run(
         ),
     ] = False,
 ) -> None:
+    """The options of ``jacbench run`` itself, beside the sweep's (their declarations)."""
+
+
+def run(ctx: typer.Context, **values: Any) -> None:
     """Sweep methods over a grid of shapes; write results.csv, meta.json, summary.md and plots."""
-    device = check_device(device)
-    names = None if methods is None else parse_names(methods, "--methods")
-    if cuda_graphs and torch.device(device).type != "cuda":
-        fail("--cuda-graphs needs --device cuda")
-    if fused_ and torch.device(device).type != "cuda":
-        fail("--fused needs --device cuda")
-    opted = (("auto-compiled", compile_), ("auto-cudagraph", cuda_graphs), ("fused", fused_))
-    extra = [name for name, wanted in opted if wanted]
-    if extra:
-        base = names if names is not None else _preset(preset).installed_methods(operator)
-        names = [*base, *extra]
-    part = _shard_option(shard)
-    grid: dict[str, Any] = dict(
-        depths=parse_optional_ints(depths, "--depths"),
-        d_in=parse_optional_ints(d_in, "--d-in"),
-        width=parse_optional_ints(width, "--width"),
-        d_out=parse_optional_ints(d_out, "--d-out"),
-        batch=parse_optional_ints(batch, "--batch"),
-        preset=preset,
-        operator=operator,
-        dtype=parse_choices(dtype, "dtype", list(DTYPES)),
-        device=device,
-        min_time=min_time,
-    )
-    if dry_run:
-        try:
-            plan = harness.shard_plan(names, shards_count=part.count if part else 1, **grid)
-        except ValueError as error:
-            fail(str(error))
-        by_submit = isinstance(ctx.obj, dict)
-        console.print(report.shard_plan_table(plan, None if by_submit else part))
-        if by_submit:  # submit checks the options this way, then deals the same plan
-            ctx.obj["shard_plan"] = plan
+    options = _with_opted_methods(_sweep_options(values), values)
+    part = _shard_option(values["shard"])
+    if values["dry_run"]:
+        _print_shard_plan(ctx, options, part)
         return
-    run_dir = out or _default_out(device, part)
-    progress = _ProgressBar(quiet)
+    run_dir = values["out"] or _default_out(options.device, part)
+    progress = _ProgressBar(values["quiet"])
     try:
         with progress.progress:
-            frame = harness.sweep(
-                names,
-                **grid,
-                max_call_time=max_call_time,
-                rounds=rounds,
-                processes=processes,
-                threads=threads,
-                seed=seed,
-                init=init,
-                activation=activation,
-                validate=not no_validate,
-                peaks=peak,
+            frame = library.sweep(
+                options=options,
                 out=run_dir,
-                resume=resume,
+                resume=values["resume"],
                 shard=part,
                 command=command_line(ctx),
                 observer=progress,
@@ -516,6 +477,42 @@ def run(
             f"continue with{again} --out {run_dir} --resume"
         )
         raise typer.Exit(130) from None
+    _print_run(frame, run_dir, part, values["quiet"])
+
+
+def _with_opted_methods(options: SweepOptions, values: dict[str, Any]) -> SweepOptions:
+    """The options with the opt-in methods --compile, --cuda-graphs and --fused asked for."""
+    cuda = torch.device(options.device).type == "cuda"
+    opted = (
+        ("auto-compiled", values["compile_"], ""),
+        ("auto-cudagraph", values["cuda_graphs"], "--cuda-graphs"),
+        ("fused", values["fused_"], "--fused"),
+    )
+    for _, wanted, flag in opted:
+        if wanted and flag and not cuda:
+            fail(f"{flag} needs --device cuda")
+    extra = [name for name, wanted, _ in opted if wanted]
+    if not extra:
+        return options
+    base = options.methods
+    if base is None:
+        base = tuple(_preset(options.preset).installed_methods(options.operator))
+    return dataclasses.replace(options, methods=(*base, *extra))
+
+
+def _print_shard_plan(ctx: typer.Context, options: SweepOptions, part: shards.Shard | None):
+    try:
+        plan = harness.shard_plan(options, part.count if part else 1)
+    except ValueError as error:
+        fail(str(error))
+    by_submit = isinstance(ctx.obj, dict)
+    console.print(report.shard_plan_table(plan, None if by_submit else part))
+    if by_submit:  # submit checks the options this way, then deals the same plan
+        ctx.obj["shard_plan"] = plan
+
+
+def _print_run(frame, run_dir: Path, part: shards.Shard | None, quiet: bool) -> None:
+    """The run's tables, where its files are, and every failed row (then exit 1)."""
     if not quiet and not frame.empty:
         methods_run = list(dict.fromkeys(frame["method"]))
         samples = frame.attrs.get("samples")
@@ -535,6 +532,22 @@ def run(
         for _, row in failures.iterrows():
             err_console.print(report.failure_line(row), highlight=False)
         raise typer.Exit(1)
+
+
+def _run_signature() -> inspect.Signature:
+    command = list(inspect.signature(_run_command, eval_str=True).parameters.values())
+    options = [
+        _option_parameter(item)
+        for item in dataclasses.fields(SweepOptions)
+        if "flag" in item.metadata
+    ]
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in command[1:]]
+    return inspect.Signature([command[0], *options, *own], return_annotation=None)
+
+
+run.__signature__ = _run_signature()  # type: ignore[attr-defined]
+run.__annotations__ = {p.name: p.annotation for p in _run_signature().parameters.values()}
+app.command(cls=ListOptionsCommand)(run)
 
 
 def _shard_option(text: str | None) -> shards.Shard | None:
@@ -658,6 +671,7 @@ def merge(
     try:
         merged = merging.merge_runs(parts, keep)
         merging.write_merged(out, merged)
+        report.write_report(out, merged.rows, merged.meta, merged.samples)
     except ValueError as error:
         fail(str(error))
     devices = sorted(set(merged.rows["device"]))
@@ -676,6 +690,7 @@ def _merge_shards(run_dir: Path, out: Path | None) -> None:
     try:
         sharded = merging.merge_shards(run_dir)
         merging.write_merged(out or run_dir, sharded.run)
+        report.write_report(out or run_dir, sharded.run.rows, sharded.run.meta, sharded.run.samples)
     except ValueError as error:
         fail(str(error))
     parts = sharded.run.meta["parts"]

@@ -98,6 +98,7 @@ def _benchmark_jacobian(
         point_reference,
     )
     from jacbench.runs.operators import get_operator
+    from jacbench.runs.options import SweepOptions
     from jacbench.runs.routines import resolve
 
     point = Point(widths, batch, dtype, device)
@@ -110,8 +111,9 @@ def _benchmark_jacobian(
     computed = get_operator(asked)
     resolved = method_of(computed.name, resolved)
     tuning.ensure(device)  # the kernels and allocator setting `jacbench run` times with
-    net = build_network(point, seed=0, init="lecun", activation="tanh")
-    x = build_input(point, seed=0)
+    run = SweepOptions()  # the network and input a run builds by default
+    net = build_network(point, seed=run.seed, init=run.init, activation=run.activation)
+    x = build_input(point, seed=run.seed)
     call = resolved.build(net, x)
     error = relative_error(call(), point_reference(point, net, x, computed.name))
     # An estimate (Hutchinson's) is timed, its error recorded, not held to a tolerance.

@@ -18,6 +18,7 @@ from rich.table import Table
 from jacbench.ad.cost import MODES, Plan, SecondOrderPlan
 from jacbench.measure import stats
 from jacbench.measure.peaks import Peaks
+from jacbench.measure.rows import KEY_COLUMNS, TIMED_STATUSES, parse_widths
 from jacbench.measure.tuning import (
     BATCHED_KERNELS,
     NARROW_KERNELS,
@@ -26,7 +27,8 @@ from jacbench.measure.tuning import (
     Tuning,
 )
 from jacbench.runs.grid import Point
-from jacbench.runs.rows import KEY_COLUMNS, TIMED_STATUSES, parse_widths
+from jacbench.runs.methods import METHODS
+from jacbench.runs.operators import OPERATORS
 
 SHAPE_COLUMNS = ["depth", "d_in", "width", "d_out", "widths", "batch", "dtype", "device"]
 
@@ -274,7 +276,6 @@ def _fixed_modes(operator: str) -> dict[str, str]:
     """jacbench's methods of ``operator`` that each run one fixed, exact mode: method →
     mode. The predicted mode is judged against these (for the Jacobian: forward, reverse,
     mixed)."""
-    from jacbench.runs.methods import METHODS
 
     return {
         name: m.mode
@@ -285,14 +286,12 @@ def _fixed_modes(operator: str) -> dict[str, str]:
 
 def _estimates() -> list[str]:
     """The registered methods that estimate rather than compute (Hutchinson's Laplacian)."""
-    from jacbench.runs.methods import METHODS
 
     return [name for name, m in METHODS.items() if not m.exact]
 
 
 def _families(operator: str) -> dict[str, list[str]]:
     """The peer families of ``operator`` and their methods, in the registry's order."""
-    from jacbench.runs.methods import METHODS
 
     families: dict[str, list[str]] = {}
     for name, m in METHODS.items():
@@ -364,7 +363,6 @@ def _verdict_text(winner: str, tied: list[str]) -> str:
 
 
 def _method_order(columns: Iterable[str], methods: Sequence[str] | None) -> list[str]:
-    from jacbench.runs.methods import METHODS
 
     order = list(methods) if methods else list(METHODS)
     present = set(columns)
@@ -385,7 +383,6 @@ _NON_METHOD = set(SHAPE_COLUMNS) | {
 
 def _user_methods(columns: Iterable[str]) -> list[str]:
     """The summary's columns that are methods outside the registry: user routines."""
-    from jacbench.runs.methods import METHODS
 
     return [c for c in columns if c not in METHODS and c not in _NON_METHOD]
 
@@ -456,7 +453,6 @@ def summary_table(
     )
     if summary.empty:
         return table
-    from jacbench.runs.methods import METHODS
 
     ours = [
         name
@@ -504,7 +500,6 @@ def peer_comparison(frame: pd.DataFrame) -> pd.DataFrame:
     ``× <family>`` is the family's best median over jacbench's: above 1, jacbench is faster.
     The column of jacbench's method is named ``auto`` whatever the operator.
     """
-    from jacbench.runs.operators import OPERATORS
 
     operator = operator_of(frame)
     best = OPERATORS[operator].best_method
@@ -532,7 +527,6 @@ def _geomean(values: pd.Series) -> float:
 
 def peer_markdown(frame: pd.DataFrame) -> list[str]:
     """Markdown lines: auto against the best of each peer family, with geometric means."""
-    from jacbench.runs.operators import OPERATORS
 
     operator = operator_of(frame)
     best = OPERATORS[operator].best_method
@@ -691,7 +685,6 @@ def summary_markdown(
 ) -> str:
     """summary.md: per shape, median per method, forward/reverse ratio, predicted vs measured;
     for a run over several devices, the devices side by side."""
-    from jacbench.runs.operators import OPERATORS
 
     lines = ["# jacbench run summary", "", *_run_header(meta or {})]
     parts = split_operators(frame)
@@ -858,7 +851,6 @@ def plot_time_vs_depth(frame: pd.DataFrame, path: Path) -> Path | None:
         return None
     groups = groups[:6]
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups) + 1.8, 4.2), squeeze=False)
-    from jacbench.runs.methods import METHODS
 
     # Colour tells the method apart, the line style its family (solid: jacbench's own).
     styles = {

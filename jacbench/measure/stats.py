@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from jacbench.runs.rows import KEY_COLUMNS, RowKey
+from jacbench.measure.rows import KEY_COLUMNS, RowKey
 
 LEVEL = 0.95  # the confidence level of every interval
 BOOTSTRAP_RESAMPLES = 2000

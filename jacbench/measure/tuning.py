@@ -8,11 +8,11 @@ and which way is faster depends on the CPU's BLAS and vector maths, not on the s
   forward mode's tangents T·Wᵀ, reverse mode's adjoints U·W): ``rows`` (the BLAS call on the
   block as it is), ``weight-first`` (W·Tᵀ, the weight as the left operand, transposed back;
   a matrix-vector product for one row) or ``split`` (the weight cut into row blocks over all
-  threads, NOTE: [Narrow products on all cores] in ``jacobians``);
+  threads, NOTE: [Narrow products on all cores] in ``jacbench.kernels.products``);
 - forward mode's primal step on one input: ``separate`` (W·h, then the tangents T·Wᵀ: two
   reads of W, the second from cache if it fits) or ``stacked`` (h as one more row on top of
   T: one product of 1 + r rows, one read of W; NOTE: [The primal stacked on the tangents]
-  in ``jacobians``);
+  in ``jacbench.ad.jacobians``);
 - a batch's wide row blocks (16 or more rows per sample: reverse mode's adjoints for P ≥ 16)
   times a weight: ``fold`` (matmul folds the batch into one tall GEMM) or ``bmm`` (one
   product per sample, the weight shared with a zero batch stride);
@@ -41,6 +41,17 @@ from typing import Any
 
 import torch
 
+from jacbench.kernels.products import (
+    NARROW_BLOCK,
+    batched_rows_product,
+    can_split,
+    narrow_product,
+    size_class,
+    tanh_by_sigmoid,
+)
+from jacbench.measure import timing
+from jacbench.measure.machine import cpu_model
+
 # NOTE: [Measured, not assumed]
 #     One 600×600 float32 layer times 3 tangents, two cores: on an Intel Xeon (MKL, AVX-512)
 #     T·Wᵀ takes 12 µs and W·Tᵀ 40 µs; on an AMD EPYC with the same torch build, 90 µs and
@@ -55,13 +66,13 @@ PRIMAL_KERNELS = ("separate", "stacked")
 BATCHED_KERNELS = ("fold", "bmm")
 TANH_KERNELS = ("tanh", "sigmoid")
 NARROW_ROWS = (1, 3, 8)  # representative rows of the buckets 1, 2–5 and 6–15
-# Square weights below and above SPLIT_MIN_ELEMENTS (in ``jacobians``); weights under
-# TUNED_MIN_ELEMENTS there always take the plain BLAS call. Each size is timed at a power of
+# Square weights below and above SPLIT_MIN_ELEMENTS (``jacbench.kernels.products``); weights
+# under TUNED_MIN_ELEMENTS there always take the plain BLAS call. Each size is timed at a power of
 # two and at a width that is not one, and judged on the geometric mean: MKL's kernels for a
 # few rows differ between the two (on a Xeon, 4 rows through a 1024-wide weight ran 1.5×
 # the time of 3 rows, through a 1000-wide one 2.1×), so one width alone misleads the class.
 # A batch's blocks also meet weights below TUNED_MIN_ELEMENTS ("tiny": a PINN's 64-wide
-# layers); ``jacobians.size_class`` numbers the sizes in this order.
+# layers); ``jacbench.kernels.products.size_class`` numbers the sizes in this order.
 WIDTHS = {"tiny": (64, 100), "small": (512, 600), "large": (1024, 1000)}
 SIZES = ("small", "large")  # the sizes of the narrow products and primal steps
 BATCHED_SIZES = tuple(WIDTHS)  # the sizes of a batch's wide blocks
@@ -213,8 +224,6 @@ DEFAULTS = Tuning()
 
 def machine_key() -> str:
     """What a tuning is valid for: CPU model, torch version and intra-op threads."""
-    from jacbench.runs.results import cpu_model  # results imports the routines; import late
-
     return f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
 
 
@@ -352,8 +361,6 @@ def classes_for(
 ) -> list[str]:
     """The classes a Jacobian of this shape by ``mode`` looks up on the CPU (``tuned``: the
     choices that decide which; default the active ones)."""
-    from jacbench.ad.jacobians import NARROW_BLOCK, size_class
-
     tuned = tuned or active()
     names: list[str] = []
     d, p = widths[0], widths[-1]
@@ -395,7 +402,6 @@ def _candidates(
     ``narrow`` (as reverse mode's sweep follows its primal pass: what the primal pass left
     in each core's cache, and where, favours some kernels), and the adjoints go down.
     """
-    from jacbench.ad import jacobians  # the kernels live with the routines that use them
 
     block = torch.randn(rows, weights[0].shape[0])  # square weights: either orientation fits
     forward = orientation == "forward"
@@ -407,15 +413,15 @@ def _candidates(
     def chain(kernel: str) -> Callable[[], object]:
         def run() -> object:
             for matrix in up:
-                jacobians.narrow_product(h, matrix, True, primal_kernel)
+                narrow_product(h, matrix, True, primal_kernel)
             for matrix in matrices:
-                jacobians.narrow_product(block, matrix, forward, kernel)
+                narrow_product(block, matrix, forward, kernel)
             return None
 
         return run
 
     kernels = {kernel: chain(kernel) for kernel in NARROW_KERNELS}
-    if not jacobians.can_split(weights[0]):
+    if not can_split(weights[0]):
         kernels.pop("split")
     return kernels
 
@@ -425,7 +431,6 @@ def _primal_candidates(
 ) -> dict[str, Callable]:
     """One input's primal step and ``rows`` tangent rows through a chain of weights, as two
     products (each by its measured kernel) or as one stacked block (the stacking included)."""
-    from jacbench.ad import jacobians
 
     width = weights[0].shape[0]
     h, block = torch.randn(1, width), torch.randn(rows, width)
@@ -434,13 +439,13 @@ def _primal_candidates(
 
     def separate() -> object:
         for matrix in matrices:
-            jacobians.narrow_product(h, matrix, True, kernel[1])
-            jacobians.narrow_product(block, matrix, True, kernel[rows])
+            narrow_product(h, matrix, True, kernel[1])
+            narrow_product(block, matrix, True, kernel[rows])
         return None
 
     def stacked() -> object:
         for matrix in matrices:
-            jacobians.narrow_product(torch.cat((h, block)), matrix, True, kernel[rows + 1])
+            narrow_product(torch.cat((h, block)), matrix, True, kernel[rows + 1])
         return None
 
     return {"separate": separate, "stacked": stacked}
@@ -449,7 +454,6 @@ def _primal_candidates(
 def _batched_candidates(weights: list[torch.Tensor]) -> dict[str, Callable]:
     """A batch's block of BATCHED_ROWS rows per sample through a chain of weights, folded
     into one GEMM or as one bmm with the weight shared."""
-    from jacbench.ad import jacobians
 
     width = weights[0].shape[0]
     batch = max(1, BATCHED_ELEMENTS // (BATCHED_ROWS * width))
@@ -458,7 +462,7 @@ def _batched_candidates(weights: list[torch.Tensor]) -> dict[str, Callable]:
     def chain(shared: bool) -> Callable[[], object]:
         def run() -> object:
             for weight in weights:
-                jacobians.batched_rows_product(block, weight, shared)
+                batched_rows_product(block, weight, shared)
             return None
 
         return run
@@ -467,8 +471,6 @@ def _batched_candidates(weights: list[torch.Tensor]) -> dict[str, Callable]:
 
 
 def _time(fn: Callable[[], object], min_time: float) -> float:
-    from jacbench.measure import timing
-
     return timing.measure(fn, min_time=min_time, warmup=1).median
 
 
@@ -489,10 +491,9 @@ def _measure_round_robin(
 
 
 def _tanh_by_sigmoid_timing(z: torch.Tensor) -> Callable[[], object]:
-    from jacbench.ad import jacobians
 
     def run() -> object:
-        return jacobians.tanh_by_sigmoid(z.clone())
+        return tanh_by_sigmoid(z.clone())
 
     return run
 

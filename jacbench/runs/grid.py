@@ -17,8 +17,8 @@ from types import MappingProxyType
 import torch
 
 from jacbench.ad.cost import check_widths
+from jacbench.measure.rows import RowKey, format_widths
 from jacbench.runs.methods import METHODS, default_methods
-from jacbench.runs.rows import RowKey, format_widths
 
 DTYPES: Mapping[str, torch.dtype] = MappingProxyType(
     {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}

@@ -3,7 +3,7 @@
 A run measures one operator (``jacbench.runs.operators``: the Jacobian by default): every
 method's result is checked against that operator's float64 reference.
 
-A task is one (point, method) pair. ``run_sweep`` yields one :class:`~jacbench.runs.rows.Row`
+A task is one (point, method) pair. ``run_sweep`` yields one :class:`~jacbench.measure.rows.Row`
 per task as it finishes; ``sweep`` is the library call behind ``jacbench run``: options
 in, a results DataFrame out, optionally writing a run folder. Nothing here prints:
 presentation belongs to ``report.py`` and ``cli.py``.
@@ -12,8 +12,10 @@ presentation belongs to ``report.py`` and ``cli.py``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,13 +37,7 @@ from jacbench.ad.networks import INITS, MLP, UnsupportedNetwork
 from jacbench.kernels.activations import ACTIVATIONS
 from jacbench.measure import device_lock, timing, tuning
 from jacbench.measure.peaks import Peaks, bound_seconds, measure_peaks
-from jacbench.measure.tuning import Tuning
-from jacbench.runs import processes as pool_processes
-from jacbench.runs import results, routines, shards
-from jacbench.runs.grid import DTYPES, Point, expand_grid, get_preset
-from jacbench.runs.methods import METHODS, JacobianCall, Method
-from jacbench.runs.operators import OPERATORS, Costs, get_operator
-from jacbench.runs.rows import (
+from jacbench.measure.rows import (
     FAILED_STATUSES,
     Row,
     RowKey,
@@ -50,13 +46,23 @@ from jacbench.runs.rows import (
     samples_frame,
     typed_frame,
 )
+from jacbench.measure.tuning import Tuning
+from jacbench.runs import processes as pool_processes
+from jacbench.runs import results, routines, shards
+from jacbench.runs.grid import DTYPES, Point, expand_grid, get_preset
+from jacbench.runs.methods import METHODS, JacobianCall, Method
+from jacbench.runs.operators import OPERATORS, Costs, get_operator
+from jacbench.runs.options import (
+    DEFAULT_MAX_CALL_TIME,
+    DEFAULT_MIN_TIME,
+    MethodLike,
+    SweepOptions,
+)
 
 # Largest relative error (max |J − J_ref| / max |J_ref|, against float64) a method may show.
 # Wrong Jacobians are off by O(1); these bounds only absorb the dtype's rounding over deep chains.
 TOLERANCES: dict[str, float] = {"float64": 1e-10, "float32": 1e-4, "bfloat16": 5e-2}
 
-DEFAULT_MIN_TIME = 0.2
-DEFAULT_MAX_CALL_TIME = 5.0
 # A task is skipped as `oom` when its estimated memory passes this share of what is free.
 MEMORY_HEADROOM = 0.8
 
@@ -384,91 +390,52 @@ class SweepObserver(Protocol):
         (``jacbench.measure.device_lock``). Optional: an observer without it is not told."""
 
 
-def _check_options(
-    *,
-    methods: Sequence[Method],
-    init: str,
-    activation: str,
-    min_time: float,
-    max_call_time: float,
-    rounds: int,
-    threads: int | None,
-    device: str,
-) -> None:
-    for method in methods:
+def _check_options(options: SweepOptions, planned: _Planned) -> None:
+    for method in planned.methods:
         if not method.available():
             raise ValueError(f"method {method.name} is not available here: {method.requirement}")
-    if init not in INITS:
-        raise ValueError(f"unknown init {init!r}; expected one of: {', '.join(INITS)}")
-    if activation not in ACTIVATIONS:
+    if options.init not in INITS:
+        raise ValueError(f"unknown init {options.init!r}; expected one of: {', '.join(INITS)}")
+    if options.activation not in ACTIVATIONS:
         known = ", ".join(ACTIVATIONS)
-        raise ValueError(f"unknown activation {activation!r}; expected one of: {known}")
-    if not (min_time > 0 and max_call_time > 0):
+        raise ValueError(f"unknown activation {options.activation!r}; expected one of: {known}")
+    if not (planned.min_time > 0 and options.max_call_time > 0):
         raise ValueError("min_time and max_call_time must be > 0")
-    if rounds < 1:
-        raise ValueError(f"rounds must be ≥ 1, got {rounds}")
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be ≥ 1, got {threads}")
-    for method in methods:
-        if method.needs_cuda and torch.device(device).type != "cuda":
+    if options.rounds < 1:
+        raise ValueError(f"rounds must be ≥ 1, got {options.rounds}")
+    if options.threads is not None and options.threads < 1:
+        raise ValueError(f"threads must be ≥ 1, got {options.threads}")
+    for method in planned.methods:
+        if method.needs_cuda and torch.device(options.device).type != "cuda":
             raise ValueError(f"method {method.name} needs a CUDA device (--device cuda)")
-
-
-MethodLike = str | Callable[..., Any] | Method
+    if options.processes < 1:
+        raise ValueError(f"processes must be ≥ 1, got {options.processes}")
 
 
 def sweep(
     methods: Sequence[MethodLike] | None = None,
     *,
-    depths: Sequence[int] | None = None,
-    d_in: Sequence[int] | None = None,
-    width: Sequence[int] | None = None,
-    d_out: Sequence[int] | None = None,
-    batch: Sequence[int] | None = None,
-    shapes: Sequence[tuple[Sequence[int], int]] | None = None,
-    preset: str = "quick",
-    operator: str | None = None,
-    dtype: str | Sequence[str] = "float32",
-    device: str = "cpu",
-    min_time: float | None = None,
-    max_call_time: float = DEFAULT_MAX_CALL_TIME,
-    rounds: int = 1,
-    processes: int = 1,
-    threads: int | None = None,
-    seed: int = 0,
-    init: str = "lecun",
-    activation: str = "tanh",
-    validate: bool = True,
-    peaks: bool = False,
     out: str | Path | None = None,
     resume: bool = False,
     shard: shards.Shard | str | None = None,
     shard_folder: bool = True,
     command: str | None = None,
     observer: SweepObserver | None = None,
+    options: SweepOptions | None = None,
+    **keywords: Any,
 ) -> pd.DataFrame:
     """Time ``methods`` over a grid of points; the rows as a DataFrame in results.csv's columns.
 
-    The grid is ``preset``'s (see ``jacbench.runs.grid.PRESETS``), with any of depths, d_in,
-    width, d_out and batch replacing the preset's values, or ``shapes``, explicit
-    (widths, batch) pairs, in place of the preset's grid; keyword names are the CLI's.
+    ``keywords`` are :class:`~jacbench.runs.options.SweepOptions`' fields, by the names of
+    ``jacbench run``'s options (the grid, dtype, device, timing, network); or pass them made
+    as ``options`` (then nothing else of theirs, ``methods`` included). ``methods`` are
+    names from ``jacbench.runs.methods.METHODS``, user routines as ``"path/file.py:function"``
+    / ``"module:function"`` strings or callables (``jacbench.runs.routines``); default: the
+    preset's, else every installed method of the operator.
 
     Args:
-        methods: names from ``jacbench.runs.methods.METHODS``, user routines as
-            ``"path/file.py:function"`` / ``"module:function"`` strings or callables (see
-            ``jacbench.runs.routines``); default: the preset's, else every installed method of
-            the operator.
-        operator: what the methods compute, a name in ``jacbench.runs.operators.OPERATORS``
-            (default: the preset's, ``jacobian`` for most). A registered method of another
-            operator is refused; a user routine is taken to compute this one.
-        dtype: one dtype name or several.
-        peaks: measure the device's peak GEMM FLOP/s and bandwidth first (the efficiency
-            column).
-        processes: measure the whole sweep in this many fresh processes, one after
-            another, and pool their samples (``jacbench.runs.processes``): slower, but the
-            spread between processes then shows in the intervals.
-        out: a run folder to write (results.csv, meta.json, summary.md, plots), locked while
-            the run writes; ``resume`` continues one, skipping the rows it holds.
+        out: a run folder to write (results.csv, samples.csv, meta.json), locked while the
+            run writes; ``resume`` continues one, skipping the rows it holds.
         shard: run only this share of the grid, ``"i/n"`` or a ``shards.Shard`` (points
             dealt by estimated time, ``jacbench.runs.shards``); with ``out`` it writes
             ``out/shards/<i>-of-<n>/`` (or ``out`` itself when ``shard_folder`` is False),
@@ -477,22 +444,24 @@ def sweep(
         observer: told the tasks at the start and each row as it finishes.
 
     Returns:
-        Every row of the run (with ``out`` and ``resume``: the folder's earlier rows too).
+        Every row of the run (with ``out`` and ``resume``: the folder's earlier rows too);
+        ``attrs["samples"]`` holds their samples, ``attrs["run_dir"]`` the folder written.
 
     Raises:
         ValueError: a bad option, in one line.
         results.RunDirError: ``out`` is in use, holds another run, or is damaged.
     """
-    dtypes = [dtype] if isinstance(dtype, str) else list(dtype)
-    overrides = {"depths": depths, "d_in": d_in, "width": width, "d_out": d_out, "batch": batch}
-    points, wanted, resolved, min_time, operator = _grid(
-        methods, overrides, shapes, preset, operator, dtypes, device, min_time
-    )
+    if options is None:
+        options = SweepOptions.from_keywords({"methods": methods, **keywords})
+    elif methods is not None or keywords:
+        raise ValueError("give the options as keywords or as options=, not both")
+    planned = plan(options)
     if isinstance(shard, str):
         shard = shards.parse_shard(shard)
-    grid_index = {point: i for i, point in enumerate(points)}  # a merge restores this order
+    grid_index = {point: i for i, point in enumerate(planned.points)}  # a merge restores it
+    points = planned.points
     if shard is not None:
-        points = shards.deal(points, resolved, shard.count, min_time)[shard.index]
+        points = shards.deal(points, planned.methods, shard.count, planned.min_time)[shard.index]
         if out is not None:
             out = _shard_out(Path(out), shard, shard_folder)
     elif out is not None and shards.is_sharded(out):
@@ -500,122 +469,171 @@ def sweep(
             f"{out} holds a sharded run: run its shards with --shard i/n, or join them with "
             f"`jacbench merge {out}`"
         )
-    _check_options(
-        methods=resolved,
-        init=init,
-        activation=activation,
-        min_time=min_time,
-        max_call_time=max_call_time,
-        rounds=rounds,
-        threads=threads,
-        device=device,
-    )
+    _check_options(options, planned)
     config = SweepConfig(
         points=tuple(points),
-        methods=tuple(resolved),
-        seed=seed,
-        init=init,
-        activation=activation,
-        min_time=min_time,
-        max_call_time=max_call_time,
-        threads=threads,
-        validate=validate,
-        rounds=rounds,
-        operator=operator,
+        methods=tuple(planned.methods),
+        seed=options.seed,
+        init=options.init,
+        activation=options.activation,
+        min_time=planned.min_time,
+        max_call_time=options.max_call_time,
+        threads=options.threads,
+        validate=options.validate,
+        rounds=options.rounds,
+        operator=planned.operator,
     )
-    if processes < 1:
-        raise ValueError(f"processes must be ≥ 1, got {processes}")
-    if processes > 1:
-        options = dict(
-            methods=wanted, depths=depths, d_in=d_in, width=width, d_out=d_out, batch=batch,
-            shapes=shapes, preset=preset, operator=operator, dtype=dtypes, device=device,
-            min_time=min_time,
-            max_call_time=max_call_time, rounds=rounds, threads=threads, seed=seed, init=init,
-            activation=activation, validate=validate, peaks=peaks,
-            shard=None if shard is None else str(shard), shard_folder=False,
-        )  # fmt: skip
-        return _sweep_in_processes(
-            config, options, processes, out, resume, command, observer, shard, grid_index
-        )
+    run = _Run(options, planned, config, shard, grid_index, command, observer)
+    if options.processes > 1:
+        return _sweep_in_processes(run, out, resume)
     if out is None:
-        with _device(device, observer):
-            rows = _collect(_prepare(config, dtypes, device, peaks), observer, None)
+        with _device(options.device, observer):
+            rows = _collect(_prepare(config, options), observer, None)
         frame = typed_frame([r.as_dict() for r in rows])
         frame.attrs["samples"] = samples_frame(rows)
         return frame
-    params = {
-        "preset": preset,
-        **{k: v for k, v in overrides.items() if v is not None},
-        **({"shapes": [[list(w), b] for w, b in shapes]} if shapes is not None else {}),
-        # Recorded where it is not the Jacobian, so runs made before operators resume as before.
-        **({"operator": operator} if operator != "jacobian" else {}),
-        "dtype": dtypes,
-        "device": device,
-        "methods": [m.name for m in resolved],
-        "seed": seed,
-        "init": init,
-        "activation": activation,
-        "validate": validate,
-        **({"shards": shard.count} if shard is not None else {}),
-    }
-    with results.RunWriter(Path(out), params, resume=resume) as writer, _device(device, observer):
-        config = _prepare(replace(config, skip=frozenset(writer.done)), dtypes, device, peaks)
+    return _sweep_into(run, Path(out), resume)
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """A sweep's options resolved: its points, methods (as asked and as resolved),
+    min_time and operator."""
+
+    points: list[Point]
+    asked: list[MethodLike]
+    methods: list[Method]
+    min_time: float
+    operator: str
+
+
+def plan(options: SweepOptions) -> _Planned:
+    """The points, methods, min_time and operator that ``options`` ask for (checked)."""
+    chosen = get_preset(options.preset)
+    operator = get_operator(options.operator or chosen.operator).name
+    if options.shapes is not None:
+        if any(v is not None for v in options.grid.values()):
+            raise ValueError("give shapes or grid options (depths, d_in, …), not both")
+        points = expand_grid(shapes=options.shapes, dtype=options.dtypes, device=options.device)
+    else:
+        points = chosen.points(options.dtypes, options.device, options.grid)
+    asked: list[MethodLike] = [
+        *(
+            chosen.installed_methods(operator)
+            if options.methods is None
+            else dict.fromkeys(options.methods)
+        )
+    ]
+    resolved = [method_of(operator, m) for m in routines.resolve_all(asked)]
+    min_time = options.min_time
+    if min_time is None:
+        min_time = chosen.min_time or DEFAULT_MIN_TIME
+    return _Planned(points, asked, resolved, min_time, operator)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One sweep under way: its options, what they resolved to, and who to tell."""
+
+    options: SweepOptions
+    planned: _Planned
+    config: SweepConfig
+    shard: shards.Shard | None
+    grid_index: Mapping[Point, int]
+    command: str | None
+    observer: SweepObserver | None
+
+    def params(self) -> dict[str, Any]:
+        """meta.json's ``params``: what a resumed run must repeat (JSON's own types)."""
+        options = self.options
+        return {
+            "preset": options.preset,
+            **{k: list(v) for k, v in options.grid.items() if v is not None},
+            **(
+                {"shapes": [[list(w), b] for w, b in options.shapes]}
+                if options.shapes is not None
+                else {}
+            ),
+            # Recorded where it is not the Jacobian, so runs made before operators resume.
+            **({"operator": self.planned.operator} if self.planned.operator != "jacobian" else {}),
+            "dtype": options.dtypes,
+            "device": options.device,
+            "methods": [m.name for m in self.planned.methods],
+            "seed": options.seed,
+            "init": options.init,
+            "activation": options.activation,
+            "validate": options.validate,
+            **({"shards": self.shard.count} if self.shard is not None else {}),
+        }
+
+    def pooled_params(self) -> dict[str, Any]:
+        """meta.json's ``params`` of a run pooled from processes: every option given."""
+        options = self.options
+        params = {
+            "methods": list(self.planned.asked),
+            **{k: (None if v is None else list(v)) for k, v in options.grid.items()},
+            "shapes": (
+                None if options.shapes is None else [[list(w), b] for w, b in options.shapes]
+            ),
+            "preset": options.preset,
+            "operator": self.planned.operator,
+            "dtype": options.dtypes,
+            "device": options.device,
+            "min_time": self.planned.min_time,
+            "max_call_time": options.max_call_time,
+            "rounds": options.rounds,
+            "threads": options.threads,
+            "seed": options.seed,
+            "init": options.init,
+            "activation": options.activation,
+            "validate": options.validate,
+            "processes": options.processes,
+        }
+        if self.shard is not None:
+            params["shards"] = self.shard.count
+        return params
+
+    def start_meta(self, writer: results.RunWriter, **fields: Any) -> None:
+        """The run's meta.json before its first row, with ``fields`` (peaks, tuning, …)."""
         writer.write_meta(
-            command=command,
+            command=self.command,
             started=results.now_iso(),
             finished=None,
-            environment=results.environment(device),
+            environment=results.environment(self.options.device),
             machine_at_start=results.machine_state(),
-            peaks={name: p.as_dict() for name, p in config.peaks.items()},
-            tuning=config.tuning.as_dict() if config.tuning is not None else None,
-            allocator=tuning.allocator_settings(),
-            routines={m.name: m.description for m in resolved if m.source},
-            **_shard_fields(shard, config, grid_index),
+            **fields,
+            **_shard_fields(self.shard, self.config, self.grid_index),
         )
-        try:
-            _collect(config, observer, writer)
-        except KeyboardInterrupt:
-            writer.write_meta(
-                finished=None, interrupted=results.now_iso(), machine_at_end=results.machine_state()
+
+
+def _sweep_into(run: _Run, out: Path, resume: bool) -> pd.DataFrame:
+    """The sweep, written row by row into the run folder ``out``."""
+    options = run.options
+    with results.RunWriter(out, run.params(), resume=resume) as writer:
+        with _device(options.device, run.observer):
+            config = _prepare(replace(run.config, skip=frozenset(writer.done)), options)
+            run.start_meta(
+                writer,
+                peaks={name: p.as_dict() for name, p in config.peaks.items()},
+                tuning=config.tuning.as_dict() if config.tuning is not None else None,
+                allocator=tuning.allocator_settings(),
+                routines={m.name: m.description for m in config.methods if m.source},
             )
-            raise
-        writer.write_meta(finished=results.now_iso(), machine_at_end=results.machine_state())
+            try:
+                _collect(config, run.observer, writer)
+            except KeyboardInterrupt:
+                writer.write_meta(
+                    finished=None,
+                    interrupted=results.now_iso(),
+                    machine_at_end=results.machine_state(),
+                )
+                raise
+            writer.write_meta(finished=results.now_iso(), machine_at_end=results.machine_state())
         writer.ensure_header()  # a shard may be dealt no point: its results.csv is a header
         frame = results.read_results(writer.run_dir)
-        samples = results.read_samples(writer.run_dir)
-        from jacbench.faces.report import write_report  # the run folder's summary.md and plots
-
-        write_report(writer.run_dir, frame, writer.meta, samples)
-        frame.attrs["samples"] = samples
+        frame.attrs["samples"] = results.read_samples(writer.run_dir)
+        frame.attrs["run_dir"] = writer.run_dir
         return frame
-
-
-def _grid(
-    methods: Sequence[MethodLike] | None,
-    overrides: dict[str, Sequence[int] | None],
-    shapes: Sequence[tuple[Sequence[int], int]] | None,
-    preset: str,
-    operator: str | None,
-    dtypes: list[str],
-    device: str,
-    min_time: float | None,
-) -> tuple[list[Point], list[MethodLike], list[Method], float, str]:
-    """The points, the methods as asked and as resolved, min_time and the operator of a
-    sweep's options."""
-    chosen = get_preset(preset)
-    operator = get_operator(operator or chosen.operator).name
-    if shapes is not None:
-        if any(v is not None for v in overrides.values()):
-            raise ValueError("give shapes or grid options (depths, d_in, …), not both")
-        points = expand_grid(shapes=shapes, dtype=dtypes, device=device)
-    else:
-        points = chosen.points(dtypes, device, overrides)
-    wanted: list[MethodLike] = [
-        *(chosen.installed_methods(operator) if methods is None else dict.fromkeys(methods))
-    ]
-    resolved = [method_of(operator, m) for m in routines.resolve_all(wanted)]
-    min_time = (chosen.min_time or DEFAULT_MIN_TIME) if min_time is None else min_time
-    return points, wanted, resolved, min_time, operator
 
 
 def method_of(operator: str, method: Method) -> Method:
@@ -632,42 +650,22 @@ def method_of(operator: str, method: Method) -> Method:
     return method
 
 
-def shard_plan(
-    methods: Sequence[MethodLike] | None = None,
-    *,
-    shards_count: int = 1,
-    depths: Sequence[int] | None = None,
-    d_in: Sequence[int] | None = None,
-    width: Sequence[int] | None = None,
-    d_out: Sequence[int] | None = None,
-    batch: Sequence[int] | None = None,
-    shapes: Sequence[tuple[Sequence[int], int]] | None = None,
-    preset: str = "quick",
-    operator: str | None = None,
-    dtype: str | Sequence[str] = "float32",
-    device: str = "cpu",
-    min_time: float | None = None,
-) -> pd.DataFrame:
+def shard_plan(options: SweepOptions, shards_count: int = 1) -> pd.DataFrame:
     """What a sweep with these options would run, dealt into ``shards_count`` shards: per
     shard its points, tasks and estimated seconds (``jacbench run --dry-run``). Nothing is
     built or timed; the options are checked as ``sweep`` checks them.
     """
-    dtypes = [dtype] if isinstance(dtype, str) else list(dtype)
-    overrides = {"depths": depths, "d_in": d_in, "width": width, "d_out": d_out, "batch": batch}
-    points, _, resolved, min_time, _ = _grid(
-        methods, overrides, shapes, preset, operator, dtypes, device, min_time
-    )
+    planned = plan(options)
     if shards_count < 1:
         raise ValueError(f"a run has at least 1 shard, got {shards_count}")
-    parts = shards.deal(points, resolved, shards_count, min_time)
+    count = len(planned.methods)
+    parts = shards.deal(planned.points, planned.methods, shards_count, planned.min_time)
     return pd.DataFrame(
         {
             "shard": range(shards_count),
             "points": [len(part) for part in parts],
-            "tasks": [len(part) * len(resolved) for part in parts],
-            "estimated_s": [
-                shards.estimated_total(part, len(resolved), min_time) for part in parts
-            ],
+            "tasks": [len(part) * count for part in parts],
+            "estimated_s": [shards.estimated_total(p, count, planned.min_time) for p in parts],
         }
     )
 
@@ -715,51 +713,55 @@ def _device(device: str, observer: SweepObserver | None) -> contextlib.AbstractC
     return device_lock.hold(device, getattr(observer, "waiting", None))
 
 
-def _sweep_in_processes(
-    config: SweepConfig,
-    options: dict[str, Any],
-    processes: int,
-    out: str | Path | None,
-    resume: bool,
-    command: str | None,
-    observer: SweepObserver | None,
-    shard: shards.Shard | None,
-    grid_index: Mapping[Point, int],
-) -> pd.DataFrame:
+def _child_sweep(options: SweepOptions, shard: str | None, out: Path, resume: bool) -> None:
+    """One process of a pooled run (``jacbench.runs.processes``), in a fresh interpreter: the
+    same grid, or the same shard of it, into the process's own folder."""
+    try:
+        sweep(options=options, out=out, resume=resume, shard=shard, shard_folder=False)
+    except ValueError as error:  # one line, as the command line would print it
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _sweep_in_processes(run: _Run, out: str | Path | None, resume: bool) -> pd.DataFrame:
     """``sweep`` in ``processes`` fresh processes, pooled (see ``jacbench.runs.processes``)."""
-    if any(not isinstance(m, str) for m in options["methods"]):
+    options = run.options
+    if any(not isinstance(m, str) for m in run.planned.asked):
         raise ValueError(
             "processes > 1 takes methods by name or file.py:function, not as callables"
         )
-    if observer is not None:
-        observer.start(config.tasks(), 0)
+    # Each process sweeps the same grid with every option resolved, as its own run.
+    child = replace(
+        options,
+        methods=tuple(run.planned.asked),
+        operator=run.planned.operator,
+        min_time=run.planned.min_time,
+        processes=1,
+    )
+    if run.observer is not None:
+        run.observer.start(run.config.tasks(), 0)
     with contextlib.ExitStack() as stack:
         if out is None:
             run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jacbench-")))
             writer = None
         else:
-            params = {**options, "processes": processes}
-            for internal in ("peaks", "shard", "shard_folder"):
-                params.pop(internal)
-            if shard is not None:
-                params["shards"] = shard.count
-            writer = stack.enter_context(results.RunWriter(Path(out), params, resume=resume))
-            run_dir = writer.run_dir
-            writer.write_meta(
-                command=command,
-                started=results.now_iso(),
-                finished=None,
-                environment=results.environment(options["device"]),
-                machine_at_start=results.machine_state(),
-                **_shard_fields(shard, config, grid_index),
+            writer = stack.enter_context(
+                results.RunWriter(Path(out), run.pooled_params(), resume=resume)
             )
-        runs = pool_processes.measure_in_processes(options, processes, run_dir, resume)
+            run_dir = writer.run_dir
+            run.start_meta(writer)
+        runs = pool_processes.measure_in_processes(
+            functools.partial(_child_sweep, child, None if run.shard is None else str(run.shard)),
+            options.processes,
+            run_dir,
+            resume,
+        )
         rows = pool_processes.pool(runs)
         for row in rows:
             if writer is not None:
                 writer.append(row)
-            if observer is not None:
-                observer.finished(row)
+            if run.observer is not None:
+                run.observer.finished(row)
         frame = typed_frame([r.as_dict() for r in rows])
         frame.attrs["samples"] = samples_frame(rows)
         if writer is not None:
@@ -767,29 +769,28 @@ def _sweep_in_processes(
                 finished=results.now_iso(),
                 machine_at_end=results.machine_state(),
                 processes=[
-                    {k: run.meta.get(k) for k in ("started", "finished", "machine_at_start")}
-                    for run in runs
+                    {k: r.meta.get(k) for k in ("started", "finished", "machine_at_start")}
+                    for r in runs
                 ],
                 peaks=runs[0].meta.get("peaks", {}),
                 tuning=runs[0].meta.get("tuning"),
                 allocator=runs[0].meta.get("allocator"),
                 routines=runs[0].meta.get("routines", {}),
             )
-            from jacbench.faces.report import write_report
-
-            write_report(run_dir, frame, writer.meta, frame.attrs["samples"])
+            frame.attrs["run_dir"] = run_dir
         return frame
 
 
-def _prepare(config: SweepConfig, dtypes: list[str], device: str, peaks: bool) -> SweepConfig:
+def _prepare(config: SweepConfig, options: SweepOptions) -> SweepConfig:
     """Set the threads, the allocator and this CPU's kernels (measured once per machine),
     and measure the device's peaks where asked: just before timing."""
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    device = options.device
     tuned = tuning.ensure(device)  # also keeps freed memory: NOTE: [Freed memory kept for reuse]
     measured = (
-        {n: measure_peaks(device, DTYPES[n], activation=config.activation) for n in dtypes}
-        if peaks
+        {n: measure_peaks(device, DTYPES[n], activation=config.activation) for n in options.dtype}
+        if options.peaks
         else {}
     )
     return replace(config, threads=torch.get_num_threads(), peaks=measured, tuning=tuned)

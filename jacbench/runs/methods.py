@@ -309,41 +309,42 @@ def _folx_available() -> bool:
     return _jax_available() and importlib.util.find_spec("folx") is not None
 
 
-def _second_order_methods() -> list[Method]:
-    """jacbench's Hessian modes, Laplacians and hvp, and their torch.func and JAX peers."""
-    jax_extra = "pip install 'jacbench[jax]'"
-    modes = {
-        "fwd-over-rev": "forward over reverse: D tangents carried through the adjoint sweep",
-        "rev-over-rev": "reverse over reverse: adjoints, then the seeds' sweep up and down",
-        "rev-over-fwd": "reverse over forward: tangents up, adjoints and seeds down together",
-        "fwd-over-fwd": "forward over forward: every unit's gradient and D×D Hessian carried up",
-        "structured": "Σ_k T_kᵀ·diag(a_k ⊙ σ''(z_k))·T_k, one D×D term per layer",
-    }
-    found = [
+_JAX_EXTRA = "pip install 'jacbench[jax]'"
+
+# jacbench's Hessian modes: mode → what it does.
+_HESSIAN_MODES = {
+    "fwd-over-rev": "forward over reverse: D tangents carried through the adjoint sweep",
+    "rev-over-rev": "reverse over reverse: adjoints, then the seeds' sweep up and down",
+    "rev-over-fwd": "reverse over forward: tangents up, adjoints and seeds down together",
+    "fwd-over-fwd": "forward over forward: every unit's gradient and D×D Hessian carried up",
+    "structured": "Σ_k T_kᵀ·diag(a_k ⊙ σ''(z_k))·T_k, one D×D term per layer",
+    "auto": "the mode cost.plan_second_order predicts fastest",
+}
+
+
+def _hessian_methods() -> list[Method]:
+    """hessian-<mode> for every mode of ``_HESSIAN_MODES``."""
+    return [
         Method(
             f"hessian-{mode}",
             "jacbench",
             mode,
-            f"hessian(mode={mode!r}): {text}",
+            f"hessian(mode={mode!r}): {text}"
+            if mode != "auto"
+            else f'hessian(mode="auto"): {text}',
             functools.partial(_build_hessian, mode),
             operator="hessian",
         )
-        for mode, text in modes.items()
+        for mode, text in _HESSIAN_MODES.items()
     ]
-    found.append(
-        Method(
-            "hessian-auto",
-            "jacbench",
-            "auto",
-            'hessian(mode="auto"): the mode cost.plan_second_order predicts fastest',
-            functools.partial(_build_hessian, "auto"),
-            operator="hessian",
-        )
-    )
-    peers: dict[str, list[Method]] = {"torch.func": [], "jax": []}
+
+
+def _composition_peers() -> list[Method]:
+    """torch.func's and JAX's Hessians, one per composition of ``_COMPOSITIONS``."""
+    func, jax = [], []
     for mode, (outer, inner) in _COMPOSITIONS.items():
         name = "hessian" if mode == "fwd-over-rev" else f"{outer}-{inner}"
-        peers["torch.func"].append(
+        func.append(
             Method(
                 f"func-{name}",
                 "torch.func",
@@ -355,7 +356,7 @@ def _second_order_methods() -> list[Method]:
                 operator="hessian",
             )
         )
-        peers["jax"].append(
+        jax.append(
             Method(
                 f"jax-{name}",
                 "jax",
@@ -365,94 +366,96 @@ def _second_order_methods() -> list[Method]:
                 + " (vmap over the batch); compile time reported apart",
                 functools.partial(_build_jax, _jax_composition(mode)),
                 _jax_available,
-                jax_extra,
+                _JAX_EXTRA,
                 operator="hessian",
             )
         )
-    found += [*peers["torch.func"], *peers["jax"]]
-    found += [
-        Method(
-            "forward-laplacian",
-            "jacbench",
-            "forward-laplacian",
-            "laplacian(): value, D tangent rows and the Laplacian carried layer by layer",
-            functools.partial(_build_laplacian, "forward-laplacian"),
-            operator="laplacian",
-        ),
-        Method(
-            "hessian-trace",
-            "jacbench",
-            "hessian-trace",
-            'laplacian(method="hessian-trace"): the trace of hessian(mode="auto")',
-            functools.partial(_build_laplacian, "hessian-trace"),
-            operator="laplacian",
-        ),
-        Method(
-            "hutchinson",
-            "jacbench",
-            "hutchinson",
-            f'laplacian(method="hutchinson", samples={HUTCHINSON_SAMPLES}): an unbiased '
-            "estimate from random ±1 directions; not exact, its error is shown",
-            functools.partial(_build_laplacian, "hutchinson"),
-            operator="laplacian",
-            exact=False,
-        ),
-        Method(
-            "func-hessian-trace",
-            "torch.func",
-            "hessian-trace",
-            "the trace of torch.func.hessian (vmap over the batch)",
-            _build_func_laplacian,
-            operator="laplacian",
-        ),
-        Method(
-            "jax-hessian-trace",
-            "jax",
-            "hessian-trace",
-            "jax.jit of the trace of jax.hessian (vmap over the batch); compile time apart",
-            functools.partial(_build_jax, _jax_hessian_trace),
-            _jax_available,
-            jax_extra,
-            operator="laplacian",
-        ),
-        Method(
-            "folx-laplacian",
-            "folx",
-            "forward-laplacian",
-            "jax.jit of folx.forward_laplacian (vmap over the batch); compile time apart",
-            functools.partial(_build_jax, _folx_laplacian),
-            _folx_available,
-            "pip install 'jacbench[folx]'",
-            operator="laplacian",
-        ),
-        Method(
-            "hvp",
-            "jacbench",
-            "fwd-over-rev",
-            "hvp(): forward over reverse with one direction per sample",
-            _build_hvp,
-            operator="hvp",
-        ),
-        Method(
-            "func-hvp",
-            "torch.func",
-            "fwd-over-rev",
-            "torch.func.jvp of torch.func.jacrev (vmap over the batch)",
-            _build_func_hvp,
-            operator="hvp",
-        ),
-        Method(
-            "jax-hvp",
-            "jax",
-            "fwd-over-rev",
-            "jax.jit of jax.jvp of jax.jacrev (vmap over the batch); compile time apart",
-            _build_jax_hvp,
-            _jax_available,
-            jax_extra,
-            operator="hvp",
-        ),
-    ]
-    return found
+    return [*func, *jax]
+
+
+# The Laplacian's and the Hessian-vector product's methods, jacbench's and the peers'.
+_LAPLACIAN_AND_HVP = (
+    Method(
+        "forward-laplacian",
+        "jacbench",
+        "forward-laplacian",
+        "laplacian(): value, D tangent rows and the Laplacian carried layer by layer",
+        functools.partial(_build_laplacian, "forward-laplacian"),
+        operator="laplacian",
+    ),
+    Method(
+        "hessian-trace",
+        "jacbench",
+        "hessian-trace",
+        'laplacian(method="hessian-trace"): the trace of hessian(mode="auto")',
+        functools.partial(_build_laplacian, "hessian-trace"),
+        operator="laplacian",
+    ),
+    Method(
+        "hutchinson",
+        "jacbench",
+        "hutchinson",
+        f'laplacian(method="hutchinson", samples={HUTCHINSON_SAMPLES}): an unbiased '
+        "estimate from random ±1 directions; not exact, its error is shown",
+        functools.partial(_build_laplacian, "hutchinson"),
+        operator="laplacian",
+        exact=False,
+    ),
+    Method(
+        "func-hessian-trace",
+        "torch.func",
+        "hessian-trace",
+        "the trace of torch.func.hessian (vmap over the batch)",
+        _build_func_laplacian,
+        operator="laplacian",
+    ),
+    Method(
+        "jax-hessian-trace",
+        "jax",
+        "hessian-trace",
+        "jax.jit of the trace of jax.hessian (vmap over the batch); compile time apart",
+        functools.partial(_build_jax, _jax_hessian_trace),
+        _jax_available,
+        _JAX_EXTRA,
+        operator="laplacian",
+    ),
+    Method(
+        "folx-laplacian",
+        "folx",
+        "forward-laplacian",
+        "jax.jit of folx.forward_laplacian (vmap over the batch); compile time apart",
+        functools.partial(_build_jax, _folx_laplacian),
+        _folx_available,
+        "pip install 'jacbench[folx]'",
+        operator="laplacian",
+    ),
+    Method(
+        "hvp",
+        "jacbench",
+        "fwd-over-rev",
+        "hvp(): forward over reverse with one direction per sample",
+        _build_hvp,
+        operator="hvp",
+    ),
+    Method(
+        "func-hvp",
+        "torch.func",
+        "fwd-over-rev",
+        "torch.func.jvp of torch.func.jacrev (vmap over the batch)",
+        _build_func_hvp,
+        operator="hvp",
+    ),
+    Method(
+        "jax-hvp",
+        "jax",
+        "fwd-over-rev",
+        "jax.jit of jax.jvp of jax.jacrev (vmap over the batch); compile time apart",
+        _build_jax_hvp,
+        _jax_available,
+        _JAX_EXTRA,
+        operator="hvp",
+    ),
+)
 
 
 METHODS: dict[str, Method] = {
@@ -565,7 +568,7 @@ METHODS: dict[str, Method] = {
             "jax.jit(jax.jacfwd) (vmap over the batch); compile time reported apart",
             functools.partial(_build_jax, "jacfwd"),
             _jax_available,
-            "pip install 'jacbench[jax]'",
+            _JAX_EXTRA,
         ),
         Method(
             "jax-jacrev",
@@ -574,9 +577,11 @@ METHODS: dict[str, Method] = {
             "jax.jit(jax.jacrev) (vmap over the batch); compile time reported apart",
             functools.partial(_build_jax, "jacrev"),
             _jax_available,
-            "pip install 'jacbench[jax]'",
+            _JAX_EXTRA,
         ),
-        *_second_order_methods(),
+        *_hessian_methods(),
+        *_composition_peers(),
+        *_LAPLACIAN_AND_HVP,
     ]
 }
 

@@ -16,13 +16,12 @@ not; ``--resume`` finishes them. The pooled rows go to ``<run>/results.csv`` and
 from __future__ import annotations
 
 import multiprocessing
-import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from jacbench.measure import timing
+from jacbench.measure.rows import KEY_COLUMNS, TIMED_STATUSES, Row
 from jacbench.runs import results
-from jacbench.runs.rows import KEY_COLUMNS, TIMED_STATUSES, Row
 
 PROCESSES_FOLDER = "processes"
 
@@ -32,23 +31,14 @@ def process_dir(run_dir: Path, index: int) -> Path:
     return Path(run_dir) / PROCESSES_FOLDER / str(index)
 
 
-def _child_sweep(options: dict[str, Any]) -> None:
-    from jacbench.runs.harness import sweep  # in the fresh process
-
-    try:
-        sweep(**options)
-    except ValueError as error:  # one line, as the command line would print it
-        print(f"Error: {error}", file=sys.stderr)
-        sys.exit(2)
-
-
 def measure_in_processes(
-    options: dict[str, Any], processes: int, run_dir: Path, resume: bool
+    sweep: Callable[[Path, bool], object], processes: int, run_dir: Path, resume: bool
 ) -> list[results.RunData]:
-    """Run ``harness.sweep(**options)`` in ``processes`` fresh interpreters, one at a time.
+    """Run ``sweep(folder, resume)`` in ``processes`` fresh interpreters, one at a time.
 
-    Each writes ``process_dir(run_dir, i)``; a folder that holds rows is resumed when
-    ``resume`` is set. Returns every process's run as read back.
+    ``sweep`` (picklable: a module's function, or a partial of one) writes a run into
+    ``folder``, ``process_dir(run_dir, i)`` for process i; a folder that holds rows is resumed
+    when ``resume`` is set. Returns every process's run as read back.
 
     Raises:
         results.RunDirError: a process failed (its folder keeps what it finished).
@@ -57,9 +47,7 @@ def measure_in_processes(
     for index in range(processes):
         folder = process_dir(run_dir, index)
         again = resume and (folder / "meta.json").exists()
-        child = context.Process(
-            target=_child_sweep, args=({**options, "out": folder, "resume": again},)
-        )
+        child = context.Process(target=sweep, args=(folder, again))
         child.start()
         try:
             child.join()

@@ -3,7 +3,7 @@
 Rows are appended, flushed and fsynced one by one, so a run killed at any moment (even by
 SIGKILL) keeps every row it finished. While a run writes, it holds an exclusive lock on
 ``<run>/.lock``: a second run into the same folder is refused, never interleaved. Reading
-checks every file against the schema of ``jacbench.runs.rows``; a damaged file is refused in one
+checks every file against the schema of ``jacbench.measure.rows``; a damaged file is refused in one
 line that names it and is left as it is. The one repair: a torn last line (a writer killed
 mid-row) is cut off when the run is resumed, and samples.csv keeps only the samples of rows
 that reached results.csv. ``meta.json`` is replaced atomically.
@@ -16,14 +16,10 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import importlib.metadata
 import io
 import json
 import math
 import os
-import platform
-import re
-import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -31,11 +27,10 @@ from typing import Any, NamedTuple
 
 import filelock
 import pandas as pd
-import torch
 
-import jacbench
-from jacbench.measure.stats import median_interval
-from jacbench.runs.rows import (
+# What meta.json records of the machine, read where run folders are written.
+from jacbench.measure.machine import environment, machine_state, now_iso  # noqa: F401
+from jacbench.measure.rows import (
     COLUMNS,
     KEY_COLUMNS,
     SAMPLE_COLUMNS,
@@ -49,6 +44,7 @@ from jacbench.runs.rows import (
     samples_frame,
     typed_frame,
 )
+from jacbench.measure.stats import median_interval
 
 LOCK_NAME = ".lock"
 SAMPLES_NAME = "samples.csv"
@@ -467,98 +463,3 @@ def default_run_dir(device: str, root: Path = Path("results")) -> Path:
         n += 1
         candidate = root / f"{base}-{n}"
     return candidate
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), else what the platform module says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _git_commit() -> str | None:
-    # A copy of a checkout without its history (a container, a cluster node's scratch copy)
-    # names its commit in JACBENCH_GIT_COMMIT.
-    given = os.environ.get("JACBENCH_GIT_COMMIT", "").strip()
-    if given:
-        return given
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def _installed_version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _gpu_driver() -> str | None:
-    """The NVIDIA driver's version, as its kernel module reports it (None elsewhere)."""
-    found = re.search(r"Kernel Module\s+(?:for \S+\s+)?([\d.]+)", _read_text(_NVIDIA) or "")
-    return found.group(1) if found else None
-
-
-_NVIDIA = "/proc/driver/nvidia/version"
-
-
-def environment(device: str = "cpu") -> dict[str, Any]:
-    """Versions, device, CPU model, threads and git commit: what meta.json and ``info`` report."""
-    dev = torch.device(device)
-    cuda = torch.cuda.is_available()
-    return {
-        "jacbench": jacbench.__version__,
-        "torch": torch.__version__,
-        "jax": _installed_version("jax"),
-        "cuda": torch.version.cuda,
-        "gpu_driver": _gpu_driver() if dev.type == "cuda" else None,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" and cuda else None,
-        "host": platform.node() or None,
-        "cpu_model": cpu_model(),
-        "cpu_governor": _read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "git_commit": _git_commit(),
-    }
-
-
-def _read_text(path: str) -> str | None:
-    try:
-        return Path(path).read_text().strip() or None
-    except OSError:
-        return None
-
-
-def machine_state() -> dict[str, Any]:
-    """What else the machine was doing: load averages (1, 5, 15 min) and the CPU governor.
-
-    Recorded in meta.json at a run's start and end; the summary warns when the machine was
-    busy (see ``report.busy_warning``). Fields that this system does not expose are None.
-    """
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = None
-    return {
-        "time": now_iso(),
-        "load_average": load,
-        "cpu_governor": _read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
-        "cpu_mhz": _read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"),
-    }
-
-
-def now_iso() -> str:
-    """The current UTC time, ISO 8601 to the second."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,119 @@
+"""The machine a measurement ran on: versions, device, CPU, threads, git commit, and what
+else the machine was doing. meta.json, ``jacbench info`` and the tuning's cache key read it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def jacbench_version() -> str:
+    """jacbench's installed version ("0+unknown" from a source tree never installed)."""
+    try:
+        return importlib.metadata.version("jacbench")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str | None:
+    # A copy of a checkout without its history (a container, a cluster node's scratch copy)
+    # names its commit in JACBENCH_GIT_COMMIT.
+    given = os.environ.get("JACBENCH_GIT_COMMIT", "").strip()
+    if given:
+        return given
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _installed_version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _gpu_driver() -> str | None:
+    """The NVIDIA driver's version, as its kernel module reports it (None elsewhere)."""
+    found = re.search(r"Kernel Module\s+(?:for \S+\s+)?([\d.]+)", _read_text(_NVIDIA) or "")
+    return found.group(1) if found else None
+
+
+_NVIDIA = "/proc/driver/nvidia/version"
+
+
+def environment(device: str = "cpu") -> dict[str, Any]:
+    """Versions, device, CPU model, threads and git commit: what meta.json and ``info`` report."""
+    dev = torch.device(device)
+    cuda = torch.cuda.is_available()
+    return {
+        "jacbench": jacbench_version(),
+        "torch": torch.__version__,
+        "jax": _installed_version("jax"),
+        "cuda": torch.version.cuda,
+        "gpu_driver": _gpu_driver() if dev.type == "cuda" else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" and cuda else None,
+        "host": platform.node() or None,
+        "cpu_model": cpu_model(),
+        "cpu_governor": _read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "git_commit": _git_commit(),
+    }
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def machine_state() -> dict[str, Any]:
+    """What else the machine was doing: load averages (1, 5, 15 min) and the CPU governor.
+
+    Recorded in meta.json at a run's start and end; the summary warns when the machine was
+    busy (see ``report.busy_warning``). Fields that this system does not expose are None.
+    """
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {
+        "time": now_iso(),
+        "load_average": load,
+        "cpu_governor": _read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "cpu_mhz": _read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"),
+    }
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
