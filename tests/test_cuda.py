@@ -6,9 +6,10 @@ import torch
 from jacbench import make_mlp, reference_jacobian, relative_error
 from jacbench.ad.networks import UnsupportedNetwork
 from jacbench.runs.grid import Point
-from jacbench.runs.harness import SweepConfig, run_sweep
+from jacbench.runs.harness import run_sweep
 from jacbench.runs.methods import METHODS
 from jacbench.runs.operators import OPERATORS
+from jacbench.runs.tasks import SweepConfig
 
 from .conftest import requires_cuda
 

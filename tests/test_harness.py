@@ -6,12 +6,13 @@ import torch
 
 from jacbench import sweep
 from jacbench.measure.rows import COLUMNS, SAMPLE_COLUMNS, Status
-from jacbench.runs import harness, methods
+from jacbench.runs import harness, methods, tasks
 from jacbench.runs.grid import Point
-from jacbench.runs.harness import SweepConfig, estimated_memory_bytes, run_sweep
+from jacbench.runs.harness import run_sweep
 from jacbench.runs.methods import Method
 from jacbench.runs.operators import OPERATORS
 from jacbench.runs.results import read_samples as results_samples
+from jacbench.runs.tasks import SweepConfig, estimated_memory_bytes
 
 
 def _config(names=("forward", "reverse", "func-jacrev"), **kwargs):
@@ -103,14 +104,18 @@ def test_statuses_wrong_oom_error_slow(extra_methods):
     rows = {r.method: r for r in run_sweep(config)}
     assert rows["wrong"].status is Status.WRONG
     assert rows["wrong"].max_rel_err == pytest.approx(1.0)
-    assert rows["wrong"].message == "relative error 1 > 0.0001"
+    # The words of jacbench check and grade (jacbench.runs.diagnosis)
+    assert rows["wrong"].message == "max relative error 1 > 0.0001"
     assert math.isnan(rows["wrong"].median_s)  # a wrong result is never shown as a timing
     assert rows["transposed"].status is Status.WRONG
-    assert rows["transposed"].message == "result has shape (4, 2), expected (2, 4)"
+    assert (
+        rows["transposed"].message
+        == "returns the transpose: shape (4, 2), expected (P, D) = (2, 4)"
+    )
     assert rows["oom"].status is Status.OOM
     assert "out of memory" in rows["oom"].message
     assert rows["broken"].status is Status.ERROR
-    assert rows["broken"].message == "RuntimeError: something else"
+    assert rows["broken"].message == "raised RuntimeError: something else"
     assert rows["sluggish"].status is Status.SLOW
     assert rows["sluggish"].runs == 1
     assert rows["reverse"].status is Status.OK  # the sweep went on
@@ -127,14 +132,14 @@ def test_reference_out_of_memory_marks_rows_unchecked(monkeypatch):
     def no_memory(point, net, x, operator):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 TB")
 
-    monkeypatch.setattr(harness, "point_reference", no_memory)
+    monkeypatch.setattr(tasks, "point_reference", no_memory)
     rows = list(run_sweep(_config(names=("reverse",))))
     assert {r.status for r in rows} == {Status.UNCHECKED}
     assert rows[0].message == "not checked: the float64 reference ran out of memory"
 
 
 def test_task_that_would_exhaust_memory_is_skipped_as_oom(monkeypatch):
-    monkeypatch.setattr(harness, "_available_memory_bytes", lambda: 10)
+    monkeypatch.setattr(tasks, "_available_memory_bytes", lambda: 10)
     rows = list(run_sweep(_config(names=("reverse",))))
     assert {r.status for r in rows} == {Status.OOM}
     assert rows[0].message.startswith("skipped: needs about")

@@ -160,8 +160,8 @@ def test_runs_of_two_operators_merge_into_one_summary_with_a_section_each(tmp_pa
 
 def test_a_second_order_peer_is_held_to_its_compositions_memory_estimate():
     from jacbench.runs.grid import Point
-    from jacbench.runs.harness import estimated_memory_bytes
     from jacbench.runs.methods import METHODS
+    from jacbench.runs.tasks import estimated_memory_bytes
 
     point = Point((1000, 1000, 1000, 1000, 1), 1)
     costs = get_operator("hessian").costs(point.widths, 1, torch.float32)

@@ -30,10 +30,19 @@ def test_load_a_textbook_routine_from_a_file():
 
 
 def test_a_file_named_twice_runs_once():
+    here = {"isolated": False}
     assert (
-        load(f"{SPEC}:textbook_reverse").fn
-        is load(f"{SPEC}:transposed").fn.__globals__["textbook_reverse"]
+        load(f"{SPEC}:textbook_reverse", **here).fn
+        is load(f"{SPEC}:transposed", **here).fn.__globals__["textbook_reverse"]
     )
+
+
+def test_a_loaded_routine_lives_in_a_worker_and_is_never_called_here():
+    routine = load(f"{SPEC}:library_batched")
+    assert routine.fn is None and routine.ref == f"{SPEC}:library_batched"
+    assert (routine.convention, routine.batched) == (LIBRARY, True)  # probed there
+    with pytest.raises(RoutineError, match="runs in a worker process"):
+        routine.bind(make_mlp(2, 3, 4, 2), torch.ones(3))
 
 
 def test_load_from_a_module(tmp_path, monkeypatch):
@@ -59,7 +68,7 @@ def test_library_routines_are_probed_for_batches(fn, batched):
 )
 @pytest.mark.parametrize("batch", [None, 3])
 def test_bind_calls_each_convention_right(fn, batch):
-    routine = from_callable(fn)
+    routine = from_callable(fn, isolated=False)
     net = make_mlp(3, 4, 6, 2, dtype=torch.float64)
     x = torch.randn((4,) if batch is None else (batch, 4), dtype=torch.float64)
     jac = routine.bind(net, x)()

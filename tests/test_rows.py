@@ -71,6 +71,7 @@ def test_statuses():
         "error",
         "oom",
         "skipped",
+        "timeout",
     ]
     assert str(Status.WRONG) == "wrong"
 

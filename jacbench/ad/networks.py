@@ -129,7 +129,8 @@ class MLP:
         return nn.functional.linear(h, self.weights[-1], self.biases[-1])
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> MLP:
-        """A copy of the network on ``device`` and/or in ``dtype``."""
+        """The network on ``device`` and/or in ``dtype`` (tensors already there are shared,
+        as ``Tensor.to`` shares them; :meth:`clone` copies)."""
 
         def move(t: Tensor) -> Tensor:
             return t.to(device=device, dtype=dtype)
@@ -137,6 +138,14 @@ class MLP:
         return MLP(
             tuple(move(w) for w in self.weights),
             tuple(None if b is None else move(b) for b in self.biases),
+            self.activations,
+        )
+
+    def clone(self) -> MLP:
+        """A copy with tensors of its own: what is done to one leaves the other as it was."""
+        return MLP(
+            tuple(w.clone() for w in self.weights),
+            tuple(None if b is None else b.clone() for b in self.biases),
             self.activations,
         )
 

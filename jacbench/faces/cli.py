@@ -6,15 +6,17 @@ Each command parses its options, calls one library function and hands the data t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import math
 import os
 import shlex
+import signal
 import sys
 import time as time_module
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -36,17 +38,17 @@ from typer.core import TyperCommand
 
 from jacbench.ad import cost
 from jacbench.cluster import merging, submission
-from jacbench.faces import grading, library, report
+from jacbench.faces import class_grading, grading, library, report
 from jacbench.kernels.activations import ACTIVATIONS
 from jacbench.measure import stats, tuning
 from jacbench.measure.machine import jacbench_version
 from jacbench.measure.peaks import measure_peaks
 from jacbench.measure.rows import FAILED_STATUSES, ResultsFileError, Row
-from jacbench.runs import harness, results, shards
+from jacbench.runs import harness, results, shards, tasks
 from jacbench.runs.grid import DTYPES, PRESETS, Point, Preset, expand_grid, get_preset
 from jacbench.runs.methods import METHODS, Method
 from jacbench.runs.operators import OPERATORS
-from jacbench.runs.options import SAME_DEFAULT, Flag, SweepOptions
+from jacbench.runs.options import DEFAULT_CALL_TIMEOUT, SAME_DEFAULT, Flag, SweepOptions
 
 # Tables are wide; when the output is a file or a pipe there is no terminal width to respect.
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -123,6 +125,39 @@ def main(
     ] = False,
 ) -> None:
     """Measure, explain and pick between forward-mode and reverse-mode Jacobians."""
+
+
+_CALL_TIMEOUT_OPTION = typer.Option(
+    help="Stop a call of the routine (run in a worker process) after this many seconds.",
+    min=0.001,
+)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, what Slurm sends at a time limit, handled as Ctrl-C is: rows kept."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _terminated_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises Terminated (a KeyboardInterrupt)."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped_by(stop: BaseException) -> str:
+    return "Terminated (SIGTERM)" if isinstance(stop, Terminated) else "Interrupted"
+
+
+def _interrupted_code(stop: BaseException) -> int:
+    """The shell's exit code for a process ended by the signal: 128 + its number."""
+    return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -292,7 +327,7 @@ def validate(
             )
     except ValueError as error:
         fail(str(error))
-    tolerance = harness.TOLERANCES[dtype] if tolerance is None else tolerance
+    tolerance = tasks.TOLERANCES[dtype] if tolerance is None else tolerance
     console.print(report.validate_table(checks, tolerance))
     failed = [c for c in checks if not c["max_rel_err"] <= tolerance]
     console.print(
@@ -458,7 +493,7 @@ def run(ctx: typer.Context, **values: Any) -> None:
     run_dir = values["out"] or _default_out(options.device, part)
     progress = _ProgressBar(values["quiet"])
     try:
-        with progress.progress:
+        with progress.progress, _terminated_as_interrupt():
             frame = library.sweep(
                 options=options,
                 out=run_dir,
@@ -469,14 +504,17 @@ def run(ctx: typer.Context, **values: Any) -> None:
             )
     except ValueError as error:  # RunDirError and ResultsFileError are ValueErrors
         fail(str(error))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         folder = shards.shard_dir(run_dir, part) if part else run_dir
         again = f" --shard {part}" if part else ""
-        err_console.print(
-            f"Interrupted: {progress.rows} new rows kept in {folder / 'results.csv'}; "
-            f"continue with{again} --out {run_dir} --resume"
-        )
-        raise typer.Exit(130) from None
+        if (folder / "results.csv").exists():
+            err_console.print(
+                f"{_stopped_by(stop)}: {progress.rows} new rows kept in "
+                f"{folder / 'results.csv'}; continue with{again} --out {run_dir} --resume"
+            )
+        else:
+            err_console.print(f"{_stopped_by(stop)} before the run wrote anything")
+        raise typer.Exit(_interrupted_code(stop)) from None
     _print_run(frame, run_dir, part, values["quiet"])
 
 
@@ -589,17 +627,26 @@ def check_command(
         float | None,
         typer.Option(help="Least measured seconds per timed row.", show_default="0.2, quick: 0.05"),
     ] = None,
+    call_timeout: Annotated[float, _CALL_TIMEOUT_OPTION] = DEFAULT_CALL_TIMEOUT,
 ) -> None:
     """Grade your Jacobian routine on edge cases against torch.func, then time it against
     jacbench; exit 1 if any case fails."""
     progress = _ProgressBar(quiet=no_time)
     try:
-        with progress.progress:
+        with progress.progress, _terminated_as_interrupt():
             graded = grading.check(
-                routine, time=not no_time, quick=quick, min_time=min_time, observer=progress
+                routine,
+                time=not no_time,
+                quick=quick,
+                min_time=min_time,
+                observer=progress,
+                call_timeout=call_timeout,
             )
     except ValueError as error:
         fail(str(error))
+    except KeyboardInterrupt as stop:
+        err_console.print(f"{_stopped_by(stop)}: the check did not finish")
+        raise typer.Exit(_interrupted_code(stop)) from None
     name = graded.routine.name
     where = "" if graded.routine.source == name else f" ({graded.routine.source})"
     console.print(f"{name}{where}, called as {graded.routine.calling}")
@@ -616,6 +663,94 @@ def check_command(
         console.print(f"• {escape(hint)}", highlight=False)
     if not graded.passed:
         raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------ grade
+@app.command()
+def grade(
+    submissions: Annotated[
+        Path,
+        typer.Argument(
+            help="A folder with one .py file or one folder per student (with --gradescope: "
+            "one student's submission, a folder or a file). Their files are imported in "
+            "worker processes, so their code runs there.",
+            show_default=False,
+        ),
+    ],
+    function: Annotated[
+        str, typer.Option(help="The routine's name in each submission, e.g. my_backward_2a.")
+    ],
+    convention: Annotated[
+        str | None,
+        typer.Option(
+            help="textbook: fn(x, L, param_dict); library: fn(net, x). A routine of the "
+            "other convention fails.",
+            show_default="either",
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for grades.csv and summary.md.")] = Path(
+        "grades"
+    ),
+    call_timeout: Annotated[float, _CALL_TIMEOUT_OPTION] = DEFAULT_CALL_TIMEOUT,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Time at D=K=200 instead of D=K=1000.")
+    ] = False,
+    min_time: Annotated[
+        float | None,
+        typer.Option(help="Least measured seconds per timed row.", show_default="0.2, quick: 0.05"),
+    ] = None,
+    gradescope: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write Gradescope's autograder results.json here, for the one submission "
+            "(e.g. /autograder/results/results.json)."
+        ),
+    ] = None,
+) -> None:
+    """Grade a class: each student's routine checked and timed in isolation, into
+    grades.csv, summary.md and (--gradescope) Gradescope's results.json. Exit 0 once every
+    student is graded, whatever their grades."""
+    started = time_module.time()
+    try:
+        if gradescope is not None:
+            found = [_one_submission(submissions, function)]
+        else:
+            found = class_grading.find_submissions(submissions, function)
+        if convention is not None and convention not in class_grading.CONVENTIONS:
+            fail(f"unknown convention {convention!r}; expected one of: textbook, library")
+        with _terminated_as_interrupt():
+            rows = class_grading.grade_class(
+                found,
+                convention=convention,
+                quick=quick,
+                call_timeout=call_timeout,
+                min_time=min_time,
+                progress=lambda s: err_console.print(f"grading {s.student}…", highlight=False),
+            )
+    except ValueError as error:
+        fail(str(error))
+    except KeyboardInterrupt as stop:
+        err_console.print(f"{_stopped_by(stop)}: nothing written")
+        raise typer.Exit(_interrupted_code(stop)) from None
+    written = class_grading.write_class(out, rows, function)
+    if gradescope is not None:
+        written.append(class_grading.write_gradescope(gradescope, rows[0], started))
+    grades = class_grading.grades_frame(rows)
+    console.print(report.grades_table(grades))
+    passed = int(grades["passed"].sum())
+    console.print(
+        f"{passed} of {len(grades)} students pass. Written: {', '.join(map(str, written))}",
+        highlight=False,
+    )
+
+
+def _one_submission(path: Path, function: str) -> class_grading.Submission:
+    """A single submission: a .py file, or a folder whose files are one student's."""
+    if path.is_file() and path.suffix == ".py":
+        return class_grading.Submission(path.stem, f"{path}:{function}")
+    if path.is_dir():
+        return class_grading._folder_submission(path, function)
+    raise ValueError(f"{path} is neither a .py file nor a folder")
 
 
 # ------------------------------------------------------------------------------ merge

@@ -18,17 +18,19 @@ from typing import Any
 
 import pandas as pd
 import torch
-from torch import Tensor
 from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from jacbench.ad import cost
-from jacbench.ad.jacobians import reference_jacobian, relative_error
-from jacbench.ad.networks import MLP
+from jacbench.ad.jacobians import reference_jacobian
+from jacbench.runs import workers
+from jacbench.runs.diagnosis import Snapshot, diagnose
 from jacbench.runs.grid import PRESETS, Point, uniform_widths
-from jacbench.runs.harness import TOLERANCES, SweepObserver, build_input, build_network, sweep
+from jacbench.runs.harness import SweepObserver, sweep
 from jacbench.runs.methods import Method
-from jacbench.runs.routines import LIBRARY, Routine, from_callable, load
+from jacbench.runs.options import DEFAULT_CALL_TIMEOUT
+from jacbench.runs.routines import Routine, from_callable, load, routine_here, weights_named
+from jacbench.runs.tasks import TOLERANCES, build_input, build_network
 
 # The peers a passing routine is timed against.
 TIMING_METHODS = ("forward", "reverse", "auto", "func-jacrev")
@@ -98,8 +100,13 @@ def check(
     quick: bool = False,
     min_time: float | None = None,
     observer: SweepObserver | None = None,
+    call_timeout: float = DEFAULT_CALL_TIMEOUT,
 ) -> CheckReport:
     """Grade a Jacobian routine, then (if it passes and ``time``) time it against jacbench.
+
+    The routine is loaded, graded and timed in a worker process where it can be (NOTE:
+    [Workers] in ``jacbench.runs.workers``): a case it hangs on (``call_timeout`` seconds), or
+    whose process it ends, fails with that reason and the next case goes on.
 
     Args:
         fn: a callable, or a spec ``"path/file.py:function"`` / ``"module:function"``, in
@@ -117,12 +124,14 @@ def check(
     >>> check(reverse, time=False).passed
     True
     """
-    routine = load(fn) if isinstance(fn, str) else from_callable(fn)
-    graded = [_grade(routine, case) for case in grading_cases(routine.batched)]
-    report = CheckReport(routine, pd.DataFrame(graded))
+    if isinstance(fn, str):
+        routine = load(fn, timeout=call_timeout)
+    else:
+        routine = from_callable(fn, timeout=call_timeout)
+    report = CheckReport(routine, pd.DataFrame(grade_cases(routine, call_timeout)))
     report.hints = _depth_hint(report.cases)
     if report.passed:
-        report.hints += _flop_hints(routine)
+        report.hints += _in_worker_if_possible(routine, _flop_hints, call_timeout, default=[])
         if time:
             shapes = QUICK_SHAPES if quick else PRESETS["textbook"].shapes
             report.timings = sweep(
@@ -130,8 +139,72 @@ def check(
                 shapes=shapes,
                 min_time=min_time or (0.05 if quick else 0.2),
                 observer=observer,
+                call_timeout=call_timeout,
             )
     return report
+
+
+def grade_cases(routine: Routine, call_timeout: float = DEFAULT_CALL_TIMEOUT) -> list[dict]:
+    """Every case's row. After a case that does not return in time the rest are not run
+    (each would cost the whole timeout): they say which case timed out."""
+    rows: list[dict] = []
+    stopped = ""
+    for case in grading_cases(routine.batched):
+        if stopped:
+            row = _case_row(case)
+            row["problem"] = f"not run: {stopped}"
+        else:
+            row = grade_case(routine, case, call_timeout)
+            if row["problem"].startswith(workers.TIMED_OUT):
+                stopped = f"case {case.label} {row['problem']}"
+        rows.append(row)
+    return rows
+
+
+def grade_case(routine: Routine, case: Case, call_timeout: float = DEFAULT_CALL_TIMEOUT) -> dict:
+    """One case's row (``check``'s columns): in the routine's worker where it has one."""
+    try:
+        return _in_worker_if_possible(routine, _grade, call_timeout, case)
+    except workers.WorkerFailed as failure:
+        row = _case_row(case)
+        row["problem"] = str(failure)
+        return row
+
+
+def _in_worker_if_possible(
+    routine: Routine, task: Callable[..., Any], timeout: float, *args: Any, **fallback: Any
+) -> Any:
+    """``task(routine, *args)``: in the worker for a routine that lives there, else here.
+    With ``default=…``, a worker that fails answers that instead of raising."""
+    if routine.ref is None:
+        return task(routine, *args)
+    try:
+        return workers.run(_with_routine_here, task, routine.ref, *args, deadline=timeout)
+    except workers.WorkerFailed:
+        if "default" in fallback:
+            return fallback["default"]
+        raise
+
+
+def _with_routine_here(task: Callable[..., Any], ref: str | bytes, *args: Any) -> Any:
+    """In the worker: ``task`` with the routine loaded here."""
+    routine = routine_here(ref)
+    torch.set_default_dtype(torch.float32)  # what an earlier case's call may have changed
+    torch.set_grad_enabled(True)
+    return task(routine, *args)
+
+
+def _case_row(case: Case) -> dict[str, Any]:
+    return {
+        "case": case.label,
+        "widths": "-".join(map(str, case.widths)),
+        "batch": case.batch,
+        "dtype": case.dtype,
+        "max_rel_err": math.nan,
+        "tolerance": TOLERANCES[case.dtype],
+        "passed": False,
+        "problem": "",
+    }
 
 
 def _grade(routine: Routine, case: Case) -> dict[str, Any]:
@@ -139,110 +212,19 @@ def _grade(routine: Routine, case: Case) -> dict[str, Any]:
     x = build_input(case.point, seed=0)
     reference = reference_jacobian(net.to(dtype=torch.float64), x.to(torch.float64))
     tolerance = TOLERANCES[case.dtype]
-    row = {
-        "case": case.label,
-        "widths": "-".join(map(str, case.widths)),
-        "batch": case.batch,
-        "dtype": case.dtype,
-        "max_rel_err": math.nan,
-        "tolerance": tolerance,
-        "passed": False,
-        "problem": "",
-    }
-    x_before = x.clone()
-    params_before = {k: v.clone() for k, v in net.param_dict().items()}
+    row = _case_row(case)
+    before = Snapshot(net, x)
     try:
         result = routine.bind(net, x)()
-    except Exception as error:  # a user routine may raise anything: that is the finding
-        first = (str(error).splitlines() or [""])[0]
-        row["problem"] = f"raised {type(error).__name__}: {first}"[:300]
+    except (Exception, SystemExit) as error:  # a user routine may raise anything: the finding
+        row["problem"] = f"raised {workers.describe(error)}"[:300]
         return row
-    changed = _changed_in_place(routine, x, x_before, net, params_before)
-    if not isinstance(result, Tensor):
-        try:
-            result = torch.as_tensor(result)
-        except (TypeError, ValueError, RuntimeError):
-            row["problem"] = f"returned a {type(result).__name__}, not a tensor"
-            return row
-    problem = _shape_problem(tuple(result.shape), tuple(reference.shape))
-    if problem:
-        row["problem"] = problem
-        return row
-    if not torch.isfinite(result).all():
-        row["problem"] = "the result holds NaN or inf"
-        return row
-    max_rel_err = relative_error(result, reference)
-    row["max_rel_err"] = max_rel_err
-    row["passed"] = max_rel_err <= tolerance and not changed
-    if changed:
-        row["problem"] = changed
-    elif not row["passed"]:
-        row["problem"] = _value_problem(result, reference, net, x, tolerance) or (
-            f"max relative error {max_rel_err:.2g} > {tolerance:g}"
-        )
+    changed = before.changed(net, x, weights_named(routine.convention))
+    found = diagnose(result, reference, tolerance, net=net, x=x)
+    row["max_rel_err"] = found.max_rel_err
+    row["passed"] = found.right and not changed
+    row["problem"] = changed or found.problem
     return row
-
-
-def _changed_in_place(
-    routine: Routine, x: Tensor, x_before: Tensor, net: MLP, before: dict[str, Tensor]
-) -> str:
-    changed = [k for k, v in net.param_dict().items() if not torch.equal(v, before[k])]
-    if changed:
-        where = "param_dict" if routine.convention != LIBRARY else "the network's weights"
-        names = ", ".join(changed)
-        return f"changes {where} in place ({names}): a routine must not modify its arguments"
-    if not torch.equal(x, x_before):
-        return "changes x in place: a routine must not modify its arguments"
-    return ""
-
-
-def _shape_problem(got: tuple[int, ...], expected: tuple[int, ...]) -> str:
-    if got == expected:
-        return ""
-    *lead, p, d = expected
-    if got == (*lead, d, p):
-        return f"returns the transpose: shape {got}, expected (P, D) = {expected}"
-    if p == 1 and got == (*lead, d):
-        return f"returns shape {got}: keep the output axis, (P, D) = {expected}"
-    return f"returns shape {got}, expected {expected} (the Jacobian is (P, D), batch first)"
-
-
-def _value_problem(result: Tensor, reference: Tensor, net: MLP, x: Tensor, tolerance: float) -> str:
-    """Which known mistake the result matches, if any."""
-    if reference.shape[-1] == reference.shape[-2] and (
-        relative_error(result.transpose(-1, -2), reference) <= tolerance
-    ):
-        return "returns the transpose Jᵀ (a Jacobian is (P, D): rows are outputs)"
-    layers = range(1, net.depth + 1)
-    if net.depth > 1 and _matches(result, _chain_without_slopes(net, x, set(layers)), tolerance):
-        return "matches the Jacobian with no σ' at any layer: tanh' is missing everywhere"
-    for k in layers:
-        if _matches(result, _chain_without_slopes(net, x, {k}), tolerance):
-            return f"matches the Jacobian with σ' left out at layer {k}: its tanh' is missing"
-    return ""
-
-
-def _matches(result: Tensor, candidate: Tensor, tolerance: float) -> bool:
-    return relative_error(result, candidate) <= tolerance
-
-
-def _chain_without_slopes(net: MLP, x: Tensor, dropped: set[int]) -> Tensor:
-    """J = W_F Σ_L W_L ⋯ Σ_1 W_1 in float64, with Σ_k = I for every layer k in ``dropped``."""
-    net64 = net.to(dtype=torch.float64)
-    samples = x.to(torch.float64).reshape(-1, net.d_in)
-    jacobians = []
-    for sample in samples:
-        jac = torch.eye(net.d_in, dtype=torch.float64)
-        h = sample
-        for k, (w, b, act) in enumerate(zip(net64.weights, net64.biases, net64.activations), 1):
-            z = w @ h if b is None else w @ h + b
-            h = act.fn(z)
-            jac = w @ jac
-            if k not in dropped:
-                jac = act.derivative(z, h)[:, None] * jac
-        jacobians.append(net64.weights[-1] @ jac)
-    stacked = torch.stack(jacobians)
-    return stacked if x.ndim == 2 else stacked[0]
 
 
 def _depth_hint(cases: pd.DataFrame) -> list[str]:

@@ -49,7 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     for spec in specs:
         try:
-            resolve(spec)
+            resolve(spec, isolated=False)
         except ValueError as error:
             raise pytest.UsageError(f"--jacbench-method {error}") from None
 
@@ -90,21 +90,18 @@ def _benchmark_jacobian(
     from jacbench.faces.report import shape_label
     from jacbench.measure import tuning
     from jacbench.runs.grid import Point
-    from jacbench.runs.harness import (
-        TOLERANCES,
-        build_input,
-        build_network,
-        method_of,
-        point_reference,
-    )
+    from jacbench.runs.harness import method_of
     from jacbench.runs.operators import get_operator
     from jacbench.runs.options import SweepOptions
     from jacbench.runs.routines import resolve
+    from jacbench.runs.tasks import TOLERANCES, build_input, build_network, point_reference
 
     point = Point(widths, batch, dtype, device)
     if point.device.startswith("cuda") and not torch.cuda.is_available():
         pytest.skip("the benchmark asks for CUDA, which is not available")
-    resolved = resolve(method)
+    # pytest-benchmark times a function of this process: the routine is loaded here, in the
+    # user's own test run (not in a worker as a sweep's is).
+    resolved = resolve(method, isolated=False)
     # A user routine computes what the caller says (the Jacobian unless told), a registered
     # method its own operator: the run's rule (harness.method_of).
     asked = operator or ("jacobian" if resolved.source else resolved.operator)

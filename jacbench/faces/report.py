@@ -1094,3 +1094,23 @@ def check_timing_table(summary: pd.DataFrame, routine: str) -> Table:
         cells = [format_seconds(row[m]) for m in methods]
         table.add_row(label, *cells, *(f"{row[r]:.3g}×" for r in ratios))
     return table
+
+
+# --------------------------------------------------------------------- grade
+def grades_table(grades: pd.DataFrame) -> Table:
+    """A class's grades: per student, pass or fail, the cases passed, the mistake, the speed."""
+    table = Table(title="grades", box=box.SIMPLE_HEAD)
+    for name in ("student", "", "cases", "mistake", "× reverse", "problem"):
+        table.add_column(name, justify="right" if name in ("cases", "× reverse") else "left")
+    for row in grades.itertuples():
+        speed = "—" if pd.isna(row.time_vs_reverse) else f"{row.time_vs_reverse:.2f}"
+        table.add_row(
+            escape(str(row.student)),
+            "✓" if row.passed else "✗",
+            f"{row.cases_passed}/{row.cases}",
+            escape(str(row.mistake)),
+            speed,
+            escape(str(row.problem)),
+            style=None if row.passed else "red",
+        )
+    return table

@@ -27,6 +27,7 @@ class Status(str, Enum):
     ERROR = "error"  # the method raised; message holds the exception's first line
     OOM = "oom"  # ran out of memory, or would have (skipped before running: message says)
     SKIPPED = "skipped"  # not run here (e.g. the method does not apply to this point)
+    TIMEOUT = "timeout"  # a call of a user routine did not return within the call timeout
 
     def __str__(self) -> str:
         return self.value
@@ -34,7 +35,7 @@ class Status(str, Enum):
 
 # Plain strings, so pandas' isin and hash-based lookups match the CSV's text.
 TIMED_STATUSES: tuple[str, ...] = (Status.OK.value, Status.SLOW.value, Status.UNCHECKED.value)
-FAILED_STATUSES: tuple[str, ...] = (Status.WRONG.value, Status.ERROR.value)
+FAILED_STATUSES: tuple[str, ...] = (Status.WRONG.value, Status.ERROR.value, Status.TIMEOUT.value)
 
 
 class RowKey(NamedTuple):

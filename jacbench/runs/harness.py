@@ -14,18 +14,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-import math
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
 import torch
 
-from jacbench.ad import cost
 from jacbench.ad.jacobians import (
     jacobian,
     jacobian_forward,
@@ -33,347 +31,41 @@ from jacbench.ad.jacobians import (
     jacobian_reverse,
     relative_error,
 )
-from jacbench.ad.networks import INITS, MLP, UnsupportedNetwork
+from jacbench.ad.networks import INITS, MLP
 from jacbench.kernels.activations import ACTIVATIONS
-from jacbench.measure import device_lock, timing, tuning
-from jacbench.measure.peaks import Peaks, bound_seconds, measure_peaks
+from jacbench.measure import device_lock, tuning
+from jacbench.measure.peaks import measure_peaks
 from jacbench.measure.rows import (
     FAILED_STATUSES,
     Row,
-    RowKey,
-    Status,
     format_widths,
     samples_frame,
     typed_frame,
 )
-from jacbench.measure.tuning import Tuning
 from jacbench.runs import processes as pool_processes
 from jacbench.runs import results, routines, shards
 from jacbench.runs.grid import DTYPES, Point, expand_grid, get_preset
-from jacbench.runs.methods import METHODS, JacobianCall, Method
-from jacbench.runs.operators import OPERATORS, Costs, get_operator
+from jacbench.runs.methods import METHODS, Method
+from jacbench.runs.operators import get_operator
 from jacbench.runs.options import (
-    DEFAULT_MAX_CALL_TIME,
     DEFAULT_MIN_TIME,
     MethodLike,
     SweepOptions,
 )
-
-# Largest relative error (max |J − J_ref| / max |J_ref|, against float64) a method may show.
-# Wrong Jacobians are off by O(1); these bounds only absorb the dtype's rounding over deep chains.
-TOLERANCES: dict[str, float] = {"float64": 1e-10, "float32": 1e-4, "bfloat16": 5e-2}
-
-# A task is skipped as `oom` when its estimated memory passes this share of what is free.
-MEMORY_HEADROOM = 0.8
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """What to run: points × methods, and how to build and time them."""
-
-    points: tuple[Point, ...]
-    methods: tuple[Method, ...]
-    seed: int = 0
-    init: str = "lecun"
-    activation: str = "tanh"
-    min_time: float = DEFAULT_MIN_TIME
-    max_call_time: float = DEFAULT_MAX_CALL_TIME
-    threads: int | None = None
-    validate: bool = True
-    skip: frozenset[RowKey] = field(default_factory=frozenset)  # rows already done
-    peaks: Mapping[str, Peaks] = field(default_factory=dict)  # dtype name → measured limits
-    rounds: int = 1  # > 1: a point's methods are timed in interleaved rounds
-    tuning: Tuning | None = None  # the kernel choices in force (``_prepare`` sets them)
-    operator: str = "jacobian"  # what every method computes (jacbench.runs.operators)
-
-    def tasks(self) -> list[tuple[Point, Method]]:
-        """The (point, method) pairs still to run, in order."""
-        return [
-            (point, method)
-            for point in self.points
-            for method in self.methods
-            if point.key(method.name) not in self.skip
-        ]
-
-
-def build_network(point: Point, *, seed: int, init: str, activation: str) -> MLP:
-    """The point's seeded network (the same on every device and dtype for one seed)."""
-    return MLP.from_widths(
-        point.widths,
-        activation=activation,
-        init=init,
-        seed=seed,
-        dtype=point.torch_dtype,
-        device=point.device,
-    )
-
-
-def build_input(point: Point, *, seed: int) -> torch.Tensor:
-    """A seeded input, drawn on the CPU in float64 like the weights: the same on every device."""
-    generator = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(point.batch, point.d_in, generator=generator, dtype=torch.float64)
-    x = x if point.batch > 1 else x[0]
-    return x.to(device=point.device, dtype=point.torch_dtype)
-
-
-def point_reference(
-    point: Point, net: MLP, x: torch.Tensor, operator: str = "jacobian"
-) -> torch.Tensor:
-    """The operator's float64 reference at (net, x), on the point's device: for the Jacobian
-    ``torch.func.jacrev``, for the second order ``torch.func.hessian`` (jacbench.runs.operators)."""
-    return get_operator(operator).reference(net.to(dtype=torch.float64), x.to(torch.float64))
-
-
-def _is_oom(error: BaseException) -> bool:
-    if isinstance(error, torch.cuda.OutOfMemoryError | MemoryError):
-        return True
-    text = str(error).lower()
-    return isinstance(error, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text
-    )
-
-
-def _free_memory(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def _available_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), or None where it cannot be read."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _first_line(error: BaseException) -> str:
-    first = (str(error).splitlines() or [""])[0]
-    return f"{type(error).__name__}: {first}"[:300]
-
-
-def estimated_memory_bytes(point: Point, method: Method, costs: Costs) -> int | None:
-    """The cost model's memory estimate for ``method`` at ``point`` (jacbench's or a peer's;
-    None for a user routine, whose workings the model does not know, and where the
-    operator's model has no memory estimate). A second-order peer gets jacbench's estimate
-    for the same composition: a floor (vmap'd peers keep more), enough to skip a
-    fwd-over-fwd at D = 1000 before the OOM killer does."""
-    if method.source:
-        return None
-    mode = method.mode_for(costs.predicted)
-    if method.family == "jacbench" or method.operator != "jacobian":
-        return costs.memory_bytes.get(mode)
-    if mode not in cost.MODES:  # a Method of the caller's own, mode unknown
-        return None
-    # autograd.functional's forward mode differentiates the batch's sum (methods.py).
-    coupled = method.family == "autograd" and mode == "forward"
-    return cost.peer_memory_bytes(
-        point.widths, mode, point.batch, point.torch_dtype, batch_coupled=coupled
-    )
-
-
-def _memory_shortfall(point: Point, method: Method, costs: Costs) -> str | None:
-    # On the CPU running out of memory is not an exception but the kernel's OOM killer,
-    # which would end the whole sweep: a task that would not fit is skipped and reported.
-    if torch.device(point.device).type == "cuda":
-        return None
-    available = _available_memory_bytes()
-    needed = estimated_memory_bytes(point, method, costs)
-    if available is None or needed is None or needed <= MEMORY_HEADROOM * available:
-        return None
-    return f"skipped: needs about {needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB available"
-
-
-def _start_row(point: Point, method: Method, costs: Costs) -> Row:
-    # FLOPs of the mode the method uses, as jacbench's routine for that mode executes them:
-    # for peers this is the useful work, so their GFLOP/s compare with jacbench's directly.
-    # A user routine's mode is unknown: its FLOPs stay empty.
-    mode = method.mode_for(costs.predicted)
-    return Row(
-        depth=point.depth,
-        d_in=point.d_in,
-        width=point.width,
-        d_out=point.d_out,
-        widths=format_widths(point.widths),
-        batch=point.batch,
-        dtype=point.dtype,
-        device=point.device,
-        method=method.name,
-        family=method.family,
-        mode=mode,
-        predicted_mode=costs.predicted,
-        flops=costs.flops.get(mode),
-        elementwise_flops=costs.elementwise_flops.get(mode),
-        memory_bytes=costs.memory_bytes.get(mode),
-        source=method.source,
-        operator=method.operator,
-    )
-
-
-def _fail(row: Row, point: Point, error: Exception) -> Row:
-    _free_memory(point.device)
-    if isinstance(error, UnsupportedNetwork):
-        row.status = Status.SKIPPED
-    else:
-        row.status = Status.OOM if _is_oom(error) else Status.ERROR
-    row.message = _first_line(error)
-    return row
-
-
-@dataclass(frozen=True)
-class Reference:
-    """The operator's float64 reference result at a point, or why there is none."""
-
-    value: torch.Tensor | None  # the exact result: a Jacobian, a Hessian, … as the operator says
-    missing: str = ""  # why value is None: the message of unchecked rows
-
-
-def _reference(point: Point, net: MLP, x: torch.Tensor, validate: bool, operator: str) -> Reference:
-    if not validate:
-        return Reference(None, "not checked: validation is off")
-    try:
-        return Reference(point_reference(point, net, x, operator))
-    except Exception as error:  # the reference failing must not end the sweep
-        _free_memory(point.device)
-        what = "ran out of memory" if _is_oom(error) else f"failed ({_first_line(error)})"
-        return Reference(None, f"not checked: the float64 reference {what}")
-
-
-def _check(
-    row: Row, result: torch.Tensor, reference: Reference, dtype: str, exact: bool = True
-) -> None:
-    """Set the row's error and status from the method's result. A stochastic estimate
-    (``exact`` false) gets its error measured and the status ``unchecked``: its error is
-    what it shows, not a fault."""
-    if reference.value is None:
-        row.status, row.message = Status.UNCHECKED, reference.missing
-        return
-    expected = tuple(reference.value.shape)
-    got = tuple(getattr(result, "shape", ()))
-    if got != expected:
-        row.status = Status.WRONG
-        row.message = f"result has shape {got}, expected {expected}"
-        return
-    row.max_rel_err = relative_error(result, reference.value)
-    if not exact:
-        row.status = Status.UNCHECKED
-        row.message = "a stochastic estimate, not exact: max_rel_err is its error here"
-    elif not row.max_rel_err <= TOLERANCES[dtype]:
-        row.status = Status.WRONG
-        row.message = f"relative error {row.max_rel_err:.3g} > {TOLERANCES[dtype]:g}"
-
-
-def prepare_task(
-    point: Point, method: Method, config: SweepConfig, net: MLP, x, reference: Reference
-) -> tuple[Row, JacobianCall | None]:
-    """Build, call once and check one method at one point.
-
-    Returns the row so far and the call still to be timed (None when the row is final:
-    out of memory, an error, a wrong result, or ``slow``, timed by its one call).
-    """
-    costs = OPERATORS[method.operator].costs(point.widths, point.batch, point.torch_dtype)
-    row = _start_row(point, method, costs)
-    shortfall = _memory_shortfall(point, method, costs)
-    if shortfall is not None:
-        row.status, row.message = Status.OOM, shortfall
-        return row, None
-    on_cuda = torch.device(point.device).type == "cuda"
-    try:
-        call = method.build(net, x)
-        row.compile_s = getattr(call, "compile_s", math.nan)
-        if on_cuda:
-            torch.cuda.reset_peak_memory_stats(point.device)
-            baseline = torch.cuda.memory_allocated(point.device)
-        first = timing.time_once(call, point.device)
-        if on_cuda:
-            row.peak_memory_bytes = torch.cuda.max_memory_allocated(point.device) - baseline
-        _check(row, call(), reference, point.dtype, method.exact)
-    except Exception as error:  # one failing method must not end the sweep
-        return _fail(row, point, error), None
-    if row.status == Status.WRONG:
-        return row, None
-    if first > config.max_call_time:
-        if row.status == Status.OK:
-            row.status = Status.SLOW
-        return finish_task(row, point, config, timing.Measurement((first,))), None
-    return row, call
-
-
-def finish_task(row: Row, point: Point, config: SweepConfig, measurement) -> Row:
-    """Fill a row's timing columns from its measurement."""
-    peaks = config.peaks.get(point.dtype)
-    if peaks is not None and row.flops is not None:
-        row.bound_s = bound_seconds(
-            row.flops,
-            point.widths,
-            point.torch_dtype,
-            peaks,
-            elementwise=row.elementwise_flops,
-            batch=point.batch,
-        )
-    return row.set_timing(measurement)
-
-
-def _measure(call: JacobianCall, point: Point, config: SweepConfig, min_time: float):
-    return timing.measure(call, device=point.device, min_time=min_time, threads=config.threads)
-
-
-def _run_point(
-    point: Point, methods: list[Method], config: SweepConfig, net: MLP, x, reference: Reference
-) -> Iterator[Row]:
-    """Every method at one point, timed in ``config.rounds`` interleaved rounds.
-
-    Each round times every method for min_time / rounds; a method's times from all rounds
-    make one measurement. Drift on a shared machine then touches every method alike. With
-    one round each row is yielded as soon as it is timed.
-    """
-    if config.rounds == 1:
-        for method in methods:
-            row, call = prepare_task(point, method, config, net, x, reference)
-            if call is not None:
-                try:
-                    measurement = _measure(call, point, config, config.min_time)
-                    row = finish_task(row, point, config, measurement)
-                except Exception as error:  # one failing method must not end the sweep
-                    row = _fail(row, point, error)
-            yield row
-        return
-    prepared = [prepare_task(point, m, config, net, x, reference) for m in methods]
-    times: list[list[float]] = [[] for _ in prepared]
-    rounds: list[list[int]] = [[] for _ in prepared]
-    for round_ in range(config.rounds):
-        for (row, call), collected, tags in zip(prepared, times, rounds):
-            if call is None or row.status in (Status.OOM, Status.ERROR):
-                continue
-            try:
-                share = config.min_time / config.rounds
-                blocks = _measure(call, point, config, share).times
-            except Exception as error:  # one failing method must not end the sweep
-                _fail(row, point, error)
-                continue
-            collected.extend(blocks)
-            tags.extend([round_] * len(blocks))
-    for (row, call), collected, tags in zip(prepared, times, rounds):
-        if call is not None and row.status not in (Status.OOM, Status.ERROR):
-            measurement = timing.Measurement(tuple(collected), tuple(tags))
-            finish_task(row, point, config, measurement)
-        yield row
+from jacbench.runs.tasks import (
+    SweepConfig,
+    build_input,
+    build_network,
+    point_reference,
+    run_point,
+)
 
 
 def run_sweep(config: SweepConfig) -> Iterator[Row]:
     """Yield one row per (point, method) task of ``config``, in order, as each finishes."""
     tasks = config.tasks()
     for point, group in itertools.groupby(tasks, key=lambda task: task[0]):
-        methods = [method for _, method in group]
-        net = build_network(point, seed=config.seed, init=config.init, activation=config.activation)
-        x = build_input(point, seed=config.seed)
-        reference = _reference(point, net, x, config.validate, config.operator)
-        yield from _run_point(point, methods, config, net, x, reference)
-        del net, x, reference
-        _free_memory(point.device)
+        yield from run_point(point, [method for _, method in group], config)
 
 
 class SweepObserver(Protocol):
@@ -410,6 +102,8 @@ def _check_options(options: SweepOptions, planned: _Planned) -> None:
             raise ValueError(f"method {method.name} needs a CUDA device (--device cuda)")
     if options.processes < 1:
         raise ValueError(f"processes must be ≥ 1, got {options.processes}")
+    if not options.call_timeout > 0:
+        raise ValueError(f"call_timeout must be > 0, got {options.call_timeout}")
 
 
 def sweep(
@@ -455,6 +149,36 @@ def sweep(
         options = SweepOptions.from_keywords({"methods": methods, **keywords})
     elif methods is not None or keywords:
         raise ValueError("give the options as keywords or as options=, not both")
+    with _callers_state():
+        return _sweep(options, out, resume, shard, shard_folder, command, observer)
+
+
+@contextlib.contextmanager
+def _callers_state() -> Iterator[None]:
+    """torch's global state (threads, default dtype, grad mode) as the caller had it, after
+    the sweep, whatever it or a routine run here changed."""
+    threads, dtype, grad = (
+        torch.get_num_threads(),
+        torch.get_default_dtype(),
+        torch.is_grad_enabled(),
+    )
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_default_dtype(dtype)
+        torch.set_grad_enabled(grad)
+
+
+def _sweep(
+    options: SweepOptions,
+    out: str | Path | None,
+    resume: bool,
+    shard: shards.Shard | str | None,
+    shard_folder: bool,
+    command: str | None,
+    observer: SweepObserver | None,
+) -> pd.DataFrame:
     planned = plan(options)
     if isinstance(shard, str):
         shard = shards.parse_shard(shard)
@@ -482,6 +206,7 @@ def sweep(
         validate=options.validate,
         rounds=options.rounds,
         operator=planned.operator,
+        call_timeout=options.call_timeout,
     )
     run = _Run(options, planned, config, shard, grid_index, command, observer)
     if options.processes > 1:
@@ -524,7 +249,8 @@ def plan(options: SweepOptions) -> _Planned:
             else dict.fromkeys(options.methods)
         )
     ]
-    resolved = [method_of(operator, m) for m in routines.resolve_all(asked)]
+    found = routines.resolve_all(asked, timeout=options.call_timeout)
+    resolved = [method_of(operator, m) for m in found]
     min_time = options.min_time
     if min_time is None:
         min_time = chosen.min_time or DEFAULT_MIN_TIME

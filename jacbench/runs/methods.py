@@ -58,6 +58,9 @@ class Method:
     operator: str = "jacobian"  # what it computes: a name in jacbench.runs.operators.OPERATORS
     exact: bool = True  # False: a stochastic estimate, timed and its error shown, not checked
     needs_cuda: bool = False  # runs on a CUDA device only, whatever the machine has
+    # How a worker process finds a user routine (NOTE: [Workers]): its spec, or the pickled
+    # function; None for a method that runs in the sweep's own process.
+    ref: str | bytes | None = None
 
     def mode_for(self, predicted: str) -> str:
         """The AD mode this method runs where ``cost.plan`` predicts ``predicted``."""

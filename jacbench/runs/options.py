@@ -22,6 +22,7 @@ MethodLike = str | Callable[..., Any] | Method
 
 DEFAULT_MIN_TIME = 0.2
 DEFAULT_MAX_CALL_TIME = 5.0
+DEFAULT_CALL_TIMEOUT = 60.0
 # A Flag's default when the command line's default is the library's.
 SAME_DEFAULT: Any = object()
 
@@ -102,6 +103,13 @@ class SweepOptions:
     max_call_time: float = _option(
         DEFAULT_MAX_CALL_TIME,
         Flag("A method slower than this per call (s) is timed once: 'slow'."),
+    )
+    call_timeout: float = _option(
+        DEFAULT_CALL_TIMEOUT,
+        Flag(
+            "Stop a call of a user routine (run in a worker process) after this many "
+            "seconds: its row is 'timeout'."
+        ),
     )
     rounds: int = _option(
         1,

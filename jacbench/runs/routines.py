@@ -13,7 +13,11 @@ Python, as the callable itself. Two calling conventions, told apart by the signa
 
 Loading a file runs it: it is the user's code, imported as Python imports a module (its
 folder joins ``sys.path``, so its own imports work). Nothing else in jacbench executes code
-from disk.
+from disk. A routine named by a spec, or a function importable from a module other than
+``__main__``, is loaded and called in a worker process (NOTE: [Workers] in
+``jacbench.runs.workers``): the parent learns its name and convention there and never calls
+it. A function it cannot send there (a lambda, a nested function, one defined in
+``__main__``) runs in the caller's process, and its method's description says so.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import pickle
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +37,9 @@ import torch
 from torch import Tensor
 
 from jacbench.ad.networks import MLP
+from jacbench.runs import workers
 from jacbench.runs.methods import JacobianCall, Method, get_method
+from jacbench.runs.options import DEFAULT_CALL_TIMEOUT
 
 LIBRARY = "library"
 TEXTBOOK = "textbook"
@@ -51,11 +58,12 @@ class RoutineError(ValueError):
 class Routine:
     """A user's Jacobian function with what jacbench learnt about it when loading it."""
 
-    fn: Callable[..., Any]
+    fn: Callable[..., Any] | None  # None: it lives in a worker process, found there by ref
     name: str  # the method name in results: the spec as given, or the function's name
     source: str  # where it comes from: "/abs/path/file.py:function" or "module:function"
     convention: str  # LIBRARY or TEXTBOOK
     batched: bool  # library style only: called with a whole batch
+    ref: str | bytes | None = None  # how a worker finds it: the spec, or the pickled function
 
     @property
     def calling(self) -> str:
@@ -67,6 +75,8 @@ class Routine:
     def bind(self, net: MLP, x: Tensor) -> JacobianCall:
         """A zero-argument call of the routine on (net, x), following its convention."""
         fn = self.fn
+        if fn is None:
+            raise RoutineError(f"{self.name} runs in a worker process, not here")
         if self.convention == TEXTBOOK:
             depth, params = net.depth, net.param_dict()
             if x.ndim == 1:
@@ -78,14 +88,21 @@ class Routine:
 
     def as_method(self) -> Method:
         """The routine as a method of the harness (family ``user``; no AD mode is assumed)."""
+        here = "" if self.ref is not None else " (in this process: it cannot go to a worker)"
         return Method(
             name=self.name,
             family=USER_FAMILY,
             mode="",
-            description=f"{self.source}: {self.calling}",
+            description=f"{self.source}: {self.calling}{here}",
             build=self.bind,
             source=self.source,
+            ref=self.ref,
         )
+
+
+def weights_named(convention: str) -> str:
+    """What a routine of ``convention`` calls the network's weights, for diagnoses."""
+    return "param_dict" if convention == TEXTBOOK else "the network's weights"
 
 
 def _as_tensor(value: Any) -> Tensor:
@@ -133,10 +150,40 @@ def takes_a_batch(fn: Callable[..., Any]) -> bool:
     return tuple(getattr(result, "shape", ())) == expected
 
 
-def from_callable(fn: Callable[..., Any], *, name: str | None = None) -> Routine:
-    """A :class:`Routine` of a Python function (its convention read from its signature)."""
+def from_callable(
+    fn: Callable[..., Any],
+    *,
+    name: str | None = None,
+    isolated: bool = True,
+    timeout: float = DEFAULT_CALL_TIMEOUT,
+) -> Routine:
+    """A :class:`Routine` of a Python function (its convention read from its signature).
+
+    ``isolated``: learn about it in a worker process, where it will run, when it can be sent
+    there (a function importable from a module other than ``__main__``).
+    """
     if not callable(fn):
         raise RoutineError(f"a routine must be callable, got {type(fn).__name__}")
+    ref = _pickled(fn) if isolated else None
+    if ref is not None:
+        return _described(ref, timeout, name)
+    return _from_callable_here(fn, name=name)
+
+
+def _pickled(fn: Callable[..., Any]) -> bytes | None:
+    """The function pickled by reference, where a worker can import it again."""
+    if getattr(fn, "__module__", None) in (None, "__main__"):
+        return None
+    try:
+        ref = pickle.dumps(fn)
+        return ref if pickle.loads(ref) is fn else None
+    except Exception:  # a lambda, a nested function, a callable object of any kind
+        return None
+
+
+def _from_callable_here(
+    fn: Callable[..., Any], *, name: str | None = None, probe: bool = True
+) -> Routine:
     convention = convention_of(fn)
     module = getattr(fn, "__module__", None) or "?"
     source = f"{module}:{_describe(fn)}"
@@ -145,7 +192,7 @@ def from_callable(fn: Callable[..., Any], *, name: str | None = None) -> Routine
         name=name or getattr(fn, "__name__", None) or source,
         source=source,
         convention=convention,
-        batched=convention == LIBRARY and takes_a_batch(fn),
+        batched=convention == LIBRARY and probe and takes_a_batch(fn),
     )
 
 
@@ -155,15 +202,101 @@ def is_spec(text: str) -> bool:
     return bool(module) and function.isidentifier()
 
 
-def load(spec: str) -> Routine:
-    """Import the routine ``spec`` names: ``path/to/file.py:function`` or ``module:function``.
+def load(spec: str, *, isolated: bool = True, timeout: float = DEFAULT_CALL_TIMEOUT) -> Routine:
+    """The routine ``spec`` names: ``path/to/file.py:function`` or ``module:function``.
 
-    Importing a file runs its top-level code.
+    Importing a file runs its top-level code: with ``isolated`` (the default) that happens in
+    a worker process, where the routine will run (``timeout``: seconds it may take).
 
     Raises:
         RoutineError: one line: no such file or module, a syntax or import error in it, no
-            such function, or a function of neither convention.
+            such function, a function of neither convention, or a file whose loading did not
+            finish or ended its process.
     """
+    if isolated:
+        _check_spec(spec)
+        return _described(spec, timeout, spec)
+    return _load_here(spec)
+
+
+def _check_spec(spec: str) -> None:
+    where, _, function = spec.rpartition(":")
+    if not where or not function.isidentifier():
+        raise RoutineError(
+            f"{spec!r} does not name a routine; expected path/to/file.py:function "
+            "or package.module:function"
+        )
+
+
+def _described(ref: str | bytes, timeout: float, name: str | None) -> Routine:
+    """What a worker learns loading ``ref``, as a Routine that runs there.
+
+    Loading is two requests: the import, which must succeed (a routine that cannot be loaded
+    is refused), and the probe for a batch, a call of the routine that may fail in any way
+    (then it is called once per sample, and its own rows will say what went wrong).
+    """
+    try:
+        fn_name, source, convention = workers.run(_describe_here, ref, deadline=timeout)
+    except workers.WorkerFailed as failure:
+        what = ref if isinstance(ref, str) else "the routine"
+        if failure.raised.startswith("RoutineError: "):
+            raise RoutineError(failure.raised.removeprefix("RoutineError: ")) from None
+        raise RoutineError(f"{what}: loading it {failure}") from None
+    batched = False
+    if convention == LIBRARY:
+        try:
+            batched = workers.run(_probe_here, ref, deadline=timeout)
+        except workers.WorkerFailed:
+            pass
+    return Routine(None, name or fn_name, source, convention, batched, ref)
+
+
+def _describe_here(ref: str | bytes) -> tuple[str, str, str]:
+    """In a worker: load ``ref`` (no call) and say what it is: name, source, convention."""
+    routine = routine_here(ref, probe=False)
+    return routine.name, routine.source, routine.convention
+
+
+def _probe_here(ref: str | bytes) -> bool:
+    """In a worker: whether the loaded routine takes a batch (a call of it)."""
+    batched = routine_here(ref).batched
+    return batched
+
+
+_HERE: dict[str | bytes, Routine] = {}
+
+
+def routine_here(ref: str | bytes, *, probe: bool = True) -> Routine:
+    """In a worker: the routine ``ref`` names, loaded in this process (once); ``probe``: with
+    whether it takes a batch found out (a call of it)."""
+    routine = _HERE.get(ref)
+    if routine is None:
+        if isinstance(ref, str):
+            routine = _load_here(ref, probe=False)
+        else:
+            routine = _from_callable_here(pickle.loads(ref), probe=False)
+        _HERE[ref] = routine
+    if probe and routine.convention == LIBRARY and ref not in _PROBED:
+        assert routine.fn is not None  # loaded here
+        routine = _HERE[ref] = replace(routine, batched=takes_a_batch(routine.fn))
+        _PROBED.add(ref)
+    return routine
+
+
+_PROBED: set[str | bytes] = set()
+
+
+def resolve_here(ref: str | bytes) -> Method:
+    """In a worker: the method a routine's ref names, loaded in this process; a registered
+    method's name gives that method."""
+    if isinstance(ref, str) and not is_spec(ref):
+        return get_method(ref)
+    routine = routine_here(ref)
+    return replace(routine, ref=ref).as_method()
+
+
+def _load_here(spec: str, *, probe: bool = True) -> Routine:
+    """Import the routine ``spec`` names in this process (``load``'s work)."""
     where, _, function = spec.rpartition(":")
     if not where or not function.isidentifier():
         raise RoutineError(
@@ -182,7 +315,7 @@ def load(spec: str) -> Routine:
         raise RoutineError(f"{spec}: {where} has no function {function!r}")
     if not callable(fn):
         raise RoutineError(f"{spec}: {function} is a {type(fn).__name__}, not a function")
-    routine = from_callable(fn, name=spec)
+    routine = _from_callable_here(fn, name=spec, probe=probe)
     return Routine(fn, spec, source, routine.convention, routine.batched)
 
 
@@ -234,8 +367,16 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
 
 
-def resolve(method: str | Callable[..., Any] | Method) -> Method:
+def resolve(
+    method: str | Callable[..., Any] | Method,
+    *,
+    timeout: float = DEFAULT_CALL_TIMEOUT,
+    isolated: bool = True,
+) -> Method:
     """The method that ``method`` names: a registered name, a routine spec, or a callable.
+    A routine is loaded in a worker process where it can be (``timeout``: the seconds its
+    loading may take), unless ``isolated`` is False: then it is loaded here, to be called
+    here (pytest-benchmark times a function of the test's own process).
 
     Raises:
         ValueError: an unknown name, or a routine that cannot be loaded (``RoutineError``).
@@ -243,17 +384,19 @@ def resolve(method: str | Callable[..., Any] | Method) -> Method:
     if isinstance(method, Method):
         return method
     if callable(method):
-        return from_callable(method).as_method()
+        return from_callable(method, timeout=timeout, isolated=isolated).as_method()
     if isinstance(method, str) and is_spec(method):
-        return load(method).as_method()
+        return load(method, timeout=timeout, isolated=isolated).as_method()
     if not isinstance(method, str):
         raise RoutineError(f"a method is a name, a routine spec or a callable, got {method!r}")
     return get_method(method)
 
 
-def resolve_all(methods: Iterable[str | Callable[..., Any] | Method]) -> list[Method]:
+def resolve_all(
+    methods: Iterable[str | Callable[..., Any] | Method], *, timeout: float = DEFAULT_CALL_TIMEOUT
+) -> list[Method]:
     """:func:`resolve` each; two methods with one name are refused."""
-    resolved = [resolve(m) for m in methods]
+    resolved = [resolve(m, timeout=timeout) for m in methods]
     names = [m.name for m in resolved]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

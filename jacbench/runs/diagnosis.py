@@ -1,0 +1,163 @@
+"""What a wrong result looks like: one diagnosis, in the same words for run, check and grade.
+
+A method's result is compared with its operator's float64 reference. Where it is wrong the
+diagnosis names the mistake when it can tell: not a tensor, the wrong shape (a transposed
+Jacobian, a lost output axis), NaN or inf, the transpose Jᵀ, or, for the Jacobian of an
+MLP, the chain with σ' left out at one layer or at every layer. Otherwise it gives the error
+against the tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from jacbench.ad.cost import flop_count
+from jacbench.ad.jacobians import relative_error
+from jacbench.ad.networks import MLP
+
+# Looking for a missing σ' evaluates L + 1 chains in float64 on the CPU: past this many FLOPs
+# (a net of a few hundred units) the diagnosis stays the error against the tolerance.
+SEARCH_MAX_FLOPS = 10**9
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The error of a result against its reference (nan where none could be computed), and
+    what is wrong with it ("" when it is within the tolerance)."""
+
+    max_rel_err: float
+    problem: str
+
+    @property
+    def right(self) -> bool:
+        """Whether the result is within the tolerance."""
+        return not self.problem
+
+
+def as_tensor(value: Any) -> tuple[Tensor | None, str]:
+    """A result as a tensor (an array of JAX's or NumPy's converts), or why it is not one: a
+    list or a number is not a Jacobian, whatever dtype it would convert to."""
+    if isinstance(value, Tensor):
+        return value, ""
+    if value is not None and hasattr(value, "__array__") and hasattr(value, "shape"):
+        return torch.from_numpy(np.array(value)), ""  # a copy: JAX's arrays are read-only
+    return None, f"returned a {type(value).__name__}, not a tensor"
+
+
+def diagnose(
+    result: Any,
+    reference: Tensor,
+    tolerance: float,
+    *,
+    net: MLP | None = None,
+    x: Tensor | None = None,
+    jacobian: bool = True,
+) -> Diagnosis:
+    """Compare ``result`` with ``reference`` and name what is wrong with it.
+
+    ``jacobian``: the reference is a Jacobian, (P, D) or (B, P, D), so a transposed shape or
+    value is named as such; with ``net`` and ``x`` a result that matches the chain with σ'
+    left out is named too.
+    """
+    tensor, problem = as_tensor(result)
+    if tensor is None:
+        return Diagnosis(math.nan, problem)
+    problem = shape_problem(tuple(tensor.shape), tuple(reference.shape), jacobian)
+    if problem:
+        return Diagnosis(math.nan, problem)
+    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        return Diagnosis(math.nan, "the result holds NaN or inf")
+    error = relative_error(tensor, reference)
+    if error <= tolerance:
+        return Diagnosis(error, "")
+    named = value_problem(tensor, reference, tolerance, net=net, x=x) if jacobian else ""
+    return Diagnosis(error, named or f"max relative error {error:.3g} > {tolerance:g}")
+
+
+def shape_problem(got: tuple[int, ...], expected: tuple[int, ...], jacobian: bool = True) -> str:
+    """What is wrong with a result's shape ("" when it is the reference's)."""
+    if got == expected:
+        return ""
+    if not jacobian or len(expected) < 2:
+        return f"returns shape {got}, expected {expected}"
+    *lead, p, d = expected
+    if got == (*lead, d, p):
+        return f"returns the transpose: shape {got}, expected (P, D) = {expected}"
+    if p == 1 and got == (*lead, d):
+        return f"returns shape {got}: keep the output axis, (P, D) = {expected}"
+    return f"returns shape {got}, expected {expected} (the Jacobian is (P, D), batch first)"
+
+
+def value_problem(
+    result: Tensor,
+    reference: Tensor,
+    tolerance: float,
+    *,
+    net: MLP | None = None,
+    x: Tensor | None = None,
+) -> str:
+    """Which known mistake a wrong Jacobian of the right shape matches ("" if none)."""
+    if reference.shape[-1] == reference.shape[-2] and (
+        relative_error(result.transpose(-1, -2), reference) <= tolerance
+    ):
+        return "returns the transpose Jᵀ (a Jacobian is (P, D): rows are outputs)"
+    if net is None or x is None:
+        return ""
+    batch = x.shape[0] if x.ndim == 2 else 1
+    if flop_count(net.widths, "forward", batch) * (net.depth + 1) > SEARCH_MAX_FLOPS:
+        return ""
+    layers = range(1, net.depth + 1)
+    if net.depth > 1 and _matches(result, chain_without_slopes(net, x, set(layers)), tolerance):
+        return "matches the Jacobian with no σ' at any layer: tanh' is missing everywhere"
+    for k in layers:
+        if _matches(result, chain_without_slopes(net, x, {k}), tolerance):
+            return f"matches the Jacobian with σ' left out at layer {k}: its tanh' is missing"
+    return ""
+
+
+def _matches(result: Tensor, candidate: Tensor, tolerance: float) -> bool:
+    return relative_error(result, candidate) <= tolerance
+
+
+def chain_without_slopes(net: MLP, x: Tensor, dropped: set[int]) -> Tensor:
+    """J = W_F Σ_L W_L ⋯ Σ_1 W_1 in float64, with Σ_k = I for every layer k in ``dropped``."""
+    net64 = net.to(dtype=torch.float64, device="cpu")
+    samples = x.to("cpu", torch.float64).reshape(-1, net.d_in)
+    jacobians = []
+    for sample in samples:
+        jac = torch.eye(net.d_in, dtype=torch.float64)
+        h = sample
+        for k, (w, b, act) in enumerate(zip(net64.weights, net64.biases, net64.activations), 1):
+            z = w @ h if b is None else w @ h + b
+            h = act.fn(z)
+            jac = w @ jac
+            if k not in dropped:
+                jac = act.derivative(z, h)[:, None] * jac
+        jacobians.append(net64.weights[-1] @ jac)
+    stacked = torch.stack(jacobians)
+    return stacked if x.ndim == 2 else stacked[0]
+
+
+class Snapshot:
+    """A network's tensors and an input as they were, to tell whether a call changed them."""
+
+    def __init__(self, net: MLP, x: Tensor) -> None:
+        self.params = {k: v.clone() for k, v in net.param_dict().items()}
+        self.x = x.clone()
+
+    def changed(self, net: MLP, x: Tensor, weights: str = "the network's weights") -> str:
+        """What the call changed in place, in words ("" if nothing); ``weights``: what the
+        routine calls the weights (``param_dict`` for the textbook's convention)."""
+        changed = [k for k, v in net.param_dict().items() if not torch.equal(v, self.params[k])]
+        if changed:
+            names = ", ".join(changed)
+            return f"changes {weights} in place ({names}): a routine must not modify its arguments"
+        if not torch.equal(x, self.x):
+            return "changes x in place: a routine must not modify its arguments"
+        return ""
