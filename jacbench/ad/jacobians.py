@@ -25,6 +25,7 @@ from torch import Tensor
 
 from jacbench.ad import cost, graphs
 from jacbench.ad.networks import MLP
+from jacbench.kernels import small
 from jacbench.kernels.activations import Activation
 from jacbench.kernels.products import (
     NARROW_BLOCK,
@@ -564,6 +565,8 @@ _ROUTINES: dict[str, Callable[[MLP, Tensor, int | None], Tensor]] = {
     "reverse": _reverse,
     "mixed": _mixed,
 }
+# The pure modes' routines, by mode: a small network may take the NumPy route instead.
+_SMALL_MODES: dict[Callable, str] = {_forward: "forward", _reverse: "reverse"}
 
 
 def _batch_size(x: Tensor) -> int:
@@ -597,10 +600,19 @@ def _is_small(widths: tuple[int, ...], batch: int) -> bool:
 
 
 def _run(compute, net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
-    """Check the input, then ``compute(net, x, chunk_size)`` on fitting threads."""
+    """Check the input, then ``compute(net, x, chunk_size)`` on fitting threads, or by the
+    NumPy route where this machine runs a small network faster that way."""
     _check_input(net, x)
+    if not x.is_cpu or not _is_small(net.widths, _batch_size(x)):
+        return compute(net, x, chunk_size)
+    mode = _SMALL_MODES.get(compute)
+    if mode is not None and x.ndim == 1 and tuning.active().small_route(mode) == "numpy":
+        names = [act.name for act in net.activations]
+        if small.takes(net.weights, net.biases, names, x):
+            route = small.forward if mode == "forward" else small.reverse
+            return route(net.weights, net.biases, names, x)
     threads = torch.get_num_threads()
-    if threads == 1 or not x.is_cpu or not _is_small(net.widths, _batch_size(x)):
+    if threads == 1:
         return compute(net, x, chunk_size)
     torch.set_num_threads(1)
     try:

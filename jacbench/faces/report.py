@@ -23,6 +23,7 @@ from jacbench.measure.tuning import (
     BATCHED_KERNELS,
     NARROW_KERNELS,
     PRIMAL_KERNELS,
+    SMALL_ROUTES,
     TANH_KERNELS,
     Tuning,
 )
@@ -188,13 +189,16 @@ def tuning_table(tuned: Tuning) -> Table:
     """Each class's kernel and every candidate's time per product."""
     where = tuned.machine or "built-in defaults (not measured)"
     table = Table(title=f"kernels for {where}")
-    candidates = (*NARROW_KERNELS, *PRIMAL_KERNELS, *BATCHED_KERNELS, *TANH_KERNELS)
+    candidates = (
+        *NARROW_KERNELS, *PRIMAL_KERNELS, *BATCHED_KERNELS, *SMALL_ROUTES, *TANH_KERNELS
+    )  # fmt: skip
     for name in ("class", "kernel", *candidates):
         table.add_column(name, justify="left" if name in ("class", "kernel") else "right")
     choices = [
         *tuned.narrow.items(),
         *tuned.primal.items(),
         *tuned.batched.items(),
+        *tuned.small.items(),
         ("tanh (4096×64)", tuned.tanh),
     ]
     for name, kernel in choices:

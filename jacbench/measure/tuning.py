@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from jacbench.kernels import small
 from jacbench.kernels.products import (
     NARROW_BLOCK,
     batched_rows_product,
@@ -87,7 +88,7 @@ TANH_MIN_ELEMENTS = 1 << 14  # below this, launches dominate: torch.tanh's one k
 MIN_GAIN = 0.05  # an alternative must be this much faster than the default to replace it
 ROUNDS = 3
 # The cache's format: an entry of another version lacks classes and is measured again.
-VERSION = 3
+VERSION = 4
 
 
 def bucket(rows: int) -> int:
@@ -117,6 +118,11 @@ _PRIMAL_KEYS = tuple(itertools.product(NARROW_ROWS, SIZES))
 PRIMAL_CLASSES = tuple(class_name(STACKING, m, s) for m, s in _PRIMAL_KEYS)
 BATCHING = "batched rows"
 BATCHED_CLASSES = tuple(f"{BATCHING} {s}" for s in BATCHED_SIZES)
+# One input through a small network, whole: by torch or in NumPy (NOTE: [Small networks in
+# NumPy] in ``jacbench.kernels.small``), per mode; timed on two small chains.
+SMALL_ROUTES = ("torch", "numpy")
+SMALL_CLASSES = ("small forward", "small reverse")
+SMALL_NETS = ((4, 24, 8, 6), (2, 30, 10, 10))  # (D, K, L, P): the classes and textbook nets
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,7 @@ class Tuning:
     batched: Mapping[str, str] = field(
         default_factory=lambda: dict.fromkeys(BATCHED_CLASSES, "fold")
     )
+    small: Mapping[str, str] = field(default_factory=lambda: dict.fromkeys(SMALL_CLASSES, "torch"))
     tanh: str = "tanh"
     machine: str = ""
     measured_s: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
@@ -177,9 +184,14 @@ class Tuning:
         shared (else one folded GEMM); ``size``: 0 tiny, 1 small, 2 large weight."""
         return self._shared[size]  # type: ignore[attr-defined]
 
+    def small_route(self, mode: str) -> str:
+        """How one input goes through a small network in ``mode``: "torch" or "numpy"."""
+        return self.small[f"small {mode}"]
+
     def kernel(self, name: str) -> str:
-        """The choice of class ``name`` (a narrow product, a primal step, a batched block)."""
-        for table in (self.narrow, self.primal, self.batched):
+        """The choice of class ``name`` (a narrow product, a primal step, a batched block, a
+        small network's route)."""
+        for table in (self.narrow, self.primal, self.batched, self.small):
             if name in table:
                 return table[name]
         raise KeyError(name)
@@ -193,6 +205,7 @@ class Tuning:
             "narrow": dict(self.narrow),
             "primal": dict(self.primal),
             "batched": dict(self.batched),
+            "small": dict(self.small),
             "measured_s": {k: dict(v) for k, v in self.measured_s.items()},
         }
 
@@ -213,6 +226,7 @@ class Tuning:
             narrow=known("narrow", NARROW_KERNELS),
             primal=known("primal", PRIMAL_KERNELS),
             batched=known("batched", BATCHED_KERNELS),
+            small=known("small", SMALL_ROUTES),
             tanh=tanh if tanh in TANH_KERNELS else "tanh",
             machine=str(data.get("machine", "")),
             measured_s=data.get("measured_s", {}),
@@ -362,6 +376,10 @@ def classes_for(
     """The classes a Jacobian of this shape by ``mode`` looks up on the CPU (``tuned``: the
     choices that decide which; default the active ones)."""
     tuned = tuned or active()
+    sizes = [size_class(a * b) for a, b in zip(widths[:-1], widths[1:])]
+    if batch == 1 and mode in ("forward", "reverse") and max(sizes) == 0:
+        return [f"small {mode}"]  # the whole routine takes one route (NOTE: [Small networks
+        # in NumPy]); on a small network every product is a plain BLAS call otherwise
     names: list[str] = []
     d, p = widths[0], widths[-1]
     one_input_forward = batch == 1 and mode == "forward" and d < NARROW_BLOCK
@@ -470,8 +488,38 @@ def _batched_candidates(weights: list[torch.Tensor]) -> dict[str, Callable]:
     return {"fold": chain(False), "bmm": chain(True)}
 
 
-def _time(fn: Callable[[], object], min_time: float) -> float:
-    return timing.measure(fn, min_time=min_time, warmup=1).median
+def _small_candidates(mode: str, net: tuple[int, int, int, int]) -> dict[str, Callable]:
+    """One input's Jacobian through a small tanh chain in ``mode``: torch's products and
+    scalings as the routines run them, against the NumPy route."""
+    d, k, depth, p = net
+    widths = (d, *([k] * depth), p)
+    generator = torch.Generator().manual_seed(1)
+    weights = [torch.randn(b, a, generator=generator) / a**0.5 for a, b in zip(widths, widths[1:])]
+    biases, names = [None] * len(weights), ["tanh"] * depth
+    x = torch.randn(d, generator=generator)
+    backward = torch.ops.aten.tanh_backward.default
+
+    def torch_route() -> object:
+        h, saved = x.view(1, -1), []
+        for w in weights[:-1]:
+            h = torch.tanh(torch.mm(h, w.T))
+            saved.append(h)
+        if mode == "reverse":
+            block = weights[-1]
+            for w, s in zip(weights[-2::-1], saved[::-1]):
+                block = torch.mm(backward(block, s), w)
+            return block
+        block = weights[0].T
+        for w, s in zip(weights[1:], saved):
+            block = torch.mm(backward(block, s), w.T)
+        return block
+
+    numpy_route = small.reverse if mode == "reverse" else small.forward
+    return {"torch": torch_route, "numpy": lambda: numpy_route(weights, biases, names, x)}
+
+
+def _time(fn: Callable[[], object], min_time: float, threads: int | None = None) -> float:
+    return timing.measure(fn, min_time=min_time, warmup=1, threads=threads).median
 
 
 def _pick(default: str, seconds: Mapping[str, float]) -> str:
@@ -481,12 +529,12 @@ def _pick(default: str, seconds: Mapping[str, float]) -> str:
 
 
 def _measure_round_robin(
-    candidates: Mapping[str, Callable[[], object]], min_time: float
+    candidates: Mapping[str, Callable[[], object]], min_time: float, threads: int | None = None
 ) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(ROUNDS):  # interleaved, so that drift hits every candidate alike
         for name, fn in candidates.items():
-            times[name].append(_time(fn, min_time))
+            times[name].append(_time(fn, min_time, threads))
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -563,6 +611,15 @@ def measure(*, min_time: float = 0.01) -> Tuning:
         found = _per_product(size, {name: _batched_candidates}, min_time, generator)
         measured[name] = found[name]
         batched[name] = _pick("fold", found[name])
+    small_routes: dict[str, str] = {}
+    for mode in ("forward", "reverse"):
+        name = f"small {mode}"
+        # On one thread, as the routines run small networks (NOTE: [One thread for small
+        # problems] in jacbench.ad.jacobians); the geometric mean over the two nets.
+        runs = [_measure_round_robin(_small_candidates(mode, net), min_time, threads=1)
+                for net in SMALL_NETS]  # fmt: skip
+        measured[name] = {r: statistics.geometric_mean(run[r] for run in runs) for r in runs[0]}
+        small_routes[name] = _pick("torch", measured[name])
     z = torch.randn(TANH_SHAPE, generator=generator)
     # Both timings include the same clone, so that the sigmoid form can work in place.
     tanh_seconds = _measure_round_robin(
@@ -573,6 +630,7 @@ def measure(*, min_time: float = 0.01) -> Tuning:
         narrow=narrow,
         primal=primal,
         batched=batched,
+        small=small_routes,
         tanh=_pick("tanh", tanh_seconds),
         machine=machine_key(),
         measured_s=measured,
