@@ -173,6 +173,7 @@ def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("JACBENCH_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("JACBENCH_TUNING", raising=False)
     monkeypatch.setattr(tuning, "_active", None)
+    monkeypatch.setattr(tuning, "_REFUSED", [])
     return tmp_path
 
 
@@ -222,6 +223,8 @@ def test_measure_times_every_class_and_picks_a_candidate(cache_dir):
     for name in tuning.BATCHED_CLASSES:
         assert set(measured.measured_s[name]) == {"fold", "bmm"}
     assert set(measured.measured_s["tanh"]) == {"tanh", "sigmoid"}
+    for name in tuning.SMALL_CLASSES:
+        assert set(measured.measured_s[name]) == {"torch", "numpy"}
 
 
 def test_classes_for_names_what_a_shape_looks_up():
@@ -270,3 +273,30 @@ def test_cli_tune_and_predict(cache_dir, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "Kernels (measured on" in result.output
     assert "reverse m=1 large: split" in result.output
+
+
+def test_a_tuning_measured_beside_other_work_is_not_cached(cache_dir, monkeypatch):
+    busy = tuning.Tuning(machine=tuning.machine_key(), busy="other processes used 1.20 cores")
+    monkeypatch.setattr(tuning, "measure", lambda: busy)
+    told = []
+    assert tuning.ensure("cpu", progress=told.append) == tuning.DEFAULTS
+    assert not (cache_dir / "tuning.json").exists()
+    assert "not cached" in told[-1] and "1.20 cores" in told[-1]
+    monkeypatch.setattr(tuning, "measure", lambda: pytest.fail("measured again in one process"))
+    assert tuning.ensure("cpu") == tuning.DEFAULTS
+    monkeypatch.setattr(tuning, "measure", lambda: busy)
+    result = invoke("tune", "--remeasure")
+    assert result.exit_code == 1, result.output
+    assert "Not cached: other processes used 1.20 cores" in " ".join(result.output.split())
+
+
+def test_busy_says_why_a_tuning_is_not_to_be_trusted():
+    assert tuning._busy(0.1, 1.2) == ""
+    assert "0.90 cores" in tuning._busy(0.9, 1.2)
+    assert "differed by 2.0×" in tuning._busy(None, 2.0)
+
+
+def test_small_networks_look_up_their_route():
+    assert tuning.classes_for((4, 24, 24, 6), 1, "reverse") == ["small reverse"]
+    assert tuning.classes_for((4, 24, 24, 6), 1, "forward") == ["small forward"]
+    assert tuning.classes_for((4, 24, 24, 6), 8, "reverse") == []  # a batch: torch's GEMMs

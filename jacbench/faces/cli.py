@@ -40,7 +40,7 @@ from jacbench.ad import cost
 from jacbench.cluster import merging, submission
 from jacbench.faces import class_grading, grading, library, report
 from jacbench.kernels.activations import ACTIVATIONS
-from jacbench.measure import stats, tuning
+from jacbench.measure import device_lock, stats, tuning
 from jacbench.measure.machine import jacbench_version
 from jacbench.measure.peaks import measure_peaks
 from jacbench.measure.rows import FAILED_STATUSES, ResultsFileError, Row
@@ -275,12 +275,24 @@ def tune(
         int | None, typer.Option(help="Intra-op threads to tune for (default: torch's).", min=1)
     ] = None,
 ) -> None:
-    """Measure which kernels are fastest on this CPU (once per machine; run does it too)."""
+    """Measure which kernels are fastest on this CPU (once per machine; run does it too).
+    A measurement disturbed by other work is not cached (exit 1)."""
     if threads is not None:
         torch.set_num_threads(threads)
     if tuning.cached() is None or remeasure:
-        with err_console.status("measuring this CPU's kernels (about fifteen seconds)…"):
-            tuning.save(tuning.measure())
+        waiting = "waiting for the CPU: another jacbench run is timing there…"
+        with device_lock.hold("cpu", lambda _: err_console.print(waiting)):
+            with err_console.status("measuring this CPU's kernels (about thirty seconds)…"):
+                measured = tuning.measure()
+        if measured.busy:
+            console.print(report.tuning_table(measured))
+            err_console.print(
+                f"Not cached: {measured.busy}. The routines keep what they had; run `jacbench "
+                "tune --remeasure` when the machine is idle.",
+                highlight=False,
+            )
+            raise typer.Exit(1)
+        tuning.save(measured)
     console.print(report.tuning_table(tuning.ensure("cpu")))
     console.print(f"Cached in {tuning.cache_path()}", highlight=False)
 
@@ -1129,7 +1141,7 @@ def info(
     missing = [f"{name} ({m.requirement})" for name, m in METHODS.items() if not m.available()]
     console.print(report.environment_table(env, available, missing))
     if peak:
-        with err_console.status(f"measuring peaks on {device}…"):
+        with device_lock.hold(device), err_console.status(f"measuring peaks on {device}…"):
             tuning.keep_freed_memory()  # as every timing entry point does
             measured = [measure_peaks(device, DTYPES[name]) for name in dtypes]
         console.print(report.peaks_table(measured))

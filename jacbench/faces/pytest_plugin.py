@@ -88,7 +88,7 @@ def _benchmark_jacobian(
 
     from jacbench.ad.jacobians import relative_error
     from jacbench.faces.report import shape_label
-    from jacbench.measure import tuning
+    from jacbench.measure import device_lock, tuning
     from jacbench.runs.grid import Point
     from jacbench.runs.harness import method_of
     from jacbench.runs.operators import get_operator
@@ -144,4 +144,6 @@ def _benchmark_jacobian(
         predicted_mode=costs.predicted,
         max_rel_err=error,
     )
-    return benchmark(timed)
+    # One timing process per device (jacbench.measure.device_lock), as `jacbench run` holds it.
+    with device_lock.hold(device):
+        return benchmark(timed)

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from jacbench.ad.cost import MODES, Plan, SecondOrderPlan
-from jacbench.measure import stats
+from jacbench.measure import machine, stats
 from jacbench.measure.peaks import Peaks
 from jacbench.measure.rows import KEY_COLUMNS, TIMED_STATUSES, parse_widths
 from jacbench.measure.tuning import (
@@ -570,10 +570,6 @@ def peer_markdown(frame: pd.DataFrame) -> list[str]:
     return lines
 
 
-# Other work on the machine, in cores' worth of load, above which a run is flagged busy.
-BUSY_LOAD = 0.5
-
-
 def busy_warning(meta: dict) -> str | None:
     """A warning when the load average says other work shared the machine with the run.
 
@@ -585,7 +581,7 @@ def busy_warning(meta: dict) -> str | None:
     end = (meta.get("machine_at_end") or {}).get("load_average")
     other = [start[0]] if start else []
     other += [end[0] - threads] if end else []
-    if not other or max(other) <= BUSY_LOAD:
+    if not other or max(other) <= machine.BUSY_LOAD:
         return None
     at_start, at_end = (start[0] if start else "—"), (end[0] if end else "—")
     return (

@@ -10,6 +10,7 @@ import os
 import platform
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,38 @@ def machine_state() -> dict[str, Any]:
 def now_iso() -> str:
     """The current UTC time, ISO 8601 to the second."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# Other work on the machine, in cores' worth of load, above which a run is flagged busy.
+BUSY_LOAD = 0.5
+
+
+class OtherWork:
+    """What other processes did while this one measured: the CPU time the whole machine
+    used (/proc/stat, steal included) less this process's own, in cores' worth, from
+    creation to :meth:`cores`. The load average cannot tell: it counts this process too."""
+
+    def __init__(self) -> None:
+        self._start = _cpu_snapshot()
+
+    def cores(self) -> float | None:
+        """Other work since creation, in cores' worth (None where the system does not say)."""
+        end = _cpu_snapshot()
+        if self._start is None or end is None or end[0] <= self._start[0]:
+            return None
+        wall, busy, own = (b - a for a, b in zip(self._start, end))
+        return max(0.0, (busy - own) / wall)
+
+
+def _cpu_snapshot() -> tuple[float, float, float] | None:
+    """(wall seconds, the machine's busy CPU seconds, this process's CPU seconds)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    user, nice, system, idle, iowait, irq, softirq, *rest = (int(f) for f in fields)
+    steal = rest[0] if rest else 0
+    busy = (user + nice + system + irq + softirq + steal) / ticks
+    own = os.times()
+    return time.monotonic(), busy, own.user + own.system

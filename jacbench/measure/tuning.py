@@ -51,7 +51,7 @@ from jacbench.kernels.products import (
     tanh_by_sigmoid,
 )
 from jacbench.measure import timing
-from jacbench.measure.machine import cpu_model
+from jacbench.measure.machine import BUSY_LOAD, OtherWork, cpu_model
 
 # NOTE: [Measured, not assumed]
 #     One 600×600 float32 layer times 3 tangents, two cores: on an Intel Xeon (MKL, AVX-512)
@@ -149,6 +149,8 @@ class Tuning:
     tanh: str = "tanh"
     machine: str = ""
     measured_s: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # Why these measurements are not to be trusted ("": they are): other work on the machine.
+    busy: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         # The routines look a kernel up on every narrow product: a flat table, keyed by
@@ -310,7 +312,8 @@ def use(tuning: Tuning) -> Iterator[Tuning]:
 
 def ensure(device: str = "cpu", *, progress: Callable[[str], None] | None = None) -> Tuning:
     """The tuning for this machine and thread count: cached, or measured now and cached,
-    and made active. Other devices, or tuning turned off, keep what is active.
+    and made active. Other devices, or tuning turned off, keep what is active. Measured on
+    a busy machine it is neither cached nor used: the defaults are, and ``progress`` is told.
 
     Every timing entry point calls this first, so it also sets :func:`keep_freed_memory`.
     """
@@ -319,13 +322,27 @@ def ensure(device: str = "cpu", *, progress: Callable[[str], None] | None = None
     if torch.device(device).type != "cpu" or _disabled():
         return active()
     found = cached()
+    if found is None and _REFUSED:  # measured busy once in this process: not again
+        found = DEFAULTS
     if found is None:
         if progress is not None:
             progress("measuring this CPU's fastest kernels (once per machine)…")
         found = measure()
-        save(found)
+        if found.busy:
+            _REFUSED.append(found.busy)
+            if progress is not None:
+                progress(
+                    f"the kernels' timings were not cached, the defaults are used: {found.busy}"
+                )
+            found = DEFAULTS
+        else:
+            save(found)
     _active = found
     return found
+
+
+# Why a tuning measured in this process was refused (empty: none was).
+_REFUSED: list[str] = []
 
 
 # NOTE: [Freed memory kept for reuse]
@@ -528,13 +545,30 @@ def _pick(default: str, seconds: Mapping[str, float]) -> str:
     return best if seconds[best] < (1 - MIN_GAIN) * seconds[default] else default
 
 
+# NOTE: [A tuning measured on a busy machine]
+#     Other work on the machine slows some candidates more than others, and a choice cached
+#     then is kept for good: on an AMD EPYC with another job running, a tuning chose bmm over
+#     fold and separate over stacked, and timed tanh at 16.6 ms per buffer against 411 µs
+#     idle. So the candidates are timed in interleaved rounds, and a tuning whose rounds
+#     disagree by more than SPREAD_LIMIT, or that ran with other load on the machine
+#     (machine.BUSY_LOAD), is not cached: the defaults stand, and `jacbench tune` says why.
+SPREAD_LIMIT = 1.5
+
+
 def _measure_round_robin(
-    candidates: Mapping[str, Callable[[], object]], min_time: float, threads: int | None = None
+    candidates: Mapping[str, Callable[[], object]],
+    min_time: float,
+    threads: int | None = None,
+    spreads: list[float] | None = None,
 ) -> dict[str, float]:
+    """Each candidate's median over ``ROUNDS`` interleaved rounds; each candidate's ratio of
+    its slowest to its fastest round goes into ``spreads``."""
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(ROUNDS):  # interleaved, so that drift hits every candidate alike
         for name, fn in candidates.items():
             times[name].append(_time(fn, min_time, threads))
+    if spreads is not None:
+        spreads.extend(max(t) / min(t) for t in times.values() if min(t) > 0)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -551,6 +585,7 @@ def _per_product(
     classes: Mapping[str, Callable[[list[torch.Tensor]], dict[str, Callable]]],
     min_time: float,
     generator: torch.Generator,
+    spreads: list[float],
 ) -> dict[str, dict[str, float]]:
     """Each class's candidates timed on chains of every width of ``size``: seconds per
     product, the geometric mean over the widths (candidates that ran at every width)."""
@@ -558,7 +593,7 @@ def _per_product(
     for width in WIDTHS[size]:
         weights = [torch.randn(width, width, generator=generator) for _ in range(CHAIN[size])]
         for name, candidates in classes.items():
-            times = _measure_round_robin(candidates(weights), min_time)
+            times = _measure_round_robin(candidates(weights), min_time, spreads=spreads)
             per_width[name].append({k: t / len(weights) for k, t in times.items()})
         del weights
     return {
@@ -578,6 +613,8 @@ def measure(*, min_time: float = 0.01) -> Tuning:
     them, and without it the fresh pages of each 1 MB result can cost more than the kernel.
     """
     keep_freed_memory()
+    others = OtherWork()
+    spreads: list[float] = []
     generator = torch.Generator().manual_seed(0)
     narrow: dict[str, str] = {}
     primal: dict[str, str] = {}
@@ -590,7 +627,7 @@ def measure(*, min_time: float = 0.01) -> Tuning:
                 )
                 for rows in NARROW_ROWS
             }
-            found = _per_product(size, products, min_time, generator)
+            found = _per_product(size, products, min_time, generator, spreads)
             for rows in NARROW_ROWS:
                 name = class_name(orientation, rows, size)
                 measured[name] = seconds = found[name]
@@ -602,13 +639,13 @@ def measure(*, min_time: float = 0.01) -> Tuning:
             )
             for rows in NARROW_ROWS
         }
-        for name, seconds in _per_product(size, steps, min_time, generator).items():
+        for name, seconds in _per_product(size, steps, min_time, generator, spreads).items():
             measured[name] = seconds
             primal[name] = _pick("separate", seconds)
     batched: dict[str, str] = {}
     for size in BATCHED_SIZES:
         name = f"{BATCHING} {size}"
-        found = _per_product(size, {name: _batched_candidates}, min_time, generator)
+        found = _per_product(size, {name: _batched_candidates}, min_time, generator, spreads)
         measured[name] = found[name]
         batched[name] = _pick("fold", found[name])
     small_routes: dict[str, str] = {}
@@ -616,14 +653,18 @@ def measure(*, min_time: float = 0.01) -> Tuning:
         name = f"small {mode}"
         # On one thread, as the routines run small networks (NOTE: [One thread for small
         # problems] in jacbench.ad.jacobians); the geometric mean over the two nets.
-        runs = [_measure_round_robin(_small_candidates(mode, net), min_time, threads=1)
-                for net in SMALL_NETS]  # fmt: skip
+        runs = [
+            _measure_round_robin(_small_candidates(mode, net), min_time, 1, spreads)
+            for net in SMALL_NETS
+        ]
         measured[name] = {r: statistics.geometric_mean(run[r] for run in runs) for r in runs[0]}
         small_routes[name] = _pick("torch", measured[name])
     z = torch.randn(TANH_SHAPE, generator=generator)
     # Both timings include the same clone, so that the sigmoid form can work in place.
     tanh_seconds = _measure_round_robin(
-        {"tanh": lambda: torch.tanh(z.clone()), "sigmoid": _tanh_by_sigmoid_timing(z)}, min_time
+        {"tanh": lambda: torch.tanh(z.clone()), "sigmoid": _tanh_by_sigmoid_timing(z)},
+        min_time,
+        spreads=spreads,
     )
     measured["tanh"] = tanh_seconds
     return Tuning(
@@ -634,4 +675,15 @@ def measure(*, min_time: float = 0.01) -> Tuning:
         tanh=_pick("tanh", tanh_seconds),
         machine=machine_key(),
         measured_s=measured,
+        busy=_busy(others.cores(), max(spreads, default=1.0)),
     )
+
+
+def _busy(other_cores: float | None, spread: float) -> str:
+    """Why a tuning measured beside this much other work, with this spread between its
+    rounds, is not to be trusted ("": it is)."""
+    if other_cores is not None and other_cores > BUSY_LOAD:
+        return f"other processes used {other_cores:.2f} cores' worth while it measured"
+    if spread > SPREAD_LIMIT:
+        return f"a kernel's rounds differed by {spread:.1f}× (the limit is {SPREAD_LIMIT:g}×)"
+    return ""

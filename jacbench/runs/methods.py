@@ -132,11 +132,27 @@ def _build_naive(one: Callable[[MLP, Tensor], Tensor], net: MLP, x: Tensor) -> J
 
 
 def _build_compiled(net: MLP, x: Tensor) -> JacobianCall:
+    # NOTE: [Compiled before timed]: every build starts from empty caches (torch.compile keeps
+    # 8 graphs per function, and every point's routine is the same function: past eight
+    # points it stopped compiling, or compiled again inside the timed calls: AMD EPYC rows of
+    # 21 and 160 ms against 0.1 ms); two calls compile and settle the guards, and a timed
+    # call that would compile again raises instead, so its row is an error, not a median.
+    torch._dynamo.reset()
     compiled = torch.compile(auto_routine(net, x), dynamic=False)
     start = time.perf_counter()
     compiled(x)
+    compiled(x)
     synchronize(x.device)
-    return CompiledCall(functools.partial(compiled, x), time.perf_counter() - start)
+    compile_s = time.perf_counter() - start
+    stance = getattr(torch.compiler, "set_stance", None)
+
+    def call() -> Tensor:
+        if stance is None:  # torch before 2.6: no stance to fail on
+            return compiled(x)
+        with stance("fail_on_recompile"):
+            return compiled(x)
+
+    return CompiledCall(call, compile_s)
 
 
 def _build_cuda_graph(net: MLP, x: Tensor) -> JacobianCall:
