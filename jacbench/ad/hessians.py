@@ -47,6 +47,7 @@ from torch import Tensor
 from jacbench.ad import cost
 from jacbench.ad.jacobians import _check_input
 from jacbench.ad.networks import MLP
+from jacbench.ad.workspace import Workspace, take, workspace
 
 HESSIAN_MODES = (
     "fwd-over-rev",
@@ -61,18 +62,28 @@ EXACT_LAPLACIAN_METHODS = ("forward-laplacian", "hessian-trace")
 
 
 class _Primal:
-    """One primal pass of a batch (B, D): per layer z_k's σ'(z_k) and σ''(z_k), (B, K_k)."""
+    """One primal pass of a batch (B, D): per layer z_k's σ'(z_k) and σ''(z_k), (B, K_k);
+    its tensors are the workspace's ``ws`` where one is given (NOTE: [Buffers reused from
+    call to call] in ``jacbench.ad.workspace``)."""
 
-    def __init__(self, net: MLP, x: Tensor) -> None:
+    def __init__(self, net: MLP, x: Tensor, ws: Workspace | None = None) -> None:
+        self.ws = ws
         self.first: list[Tensor] = []
         self.second: list[Tensor] = []
         h = x
-        for w, b, act in zip(net.weights, net.biases, net.activations):
-            z = torch.nn.functional.linear(h, w, b)
-            h = act.fn(z)
-            first = act.derivative(z, h)
+        for k, (w, b, act) in enumerate(zip(net.weights, net.biases, net.activations)):
+            shape = (h.shape[0], w.shape[0])
+            if ws is None:
+                z = torch.nn.functional.linear(h, w, b)
+                h, first, second = act.evaluate(z)
+            else:  # as F.linear computes it: addmm with a bias, mm without
+                into = ws.take(("z", k), shape)
+                z = torch.mm(h, w.T, out=into) if b is None else torch.addmm(b, h, w.T, out=into)
+                buffers = (ws.take(("h", k), shape), ws.take(("σ'", k), shape))
+                h, first, second = act.evaluate(z, (*buffers, ws.take(("σ''", k), shape)))
+            assert second is not None
             self.first.append(first)
-            self.second.append(act.second_derivative(z, h, first))
+            self.second.append(second)
 
 
 def _as_batch(net: MLP, x: Tensor) -> tuple[Tensor, bool]:
@@ -89,6 +100,17 @@ def _per_sample(result: Tensor, batch: int, batched: bool) -> Tensor:
     return result if batched else result[0]
 
 
+def _scaled_product(
+    ws: Workspace | None, name: str, rows: Tensor, slope: Tensor, weight: Tensor
+) -> Tensor:
+    """(rows ⊙ slope)·weight for rows (B or 1, m, K) and a slope (B, 1, K): the step of every
+    tangent and adjoint sweep, into the workspace's buffers where there is one."""
+    scaled_shape = torch.broadcast_shapes(rows.shape, slope.shape)
+    scaled = torch.mul(rows, slope, out=take(ws, (name, "scaled"), scaled_shape))
+    product_shape = (*scaled_shape[:-1], weight.shape[-1])
+    return torch.matmul(scaled, weight, out=take(ws, name, product_shape))
+
+
 def _tangents(net: MLP, primal: _Primal, first: Tensor | None) -> list[Tensor]:
     """T_k = ∂z_k/∂x·V as rows (B or 1, m, K_k); ``first`` is T_1 (None: V = I, T_1 = W_1ᵀ)."""
     # W_1ᵀ made contiguous: a transposed view would give every product below a strided
@@ -96,7 +118,8 @@ def _tangents(net: MLP, primal: _Primal, first: Tensor | None) -> list[Tensor]:
     rows = net.weights[0].T.contiguous()[None] if first is None else first
     tangents = [rows]
     for k in range(1, net.depth):
-        rows = (primal.first[k - 1][:, None, :] * rows) @ net.weights[k].T
+        slope = primal.first[k - 1][:, None, :]
+        rows = _scaled_product(primal.ws, f"T{k}", rows, slope, net.weights[k].T)
         tangents.append(rows)
     return tangents
 
@@ -107,7 +130,8 @@ def _adjoints_down(net: MLP, primal: _Primal) -> Iterator[Tensor]:
     rows = net.weights[-1][None]
     yield rows
     for k in range(net.depth - 1, 0, -1):
-        rows = (rows * primal.first[k][:, None, :]) @ net.weights[k]
+        slope = primal.first[k][:, None, :]
+        rows = _scaled_product(primal.ws, f"A{k}", rows, slope, net.weights[k])
         yield rows
 
 
@@ -116,22 +140,36 @@ def _adjoints(net: MLP, primal: _Primal) -> list[Tensor]:
     return list(_adjoints_down(net, primal))[::-1]
 
 
-def _seeds(adjoint: Tensor, second: Tensor, tangents: Tensor) -> Tensor:
+def _seeds(
+    adjoint: Tensor, second: Tensor, tangents: Tensor, ws: Workspace | None = None, k: int = 0
+) -> Tensor:
     """A_k ⊙ σ''(z_k) ⊙ T_k as (B, P, m, K_k): each output's adjoint row, scaled by σ'', times
     each tangent row; the term of layer k in every mode's Hessian (NOTE: [Second order of a
     chain])."""
-    return (adjoint * second[:, None, :])[:, :, None, :] * tangents[:, None]
+    weighted_shape = torch.broadcast_shapes(adjoint.shape, second[:, None, :].shape)
+    weighted = torch.mul(adjoint, second[:, None, :], out=take(ws, ("a σ''", k), weighted_shape))
+    left, right = weighted[:, :, None, :], tangents[:, None]
+    shape = torch.broadcast_shapes(left.shape, right.shape)
+    return torch.mul(left, right, out=take(ws, ("seeds", k), shape))
 
 
 def _fwd_over_rev(net: MLP, primal: _Primal, tangents: list[Tensor]) -> Tensor:
     """Forward mode through the reverse sweep: (B, P, m, D), the Hessian times each of the
     m directions whose tangent rows ``tangents`` carries."""
     adjoints = _adjoints(net, primal)
+    ws = primal.ws
     dot = None  # Ȧ_L = 0: W_F does not depend on x
     for k in range(net.depth - 1, -1, -1):
-        seeds = _seeds(adjoints[k], primal.second[k], tangents[k])
-        scaled = seeds if dot is None else dot * primal.first[k][:, None, None, :] + seeds
-        dot = scaled @ net.weights[k]
+        seeds = _seeds(adjoints[k], primal.second[k], tangents[k], ws, k)
+        if dot is None:
+            scaled = seeds
+        else:
+            slope = primal.first[k][:, None, None, :]
+            shape = torch.broadcast_shapes(dot.shape, slope.shape)
+            scaled = torch.mul(dot, slope, out=take(ws, ("Ȧ scaled", k), shape)).add_(seeds)
+        # The last product is the result: never a workspace buffer.
+        shape = (*scaled.shape[:-1], net.weights[k].shape[-1])
+        dot = torch.matmul(scaled, net.weights[k], out=take(ws if k else None, ("Ȧ", k), shape))
     assert dot is not None
     return dot
 
@@ -188,9 +226,9 @@ def _structured(net: MLP, primal: _Primal) -> Tensor:
     adjoints = _adjoints(net, primal)
     tangents = _tangents(net, primal, None)
     total = None
-    for a, s, t in zip(adjoints, primal.second, tangents):
-        term = _seeds(a, s, t) @ t[:, None].transpose(-1, -2)  # (B, P, D, D)
-        total = term if total is None else total + term
+    for k, (a, s, t) in enumerate(zip(adjoints, primal.second, tangents)):
+        term = _seeds(a, s, t, primal.ws, k) @ t[:, None].transpose(-1, -2)  # (B, P, D, D)
+        total = term if total is None else total.add_(term)
     assert total is not None
     return total
 
@@ -221,7 +259,8 @@ def hessian(net: MLP, x: Tensor, mode: str = "auto") -> Tensor:
     xb, batched = _as_batch(net, x)
     if mode == "auto":
         mode = cost.plan_second_order(net.widths, xb.shape[0]).hessian_mode
-    result = _HESSIAN_ROUTINES[mode](net, _Primal(net, xb))
+    primal = _Primal(net, xb, workspace(f"hessian {mode}", net, xb))
+    result = _HESSIAN_ROUTINES[mode](net, primal)
     return _per_sample(result, xb.shape[0], batched)
 
 
@@ -232,7 +271,7 @@ def hvp(net: MLP, x: Tensor, v: Tensor) -> Tensor:
     if v.shape[-1] != net.d_in or v.ndim > xb.ndim or v.dtype != x.dtype:
         raise ValueError(f"v must have x's dtype and shape (D,) or (B, D), got {tuple(v.shape)}")
     vb = v.expand(xb.shape[0], net.d_in)  # one direction per sample
-    primal = _Primal(net, xb)
+    primal = _Primal(net, xb, workspace("hvp", net, xb))
     first = (vb @ net.weights[0].T)[:, None, :]  # T_1·v as one row per sample
     result = _fwd_over_rev(net, primal, _tangents(net, primal, first))[:, :, 0, :]
     return _per_sample(result, xb.shape[0], batched)
@@ -250,9 +289,10 @@ def _forward_laplacian(net: MLP, primal: _Primal, rows: Tensor) -> Tensor:
     for k in range(net.depth):
         first, second = primal.first[k], primal.second[k]
         m = rows.shape[0]
-        carried = torch.empty(
-            (m + 1, batch, first.shape[-1]), dtype=first.dtype, device=first.device
-        )
+        shape = (m + 1, batch, first.shape[-1])
+        carried = take(primal.ws, ("carried", k), shape)
+        if carried is None:
+            carried = torch.empty(shape, dtype=first.dtype, device=first.device)
         h_lap = carried[m]
         if rows.shape[1] == batch:
             _sum_of_squares(rows, out=h_lap).mul_(second)
@@ -263,7 +303,11 @@ def _forward_laplacian(net: MLP, primal: _Primal, rows: Tensor) -> Tensor:
         if k + 1 == net.depth:
             return h_lap @ net.weights[-1].T
         torch.mul(rows, first, out=carried[:m])
-        out = (carried.view(-1, carried.shape[-1]) @ net.weights[k + 1].T).view(m + 1, batch, -1)
+        stacked = carried.view(-1, carried.shape[-1])
+        product = take(
+            primal.ws, ("carried up", k), (stacked.shape[0], net.weights[k + 1].shape[0])
+        )
+        out = torch.mm(stacked, net.weights[k + 1].T, out=product).view(m + 1, batch, -1)
         rows, lap = out[:m], out[m]
     raise AssertionError("unreachable: a network has at least one layer")
 
@@ -312,15 +356,18 @@ def laplacian(
     if method == "hessian-trace":
         result = hessian(net, xb).diagonal(dim1=-2, dim2=-1).sum(-1)
         return _per_sample(result, xb.shape[0], batched)
-    primal = _Primal(net, xb)
+    if method == "hutchinson" and samples < 1:
+        raise ValueError(f"samples must be ≥ 1, got {samples}")
+    primal = _Primal(net, xb, workspace(f"laplacian {method} {samples}", net, xb))
     if method == "forward-laplacian":
         rows = net.weights[0].T[:, None, :]  # (D, 1, K_1): direction-major
         result = _forward_laplacian(net, primal, rows)
     else:
-        if samples < 1:
-            raise ValueError(f"samples must be ≥ 1, got {samples}")
         directions = rademacher(xb.shape[0], samples, net.d_in, seed=seed, like=xb)
-        rows = directions.transpose(0, 1) @ net.weights[0].T  # (S, B, K_1), contiguous
+        shape = (samples, xb.shape[0], net.weights[0].shape[0])
+        rows = torch.matmul(  # (S, B, K_1), contiguous
+            directions.transpose(0, 1), net.weights[0].T, out=take(primal.ws, "rows", shape)
+        )
         result = _forward_laplacian(net, primal, rows) / samples
     return _per_sample(result, xb.shape[0], batched)
 

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from jacbench.ad import cost, graphs
 from jacbench.ad.networks import MLP
+from jacbench.ad.workspace import Workspace, workspace
 from jacbench.kernels import small
 from jacbench.kernels.activations import Activation
 from jacbench.kernels.products import (
@@ -83,24 +84,32 @@ def _tuned_product(block: Tensor, matrix: Tensor, forward: bool) -> Tensor:
     return narrow_product(block, matrix, forward, kernel)
 
 
-def _times(block: Tensor, matrix: Tensor, columns: bool) -> Tensor:
+def _times(
+    block: Tensor,
+    matrix: Tensor,
+    columns: bool,
+    buffer: Callable[[tuple[int, ...]], Tensor] | None = None,
+) -> Tensor:
     """matrix @ block for a block of columns, block @ matrix for a block of rows.
 
     Narrow 2-D row blocks go to the kernel measured fastest on this machine for their class
     (``jacbench.measure.tuning``); narrow columns to the split kernels (NOTE: [Narrow products on
     all cores]) or the BLAS layout that is fast for them (NOTE: [Forward mode's block
-    layout]); a batched block folds into one GEMM (or a bmm) through matmul.
+    layout]); a batched block folds into one GEMM (or a bmm) through matmul, into
+    ``buffer(shape)`` where a workspace gives one.
     """
     if block.ndim == 3:
         if columns:
-            return torch.matmul(matrix, block)
+            shape = (block.shape[0], matrix.shape[0], block.shape[2])
+            return torch.matmul(matrix, block, out=None if buffer is None else buffer(shape))
         shared = (
             block.shape[1] >= NARROW_BLOCK
             and matrix.ndim == 2
             and matrix.is_cpu
             and tuning.active().shares_weight(size_class(matrix.numel()))
         )
-        return batched_rows_product(block, matrix, shared)
+        out = None if buffer is None else buffer((*block.shape[:2], matrix.shape[-1]))
+        return batched_rows_product(block, matrix, shared, out)
     if columns:  # matrix is a weight W; W·T = (Tᵀ·Wᵀ)ᵀ
         if block.shape[1] < NARROW_BLOCK:
             blocks = split_blocks(matrix)
@@ -126,19 +135,36 @@ Slope = tuple[Callable[[Tensor, Tensor], Tensor], Tensor]
 
 
 def _slopes(
-    net: MLP, x: Tensor, shape: Callable[[Tensor], Tensor] | None = None
+    net: MLP,
+    x: Tensor,
+    shape: Callable[[Tensor], Tensor] | None = None,
+    ws: Workspace | None = None,
 ) -> Iterator[Slope]:
     """Σ_k for k = 1..L, one primal layer at a time; ``shape`` fits what Σ_k reads to a block.
 
     What Σ_k reads is a (1, K_k) row for one input (NOTE: [One input as a row]) or (B, K_k)
     for a batch, before ``shape``. Lazy, so that forward mode reads W_k for the tangents
-    right after the primal step read it.
+    right after the primal step read it. With a workspace ``ws`` the primal pass and the
+    scalings write into its buffers (NOTE: [Buffers reused from call to call]).
     """
     h = x.view(1, -1) if x.ndim == 1 else x
     tuned = tuning.active()
-    for w, wt, b, act in zip(net.weights, net.transposed_weights, net.biases, net.activations):
-        h, saved = _activate(_primal_step(h, w, wt, b, tuned), act, tuned)
-        yield act.times_derivative, (saved if shape is None else shape(saved))
+    layers = zip(net.weights, net.transposed_weights, net.biases, net.activations)
+    for k, (w, wt, b, act) in enumerate(layers):
+        h, saved = _activate(_primal_step(h, w, wt, b, tuned, ws, k), act, tuned, ws, k)
+        yield _scaling(act, ws, k), (saved if shape is None else shape(saved))
+
+
+def _scaling(act: Activation, ws: Workspace | None, k: int) -> Callable[[Tensor, Tensor], Tensor]:
+    """Σ_k's scaling g ↦ g ⊙ σ'(z_k), into a workspace buffer where there is one."""
+    into = act.times_derivative_into
+    if ws is None or into is None:
+        return act.times_derivative
+
+    def scale(g: Tensor, saved: Tensor) -> Tensor:
+        return into(g, saved, ws.take(("scaled", k), torch.broadcast_shapes(g.shape, saved.shape)))
+
+    return scale
 
 
 # NOTE: [One input as a row]
@@ -152,12 +178,21 @@ def _slopes(
 
 
 def _primal_step(
-    h: Tensor, w: Tensor, wt: Tensor, b: Tensor | None, tuned: tuning.Tuning
+    h: Tensor,
+    w: Tensor,
+    wt: Tensor,
+    b: Tensor | None,
+    tuned: tuning.Tuning,
+    ws: Workspace | None = None,
+    k: int = 0,
 ) -> Tensor:
     """z = h·Wᵀ + b for h of shape (B, K) (one input: B = 1), by the kernel measured for
-    its class."""
+    its class; a batch's into the workspace's buffer where there is one."""
     if h.shape[0] >= NARROW_BLOCK:
-        return torch.nn.functional.linear(h, w, b)
+        if ws is None:
+            return torch.nn.functional.linear(h, w, b)
+        into = ws.take(("z", k), (h.shape[0], w.shape[0]))  # as F.linear: addmm, or mm
+        return torch.mm(h, wt, out=into) if b is None else torch.addmm(b, h, wt, out=into)
     if w.numel() >= TUNED_MIN_ELEMENTS and h.is_cpu:  # a narrow product
         z = _tuned_product(h, wt, forward=True)
         return z if b is None else z.add_(b)
@@ -175,10 +210,14 @@ def _as_vector(saved: Tensor) -> Tensor:
     return saved.view(-1)
 
 
-def _activate(z: Tensor, act: Activation, tuned: tuning.Tuning) -> tuple[Tensor, Tensor]:
+def _activate(
+    z: Tensor, act: Activation, tuned: tuning.Tuning, ws: Workspace | None = None, k: int = 0
+) -> tuple[Tensor, Tensor]:
     """σ(z), and what σ' reads (σ(z) or z). z is the caller's own: it may be overwritten."""
     if tuned.tanh == "sigmoid" and act.name == "tanh" and z.is_cpu and z.numel() >= TANH_MIN:
         h = tanh_by_sigmoid(z)  # tanh reads only its output
+    elif ws is not None and act.fn_into is not None:
+        h = act.fn_into(z, ws.take(("h", k), z.shape))
     else:
         h = act.fn(z)
     return h, (h if act.reads_output else z)
@@ -195,7 +234,11 @@ def _scaling_rows(saved: Tensor) -> Tensor:
 
 
 def _sweep(
-    start: Tensor, slopes: Iterable[Slope], matrices: Sequence[Tensor], columns: bool
+    start: Tensor,
+    slopes: Iterable[Slope],
+    matrices: Sequence[Tensor],
+    columns: bool,
+    ws: Workspace | None = None,
 ) -> Tensor:
     """Carry a block through the chain: the loop both pure modes share.
 
@@ -210,9 +253,16 @@ def _sweep(
     slopes = iter(slopes)
     times_slope, saved = next(slopes)
     block = times_slope(start, saved)
-    for matrix, (times_slope, saved) in zip(matrices[:-1], slopes):
-        block = times_slope(_times(block, matrix, columns), saved)
-    return _times(block, matrices[-1], columns)
+    for k, (matrix, (times_slope, saved)) in enumerate(zip(matrices[:-1], slopes)):
+        block = times_slope(_times(block, matrix, columns, _product_buffer(ws, k)), saved)
+    return _times(block, matrices[-1], columns)  # the result: never a workspace buffer
+
+
+def _product_buffer(ws: Workspace | None, k: int) -> Callable[[tuple[int, ...]], Tensor] | None:
+    """Where a batched sweep's k-th product goes: a workspace buffer of its shape."""
+    if ws is None:
+        return None
+    return lambda shape: ws.take(("product", k), shape)
 
 
 def _chunks(n: int, chunk_size: int | None) -> list[slice]:
@@ -327,8 +377,9 @@ def _forward(net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
     if tangents == net.d_in:
         # One pass: each layer's primal step and tangent step read W_k back to back,
         # the second time from cache (zip draws the slope before the product).
-        slopes = _slopes(net, x, scale)
-        jac = _sweep(first, slopes, rest, columns)
+        ws = workspace("jacobian forward", net, x) if x.ndim == 2 else None
+        slopes = _slopes(net, x, scale, ws)
+        jac = _sweep(first, slopes, rest, columns, ws)
     else:
         kept = list(_slopes(net, x, scale))
         parts = _chunks(net.d_in, chunk_size)
@@ -363,10 +414,12 @@ def jacobian_reverse(net: MLP, x: Tensor, *, chunk_size: int | None = None) -> T
 
 def _reverse(net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
     *rest, last = net.weights
-    slopes = list(_slopes(net, x, _scaling_columns if x.ndim == 2 else None))
+    batched = x.ndim == 2
+    ws = workspace("jacobian reverse", net, x) if batched else None
+    slopes = list(_slopes(net, x, _scaling_columns if batched else None, ws))
     slopes.reverse()
     if chunk_size is None or chunk_size >= net.d_out:  # the common case, without list-building
-        return _sweep(last, slopes, rest[::-1], columns=False)
+        return _sweep(last, slopes, rest[::-1], columns=False, ws=ws)
     parts = _chunks(net.d_out, chunk_size)
     blocks = [_sweep(last[rows], slopes, rest[::-1], columns=False) for rows in parts]
     return torch.cat(blocks, dim=-2)

@@ -48,6 +48,12 @@ class Activation:
     times_derivative: Callable[[Tensor, Tensor], Tensor]
     reads_output: bool
     second: Callable[[Tensor, Tensor, Tensor], Tensor]  # (z, out, σ'(z)) → σ''(z)
+    # The same three written into a buffer the caller owns (a workspace's: NOTE: [Buffers
+    # reused from call to call] in jacbench.ad.workspace): (z, into), (g, saved, into),
+    # (z, out, σ'(z), into).
+    fn_into: Callable[[Tensor, Tensor], Tensor] | None = None
+    times_derivative_into: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
+    second_into: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor] | None = None
 
     def derivative(self, z: Tensor, out: Tensor) -> Tensor:
         """σ'(z), given z and out = σ(z): the scaling of a 1, broadcast to z's shape."""
@@ -58,6 +64,24 @@ class Activation:
         """σ''(z), given z, out = σ(z) and, to save work, σ'(z) (zero for the piecewise-linear
         ReLU and identity, as autograd's double backward has it)."""
         return self.second(z, out, self.derivative(z, out) if first is None else first)
+
+    def evaluate(
+        self, z: Tensor, into: tuple[Tensor, Tensor, Tensor | None] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(σ(z), σ'(z), σ''(z)) of z, written into the three buffers ``into`` where given
+        (σ'' only where its buffer is), else made anew as :attr:`fn`, :meth:`derivative`
+        and :meth:`second_derivative` make them."""
+        if into is None or self.fn_into is None:
+            out = self.fn(z)
+            first = self.derivative(z, out)
+            return out, first, self.second_derivative(z, out, first)
+        out_into, first_into, second_into = into
+        assert self.times_derivative_into is not None and self.second_into is not None
+        out = self.fn_into(z, out_into)
+        saved = out if self.reads_output else z
+        first = self.times_derivative_into(_one(z.dtype, z.device), saved, first_into)
+        second = None if second_into is None else self.second_into(z, out, first, second_into)
+        return out, first, second
 
     def __repr__(self) -> str:
         return f"Activation({self.name!r})"
@@ -107,19 +131,86 @@ def _zero_second(z: Tensor, out: Tensor, first: Tensor) -> Tensor:
     return torch.zeros_like(z)
 
 
+# The out= forms, for buffers that are reused (jacbench.ad.workspace).
+def _tanh_second_into(z: Tensor, t: Tensor, first: Tensor, into: Tensor) -> Tensor:
+    return torch.mul(t, first, out=into).mul_(-2)
+
+
+def _sigmoid_second_into(z: Tensor, s: Tensor, first: Tensor, into: Tensor) -> Tensor:
+    return torch.mul(s, -2, out=into).add_(1).mul_(first)
+
+
+def _softplus_second_into(z: Tensor, out: Tensor, first: Tensor, into: Tensor) -> Tensor:
+    return into.copy_(_softplus_second(z, out, first))
+
+
+def _zero_second_into(z: Tensor, out: Tensor, first: Tensor, into: Tensor) -> Tensor:
+    return into.zero_()
+
+
+def _backward_into(op: torch._ops.OpOverloadPacket, *extra: float) -> Callable:
+    grad_input = op.grad_input  # the overload that writes into a given tensor
+
+    def into(g: Tensor, saved: Tensor, out: Tensor) -> Tensor:
+        return grad_input(g, saved, *extra, grad_input=out)
+
+    return into
+
+
+def _identity_into(g: Tensor, saved: Tensor, out: Tensor) -> Tensor:
+    return out.copy_(g.expand_as(out))
+
+
 ACTIVATIONS: dict[str, Activation] = {
-    "tanh": Activation("tanh", torch.tanh, _TANH_BACKWARD, True, _tanh_second),
-    "sigmoid": Activation("sigmoid", torch.sigmoid, _SIGMOID_BACKWARD, True, _sigmoid_second),
-    "relu": Activation("relu", torch.relu, _relu_times_derivative, False, _zero_second),
+    "tanh": Activation(
+        "tanh",
+        torch.tanh,
+        _TANH_BACKWARD,
+        True,
+        _tanh_second,
+        lambda z, into: torch.tanh(z, out=into),
+        _backward_into(torch.ops.aten.tanh_backward),
+        _tanh_second_into,
+    ),
+    "sigmoid": Activation(
+        "sigmoid",
+        torch.sigmoid,
+        _SIGMOID_BACKWARD,
+        True,
+        _sigmoid_second,
+        lambda z, into: torch.sigmoid(z, out=into),
+        _backward_into(torch.ops.aten.sigmoid_backward),
+        _sigmoid_second_into,
+    ),
+    "relu": Activation(
+        "relu",
+        torch.relu,
+        _relu_times_derivative,
+        False,
+        _zero_second,
+        lambda z, into: torch.clamp_min(z, 0, out=into),
+        _backward_into(torch.ops.aten.threshold_backward, 0),
+        _zero_second_into,
+    ),
     "softplus": Activation(
         "softplus",
         torch.nn.functional.softplus,
         _softplus_times_derivative,
         False,
         _softplus_second,
+        lambda z, into: torch.ops.aten.softplus.out(z, 1, SOFTPLUS_THRESHOLD, out=into),
+        _backward_into(torch.ops.aten.softplus_backward, 1, SOFTPLUS_THRESHOLD),
+        _softplus_second_into,
     ),
     "identity": Activation(
-        "identity", lambda z: z, _identity_times_derivative, False, _zero_second
+        "identity",
+        lambda z: z,
+        _identity_times_derivative,
+        False,
+        _zero_second,
+        lambda z, into: into.copy_(z),
+        _identity_into,
+        _zero_second_into,
     ),
 }
 

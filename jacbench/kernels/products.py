@@ -101,13 +101,15 @@ def narrow_product(block: Tensor, matrix: Tensor, forward: bool, kernel: str) ->
     return torch.mm(block, matrix)
 
 
-def batched_rows_product(block: Tensor, matrix: Tensor, shared: bool) -> Tensor:
+def batched_rows_product(
+    block: Tensor, matrix: Tensor, shared: bool, out: Tensor | None = None
+) -> Tensor:
     """block (B, m, k) @ matrix (k, n): folded into one (B·m, k) GEMM by matmul, or, where
     ``shared``, one bmm over the samples with the matrix at a zero batch stride (NOTE:
-    [Wide batched blocks]). Both do the same products."""
+    [Wide batched blocks]). Both do the same products; ``out``: the tensor to write."""
     if shared:
-        return torch.bmm(block, matrix.expand(block.shape[0], *matrix.shape))
-    return torch.matmul(block, matrix)
+        return torch.bmm(block, matrix.expand(block.shape[0], *matrix.shape), out=out)
+    return torch.matmul(block, matrix, out=out)
 
 
 # NOTE: [Wide batched blocks]

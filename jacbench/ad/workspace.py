@@ -1,0 +1,100 @@
+"""Buffers reused from call to call: a routine's large intermediates, kept for its next call.
+
+NOTE: [Buffers reused from call to call]
+    PyTorch's CPU tensors come from malloc. glibc serves a block above its mmap threshold
+    with fresh pages from the kernel and gives them back when it is freed, and it trims the
+    top of its heap above a trim threshold; both thresholds move as the program runs. A
+    routine whose intermediates are a megabyte each (a PINN batch's (B, K) activations and
+    σ', the forward Laplacian's (D + 1, B, K) rows) can then pay a page fault for every
+    4 KB page on every call, in a plain Python process: on an AMD EPYC (two cores) the
+    forward Laplacian made 4,500 faults a call at L=5 D=2 K=96 B=2048 (12.6 ms) and 2,900
+    at L=6 D=2 K=64 B=4096 (13.5 ms); written into buffers kept from the call before, none
+    (7.3 and 10.1 ms). ``jacbench run`` hides this by fixing glibc's thresholds
+    (``tuning.keep_freed_memory``), which changes the whole program: a library cannot ask
+    that of its user. So the second-order routines write their large intermediates into a
+    :class:`Workspace` kept per (routine, network, input shape, dtype, thread): after the
+    first call a call allocates its result and little else. A result is never one of the
+    buffers. A thread keeps the workspaces of its last ``WORKSPACES`` calls' shapes; a
+    network's go with it. None is used where autograd records (``out=`` does not
+    differentiate), under ``torch.compile`` or a torch.func transform, or on a GPU, whose
+    caching allocator already reuses memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import weakref
+from collections.abc import Hashable, Sequence
+
+import torch
+from torch import Tensor
+
+from jacbench.ad.graphs import is_wrapped
+from jacbench.ad.networks import MLP
+
+WORKSPACES = 8  # per thread
+
+
+class Workspace:
+    """Named buffers of one routine for one network, input shape and dtype."""
+
+    def __init__(self, like: Tensor) -> None:
+        self.dtype, self.device = like.dtype, like.device
+        self._buffers: dict[tuple[Hashable, tuple[int, ...]], Tensor] = {}
+
+    def take(self, name: Hashable, shape: Sequence[int]) -> Tensor:
+        """The buffer called ``name`` of ``shape``: what the last call left in it, or empty."""
+        key = (name, tuple(shape))
+        buffer = self._buffers.get(key)
+        if buffer is None:
+            buffer = self._buffers[key] = torch.empty(key[1], dtype=self.dtype, device=self.device)
+        return buffer
+
+
+_KEPT: collections.OrderedDict[tuple, Workspace] = collections.OrderedDict()
+_WATCHED: set[int] = set()  # networks with a finaliser that drops their workspaces
+_LOCK = threading.Lock()
+
+
+def workspace(routine: str, net: MLP, x: Tensor) -> Workspace | None:
+    """The workspace of ``routine`` for (net, x), or None where none is used (autograd,
+    a transform or a compile under way, a GPU)."""
+    if not x.is_cpu or type(x) is not Tensor or torch.compiler.is_compiling():
+        return None
+    if is_wrapped(x):
+        return None
+    if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in net.weights)):
+        return None
+    thread = threading.get_ident()
+    key = (routine, id(net), tuple(x.shape), x.dtype, thread)
+    with _LOCK:
+        found = _KEPT.get(key)
+        if found is None:
+            found = _KEPT[key] = Workspace(x)
+            if id(net) not in _WATCHED:
+                _WATCHED.add(id(net))
+                weakref.finalize(net, _forget, id(net))
+            mine = [k for k in _KEPT if k[-1] == thread]
+            for old in mine[: max(0, len(mine) - WORKSPACES)]:
+                del _KEPT[old]
+        _KEPT.move_to_end(key)
+        return found
+
+
+def release() -> None:
+    """Drop every workspace (their memory goes back to the allocator)."""
+    with _LOCK:
+        _KEPT.clear()
+
+
+def _forget(net_id: int) -> None:
+    with _LOCK:
+        _WATCHED.discard(net_id)
+        for key in [k for k in _KEPT if k[1] == net_id]:
+            del _KEPT[key]
+
+
+def take(ws: Workspace | None, name: Hashable, shape: Sequence[int]) -> Tensor | None:
+    """``ws.take(name, shape)``, or None without a workspace: an ``out=`` that allocates."""
+    return None if ws is None else ws.take(name, shape)
