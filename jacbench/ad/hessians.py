@@ -101,14 +101,16 @@ def _per_sample(result: Tensor, batch: int, batched: bool) -> Tensor:
 
 
 def _scaled_product(
-    ws: Workspace | None, name: str, rows: Tensor, slope: Tensor, weight: Tensor
+    ws: Workspace | None, name: str, k: int, rows: Tensor, slope: Tensor, weight: Tensor
 ) -> Tensor:
     """(rows ⊙ slope)·weight for rows (B or 1, m, K) and a slope (B, 1, K): the step of every
-    tangent and adjoint sweep, into the workspace's buffers where there is one."""
+    tangent and adjoint sweep, into the workspace's buffers where there is one: the
+    product, kept, in layer k's; the scaled rows, used at once, in one of two taken in turn
+    (still in the cores' caches, as a fresh allocation's memory would be)."""
     scaled_shape = torch.broadcast_shapes(rows.shape, slope.shape)
-    scaled = torch.mul(rows, slope, out=take(ws, (name, "scaled"), scaled_shape))
+    scaled = torch.mul(rows, slope, out=take(ws, (name, "scaled", k % 2), scaled_shape))
     product_shape = (*scaled_shape[:-1], weight.shape[-1])
-    return torch.matmul(scaled, weight, out=take(ws, name, product_shape))
+    return torch.matmul(scaled, weight, out=take(ws, (name, k), product_shape))
 
 
 def _tangents(net: MLP, primal: _Primal, first: Tensor | None) -> list[Tensor]:
@@ -119,7 +121,7 @@ def _tangents(net: MLP, primal: _Primal, first: Tensor | None) -> list[Tensor]:
     tangents = [rows]
     for k in range(1, net.depth):
         slope = primal.first[k - 1][:, None, :]
-        rows = _scaled_product(primal.ws, f"T{k}", rows, slope, net.weights[k].T)
+        rows = _scaled_product(primal.ws, "T", k, rows, slope, net.weights[k].T)
         tangents.append(rows)
     return tangents
 
@@ -131,7 +133,7 @@ def _adjoints_down(net: MLP, primal: _Primal) -> Iterator[Tensor]:
     yield rows
     for k in range(net.depth - 1, 0, -1):
         slope = primal.first[k][:, None, :]
-        rows = _scaled_product(primal.ws, f"A{k}", rows, slope, net.weights[k])
+        rows = _scaled_product(primal.ws, "A", k, rows, slope, net.weights[k])
         yield rows
 
 
@@ -145,12 +147,13 @@ def _seeds(
 ) -> Tensor:
     """A_k ⊙ σ''(z_k) ⊙ T_k as (B, P, m, K_k): each output's adjoint row, scaled by σ'', times
     each tangent row; the term of layer k in every mode's Hessian (NOTE: [Second order of a
-    chain])."""
+    chain]). With a workspace, in one of two buffers taken in turn: the caller uses them
+    before it asks for the next layer's."""
     weighted_shape = torch.broadcast_shapes(adjoint.shape, second[:, None, :].shape)
-    weighted = torch.mul(adjoint, second[:, None, :], out=take(ws, ("a σ''", k), weighted_shape))
+    weighted = torch.mul(adjoint, second[:, None, :], out=take(ws, "a σ''", weighted_shape))
     left, right = weighted[:, :, None, :], tangents[:, None]
     shape = torch.broadcast_shapes(left.shape, right.shape)
-    return torch.mul(left, right, out=take(ws, ("seeds", k), shape))
+    return torch.mul(left, right, out=take(ws, ("seeds", k % 2), shape))
 
 
 def _fwd_over_rev(net: MLP, primal: _Primal, tangents: list[Tensor]) -> Tensor:
@@ -166,10 +169,10 @@ def _fwd_over_rev(net: MLP, primal: _Primal, tangents: list[Tensor]) -> Tensor:
         else:
             slope = primal.first[k][:, None, None, :]
             shape = torch.broadcast_shapes(dot.shape, slope.shape)
-            scaled = torch.mul(dot, slope, out=take(ws, ("Ȧ scaled", k), shape)).add_(seeds)
+            scaled = torch.mul(dot, slope, out=take(ws, ("Ȧ scaled", k % 2), shape)).add_(seeds)
         # The last product is the result: never a workspace buffer.
         shape = (*scaled.shape[:-1], net.weights[k].shape[-1])
-        dot = torch.matmul(scaled, net.weights[k], out=take(ws if k else None, ("Ȧ", k), shape))
+        dot = torch.matmul(scaled, net.weights[k], out=take(ws if k else None, ("Ȧ", k % 2), shape))
     assert dot is not None
     return dot
 
@@ -290,7 +293,7 @@ def _forward_laplacian(net: MLP, primal: _Primal, rows: Tensor) -> Tensor:
         first, second = primal.first[k], primal.second[k]
         m = rows.shape[0]
         shape = (m + 1, batch, first.shape[-1])
-        carried = take(primal.ws, ("carried", k), shape)
+        carried = take(primal.ws, ("carried", k % 2), shape)  # two buffers in turn
         if carried is None:
             carried = torch.empty(shape, dtype=first.dtype, device=first.device)
         h_lap = carried[m]
@@ -305,7 +308,7 @@ def _forward_laplacian(net: MLP, primal: _Primal, rows: Tensor) -> Tensor:
         torch.mul(rows, first, out=carried[:m])
         stacked = carried.view(-1, carried.shape[-1])
         product = take(
-            primal.ws, ("carried up", k), (stacked.shape[0], net.weights[k + 1].shape[0])
+            primal.ws, ("carried up", k % 2), (stacked.shape[0], net.weights[k + 1].shape[0])
         )
         out = torch.mm(stacked, net.weights[k + 1].T, out=product).view(m + 1, batch, -1)
         rows, lap = out[:m], out[m]

@@ -162,7 +162,12 @@ def _scaling(act: Activation, ws: Workspace | None, k: int) -> Callable[[Tensor,
         return act.times_derivative
 
     def scale(g: Tensor, saved: Tensor) -> Tensor:
-        return into(g, saved, ws.take(("scaled", k), torch.broadcast_shapes(g.shape, saved.shape)))
+        # In place on a product the sweep has just written (a workspace buffer, still in
+        # the cores' caches: a buffer per layer would keep every block apart, out of them);
+        # a block of the caller's (the first, a weight's view) into a buffer of its own.
+        if ws.owns(g):
+            return into(g, saved, g)
+        return into(g, saved, ws.take("scaled", torch.broadcast_shapes(g.shape, saved.shape)))
 
     return scale
 
@@ -262,7 +267,7 @@ def _product_buffer(ws: Workspace | None, k: int) -> Callable[[tuple[int, ...]],
     """Where a batched sweep's k-th product goes: a workspace buffer of its shape."""
     if ws is None:
         return None
-    return lambda shape: ws.take(("product", k), shape)
+    return lambda shape: ws.take(("product", k % 2), shape)  # two, in turn
 
 
 def _chunks(n: int, chunk_size: int | None) -> list[slice]:
