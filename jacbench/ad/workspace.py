@@ -1,28 +1,27 @@
 """Buffers reused from call to call: a routine's large intermediates, kept for its next call.
 
 NOTE: [Buffers reused from call to call]
-    PyTorch's CPU tensors come from malloc. glibc serves a block above its mmap threshold
-    with fresh pages from the kernel and gives them back when it is freed, and it trims the
-    top of its heap above a trim threshold; both thresholds move as the program runs. A
-    routine whose intermediates are a megabyte each (a PINN batch's (B, K) activations and
-    σ', the forward Laplacian's (D + 1, B, K) rows) can then pay a page fault for every
-    4 KB page on every call, in a plain Python process: on an AMD EPYC (two cores) the
-    forward Laplacian made 4,500 faults a call at L=5 D=2 K=96 B=2048 (12.6 ms) and 2,900
-    at L=6 D=2 K=64 B=4096 (13.5 ms); written into buffers kept from the call before, none
-    (7.3 and 10.1 ms). ``jacbench run`` hides this by fixing glibc's thresholds
-    (``tuning.keep_freed_memory``), which changes the whole program: a library cannot ask
-    that of its user. So the second-order routines write their large intermediates into a
-    :class:`Workspace` kept per (routine, network, input shape, dtype, thread): after the
-    first call a call allocates its result and little else. A result is never one of the
-    buffers. What a step uses once (a sweep's product and its scaling, a layer's seeds)
-    takes one of two buffers in turn, or is scaled in place, so that it lands in memory
-    the cores' caches still hold, as a fresh allocation's would: a buffer per layer was up
-    to 20% slower in a long-running process, where fresh allocations no longer fault. In
-    such a process (and in ``jacbench run``) the workspaces now cost 0–8% on the AMD EPYC
-    (the Hessian at PINN shapes) or nothing; in a plain one they save up to 40%. A thread keeps the workspaces of its last ``WORKSPACES`` calls' shapes; a
-    network's go with it. None is used where autograd records (``out=`` does not
-    differentiate), under ``torch.compile`` or a torch.func transform, or on a GPU, whose
-    caching allocator already reuses memory.
+    PyTorch's CPU tensors come from malloc. glibc serves a block above its mmap threshold with
+    fresh pages from the kernel and gives them back when it is freed, and it trims the top of
+    its heap above a trim threshold; both thresholds move as the program runs. A routine whose
+    intermediates are a megabyte each (a PINN batch's (B, K) activations and σ', the forward
+    Laplacian's (D + 1, B, K) rows) can then pay a page fault for every 4 KB page on every call,
+    in a plain Python process: on an AMD EPYC (two cores) the forward Laplacian made 4,500
+    faults a call at L=5 D=2 K=96 B=2048 (12.6 ms) and 2,900 at L=6 D=2 K=64 B=4096 (13.5 ms);
+    written into buffers kept from the call before, none (7.3 and 10.1 ms). ``jacbench run``
+    hides this by fixing glibc's thresholds (``tuning.keep_freed_memory``), which changes the
+    whole program: a library cannot ask that of its user. So the routines write
+    their large intermediates into a :class:`Workspace` kept per (routine, network, input shape,
+    dtype, thread): after the first call a call allocates its result and little else. A result
+    is never one of the buffers. What a step uses once (a sweep's product and its scaling, a
+    layer's seeds) takes one of two buffers in turn, or is scaled in place, so that it lands in
+    memory the cores' caches still hold, as a fresh allocation's would: a buffer per layer was
+    up to 20% slower in a long-running process, where fresh allocations no longer fault. In such
+    a process (and in ``jacbench run``) the workspaces now cost 0–8% on the AMD EPYC (the
+    Hessian at PINN shapes) or nothing; in a plain one they save up to 40%. A thread keeps the
+    workspaces of its last ``WORKSPACES`` calls' shapes; a network's go with it. None is used
+    where autograd records (``out=`` does not differentiate), under ``torch.compile`` or a
+    torch.func transform, or on a GPU, whose caching allocator already reuses memory.
 """
 
 from __future__ import annotations
