@@ -16,6 +16,7 @@ from jacbench.ad.cost import (
     plan,
     plan_second_order,
 )
+from jacbench.ad.generic import GenericPlan, plan_of
 from jacbench.ad.hessians import hessian, hvp, laplacian, reference_hessian
 from jacbench.ad.jacobians import (
     capture_jacobian,
@@ -44,6 +45,7 @@ __all__ = [
     "Row",
     "Status",
     "Activation",
+    "GenericPlan",
     "Plan",
     "SecondOrderPlan",
     "__version__",
@@ -65,6 +67,7 @@ __all__ = [
     "make_mlp",
     "memory_bytes",
     "plan",
+    "plan_of",
     "plan_second_order",
     "reference_hessian",
     "reference_jacobian",

@@ -43,6 +43,7 @@ def fixture_frame(scale_reverse: float = 1.0) -> pd.DataFrame:
                     median_s=median,
                     predicted_mode=predicted,
                     noisy=False,
+                    model="mlp",
                 )
                 rows.append(row)
     frame = pd.DataFrame(rows, columns=COLUMNS)

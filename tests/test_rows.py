@@ -56,10 +56,10 @@ def test_columns_are_the_documented_schema_in_order():
         "status",
     )
     # columns are only ever appended: older files stay readable
-    assert COLUMNS[-5:] == ("message", "source", "ci_low_s", "ci_high_s", "operator")
-    assert len(COLUMNS) == 32
+    assert COLUMNS[-6:] == ("message", "source", "ci_low_s", "ci_high_s", "operator", "model")
+    assert len(COLUMNS) == 33
     assert "samples" not in COLUMNS  # a row's samples go to samples.csv
-    assert KEY_COLUMNS == ("widths", "batch", "dtype", "device", "method")
+    assert KEY_COLUMNS == ("widths", "batch", "dtype", "device", "method", "model")
 
 
 def test_statuses():

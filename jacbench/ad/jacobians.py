@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jacbench.ad import cost, graphs
+from jacbench.ad import cost, generic, graphs
 from jacbench.ad.networks import MLP
 from jacbench.ad.workspace import Workspace, workspace
 from jacbench.kernels import small
@@ -480,19 +480,33 @@ def _mixed(net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
     return _evaluate(tree, net.weights, slopes)
 
 
-def jacobian(net: MLP, x: Tensor, mode: str = "auto", *, chunk_size: int | None = None) -> Tensor:
+def jacobian(
+    net: MLP | Callable[[Tensor], Tensor],
+    x: Tensor,
+    mode: str = "auto",
+    *,
+    chunk_size: int | None = None,
+) -> Tensor:
     """The input Jacobian by ``mode``: "forward", "reverse", "mixed", or "auto".
 
-    "auto" runs the mode ``cost.plan(net.widths, batch)`` predicts fastest; on a CUDA
-    device it replays that mode as a CUDA graph from the second call with an input of the
-    same shape (NOTE: [Auto replays CUDA graphs]). ``chunk_size`` applies to the pure modes
-    only. Shapes as in the module docstring.
+    For an :class:`MLP`, "auto" runs the mode ``cost.plan(net.widths, batch)`` predicts
+    fastest; on a CUDA device it replays that mode as a CUDA graph from the second call
+    with an input of the same shape (NOTE: [Auto replays CUDA graphs]). ``chunk_size``
+    applies to the pure modes only. Shapes as in the module docstring.
+
+    Any other module or function of x (one sample (D,) → (P,), a batch (B, D) → (B, P))
+    goes to :func:`jacbench.ad.generic.jacobian_of`: "forward" or "reverse" through
+    ``torch.func``, "auto" the mode its counted JVP and VJP say (``plan_of``).
 
     >>> from jacbench import make_mlp
     >>> net = make_mlp(depth=2, d_in=5, width=8, d_out=1)
     >>> jacobian(net, torch.ones(3, 5)).shape
     torch.Size([3, 1, 5])
+    >>> jacobian(torch.nn.Linear(5, 2), torch.ones(5)).shape
+    torch.Size([2, 5])
     """
+    if not isinstance(net, MLP):
+        return generic.jacobian_of(net, x, mode, chunk_size=chunk_size)
     if mode == "auto":
         _check_input(net, x)
         mode = _predicted_mode(net.widths, _batch_size(x))
@@ -679,8 +693,11 @@ def _run(compute, net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
         torch.set_num_threads(threads)
 
 
-def reference_jacobian(net: MLP, x: Tensor, method: str = "jacrev") -> Tensor:
-    """The input Jacobian from ``torch.func.jacrev`` or ``jacfwd`` (vmap over a batch).
+def reference_jacobian(
+    net: MLP | Callable[[Tensor], Tensor], x: Tensor, method: str = "jacrev"
+) -> Tensor:
+    """The input Jacobian from ``torch.func.jacrev`` or ``jacfwd`` (vmap over a batch), of
+    jacbench's MLP or of any module or function of x.
 
     This is independent of jacbench's routines: torch differentiates ``net(x)`` itself.
     For a trustworthy reference pass a float64 network and input.
@@ -689,9 +706,10 @@ def reference_jacobian(net: MLP, x: Tensor, method: str = "jacrev") -> Tensor:
         raise ValueError(
             f"unknown reference method {method!r}; expected one of: {', '.join(REFERENCE_METHODS)}"
         )
-    _check_input(net, x)
+    if isinstance(net, MLP):
+        _check_input(net, x)
     transform = torch.func.jacrev if method == "jacrev" else torch.func.jacfwd
-    single = transform(net.__call__)
+    single = transform(net)
     return single(x) if x.ndim == 1 else torch.func.vmap(single)(x)
 
 

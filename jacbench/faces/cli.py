@@ -44,7 +44,7 @@ from jacbench.measure import device_lock, stats, tuning
 from jacbench.measure.machine import jacbench_version
 from jacbench.measure.peaks import measure_peaks
 from jacbench.measure.rows import FAILED_STATUSES, ResultsFileError, Row
-from jacbench.runs import harness, results, shards, tasks
+from jacbench.runs import harness, models, results, shards, tasks
 from jacbench.runs.grid import DTYPES, PRESETS, Point, Preset, expand_grid, get_preset
 from jacbench.runs.methods import METHODS, Method
 from jacbench.runs.operators import OPERATORS
@@ -248,8 +248,30 @@ def predict(
             max=2,
         ),
     ] = 1,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Your own network instead of the tanh MLP: a factory make(d_in, d_out, "
+            "**params) as path/file.py:function or module:function, or a built-in family "
+            "(residual, siren, fourier, cnn, attention, mlp). Its JVP and VJP are counted.",
+            show_default=False,
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            help="A model's keyword parameter, NAME=VALUE (repeat for more).",
+            show_default=False,
+        ),
+    ] = None,  # fmt: skip
 ) -> None:
     """Predict FLOPs and memory of each mode for a shape, and the mode to use."""
+    if model is not None:
+        _predict_model(model, param, d_in, d_out, batch, dtype)
+        return
+    if param:
+        fail("--param is a model's: give it with --model")
     shape = parse_ints(widths, "--widths") if widths else [d_in, *([width] * depth), d_out]
     if len(shape) < 3:
         fail(f"--widths needs at least 3 values (D K_1 P), got {len(shape)}")
@@ -264,6 +286,27 @@ def predict(
         console.print(
             report.second_order_table(cost.plan_second_order(shape, batch, DTYPES[dtype]))
         )
+
+
+def _predict_model(
+    spec: str, texts: list[str] | None, d_in: int, d_out: int, batch: int, dtype: str
+) -> None:
+    """``predict --model``: the model's counted costs per mode (``generic.plan_of``)."""
+    if dtype not in DTYPES:
+        fail(f"unknown dtype {dtype!r}; expected one of: {', '.join(DTYPES)}")
+    params = {}
+    for name, values in _params(texts) or ():
+        if len(values) != 1:
+            fail(f"--param {name} takes one value here, got {len(values)}")
+        params[name] = values[0]
+    try:
+        chosen = models.resolve_model(spec).with_params(params)
+        with err_console.status("counting the model's JVP and VJP…"):
+            plan = models.model_plan(chosen, d_in, d_out, batch=batch, dtype=DTYPES[dtype])
+    except ValueError as error:
+        fail(str(error))
+    console.print(report.model_predict_table(plan, chosen.label))
+    console.print(report.model_recommendation(plan), highlight=False)
 
 
 @app.command(cls=ListOptionsCommand)
@@ -407,7 +450,23 @@ _READERS: dict[str, Any] = {
     "names": lambda text, name: None if text is None else tuple(parse_names(text, name)),
     "dtypes": lambda text, name: tuple(parse_choices(text, "dtype", list(DTYPES))),
     "device": lambda text, name: check_device(text),
+    "params": lambda texts, name: _params(texts),
 }
+
+
+def _params(texts: list[str] | None) -> tuple[tuple[str, tuple[Any, ...]], ...] | None:
+    """--param NAME=V1,V2 …, each a grid axis of a model's parameters."""
+    if not texts:
+        return None
+    try:
+        parsed = [models.parse_param(text) for text in texts]
+    except ValueError as error:
+        fail(str(error))
+    names = [name for name, _ in parsed]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        fail(f"--param {twice[0]} is given twice; give its values once: {twice[0]}=V1,V2")
+    return tuple(parsed)
 
 
 def _option_parameter(item: dataclasses.Field) -> inspect.Parameter:
@@ -420,6 +479,8 @@ def _option_parameter(item: dataclasses.Field) -> inspect.Parameter:
         kind: Any = str | None
     elif flag.parse in ("dtypes", "device"):
         kind = str
+    elif flag.parse == "params":
+        kind = list[str] | None
     else:
         kind = typing.get_type_hints(SweepOptions)[name]
     help_text = _preset_help() if name == "preset" else flag.help

@@ -12,7 +12,10 @@ Installed with jacbench (entry point ``pytest11``), it gives every pytest run:
   It checks the method once against float64 ``torch.func.jacrev`` (failing the test if it
   is wrong), then times it with pytest-benchmark's ``benchmark``, in the group of its shape
   and with the same ``extra_info`` as the built-in suites, so ``--benchmark-compare`` and
-  ``jacbench report --pytest-benchmark`` read both alike. Second-order methods (or your
+  ``jacbench report --pytest-benchmark`` read both alike. Your own network is
+  ``model=`` (a factory, its spec or a built-in family, with ``params=``), its widths
+  (D, P): ``jacobian_benchmark("auto", widths=(64, 1), model="attention")``, grouped per
+  model. Second-order methods (or your
   routine with ``operator="hessian"``, ``"laplacian"`` or ``"hvp"``) are checked against
   float64 ``torch.func.hessian`` and grouped as ``<operator> <shape>``.
 
@@ -59,7 +62,9 @@ def jacobian_benchmark(benchmark: Any) -> Callable[..., Any]:
     """``run(method, widths, batch=1, dtype="float32", device="cpu")``: check, then time.
 
     ``method`` is a method name, a routine spec or a callable; ``widths`` the full
-    (D, K_1, …, K_L, P). Returns what pytest-benchmark's ``benchmark`` returns.
+    (D, K_1, …, K_L, P). With ``model`` (a family's name, a factory spec or a factory,
+    ``params`` its keyword arguments) the network is that model and ``widths`` is (D, P).
+    Returns what pytest-benchmark's ``benchmark`` returns.
     """
 
     def run(
@@ -69,10 +74,31 @@ def jacobian_benchmark(benchmark: Any) -> Callable[..., Any]:
         dtype: str = "float32",
         device: str = "cpu",
         operator: str | None = None,
+        *,
+        model: Any = None,
+        params: dict[str, Any] | None = None,
     ) -> Any:
-        return _benchmark_jacobian(benchmark, method, tuple(widths), batch, dtype, device, operator)
+        chosen = _model(model, params, tuple(widths))
+        return _benchmark_jacobian(
+            benchmark, method, tuple(widths), batch, dtype, device, operator, chosen
+        )
 
     return run
+
+
+def _model(model: Any, params: dict[str, Any] | None, widths: tuple[int, ...]) -> Any:
+    """The fixture's model, checked (None: jacbench's MLP)."""
+    if model is None:
+        if params:
+            raise ValueError("params are a model's: give them with model=")
+        return None
+    from jacbench.runs.models import check_model, resolve_model
+
+    if len(widths) != 2:
+        raise ValueError(f"a model's widths are (D, P), got {widths}")
+    chosen = resolve_model(model).with_params(params or {})
+    check_model(chosen, *widths)
+    return chosen
 
 
 def _benchmark_jacobian(
@@ -83,6 +109,7 @@ def _benchmark_jacobian(
     dtype: str,
     device: str,
     operator: str | None,
+    model: Any = None,
 ) -> Any:
     import torch
 
@@ -94,9 +121,15 @@ def _benchmark_jacobian(
     from jacbench.runs.operators import get_operator
     from jacbench.runs.options import SweepOptions
     from jacbench.runs.routines import resolve
-    from jacbench.runs.tasks import TOLERANCES, build_input, build_network, point_reference
+    from jacbench.runs.tasks import (
+        TOLERANCES,
+        build_input,
+        build_network,
+        point_costs,
+        point_reference,
+    )
 
-    point = Point(widths, batch, dtype, device)
+    point = Point(widths, batch, dtype, device, model)
     if point.device.startswith("cuda") and not torch.cuda.is_available():
         pytest.skip("the benchmark asks for CUDA, which is not available")
     # pytest-benchmark times a function of this process: the routine is loaded here, in the
@@ -125,7 +158,7 @@ def _benchmark_jacobian(
             return result
     else:
         timed = call
-    costs = computed.costs(widths, batch, point.torch_dtype)
+    costs = point_costs(point, computed.name, net, x)
     mode = resolved.mode_for(costs.predicted)
     # The Jacobian's groups keep their names (saved runs compare); others say the operator.
     label = shape_label(point)
@@ -137,6 +170,7 @@ def _benchmark_jacobian(
         mode=mode,
         source=resolved.source,
         widths=list(widths),
+        model=point.label,
         batch=batch,
         dtype=dtype,
         device=device,

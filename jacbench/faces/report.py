@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from jacbench.ad.cost import MODES, Plan, SecondOrderPlan
+from jacbench.ad.generic import GenericPlan
 from jacbench.measure import machine, stats
 from jacbench.measure.peaks import Peaks
 from jacbench.measure.rows import KEY_COLUMNS, TIMED_STATUSES, parse_widths
@@ -31,7 +32,23 @@ from jacbench.runs.grid import Point
 from jacbench.runs.methods import METHODS
 from jacbench.runs.operators import OPERATORS
 
-SHAPE_COLUMNS = ["depth", "d_in", "width", "d_out", "widths", "batch", "dtype", "device"]
+SHAPE_COLUMNS = ["depth", "d_in", "width", "d_out", "widths", "batch", "dtype", "device", "model"]
+# A model's modes as torch.func runs them: its prediction is judged against these.
+MODEL_FIXED_MODES = {"func-jacfwd": "forward", "func-jacrev": "reverse"}
+
+
+def _shaped(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a ``model`` in every row (``mlp`` for rows made before the column)."""
+    if "model" not in frame.columns:
+        return frame.assign(model="mlp")
+    models = frame["model"]
+    missing = models.isna() | (models.astype(str) == "")
+    return frame.assign(model=models.where(~missing, "mlp")) if missing.any() else frame
+
+
+def is_model_shape(widths: object) -> bool:
+    """Whether a ``widths`` cell is a model's (D-P) rather than an MLP's (D-K…-P)."""
+    return str(widths).count("-") == 1
 
 
 # ---------------------------------------------------------------- formatting
@@ -86,14 +103,21 @@ def _markdown_header(header: Sequence[str]) -> list[str]:
 def shape_label(point: Point | pd.Series | dict) -> str:
     """``L=5 D=1000 K=1000 P=1 B=1 float32 cpu`` for a point or a results row's shape.
 
-    Widths are spelled out (``widths=8-64-4-64-8``) where the hidden widths differ.
+    Widths are spelled out (``widths=8-64-4-64-8``) where the hidden widths differ; a
+    model's shape is its label and D, P: ``residual(width=64) D=8 P=1 B=4 float32 cpu``.
     """
     if not isinstance(point, Point):
-        point = Point(
-            parse_widths(point["widths"]),
-            int(point["batch"]),
-            str(point["dtype"]),
-            str(point["device"]),
+        widths = parse_widths(point["widths"])
+        if len(widths) == 2:  # a model: its label says the rest
+            return (
+                f"{point.get('model', 'mlp')} D={widths[0]} P={widths[1]} B={point['batch']} "
+                f"{point['dtype']} {point['device']}"
+            )
+        point = Point(widths, int(point["batch"]), str(point["dtype"]), str(point["device"]))
+    elif point.model is not None:
+        return (
+            f"{point.label} D={point.d_in} P={point.d_out} B={point.batch} "
+            f"{point.dtype} {point.device}"
         )
     hidden = set(point.widths[1:-1])
     k = f"K={point.width}" if len(hidden) == 1 else "widths=" + "-".join(map(str, point.widths))
@@ -124,6 +148,50 @@ def predict_table(plan: Plan) -> Table:
             style="bold green" if mode == plan.mode else None,
         )
     return table
+
+
+def model_predict_table(plan: GenericPlan, label: str) -> Table:
+    """A model's counted FLOPs, operations, memory and predicted time per mode
+    (``generic.plan_of``), with the recommended mode marked."""
+    table = Table(
+        title=f"{label}: D={plan.d_in}, P={plan.d_out}, batch {plan.batch}",
+        caption=(
+            f"predicted time = operations × {format_seconds(plan.calibration.op_seconds)} + "
+            f"FLOP ÷ {plan.calibration.flop_rate / 1e9:.0f} GFLOP/s (measured here)"
+        ),
+    )
+    table.add_column("mode")
+    for name in ("matmul FLOP", "operations", "memory", "predicted", "× best"):
+        table.add_column(name, justify="right")
+    table.add_column("pick")
+    best = min(plan.seconds.values())
+    for mode in ("forward", "reverse"):
+        if mode not in plan.seconds:
+            table.add_row(mode, "—", "—", "—", "not supported", "—", "")
+            continue
+        table.add_row(
+            mode,
+            format_count(plan.flops[mode]),
+            str(plan.operations[mode]),
+            format_bytes(plan.memory_bytes[mode]),
+            format_seconds(plan.seconds[mode]),
+            f"{plan.seconds[mode] / best:.3g}",
+            "✓" if mode == plan.mode else "",
+            style="bold green" if mode == plan.mode else None,
+        )
+    return table
+
+
+def model_recommendation(plan: GenericPlan) -> str:
+    """One sentence: a model's recommended mode, why, and what the other would cost."""
+    rival = "forward" if plan.mode == "reverse" else "reverse"
+    text = f"Recommended: {plan.mode} mode ({plan.reason})"
+    if rival in plan.seconds:
+        factor = plan.seconds[rival] / plan.seconds[plan.mode]
+        text += f"; {rival} mode is predicted to take {factor:.3g}× as long"
+    if plan.chunk_size is not None:
+        text += f"; reverse mode in chunks of {plan.chunk_size} cotangents (memory)"
+    return text + "."
 
 
 def second_order_table(plan: SecondOrderPlan) -> Table:
@@ -307,17 +375,18 @@ def _families(operator: str) -> dict[str, list[str]]:
 def summary_frame(frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per shape: median per method, forward/reverse ratio, predicted vs measured winner.
 
-    ``measured`` names the fastest hand-written mode (forward, reverse, mixed; for the second
-    order jacbench's fixed-mode methods) only when it is significantly faster than the
-    runner-up (``stats.point_verdict`` on the run's samples), else the tie (``tie: reverse ≈
-    mixed``); ``fastest`` does the same over every exact method. ``prediction_ok`` is true
-    when the predicted mode won or tied, and missing (no verdict) where the run did not time
-    the predicted mode. ``frame`` holds one operator's rows (``split_operators``).
+    ``measured`` names the fastest hand-written mode (forward, reverse, mixed; for the second order
+    jacbench's fixed-mode methods; for a model torch.func's jacfwd and jacrev) only when it is
+    significantly faster than the runner-up (``stats.point_verdict`` on the run's samples), else the
+    tie (``tie: reverse ≈ mixed``); ``fastest`` does the same over every exact method.
+    ``prediction_ok`` is true when the predicted mode won or tied, and missing (no verdict) where
+    the run did not time the predicted mode. ``frame`` holds one operator's rows
+    (``split_operators``).
     """
-    ok = timed(frame)
+    ok = timed(_shaped(frame))
     if ok.empty:
         return pd.DataFrame()
-    fixed = _fixed_modes(operator_of(frame))
+    mlp_fixed = _fixed_modes(operator_of(frame))
     medians = ok.pivot_table(index=SHAPE_COLUMNS, columns="method", values="median_s")
     predicted = ok.groupby(SHAPE_COLUMNS)["predicted_mode"].first()
     summary = medians.copy()
@@ -332,6 +401,7 @@ def summary_frame(frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> p
         exact = rows[~rows["method"].isin(estimates)]  # an estimate is no rival of exact ones
         winner, tied, _ = stats.point_verdict(exact if len(exact) else rows, by_key)
         fastest.append((shape, _verdict_text(winner, tied)))
+        fixed = MODEL_FIXED_MODES if is_model_shape(rows["widths"].iloc[0]) else mlp_fixed
         ours = rows[rows["method"].isin(list(fixed))]
         if ours.empty:
             continue
@@ -417,8 +487,11 @@ def accuracy_sentence(summary: pd.DataFrame, operator: str = "jacobian") -> str:
     if total == 0:
         return "Prediction accuracy: no verdict (the run timed none of the predicted modes)."
     model = "cost.plan" if operator == "jacobian" else "cost.plan_second_order"
+    fixed = "hand-written mode"
+    if summary["widths"].map(is_model_shape).all():
+        model, fixed = "generic.plan_of", "of torch.func's jacfwd and jacrev"
     text = (
-        f"Prediction accuracy: the mode {model} predicted was the fastest hand-written mode, "
+        f"Prediction accuracy: the mode {model} predicted was the fastest {fixed}, "
         f"or tied with it, at {right} of {total} shapes"
     )
     judged = summary[summary["prediction_ok"].notna()]
@@ -432,10 +505,13 @@ def accuracy_sentence(summary: pd.DataFrame, operator: str = "jacobian") -> str:
 
 
 def compact_label(row: pd.Series | dict) -> str:
-    """``L=3 D=4 K=256 P=4`` (with B, dtype and device only where they are not the defaults)."""
+    """``L=3 D=4 K=256 P=4`` (with B, dtype and device only where they are not the defaults);
+    a model's ``residual(width=64) D=8 P=1``."""
     hidden = set(str(row["widths"]).split("-")[1:-1])
     k = f"K={row['width']}" if len(hidden) == 1 else f"[{row['widths']}]"
     label = f"L={row['depth']} D={row['d_in']} {k} P={row['d_out']}"
+    if is_model_shape(row["widths"]):
+        label = f"{row.get('model', 'mlp')} D={row['d_in']} P={row['d_out']}"
     if int(row["batch"]) != 1:
         label += f" B={row['batch']}"
     if row["dtype"] != "float32":
@@ -507,7 +583,7 @@ def peer_comparison(frame: pd.DataFrame) -> pd.DataFrame:
 
     operator = operator_of(frame)
     best = OPERATORS[operator].best_method
-    ok = timed(frame)
+    ok = timed(_shaped(frame))
     if best not in set(ok["method"]):
         return pd.DataFrame()
     medians = ok.pivot_table(index=SHAPE_COLUMNS, columns="method", values="median_s")
@@ -629,8 +705,10 @@ def _summary_lines(
 ) -> list[str]:
     """The per-shape Markdown table and the prediction accuracy."""
     method_columns = _method_order(summary.columns, methods)
-    # The Jacobian's forward/reverse ratio; a run of another operator has no such pair.
-    ratio = ["fwd/rev"] if operator == "jacobian" else []
+    # The Jacobian's forward/reverse ratio; a run of another operator, or of models, has no
+    # such pair.
+    models_only = summary["widths"].map(is_model_shape).all()
+    ratio = ["fwd/rev"] if operator == "jacobian" and not models_only else []
     header = ["shape", *method_columns, *ratio, "predicted", "measured", "fastest"]
     if "efficiency" in summary:
         header.append("efficiency")
@@ -714,7 +792,7 @@ def devices_side_by_side(frame: pd.DataFrame, samples: pd.DataFrame | None = Non
 
     Empty unless the timed rows span two or more devices.
     """
-    ok = timed(frame)
+    ok = timed(_shaped(frame))
     devices = sorted(ok["device"].unique()) if not ok.empty else []
     if len(devices) < 2:
         return pd.DataFrame()

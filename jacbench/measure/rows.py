@@ -10,6 +10,7 @@ text of a results file into typed columns, or says in one line what is wrong wit
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any, NamedTuple
@@ -46,9 +47,12 @@ class RowKey(NamedTuple):
     dtype: str
     device: str
     method: str
+    model: str = "mlp"  # the model's label; "mlp" for jacbench's MLP (files before models)
 
 
 KEY_COLUMNS: tuple[str, ...] = RowKey._fields
+# Key columns a results file may lack, and what they read as there (files made before them).
+KEY_DEFAULTS: dict[str, str] = {"model": "mlp"}
 
 
 def format_widths(widths: tuple[int, ...] | list[int]) -> str:
@@ -114,6 +118,12 @@ class Row:
     operator: str = _column(
         str, "", "what the method computes: jacobian, hessian, laplacian or hvp", "jacobian"
     )
+    model: str = _column(
+        str,
+        "",
+        "the model: mlp for jacbench's MLP, else the factory's name and params, residual(width=64)",
+        "mlp",
+    )
     # Not a column: the measured samples, (process, round, seconds) per timed block, for
     # samples.csv.
     samples: tuple[tuple[int, int, float], ...] = field(default=(), repr=False, compare=False)
@@ -121,7 +131,7 @@ class Row:
     @property
     def key(self) -> RowKey:
         """The row's identity within a run."""
-        return RowKey(self.widths, self.batch, self.dtype, self.device, self.method)
+        return RowKey(self.widths, self.batch, self.dtype, self.device, self.method, self.model)
 
     @property
     def timed(self) -> bool:
@@ -181,6 +191,22 @@ class ResultsFileError(ValueError):
     """A results file that is not a jacbench results file, or is damaged."""
 
 
+def row_key(row: pd.Series | Mapping[str, Any]) -> RowKey:
+    """The key of one row of a frame (a key column it lacks reads as its default)."""
+    return RowKey(*(row.get(c, KEY_DEFAULTS.get(c)) for c in KEY_COLUMNS))
+
+
+def with_key_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every key column (those it lacks, or cells it leaves empty, at their
+    defaults: ``KEY_DEFAULTS``)."""
+    filled = {
+        c: frame[c].fillna(d) if c in frame.columns else d
+        for c, d in KEY_DEFAULTS.items()
+        if c not in frame.columns or frame[c].isna().any()
+    }
+    return frame.assign(**filled) if filled else frame
+
+
 def keys_of(frame: pd.DataFrame) -> set[RowKey]:
     """The keys of every row of a typed results frame."""
     return {RowKey(*values) for values in frame[list(KEY_COLUMNS)].itertuples(index=False)}
@@ -189,6 +215,8 @@ def keys_of(frame: pd.DataFrame) -> set[RowKey]:
 def typed_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """A results DataFrame in schema order and types from row dicts (missing columns empty)."""
     frame = pd.DataFrame.from_records(records, columns=list(COLUMNS))
+    for name, default in KEY_DEFAULTS.items():  # a record made before that key column
+        frame[name] = frame[name].fillna(default)
     return frame.astype({c: _NULLABLE_DTYPES[COLUMN_KINDS[c]] for c in COLUMNS})
 
 
@@ -202,18 +230,22 @@ def check_frame(raw: pd.DataFrame, source: str) -> pd.DataFrame:
     """Typed columns from a results file read as text; ``ResultsFileError`` names what is wrong.
 
     ``raw`` holds the file's cells as strings (empty for missing values). Columns must be
-    ``COLUMNS`` in order, or a prefix of it holding every key column (a file written before
-    later columns existed: those come back with their default, empty for most, ``jacobian``
-    for the operator). Line numbers count the header as line 1.
+    ``COLUMNS`` in order, or a prefix of it holding every key column but those of
+    ``KEY_DEFAULTS`` (a file written before later columns existed: those come back with
+    their default, empty for most, ``jacobian`` for the operator, ``mlp`` for the model).
+    Line numbers count the header as line 1.
     """
     header = list(raw.columns)
-    if header != list(COLUMNS[: len(header)]) or not set(KEY_COLUMNS) <= set(header):
+    required = set(KEY_COLUMNS) - set(KEY_DEFAULTS)
+    if header != list(COLUMNS[: len(header)]) or not required <= set(header):
         raise ResultsFileError(f"{source} is not a jacbench results file (unexpected columns)")
     frame = pd.DataFrame(index=raw.index)
     for name in COLUMNS:
         kind = COLUMN_KINDS[name]
         absent = str(_DEFAULTS[name]) if COLUMN_KINDS[name] is str else ""
         text = raw[name].fillna("") if name in raw else pd.Series(absent, index=raw.index)
+        if name in KEY_DEFAULTS:  # an empty cell of a key with a default reads as that
+            text = text.where(text != "", KEY_DEFAULTS[name])
         frame[name] = _typed_column(text, name, kind, source)
     bad = ~frame["status"].isin([s.value for s in Status])
     if bad.any():

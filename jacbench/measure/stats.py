@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from jacbench.measure.rows import KEY_COLUMNS, RowKey
+from jacbench.measure.rows import KEY_COLUMNS, RowKey, row_key, with_key_columns
 
 LEVEL = 0.95  # the confidence level of every interval
 BOOTSTRAP_RESAMPLES = 2000
@@ -155,6 +155,7 @@ def verdict(low: float, high: float) -> str:
 def samples_by_key(samples: pd.DataFrame) -> dict[RowKey, pd.DataFrame]:
     if samples is None or samples.empty:
         return {}
+    samples = with_key_columns(samples)
     return {RowKey(*k): g for k, g in samples.groupby(list(KEY_COLUMNS), sort=False)}
 
 
@@ -189,11 +190,11 @@ def point_verdict(
     """
     ordered = rows.sort_values("median_s", kind="stable")
     fastest = ordered.iloc[0]
-    key = RowKey(*fastest[list(KEY_COLUMNS)])
+    key = row_key(fastest)
     tied = [fastest["method"]]
     tested = True
     for _, other in ordered.iloc[1:].iterrows():
-        other_key = RowKey(*other[list(KEY_COLUMNS)])
+        other_key = row_key(other)
         if key in samples and other_key in samples:
             _, low, _ = methods_interval(samples[key], samples[other_key])
             same = low <= 1
@@ -222,8 +223,8 @@ def compare_runs(
     """
     keys = list(KEY_COLUMNS)
     timed_statuses = ["ok", "slow", "unchecked"]
-    a = before[before["status"].isin(timed_statuses)]
-    b = after[after["status"].isin(timed_statuses)]
+    a = with_key_columns(before[before["status"].isin(timed_statuses)])
+    b = with_key_columns(after[after["status"].isin(timed_statuses)])
     merged = a[[*keys, "depth", "d_in", "width", "d_out", "median_s"]].merge(
         b[[*keys, "median_s"]], on=keys, suffixes=("_a", "_b")
     )

@@ -147,17 +147,27 @@ def chain_without_slopes(net: MLP, x: Tensor, dropped: set[int]) -> Tensor:
 class Snapshot:
     """A network's tensors and an input as they were, to tell whether a call changed them."""
 
-    def __init__(self, net: MLP, x: Tensor) -> None:
-        self.params = {k: v.clone() for k, v in net.param_dict().items()}
+    def __init__(self, net: MLP | Any, x: Tensor) -> None:
+        self.params = {k: v.clone() for k, v in tensors_of(net).items()}
         self.x = x.clone()
 
-    def changed(self, net: MLP, x: Tensor, weights: str = "the network's weights") -> str:
+    def changed(self, net: MLP | Any, x: Tensor, weights: str = "the network's weights") -> str:
         """What the call changed in place, in words ("" if nothing); ``weights``: what the
         routine calls the weights (``param_dict`` for the textbook's convention)."""
-        changed = [k for k, v in net.param_dict().items() if not torch.equal(v, self.params[k])]
+        changed = [k for k, v in tensors_of(net).items() if not torch.equal(v, self.params[k])]
         if changed:
             names = ", ".join(changed)
             return f"changes {weights} in place ({names}): a routine must not modify its arguments"
         if not torch.equal(x, self.x):
             return "changes x in place: a routine must not modify its arguments"
         return ""
+
+
+def tensors_of(net: MLP | Any) -> dict[str, Tensor]:
+    """A network's weights by name: an MLP's ``param_dict``, a module's state dict (a plain
+    function's are its own: none)."""
+    if isinstance(net, MLP):
+        return net.param_dict()
+    if isinstance(net, torch.nn.Module):
+        return dict(net.state_dict())
+    return {}

@@ -1,10 +1,11 @@
 """Points and grids: which network shapes a run measures, and the named presets.
 
-A point is one network shape (widths), batch, dtype and device; a grid is the points of a
-run. ``expand_grid`` makes the product of lists of depths L, input dimensions D, hidden
-widths K, output dimensions P and batches B (keyword names as the CLI's options), plus any
-explicit ``shapes``. ``PRESETS`` is the one table of named grids, read by ``jacbench run
---preset`` and by the pytest-benchmark suites (``JACBENCH_BENCH_PRESET``).
+A point is one network shape (widths), batch, dtype and device, and for a model
+(``jacbench.runs.models``) the model; a grid is the points of a run. ``expand_grid`` makes the
+product of lists of depths L, input dimensions D, hidden widths K, output dimensions P and batches B
+(keyword names as the CLI's options), plus any explicit ``shapes``; ``expand_models`` the product of
+models, D, P and B. ``PRESETS`` is the one table of named grids, read by ``jacbench run --preset``
+and by the pytest-benchmark suites (``JACBENCH_BENCH_PRESET``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 
 from jacbench.ad.cost import check_widths
 from jacbench.measure.rows import RowKey, format_widths
-from jacbench.runs.methods import METHODS, default_methods
+from jacbench.runs.methods import METHODS, MODEL_METHODS, default_methods
+from jacbench.runs.models import MLP_LABEL, Model
 
 DTYPES: Mapping[str, torch.dtype] = MappingProxyType(
     {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -30,12 +32,14 @@ GRID_OPTIONS = ("depths", "d_in", "width", "d_out", "batch")
 
 @dataclass(frozen=True)
 class Point:
-    """One network shape ``widths = (D, K_1, …, K_L, P)``, batch, dtype and device."""
+    """One network shape ``widths = (D, K_1, …, K_L, P)``, batch, dtype and device; for a
+    model, ``widths = (D, P)`` and the model (its own parameters say the rest)."""
 
     widths: tuple[int, ...]
     batch: int = 1
     dtype: str = "float32"
     device: str = "cpu"
+    model: Model | None = None  # None: jacbench's MLP of these widths
 
     @property
     def depth(self) -> int:
@@ -49,8 +53,9 @@ class Point:
 
     @property
     def width(self) -> int:
-        """K: the hidden width (the largest one where they differ), as in the ``width`` column."""
-        return max(self.widths[1:-1])
+        """K: the hidden width (the largest one where they differ), as in the ``width`` column
+        (0 for a model)."""
+        return max(self.widths[1:-1], default=0)
 
     @property
     def d_out(self) -> int:
@@ -64,7 +69,14 @@ class Point:
 
     def key(self, method: str) -> RowKey:
         """The key of this point's row for ``method``."""
-        return RowKey(format_widths(self.widths), self.batch, self.dtype, self.device, method)
+        return RowKey(
+            format_widths(self.widths), self.batch, self.dtype, self.device, method, self.label
+        )
+
+    @property
+    def label(self) -> str:
+        """The ``model`` column: the model's label, ``mlp`` for jacbench's MLP."""
+        return MLP_LABEL if self.model is None else self.model.label
 
 
 def uniform_widths(depth: int, d_in: int, width: int, d_out: int) -> tuple[int, ...]:
@@ -120,6 +132,36 @@ def expand_grid(
     return list(dict.fromkeys(points))
 
 
+def expand_models(
+    models: Sequence[Model],
+    *,
+    d_in: Sequence[int],
+    d_out: Sequence[int],
+    batch: Sequence[int] = (1,),
+    dtype: Sequence[str] = ("float32",),
+    device: str = "cpu",
+) -> list[Point]:
+    """Every combination of models × d_in × d_out × batch × dtype (a model with each of its
+    params already: ``Model.with_params``).
+
+    >>> from jacbench.runs.models import Model
+    >>> [p.key("auto").model for p in expand_models([Model("siren")], d_in=[2], d_out=[1, 3])]
+    ['siren', 'siren']
+    """
+    for name in dtype:
+        if name not in DTYPES:
+            raise ValueError(f"unknown dtype {name!r}; expected one of: {', '.join(DTYPES)}")
+    combos = itertools.product(
+        models,
+        _positive_ints("d_in", d_in),
+        _positive_ints("d_out", d_out),
+        _positive_ints("batch", batch),
+        dtype,
+    )
+    points = [Point((d, p), b, name, device, model) for model, d, p, b, name in combos]
+    return list(dict.fromkeys(points))
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named grid: a product of the grid options, or a fixed list of (widths, batch)."""
@@ -131,6 +173,8 @@ class Preset:
     methods: tuple[str, ...] | None = None  # None: every installed method of the operator
     min_time: float | None = None  # None: the run's default
     operator: str = "jacobian"  # what a run of the preset computes unless --operator says
+    # Models and their points: (family, params, D, P, B); a preset of models has no grid.
+    models: tuple[tuple[str, Mapping[str, object], int, int, int], ...] = ()
 
     def points(
         self,
@@ -144,6 +188,20 @@ class Preset:
             ValueError: overrides given to a fixed list of shapes.
         """
         given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        if self.models:
+            if given:
+                raise ValueError(
+                    f"preset {self.name} is a fixed list of models and shapes; grid options do "
+                    "not apply to it"
+                )
+            return [
+                point
+                for family, params, d, p, b in self.models
+                for point in expand_models(
+                    [Model(family, ref=family).with_params(params)],
+                    d_in=[d], d_out=[p], batch=[b], dtype=dtype, device=device,
+                )
+            ]  # fmt: skip
         if self.shapes and given:
             raise ValueError(
                 f"preset {self.name} is a fixed list of shapes; grid options do not apply to it"
@@ -156,7 +214,8 @@ class Preset:
         another ``operator`` than the preset's own, every installed method of that one."""
         if operator is not None and operator != self.operator:
             return list(default_methods(operator))
-        return [m for m in self.methods or default_methods(self.operator) if METHODS[m].available()]
+        default = MODEL_METHODS if self.models else default_methods(self.operator)
+        return [m for m in self.methods or default if METHODS[m].available()]
 
 
 _JACBENCH_AND_FUNC = ("forward", "reverse", "mixed", "auto", "func-jacfwd", "func-jacrev")
@@ -305,6 +364,33 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
                 "square Jacobians of flow-like nets: D=K=P=64–512, L=4",
                 shapes=tuple((uniform_widths(4, n, n, n), 1) for n in (64, 128, 256, 512)),
                 methods=_JACBENCH_AND_FUNC,
+            ),
+            # jacbench.ad.models' families, each where forward mode should win (few inputs,
+            # many outputs), where reverse mode should (many inputs, one output), and at a
+            # batch: sized for two cores.
+            Preset(
+                "models",
+                "every built-in model family (residual, SIREN, Fourier PINN, CNN, attention, "
+                "the MLP) where each mode should win: torch.func's modes against auto",
+                models=(
+                    ("mlp", {"width": 128, "depth": 4}, 256, 1, 1),
+                    ("mlp", {"width": 128, "depth": 4}, 2, 128, 1),
+                    ("mlp", {"width": 128, "depth": 4}, 2, 1, 1024),
+                    ("residual", {"width": 128, "depth": 3}, 256, 1, 1),
+                    ("residual", {"width": 128, "depth": 3}, 4, 256, 1),
+                    ("residual", {"width": 128, "depth": 3}, 64, 64, 16),
+                    ("siren", {"width": 128, "depth": 3}, 256, 1, 1),
+                    ("siren", {"width": 128, "depth": 3}, 3, 128, 1),
+                    ("siren", {"width": 128, "depth": 3}, 2, 1, 1024),
+                    ("fourier", {"width": 128, "depth": 3}, 2, 1, 1024),
+                    ("fourier", {"width": 128, "depth": 3}, 3, 64, 64),
+                    ("cnn", {"channels": 8}, 784, 10, 1),
+                    ("cnn", {"channels": 8}, 784, 10, 16),
+                    ("attention", {"seq": 8, "heads": 2}, 64, 1, 1),
+                    ("attention", {"seq": 8, "heads": 2}, 16, 256, 1),
+                    ("attention", {"seq": 8, "heads": 2}, 128, 128, 8),
+                ),
+                methods=MODEL_METHODS,
             ),
             Preset(
                 "smoke",

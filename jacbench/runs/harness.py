@@ -42,10 +42,10 @@ from jacbench.measure.rows import (
     samples_frame,
     typed_frame,
 )
+from jacbench.runs import models, results, routines, shards
 from jacbench.runs import processes as pool_processes
-from jacbench.runs import results, routines, shards
-from jacbench.runs.grid import DTYPES, Point, expand_grid, get_preset
-from jacbench.runs.methods import METHODS, Method
+from jacbench.runs.grid import DTYPES, Point, expand_grid, expand_models, get_preset
+from jacbench.runs.methods import METHODS, Method, model_methods
 from jacbench.runs.operators import get_operator
 from jacbench.runs.options import (
     DEFAULT_MIN_TIME,
@@ -236,25 +236,58 @@ def plan(options: SweepOptions) -> _Planned:
     """The points, methods, min_time and operator that ``options`` ask for (checked)."""
     chosen = get_preset(options.preset)
     operator = get_operator(options.operator or chosen.operator).name
-    if options.shapes is not None:
+    if options.model is not None:
+        points = _model_points(options)
+    elif options.params is not None:
+        raise ValueError("params are a model's: give them with --model")
+    elif options.shapes is not None:
         if any(v is not None for v in options.grid.values()):
             raise ValueError("give shapes or grid options (depths, d_in, …), not both")
         points = expand_grid(shapes=options.shapes, dtype=options.dtypes, device=options.device)
     else:
         points = chosen.points(options.dtypes, options.device, options.grid)
-    asked: list[MethodLike] = [
-        *(
-            chosen.installed_methods(operator)
-            if options.methods is None
-            else dict.fromkeys(options.methods)
-        )
-    ]
+    if options.methods is not None:
+        asked: list[MethodLike] = list(dict.fromkeys(options.methods))
+    elif options.model is not None:
+        asked = list(model_methods(operator))
+    else:
+        asked = list(chosen.installed_methods(operator))
     found = routines.resolve_all(asked, timeout=options.call_timeout)
     resolved = [method_of(operator, m) for m in found]
     min_time = options.min_time
     if min_time is None:
         min_time = chosen.min_time or DEFAULT_MIN_TIME
     return _Planned(points, asked, resolved, min_time, operator)
+
+
+def _model_points(options: SweepOptions) -> list[Point]:
+    """The points of a run of models: each model with every combination of its params, at
+    every d_in × d_out × batch; each checked first (built and called in a worker where it
+    is the user's code).
+
+    Raises:
+        ValueError: a grid option of the MLP's, no d_in or d_out, or a model that cannot
+            be loaded, built or called (one line).
+    """
+    if options.depths is not None or options.width is not None or options.shapes is not None:
+        raise ValueError(
+            "depths, width and shapes are the MLP's; give a model's own as params "
+            "(--param width=64)"
+        )
+    if options.d_in is None or options.d_out is None:
+        raise ValueError("a model needs d_in and d_out (--d-in 8 256 --d-out 1)")
+    grid = models.params_grid(dict(options.params or ()))
+    chosen = [models.resolve_model(m).with_params(p) for m in options.model or () for p in grid]
+    for model in dict.fromkeys(chosen):
+        models.check_model(model, options.d_in[0], options.d_out[0], timeout=options.call_timeout)
+    return expand_models(
+        chosen,
+        d_in=options.d_in,
+        d_out=options.d_out,
+        batch=options.batch or (1,),
+        dtype=options.dtypes,
+        device=options.device,
+    )
 
 
 @dataclass(frozen=True)
@@ -275,6 +308,7 @@ class _Run:
         return {
             "preset": options.preset,
             **{k: list(v) for k, v in options.grid.items() if v is not None},
+            **self._model_params(),
             **(
                 {"shapes": [[list(w), b] for w, b in options.shapes]}
                 if options.shapes is not None
@@ -292,12 +326,23 @@ class _Run:
             **({"shards": self.shard.count} if self.shard is not None else {}),
         }
 
+    def _model_params(self) -> dict[str, Any]:
+        """meta.json's record of the models: their names and params (none for the MLP)."""
+        options = self.options
+        if options.model is None:
+            return {}
+        return {
+            "model": [models.resolve_model(m).name for m in options.model],
+            "params": {k: list(v) for k, v in options.params or ()},
+        }
+
     def pooled_params(self) -> dict[str, Any]:
         """meta.json's ``params`` of a run pooled from processes: every option given."""
         options = self.options
         params = {
             "methods": list(self.planned.asked),
             **{k: (None if v is None else list(v)) for k, v in options.grid.items()},
+            **self._model_params(),
             "shapes": (
                 None if options.shapes is None else [[list(w), b] for w, b in options.shapes]
             ),
@@ -452,9 +497,9 @@ def _child_sweep(options: SweepOptions, shard: str | None, out: Path, resume: bo
 def _sweep_in_processes(run: _Run, out: str | Path | None, resume: bool) -> pd.DataFrame:
     """``sweep`` in ``processes`` fresh processes, pooled (see ``jacbench.runs.processes``)."""
     options = run.options
-    if any(not isinstance(m, str) for m in run.planned.asked):
+    if any(not isinstance(m, str) for m in (*run.planned.asked, *(options.model or ()))):
         raise ValueError(
-            "processes > 1 takes methods by name or file.py:function, not as callables"
+            "processes > 1 takes methods and models by name or file.py:function, not as callables"
         )
     # Each process sweeps the same grid with every option resolved, as its own run.
     child = replace(

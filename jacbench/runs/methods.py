@@ -58,6 +58,9 @@ class Method:
     operator: str = "jacobian"  # what it computes: a name in jacbench.runs.operators.OPERATORS
     exact: bool = True  # False: a stochastic estimate, timed and its error shown, not checked
     needs_cuda: bool = False  # runs on a CUDA device only, whatever the machine has
+    # Takes any model (jacbench.runs.models), not only jacbench's MLP: torch.func,
+    # autograd, the auto mode and library-style user routines.
+    any_network: bool = False
     # How a worker process finds a user routine (NOTE: [Workers]): its spec, or the pickled
     # function; None for a method that runs in the sweep's own process.
     ref: str | bytes | None = None
@@ -373,6 +376,7 @@ def _composition_peers() -> list[Method]:
                 + " (vmap over the batch)",
                 functools.partial(_build_func_hessian, mode),
                 operator="hessian",
+                any_network=True,
             )
         )
         jax.append(
@@ -427,6 +431,7 @@ _LAPLACIAN_AND_HVP = (
         "the trace of torch.func.hessian (vmap over the batch)",
         _build_func_laplacian,
         operator="laplacian",
+        any_network=True,
     ),
     Method(
         "jax-hessian-trace",
@@ -463,6 +468,7 @@ _LAPLACIAN_AND_HVP = (
         "torch.func.jvp of torch.func.jacrev (vmap over the batch)",
         _build_func_hvp,
         operator="hvp",
+        any_network=True,
     ),
     Method(
         "jax-hvp",
@@ -505,8 +511,10 @@ METHODS: dict[str, Method] = {
             "auto",
             "jacbench",
             "auto",
-            'jacobian(mode="auto"): the mode cost.plan predicts fastest',
+            'jacobian(mode="auto"): the mode cost.plan predicts fastest (for a model: the '
+            "mode its counted JVP and VJP say, generic.plan_of)",
             _build_auto,
+            any_network=True,
         ),
         Method(
             "func-jacfwd",
@@ -514,6 +522,7 @@ METHODS: dict[str, Method] = {
             "forward",
             "torch.func.jacfwd (vmap over the batch)",
             functools.partial(_build_func, torch.func.jacfwd),
+            any_network=True,
         ),
         Method(
             "func-jacrev",
@@ -521,6 +530,7 @@ METHODS: dict[str, Method] = {
             "reverse",
             "torch.func.jacrev (vmap over the batch)",
             functools.partial(_build_func, torch.func.jacrev),
+            any_network=True,
         ),
         Method(
             "autograd-forward",
@@ -528,6 +538,7 @@ METHODS: dict[str, Method] = {
             "forward",
             'torch.autograd.functional.jacobian(vectorize=True, strategy="forward-mode")',
             functools.partial(_build_autograd, "forward-mode"),
+            any_network=True,
         ),
         Method(
             "autograd-reverse",
@@ -535,6 +546,7 @@ METHODS: dict[str, Method] = {
             "reverse",
             'torch.autograd.functional.jacobian(vectorize=True, strategy="reverse-mode")',
             functools.partial(_build_autograd, "reverse-mode"),
+            any_network=True,
         ),
         Method(
             "naive-forward",
@@ -603,6 +615,19 @@ METHODS: dict[str, Method] = {
         *_LAPLACIAN_AND_HVP,
     ]
 }
+
+
+# A model's methods unless a run names others: torch.func's two modes and the auto mode.
+MODEL_METHODS = ("func-jacfwd", "func-jacrev", "auto")
+
+
+def model_methods(operator: str = "jacobian") -> tuple[str, ...]:
+    """A model's methods of ``operator`` unless a run names others: for the Jacobian
+    ``MODEL_METHODS``; for the second order every installed one that takes any network
+    (torch.func's compositions)."""
+    if operator == "jacobian":
+        return MODEL_METHODS
+    return tuple(m for m in default_methods(operator) if METHODS[m].any_network)
 
 
 def default_methods(operator: str = "jacobian") -> tuple[str, ...]:

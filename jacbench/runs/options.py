@@ -19,6 +19,9 @@ from jacbench.runs.methods import Method
 # A method as a sweep takes it: a registered name, a routine spec (file.py:function,
 # module:function), a callable routine, or a Method.
 MethodLike = str | Callable[..., Any] | Method
+# A model as a sweep takes it: a family's name, a factory spec (file.py:function,
+# module:function) or a factory function (jacbench.runs.models).
+ModelLike = str | Callable[..., Any]
 
 DEFAULT_MIN_TIME = 0.2
 DEFAULT_MAX_CALL_TIME = 5.0
@@ -31,11 +34,11 @@ SAME_DEFAULT: Any = object()
 class Flag:
     """How ``jacbench run`` offers an option.
 
-    ``parse`` says how its text is read: ``ints`` (whole numbers ≥ 1, space- or
-    comma-separated), ``names`` (a list of words), ``dtypes`` (a list of dtype names),
-    ``device``, or ``value`` (typed by the field, checked by the sweep). ``decls`` are its
-    spellings when not the field's own name (``--no-validate``); ``inverted`` for a flag that
-    turns the option off; ``default`` where the command line's default is not the library's.
+    ``parse`` says how its text is read: ``ints`` (whole numbers ≥ 1, space- or comma-separated),
+    ``names`` (a list of words), ``params`` (repeated NAME=V1,V2), ``dtypes`` (a list of dtype
+    names), ``device``, or ``value`` (typed by the field, checked by the sweep). ``decls`` are its
+    spellings when not the field's own name (``--no-validate``); ``inverted`` for a flag that turns
+    the option off; ``default`` where the command line's default is not the library's.
     """
 
     help: str
@@ -83,6 +86,29 @@ class SweepOptions:
             "path/file.py:function or module:function (running that file's code).",
             parse="names",
             show_default="the preset's, else all installed",
+        ),
+    )
+    # Factories (jacbench.runs.models): with them the grid is models × params × d_in ×
+    # d_out × batch, and depths and width do not apply.
+    model: tuple[ModelLike, ...] | None = _option(
+        None,
+        Flag(
+            "Your own network: a factory make(d_in, d_out, **params) as path/file.py:function "
+            "or module:function (running that file's code), or a built-in family: residual, "
+            "siren, fourier, cnn, attention, mlp. Sweeps --d-in, --d-out, --batch and each "
+            "--param.",
+            parse="names",
+            show_default="jacbench's tanh MLP",
+        ),
+    )
+    params: tuple[tuple[str, tuple[Any, ...]], ...] | None = _option(
+        None,
+        Flag(
+            "A model's keyword parameter as a grid axis: NAME=V1,V2 (ints, floats, words); "
+            "repeat for more, e.g. --param width=64,128 --param depth=3.",
+            parse="params",
+            decls=("--param",),
+            show_default=False,
         ),
     )
     preset: str = _option("quick", Flag("Named grid."))  # the command line lists them
@@ -191,7 +217,14 @@ def _frozen(name: str, value: Any) -> Any:
         return (value,)
     if name == "shapes":
         return tuple((tuple(widths), batch) for widths, batch in value)
-    if name in ("depths", "d_in", "width", "d_out", "batch", "dtype", "methods"):
+    if name == "params":
+        if not isinstance(value, Mapping):
+            raise ValueError(f"params takes a mapping of names to lists, got {value!r}")
+        return tuple(
+            (str(k), (v,) if isinstance(v, str) or not isinstance(v, Sequence) else tuple(v))
+            for k, v in value.items()
+        )
+    if name in ("depths", "d_in", "width", "d_out", "batch", "dtype", "methods", "model"):
         if isinstance(value, str) or callable(value):
             return (value,)
         try:

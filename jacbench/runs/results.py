@@ -33,6 +33,7 @@ from jacbench.measure.machine import environment, machine_state, now_iso  # noqa
 from jacbench.measure.rows import (
     COLUMNS,
     KEY_COLUMNS,
+    KEY_DEFAULTS,
     SAMPLE_COLUMNS,
     ResultsFileError,
     Row,
@@ -315,9 +316,13 @@ def read_samples(run_dir: Path | str) -> pd.DataFrame:
     if not path.exists():
         return empty_samples()
     try:
-        frame = pd.read_csv(path, dtype={c: str for c in ("widths", "dtype", "device", "method")})
+        text_columns = ("widths", "dtype", "device", "method", "model")
+        frame = pd.read_csv(path, dtype={c: str for c in text_columns})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         raise ResultsFileError(f"{path} is not a jacbench samples file") from None
+    for name, default in KEY_DEFAULTS.items():  # a file made before that key column
+        if name not in frame.columns and tuple(frame.columns) == _without(name):
+            frame.insert(SAMPLE_COLUMNS.index(name), name, default)
     if tuple(frame.columns) != SAMPLE_COLUMNS:
         raise ResultsFileError(
             f"{path} is not a jacbench samples file (columns {', '.join(SAMPLE_COLUMNS)})"
@@ -326,6 +331,10 @@ def read_samples(run_dir: Path | str) -> pd.DataFrame:
         return frame.astype(_SAMPLE_DTYPES)
     except (TypeError, ValueError):
         raise ResultsFileError(f"{path} has a value of the wrong type") from None
+
+
+def _without(name: str) -> tuple[str, ...]:
+    return tuple(c for c in SAMPLE_COLUMNS if c != name)
 
 
 def empty_samples() -> pd.DataFrame:
@@ -427,9 +436,9 @@ def _benchmark_row(bench: dict) -> Row:
     widths = [int(w) for w in info["widths"]]
     flops = info.get("flops")  # None for a user routine: no mode, no FLOP model
     return Row(
-        depth=len(widths) - 2,
+        depth=max(len(widths) - 2, 0),
         d_in=widths[0],
-        width=max(widths[1:-1]),
+        width=max(widths[1:-1], default=0),
         d_out=widths[-1],
         widths=format_widths(widths),
         batch=int(info["batch"]),
@@ -452,6 +461,7 @@ def _benchmark_row(bench: dict) -> Row:
         max_rel_err=info.get("max_rel_err", float("nan")),
         source=info.get("source", ""),
         operator=info.get("operator") or "jacobian",
+        model=info.get("model") or "mlp",
     )
 
 

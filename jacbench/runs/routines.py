@@ -97,6 +97,7 @@ class Routine:
             build=self.bind,
             source=self.source,
             ref=self.ref,
+            any_network=self.convention == LIBRARY,
         )
 
 
@@ -164,14 +165,15 @@ def from_callable(
     """
     if not callable(fn):
         raise RoutineError(f"a routine must be callable, got {type(fn).__name__}")
-    ref = _pickled(fn) if isolated else None
+    ref = pickled(fn) if isolated else None
     if ref is not None:
         return _described(ref, timeout, name)
     return _from_callable_here(fn, name=name)
 
 
-def _pickled(fn: Callable[..., Any]) -> bytes | None:
-    """The function pickled by reference, where a worker can import it again."""
+def pickled(fn: Callable[..., Any]) -> bytes | None:
+    """The function pickled by reference, where a worker can import it again (None for one
+    it cannot import: a lambda, a nested function, one of ``__main__``)."""
     if getattr(fn, "__module__", None) in (None, "__main__"):
         return None
     try:
@@ -297,12 +299,22 @@ def resolve_here(ref: str | bytes) -> Method:
 
 def _load_here(spec: str, *, probe: bool = True) -> Routine:
     """Import the routine ``spec`` names in this process (``load``'s work)."""
+    fn, source = import_function(spec)
+    routine = _from_callable_here(fn, name=spec, probe=probe)
+    return Routine(fn, spec, source, routine.convention, routine.batched)
+
+
+def import_function(spec: str) -> tuple[Callable[..., Any], str]:
+    """The function ``spec`` names (``path/to/file.py:function``, ``package.module:function``),
+    imported in this process, and where it comes from (the file's absolute path or the
+    module, then ``:function``).
+
+    Raises:
+        RoutineError: one line: not a spec, no such file or module, an error importing it,
+            no such function, or not a function.
+    """
+    _check_spec(spec)
     where, _, function = spec.rpartition(":")
-    if not where or not function.isidentifier():
-        raise RoutineError(
-            f"{spec!r} does not name a routine; expected path/to/file.py:function "
-            "or package.module:function"
-        )
     if where.endswith(".py") or "/" in where or "\\" in where:
         path = Path(where).expanduser().resolve()
         module = _import_file(path, spec)
@@ -315,8 +327,7 @@ def _load_here(spec: str, *, probe: bool = True) -> Routine:
         raise RoutineError(f"{spec}: {where} has no function {function!r}")
     if not callable(fn):
         raise RoutineError(f"{spec}: {function} is a {type(fn).__name__}, not a function")
-    routine = _from_callable_here(fn, name=spec, probe=probe)
-    return Routine(fn, spec, source, routine.convention, routine.batched)
+    return fn, source
 
 
 # Files already imported, by path: a spec named twice runs its file once.

@@ -137,8 +137,15 @@ NOMINAL_FLOP_RATE = {"cpu": 5e10, "cuda": 5e12}  # FLOP/s: ranks points, predict
 CALL_OVERHEAD_S = {"cpu": 5e-6, "cuda": 2e-5}  # per layer: kernel launches and Python
 
 
+# One Jacobian of a model (torch.func's overhead over a few hundred operations: milliseconds).
+MODEL_CALL_S = 5e-3
+
+
 def estimated_call_seconds(point: Point) -> float:
-    """A nominal time for one Jacobian of ``point`` in its predicted mode (ranks points)."""
+    """A nominal time for one Jacobian of ``point`` in its predicted mode (ranks points); a
+    model, not built to count its costs, gets ``MODEL_CALL_S``."""
+    if point.model is not None:
+        return MODEL_CALL_S
     plan = cost.plan(point.widths, point.batch, point.torch_dtype)
     kind = torch.device(point.device).type
     rate = NOMINAL_FLOP_RATE.get(kind, NOMINAL_FLOP_RATE["cpu"])

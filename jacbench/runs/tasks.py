@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
-from jacbench.ad import cost
+from jacbench.ad import cost, generic
 from jacbench.ad.networks import MLP, UnsupportedNetwork
 from jacbench.measure import timing, tuning
 from jacbench.measure.peaks import Peaks, bound_seconds
@@ -24,6 +25,7 @@ from jacbench.runs import routines, workers
 from jacbench.runs.diagnosis import Snapshot, diagnose
 from jacbench.runs.grid import Point
 from jacbench.runs.methods import JacobianCall, Method
+from jacbench.runs.models import ModelError, copied
 from jacbench.runs.operators import OPERATORS, Costs, get_operator
 from jacbench.runs.options import (
     DEFAULT_CALL_TIMEOUT,
@@ -69,8 +71,13 @@ class SweepConfig:
         ]
 
 
-def build_network(point: Point, *, seed: int, init: str, activation: str) -> MLP:
-    """The point's seeded network (the same on every device and dtype for one seed)."""
+def build_network(point: Point, *, seed: int, init: str, activation: str) -> MLP | Any:
+    """The point's seeded network (the same on every device and dtype for one seed): an MLP
+    of its widths, or its model built at (D, P) (``jacbench.runs.models``)."""
+    if point.model is not None:
+        return point.model.build(
+            point.d_in, point.d_out, seed=seed, dtype=point.torch_dtype, device=point.device
+        )
     return MLP.from_widths(
         point.widths,
         activation=activation,
@@ -90,11 +97,12 @@ def build_input(point: Point, *, seed: int) -> torch.Tensor:
 
 
 def point_reference(
-    point: Point, net: MLP, x: torch.Tensor, operator: str = "jacobian"
+    point: Point, net: MLP | Any, x: torch.Tensor, operator: str = "jacobian"
 ) -> torch.Tensor:
     """The operator's float64 reference at (net, x), on the point's device: for the Jacobian
-    ``torch.func.jacrev``, for the second order ``torch.func.hessian`` (jacbench.runs.operators)."""
-    return get_operator(operator).reference(net.to(dtype=torch.float64), x.to(torch.float64))
+    ``torch.func.jacrev``, for the second order ``torch.func.hessian`` (jacbench.runs.operators),
+    of a float64 copy of the network or model."""
+    return get_operator(operator).reference(copied(net, torch.float64), x.to(torch.float64))
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -139,7 +147,7 @@ def estimated_memory_bytes(point: Point, method: Method, costs: Costs) -> int | 
     mode = method.mode_for(costs.predicted)
     if method.family == "jacbench" or method.operator != "jacobian":
         return costs.memory_bytes.get(mode)
-    if mode not in cost.MODES:  # a Method of the caller's own, mode unknown
+    if mode not in cost.MODES or point.model is not None:  # mode or network unknown
         return None
     # autograd.functional's forward mode differentiates the batch's sum (methods.py).
     coupled = method.family == "autograd" and mode == "forward"
@@ -183,6 +191,7 @@ def _start_row(point: Point, method: Method, costs: Costs) -> Row:
         memory_bytes=costs.memory_bytes.get(mode),
         source=method.source,
         operator=method.operator,
+        model=point.label,
     )
 
 
@@ -244,16 +253,24 @@ def _check(
 
 
 def prepare_task(
-    point: Point, method: Method, config: SweepConfig, net: MLP, x, reference: Reference
+    point: Point,
+    method: Method,
+    config: SweepConfig,
+    net: MLP | Any,
+    x,
+    reference: Reference,
+    costs: Costs,
 ) -> tuple[Row, JacobianCall | None]:
-    """Build, call once and check one method at one point.
+    """Build, call once and check one method at one point (``costs``: ``point_costs``').
 
     Returns the row so far and the call still to be timed (None when the row is final:
     out of memory, an error, a wrong result, or ``slow``, timed by its one call). In a
     worker each step first tells the parent how long it may take (``workers.phase``).
     """
-    costs = OPERATORS[method.operator].costs(point.widths, point.batch, point.torch_dtype)
     row = _start_row(point, method, costs)
+    if not (method.any_network or isinstance(net, MLP)):
+        row.status, row.message = Status.SKIPPED, _MLP_ONLY.format(method.name)
+        return row, None
     shortfall = _memory_shortfall(point, method, costs)
     if shortfall is not None:
         row.status, row.message = Status.OOM, shortfall
@@ -273,7 +290,8 @@ def prepare_task(
         if on_cuda:
             row.peak_memory_bytes = torch.cuda.max_memory_allocated(point.device) - baseline
         workers.phase(config.call_timeout)
-        _check(row, call(), reference, point.dtype, method.exact, net=net, x=x)
+        mlp = net if isinstance(net, MLP) else None  # the chain's diagnoses know the MLP
+        _check(row, call(), reference, point.dtype, method.exact, net=mlp, x=x)
     except (Exception, SystemExit) as error:  # one failing method must not end the sweep
         return _fail(row, point, error), None
     changed = before.changed(net, x, _weights_named(method)) if before is not None else ""
@@ -288,6 +306,23 @@ def prepare_task(
     return row, call
 
 
+_MLP_ONLY = (
+    "{} runs on jacbench's MLP only; a model's methods: func-jacfwd, func-jacrev, auto, "
+    "autograd-forward, autograd-reverse and routines fn(model, x)"
+)
+
+
+def point_costs(point: Point, operator: str, net: Any = None, x: Any = None) -> Costs:
+    """The cost model at a point: the operator's for the MLP; for a model's Jacobian the
+    counted costs of ``generic.plan_of`` (given the built model and input), else none."""
+    if point.model is None:
+        return OPERATORS[operator].costs(point.widths, point.batch, point.torch_dtype)
+    if net is None or operator != "jacobian":
+        return Costs("", {})
+    plan = generic.plan_of(net, x)
+    return Costs(plan.mode, plan.flops, memory_bytes=plan.memory_bytes)
+
+
 def _weights_named(method: Method) -> str:
     # A routine's description says how it is called (Routine.calling).
     textbook = "fn(x, L, param_dict)" in method.description
@@ -297,7 +332,7 @@ def _weights_named(method: Method) -> str:
 def finish_task(row: Row, point: Point, config: SweepConfig, measurement) -> Row:
     """Fill a row's timing columns from its measurement."""
     peaks = config.peaks.get(point.dtype)
-    if peaks is not None and row.flops is not None:
+    if peaks is not None and row.flops is not None and point.model is None:
         row.bound_s = bound_seconds(
             row.flops,
             point.widths,
@@ -321,16 +356,35 @@ class _Tasks:
 
     def __init__(self, point: Point, config: SweepConfig) -> None:
         self.point, self.config = point, config
-        self.net = build_network(
-            point, seed=config.seed, init=config.init, activation=config.activation
-        )
-        self.x = build_input(point, seed=config.seed)
-        self.reference = _reference(point, self.net, self.x, config.validate, config.operator)
         self.calls: dict[str, JacobianCall] = {}
+        self.x = build_input(point, seed=config.seed)
+        self.failure = ""  # why the point's network could not be built: every row's error
+        self.costs = point_costs(point, config.operator)
+        try:
+            workers.phase(config.call_timeout)
+            self.net = build_network(
+                point, seed=config.seed, init=config.init, activation=config.activation
+            )
+        except Exception as error:  # a model's factory, or moving it, may raise anything
+            if point.model is None:
+                raise
+            named = str(error) if isinstance(error, ModelError) else _first_line(error)
+            self.net, self.failure = None, f"building the model failed: {named}"
+            self.reference = Reference(None, self.failure)
+            return
+        self.reference = _reference(point, self.net, self.x, config.validate, config.operator)
+        if point.model is not None:
+            self.costs = _counted_costs(point, config, self.net, self.x)
 
     def prepare(self, method: Method) -> Row:
         """Build, call and check ``method``; keep its call if it is still to be timed."""
-        row, call = prepare_task(self.point, method, self.config, self.net, self.x, self.reference)
+        if self.failure:
+            row = _start_row(self.point, method, self.costs)
+            row.status, row.message = Status.ERROR, self.failure
+            return row
+        row, call = prepare_task(
+            self.point, method, self.config, self.net, self.x, self.reference, self.costs
+        )
         if call is not None:
             self.calls[method.name] = call
         return row
@@ -346,8 +400,17 @@ class _Tasks:
     def close(self) -> None:
         """Let go of the point's tensors."""
         self.calls.clear()
-        del self.net, self.x, self.reference
+        self.net = self.x = self.reference = None  # type: ignore[assignment]
         _free_memory(self.point.device)
+
+
+def _counted_costs(point: Point, config: SweepConfig, net: Any, x: torch.Tensor) -> Costs:
+    # Counting runs the model a few times: past the timeout or failing, there is no plan.
+    try:
+        workers.phase(config.call_timeout)
+        return point_costs(point, config.operator, net, x)
+    except Exception:  # a model torch.func cannot transform: its rows will say how
+        return Costs("", {})
 
 
 class _TasksInWorker:
@@ -393,8 +456,7 @@ class _TasksInWorker:
 
 def failed_row(point: Point, method: Method, failure: workers.WorkerFailed) -> Row:
     """The row of a task whose worker ran past its deadline, died or raised."""
-    costs = OPERATORS[method.operator].costs(point.widths, point.batch, point.torch_dtype)
-    row = _start_row(point, method, costs)
+    row = _start_row(point, method, point_costs(point, method.operator))
     return _mark_failed(row, failure)
 
 
@@ -413,9 +475,10 @@ def run_point(point: Point, methods: list[Method], config: SweepConfig) -> Itera
     in the worker (NOTE: [Workers]).
     """
     # A routine that cannot go to a worker keeps its whole point here.
-    isolated = any(m.ref is not None for m in methods) and not any(
-        m.source and m.ref is None for m in methods
+    user_code = any(m.ref is not None for m in methods) or (
+        point.model is not None and point.model.isolated
     )
+    isolated = user_code and not any(m.source and m.ref is None for m in methods)
     tasks = _TasksInWorker(point, config) if isolated else _Tasks(point, config)
     try:
         yield from _run_rounds(tasks, point, methods, config)
@@ -516,12 +579,23 @@ def _prepare_here(point: Point, config: SweepConfig, ref: str | bytes) -> tuple[
     _run_state(config)
     method = _method_here(ref)
     # The method's own copies of the network and input: what it does to them stays its own.
-    net, x = tasks.net.clone(), tasks.x.clone()
+    if tasks.failure:
+        return tasks.prepare(method), False
+    net, x = _own_copy(tasks.net), tasks.x.clone()
     with tuning.use(config.tuning or tuning.active()):
-        row, call = prepare_task(point, method, config, net, x, tasks.reference)
+        row, call = prepare_task(point, method, config, net, x, tasks.reference, tasks.costs)
     if call is not None:
         tasks.calls[method.name] = call
     return row, call is not None
+
+
+def _own_copy(net: MLP | Any) -> MLP | Any:
+    """A method's own copy of the network; a model that cannot be copied (it holds a lock,
+    say) is shared, and what a method does to it is still seen (``Snapshot``)."""
+    try:
+        return copied(net)
+    except Exception:  # deepcopy of the user's module may fail in any way
+        return net
 
 
 def _measure_here(point: Point, config: SweepConfig, ref: str | bytes, min_time: float):

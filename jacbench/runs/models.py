@@ -1,0 +1,310 @@
+"""Models in a run: the user's own network, or one of jacbench's families, as a grid axis.
+
+A model is a factory ``make(d_in, d_out, **params) -> torch.nn.Module | callable`` whose
+result maps x of shape (D,) or (B, D) to (P,) or (B, P) (``jacbench.ad.models``). A run
+names it as a built-in family (``residual``, ``attention``, … : ``jacbench.ad.models.FAMILIES``),
+as ``path/to/file.py:function`` or ``package.module:function``, or, from Python, gives the
+function itself; its keyword parameters are grid axes (``--param width=64,128``).
+
+A run builds the model at every point (D, P) from its seed, moves it to the point's dtype
+and device in eval mode with its parameters fixed (no gradient recorded for them: a
+benchmark's weights are constants, as the MLP's are), and times the methods that take any
+network (``Method.any_network``) on it. A factory of the user's is user code: its points
+run in a worker process (NOTE: [Workers]), and a factory that cannot be loaded, does not
+take (d_in, d_out, **params), raises or returns the wrong shape is refused in one line
+before the run starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import itertools
+import pickle
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from jacbench.ad import generic
+from jacbench.ad.models import FAMILIES
+from jacbench.ad.networks import MLP
+from jacbench.runs import routines, workers
+from jacbench.runs.options import DEFAULT_CALL_TIMEOUT, ModelLike
+
+# The MLP's own rows (not built from a factory) carry this in the ``model`` column.
+MLP_LABEL = "mlp"
+# The batch a factory's result is tried on when the model is checked.
+_PROBE_BATCH = 2
+
+
+class ModelError(ValueError):
+    """A model that cannot be loaded, built or called as a model: one line that says why."""
+
+
+@dataclass(frozen=True)
+class Model:
+    """A factory and the keyword parameters it is called with."""
+
+    name: str  # a family's name, the spec as given, or the function's name
+    params: tuple[tuple[str, Any], ...] = ()
+    # How a process finds the factory: a family's name, a spec, or the pickled function;
+    # None for a function that cannot be sent to another process (``fn`` then holds it).
+    ref: str | bytes | None = None
+    fn: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def label(self) -> str:
+        """The ``model`` column: ``residual(width=64,depth=3)``, the name alone without params."""
+        if not self.params:
+            return self.name
+        return f"{self.name}({','.join(f'{k}={v}' for k, v in self.params)})"
+
+    @property
+    def user_code(self) -> bool:
+        """Whether the factory is the user's (built in a worker where it can be sent there)."""
+        return self.name not in FAMILIES
+
+    @property
+    def isolated(self) -> bool:
+        """Whether its points run in a worker process: a user's factory that can go there."""
+        return self.user_code and self.ref is not None
+
+    def with_params(self, params: Mapping[str, Any]) -> Model:
+        """This factory with ``params``."""
+        return Model(self.name, tuple(params.items()), self.ref, self.fn)
+
+    def factory(self) -> Callable[..., Any]:
+        """The factory function, loaded in this process (once)."""
+        if self.fn is not None:
+            return self.fn
+        assert self.ref is not None  # a Model has one or the other
+        found = _FACTORIES.get(self.ref)
+        if found is None:
+            found = _FACTORIES[self.ref] = _load(self.ref)
+        return found
+
+    def build(
+        self, d_in: int, d_out: int, *, seed: int = 0, dtype: torch.dtype = torch.float32,
+        device: str = "cpu",
+    ) -> Any:  # fmt: skip
+        """The model for (d_in, d_out): made under ``seed`` (the same weights on every device
+        and dtype), on ``device`` in ``dtype``, in eval mode, its parameters fixed.
+
+        Raises:
+            ModelError: the factory does not take these arguments, or raised.
+        """
+        factory = self.factory()
+        params = dict(self.params)
+        try:
+            inspect.signature(factory).bind(d_in, d_out, **params)
+        except TypeError as error:
+            raise ModelError(
+                f"{self.name} does not take (d_in, d_out, {_spelled(params)}): {error}"
+            ) from None
+        except ValueError:  # no signature to read (a builtin): the call will tell
+            pass
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            try:
+                made = factory(d_in, d_out, **params)
+            except Exception as error:  # the user's factory may raise anything
+                raise ModelError(
+                    f"{self.label} at d_in={d_in}, d_out={d_out} raised {_one_line(error)}"
+                ) from None
+        return moved(made, dtype, device)
+
+
+def moved(model: Any, dtype: torch.dtype, device: str) -> Any:
+    """``model`` in ``dtype`` on ``device``: a module (eval mode, parameters fixed) or
+    jacbench's MLP converted, a plain function as it is (its weights are its own)."""
+    if isinstance(model, MLP):
+        return model.to(dtype=dtype, device=device)
+    if isinstance(model, nn.Module):
+        model = model.to(dtype=dtype, device=device).eval()
+        model.requires_grad_(False)
+        return model
+    if not callable(model):
+        raise ModelError(
+            f"a factory must return a module or a function, got {type(model).__name__}"
+        )
+    return model
+
+
+def copied(model: Any, dtype: torch.dtype | None = None) -> Any:
+    """A copy of ``model`` that shares no tensor with it (in ``dtype`` where given): for
+    jacbench's MLP its clone, for a module a deep copy; a plain function is itself."""
+    if isinstance(model, MLP):
+        model = model.clone()
+        return model if dtype is None else model.to(dtype=dtype)
+    if isinstance(model, nn.Module):
+        model = copy.deepcopy(model)
+        return model if dtype is None else model.to(dtype=dtype)
+    return model
+
+
+def _spelled(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in params.items()) or "no params"
+
+
+def _one_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"[:300]
+
+
+_FACTORIES: dict[str | bytes, Callable[..., Any]] = {}
+
+
+def _load(ref: str | bytes) -> Callable[..., Any]:
+    """The factory ``ref`` names, imported in this process."""
+    if isinstance(ref, bytes):
+        return pickle.loads(ref)
+    if ref in FAMILIES:
+        return FAMILIES[ref]
+    try:
+        return routines.import_function(ref)[0]
+    except routines.RoutineError as error:
+        raise ModelError(str(error)) from None
+
+
+def resolve_model(model: ModelLike | Model) -> Model:
+    """The :class:`Model` that ``model`` names: a family, a spec or a factory function.
+
+    Raises:
+        ModelError: neither a family nor a spec, or not callable.
+    """
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, str):
+        if model in FAMILIES:
+            return Model(model, ref=model)
+        if routines.is_spec(model):
+            return Model(model, ref=model)
+        raise ModelError(
+            f"unknown model {model!r}; expected one of: {', '.join(FAMILIES)}, "
+            "or path/to/file.py:function or package.module:function"
+        )
+    if not callable(model):
+        raise ModelError(f"a model is a name, a spec or a factory, got {type(model).__name__}")
+    name = getattr(model, "__name__", None) or type(model).__name__
+    ref = routines.pickled(model)
+    return Model(name, ref=ref, fn=None if ref is not None else model)
+
+
+def parse_param(text: str) -> tuple[str, tuple[Any, ...]]:
+    """``"width=64,128"`` → ``("width", (64, 128))``: ints, floats, true/false and words.
+
+    Raises:
+        ValueError: not NAME=V1,V2,… in one line.
+    """
+    name, sep, values = text.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier() or not values.strip():
+        raise ValueError(f"--param takes NAME=V1,V2,… (e.g. width=64,128), got {text!r}")
+    return name, tuple(_value(v.strip()) for v in values.split(",") if v.strip())
+
+
+def _value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def params_grid(params: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]]:
+    """Every combination of the params' values (one empty dict without params).
+
+    >>> params_grid({"width": [64, 128], "depth": [3]})
+    [{'width': 64, 'depth': 3}, {'width': 128, 'depth': 3}]
+    """
+    params = dict(params or {})
+    for name, values in params.items():
+        if isinstance(values, str) or not isinstance(values, Sequence) or not values:
+            raise ValueError(f"param {name} takes a list of values, got {values!r}")
+    names = list(params)
+    return [dict(zip(names, combo)) for combo in itertools.product(*params.values())]
+
+
+def check_model(
+    model: Model, d_in: int, d_out: int, *, timeout: float = DEFAULT_CALL_TIMEOUT
+) -> None:
+    """Build ``model`` at (d_in, d_out) and call it on one input and on a batch, in a worker
+    where it is the user's code (``timeout``: the seconds that may take).
+
+    Raises:
+        ModelError: it cannot be loaded or built, its call raises, or its output is not
+            (P,) for (D,) and (B, P) for (B, D); one line.
+    """
+    if not model.isolated:
+        _check_here(model, d_in, d_out)
+        return
+    try:
+        workers.run(_check_here, model, d_in, d_out, deadline=timeout)
+    except workers.WorkerFailed as failure:
+        if failure.raised.startswith("ModelError: "):
+            raise ModelError(failure.raised.removeprefix("ModelError: ")) from None
+        raise ModelError(f"{model.label}: building and calling it {failure}") from None
+
+
+def _check_here(model: Model, d_in: int, d_out: int) -> None:
+    built = model.build(d_in, d_out, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    for x in (torch.randn(d_in, generator=generator), torch.randn(_PROBE_BATCH, d_in)):
+        expected = (d_out,) if x.ndim == 1 else (_PROBE_BATCH, d_out)
+        try:
+            with torch.no_grad():
+                out = built(x)
+        except Exception as error:  # the user's model may raise anything
+            raise ModelError(
+                f"{model.label} (d_in={d_in}, d_out={d_out}) called on x of shape "
+                f"{tuple(x.shape)} raised {_one_line(error)}"
+            ) from None
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        if got != expected:
+            raise ModelError(
+                f"{model.label} (d_in={d_in}, d_out={d_out}) returns {got} for x of shape "
+                f"{tuple(x.shape)}; a model maps (D,) to (P,) and (B, D) to (B, P)"
+            )
+
+
+def model_plan(
+    model: Model,
+    d_in: int,
+    d_out: int,
+    *,
+    batch: int = 1,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    timeout: float = DEFAULT_CALL_TIMEOUT,
+) -> generic.GenericPlan:
+    """``generic.plan_of`` for ``model`` built at (d_in, d_out) on a seeded input of
+    ``batch`` samples (one sample: shape (D,)), in a worker where the model is the user's.
+
+    Raises:
+        ModelError: it cannot be loaded, built, called or counted (one line).
+    """
+    if not model.isolated:
+        return _plan_here(model, d_in, d_out, batch, dtype, device)
+    try:
+        return workers.run(_plan_here, model, d_in, d_out, batch, dtype, device, deadline=timeout)
+    except workers.WorkerFailed as failure:
+        if failure.raised.startswith("ModelError: "):
+            raise ModelError(failure.raised.removeprefix("ModelError: ")) from None
+        raise ModelError(f"{model.label}: counting its costs {failure}") from None
+
+
+def _plan_here(
+    model: Model, d_in: int, d_out: int, batch: int, dtype: torch.dtype, device: str
+) -> generic.GenericPlan:
+    _check_here(model, d_in, d_out)
+    built = model.build(d_in, d_out, dtype=dtype, device=device)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, d_in, generator=generator, dtype=torch.float64)
+    x = (x if batch > 1 else x[0]).to(dtype=dtype, device=device)
+    try:
+        return generic.plan_of(built, x)
+    except Exception as error:  # torch.func may refuse the user's model in any way
+        raise ModelError(f"{model.label}: counting its costs raised {_one_line(error)}") from None

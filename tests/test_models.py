@@ -1,0 +1,390 @@
+"""Any model: the generic Jacobian and its plan, the built-in families, and models in runs
+(the factory convention, params, bad factories, validation), by the CLI, Python and pytest."""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import jacbench
+from jacbench.ad import generic
+from jacbench.ad.models import FAMILIES
+from jacbench.faces.cli import app
+from jacbench.measure.rows import COLUMNS
+from jacbench.runs import models, results
+from jacbench.runs.grid import get_preset
+from jacbench.runs.models import Model, ModelError
+
+from . import user_models
+
+USER_MODELS = Path(__file__).with_name("user_models.py")
+runner = CliRunner()
+
+
+def _exact(f, x):
+    """The float64 Jacobian by torch.func.jacrev (vmapped over a batch): the reference."""
+    single = torch.func.jacrev(f)
+    return single(x) if x.ndim == 1 else torch.func.vmap(single)(x)
+
+
+def _finite_differences(f, x, h=1e-6):
+    """(P, D) by central differences of one sample, in float64: independent of torch.func."""
+    columns = []
+    for i in range(x.shape[0]):
+        e = torch.zeros_like(x)
+        e[i] = h
+        columns.append((f(x + e) - f(x - e)) / (2 * h))
+    return torch.stack(columns, dim=-1)
+
+
+def _float64(model):
+    """A model in float64, its parameters fixed, as a run builds it."""
+    return models.moved(model, torch.float64, "cpu")
+
+
+NETWORKS = {
+    "residual MLP": lambda: _float64(FAMILIES["residual"](6, 3, width=16, depth=2)),
+    "1-D conv net": lambda: _float64(user_models.make_conv1d(6, 3)),
+    "attention block": lambda: _float64(FAMILIES["attention"](8, 3, seq=4, heads=2)),
+}
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.parametrize("mode", ["forward", "reverse", "auto"])
+@pytest.mark.parametrize("batch", [None, 3])
+def test_jacobian_of_any_module_is_exact(name, mode, batch):
+    model = NETWORKS[name]()
+    d = 6 if name != "attention block" else 8
+    x = torch.randn(d, dtype=torch.float64) if batch is None else torch.randn(batch, d).double()
+    jac = jacbench.jacobian(model, x, mode)
+    assert jac.shape == ((3, d) if batch is None else (batch, 3, d))
+    assert torch.allclose(jac, _exact(model, x), rtol=0, atol=1e-12)
+    first, one = (jac, x) if batch is None else (jac[0], x[0])
+    assert torch.allclose(first, _finite_differences(model, one), atol=1e-7)
+
+
+def test_the_mlp_keeps_its_own_routines_and_other_modes_are_refused():
+    model = NETWORKS["residual MLP"]()
+    with pytest.raises(ValueError, match="unknown mode 'mixed' for a function that is not an MLP"):
+        jacbench.jacobian(model, torch.randn(6, dtype=torch.float64), "mixed")
+    with pytest.raises(ValueError, match=r"map one sample \(D,\) to \(P,\)"):
+        jacbench.jacobian(lambda x: x.sum(), torch.randn(4))
+    net = jacbench.make_mlp(depth=2, d_in=4, width=8, d_out=3, dtype=torch.float64)
+    x = torch.randn(4, dtype=torch.float64)
+    assert torch.allclose(jacbench.jacobian(net, x, "mixed"), _exact(net, x), atol=1e-12)
+
+
+def test_the_plan_counts_the_flops_of_a_linear_chain_exactly():
+    d, k, p = 5, 7, 3
+    chain = torch.nn.Sequential(torch.nn.Linear(d, k), torch.nn.Tanh(), torch.nn.Linear(k, p))
+    chain = _float64(chain)
+    plan = generic.plan_of(chain, torch.randn(4, d, dtype=torch.float64))
+    one_pass = 2 * k * d + 2 * p * k  # the primal, and each cotangent's way back
+    assert plan.flops["reverse"] == 4 * (1 + p) * one_pass
+    assert plan.flops["forward"] >= 4 * (1 + d) * one_pass  # each tangent's way up, at least
+    assert plan.primal_flops == 4 * one_pass
+    assert plan.d_in == d and plan.d_out == p and plan.batch == 4
+    assert set(plan.seconds) == {"forward", "reverse"} and plan.calibration.op_seconds > 0
+
+
+def test_the_plan_picks_reverse_for_one_output_and_forward_for_wide_outputs_of_few_inputs():
+    attention = FAMILIES["attention"](64, 1, seq=8, heads=2).eval().requires_grad_(False)
+    plan = generic.plan_of(attention, torch.randn(64))
+    assert plan.mode == "reverse" and plan.flops["forward"] > 10 * plan.flops["reverse"]
+    # Two inputs into 1024-unit layers and 1024 outputs: forward mode's FLOPs are 1/300 of
+    # reverse mode's, far past what torch.func's cost per operation could make up.
+    wide = torch.nn.Sequential(
+        torch.nn.Linear(2, 1024), torch.nn.Tanh(), torch.nn.Linear(1024, 1024), torch.nn.Tanh(),
+        torch.nn.Linear(1024, 1024),
+    ).requires_grad_(False)  # fmt: skip
+    plan = generic.plan_of(wide, torch.randn(2))
+    assert plan.mode == "forward" and plan.reason == "fewest FLOPs"
+
+
+def test_the_plan_is_cached_per_function_and_shape():
+    model = NETWORKS["residual MLP"]()
+    x = torch.randn(6, dtype=torch.float64)
+    assert generic.plan_of(model, x) is generic.plan_of(model, x.clone())
+    assert generic.plan_of(model, x) is not generic.plan_of(model, x.expand(2, 6).clone())
+    assert generic.plan_of(NETWORKS["residual MLP"](), x) is not generic.plan_of(model, x)
+
+
+class _NoForwardMode(torch.autograd.Function):
+    """sin, with a backward but no forward-mode derivative."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return torch.sin(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * torch.cos(ctx.saved_tensors[0])
+
+
+def test_a_function_without_forward_mode_is_planned_in_reverse_mode_and_says_why():
+    linear = torch.nn.Linear(3, 40).double().requires_grad_(False)
+
+    def f(x):
+        return _NoForwardMode.apply(linear(x))
+
+    x = torch.randn(3, dtype=torch.float64)
+    plan = generic.plan_of(f, x)
+    assert plan.mode == "reverse" and "forward mode is not supported" in plan.reason
+    assert "forward" not in plan.flops
+    assert torch.allclose(jacbench.jacobian(f, x), torch.cos(linear(x))[:, None] * linear.weight)
+
+
+def test_past_the_memory_budget_reverse_mode_is_chunked_and_stays_exact(monkeypatch):
+    model = NETWORKS["residual MLP"]()
+    x = torch.randn(6, dtype=torch.float64)
+    monkeypatch.setattr(generic, "MEMORY_BUDGET_BYTES", 1)
+    plan = generic._plan(model, x)
+    assert plan.mode == "reverse" and plan.chunk_size == 1
+    assert plan.reason == "forward mode would pass the memory budget"
+    monkeypatch.setattr(generic, "_PLANS", {})
+    assert torch.allclose(jacbench.jacobian(model, x), _exact(model, x), atol=1e-12)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_follows_the_factory_convention(family):
+    d = 64 if family in ("cnn", "attention") else 5
+    model = _float64(FAMILIES[family](d, 3))
+    x = torch.randn(2, d, dtype=torch.float64)
+    assert model(x).shape == (2, 3) and model(x[0]).shape == (3,)
+    assert torch.allclose(model(x)[1], model(x[1]), atol=1e-12)  # samples are independent
+    assert torch.allclose(jacbench.jacobian(model, x), _exact(model, x), atol=1e-10)
+
+
+def test_params_parse_as_ints_floats_booleans_and_words():
+    assert models.parse_param("width=64,128") == ("width", (64, 128))
+    assert models.parse_param("omega=30.5") == ("omega", (30.5,))
+    assert models.parse_param("activation=gelu,silu") == ("activation", ("gelu", "silu"))
+    assert models.parse_param("bias=true") == ("bias", (True,))
+    for bad in ("width", "=3", "width=", "2w=3"):
+        with pytest.raises(ValueError, match="NAME=V1,V2"):
+            models.parse_param(bad)
+    assert models.params_grid({"width": [64, 128], "depth": [3]}) == [
+        {"width": 64, "depth": 3},
+        {"width": 128, "depth": 3},
+    ]
+    assert models.params_grid(None) == [{}]
+    with pytest.raises(ValueError, match="a list of values"):
+        models.params_grid({"width": 64})
+
+
+def test_a_model_is_labelled_by_its_name_and_params():
+    assert Model("residual", (("width", 64), ("depth", 3))).label == "residual(width=64,depth=3)"
+    assert models.resolve_model("siren").label == "siren"
+    spec = f"{USER_MODELS}:make_resnet"
+    assert models.resolve_model(spec).with_params({"width": 8}).label == f"{spec}(width=8)"
+    assert models.resolve_model(user_models.make_resnet).name == "make_resnet"
+    assert models.resolve_model(user_models.make_resnet).isolated  # importable: a worker's
+    assert not models.resolve_model(lambda d, p: torch.nn.Linear(d, p)).isolated
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        ("make_wrong_shape", r"returns \(4,\) for x of shape \(5,\); a model maps"),
+        ("make_raising", "raised RuntimeError: no model today"),
+        ("make_no_arguments", r"does not take \(d_in, d_out, no params\)"),
+        ("make_not_a_model", "a factory must return a module or a function, got int"),
+        ("missing", "user_models.py has no function 'missing'"),
+    ],
+)
+def test_a_bad_factory_is_refused_in_one_line(factory, message):
+    with pytest.raises(ModelError, match=message) as caught:
+        models.check_model(models.resolve_model(f"{USER_MODELS}:{factory}"), 5, 3)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ValueError, match=message):
+        jacbench.sweep(model=f"{USER_MODELS}:{factory}", d_in=[5], d_out=[3], min_time=0.01)
+
+
+def test_model_options_are_checked():
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        models.resolve_model("resnet")
+    with pytest.raises(ValueError, match="a model needs d_in and d_out"):
+        jacbench.sweep(model="residual", d_in=[4])
+    with pytest.raises(ValueError, match="depths, width and shapes are the MLP's"):
+        jacbench.sweep(model="residual", d_in=[4], d_out=[1], depths=[3])
+    with pytest.raises(ValueError, match="params are a model's"):
+        jacbench.sweep(params={"width": [3]})
+    with pytest.raises(ValueError, match="does not take"):
+        jacbench.sweep(model="residual", d_in=[4], d_out=[1], params={"widht": [3]})
+    with pytest.raises(ValueError, match=r"attention does not take \(d_in, d_out, width=8\)"):
+        jacbench.sweep(model=["residual", "attention"], d_in=[8], d_out=[1], params={"width": [8]})
+
+
+def test_a_sweep_of_models_writes_validated_rows_with_a_model_column(tmp_path):
+    frame = jacbench.sweep(
+        model=[f"{USER_MODELS}:make_resnet", "residual"],
+        d_in=[8, 16],
+        d_out=[1],
+        batch=[2],
+        params={"width": [8]},
+        min_time=0.01,
+        out=tmp_path / "run",
+    )
+    assert len(frame) == 2 * 2 * 3
+    assert set(frame["method"]) == {"func-jacfwd", "func-jacrev", "auto"}
+    assert (frame["status"] == "ok").all(), frame[["method", "message"]]
+    assert (frame["max_rel_err"] < 1e-4).all()
+    assert set(frame["model"]) == {f"{USER_MODELS}:make_resnet(width=8)", "residual(width=8)"}
+    assert set(frame["widths"]) == {"8-1", "16-1"} and (frame["depth"] == 0).all()
+    auto = frame[frame["method"] == "auto"]
+    assert (auto["mode"] == auto["predicted_mode"]).all() and (auto["flops"] > 0).all()
+    written = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert list(written.columns) == list(COLUMNS)
+    summary = (tmp_path / "run" / "summary.md").read_text()
+    assert f"{USER_MODELS}:make_resnet(width=8) D=16 P=1 B=2 float32 cpu" in summary
+    assert "the mode generic.plan_of predicted" in summary
+
+
+def test_a_factory_that_raises_at_one_size_fails_those_rows_and_the_run_goes_on():
+    frame = jacbench.sweep(model="cnn", d_in=[64, 8], d_out=[2], min_time=0.01)
+    bad = frame[frame["widths"] == "8-2"]
+    assert set(bad["status"]) == {"error"}
+    assert bad["message"].str.contains("cnn takes a square image").all()
+    assert set(frame[frame["widths"] == "64-2"]["status"]) == {"ok"}
+
+
+def test_methods_of_the_mlp_alone_are_skipped_at_a_model_and_wrong_routines_are_caught():
+    frame = jacbench.sweep(
+        model="siren",
+        d_in=[3],
+        d_out=[2],
+        methods=["forward", "autograd-reverse", f"{USER_MODELS}:transposed_jacobian"],
+        min_time=0.01,
+    )
+    rows = frame.set_index("method")
+    assert rows.loc["forward", "status"] == "skipped"
+    assert "runs on jacbench's MLP only" in rows.loc["forward", "message"]
+    assert rows.loc["autograd-reverse", "status"] == "ok"
+    user = rows.loc[f"{USER_MODELS}:transposed_jacobian"]
+    assert user["status"] == "wrong" and "transpose" in user["message"]
+
+
+def test_a_model_without_a_float64_copy_is_timed_unchecked_with_the_cause():
+    frame = jacbench.sweep(
+        model=f"{USER_MODELS}:make_uncopyable", d_in=[3], d_out=[2], min_time=0.01
+    )
+    assert set(frame["status"]) == {"unchecked"}
+    assert frame["message"].str.contains("the float64 reference failed").all()
+    assert frame["message"].str.contains("lock").all()
+
+
+def test_a_plain_function_factory_and_a_callable_from_python():
+    frame = jacbench.sweep(
+        model=[user_models.make_function, user_models.make_conv1d],
+        d_in=[4],
+        d_out=[3],
+        min_time=0.01,
+    )
+    assert (frame["status"] == "ok").all(), frame[["model", "method", "message"]]
+    assert set(frame["model"]) == {"make_function", "make_conv1d"}
+
+
+def test_the_models_preset_covers_every_family_where_each_mode_should_win():
+    points = get_preset("models").points()
+    families = {p.model.name for p in points}
+    assert families == set(FAMILIES)
+    assert any(p.d_in > p.d_out for p in points) and any(p.d_in < p.d_out for p in points)
+    assert get_preset("models").installed_methods() == ["func-jacfwd", "func-jacrev", "auto"]
+    with pytest.raises(ValueError, match="fixed list of models"):
+        get_preset("models").points(overrides={"depths": [3]})
+
+
+def test_run_model_from_the_command_line(tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "--model", f"{USER_MODELS}:make_resnet", "--d-in", "8", "--d-out", "1"]
+    args += ["--batch", "4", "--param", "width=16,32", "--min-time", "0.01", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out / "results.csv")
+    assert set(frame["model"]) == {f"{USER_MODELS}:make_resnet(width={w})" for w in (16, 32)}
+    assert (frame["status"] == "ok").all()
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["params"]["model"] == [f"{USER_MODELS}:make_resnet"]
+    assert meta["params"]["params"] == {"width": [16, 32]}
+    bad = runner.invoke(app, ["run", "--model", "residual", "--d-in", "4", "--d-out", "1",
+                              "--param", "width", "--out", str(tmp_path / "bad")])  # fmt: skip
+    assert bad.exit_code == 2 and "NAME=V1,V2" in bad.output
+    twice = runner.invoke(app, ["run", "--model", "residual", "--d-in", "4", "--d-out", "1",
+                                "--param", "width=3", "--param", "width=4"])  # fmt: skip
+    assert twice.exit_code == 2 and "given twice" in twice.output
+
+
+def test_predict_a_model_recommends_reverse_mode_for_an_attention_block_with_one_output():
+    result = runner.invoke(app, ["predict", "--model", "attention", "--d-in", "64", "--d-out", "1"])
+    assert result.exit_code == 0, result.output
+    assert "Recommended: reverse mode" in result.output
+    assert "operations" in result.output and "matmul FLOP" in result.output
+    bad = runner.invoke(app, ["predict", "--model", f"{USER_MODELS}:make_raising"])
+    assert bad.exit_code == 2 and "no model today" in bad.output
+    assert runner.invoke(app, ["predict", "--param", "width=3"]).exit_code == 2
+
+
+def test_results_made_before_the_model_column_read_as_the_mlp(tmp_path):
+    frame = jacbench.sweep(shapes=[((3, 4, 2), 1)], methods=["reverse"], min_time=0.01,
+                           out=tmp_path / "run")  # fmt: skip
+    run = tmp_path / "run"
+    rows = pd.read_csv(run / "results.csv").drop(columns=["model"])
+    rows.to_csv(run / "results.csv", index=False)
+    samples = pd.read_csv(run / "samples.csv").drop(columns=["model"])
+    samples.to_csv(run / "samples.csv", index=False)
+    read = results.read_results(run)
+    assert list(read["model"]) == ["mlp"] and len(frame) == 1
+    assert set(results.read_samples(run)["model"]) == {"mlp"}
+    assert runner.invoke(app, ["report", str(run)]).exit_code == 0
+
+
+def test_the_pytest_fixture_takes_a_model():
+    # The fixture's own code path, called as the fixture calls it (pytest-benchmark's
+    # `benchmark` replaced by a recorder).
+    from jacbench.faces import pytest_plugin
+
+    class Recorder:
+        group = None
+
+        def __init__(self):
+            self.extra_info = {}
+
+        def __call__(self, fn):
+            return fn()
+
+    bench = Recorder()
+    chosen = pytest_plugin._model("attention", {"seq": 4, "heads": 2}, (16, 1))
+    result = pytest_plugin._benchmark_jacobian(
+        bench, "auto", (16, 1), 1, "float32", "cpu", None, chosen
+    )
+    assert result.shape == (1, 16)
+    assert bench.group == "attention(seq=4,heads=2) D=16 P=1 B=1 float32 cpu"
+    assert bench.extra_info["model"] == "attention(seq=4,heads=2)"
+    assert bench.extra_info["predicted_mode"] == "reverse"
+    assert not math.isnan(bench.extra_info["max_rel_err"])
+    with pytest.raises(ValueError, match=r"a model's widths are \(D, P\)"):
+        pytest_plugin._model("attention", None, (16, 8, 1))
+
+
+def test_second_order_of_a_model_by_torch_func_is_validated_against_its_hessian():
+    frame = jacbench.sweep(
+        model="siren", d_in=[3], d_out=[1], batch=[2], operator="hessian", min_time=0.01
+    )
+    assert set(frame["method"]) == {
+        "func-hessian",
+        "func-jacrev-jacrev",
+        "func-jacfwd-jacfwd",
+        "func-jacrev-jacfwd",
+    }
+    assert (frame["status"] == "ok").all() and (frame["max_rel_err"] < 1e-4).all()
+    assert set(frame["operator"]) == {"hessian"}
