@@ -327,8 +327,9 @@ def jacobian_of(
             f"unknown mode {mode!r} for a function that is not an MLP; expected one of: "
             "forward, reverse, auto"
         )
-    else:
-        _check(f, x)
+    elif not isinstance(x, Tensor) or x.ndim not in (1, 2):  # f itself is not called here
+        shape = tuple(getattr(x, "shape", ()))
+        raise ValueError(f"x must be a tensor of shape (D,) or (B, D), got {shape}")
     return _transformed(mode, chunk_size)(f, x)
 
 
