@@ -3,6 +3,8 @@
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -388,3 +390,20 @@ def test_second_order_of_a_model_by_torch_func_is_validated_against_its_hessian(
     }
     assert (frame["status"] == "ok").all() and (frame["max_rel_err"] < 1e-4).all()
     assert set(frame["operator"]) == {"hessian"}
+
+
+def test_a_script_without_a_main_guard_sweeps_once(tmp_path):
+    # spawn would run the script again in each worker; jacbench's workers skip __main__.
+    (tmp_path / "factories.py").write_text(
+        "import torch\n\ndef make(d_in, d_out):\n    return torch.nn.Linear(d_in, d_out)\n"
+    )
+    (tmp_path / "script.py").write_text(
+        "import jacbench\nfrom factories import make\n"
+        "rows = jacbench.sweep(model=make, d_in=[3], d_out=[2], min_time=0.01)\n"
+        "print('swept', sorted(set(rows['status'])))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("swept") == 1 and "swept ['ok']" in done.stdout

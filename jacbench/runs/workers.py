@@ -23,12 +23,13 @@ NOTE: [Workers]
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -69,7 +70,8 @@ class Worker:
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_serve, args=(child,), daemon=True)
-        self._process.start()
+        with _main_not_imported():
+            self._process.start()
         child.close()
         self._started = False
 
@@ -155,6 +157,26 @@ class Worker:
 
 
 _SHARED: Worker | None = None
+
+
+@contextlib.contextmanager
+def _main_not_imported() -> Iterator[None]:
+    """Start a process without importing the caller's ``__main__`` into it. ``spawn`` runs
+    the main script again in the child (as ``__mp_main__``), so a script that calls
+    ``jacbench.sweep`` at top level, without ``if __name__ == "__main__":``, would sweep again
+    there. A worker needs nothing of ``__main__``: a function defined there is never sent to
+    one (``routines.pickled``)."""
+    main = sys.modules.get("__main__")
+    hidden = {k: main.__dict__.pop(k) for k in ("__file__",) if main and k in main.__dict__}
+    spec = getattr(main, "__spec__", None)
+    if main is not None:
+        main.__spec__ = None
+    try:
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(hidden)
+            main.__spec__ = spec
 
 
 def shared() -> Worker:
