@@ -72,8 +72,13 @@ def pytest_generate_tests(metafunc):
         # the jacbench plugin has loaded every --jacbench-method routine (pytest_configure)
         cases = bench_cases(metafunc.config.getoption("jacbench_method"))
         cases = cases if fixture == wanted else []
-        ids = [f"{method}-{'-'.join(map(str, p.widths))}-B{p.batch}" for p, method in cases]
+        ids = [f"{method}-{_shape_id(p)}-B{p.batch}" for p, method in cases]
         metafunc.parametrize(fixture, cases, ids=ids)
+
+
+def _shape_id(point: Point) -> str:
+    widths = "-".join(map(str, point.widths))
+    return widths if point.model is None else f"{point.label}-{widths}"
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

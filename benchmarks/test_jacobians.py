@@ -7,4 +7,6 @@ checked against float64 torch.func, then timed, grouped by shape.
 
 def test_jacobian(jacobian_benchmark, case):
     point, method = case
-    jacobian_benchmark(method, point.widths, point.batch, point.dtype, point.device)
+    jacobian_benchmark(
+        method, point.widths, point.batch, point.dtype, point.device, model=point.model
+    )

@@ -16,5 +16,11 @@ from conftest import bench_operator
 def test_second_order(jacobian_benchmark, second_order_case):
     point, method = second_order_case
     jacobian_benchmark(
-        method, point.widths, point.batch, point.dtype, point.device, operator=bench_operator()
+        method,
+        point.widths,
+        point.batch,
+        point.dtype,
+        point.device,
+        operator=bench_operator(),
+        model=point.model,
     )

@@ -329,7 +329,7 @@ def test_processes_pool_every_process_samples_into_one_row_each(tmp_path):
     assert runs["reverse"] == frame.set_index("method").loc["reverse", "runs"]
     assert (frame["ci_low_s"] <= frame["median_s"]).all()
     assert (frame["median_s"] <= frame["ci_high_s"]).all()
-    with pytest.raises(ValueError, match="processes > 1 takes methods by name"):
+    with pytest.raises(ValueError, match="processes > 1 takes methods and models by name"):
         sweep([lambda net, x: x], **options, processes=2)
 
 

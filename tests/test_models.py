@@ -407,3 +407,15 @@ def test_a_script_without_a_main_guard_sweeps_once(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("swept") == 1 and "swept ['ok']" in done.stdout
+
+
+def test_a_lambda_factory_with_a_file_routine_runs_its_point_in_this_process():
+    frame = jacbench.sweep(
+        model=lambda d, p: torch.nn.Linear(d, p),
+        d_in=[3],
+        d_out=[2],
+        methods=["func-jacrev", f"{USER_MODELS}:transposed_jacobian"],
+        min_time=0.01,
+    )
+    assert list(frame["status"]) == ["ok", "wrong"]
+    assert set(frame["model"]) == {"<lambda>"}

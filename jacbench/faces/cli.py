@@ -1199,7 +1199,10 @@ def info(
         operator: [name for name, m in METHODS.items() if m.available() and m.operator == operator]
         for operator in OPERATORS
     }
-    missing = [f"{name} ({m.requirement})" for name, m in METHODS.items() if not m.available()]
+    missing: dict[str, list[str]] = {}  # what to install → the methods it would bring
+    for name, m in METHODS.items():
+        if not m.available():
+            missing.setdefault(m.requirement, []).append(name)
     console.print(report.environment_table(env, available, missing))
     if peak:
         with device_lock.hold(device), err_console.status(f"measuring peaks on {device}…"):

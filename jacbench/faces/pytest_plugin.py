@@ -96,7 +96,9 @@ def _model(model: Any, params: dict[str, Any] | None, widths: tuple[int, ...]) -
 
     if len(widths) != 2:
         raise ValueError(f"a model's widths are (D, P), got {widths}")
-    chosen = resolve_model(model).with_params(params or {})
+    chosen = resolve_model(model)
+    if params is not None:
+        chosen = chosen.with_params(params)
     check_model(chosen, *widths)
     return chosen
 
@@ -140,6 +142,8 @@ def _benchmark_jacobian(
     asked = operator or ("jacobian" if resolved.source else resolved.operator)
     computed = get_operator(asked)
     resolved = method_of(computed.name, resolved)
+    if model is not None and not resolved.any_network:
+        pytest.skip(f"{resolved.name} runs on jacbench's MLP only, not on a model")
     tuning.ensure(device)  # the kernels and allocator setting `jacbench run` times with
     run = SweepOptions()  # the network and input a run builds by default
     net = build_network(point, seed=run.seed, init=run.init, activation=run.activation)

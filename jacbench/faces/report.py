@@ -851,10 +851,11 @@ def devices_markdown(
 
 
 def environment_table(
-    env: dict, available: Mapping[str, Sequence[str]], missing: Sequence[str]
+    env: dict, available: Mapping[str, Sequence[str]], missing: Mapping[str, Sequence[str]]
 ) -> Table:
-    """``jacbench info``: versions, device, threads, and which methods of each operator are
-    installed (``available``: operator → method names)."""
+    """``jacbench info``: versions, device, threads, which methods of each operator are
+    installed (``available``: operator → method names) and which are not (``missing``: what
+    to install → method names), one row per thing to install."""
     table = Table(title="jacbench environment", show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
@@ -862,8 +863,8 @@ def environment_table(
         table.add_row(key, "—" if value is None else escape(str(value)))
     for operator, names in available.items():
         table.add_row(f"{operator} methods", ", ".join(names))
-    if missing:
-        table.add_row("not installed", escape(", ".join(missing)))
+    for requirement, names in missing.items():
+        table.add_row("missing", escape(f"{requirement}: {', '.join(names)}"))
     return table
 
 

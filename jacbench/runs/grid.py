@@ -19,7 +19,7 @@ import torch
 
 from jacbench.ad.cost import check_widths
 from jacbench.measure.rows import RowKey, format_widths
-from jacbench.runs.methods import METHODS, MODEL_METHODS, default_methods
+from jacbench.runs.methods import METHODS, MODEL_METHODS, default_methods, model_methods
 from jacbench.runs.models import MLP_LABEL, Model
 
 DTYPES: Mapping[str, torch.dtype] = MappingProxyType(
@@ -213,7 +213,7 @@ class Preset:
         """The preset's methods that are installed here (default: every installed one); for
         another ``operator`` than the preset's own, every installed method of that one."""
         if operator is not None and operator != self.operator:
-            return list(default_methods(operator))
+            return list(model_methods(operator) if self.models else default_methods(operator))
         default = MODEL_METHODS if self.models else default_methods(self.operator)
         return [m for m in self.methods or default if METHODS[m].available()]
 

@@ -382,6 +382,10 @@ class _Tasks:
             row = _start_row(self.point, method, self.costs)
             row.status, row.message = Status.ERROR, self.failure
             return row
+        if method.ref is not None and not workers.in_worker():
+            # A routine loaded for a worker, at a point that stays here (a lambda's model
+            # or routine is part of it): it is loaded here too.
+            method = _method_here(method.ref)
         row, call = prepare_task(
             self.point, method, self.config, self.net, self.x, self.reference, self.costs
         )
@@ -474,11 +478,14 @@ def run_point(point: Point, methods: list[Method], config: SweepConfig) -> Itera
     one round each row is yielded as soon as it is timed. A point with a user routine runs
     in the worker (NOTE: [Workers]).
     """
-    # A routine that cannot go to a worker keeps its whole point here.
     user_code = any(m.ref is not None for m in methods) or (
         point.model is not None and point.model.isolated
     )
-    isolated = user_code and not any(m.source and m.ref is None for m in methods)
+    # A routine or a model that cannot go to a worker keeps its whole point here.
+    stays = any(m.source and m.ref is None for m in methods) or (
+        point.model is not None and point.model.ref is None
+    )
+    isolated = user_code and not stays
     tasks = _TasksInWorker(point, config) if isolated else _Tasks(point, config)
     try:
         yield from _run_rounds(tasks, point, methods, config)
