@@ -31,3 +31,15 @@ def test_design_notes_list_every_module():
     assert [m for m in modules if f"  {m} " not in text] == []
     layers = sorted(p.parent.name for p in package.glob("*/__init__.py"))
     assert [layer for layer in layers if f"\n{layer} " not in text] == []
+
+
+def test_the_readmes_array_script_is_the_tested_one():
+    """README's sbatch script is examples/slurm/sweep.sh (run on a real cluster by
+    tests/test_slurm.py), its comment header aside."""
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    block = readme.split("```bash\n#!/bin/bash\n#SBATCH --job-name=jacbench-sweep", 1)[1]
+    shown = ["#SBATCH --job-name=jacbench-sweep", *block.split("```", 1)[0].strip().splitlines()]
+    script = (root / "examples" / "slurm" / "sweep.sh").read_text().splitlines()
+    kept = [line for line in script if not line.startswith("# ") and line != "#!/bin/bash"]
+    assert shown == kept

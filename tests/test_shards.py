@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import pandas as pd
 import pytest
@@ -94,6 +95,23 @@ def test_irregular_slurm_array_is_refused(env):
         shards.from_environment(env)
 
 
+# What Slurm 22.05 set for --array=0,2 (each task) and --array=3 (the re-run of one task).
+_ARRAY_0_2 = {"SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_MIN": "0"}
+_ARRAY_0_2 |= {"SLURM_ARRAY_TASK_MAX": "2", "SLURM_ARRAY_TASK_STEP": "1"}
+
+
+@pytest.mark.parametrize("task", ["0", "2"])
+def test_every_task_of_an_irregular_array_refuses_it(task):
+    with pytest.raises(ValueError, match="irregular array .2 tasks from 0 to 2"):
+        shards.from_environment({**_ARRAY_0_2, "SLURM_ARRAY_TASK_ID": task})
+
+
+def test_a_one_task_array_is_refused_with_the_shard_to_give():
+    env = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "1", "SLURM_ARRAY_TASK_MIN": "3"}
+    with pytest.raises(ValueError, match="give --shard 3/N"):
+        shards.from_environment({**env, "SLURM_ARRAY_TASK_MAX": "3", "SLURM_ARRAY_TASK_STEP": "1"})
+
+
 @pytest.mark.parametrize("count", [1, 2, 3, 7, 40])
 def test_deal_is_a_partition_in_grid_order(count):
     points = expand_grid(depths=[1, 4, 8], d_in=[2, 64, 512], width=[32, 256], d_out=[1, 30])
@@ -152,7 +170,8 @@ def test_three_shards_at_once_merge_to_the_unsharded_rows(tmp_path):
     assert all(len(p) > 0 for p in parts)
     merged = jacbench("merge", str(out))
     assert merged.returncode == 0, merged.stderr
-    assert "Merged 12 rows of 3/3 finished shards" in merged.stdout
+    assert "Merged 12 rows of 3 shard folders" in merged.stdout
+    assert "(3 of 3 shards finished)" in merged.stdout
     expected, got = rows(tmp_path / "whole"), rows(out)
     assert len(got) == ROWS and not got.duplicated(KEY).any()
     # The very rows of the unsharded run, in its order.
@@ -341,6 +360,7 @@ def test_submit_parameters():
     assert params == {
         "name": "jacbench",
         "timeout_min": 30,
+        "slurm_signal_delay_s": 90,
         "slurm_partition": "gpu",
         "slurm_gpus_per_task": 1,
         "slurm_array_parallelism": 4,
@@ -371,6 +391,7 @@ def test_submit_local_produces_the_merged_run(tmp_path):
         (["--depths", "x"], "--depths takes whole numbers"),
         (["--executor", "pbs"], "unknown executor"),
         (["--slurm", "qos"], "--slurm takes KEY=VALUE"),
+        (["--executor", "slurm", "--time", "1"], "give at least 3 minutes"),
     ],
 )
 def test_submit_bad_input_is_one_line(tmp_path, args, message):
@@ -416,3 +437,91 @@ def test_a_shard_measured_in_several_processes(tmp_path):
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["params"]["shards"] == 2 and "shard" not in meta["params"]
     assert meta["shard"]["index"] == 1 and len(meta["shard"]["grid"]) == 1
+
+
+def test_a_job_gone_from_the_queue_without_a_result_is_lost_without_accounting(
+    tmp_path, monkeypatch
+):
+    """NOTE: [Watching jobs without accounting]: squeue no longer lists the job, no result
+    file came, and sacct answers nothing (accounting off)."""
+    for name, text in (("squeue", "exit 0"), ("sacct", "echo 'accounting disabled' >&2; exit 1")):
+        tool = tmp_path / name
+        tool.write_text(f"#!/bin/sh\n{text}\n")
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(submission, "GONE_GRACE_S", 0.0)
+    done = tmp_path / "7_0_result.pkl"
+    done.write_bytes(b"")
+    jobs = [
+        types.SimpleNamespace(job_id="7_0", paths=types.SimpleNamespace(result_pickle=done)),
+        types.SimpleNamespace(
+            job_id="7_1", paths=types.SimpleNamespace(result_pickle=tmp_path / "none.pkl")
+        ),
+    ]
+    watcher = submission.JobWatcher(jobs, "slurm")
+    assert watcher.ended() == {0, 1}
+    assert watcher.failure(1) == (
+        "ended without a result (killed, or its node lost; no accounting here to say which)"
+    )
+
+
+def test_a_queued_job_is_not_lost(tmp_path, monkeypatch):
+    tool = tmp_path / "squeue"
+    tool.write_text("#!/bin/sh\necho 7_1\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(submission, "GONE_GRACE_S", 0.0)
+    job = types.SimpleNamespace(
+        job_id="7_1", paths=types.SimpleNamespace(result_pickle=tmp_path / "none.pkl")
+    )
+    assert submission.JobWatcher([job], "slurm").ended() == set()
+
+
+@pytest.mark.parametrize(
+    ("message", "line"),
+    [
+        (  # submitit's message for a job whose function raised (the traceback, then logs)
+            "Job (task=1) failed during processing with trace:\n---\nTraceback (most recent "
+            'call last):\n  File "x.py", line 3, in f\nRuntimeError: jacbench run --shard 1/2 '
+            "was killed by SIGKILL\n\nYou can check full logs with 'job.stderr(0)' at paths:\n"
+            "  - /r/submitit/9_1_0_log.err\n  - /r/submitit/9_1_0_log.out",
+            "jacbench run --shard 1/2 was killed by SIGKILL",
+        ),
+        (
+            "sbatch: unrecognized option '--bogus=1'\nTry \"sbatch --help\" for more information",
+            "unrecognized option '--bogus=1'",
+        ),
+        ("sbatch: error: invalid partition specified: gpu", "invalid partition specified: gpu"),
+    ],
+)
+def test_a_failed_jobs_line_is_its_cause(message, line):
+    assert submission.failure_line(message) == line
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [(-9, "killed by SIGKILL"), (-11, "killed by SIGSEGV"), (143, "stopped by SIGTERM")],
+)
+def test_how_a_shard_stopped(code, words):
+    assert words in submission.stopped_how(code)
+
+
+def test_a_finished_run_resumed_with_nothing_to_do_is_left_as_it_is(tmp_path):
+    out = tmp_path / "run"
+    options = dict(depths=[1], d_in=[3], width=[4], d_out=[2], min_time=0.01)
+    harness.sweep(["reverse"], **options, out=out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    again = harness.sweep(["reverse"], **options, out=out, resume="if-present")
+    assert len(again) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_resume_if_present_starts_a_run_where_there_is_none(tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "--depths", "1", "--d-in", "3", "--width", "4", "--d-out", "2"]
+    args += ["--methods", "reverse", "--min-time", "0.01", "--quiet", "--out", str(out)]
+    first = runner.invoke(app, [*args, "--resume-if-present"])
+    assert first.exit_code == 0, first.output
+    assert len(rows(out)) == 1
+    both = runner.invoke(app, [*args, "--resume", "--resume-if-present"])
+    assert both.exit_code == 2 and "not both" in both.output

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import logging
 import math
 import os
 import shlex
@@ -522,6 +523,13 @@ def _run_command(
     resume: Annotated[
         bool, typer.Option(help="Continue the run in --out, skipping rows it holds.")
     ] = False,
+    resume_if_present: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the run in --out where it holds one, else start it: for a job that "
+            "may run again (a Slurm array task, a requeue). A finished run is left as it is."
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or table.")] = False,
     compile_: Annotated[
         bool,
@@ -560,6 +568,8 @@ def run(ctx: typer.Context, **values: Any) -> None:
     """Sweep methods over a grid of shapes; write results.csv, meta.json, summary.md and plots."""
     options = _with_opted_methods(_sweep_options(values), values)
     part = _shard_option(values["shard"])
+    if values["resume"] and values["resume_if_present"]:
+        fail("give --resume or --resume-if-present, not both")
     if values["dry_run"]:
         _print_shard_plan(ctx, options, part)
         return
@@ -570,7 +580,7 @@ def run(ctx: typer.Context, **values: Any) -> None:
             frame = library.sweep(
                 options=options,
                 out=run_dir,
-                resume=values["resume"],
+                resume=results.IF_PRESENT if values["resume_if_present"] else values["resume"],
                 shard=part,
                 command=command_line(ctx),
                 observer=progress,
@@ -904,8 +914,8 @@ def _merge_shards(run_dir: Path, out: Path | None) -> None:
     parts = sharded.run.meta["parts"]
     console.print(report.shards_table(parts, sharded.count, sharded.missing))
     console.print(
-        f"Merged {len(sharded.run.rows)} rows of {len(sharded.finished)}/{sharded.count} "
-        f"finished shards into {out or run_dir}/",
+        f"Merged {len(sharded.run.rows)} rows of {len(parts)} shard folders into "
+        f"{out or run_dir}/ ({len(sharded.finished)} of {sharded.count} shards finished)",
         highlight=False,
     )
     if sharded.complete:
@@ -916,16 +926,19 @@ def _merge_shards(run_dir: Path, out: Path | None) -> None:
             f"--shard {index}/{sharded.count} --out {run_dir}",
             highlight=False,
         )
+    jobs = {part.get("shard"): (part.get("environment") or {}).get("slurm_job") for part in parts}
     for index, state in sharded.unfinished.items():
+        shard = f"{index}/{sharded.count}"
+        job = f" (Slurm job {jobs[shard]})" if jobs.get(shard) else ""
         what = "is still running" if state == "running" else "was interrupted"
-        todo = "" if state == "running" else f": add --shard {index}/{sharded.count} --resume"
-        err_console.print(f"Shard {index}/{sharded.count} {what}{todo}", highlight=False)
+        todo = "" if state == "running" else f": run it again with --shard {shard} --resume"
+        err_console.print(f"Shard {shard}{job} {what}{todo}", highlight=False)
     raise typer.Exit(1)
 
 
 # ----------------------------------------------------------------------------- submit
 # Run options submit sets for each job itself.
-_SUBMIT_OWNS = ("--shard", "--out", "--resume", "--dry-run", "--quiet")
+_SUBMIT_OWNS = ("--shard", "--out", "--resume", "--resume-if-present", "--dry-run", "--quiet")
 
 
 @app.command(
@@ -973,6 +986,11 @@ def submit(
         if not sep or not key:
             fail(f"--slurm takes KEY=VALUE, got {item!r}")
         options[key.strip()] = value.strip()
+    if time is not None and executor == "slurm" and time < submission.MIN_TIMEOUT_MIN:
+        fail(
+            f"--time {time}: a Slurm job is told to stop up to a minute before its limit; "
+            f"give at least {submission.MIN_TIMEOUT_MIN} minutes"
+        )
     plan = _dry_run(run_args, shards_count)
     parameters = submission.executor_parameters(
         timeout_min=time or submission.default_timeout_min(float(plan["estimated_s"].max())),
@@ -990,7 +1008,7 @@ def submit(
     except ValueError as error:
         fail(str(error))
     except Exception as error:  # sbatch refused, say: its message in one line
-        fail(f"submitting failed: {_first_line(error)}")
+        fail(f"submitting failed: {submission.failure_line(str(error))}")
     console.print(
         f"Submitted {len(jobs)} {executor} jobs: {', '.join(str(j.job_id) for j in jobs)}; "
         f"logs in {out / submission.LOGS_FOLDER}/",
@@ -999,22 +1017,22 @@ def submit(
     if not wait:
         console.print(f"When they have finished: jacbench merge {out}", highlight=False)
         return
-    failed = _wait_for(jobs)
+    failed = _wait_for(jobs, executor)
     if not failed:
         _merge_shards(out, None)
         return
-    for job, problem in failed:
+    for index, problem in failed:
+        job = jobs[index]
         err_console.print(
-            f"[bold red]Job {job.job_id} failed:[/] {escape(_first_line(problem))} "
-            f"(log: {job.paths.stderr})",
+            f"[bold red]Shard {index}/{shards_count} (job {job.job_id}) failed:[/] "
+            f"{escape(problem)} (log: {job.paths.stderr})",
             highlight=False,
         )
-    err_console.print(f"What finished is in {out}; `jacbench merge {out}` shows what is missing.")
+    err_console.print(
+        f"What finished is in {out}; the same `jacbench submit` again runs only what is "
+        f"missing (`jacbench merge {out}` shows it)."
+    )
     raise typer.Exit(1)
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[-1][:300]
 
 
 def _dry_run(run_args: list[str], count: int):
@@ -1036,8 +1054,10 @@ def _dry_run(run_args: list[str], count: int):
     return plan["shard_plan"]
 
 
-def _wait_for(jobs: list) -> list[tuple]:
-    """Wait for every job with a progress bar; the failed ones with their errors."""
+def _wait_for(jobs: list, executor: str) -> list[tuple[int, str]]:
+    """Wait for every job with a progress bar (submitit's own polling kept quiet); the
+    failed ones' indices with why, in one line each."""
+    watcher = submission.JobWatcher(jobs, executor)
     progress = Progress(
         SpinnerColumn(),
         TextColumn("shards"),
@@ -1046,16 +1066,22 @@ def _wait_for(jobs: list) -> list[tuple]:
         TimeElapsedColumn(),
         console=err_console,
     )
-    with progress:
-        bar = progress.add_task("", total=len(jobs))
-        while True:
-            done = sum(job.done() for job in jobs)
-            progress.update(bar, completed=done)
-            if done == len(jobs):
-                break
-            time_module.sleep(1.0)
-    errors = [(job, job.exception()) for job in jobs]
-    return [(job, error) for job, error in errors if error is not None]
+    quiet = logging.getLogger("submitit")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # "Bypassing sacct error …" at every poll without accounting
+    try:
+        with progress:
+            bar = progress.add_task("", total=len(jobs))
+            while True:
+                done = len(watcher.ended())
+                progress.update(bar, completed=done)
+                if done == len(jobs):
+                    break
+                time_module.sleep(1.0)
+        failures = [(i, watcher.failure(i)) for i in range(len(jobs))]
+    finally:
+        quiet.setLevel(level)
+    return [(i, problem) for i, problem in failures if problem is not None]
 
 
 # ----------------------------------------------------------------- report, compare, info

@@ -57,8 +57,11 @@ def describe(device: str) -> str:
     if torch.device(device).type == "cuda":
         return f"GPU {device}"
     cores = _cores()
-    span = f"{cores[0]}–{cores[-1]}" if cores == list(range(cores[0], cores[-1] + 1)) else cores
-    return f"CPU core{'s' if len(cores) > 1 else ''} {span}"
+    if len(cores) == 1:
+        return f"CPU core {cores[0]}"
+    if cores == list(range(cores[0], cores[-1] + 1)):
+        return f"CPU cores {cores[0]}–{cores[-1]}"
+    return f"CPU cores {', '.join(map(str, cores))}"
 
 
 @contextlib.contextmanager

@@ -37,6 +37,8 @@ def cpu_model() -> str:
 
 
 def _git_commit() -> str | None:
+    """The commit of jacbench's own checkout (where it is installed from one, wherever the
+    run's working directory is: a cluster job's often is not the checkout)."""
     # A copy of a checkout without its history (a container, a cluster node's scratch copy)
     # names its commit in JACBENCH_GIT_COMMIT.
     given = os.environ.get("JACBENCH_GIT_COMMIT", "").strip()
@@ -44,7 +46,12 @@ def _git_commit() -> str | None:
         return given
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -87,7 +94,16 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "git_commit": _git_commit(),
+        "slurm_job": slurm_job(),
     }
+
+
+def slurm_job() -> str | None:
+    """The Slurm job this process runs in (``12_3`` for task 3 of array job 12), or None."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID") or None
 
 
 def _read_text(path: str) -> str | None:
@@ -125,9 +141,11 @@ BUSY_LOAD = 0.5
 
 
 class OtherWork:
-    """What other processes did while this one measured: the CPU time the whole machine
-    used (/proc/stat, steal included) less this process's own, in cores' worth, from
-    creation to :meth:`cores`. The load average cannot tell: it counts this process too."""
+    """What other processes did while this one measured: the CPU time the cores this
+    process may run on used (/proc/stat, steal included) less this process's own, in cores'
+    worth, from creation to :meth:`cores`. The load average cannot tell: it counts this
+    process too. Only this process's cores count: a Slurm job given one core of a node
+    (or a process pinned by taskset) is not busy because a neighbour works on another."""
 
     def __init__(self) -> None:
         self._start = _cpu_snapshot()
@@ -142,14 +160,23 @@ class OtherWork:
 
 
 def _cpu_snapshot() -> tuple[float, float, float] | None:
-    """(wall seconds, the machine's busy CPU seconds, this process's CPU seconds)."""
+    """(wall seconds, busy CPU seconds of the cores this process may use, this process's CPU
+    seconds)."""
     try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except (OSError, IndexError):
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
         return None
+    mine = {f"cpu{i}" for i in os.sched_getaffinity(0)}
     ticks = os.sysconf("SC_CLK_TCK")
-    user, nice, system, idle, iowait, irq, softirq, *rest = (int(f) for f in fields)
-    steal = rest[0] if rest else 0
-    busy = (user + nice + system + irq + softirq + steal) / ticks
+    busy = 0
+    try:
+        for line in lines:
+            name, *fields = line.split()
+            if name not in mine:
+                continue
+            user, nice, system, idle, iowait, irq, softirq, *rest = (int(f) for f in fields)
+            busy += user + nice + system + irq + softirq + (rest[0] if rest else 0)
+    except ValueError:
+        return None
     own = os.times()
-    return time.monotonic(), busy, own.user + own.system
+    return time.monotonic(), busy / ticks, own.user + own.system

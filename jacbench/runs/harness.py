@@ -110,7 +110,7 @@ def sweep(
     methods: Sequence[MethodLike] | None = None,
     *,
     out: str | Path | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
     shard: shards.Shard | str | None = None,
     shard_folder: bool = True,
     command: str | None = None,
@@ -129,7 +129,9 @@ def sweep(
 
     Args:
         out: a run folder to write (results.csv, samples.csv, meta.json), locked while the
-            run writes; ``resume`` continues one, skipping the rows it holds.
+            run writes; ``resume`` continues one, skipping the rows it holds (``"if-present"``:
+            where the folder holds one, else starts it); a finished run with no row left to
+            do is returned as it is, its meta.json untouched.
         shard: run only this share of the grid, ``"i/n"`` or a ``shards.Shard`` (points
             dealt by estimated time, ``jacbench.runs.shards``); with ``out`` it writes
             ``out/shards/<i>-of-<n>/`` (or ``out`` itself when ``shard_folder`` is False),
@@ -173,7 +175,7 @@ def _callers_state() -> Iterator[None]:
 def _sweep(
     options: SweepOptions,
     out: str | Path | None,
-    resume: bool,
+    resume: bool | str,
     shard: shards.Shard | str | None,
     shard_folder: bool,
     command: str | None,
@@ -377,10 +379,12 @@ class _Run:
         )
 
 
-def _sweep_into(run: _Run, out: Path, resume: bool) -> pd.DataFrame:
+def _sweep_into(run: _Run, out: Path, resume: bool | str) -> pd.DataFrame:
     """The sweep, written row by row into the run folder ``out``."""
     options = run.options
     with results.RunWriter(out, run.params(), resume=resume) as writer:
+        if writer.finished and not replace(run.config, skip=frozenset(writer.done)).tasks():
+            return _finished_frame(writer)  # nothing to do: the folder stays as it was
         with _device(options.device, run.observer):
             config = _prepare(replace(run.config, skip=frozenset(writer.done)), options)
             run.start_meta(
@@ -401,10 +405,15 @@ def _sweep_into(run: _Run, out: Path, resume: bool) -> pd.DataFrame:
                 raise
             writer.write_meta(finished=results.now_iso(), machine_at_end=results.machine_state())
         writer.ensure_header()  # a shard may be dealt no point: its results.csv is a header
-        frame = results.read_results(writer.run_dir)
-        frame.attrs["samples"] = results.read_samples(writer.run_dir)
-        frame.attrs["run_dir"] = writer.run_dir
-        return frame
+        return _finished_frame(writer)
+
+
+def _finished_frame(writer: results.RunWriter) -> pd.DataFrame:
+    """The rows of the run folder ``writer`` writes, with its samples and folder as attrs."""
+    frame = results.read_results(writer.run_dir)
+    frame.attrs["samples"] = results.read_samples(writer.run_dir)
+    frame.attrs["run_dir"] = writer.run_dir
+    return frame
 
 
 def method_of(operator: str, method: Method) -> Method:
@@ -494,7 +503,7 @@ def _child_sweep(options: SweepOptions, shard: str | None, out: Path, resume: bo
         sys.exit(2)
 
 
-def _sweep_in_processes(run: _Run, out: str | Path | None, resume: bool) -> pd.DataFrame:
+def _sweep_in_processes(run: _Run, out: str | Path | None, resume: bool | str) -> pd.DataFrame:
     """``sweep`` in ``processes`` fresh processes, pooled (see ``jacbench.runs.processes``)."""
     options = run.options
     if any(not isinstance(m, str) for m in (*run.planned.asked, *(options.model or ()))):
@@ -525,7 +534,7 @@ def _sweep_in_processes(run: _Run, out: str | Path | None, resume: bool) -> pd.D
             functools.partial(_child_sweep, child, None if run.shard is None else str(run.shard)),
             options.processes,
             run_dir,
-            resume,
+            bool(writer.resume) if writer is not None else False,
         )
         rows = pool_processes.pool(runs)
         for row in rows:

@@ -78,6 +78,9 @@ def _torn_tail(data: bytes) -> int:
     return 0 if not data or data.endswith(b"\n") else len(data) - (data.rfind(b"\n") + 1)
 
 
+IF_PRESENT = "if-present"  # RunWriter's resume: continue a run where there is one
+
+
 class RunWriter:
     """Appends rows to ``results.csv`` in ``run_dir`` and keeps ``meta.json`` up to date.
 
@@ -85,7 +88,12 @@ class RunWriter:
     leaving releases the lock.
     """
 
-    def __init__(self, run_dir: Path, params: dict, *, resume: bool = False) -> None:
+    def __init__(self, run_dir: Path, params: dict, *, resume: bool | str = False) -> None:
+        """``resume``: True continues the run in ``run_dir`` (refusing a folder without one),
+        ``"if-present"`` continues it where there is one and starts it where not (a job
+        that may run again: a Slurm array task, a requeue), False starts it."""
+        if resume not in (True, False, IF_PRESENT):
+            raise ValueError(f"resume is True, False or {IF_PRESENT!r}, not {resume!r}")
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "results.csv"
         self.samples_path = self.run_dir / SAMPLES_NAME
@@ -97,7 +105,10 @@ class RunWriter:
         self._lock = filelock.FileLock(self.run_dir / LOCK_NAME, is_singleton=False)
 
     def __enter__(self) -> RunWriter:
-        if self.resume and not (self.csv_path.exists() or self.meta_path.exists()):
+        holds_a_run = self.csv_path.exists() or self.meta_path.exists()
+        if self.resume == IF_PRESENT:
+            self.resume = holds_a_run
+        if self.resume and not holds_a_run:
             raise RunDirError(f"nothing to resume in {self.run_dir}: it holds no run")
         _take(self._lock, self.run_dir)
         try:
@@ -137,7 +148,14 @@ class RunWriter:
             self.done = self._check_for_resume()
         self._keep_samples_of(self.done)
         self.meta = old_meta
-        self.write_meta()  # the parameters are on disk before the first row
+        if old_meta.get("params") != self.params:  # a finished run's meta.json stays as it was
+            self.write_meta()  # the parameters are on disk before the first row
+
+    @property
+    def finished(self) -> bool:
+        """Whether the folder's run had finished when it was opened (a resume with nothing
+        left to do leaves it as it is)."""
+        return bool(self.meta.get("finished"))  # set None when a run is interrupted
 
     def _check_for_resume(self) -> set[RowKey]:
         """The keys of the rows already written, after cutting a torn last line."""

@@ -74,8 +74,14 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Shard | None:
     >>> from_environment({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"})
     Shard(index=1, count=2)
 
+    Every task sees the whole array (``SLURM_ARRAY_TASK_MAX`` too), so every task of an
+    irregular one (``--array=0,2``) refuses before it runs anything, and a one-task array
+    (``--array=3``, the re-run of one task) is refused: it cannot say how many shards the
+    run has. A script that names its shard (``--shard "$SLURM_ARRAY_TASK_ID/8"``) re-runs
+    one task as that shard.
+
     Raises:
-        ValueError: the variables do not describe a regular array (``--array=1,5,7``).
+        ValueError: the variables do not describe a regular array of two or more tasks.
     """
     env = os.environ if environ is None else environ
     if "SLURM_ARRAY_TASK_ID" not in env or "SLURM_ARRAY_TASK_COUNT" not in env:
@@ -85,13 +91,21 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Shard | None:
         count = int(env["SLURM_ARRAY_TASK_COUNT"])
         first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
         step = int(env.get("SLURM_ARRAY_TASK_STEP", "1") or "1")
+        last = int(env.get("SLURM_ARRAY_TASK_MAX", str(first + (count - 1) * max(step, 1))))
     except ValueError:
         raise ValueError("the SLURM_ARRAY_TASK_* variables are not whole numbers") from None
-    index, rest = divmod(task - first, max(step, 1))
-    if rest or not 0 <= index < count:
+    if count == 1:
         raise ValueError(
-            f"cannot shard from SLURM_ARRAY_TASK_ID={task} (array of {count} from {first}, "
-            f"step {step}): use a regular --array=0-{count - 1}, or give --shard i/n"
+            f"a one-task array (SLURM_ARRAY_TASK_ID={task}) does not say how many shards the "
+            f'run has: give --shard {task}/N (a script can pass --shard "$SLURM_ARRAY_TASK_ID/N"), '
+            "or --shard all for the whole grid"
+        )
+    index, rest = divmod(task - first, max(step, 1))
+    if rest or not 0 <= index < count or last - first != (count - 1) * max(step, 1):
+        raise ValueError(
+            f"cannot shard from SLURM_ARRAY_TASK_ID={task} of an irregular array ({count} tasks "
+            f"from {first} to {last}, step {step}): use a regular --array=0-{count - 1}, "
+            "or give --shard i/n"
         )
     return Shard(index, count)
 
