@@ -62,6 +62,21 @@ def jacbench(*args, cwd, **keywords):
     return command(sys.executable, "-m", "jacbench", *args, cwd=cwd, **keywords)
 
 
+SUBMIT = ["submit", "--executor", "slurm", "--shards"]
+
+
+def started(args, cwd) -> subprocess.Popen:
+    """`jacbench <args>` started, not waited for (its output piped)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "jacbench", *map(str, args)],
+        cwd=cwd,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def sbatch(*args, cwd) -> str:
     """Submit and return the job id."""
     return command("sbatch", "--parsable", *args, cwd=cwd).stdout.strip().split(";")[0]
@@ -173,19 +188,7 @@ def test_every_task_of_an_irregular_array_refuses_before_any_row(tmp_path):
 # ------------------------------------------------------------------ jacbench submit
 def test_submit_gives_the_unsharded_runs_rows(tmp_path, unsharded):
     run = tmp_path / "run"
-    done = jacbench(
-        "submit",
-        "--executor",
-        "slurm",
-        "--shards",
-        "2",
-        "--out",
-        run,
-        *GRID,
-        "--min-time",
-        "0.02",
-        cwd=tmp_path,
-    )
+    done = jacbench(*SUBMIT, "2", "--out", run, *GRID, "--min-time", "0.02", cwd=tmp_path)
     assert "Submitted 2 slurm jobs" in done.stdout
     assert "sacct" not in done.stderr  # polling is quiet
     assert keys(run) == unsharded
@@ -195,16 +198,8 @@ def test_submit_names_a_killed_and_a_cancelled_shard_and_a_resubmit_finishes_the
     tmp_path, unsharded
 ):
     run = tmp_path / "run"
-    submit = ["submit", "--executor", "slurm", "--shards", "2", "--out", run, *GRID]
-    submit += ["--min-time", "2"]
-    waiting = subprocess.Popen(
-        [sys.executable, "-m", "jacbench", *map(str, submit)],
-        cwd=tmp_path,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    submit = [*SUBMIT, "2", "--out", run, *GRID, "--min-time", "2"]
+    waiting = started(submit, tmp_path)
     try:
         for i in (0, 1):
             wait_until(lambda i=i: rows_in(run / "shards" / f"{i}-of-2") >= 1, 300, f"shard {i}")
@@ -233,15 +228,7 @@ def test_a_submitted_shard_told_its_time_is_up_is_requeued_and_resumes(tmp_path,
     """Slurm tells a job its time is nearly up with SIGUSR2 (submitit's --signal), up to a
     minute early; here scancel sends it, so that the test need not wait for a limit."""
     run = tmp_path / "run"
-    submit = ["submit", "--executor", "slurm", "--shards", "1", "--out", run, *GRID]
-    waiting = subprocess.Popen(
-        [sys.executable, "-m", "jacbench", *map(str, [*submit, "--min-time", "3"])],
-        cwd=tmp_path,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    waiting = started([*SUBMIT, "1", "--out", run, *GRID, "--min-time", "3"], tmp_path)
     try:
         wait_until(lambda: rows_in(run / "shards" / "0-of-1") >= 1, 300, "the first row")
         command("scancel", "--signal=USR2", "--name=jacbench", cwd=tmp_path)
@@ -256,20 +243,8 @@ def test_a_submitted_shard_told_its_time_is_up_is_requeued_and_resumes(tmp_path,
 
 def test_a_bad_sbatch_option_is_named_and_leaves_nothing(tmp_path):
     run = tmp_path / "run"
-    done = jacbench(
-        "submit",
-        "--executor",
-        "slurm",
-        "--shards",
-        "2",
-        "--out",
-        run,
-        *GRID,
-        "--slurm",
-        "bogus=1",
-        cwd=tmp_path,
-        check=False,
-    )
+    bogus = ["--slurm", "bogus=1"]
+    done = jacbench(*SUBMIT, "2", "--out", run, *GRID, *bogus, cwd=tmp_path, check=False)
     assert done.returncode == 2
     assert "unrecognized option '--bogus=1'" in done.stderr
     assert "Try" not in done.stderr + done.stdout
