@@ -82,7 +82,12 @@ def _shape_id(point: Point) -> str:
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    env = environment(bench_device() if torch.cuda.is_available() else "cpu")
+    device = bench_device() if torch.cuda.is_available() else "cpu"
+    # The kernels and allocator setting every benchmark runs with, in force before they are
+    # recorded: read before the first benchmark set them, a run's machine_info differed
+    # from the one it saved, and every --benchmark-compare warned of another machine.
+    tuning.ensure(device)
+    env = environment(device)
     machine_info["jacbench"] = {
         key: env[key]
         for key in ("jacbench", "torch", "cuda", "device_name", "threads", "cpu_model")

@@ -218,3 +218,22 @@ def test_the_fixture_checks_second_order_against_torch_func_hessian(tmp_path):
     assert mine["max_rel_err"] < 1e-5
     frame = read_pytest_benchmark(out)
     assert list(frame["operator"]) == ["hessian", "laplacian"]
+
+
+def test_two_runs_of_the_same_code_compare_without_a_machine_info_warning(tmp_path):
+    """pytest-benchmark warns when a saved run's machine_info differs from this run's (and
+    with its storage outside the working directory its warning crashed)."""
+    storage = f"--benchmark-storage={tmp_path / 'saved'}"
+    saved = _run_benchmarks(
+        "smoke", "--benchmark-autosave", storage, f"--benchmark-json={tmp_path / 'a.json'}"
+    )
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    again = _run_benchmarks(
+        "smoke", "--benchmark-compare", storage, f"--benchmark-json={tmp_path / 'b.json'}"
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "INTERNALERROR" not in again.stdout + again.stderr
+    assert "machine_info is different" not in again.stdout + again.stderr
+    first = json.loads((tmp_path / "a.json").read_text())["machine_info"]["jacbench"]
+    second = json.loads((tmp_path / "b.json").read_text())["machine_info"]["jacbench"]
+    assert first == second and first["allocator"]  # keep_freed_memory's settings recorded

@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from jacbench.faces.cli import app, join_list_options
+from jacbench.measure.machine import install_hint
 from jacbench.measure.rows import COLUMNS
 
 runner = CliRunner()
@@ -376,12 +377,13 @@ def test_info_names_the_jax_extra_when_jax_is_missing(monkeypatch):
     missing = jax.__class__(**{**jax.__dict__, "available": lambda: False})
     monkeypatch.setitem(methods.METHODS, "jax-jacrev", missing)
     result = invoke("info")
-    # one row per thing to install; a narrow terminal wraps it, so read it with the borders out
-    row = next(
-        line for line in result.output.splitlines() if "pip install 'jacbench[jax]':" in line
-    )
-    assert row.split("│")[1].strip() == "missing"
-    assert "jax-jacrev" in re.sub(r"[\s│]+", " ", result.output.split("jacbench[jax]':")[1])
+    # One row per thing to install, the command as jacbench is installed (here: from this
+    # checkout). A narrow terminal wraps the row: read it with the borders out.
+    hint = install_hint("jax")
+    assert hint == f"pip install -e '{Path(__file__).resolve().parents[1]}[jax]'"
+    shown = re.sub(r"[\s│]+", " ", result.output)
+    assert f"missing {hint}: " in shown
+    assert "jax-jacrev" in shown.split(f"{hint}: ")[1].split(" missing ")[0]
 
 
 def test_version():
@@ -423,7 +425,9 @@ def test_unavailable_method_names_its_extra(tmp_path, monkeypatch):
     )
     result = invoke("run", "--methods", "jax-jacrev", "--out", tmp_path / "r")
     assert result.exit_code == 2
-    assert "method jax-jacrev is not available here: pip install 'jacbench[jax]'" in result.output
+    assert f"method jax-jacrev is not available here: {install_hint('jax')}" in " ".join(
+        result.output.split()
+    )
 
 
 # --------------------------------------------------------------------- user routines

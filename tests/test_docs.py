@@ -43,3 +43,11 @@ def test_the_readmes_array_script_is_the_tested_one():
     script = (root / "examples" / "slurm" / "sweep.sh").read_text().splitlines()
     kept = [line for line in script if not line.startswith("# ") and line != "#!/bin/bash"]
     assert shown == kept
+
+
+def test_the_readme_names_every_preset():
+    from jacbench.runs.grid import PRESETS
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    presets = readme.split("`jacbench run` presets:", 1)[1].split("`jacbench --version`", 1)[0]
+    assert [name for name in PRESETS if f"`{name}`" not in presets] == []

@@ -176,3 +176,9 @@ def test_from_param_dict_names_the_key_that_does_not_fit(change, message):
     change(params)
     with pytest.raises(ValueError, match=re.escape(message)):
         MLP.from_param_dict(params)
+
+
+def test_from_param_dict_names_one_layers_keys_once():
+    params = {"W1": torch.zeros(3, 2), "WF": torch.zeros(1, 3), "c": torch.zeros(1)}
+    with pytest.raises(ValueError, match=re.escape("expected W1, WF and optional biases b1, bF")):
+        MLP.from_param_dict(params)

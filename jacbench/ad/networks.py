@@ -255,8 +255,8 @@ class MLP:
         extra = sorted(set(params) - known)
         if extra:
             raise ValueError(
-                f"params has unexpected keys {', '.join(map(repr, extra))}; expected W1 … "
-                f"W{depth}, WF and optional biases b1 … b{depth}, bF"
+                f"params has unexpected keys {', '.join(map(repr, extra))}; expected "
+                f"{_numbered('W', depth)}, WF and optional biases {_numbered('b', depth)}, bF"
             )
         weights = tuple(params[f"W{s}"] for s in suffixes)
         biases = tuple(params.get(f"b{s}") for s in suffixes)
@@ -362,3 +362,12 @@ def make_mlp(
         dtype=dtype,
         device=device,
     )
+
+
+def _numbered(kind: str, depth: int) -> str:
+    """``W1 … W3`` for a depth of 3, ``W1`` for one.
+
+    >>> _numbered("W", 3), _numbered("b", 1)
+    ('W1 … W3', 'b1')
+    """
+    return f"{kind}1" if depth == 1 else f"{kind}1 … {kind}{depth}"

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from jacbench.measure.machine import install_hint
 from jacbench.runs import shards
 
 EXECUTORS = ("slurm", "local")
@@ -198,7 +199,7 @@ def submit(
     if executor not in EXECUTORS:
         raise SubmitError(f"unknown executor {executor!r}; expected one of: slurm, local")
     if not available():
-        raise SubmitError("jacbench submit needs submitit: pip install 'jacbench[cluster]'")
+        raise SubmitError(f"jacbench submit needs submitit: {install_hint('cluster')}")
     if executor == "slurm" and shutil.which("sbatch") is None:
         raise SubmitError("--executor slurm needs Slurm's sbatch on PATH (none here)")
     import submitit

@@ -25,6 +25,15 @@ def jacbench_version() -> str:
         return "0+unknown"
 
 
+def install_hint(extra: str) -> str:
+    """The pip command that adds ``extra`` to jacbench as it is installed: from its checkout
+    (``pip install -e '/path/to/checkout[jax]'``) or from a package index."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file():
+        return f"pip install -e '{checkout}[{extra}]'"
+    return f"pip install 'jacbench[{extra}]'"
+
+
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo), else what the platform module says."""
     try:

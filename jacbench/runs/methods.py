@@ -32,6 +32,7 @@ from jacbench.ad.jacobians import (
     jacobian_reverse,
 )
 from jacbench.ad.networks import MLP
+from jacbench.measure.machine import install_hint
 from jacbench.measure.timing import synchronize
 from jacbench.runs.operators import direction
 
@@ -331,7 +332,7 @@ def _folx_available() -> bool:
     return _jax_available() and importlib.util.find_spec("folx") is not None
 
 
-_JAX_EXTRA = "pip install 'jacbench[jax]'"
+_JAX_EXTRA = install_hint("jax")
 
 # jacbench's Hessian modes: mode → what it does.
 _HESSIAN_MODES = {
@@ -450,7 +451,7 @@ _LAPLACIAN_AND_HVP = (
         "jax.jit of folx.forward_laplacian (vmap over the batch); compile time apart",
         functools.partial(_build_jax, _folx_laplacian),
         _folx_available,
-        "pip install 'jacbench[folx]'",
+        install_hint("folx"),
         operator="laplacian",
     ),
     Method(
