@@ -1,3 +1,3 @@
-from jacbench.faces.cli import app
+from jacbench.faces.cli import main
 
-app(prog_name="jacbench")
+main()

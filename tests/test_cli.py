@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from jacbench.faces.cli import app, join_list_options
+from jacbench.faces.cli import app, join_list_options, main
 from jacbench.measure.machine import install_hint
 from jacbench.measure.rows import COLUMNS
 
@@ -518,3 +518,28 @@ def test_run_with_an_unloadable_routine_stops_before_timing(tmp_path, spec, mess
     assert message in result.output
     assert "Traceback" not in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["run", "--bogus"], "Error: No such option: --bogus"),
+        (["run", "--depths"], "Error: Option '--depths' requires an argument."),
+        (["bogus"], "Error: No such command 'bogus'. (see `jacbench --help`)"),
+    ],
+)
+def test_the_commands_usage_errors_are_one_line(args, line, capsys):
+    """`jacbench` (cli.main): typer's usage errors in one line like every other error."""
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(line) and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_commands_help_and_version_exit_0(capsys):
+    for args in (["predict", "--help"], ["--version"]):
+        with pytest.raises(SystemExit) as stop:
+            main(args)
+        assert stop.value.code == 0
+    assert "jacbench" in capsys.readouterr().out

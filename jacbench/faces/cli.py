@@ -119,7 +119,7 @@ app = typer.Typer(
 
 
 @app.callback()
-def main(
+def root_options(
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
@@ -1235,3 +1235,29 @@ def info(
             tuning.keep_freed_memory()  # as every timing entry point does
             measured = [measure_peaks(device, DTYPES[name]) for name in dtypes]
         console.print(report.peaks_table(measured))
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """The ``jacbench`` command: the typer app, with a usage error (an unknown option, a
+    missing value) in one line, ``Error: …`` and exit 2, as every other error is, not in
+    typer's boxed panel."""
+    try:
+        code = app(args=args, prog_name="jacbench", standalone_mode=False)
+    except Exception as error:  # click's UsageError (typer's own copy of click, or click)
+        if not hasattr(error, "format_message") or not hasattr(error, "exit_code"):
+            if type(error).__name__ == "Abort":
+                err_console.print("Aborted.")
+                sys.exit(1)
+            raise
+        if type(error).__name__ == "NoArgsIsHelpError":  # bare `jacbench`: its help
+            error.show()  # type: ignore[attr-defined]
+            sys.exit(error.exit_code)
+        ctx = getattr(error, "ctx", None)
+        see = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        err_console.print(
+            f"[bold red]Error:[/] {escape(error.format_message())}{see}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(error.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
