@@ -543,3 +543,17 @@ def test_the_commands_help_and_version_exit_0(capsys):
             main(args)
         assert stop.value.code == 0
     assert "jacbench" in capsys.readouterr().out
+
+
+def test_run_says_which_of_the_presets_methods_are_not_installed(monkeypatch, tmp_path):
+    from jacbench.runs import methods
+
+    jax = methods.METHODS["jax-jacrev"]
+    monkeypatch.setitem(
+        methods.METHODS, "jax-jacrev", jax.__class__(**{**jax.__dict__, "available": lambda: False})
+    )
+    result = invoke("run", "--preset", "classes", "--dry-run")
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.output.split())
+    hint = install_hint("jax")
+    assert f"Note: jax-jacrev of preset classes left out: not installed ({hint})" in shown

@@ -567,6 +567,8 @@ def _run_command(
 def run(ctx: typer.Context, **values: Any) -> None:
     """Sweep methods over a grid of shapes; write results.csv, meta.json, summary.md and plots."""
     options = _with_opted_methods(_sweep_options(values), values)
+    if options.methods is None and options.model is None and not values["quiet"]:
+        _note_missing_methods(options.preset)
     part = _shard_option(values["shard"])
     if values["resume"] and values["resume_if_present"]:
         fail("give --resume or --resume-if-present, not both")
@@ -599,6 +601,19 @@ def run(ctx: typer.Context, **values: Any) -> None:
             err_console.print(f"{_stopped_by(stop)} before the run wrote anything")
         raise typer.Exit(_interrupted_code(stop)) from None
     _print_run(frame, run_dir, part, values["quiet"])
+
+
+def _note_missing_methods(preset: str) -> None:
+    """Say which of the preset's methods are not installed here, and how to add them: a
+    preset's peers left out without a word looked like a full comparison."""
+    missing = _preset(preset).missing_methods()
+    for requirement in dict.fromkeys(METHODS[m].requirement for m in missing):
+        names = ", ".join(m for m in missing if METHODS[m].requirement == requirement)
+        err_console.print(
+            escape(f"Note: {names} of preset {preset} left out: not installed ({requirement})"),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _with_opted_methods(options: SweepOptions, values: dict[str, Any]) -> SweepOptions:

@@ -217,6 +217,10 @@ class Preset:
         default = MODEL_METHODS if self.models else default_methods(self.operator)
         return [m for m in self.methods or default if METHODS[m].available()]
 
+    def missing_methods(self) -> list[str]:
+        """The methods the preset names that are not installed here (left out of its runs)."""
+        return [m for m in self.methods or () if not METHODS[m].available()]
+
 
 _JACBENCH_AND_FUNC = ("forward", "reverse", "mixed", "auto", "func-jacfwd", "func-jacrev")
 _JAX = ("jax-jacfwd", "jax-jacrev")
