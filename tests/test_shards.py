@@ -182,6 +182,8 @@ def test_three_shards_at_once_merge_to_the_unsharded_rows(tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["merged"]["kind"] == "shards" and meta["merged"]["count"] == 3
     assert [p["shard"] for p in meta["parts"]] == ["0/3", "1/3", "2/3"]
+    assert "--shard 1/3" in meta["parts"][1]["command"]
+    assert "--shard i/3" in meta["command"]  # every shard's, not shard 0's
     assert all(p["environment"]["cpu_model"] for p in meta["parts"])
     assert meta["finished"] is not None
     assert (out / "summary.md").read_text().count("| L=") == POINTS

@@ -11,6 +11,7 @@ and times under ``parts`` and marks the folder ``merged`` (``"shards"`` or ``"ru
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,13 +204,24 @@ def _part(meta: dict) -> dict[str, Any]:
     return {k: meta[k] for k in _PART_FIELDS if k in meta}
 
 
+def _shards_command(command: str | None) -> str | None:
+    """A shard's command as every shard's: its ``--shard i/n`` with i as a letter.
+
+    >>> _shards_command("jacbench run --preset peers --shard 0/4 --out r")
+    'jacbench run --preset peers --shard i/4 --out r'
+    """
+    if command is None:
+        return None
+    return re.sub(r"--shard(\s+|=)\S+/(\d+)", r"--shard\1i/\2", command)
+
+
 def _merged_meta(base: dict, kind: str, parts: list[dict], complete: bool) -> dict[str, Any]:
     starts = [p["started"] for p in parts if p.get("started")]
     ends = [p["finished"] for p in parts if p.get("finished")]
     environments = [p.get("environment") or {} for p in parts]
     return {
         **{k: v for k, v in base.items() if k not in _PART_FIELDS},
-        "command": parts[0].get("command") if kind == "shards" else None,
+        "command": _shards_command(parts[0].get("command")) if kind == "shards" else None,
         "environment": base.get("environment") or environments[0],
         "started": min(starts) if starts else None,
         "finished": max(ends) if complete and ends else None,
