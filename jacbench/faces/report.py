@@ -200,7 +200,8 @@ def second_order_table(plan: SecondOrderPlan) -> Table:
     widths = "-".join(map(str, plan.widths))
     table = Table(
         title=f"second order: widths {widths}, batch {plan.batch}",
-        caption="Laplacian rows: exact methods; hutchinson (an estimate) costs per sample",
+        caption="Laplacian rows: the exact methods (hutchinson, an estimate, is not shown: "
+        "its cost is per sample)",
     )
     for name in ("operator", "mode", "matmul FLOP", "model memory", "× best", "pick"):
         table.add_column(name, justify="left" if name in ("operator", "mode") else "right")
