@@ -383,10 +383,11 @@ def _sweep_into(run: _Run, out: Path, resume: bool | str) -> pd.DataFrame:
     """The sweep, written row by row into the run folder ``out``."""
     options = run.options
     with results.RunWriter(out, run.params(), resume=resume) as writer:
-        if writer.finished and not replace(run.config, skip=frozenset(writer.done)).tasks():
+        pending = replace(run.config, skip=frozenset(writer.done))
+        if writer.finished and not pending.tasks():
             return _finished_frame(writer)  # nothing to do: the folder stays as it was
         with _device(options.device, run.observer):
-            config = _prepare(replace(run.config, skip=frozenset(writer.done)), options)
+            config = _prepare(pending, options)
             run.start_meta(
                 writer,
                 peaks={name: p.as_dict() for name, p in config.peaks.items()},
