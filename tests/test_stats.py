@@ -33,6 +33,7 @@ def test_large_n_uses_the_normal_approximation_consistently():
         (lambda rng, n: 1 + rng.exponential(1.0, n), 1 + np.log(2)),  # skewed, like timings
     ],
 )
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_the_median_interval_covers_the_true_median_95_percent_of_the_time(n, draw, true_median):
     rng = np.random.default_rng(n)
     trials = 2000
@@ -124,3 +125,26 @@ def test_point_verdict_names_a_significant_winner_else_a_tie():
     # no samples and no intervals: only the medians, and the verdict says it was not tested
     untested = rows.assign(ci_low_s=float("nan"), ci_high_s=float("nan"))
     assert stats.point_verdict(untested[untested["method"] != "c"], {}) == ("a", ["a"], False)
+
+
+def test_two_samples_a_side_are_never_a_significant_winner():
+    """A bootstrap of two samples cannot see their noise: below MIN_SAMPLES the verdict
+    falls back to the intervals and says it was not tested."""
+    fast, slow = np.array([1.0, 1.01]), np.array([2.0, 2.02])
+    samples = pd.concat([_samples("a", fast), _samples("b", slow)])
+    rows = pd.DataFrame(
+        {
+            "widths": "3-4-1",
+            "batch": 1,
+            "dtype": "float32",
+            "device": "cpu",
+            "method": ["a", "b"],
+            "median_s": [1.005, 2.01],
+            "ci_low_s": [1.0, 2.0],
+            "ci_high_s": [1.01, 2.02],
+        }
+    )
+    by_key = stats.samples_by_key(samples)
+    assert stats.point_verdict(rows, by_key) == ("a", ["a"], False)
+    overlapping = rows.assign(ci_low_s=[1.0, 0.9], ci_high_s=[2.5, 2.6])
+    assert stats.point_verdict(overlapping, by_key) == ("a", ["a", "b"], False)

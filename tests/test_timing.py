@@ -76,3 +76,13 @@ def test_measure_on_cuda_keeps_many_blocks():
     x = torch.ones(1000, device="cuda")
     m = timing.measure(lambda: x.mul(2), device="cuda", min_time=0.1)
     assert m.runs >= timing.GPU_BLOCKS / 2
+
+
+def test_a_measurement_has_enough_blocks_for_a_verdict():
+    """blocked_autorange fills a short min_time with two or three blocks of a slow call;
+    a few more follow so that no row is left under stats.MIN_SAMPLES."""
+    from jacbench.measure import stats
+
+    measured = timing.measure(lambda: time.sleep(0.004), min_time=0.02, warmup=0)
+    assert len(measured.times) >= stats.MIN_SAMPLES
+    assert all(0.004 <= t < 0.05 for t in measured.times)

@@ -280,7 +280,7 @@ def tuning_table(tuned: Tuning) -> Table:
 def tuning_line(tuned: Tuning, classes: Iterable[str]) -> str:
     """One line: the kernels a shape's Jacobian uses on this machine, and where they came from."""
     used = [f"{name}: {tuned.kernel(name)}" for name in classes]
-    source = f"measured on {tuned.machine}" if tuned.machine else "defaults (run `jacbench tune`)"
+    source = f"measured on {tuned.machine}" if tuned.machine else "the defaults, not measured"
     kernels = "; ".join(used) if used else "plain BLAS calls only (no narrow product to tune)"
     return f"Kernels ({source}): {kernels}; tanh by {tuned.tanh}."
 
@@ -381,7 +381,7 @@ def summary_frame(frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> p
     significantly faster than the runner-up (``stats.point_verdict`` on the run's samples), else the
     tie (``tie: reverse ≈ mixed``); ``fastest`` does the same over every exact method.
     ``prediction_ok`` is true when the predicted mode won or tied, and missing (no verdict) where
-    the run did not time the predicted mode. ``frame`` holds one operator's rows
+    the run did not time the predicted mode and another. ``frame`` holds one operator's rows
     (``split_operators``).
     """
     ok = timed(_shaped(frame))
@@ -413,7 +413,9 @@ def summary_frame(frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> p
         mode = predicted[shape]
         timed_modes = {fixed[m] for m in ours["method"]}
         tied_modes = {fixed[m] for m in tied}
-        prediction_ok.append((shape, (mode in tied_modes) if mode in timed_modes else None))
+        # One mode timed alone is fastest by default: no verdict on the prediction then.
+        judged = mode in timed_modes and len(timed_modes) > 1
+        prediction_ok.append((shape, (mode in tied_modes) if judged else None))
     for name, values in (
         ("measured", measured),
         ("decided", decided),
@@ -486,7 +488,10 @@ def accuracy_sentence(summary: pd.DataFrame, operator: str = "jacobian") -> str:
     """How often the predicted mode was right, how many shapes were decided, or why no verdict."""
     right, total, decided = prediction_accuracy(summary)
     if total == 0:
-        return "Prediction accuracy: no verdict (the run timed none of the predicted modes)."
+        return (
+            "Prediction accuracy: no verdict (the run timed the predicted mode nowhere"
+            " beside another mode to beat)."
+        )
     model = "cost.plan" if operator == "jacobian" else "cost.plan_second_order"
     fixed = "hand-written mode"
     if summary["widths"].map(is_model_shape).all():
@@ -496,12 +501,21 @@ def accuracy_sentence(summary: pd.DataFrame, operator: str = "jacobian") -> str:
         f"or tied with it, at {right} of {total} shapes"
     )
     judged = summary[summary["prediction_ok"].notna()]
-    if not judged["tested"].astype(bool).all():
-        return text + " (judged by medians alone: this run kept no samples to test them)."
-    ties = total - decided
+    untested = int((~judged["tested"].astype(bool)).sum())
+    if untested == total:
+        return text + (
+            f" (judged by the medians' intervals alone: fewer than {stats.MIN_SAMPLES}"
+            " samples per method, or none kept, to test them)."
+        )
+    ties = total - decided - untested
+    untested_text = (
+        f", {untested} judged without a test (fewer than {stats.MIN_SAMPLES} samples)"
+        if untested
+        else ""
+    )
     return (
         f"{text}; {decided} of {total} had a significant winner (95%), "
-        f"{ties} {'was a tie' if ties == 1 else 'were ties'}."
+        f"{ties} {'was a tie' if ties == 1 else 'were ties'}{untested_text}."
     )
 
 
@@ -545,13 +559,21 @@ def summary_table(
     families = {f: ms for f, ms in families.items() if ms}
     ratio = ["fwd/rev"] if "fwd/rev" in summary else []
     table.add_column("shape")
+    # The Hessian's modes share their prefix (hessian-fwd-over-rev, hessian-fwd-over-fwd): a
+    # narrow terminal would cut both to "hessian-fwd-…", so the header drops it, and a
+    # method's header breaks at its hyphens (fwd- / over- / rev) rather than being cut.
+    prefix = "hessian-" if operator == "hessian" else ""
+    if prefix:
+        table.title = f"{table.title} (jacbench's methods: {prefix}<mode>)"
     for name in [*ours, *families, *ratio, "predicted", "measured"]:
-        table.add_column(name, justify="right")
+        header = name.removeprefix(prefix) if name in ours else name
+        header = header.replace("-", "-\n") if name in ours else header
+        table.add_column(header, justify="right")
     for _, row in summary.iterrows():
         cells = [compact_label(row)] + [format_seconds(row[m]) for m in ours]
         cells += [format_seconds(row[ms].min()) for ms in families.values()]
         cells += [format_ratio(row.get("fwd/rev")) for _ in ratio] + [_prediction_cell(row)]
-        cells.append(str(row.get("measured", "—")))
+        cells.append(str(row.get("measured", "—")).replace(prefix or "\0", ""))
         table.add_row(*cells)
     return table
 

@@ -177,16 +177,20 @@ def runs_interval(before: pd.DataFrame, after: pd.DataFrame) -> tuple[float, flo
     return ratio_interval(list(a.values()), list(b.values()), paired=False)
 
 
+def _enough(samples: pd.DataFrame | None) -> bool:
+    return samples is not None and len(samples) >= MIN_SAMPLES
+
+
 def point_verdict(
     rows: pd.DataFrame, samples: dict[RowKey, pd.DataFrame]
 ) -> tuple[str, list[str], bool]:
     """(fastest method, the methods not significantly slower than it, itself first, tested).
 
     ``rows`` are one point's timed rows. A method is tied with the fastest when the
-    interval of its ratio to the fastest reaches down to 1. Without samples (runs made
-    before samples.csv) the medians' intervals decide: tied when they overlap. Without
-    those either only equal medians tie, and ``tested`` is False: the verdict rests on
-    the medians alone, not on a test.
+    interval of its ratio to the fastest reaches down to 1. With fewer than ``MIN_SAMPLES``
+    samples on either side (or none: runs made before samples.csv) the medians' intervals
+    decide, tied when they overlap, and ``tested`` is False: no verdict from two samples is
+    called significant. Without intervals either only equal medians tie.
     """
     ordered = rows.sort_values("median_s", kind="stable")
     fastest = ordered.iloc[0]
@@ -195,11 +199,12 @@ def point_verdict(
     tested = True
     for _, other in ordered.iloc[1:].iterrows():
         other_key = row_key(other)
-        if key in samples and other_key in samples:
+        if _enough(samples.get(key)) and _enough(samples.get(other_key)):
             _, low, _ = methods_interval(samples[key], samples[other_key])
             same = low <= 1
         elif pd.notna(other["ci_low_s"]) and pd.notna(fastest["ci_high_s"]):
             same = bool(other["ci_low_s"] <= fastest["ci_high_s"])
+            tested = False
         else:
             same = bool(other["median_s"] == fastest["median_s"])
             tested = False
