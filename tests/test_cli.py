@@ -212,6 +212,7 @@ def test_run_bad_input_is_one_line_exit_2(tmp_path, args, message):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_run_compile_adds_the_compiled_method(tmp_path):
     out = tmp_path / "r"
     args = ["run", "--depths", 2, "--d-in", 8, "--width", 16, "--d-out", 2, "--min-time", 0.01]
@@ -395,16 +396,32 @@ def test_version():
 
 
 def test_run_help_shows_defaults_intact():
-    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "80"})
     assert result.exit_code == 0
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    words = "".join(result.output.split())  # click wraps a default across lines
     for shown in (
         "[default: (the preset's, else all installed)]",
-        "[default: (results/<date>-<device>)]",
-        "[default: (torch's)]",
+        "[default: (jacbench-results/<date>-<device>)]",
+        "[default: (torch's);",
         "[default: (0.2, quick: 0.1)]",
     ):
-        assert shown in result.output
+        assert "".join(shown.split()) in words
     assert " ." not in result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["run"], ["predict"], ["check"], ["grade"], ["compare"], ["report"], ["info"], ["tune"]]
+    + [["merge"], ["submit"], ["validate"]],
+)
+def test_help_is_whole_at_80_columns(command):
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    lines = result.output.splitlines()
+    cut = [line for line in lines[1:] if line.rstrip().endswith(("…", "..."))]  # not Usage:
+    assert cut == []
 
 
 def test_info_peak():

@@ -111,3 +111,16 @@ def test_count_matmul_flops_counts_matrix_vector_products():
 
     a, v, b = torch.ones(3, 4), torch.ones(4), torch.ones(4, 5)
     assert count_matmul_flops(lambda: (a @ v, a @ b)) == 2 * 3 * 4 + 2 * 3 * 4 * 5
+
+
+def test_checks_timings_warn_of_a_busy_machine_and_noisy_rows():
+    import pandas as pd
+
+    from jacbench.faces.grading import timing_warnings
+
+    quiet = pd.DataFrame({"median_s": [1e-3, 2e-3], "noisy": [False, False]})
+    assert timing_warnings(quiet, 0.1) == []
+    assert timing_warnings(quiet, None) == []
+    busy, noisy = timing_warnings(quiet.assign(noisy=[True, False]), 1.3)
+    assert "busy: other work used 1.3 cores' worth" in busy
+    assert noisy.startswith("1 of 2 timings are noisy")

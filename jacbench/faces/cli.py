@@ -51,8 +51,8 @@ from jacbench.runs.methods import METHODS, Method
 from jacbench.runs.operators import OPERATORS
 from jacbench.runs.options import DEFAULT_CALL_TIMEOUT, SAME_DEFAULT, Flag, SweepOptions
 
-# Tables are wide; when the output is a file or a pipe there is no terminal width to respect.
-console = Console() if sys.stdout.isatty() else Console(width=160)
+# Tables are wide: when the output is a file or a pipe, 160 columns unless COLUMNS says otherwise.
+console = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=160)
 err_console = Console(stderr=True)
 
 # Options that take a list: `--depths 3 5 10` and `--depths 3,5,10` both work.
@@ -115,6 +115,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help wraps every line at the terminal's width; rich's panels cut the
+    # option names and defaults of a long command at 80 columns with "…".
+    rich_markup_mode=None,
 )
 
 
@@ -228,7 +231,9 @@ def command_line(ctx: typer.Context) -> str:
 
 
 # ---------------------------------------------------------------------------- predict
-@app.command(cls=ListOptionsCommand)
+@app.command(
+    cls=ListOptionsCommand, short_help="FLOPs, memory and the recommended mode for a shape."
+)
 def predict(
     depth: Annotated[int, typer.Option(help="Depth L (number of tanh layers).", min=1)] = 5,
     d_in: Annotated[int, typer.Option(help="Input dimension D.", min=1)] = 1000,
@@ -310,7 +315,7 @@ def _predict_model(
     console.print(report.model_recommendation(plan), highlight=False)
 
 
-@app.command(cls=ListOptionsCommand)
+@app.command(cls=ListOptionsCommand, short_help="Measure which kernels this CPU runs fastest.")
 def tune(
     remeasure: Annotated[
         bool, typer.Option("--remeasure", help="Measure again, replacing the cached choice.")
@@ -342,7 +347,7 @@ def tune(
 
 
 # --------------------------------------------------------------------------- validate
-@app.command(cls=ListOptionsCommand)
+@app.command(cls=ListOptionsCommand, short_help="Check every routine against float64 torch.func.")
 def validate(
     depths: Annotated[str, typer.Option(help="Depths L, e.g. 1 3 6.")] = "1 3 6",
     d_in: Annotated[str, typer.Option(help="Input dimensions D.")] = "1 9 32",
@@ -518,7 +523,8 @@ def _sweep_options(values: dict[str, Any]) -> SweepOptions:
 def _run_command(
     ctx: typer.Context,
     out: Annotated[
-        Path | None, typer.Option(help="Run folder.", show_default="results/<date>-<device>")
+        Path | None,
+        typer.Option(help="Run folder.", show_default="jacbench-results/<date>-<device>"),
     ] = None,
     resume: Annotated[
         bool, typer.Option(help="Continue the run in --out, skipping rows it holds.")
@@ -683,7 +689,9 @@ def _run_signature() -> inspect.Signature:
 
 run.__signature__ = _run_signature()  # type: ignore[attr-defined]
 run.__annotations__ = {p.name: p.annotation for p in _run_signature().parameters.values()}
-app.command(cls=ListOptionsCommand)(run)
+app.command(
+    cls=ListOptionsCommand, short_help="Sweep methods over a grid of shapes and time them."
+)(run)
 
 
 def _shard_option(text: str | None) -> shards.Shard | None:
@@ -697,17 +705,17 @@ def _shard_option(text: str | None) -> shards.Shard | None:
 
 
 def _default_out(device: str, part: shards.Shard | None) -> Path:
-    """results/<date>-<device>; for a shard, one folder every shard agrees on."""
+    """jacbench-results/<date>-<device>; for a shard, one folder every shard agrees on."""
     if part is None:
         return results.default_run_dir(device)
     job = os.environ.get("SLURM_ARRAY_JOB_ID")
     if job:  # every task of one array shares the array's job id
-        return Path("results") / f"slurm-{job}-{device.replace(':', '')}"
+        return results.DEFAULT_ROOT / f"slurm-{job}-{device.replace(':', '')}"
     fail("a shard needs --out: every shard of a run writes into the same folder")
 
 
 # ------------------------------------------------------------------------------ check
-@app.command("check")
+@app.command("check", short_help="Grade your Jacobian routine, then time it.")
 def check_command(
     routine: Annotated[
         str,
@@ -757,6 +765,8 @@ def check_command(
     if graded.timings is not None:
         summary = grading.timing_summary(graded.timings, graded.routine)
         console.print(report.check_timing_table(summary, name))
+    for warning in graded.warnings:
+        console.print(f"[yellow]Warning:[/] {escape(warning)}", highlight=False)
     for hint in graded.hints:
         console.print(f"• {escape(hint)}", highlight=False)
     if not graded.passed:
@@ -764,7 +774,7 @@ def check_command(
 
 
 # ------------------------------------------------------------------------------ grade
-@app.command()
+@app.command(short_help="Grade a class: every student's routine.")
 def grade(
     submissions: Annotated[
         Path,
@@ -852,7 +862,7 @@ def _one_submission(path: Path, function: str) -> class_grading.Submission:
 
 
 # ------------------------------------------------------------------------------ merge
-@app.command()
+@app.command(short_help="Join a sharded run's shards, or separate runs.")
 def merge(
     runs: Annotated[
         list[Path],
@@ -958,6 +968,7 @@ _SUBMIT_OWNS = ("--shard", "--out", "--resume", "--resume-if-present", "--dry-ru
 
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    short_help="Run a sweep as shard jobs with submitit.",
 )
 def submit(
     ctx: typer.Context,
@@ -1100,7 +1111,7 @@ def _wait_for(jobs: list, executor: str) -> list[tuple[int, str]]:
 
 
 # ----------------------------------------------------------------- report, compare, info
-@app.command("report")
+@app.command("report", short_help="Re-render a run's summary.md and plots.")
 def report_command(
     run_dir: Annotated[
         Path | None, typer.Argument(help="A run folder holding results.csv.", show_default=False)
@@ -1146,7 +1157,7 @@ def parse_threshold(text: str) -> float:
     return value
 
 
-@app.command()
+@app.command(short_help="Time ratios of two runs, with verdicts.")
 def compare(
     run_a: Annotated[
         Path,
@@ -1224,7 +1235,7 @@ def _run_label(path: Path) -> str:
     return path.parent.name if path.name == "results.csv" else path.name
 
 
-@app.command(cls=ListOptionsCommand)
+@app.command(cls=ListOptionsCommand, short_help="Versions, device, threads and methods.")
 def info(
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     peak: Annotated[

@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from jacbench.ad import cost
 from jacbench.ad.jacobians import reference_jacobian
+from jacbench.measure import machine
 from jacbench.runs import workers
 from jacbench.runs.diagnosis import Snapshot, diagnose
 from jacbench.runs.grid import PRESETS, Point, uniform_widths
@@ -86,6 +87,8 @@ class CheckReport:
     cases: pd.DataFrame  # case, shape, batch, dtype, max_rel_err, tolerance, passed, problem
     timings: pd.DataFrame | None = None  # the sweep's rows, when the routine was timed
     hints: list[str] = field(default_factory=list)
+    # Why the timings may not be the routine's own: other work on the machine, noisy rows.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -134,6 +137,7 @@ def check(
         report.hints += _in_worker_if_possible(routine, _flop_hints, call_timeout, default=[])
         if time:
             shapes = QUICK_SHAPES if quick else PRESETS["textbook"].shapes
+            other = machine.OtherWork()
             report.timings = sweep(
                 [routine.as_method(), *TIMING_METHODS],
                 shapes=shapes,
@@ -141,7 +145,26 @@ def check(
                 observer=observer,
                 call_timeout=call_timeout,
             )
+            report.warnings = timing_warnings(report.timings, other.cores())
     return report
+
+
+def timing_warnings(timings: pd.DataFrame, other_cores: float | None) -> list[str]:
+    """What a reader of check's timings should know: other work that shared the machine
+    while they were measured (in cores' worth), and rows whose samples spread widely."""
+    warnings = []
+    if other_cores is not None and other_cores > machine.BUSY_LOAD:
+        warnings.append(
+            f"The machine was busy: other work used {other_cores:.1f} cores' worth while the "
+            "routine was timed, so the times may be slower and noisier than on an idle machine."
+        )
+    noisy = int(timings["noisy"].fillna(False).astype(bool).sum()) if "noisy" in timings else 0
+    if noisy:
+        warnings.append(
+            f"{noisy} of {len(timings)} timings are noisy (IQR over 10% of the median): "
+            "compare them with care, or run again with a longer --min-time."
+        )
+    return warnings
 
 
 def grade_cases(routine: Routine, call_timeout: float = DEFAULT_CALL_TIMEOUT) -> list[dict]:

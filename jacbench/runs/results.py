@@ -483,8 +483,13 @@ def _benchmark_row(bench: dict) -> Row:
     )
 
 
-def default_run_dir(device: str, root: Path = Path("results")) -> Path:
-    """``results/<date>-<device>``, with ``-2``, ``-3``, … when that folder holds a run already."""
+# A run without --out goes under ./jacbench-results/, apart from a checkout's committed results/.
+DEFAULT_ROOT = Path("jacbench-results")
+
+
+def default_run_dir(device: str, root: Path = DEFAULT_ROOT) -> Path:
+    """``jacbench-results/<date>-<device>``, with ``-2``, ``-3``, … when that folder holds a run
+    already."""
     base = f"{dt.date.today().isoformat()}-{device.replace(':', '')}"
     candidate, n = root / base, 1
     while (candidate / "results.csv").exists():
