@@ -20,8 +20,10 @@ def small_net():
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-# The suite's `jacbench run`s measure and cache this CPU's kernels once: in a folder of the
-# session's own, never the user's cache.
+# The suite's runs use the default kernels: measuring them (tests/test_tuning.py does) takes
+# seconds per process, and on a busy machine, where tuning refuses to cache, every process
+# measured again. Whatever is cached goes to a folder of the session's own, never the user's.
+os.environ.setdefault("JACBENCH_TUNING", "defaults")
 os.environ.setdefault("JACBENCH_CACHE_DIR", tempfile.mkdtemp(prefix="jacbench-test-cache-"))
 # Timing takes a machine-wide lock per core (jacbench.measure.device_lock): the suite's runs take
 # theirs in a folder of the session's own, so a user's run on the machine never waits on them.

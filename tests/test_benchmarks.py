@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from jacbench.ad import cost
@@ -36,12 +37,14 @@ def _run_benchmarks(preset: str, *options: str, where: str = "benchmarks/", cwd:
     )
 
 
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_smoke_preset_runs_with_benchmarks_disabled():
     done = _run_benchmarks("smoke")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "12 passed" in done.stdout
 
 
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_a_user_routine_is_benchmarked_beside_the_built_ins(tmp_path):
     spec = f"{ROOT / 'examples' / 'textbook.py'}:my_backward_2a"
     out = tmp_path / "bench.json"
@@ -84,6 +87,7 @@ def test_wrong(jacobian_benchmark):
 """
 
 
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_the_fixture_checks_then_times_a_users_routine(tmp_path):
     (tmp_path / "test_mine.py").write_text(USER_TEST_FILE)
     done = _run_benchmarks("smoke", where="test_mine.py", cwd=tmp_path)
@@ -200,6 +204,7 @@ def test_my_laplacian_is_not_a_jacobian(jacobian_benchmark):
 """
 
 
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_the_fixture_checks_second_order_against_torch_func_hessian(tmp_path):
     (tmp_path / "test_second.py").write_text(SECOND_ORDER_TEST_FILE)
     out = tmp_path / "bench.json"
@@ -220,6 +225,7 @@ def test_the_fixture_checks_second_order_against_torch_func_hessian(tmp_path):
     assert list(frame["operator"]) == ["hessian", "laplacian"]
 
 
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_two_runs_of_the_same_code_compare_without_a_machine_info_warning(tmp_path):
     """pytest-benchmark warns when a saved run's machine_info differs from this run's (and
     with its storage outside the working directory its warning crashed)."""

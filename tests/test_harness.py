@@ -314,6 +314,7 @@ def test_resume_drops_the_samples_of_a_row_that_never_reached_results_csv(tmp_pa
     assert (samples["method"] == "forward").sum() == forward["runs"]  # only the new blocks
 
 
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_processes_pool_every_process_samples_into_one_row_each(tmp_path):
     out = tmp_path / "run"
     options = dict(depths=[1], d_in=[3], width=[4], d_out=[2], min_time=0.01)

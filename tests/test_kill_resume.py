@@ -7,6 +7,10 @@ import sys
 import time
 
 import pandas as pd
+import pytest
+
+# Each kills and resumes real runs (8–36 s on two cores): run by .ci/run, not by plain pytest.
+pytestmark = pytest.mark.slow
 
 ARGS = [
     "run",

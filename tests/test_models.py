@@ -392,6 +392,7 @@ def test_second_order_of_a_model_by_torch_func_is_validated_against_its_hessian(
     assert set(frame["operator"]) == {"hessian"}
 
 
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_a_script_without_a_main_guard_sweeps_once(tmp_path):
     # spawn would run the script again in each worker; jacbench's workers skip __main__.
     (tmp_path / "factories.py").write_text(

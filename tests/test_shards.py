@@ -149,6 +149,7 @@ def test_estimated_seconds_follows_min_time_and_flops():
 
 
 # -------------------------------------------------------------- sharded runs
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_three_shards_at_once_merge_to_the_unsharded_rows(tmp_path):
     whole = jacbench("run", *GRID, *METHODS, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
@@ -189,6 +190,7 @@ def test_three_shards_at_once_merge_to_the_unsharded_rows(tmp_path):
     assert (out / "summary.md").read_text().count("| L=") == POINTS
 
 
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_slurm_variables_run_a_strict_part(tmp_path):
     out = tmp_path / "run"
     env = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"}
@@ -206,6 +208,7 @@ def test_slurm_variables_run_a_strict_part(tmp_path):
     assert "holds a sharded run" in whole.stderr and "Traceback" not in whole.stderr
 
 
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_missing_shard_is_named_and_the_rest_merged(tmp_path):
     out = tmp_path / "run"
     done = jacbench("run", *GRID, *METHODS, "--shard", "0/2", "--out", str(out))
@@ -222,6 +225,7 @@ def test_missing_shard_is_named_and_the_rest_merged(tmp_path):
     assert len(rows(out)) == ROWS
 
 
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_more_shards_than_points(tmp_path):
     out = tmp_path / "run"
     grid = ["--depths", "1", "--d-in", "4", "--width", "8", "--d-out", "1", "2"]
@@ -234,6 +238,7 @@ def test_more_shards_than_points(tmp_path):
     assert len(rows(out)) == 4
 
 
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_killed_shard_resumes_and_merges(tmp_path):
     out = tmp_path / "run"
     slow = [*GRID[:-1], "2", *METHODS[:-2], "0.3", "--quiet"]
@@ -373,6 +378,7 @@ def test_submit_parameters():
 
 
 @pytest.mark.skipif(not submission.available(), reason="needs submitit (jacbench[cluster])")
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_submit_local_produces_the_merged_run(tmp_path):
     out = tmp_path / "run"
     result = runner.invoke(
@@ -430,6 +436,7 @@ def test_device_lock_makes_a_second_sweep_wait():
     assert device_lock.lock_names("cpu") == [f"cpu-{c}" for c in sorted(os.sched_getaffinity(0))]
 
 
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_a_shard_measured_in_several_processes(tmp_path):
     out = tmp_path / "run"
     options = dict(depths=[1, 2], d_in=[4], width=[8], d_out=[1], min_time=0.02)

@@ -210,6 +210,7 @@ def test_tuning_off_keeps_the_defaults(cache_dir, monkeypatch):
     assert not (cache_dir / "tuning.json").exists()
 
 
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_measure_times_every_class_and_picks_a_candidate(cache_dir):
     measured = tuning.measure(min_time=0.001)
     assert measured.machine == tuning.machine_key()

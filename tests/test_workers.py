@@ -82,6 +82,7 @@ def test_loading_a_routine_never_calls_it_here():
 
 
 # ------------------------------------------------------------------ run
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_a_run_survives_every_hostile_routine_between_built_ins(tmp_path):
     out = tmp_path / "run"
     methods = " ".join(["forward", *(_spec(name) for name in EXPECTED), "reverse"])
@@ -124,6 +125,7 @@ def test_a_routine_defined_in_place_still_runs_here():
 
 # ------------------------------------------------------------------ check
 @pytest.mark.parametrize("name", ["forever", "exits", "hard_exit", "segfault", "returns_a_list"])
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_check_on_a_hostile_routine_exits_1_with_the_reason(name):
     result = invoke("check", _spec(name), "--no-time", "--call-timeout", "3")
     assert result.exit_code == 1, result.output
@@ -162,6 +164,7 @@ MISTAKES = {
 }
 
 
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_grading_a_class_passes_exactly_the_right_one(tmp_path):
     folder = tmp_path / "class"
     folder.mkdir()
@@ -206,6 +209,7 @@ def test_grade_refuses_a_folder_that_is_not_there(tmp_path):
 
 
 # ------------------------------------------------------------------ SIGTERM
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_sigterm_ends_a_run_like_ctrl_c(tmp_path):
     out = tmp_path / "run"
     args = ["run", "--depths", "1", "2", "3", "4", "5", "6", "--d-in", "4", "--width", "8",
