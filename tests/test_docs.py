@@ -33,11 +33,11 @@ def test_design_notes_list_every_module():
     assert [layer for layer in layers if f"\n{layer} " not in text] == []
 
 
-def test_the_readmes_array_script_is_the_tested_one():
-    """README's sbatch script is examples/slurm/sweep.sh (run on a real cluster by
+def test_the_docs_array_script_is_the_tested_one():
+    """The clusters guide's sbatch script is examples/slurm/sweep.sh (run on a real cluster by
     tests/test_slurm.py), its comment header aside."""
     root = Path(__file__).parent.parent
-    readme = (root / "README.md").read_text()
+    readme = (DOCS / "clusters.md").read_text()
     block = readme.split("```bash\n#!/bin/bash\n#SBATCH --job-name=jacbench-sweep", 1)[1]
     shown = ["#SBATCH --job-name=jacbench-sweep", *block.split("```", 1)[0].strip().splitlines()]
     script = (root / "examples" / "slurm" / "sweep.sh").read_text().splitlines()
@@ -45,9 +45,9 @@ def test_the_readmes_array_script_is_the_tested_one():
     assert shown == kept
 
 
-def test_the_readme_names_every_preset():
+def test_the_sweeps_guide_names_every_preset():
     from jacbench.runs.grid import PRESETS
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (DOCS / "sweeps.md").read_text()
     presets = readme.split("`jacbench run` presets:", 1)[1].split("`jacbench --version`", 1)[0]
     assert [name for name in PRESETS if f"`{name}`" not in presets] == []

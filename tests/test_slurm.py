@@ -1,8 +1,9 @@
 """Sweeps on a real Slurm cluster (`pytest -m slurm`; `.ci/slurm up` starts one on this machine).
 
-Skipped where no `sinfo` answers. Each test submits real jobs: the README's sbatch script
-(examples/slurm/sweep.sh) and `jacbench submit --executor slurm`, killed, cancelled and run
-past their time limits, and checks the merged rows against the unsharded run's.
+Skipped where no `sinfo` answers. Each test submits real jobs: the clusters guide's sbatch
+script (docs/clusters.md, examples/slurm/sweep.sh) and `jacbench submit --executor slurm`,
+killed, cancelled and run past their time limits, and checks the merged rows against the
+unsharded run's.
 """
 
 import json
@@ -140,7 +141,7 @@ def test_the_array_script_merges_to_the_unsharded_run_and_reruns_only_what_is_mi
     before = metas(run)
     assert len(before) == SHARDS
 
-    # The README's re-run advice, as written: the one task again.
+    # The clusters guide's re-run advice, as written: the one task again.
     command("sbatch", "--wait", "--array=1", "sweep.sh", *GRID, *timing, "--out", run, cwd=tmp_path)
     after = metas(run)
     assert {k: v for k, v in after.items() if k != killed.name} == {

@@ -86,7 +86,7 @@ class Row:
     batch: int = _column(int, "", "B, inputs per call (1: an unbatched x of shape (D,))", 1)
     dtype: str = _column(str, "", "float32, float64 or bfloat16")
     device: str = _column(str, "", "cpu, cuda or cuda:N")
-    method: str = _column(str, "", "the method's name (see README, Methods)")
+    method: str = _column(str, "", "the method's name (see docs/sweeps.md, Methods)")
     family: str = _column(str, "", "jacbench, torch.func, autograd, naive or jax")
     mode: str = _column(str, "", "the AD mode the method ran at this point")
     status: Status = _column(str, "", "how the row went: one of Status", Status.OK)
