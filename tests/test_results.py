@@ -1,6 +1,7 @@
 import csv
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +166,10 @@ def test_default_run_dir_never_reuses_a_run(tmp_path):
 def test_environment_has_versions():
     env = results.environment("cpu")
     assert env["torch"] and env["jacbench"] and env["threads"] >= 1
+
+
+def test_a_run_without_out_stays_out_of_the_committed_results():
+    """A checkout's results/ holds the committed runs; a user's go to ./jacbench-results/."""
+    assert results.default_run_dir("cpu").parts[0] == "jacbench-results"
+    ignored = (Path(__file__).parent.parent / ".gitignore").read_text().splitlines()
+    assert "jacbench-results/" in ignored
