@@ -64,7 +64,9 @@ def test_predict_says_which_rule_decided():
     assert "Recommended: reverse mode (launch-bound:" in tiny.output
     assert "forward mode needs 0.721× that" in tiny.output  # fewer FLOPs, yet not picked
     tie = invoke("predict", "--depth", 5, "--d-in", 16, "--width", 512, "--d-out", 16)
-    assert "Recommended: forward mode (a tie in FLOPs: one input narrower" in tie.output
+    assert "Recommended: forward mode (a tie in FLOPs: forward mode by the rule for one" in (
+        tie.output
+    )
 
 
 def test_predict_bad_widths_is_one_line():

@@ -1,6 +1,7 @@
 """The cost model against exact counts: torch's FLOP counter, brute-force bracketings."""
 
 import itertools
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from jacbench import MLP, jacobian_forward, jacobian_mixed, jacobian_reverse
 from jacbench.ad import cost
 from jacbench.faces.grading import count_matmul_flops
+from jacbench.measure import tuning
 
 ROUTINES = {"forward": jacobian_forward, "reverse": jacobian_reverse, "mixed": jacobian_mixed}
 
@@ -154,7 +156,7 @@ def test_launch_bound_inputs_go_to_reverse_mode(widths):
             (16,) + (512,) * 5 + (16,),
             1,
             "forward",
-            "a tie in FLOPs: one input narrower than every layer",
+            "a tie in FLOPs: forward mode by the rule for one input narrower than every layer",
         ),
         ((16,) + (512,) * 5 + (16,), 4, "reverse", "a tie in FLOPs"),
         (
@@ -166,8 +168,53 @@ def test_launch_bound_inputs_go_to_reverse_mode(widths):
     ],
 )
 def test_the_plan_says_which_rule_decided(widths, batch, mode, reason):
-    p = cost.plan(widths, batch)
+    p = cost.plan(widths, batch, tuned=tuning.DEFAULTS)
     assert (p.mode, p.reason) == (mode, reason)
+
+
+def _measured(**ties: str) -> tuning.Tuning:
+    """A tuning as measured on some machine, with these tie choices and made-up times."""
+    chosen = {name.replace("_", " "): choice for name, choice in ties.items()}
+    return replace(
+        tuning.DEFAULTS,
+        ties={**tuning.DEFAULTS.ties, **chosen},
+        machine="a machine",
+        measured_s={name: dict.fromkeys(tuning.TIE_CLASSES[name], 1e-3) for name in chosen},
+    )
+
+
+def test_measured_ties_decide_where_the_flops_tie():
+    """NOTE: [Ties measured, not assumed]: the tuning's choice, with its times, where the
+    counts cannot decide; nothing changes where they can."""
+    one_input = (16,) + (512,) * 5 + (16,)
+    tuned = _measured(tie_one_input="reverse")
+    p = cost.plan(one_input, tuned=tuned)
+    assert p.mode == "reverse"
+    assert p.reason == "a tie in FLOPs: reverse mode by measured on this machine: " + (
+        "forward 1 ms, reverse 1 ms"
+    )
+    assert cost.plan((1000,) * 6 + (1,), tuned=tuned).reason == "fewest FLOPs"
+    pinn = (3,) + (64,) * 7 + (2,)
+    assert cost.plan(pinn, 1024, tuned=tuning.DEFAULTS).mode == "reverse"
+    batched = cost.plan(pinn, 1024, tuned=_measured(tie_batch="mixed"))
+    assert batched.mode == "mixed" and "a tie on a batch, measured on this machine" in (
+        batched.reason
+    )
+    assert cost.plan(pinn, 1, tuned=_measured(tie_batch="mixed")).mode != "mixed"  # batches only
+
+
+def test_the_measured_laplacian_pick_follows_the_width_class():
+    wide, narrow = (2,) + (128,) * 4 + (1,), (2,) + (64,) * 4 + (1,)
+    assert cost.plan_second_order(wide, 1024, tuned=tuning.DEFAULTS).laplacian_method == (
+        "forward-laplacian"  # fewest FLOPs
+    )
+    tuned = _measured(laplacian_wide="hessian-trace", laplacian_narrow="forward-laplacian")
+    p = cost.plan_second_order(wide, 1024, tuned=tuned)
+    assert p.laplacian_method == "hessian-trace"
+    assert p.laplacian_reason.startswith("measured on this machine: forward-laplacian 1 ms")
+    assert cost.plan_second_order(narrow, 1024, tuned=tuned).laplacian_method == (
+        "forward-laplacian"
+    )
 
 
 def test_elementwise_flops():

@@ -168,6 +168,30 @@ def test_from_dict_ignores_unknown_kernels_and_classes():
     assert tuning.Tuning.from_dict(got.as_dict()) == got
 
 
+def test_tie_choices_survive_the_cache_and_unknown_ones_are_dropped():
+    data = {"ties": {"tie batch": "mixed", "laplacian wide": "magic", "no such tie": "x"}}
+    got = tuning.Tuning.from_dict(data)
+    assert got.kernel("tie batch") == "mixed"
+    assert got.ties["laplacian wide"] == "forward-laplacian"  # the default: the first
+    assert "no such tie" not in got.ties
+    assert tuning.Tuning.from_dict(got.as_dict()) == got
+
+
+def test_each_ties_candidates_compute_the_same_thing():
+    """A tie is between routines that agree: choosing one changes the time, not the result."""
+    from jacbench.ad import ties
+
+    found = ties.candidates()
+    assert set(found) == set(tuning.TIE_CLASSES)
+    for name, calls in found.items():
+        assert list(calls) == list(tuning.TIE_CLASSES[name])
+        first, *others = (call() for call in calls.values())
+        scale = first.abs().max()
+        for other in others:
+            assert other.shape == first.shape
+            assert (other - first).abs().max() <= 1e-4 * scale, name
+
+
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("JACBENCH_CACHE_DIR", str(tmp_path))
@@ -181,7 +205,7 @@ def test_ensure_measures_once_then_reads_the_cache(cache_dir, monkeypatch):
     measured = forcing("split")
     measured = tuning.Tuning(narrow=measured.narrow, machine=tuning.machine_key())
     calls = []
-    monkeypatch.setattr(tuning, "measure", lambda: calls.append(1) or measured)
+    monkeypatch.setattr(tuning, "measure", lambda **_: calls.append(1) or measured)
     assert tuning.ensure("cpu") == measured
     assert tuning.ensure("cpu") == measured
     assert calls == [1]
@@ -198,21 +222,26 @@ def test_a_cache_entry_of_another_version_is_measured_again(cache_dir, monkeypat
     (cache_dir / "tuning.json").write_text(json.dumps({tuning.machine_key(): old}))
     assert tuning.cached() is None
     fresh = tuning.Tuning(machine=tuning.machine_key())
-    monkeypatch.setattr(tuning, "measure", lambda: fresh)
+    monkeypatch.setattr(tuning, "measure", lambda **_: fresh)
     assert tuning.ensure("cpu") == fresh
     assert tuning.cached() == fresh
 
 
 def test_tuning_off_keeps_the_defaults(cache_dir, monkeypatch):
     monkeypatch.setenv("JACBENCH_TUNING", "defaults")
-    monkeypatch.setattr(tuning, "measure", lambda: pytest.fail("measured while off"))
+    monkeypatch.setattr(tuning, "measure", lambda **_: pytest.fail("measured while off"))
     assert tuning.ensure("cpu") == tuning.DEFAULTS
     assert not (cache_dir / "tuning.json").exists()
 
 
 @pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_measure_times_every_class_and_picks_a_candidate(cache_dir):
-    measured = tuning.measure(min_time=0.001)
+    from jacbench.ad import ties
+
+    measured = tuning.measure(min_time=0.001, ties=ties.candidates)
+    for name, choices in tuning.TIE_CLASSES.items():
+        assert set(measured.measured_s[name]) == set(choices)
+        assert measured.ties[name] in choices
     assert measured.machine == tuning.machine_key()
     assert set(measured.narrow) == set(tuning.CLASSES)
     assert set(measured.primal) == set(tuning.PRIMAL_CLASSES)
@@ -266,7 +295,7 @@ def test_keep_freed_memory_is_recorded():
 
 
 def test_cli_tune_and_predict(cache_dir, monkeypatch):
-    monkeypatch.setattr(tuning, "measure", lambda: tuning.Tuning(machine=tuning.machine_key()))
+    monkeypatch.setattr(tuning, "measure", lambda **_: tuning.Tuning(machine=tuning.machine_key()))
     result = invoke("tune")
     assert result.exit_code == 0, result.output
     assert "forward m=3 small" in result.output and "tuning.json" in result.output
@@ -278,14 +307,14 @@ def test_cli_tune_and_predict(cache_dir, monkeypatch):
 
 def test_a_tuning_measured_beside_other_work_is_not_cached(cache_dir, monkeypatch):
     busy = tuning.Tuning(machine=tuning.machine_key(), busy="other processes used 1.20 cores")
-    monkeypatch.setattr(tuning, "measure", lambda: busy)
+    monkeypatch.setattr(tuning, "measure", lambda **_: busy)
     told = []
     assert tuning.ensure("cpu", progress=told.append) == tuning.DEFAULTS
     assert not (cache_dir / "tuning.json").exists()
     assert "not cached" in told[-1] and "1.20 cores" in told[-1]
-    monkeypatch.setattr(tuning, "measure", lambda: pytest.fail("measured again in one process"))
+    monkeypatch.setattr(tuning, "measure", lambda **_: pytest.fail("measured again in one process"))
     assert tuning.ensure("cpu") == tuning.DEFAULTS
-    monkeypatch.setattr(tuning, "measure", lambda: busy)
+    monkeypatch.setattr(tuning, "measure", lambda **_: busy)
     result = invoke("tune", "--remeasure")
     assert result.exit_code == 1, result.output
     assert "Not cached: other processes used 1.20 cores" in " ".join(result.output.split())

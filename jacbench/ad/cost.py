@@ -1,8 +1,10 @@
-"""A pure cost model of the Jacobian routines: FLOPs, memory, bracketing and a plan.
+"""A cost model of the Jacobian routines: FLOPs, memory, bracketing and a plan.
 
-Everything here is a function of ``widths = (D, K_1, …, K_L, P)``, the mode and the batch:
-no tensors are made. The counts are exact for what ``jacbench.ad.jacobians`` executes; see
-NOTE: [The chain] and NOTE: [FLOPs of each mode].
+Every count here is a function of ``widths = (D, K_1, …, K_L, P)``, the mode and the batch:
+no tensors are made. The plans also follow the tuning's tie classes where the counts tie or
+mislead (NOTE: [Ties measured, not assumed] in ``jacbench.ad.ties``). The counts are exact
+for what ``jacbench.ad.jacobians`` executes; see NOTE: [The chain] and NOTE: [FLOPs of each
+mode].
 
 NOTE: [The chain]
     With p = widths (p_0 = D, p_{L+1} = P) and n = L+1 matrices M_k = W_k (p_k × p_{k-1}),
@@ -82,6 +84,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 import torch
+
+from jacbench.measure import tuning
+from jacbench.measure.tuning import LAPLACIAN_WIDE, Tuning
 
 MODES = ("forward", "reverse", "mixed")
 
@@ -325,19 +330,42 @@ class Plan:
 MIXED_MIN_SAVING = 0.10
 
 
-def plan(widths: Sequence[int], batch: int = 1, dtype: torch.dtype = torch.float32) -> Plan:
+def plan(
+    widths: Sequence[int],
+    batch: int = 1,
+    dtype: torch.dtype = torch.float32,
+    *,
+    tuned: Tuning | None = None,
+) -> Plan:
     """Predict the fastest mode for ``widths`` and ``batch`` from the FLOP model.
 
     The pure mode with fewer FLOPs wins (on a tie, NOTE: [Ties between forward and reverse
-    mode]); mixed wins only when its bracketing saves more than ``MIXED_MIN_SAVING`` of the
-    better pure mode's FLOPs. One input whose pure modes both cost under
-    ``LAUNCH_BOUND_FLOPS`` goes to reverse mode (NOTE: [Launch-bound problems]).
-    Plans are cached: ``jacobian(mode="auto")`` asks for one on every call.
+    mode]); mixed wins when its bracketing saves more than ``MIXED_MIN_SAVING`` of the
+    better pure mode's FLOPs, and on a batch where it saves less, when the tuning measured
+    it faster (NOTE: [Ties measured, not assumed]). One input whose pure modes both cost
+    under ``LAUNCH_BOUND_FLOPS`` goes to reverse mode (NOTE: [Launch-bound problems]).
+    ``tuned``: the tuning whose tie classes decide (default the active one). Plans are
+    cached: ``jacobian(mode="auto")`` asks for one on every call.
 
     >>> plan((1000, 1000, 1000, 1000, 1)).mode
     'reverse'
     """
-    return _plan(check_widths(widths), int(batch), dtype)
+    tuned = tuned or tuning.active()
+    one_input, on_batch = _tie(tuned, "tie one input"), _tie(tuned, "tie batch")
+    return _plan(check_widths(widths), int(batch), dtype, one_input, on_batch)
+
+
+def _tie(tuned: Tuning, name: str) -> tuple[str, str]:
+    """A tie class's choice, and how it was measured ("" for the default rule)."""
+    seconds = tuned.measured_s.get(name) if tuned.machine else None
+    if not seconds:
+        return tuned.ties[name], ""
+    times = ", ".join(f"{k} {_format_ms(s)}" for k, s in seconds.items())
+    return tuned.ties[name], f"measured on this machine: {times}"
+
+
+def _format_ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms"
 
 
 # NOTE: [Ties between forward and reverse mode]
@@ -369,13 +397,21 @@ LAUNCH_BOUND_FLOPS = 1_000_000
 
 
 @functools.lru_cache(maxsize=1024)
-def _plan(p: tuple[int, ...], batch: int, dtype: torch.dtype) -> Plan:
+def _plan(
+    p: tuple[int, ...],
+    batch: int,
+    dtype: torch.dtype,
+    one_input: tuple[str, str],
+    on_batch: tuple[str, str],
+) -> Plan:
     flops = {mode: flop_count(p, mode, batch) for mode in MODES}
     reason = "fewest FLOPs"
     if flops["reverse"] != flops["forward"]:
         pure = "reverse" if flops["reverse"] < flops["forward"] else "forward"
     elif batch == 1 and p[0] < min(p[1:-1]):
-        pure, reason = "forward", "a tie in FLOPs: one input narrower than every layer"
+        pure, measured = one_input
+        how = measured or "the rule for one input narrower than every layer"
+        reason = f"a tie in FLOPs: {pure} mode by {how}"
     else:
         pure, reason = "reverse", "a tie in FLOPs"
     saving = 1 - flops["mixed"] / flops[pure]
@@ -383,6 +419,12 @@ def _plan(p: tuple[int, ...], batch: int, dtype: torch.dtype) -> Plan:
         mode, reason = "reverse", "launch-bound: one input under a megaflop in both pure modes"
     elif saving > MIXED_MIN_SAVING:
         mode, reason = "mixed", f"its bracketing saves {saving:.0%} of {pure} mode's FLOPs"
+    elif batch > 1 and on_batch[0] == "mixed":
+        mode = "mixed"
+        reason = (
+            f"its bracketing saves {saving:.0%} of {pure} mode's FLOPs, a tie on a batch, "
+            f"{on_batch[1] or 'by the tuning'}"
+        )
     else:
         mode = pure
     return Plan(
@@ -554,21 +596,34 @@ class SecondOrderPlan:
     hessian_memory_bytes: Mapping[str, int]
     laplacian_method: str
     laplacian_flops: Mapping[str, int]
+    laplacian_reason: str = "fewest FLOPs"  # which rule picked ``laplacian_method``
 
 
 def plan_second_order(
-    widths: Sequence[int], batch: int = 1, dtype: torch.dtype = torch.float32
+    widths: Sequence[int],
+    batch: int = 1,
+    dtype: torch.dtype = torch.float32,
+    *,
+    tuned: Tuning | None = None,
 ) -> SecondOrderPlan:
-    """Predict the cheapest Hessian mode and exact Laplacian method for ``widths``.
+    """Predict the cheapest Hessian mode and the exact Laplacian method for ``widths``: the
+    Laplacian's by the tuning's measurement where there is one (NOTE: [Ties measured, not
+    assumed]), else by FLOPs.
 
     >>> plan_second_order((2, 64, 64, 64, 1)).hessian_mode
     'structured'
     """
-    return _plan_second_order(check_widths(widths), int(batch), dtype)
+    p = check_widths(widths)
+    tuned = tuned or tuning.active()
+    wide = max(p[1:-1]) >= LAPLACIAN_WIDE
+    laplacian = _tie(tuned, "laplacian wide" if wide else "laplacian narrow")
+    return _plan_second_order(p, int(batch), dtype, laplacian)
 
 
 @functools.lru_cache(maxsize=256)
-def _plan_second_order(p: tuple[int, ...], batch: int, dtype: torch.dtype) -> SecondOrderPlan:
+def _plan_second_order(
+    p: tuple[int, ...], batch: int, dtype: torch.dtype, laplacian: tuple[str, str]
+) -> SecondOrderPlan:
     flops = {m: hessian_flops(p, m, batch) for m in SECOND_ORDER_MODES}
     mode = min(_HESSIAN_PREFERENCE, key=lambda m: (flops[m], _HESSIAN_PREFERENCE.index(m)))
     exact = {
@@ -583,6 +638,7 @@ def _plan_second_order(p: tuple[int, ...], batch: int, dtype: torch.dtype) -> Se
         hessian_memory_bytes=MappingProxyType(
             {m: second_order_memory_bytes(p, m, batch, dtype) for m in SECOND_ORDER_MODES}
         ),
-        laplacian_method=min(exact, key=lambda m: exact[m]),
+        laplacian_method=laplacian[0] if laplacian[1] else min(exact, key=lambda m: exact[m]),
         laplacian_flops=MappingProxyType(exact),
+        laplacian_reason=laplacian[1] or "fewest FLOPs",
     )

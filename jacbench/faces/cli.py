@@ -37,7 +37,7 @@ from rich.progress import (
 )
 from typer.core import TyperCommand
 
-from jacbench.ad import cost
+from jacbench.ad import cost, ties
 from jacbench.cluster import merging, submission
 from jacbench.faces import class_grading, grading, library, report
 from jacbench.kernels.activations import ACTIVATIONS
@@ -332,9 +332,10 @@ def tune(
         waiting = "waiting for the CPU: another jacbench run is timing there…"
         with device_lock.hold("cpu", lambda _: err_console.print(waiting)):
             with err_console.status("measuring this CPU's kernels (about thirty seconds)…"):
-                measured = tuning.measure()
+                measured = tuning.measure(ties=ties.candidates)
         if measured.busy:
             console.print(report.tuning_table(measured))
+            console.print(report.ties_table(measured))
             err_console.print(
                 f"Not cached: {measured.busy}. The routines keep what they had; run `jacbench "
                 "tune --remeasure` when the machine is idle.",
@@ -342,7 +343,9 @@ def tune(
             )
             raise typer.Exit(1)
         tuning.save(measured)
-    console.print(report.tuning_table(tuning.ensure("cpu")))
+    tuned = tuning.ensure("cpu", ties=ties.candidates)
+    console.print(report.tuning_table(tuned))
+    console.print(report.ties_table(tuned))
     console.print(f"Cached in {tuning.cache_path()}", highlight=False)
 
 

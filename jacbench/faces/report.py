@@ -198,11 +198,13 @@ def second_order_table(plan: SecondOrderPlan) -> Table:
     """``predict --order 2``: FLOPs and memory of each Hessian mode, FLOPs of each exact
     Laplacian method, the picks marked."""
     widths = "-".join(map(str, plan.widths))
-    table = Table(
-        title=f"second order: widths {widths}, batch {plan.batch}",
-        caption="Laplacian rows: the exact methods (hutchinson, an estimate, is not shown: "
-        "its cost is per sample)",
+    caption = (
+        "Laplacian rows: the exact methods (hutchinson, an estimate, is not shown: its cost "
+        "is per sample)"
     )
+    if plan.laplacian_reason != "fewest FLOPs":  # the tuning measured the pick
+        caption += f"; picked: {plan.laplacian_method}, {plan.laplacian_reason}"
+    table = Table(title=f"second order: widths {widths}, batch {plan.batch}", caption=caption)
     for name in ("operator", "mode", "matmul FLOP", "model memory", "× best", "pick"):
         table.add_column(name, justify="left" if name in ("operator", "mode") else "right")
     for operator, flops, memory, pick in (
@@ -274,6 +276,19 @@ def tuning_table(tuned: Tuning) -> Table:
         seconds = tuned.measured_s.get("tanh" if name.startswith("tanh") else name, {})
         cells = [format_seconds(seconds[k]) if k in seconds else "" for k in candidates]
         table.add_row(name, f"[bold]{kernel}[/]", *cells)
+    return table
+
+
+def ties_table(tuned: Tuning) -> Table:
+    """Each tie class's choice and its candidates' times (NOTE: [Ties measured, not assumed]
+    in jacbench.ad.ties)."""
+    table = Table(title="ties between routines, timed whole on one shape each")
+    for name in ("class", "choice", "candidates' medians"):
+        table.add_column(name)
+    for name, choice in tuned.ties.items():
+        seconds = tuned.measured_s.get(name, {})
+        times = ", ".join(f"{k} {format_seconds(s)}" for k, s in seconds.items())
+        table.add_row(name, f"[bold]{choice}[/]", times or "not measured: the fixed rule")
     return table
 
 

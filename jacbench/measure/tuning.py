@@ -35,7 +35,7 @@ import os
 import statistics
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ TANH_MIN_ELEMENTS = 1 << 14  # below this, launches dominate: torch.tanh's one k
 MIN_GAIN = 0.05  # an alternative must be this much faster than the default to replace it
 ROUNDS = 3
 # The cache's format: an entry of another version lacks classes and is measured again.
-VERSION = 4
+VERSION = 5
 
 
 def bucket(rows: int) -> int:
@@ -123,12 +123,26 @@ BATCHED_CLASSES = tuple(f"{BATCHING} {s}" for s in BATCHED_SIZES)
 SMALL_ROUTES = ("torch", "numpy")
 SMALL_CLASSES = ("small forward", "small reverse")
 SMALL_NETS = ((4, 24, 8, 6), (2, 30, 10, 10))  # (D, K, L, P): the classes and textbook nets
+# Choices between whole routines where the cost model's counts tie or mislead (NOTE: [Ties
+# measured, not assumed] in ``jacbench.ad.ties``, which supplies what is timed): one input
+# with D = P below every layer, forward or reverse mode; a batch where mixed mode's
+# bracketing saves under cost.MIXED_MIN_SAVING, the pure mode or mixed; the exact Laplacian
+# of a network narrower or wider than LAPLACIAN_WIDE. The first candidate is the default.
+TIE_CLASSES: dict[str, tuple[str, ...]] = {
+    "tie one input": ("forward", "reverse"),
+    "tie batch": ("pure", "mixed"),
+    "laplacian narrow": ("forward-laplacian", "hessian-trace"),
+    "laplacian wide": ("forward-laplacian", "hessian-trace"),
+}
+LAPLACIAN_WIDE = 100  # hidden width from which a Laplacian is in the "laplacian wide" class
+TIE_MIN_TIME = 0.05  # per candidate and round: whole routines, milliseconds a call
 
 
 @dataclass(frozen=True)
 class Tuning:
     """The kernel of each narrow-product class, of forward mode's primal step, of a batch's
-    wide row blocks and of tanh, and what they were measured on.
+    wide row blocks and of tanh, the routine that wins each tie, and what they were measured
+    on.
 
     ``machine`` is empty for the built-in defaults; ``measured_s`` holds each candidate's
     median seconds per class, for ``jacbench tune`` and meta.json.
@@ -146,6 +160,9 @@ class Tuning:
         default_factory=lambda: dict.fromkeys(BATCHED_CLASSES, "fold")
     )
     small: Mapping[str, str] = field(default_factory=lambda: dict.fromkeys(SMALL_CLASSES, "torch"))
+    ties: Mapping[str, str] = field(
+        default_factory=lambda: {name: choices[0] for name, choices in TIE_CLASSES.items()}
+    )
     tanh: str = "tanh"
     machine: str = ""
     measured_s: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
@@ -192,8 +209,8 @@ class Tuning:
 
     def kernel(self, name: str) -> str:
         """The choice of class ``name`` (a narrow product, a primal step, a batched block, a
-        small network's route)."""
-        for table in (self.narrow, self.primal, self.batched, self.small):
+        small network's route, a tie between routines)."""
+        for table in (self.narrow, self.primal, self.batched, self.small, self.ties):
             if name in table:
                 return table[name]
         raise KeyError(name)
@@ -208,6 +225,7 @@ class Tuning:
             "primal": dict(self.primal),
             "batched": dict(self.batched),
             "small": dict(self.small),
+            "ties": dict(self.ties),
             "measured_s": {k: dict(v) for k, v in self.measured_s.items()},
         }
 
@@ -223,12 +241,18 @@ class Tuning:
                     kept[name] = kernel
             return kept
 
+        ties = dict(defaults.ties)
+        for name, choice in data.get("ties", {}).items():
+            if choice in TIE_CLASSES.get(name, ()):
+                ties[name] = choice
+
         tanh = data.get("tanh", "tanh")
         return cls(
             narrow=known("narrow", NARROW_KERNELS),
             primal=known("primal", PRIMAL_KERNELS),
             batched=known("batched", BATCHED_KERNELS),
             small=known("small", SMALL_ROUTES),
+            ties=ties,
             tanh=tanh if tanh in TANH_KERNELS else "tanh",
             machine=str(data.get("machine", "")),
             measured_s=data.get("measured_s", {}),
@@ -310,12 +334,22 @@ def use(tuning: Tuning) -> Iterator[Tuning]:
         _active = saved
 
 
-def ensure(device: str = "cpu", *, progress: Callable[[str], None] | None = None) -> Tuning:
+TieCandidates = Callable[[], Mapping[str, Mapping[str, Callable[[], object]]]]
+
+
+def ensure(
+    device: str = "cpu",
+    *,
+    progress: Callable[[str], None] | None = None,
+    ties: TieCandidates | None = None,
+) -> Tuning:
     """The tuning for this machine and thread count: cached, or measured now and cached,
     and made active. Other devices, or tuning turned off, keep what is active. Measured on
     a busy machine it is neither cached nor used: the defaults are, and ``progress`` is told.
 
     Every timing entry point calls this first, so it also sets :func:`keep_freed_memory`.
+    ``ties`` supplies the routines each tie class times (``jacbench.ad.ties.candidates``);
+    without it the ties keep their defaults.
     """
     global _active
     keep_freed_memory()
@@ -327,7 +361,7 @@ def ensure(device: str = "cpu", *, progress: Callable[[str], None] | None = None
     if found is None:
         if progress is not None:
             progress("measuring this CPU's fastest kernels (once per machine)…")
-        found = measure()
+        found = measure(ties=ties)
         if found.busy:
             _REFUSED.append(found.busy)
             if progress is not None:
@@ -606,8 +640,10 @@ def _per_product(
     }
 
 
-def measure(*, min_time: float = 0.01) -> Tuning:
-    """Time every candidate of every class on this CPU, in float32; about fifteen seconds.
+def measure(*, min_time: float = 0.01, ties: TieCandidates | None = None) -> Tuning:
+    """Time every candidate of every class on this CPU, in float32; about fifteen seconds,
+    and a few more for the ties (``ties``: what each tie class times; without it the ties
+    keep their defaults), which run on the kernels just chosen.
 
     Sets :func:`keep_freed_memory` first: the routines run under it wherever jacbench times
     them, and without it the fresh pages of each 1 MB result can cost more than the kernel.
@@ -667,7 +703,7 @@ def measure(*, min_time: float = 0.01) -> Tuning:
         spreads=spreads,
     )
     measured["tanh"] = tanh_seconds
-    return Tuning(
+    kernels = Tuning(
         narrow=narrow,
         primal=primal,
         batched=batched,
@@ -675,8 +711,26 @@ def measure(*, min_time: float = 0.01) -> Tuning:
         tanh=_pick("tanh", tanh_seconds),
         machine=machine_key(),
         measured_s=measured,
+    )
+    tie_choices = dict(kernels.ties)
+    if ties is not None:
+        with use(kernels):  # the routines run on the kernels they will run on
+            for name, candidates in ties().items():
+                warm = {k: _warmed(fn) for k, fn in candidates.items()}
+                measured[name] = _measure_round_robin(warm, TIE_MIN_TIME, spreads=spreads)
+                tie_choices[name] = _pick(TIE_CLASSES[name][0], measured[name])
+    return replace(
+        kernels,
+        ties=tie_choices,
+        measured_s=measured,
         busy=_busy(others.cores(), max(spreads, default=1.0)),
     )
+
+
+def _warmed(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` after a first call (workspace buffers, lazy kernels) outside every round."""
+    fn()
+    return fn
 
 
 def _busy(other_cores: float | None, spread: float) -> str:

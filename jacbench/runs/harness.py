@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import pandas as pd
 import torch
 
+from jacbench.ad import ties
 from jacbench.ad.jacobians import (
     jacobian,
     jacobian_forward,
@@ -568,7 +569,8 @@ def _prepare(config: SweepConfig, options: SweepOptions) -> SweepConfig:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = options.device
-    tuned = tuning.ensure(device)  # also keeps freed memory: NOTE: [Freed memory kept for reuse]
+    # Also keeps freed memory (NOTE: [Freed memory kept for reuse]); measures the ties too.
+    tuned = tuning.ensure(device, ties=ties.candidates)
     measured = (
         {n: measure_peaks(device, DTYPES[n], activation=config.activation) for n in options.dtype}
         if options.peaks
