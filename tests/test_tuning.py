@@ -321,9 +321,34 @@ def test_a_tuning_measured_beside_other_work_is_not_cached(cache_dir, monkeypatc
 
 
 def test_busy_says_why_a_tuning_is_not_to_be_trusted():
-    assert tuning._busy(0.1, 1.2) == ""
-    assert "0.90 cores" in tuning._busy(0.9, 1.2)
-    assert "differed by 2.0×" in tuning._busy(None, 2.0)
+    assert tuning._busy(0.1) == ""
+    assert tuning._busy(None) == ""
+    assert "0.90 cores" in tuning._busy(0.9)
+
+
+def test_a_class_whose_rounds_keep_disagreeing_keeps_its_default(monkeypatch):
+    """NOTE: [A tuning measured on a busy machine]: timed again, then left at its default,
+    while the other classes keep what they measured."""
+    calls = []
+
+    def noisy_time(fn, min_time, threads=None):
+        calls.append(fn)
+        return 1.0 if len(calls) % 2 else 3.0  # every other round three times as slow
+
+    monkeypatch.setattr(tuning, "_time", noisy_time)
+    spreads: list[float] = []
+    tuning._measure_round_robin({"a": lambda: None}, 0.01, spreads=spreads)
+    assert len(calls) == tuning.ROUNDS * (1 + tuning.RETRIES)  # timed again, twice
+    assert spreads == [3.0]
+    steady = iter([2.0, 1.0] * tuning.ROUNDS)  # "b" faster in every round, and steady
+    monkeypatch.setattr(tuning, "_time", lambda fn, min_time, threads=None: next(steady))
+    assert tuning._measure_round_robin({"a": lambda: None, "b": lambda: None}, 0.01) == {
+        "a": 2.0,
+        "b": 1.0,
+    }
+    kept = tuning.Tuning.from_dict({"unsettled": ["reverse m=1 large"]})
+    assert kept.unsettled == ("reverse m=1 large",)
+    assert tuning.Tuning.from_dict(kept.as_dict()).unsettled == kept.unsettled
 
 
 def test_small_networks_look_up_their_route():

@@ -260,6 +260,11 @@ def tuning_table(tuned: Tuning) -> Table:
     """Each class's kernel and every candidate's time per product."""
     where = tuned.machine or "built-in defaults (not measured)"
     table = Table(title=f"kernels for {where}")
+    if tuned.unsettled:  # NOTE: [A tuning measured on a busy machine]
+        table.caption = (
+            "kept at the default, its rounds disagreeing in every attempt: "
+            + ", ".join(tuned.unsettled)
+        )
     candidates = (
         *NARROW_KERNELS, *PRIMAL_KERNELS, *BATCHED_KERNELS, *SMALL_ROUTES, *TANH_KERNELS
     )  # fmt: skip
