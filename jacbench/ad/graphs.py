@@ -11,11 +11,11 @@ NOTE: [CUDA graphs for launch-bound Jacobians]
     replayed call answers like an eager one, with a tensor of its own. The graph reads the
     weights where they lie, so changing a weight in place is seen by the next replay; a
     weight moved to new memory (``tensor.data = …``) is not, which is why a
-    :class:`CapturedCall` made for a network records where its tensors lie and
+    ``CapturedCall`` made for a network records where its tensors lie and
     ``jacobian(mode="auto")`` captures again when they move.
 
     Capture needs a plain tensor on a CUDA device, no autograd history to record, and no
-    capture or ``torch.compile`` trace already under way (:func:`capturable`).
+    capture or ``torch.compile`` trace already under way (``capturable``).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ class CapturedCall:
     """``fn`` captured as a CUDA graph for inputs shaped like ``example``.
 
     Calling it copies x into the graph's input, replays the graph and returns a copy of
-    its output: a tensor of the caller's own, as ``fn(x)`` would. :meth:`replay` skips both
-    copies: it computes from whatever :attr:`input` holds and returns :attr:`output`,
+    its output: a tensor of the caller's own, as ``fn(x)`` would. ``replay`` skips both
+    copies: it computes from whatever ``input`` holds and returns ``output``,
     which the next replay overwrites. ``watched`` tensors (a network's weights) are
-    recorded by address: :attr:`current` says whether they still lie where they did.
+    recorded by address: ``current`` says whether they still lie where they did.
     """
 
     def __init__(
@@ -69,7 +69,7 @@ class CapturedCall:
         return all(t.data_ptr() == a for t, a in zip(self._watched, self._addresses))
 
     def replay(self) -> Tensor:
-        """Replay on :attr:`input`; returns :attr:`output` (overwritten by the next replay)."""
+        """Replay on ``input``; returns ``output`` (overwritten by the next replay)."""
         self.graph.replay()
         return self.output
 

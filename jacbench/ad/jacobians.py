@@ -489,13 +489,13 @@ def jacobian(
 ) -> Tensor:
     """The input Jacobian by ``mode``: "forward", "reverse", "mixed", or "auto".
 
-    For an :class:`MLP`, "auto" runs the mode ``cost.plan(net.widths, batch)`` predicts
+    For an ``MLP``, "auto" runs the mode ``cost.plan(net.widths, batch)`` predicts
     fastest; on a CUDA device it replays that mode as a CUDA graph from the second call
     with an input of the same shape (NOTE: [Auto replays CUDA graphs]). ``chunk_size``
     applies to the pure modes only. Shapes as in the module docstring.
 
     Any other module or function of x (one sample (D,) → (P,), a batch (B, D) → (B, P))
-    goes to :func:`jacbench.ad.generic.jacobian_of`: "forward" or "reverse" through
+    goes to ``jacbench.ad.generic.jacobian_of``: "forward" or "reverse" through
     ``torch.func``, "auto" the mode its counted JVP and VJP say (``plan_of``).
 
     >>> from jacbench import make_mlp

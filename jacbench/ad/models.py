@@ -199,7 +199,7 @@ def make_attention(d_in: int, d_out: int, *, seq: int = 8, heads: int = 2) -> nn
 
 
 def make_mlp_model(d_in: int, d_out: int, *, width: int = 64, depth: int = 3) -> Any:
-    """The tanh MLP as a model: jacbench's :class:`~jacbench.ad.networks.MLP`."""
+    """The tanh MLP as a model: jacbench's ``MLP``."""
     return make_mlp(depth, d_in, width, d_out)
 
 

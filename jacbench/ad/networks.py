@@ -39,7 +39,7 @@ _SEQUENTIAL_ACTIVATIONS: dict[type[nn.Module], str] = {
 class MLP:
     """An immutable MLP: weights ``(W_1, …, W_L, W_F)``, biases, one activation per σ layer.
 
-    Build one with :func:`make_mlp`, :meth:`MLP.from_widths` or :meth:`MLP.from_sequential`.
+    Build one with ``make_mlp``, ``MLP.from_widths`` or ``MLP.from_sequential``.
 
     >>> net = make_mlp(depth=2, d_in=3, width=4, d_out=2)
     >>> net.widths, net.depth, net(torch.ones(5, 3)).shape
@@ -130,7 +130,7 @@ class MLP:
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> MLP:
         """The network on ``device`` and/or in ``dtype`` (tensors already there are shared,
-        as ``Tensor.to`` shares them; :meth:`clone` copies)."""
+        as ``Tensor.to`` shares them; ``clone`` copies)."""
 
         def move(t: Tensor) -> Tensor:
             return t.to(device=device, dtype=dtype)
@@ -153,7 +153,7 @@ class MLP:
         """The weights named as in the textbook exercise: ``{"W1", …, "WL", "WF"}``.
 
         Biases, where the network has them, are ``"b1"`` … ``"bL"``, ``"bF"``. The tensors
-        are the network's own (no copies): :meth:`from_param_dict` inverts this.
+        are the network's own (no copies): ``from_param_dict`` inverts this.
 
         >>> sorted(make_mlp(depth=2, d_in=3, width=4, d_out=1).param_dict())
         ['W1', 'W2', 'WF']
@@ -343,7 +343,7 @@ def make_mlp(
     """The deep tanh-network generator: depth L, input D, width K, output P.
 
     ``make_mlp(L, D, K, P)`` is ``MLP.from_widths((D, K, …, K, P))`` with L hidden widths;
-    see :meth:`MLP.from_widths` for the keyword arguments. With ``init="normal"`` (N(0, 1),
+    see ``MLP.from_widths`` for the keyword arguments. With ``init="normal"`` (N(0, 1),
     the textbook's) tanh saturates once K is more than a few units: most σ' are ≈ 0 and the
     Jacobian of a deep network is ≈ 0, which is why the default is ``"lecun"``.
 

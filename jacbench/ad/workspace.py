@@ -11,7 +11,7 @@ NOTE: [Buffers reused from call to call]
     written into buffers kept from the call before, none (7.3 and 10.1 ms). ``jacbench run``
     hides this by fixing glibc's thresholds (``tuning.keep_freed_memory``), which changes the
     whole program: a library cannot ask that of its user. So the routines write
-    their large intermediates into a :class:`Workspace` kept per (routine, network, input shape,
+    their large intermediates into a ``Workspace`` kept per (routine, network, input shape,
     dtype, thread): after the first call a call allocates its result and little else. A result
     is never one of the buffers. What a step uses once (a sweep's product and its scaling, a
     layer's seeds) takes one of two buffers in turn, or is scaled in place, so that it lands in

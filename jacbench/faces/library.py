@@ -22,7 +22,7 @@ def sweep(methods: Any = None, **keywords: Any) -> pd.DataFrame:
     """Time ``methods`` over a grid of points; the rows as a DataFrame in results.csv's columns.
 
     Takes ``jacbench.runs.harness.sweep``'s arguments: ``methods`` (names, routine specs or
-    callables), the options of :class:`~jacbench.runs.options.SweepOptions` by the names of
+    callables), the options of ``SweepOptions`` by the names of
     ``jacbench run``'s options (or made, as ``options=``), and ``out``, ``resume``,
     ``shard``, ``command``, ``observer``. With ``out``, the run folder also gets summary.md
     and plots.

@@ -69,8 +69,8 @@ class Activation:
         self, z: Tensor, into: tuple[Tensor, Tensor, Tensor | None] | None = None
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """(σ(z), σ'(z), σ''(z)) of z, written into the three buffers ``into`` where given
-        (σ'' only where its buffer is), else made anew as :attr:`fn`, :meth:`derivative`
-        and :meth:`second_derivative` make them."""
+        (σ'' only where its buffer is), else made anew as ``fn``, ``derivative``
+        and ``second_derivative`` make them."""
         if into is None or self.fn_into is None:
             out = self.fn(z)
             first = self.derivative(z, out)
@@ -216,7 +216,7 @@ ACTIVATIONS: dict[str, Activation] = {
 
 
 def get_activation(activation: str | Activation) -> Activation:
-    """Return the :class:`Activation` called ``activation`` (or ``activation`` itself).
+    """Return the ``Activation`` called ``activation`` (or ``activation`` itself).
 
     Raises:
         ValueError: the name is not one of ``ACTIVATIONS``.

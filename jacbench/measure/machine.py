@@ -152,7 +152,7 @@ BUSY_LOAD = 0.5
 class OtherWork:
     """What other processes did while this one measured: the CPU time the cores this
     process may run on used (/proc/stat, steal included) less this process's own, in cores'
-    worth, from creation to :meth:`cores`. The load average cannot tell: it counts this
+    worth, from creation to ``cores``. The load average cannot tell: it counts this
     process too. Only this process's cores count: a Slurm job given one core of a node
     (or a process pinned by taskset) is not busy because a neighbour works on another."""
 

@@ -4,10 +4,10 @@ A timing is a set of samples: the per-call seconds of each timed block (one bloc
 mean of its calls), tagged with the round and the process that measured it. Every verdict
 jacbench prints rests on one of two intervals:
 
-- :func:`median_interval`: the distribution-free 95% interval of one median from order
+- ``median_interval``: the distribution-free 95% interval of one median from order
   statistics (the ``ci_low_s``/``ci_high_s`` columns). Exact for independent samples of
   any continuous distribution; no bootstrap, no normality.
-- :func:`ratio_interval`: a percentile bootstrap of a ratio of medians. Between methods of
+- ``ratio_interval``: a percentile bootstrap of a ratio of medians. Between methods of
   one run it is paired by round (each round's ratio of medians, then their geometric mean,
   so drift that touches a whole round cancels); between two runs it is unpaired, and
   resamples processes first when a run pooled several (the spread between processes then

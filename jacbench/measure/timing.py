@@ -2,7 +2,7 @@
 
 ``Timer`` synchronises CUDA around every block it times and runs the statement with
 ``num_threads`` threads (its default is 1, so the threads in use are passed explicitly).
-A :class:`Measurement` keeps the raw per-call times of every block; median, IQR, mean and
+A ``Measurement`` keeps the raw per-call times of every block; median, IQR, mean and
 run count are derived from them, never stored apart.
 
 NOTE: [Blocks on a GPU]

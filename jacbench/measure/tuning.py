@@ -19,9 +19,9 @@ and which way is faster depends on the CPU's BLAS and vector maths, not on the s
 - tanh over a batch's activations: ``tanh`` (torch.tanh) or ``sigmoid`` (2·σ(2z) − 1, three
   kernels that beat one where torch.tanh is not vectorised).
 
-:func:`measure` times every candidate of each class on representative shapes, in interleaved
+``measure`` times every candidate of each class on representative shapes, in interleaved
 rounds, and keeps the built-in default unless another is at least ``MIN_GAIN`` faster.
-:func:`active` is what the routines read: the cached tuning for this machine when there is
+``active`` is what the routines read: the cached tuning for this machine when there is
 one, else the defaults. ``jacbench run`` and ``jacbench tune`` measure and cache it;
 ``JACBENCH_TUNING=defaults`` turns it off (reproducible kernels on every machine).
 """
@@ -235,7 +235,7 @@ class Tuning:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Tuning:
-        """The inverse of :meth:`as_dict`; unknown or missing classes take the defaults."""
+        """The inverse of ``as_dict``; unknown or missing classes take the defaults."""
         defaults = cls()
 
         def known(table: str, choices: tuple[str, ...]) -> dict[str, str]:
@@ -319,7 +319,7 @@ _active: Tuning | None = None
 
 
 def active() -> Tuning:
-    """The tuning the routines use now: set by :func:`use` or :func:`ensure`, else the one
+    """The tuning the routines use now: set by ``use`` or ``ensure``, else the one
     cached for this machine (read once per process), else the defaults."""
     global _active
     if _active is None:
@@ -352,7 +352,7 @@ def ensure(
     and made active. Other devices, or tuning turned off, keep what is active. Measured on
     a busy machine it is neither cached nor used: the defaults are, and ``progress`` is told.
 
-    Every timing entry point calls this first, so it also sets :func:`keep_freed_memory`.
+    Every timing entry point calls this first, so it also sets ``keep_freed_memory``.
     ``ties`` supplies the routines each tie class times (``jacbench.ad.ties.candidates``);
     without it the ties keep their defaults.
     """
@@ -422,7 +422,7 @@ def keep_freed_memory() -> bool:
 
 
 def allocator_settings() -> dict[str, Any]:
-    """What :func:`keep_freed_memory` set in this process, for meta.json."""
+    """What ``keep_freed_memory`` set in this process, for meta.json."""
     return dict(_allocator)
 
 
@@ -663,7 +663,7 @@ def measure(*, min_time: float = 0.01, ties: TieCandidates | None = None) -> Tun
     and a few more for the ties (``ties``: what each tie class times; without it the ties
     keep their defaults), which run on the kernels just chosen.
 
-    Sets :func:`keep_freed_memory` first: the routines run under it wherever jacbench times
+    Sets ``keep_freed_memory`` first: the routines run under it wherever jacbench times
     them, and without it the fresh pages of each 1 MB result can cost more than the kernel.
     """
     keep_freed_memory()

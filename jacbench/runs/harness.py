@@ -3,7 +3,7 @@
 A run measures one operator (``jacbench.runs.operators``: the Jacobian by default): every
 method's result is checked against that operator's float64 reference.
 
-A task is one (point, method) pair. ``run_sweep`` yields one :class:`~jacbench.measure.rows.Row`
+A task is one (point, method) pair. ``run_sweep`` yields one ``Row``
 per task as it finishes; ``sweep`` is the library call behind ``jacbench run``: options
 in, a results DataFrame out, optionally writing a run folder. Nothing here prints:
 presentation belongs to ``report.py`` and ``cli.py``.
@@ -70,7 +70,7 @@ def run_sweep(config: SweepConfig) -> Iterator[Row]:
 
 
 class SweepObserver(Protocol):
-    """What a caller of :func:`sweep` is told as the run goes (a progress bar, say)."""
+    """What a caller of ``sweep`` is told as the run goes (a progress bar, say)."""
 
     def start(self, tasks: Sequence[tuple[Point, Method]], done: int) -> None:
         """The tasks still to run, and how many rows the run folder held already."""
@@ -121,7 +121,7 @@ def sweep(
 ) -> pd.DataFrame:
     """Time ``methods`` over a grid of points; the rows as a DataFrame in results.csv's columns.
 
-    ``keywords`` are :class:`~jacbench.runs.options.SweepOptions`' fields, by the names of
+    ``keywords`` are ``SweepOptions``' fields, by the names of
     ``jacbench run``'s options (the grid, dtype, device, timing, network); or pass them made
     as ``options`` (then nothing else of theirs, ``methods`` included). ``methods`` are
     names from ``jacbench.runs.methods.METHODS``, user routines as ``"path/file.py:function"``

@@ -642,7 +642,7 @@ def default_methods(operator: str = "jacobian") -> tuple[str, ...]:
 
 
 def get_method(name: str) -> Method:
-    """The registered :class:`Method` called ``name``.
+    """The registered ``Method`` called ``name``.
 
     Raises:
         ValueError: no such method.

@@ -169,7 +169,7 @@ def _load(ref: str | bytes) -> Callable[..., Any]:
 
 
 def resolve_model(model: ModelLike | Model) -> Model:
-    """The :class:`Model` that ``model`` names: a family, a spec or a factory function.
+    """The ``Model`` that ``model`` names: a family, a spec or a factory function.
 
     Raises:
         ModelError: neither a family nor a spec, or not callable.

@@ -132,7 +132,7 @@ OPERATORS: Mapping[str, Operator] = MappingProxyType(
 
 
 def get_operator(name: str) -> Operator:
-    """The :class:`Operator` called ``name``.
+    """The ``Operator`` called ``name``.
 
     Raises:
         ValueError: no such operator.

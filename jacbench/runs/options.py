@@ -2,8 +2,8 @@
 
 ``jacbench.sweep``, ``jacbench run`` (and ``jacbench submit``, which passes them on to it),
 shards' dry runs, the processes of a pooled run and the pytest plugin all take their options
-from :class:`SweepOptions`. Each field says what it means and how the command line offers it
-(:class:`Flag`): ``jacbench.faces.run_options`` builds ``jacbench run``'s options from the
+from ``SweepOptions``. Each field says what it means and how the command line offers it
+(``Flag``): ``jacbench.faces.run_options`` builds ``jacbench run``'s options from the
 fields, so a new option is one field here.
 """
 

@@ -3,7 +3,7 @@
 A routine is given as ``path/to/file.py:function``, ``package.module:function`` or, from
 Python, as the callable itself. Two calling conventions, told apart by the signature:
 
-- library style ``fn(net, x) -> J``: ``net`` a :class:`~jacbench.ad.networks.MLP`, x of shape
+- library style ``fn(net, x) -> J``: ``net`` a ``MLP``, x of shape
   (D,) → J (P, D). If the routine also takes a batch (B, D) → (B, P, D) it is called with
   the whole batch, otherwise once per sample: this is decided once, when it is loaded, by
   calling it on a small batch.
@@ -158,7 +158,7 @@ def from_callable(
     isolated: bool = True,
     timeout: float = DEFAULT_CALL_TIMEOUT,
 ) -> Routine:
-    """A :class:`Routine` of a Python function (its convention read from its signature).
+    """A ``Routine`` of a Python function (its convention read from its signature).
 
     ``isolated``: learn about it in a worker process, where it will run, when it can be sent
     there (a function importable from a module other than ``__main__``).
@@ -406,7 +406,7 @@ def resolve(
 def resolve_all(
     methods: Iterable[str | Callable[..., Any] | Method], *, timeout: float = DEFAULT_CALL_TIMEOUT
 ) -> list[Method]:
-    """:func:`resolve` each; two methods with one name are refused."""
+    """``resolve`` each; two methods with one name are refused."""
     resolved = [resolve(m, timeout=timeout) for m in methods]
     names = [m.name for m in resolved]
     twice = sorted({n for n in names if names.count(n) > 1})
