@@ -8,7 +8,8 @@ reader to write: it is written there (and importable), not run. An HTML comment 
 before a block says more: ``<!-- skip: REASON -->`` (a GPU, a cluster) skips it with that
 reason; ``<!-- slow -->`` marks the page's test slow (run by .ci/run, not by plain pytest).
 A ``text`` block whose first line is ``$ jacbench …`` is run at 80 columns with the default
-kernels, and its output must match the block's lines.
+kernels, and its output must match the block's lines; every ``jacbench run …`` line of a
+``bash`` block must parse (``--dry-run``).
 """
 
 from __future__ import annotations
@@ -128,6 +129,47 @@ def test_a_shown_commands_output_is_what_it_prints(block):
     assert done.returncode == 0, done.stderr
     printed = [line.rstrip() for line in done.stdout.rstrip("\n").split("\n")]
     assert printed == [line.rstrip() for line in shown], f"{block.where} shows another output"
+
+
+def _documented_runs() -> list:
+    """Every ``jacbench run …`` line of the docs' bash blocks (continuations joined)."""
+    params = []
+    for page in PAGES:
+        for block in blocks(page):
+            if block.lang != "bash":
+                continue
+            for line in block.text.replace("\\\n", " ").splitlines():
+                found = re.search(r"(?:^|&& )jacbench run( .*)?$", line.split("  #")[0].strip())
+                if found:
+                    args = shlex.split(found.group(1) or "")
+                    params.append(pytest.param(block, args, id=f"{block.where} {' '.join(args)}"))
+    return params
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("block", "args"), _documented_runs())
+def test_every_documented_run_command_parses(block, args, tmp_path):
+    """Each ``jacbench run`` line the docs show is accepted as written (``--dry-run``: what it
+    would run, nothing timed or written), beside the files its page asks for."""
+    import torch
+
+    if "cuda" in args and not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    for other in blocks(block.page):
+        if other.file_name:
+            (tmp_path / other.file_name).write_text(other.text)
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    env = {**os.environ, "JACBENCH_TUNING": "defaults"}
+    done = subprocess.run(
+        [sys.executable, "-m", "jacbench", "run", *args, "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"{block.where}: {done.stderr or done.stdout}"
+    assert not (tmp_path / "results").exists()  # a dry run writes nothing
 
 
 # ``from jacbench import a, b`` (parenthesised or not), ``from jacbench.x import a``, and
