@@ -351,21 +351,8 @@ def plan(
     'reverse'
     """
     tuned = tuned or tuning.active()
-    one_input, on_batch = _tie(tuned, "tie one input"), _tie(tuned, "tie batch")
+    one_input, on_batch = tuned.tie_rule("tie one input"), tuned.tie_rule("tie batch")
     return _plan(check_widths(widths), int(batch), dtype, one_input, on_batch)
-
-
-def _tie(tuned: Tuning, name: str) -> tuple[str, str]:
-    """A tie class's choice, and how it was measured ("" for the default rule)."""
-    seconds = tuned.measured_s.get(name) if tuned.machine else None
-    if not seconds:
-        return tuned.ties[name], ""
-    times = ", ".join(f"{k} {_format_ms(s)}" for k, s in seconds.items())
-    return tuned.ties[name], f"measured on this machine: {times}"
-
-
-def _format_ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.3g} ms"
 
 
 # NOTE: [Ties between forward and reverse mode]
@@ -616,7 +603,7 @@ def plan_second_order(
     p = check_widths(widths)
     tuned = tuned or tuning.active()
     wide = max(p[1:-1]) >= LAPLACIAN_WIDE
-    laplacian = _tie(tuned, "laplacian wide" if wide else "laplacian narrow")
+    laplacian = tuned.tie_rule("laplacian wide" if wide else "laplacian narrow")
     return _plan_second_order(p, int(batch), dtype, laplacian)
 
 
