@@ -585,15 +585,16 @@ def summary_table(
     prefix = "hessian-" if operator == "hessian" else ""
     if prefix:
         table.title = f"{table.title} (jacbench's methods: {prefix}<mode>)"
-    for name in [*ours, *families, *ratio, "predicted", "measured"]:
-        header = name.removeprefix(prefix) if name in ours else name
-        header = header.replace("-", "-\n") if name in ours else header
-        table.add_column(header, justify="right")
+    for name in ours:
+        table.add_column(name.removeprefix(prefix).replace("-", "-\n"), justify="right")
+    for name in [*families, *ratio, "predicted", "measured"]:
+        table.add_column(name, justify="right")
     for _, row in summary.iterrows():
         cells = [compact_label(row)] + [format_seconds(row[m]) for m in ours]
         cells += [format_seconds(row[ms].min()) for ms in families.values()]
         cells += [format_ratio(row.get("fwd/rev")) for _ in ratio] + [_prediction_cell(row)]
-        cells.append(str(row.get("measured", "—")).replace(prefix or "\0", ""))
+        measured = str(row.get("measured", "—"))
+        cells.append(measured.replace(prefix, "") if prefix else measured)
         table.add_row(*cells)
     return table
 
