@@ -64,7 +64,17 @@ def test_the_numpy_route_is_not_taken_where_it_cannot_be(taken):
     x = torch.randn(3, requires_grad=True)
     jac = jacobian_reverse(net, x)  # autograd records: the result must carry a graph
     assert jac.requires_grad
+    half = MLP.from_widths((3, 8, 8, 2), seed=0, dtype=torch.bfloat16)
+    jacobian_reverse(half, torch.randn(3, dtype=torch.bfloat16))  # no bfloat16 in NumPy
     assert taken == []
+
+
+def test_the_numpy_route_keeps_its_arrays_with_the_network(taken):
+    net = MLP.from_widths((3, 8, 8, 2), seed=0)
+    first = net.numpy_network()
+    jacobian_forward(net, torch.randn(3))
+    assert taken == ["forward"] and net.numpy_network() is first
+    assert first.weights[0].base is not None  # a view of the tensor's memory, not a copy
 
 
 def test_the_numpy_route_reads_the_weights_as_they_are_now(taken):

@@ -510,10 +510,12 @@ def jacobian(
     if mode == "auto":
         _check_input(net, x)
         mode = _predicted_mode(net.widths, _batch_size(x))
-        if chunk_size is None and x.is_cuda:
-            replayed = _replay_graph(net, x, mode)
-            if replayed is not None:
-                return replayed
+        if chunk_size is None:
+            if x.is_cuda:
+                replayed = _replay_graph(net, x, mode)
+                if replayed is not None:
+                    return replayed
+            return _run_checked(_ROUTINES[mode], net, x, None)
     if mode not in _ROUTINES:
         raise ValueError(f"unknown mode {mode!r}; expected one of: {', '.join(JACOBIAN_MODES)}")
     if mode == "mixed":
@@ -675,14 +677,19 @@ def _run(compute, net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
     """Check the input, then ``compute(net, x, chunk_size)`` on fitting threads, or by the
     NumPy route where this machine runs a small network faster that way."""
     _check_input(net, x)
+    return _run_checked(compute, net, x, chunk_size)
+
+
+def _run_checked(compute, net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
+    """``_run`` without the input check, for a caller that has made it."""
     if not x.is_cpu or not _is_small(net.widths, _batch_size(x)):
         return compute(net, x, chunk_size)
     mode = _SMALL_MODES.get(compute)
     if mode is not None and x.ndim == 1 and tuning.active().small_route(mode) == "numpy":
-        names = [act.name for act in net.activations]
-        if small.takes(net.weights, net.biases, names, x):
+        arrays = net.numpy_network()
+        if arrays is not None and small.takes(arrays, x):
             route = small.forward if mode == "forward" else small.reverse
-            return route(net.weights, net.biases, names, x)
+            return route(arrays, x)
     threads = torch.get_num_threads()
     if threads == 1:
         return compute(net, x, chunk_size)

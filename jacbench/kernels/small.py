@@ -13,76 +13,143 @@ NOTE: [Small networks in NumPy]
     Both routes do the same products in the same order (the FLOP model holds); the weights
     are read where they lie (``Tensor.numpy`` shares memory), and the result is an array of
     its own. NumPy takes float32 and float64 on the CPU, no autograd: anything else, or an
-    activation NumPy does not have here, goes through torch. The routines take a network's
-    parts (weights, biases, activation names), so that the tuning can time them too.
+    activation NumPy does not have here, goes through torch. The routines take a
+    ``Network`` made from a network's parts (weights, biases, activation names), so that the
+    tuning can time them too; ``jacbench.ad.networks.MLP`` makes its own once and keeps it.
+
+    Each call is a few dozen NumPy calls of under a microsecond, so what a call costs to
+    make is the time: the arrays are made once per network (``Tensor.numpy`` costs about
+    a microsecond a tensor, a fifth of the whole at K=24), products go through
+    ``ndarray.dot`` (half of ``@``'s cost here) and σ' through arrays, not Python scalars.
+    Measured on the AMD EPYC above (median of 7 interleaved rounds, the old route and JAX in
+    the same process): L=8 D=4 K=24 P=6 reverse mode 80 → 47 µs, forward 68 → 44 µs,
+    ``jacobian`` (auto) 46 µs against JAX's jit(jacrev) 38 µs; L=10 D=2 K=30 P=10 reverse
+    83 → 55 µs (JAX 49 µs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-# σ and σ'(z, h = σ(z)) in NumPy, as autograd computes them (tanh' = 1 − h², ReLU'(0) = 0).
-_ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
-    "tanh": (np.tanh, lambda z, h: 1 - h * h),
-    "sigmoid": (lambda z: 1 / (1 + np.exp(-z)), lambda z, h: h * (1 - h)),
-    "relu": (lambda z: np.maximum(z, 0), lambda z, h: (z > 0).astype(z.dtype)),
-    "identity": (lambda z: z, lambda z, h: np.ones_like(z)),
+Biases = Sequence[Tensor | None]
+# σ'(h) for an activation whose derivative is a function of its value (tanh' = 1 − h²,
+# σ' = h·(1 − h)), or of z (ReLU'(0) = 0, as autograd has it), made for one layer of width k
+# in the network's dtype: the constants are arrays made once, because a NumPy operation with
+# a Python scalar costs twice one with an array of the same shape (1.6 µs against 0.6 µs
+# for 1 − h² on 24 elements, AMD EPYC).
+_SLOPES: dict[str, Callable[[int, np.dtype], Callable[[np.ndarray, np.ndarray], np.ndarray]]] = {
+    "tanh": lambda k, t: _one_minus_square(np.ones(k, t)),
+    "sigmoid": lambda k, t: _value_times_one_minus(np.ones(k, t)),
+    "relu": lambda k, t: _step(np.zeros(k, t)),
+    "identity": lambda k, t: _constant(np.ones(k, t)),
+}
+_VALUES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tanh": np.tanh,
+    "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+    "relu": lambda z: np.maximum(z, 0),
+    "identity": lambda z: z,
 }
 MODES = ("forward", "reverse")
 
 
-Biases = Sequence[Tensor | None]
+def _one_minus_square(ones: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    return lambda z, h: np.subtract(ones, np.multiply(h, h))
 
 
-def takes(weights: Sequence[Tensor], biases: Biases, activations: Sequence[str], x: Tensor) -> bool:
-    """Whether the NumPy route can compute this Jacobian: one input on the CPU in float32
-    or float64, no gradient to record, activations it has."""
-    if x.ndim != 1 or not x.is_cpu or x.dtype not in (torch.float32, torch.float64):
+def _value_times_one_minus(ones: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    return lambda z, h: np.multiply(h, np.subtract(ones, h))
+
+
+def _step(zeros: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    return lambda z, h: np.greater(z, zeros).astype(z.dtype)
+
+
+def _constant(ones: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    return lambda z, h: ones
+
+
+@dataclass(frozen=True)
+class Network:
+    """A network's parts for the NumPy route, made once per network: the weights and
+    biases as arrays that share the tensors' memory (in-place changes are seen), the
+    weights' transposes as views, each layer's σ and σ', and the tensors themselves."""
+
+    weights: tuple[np.ndarray, ...]
+    transposed: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray | None, ...]
+    values: tuple[Callable[[np.ndarray], np.ndarray], ...]
+    slopes: tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], ...]
+    tensors: tuple[Tensor, ...]
+
+
+def network(
+    weights: Sequence[Tensor], biases: Biases, activations: Sequence[str]
+) -> Network | None:
+    """The NumPy route's ``Network`` of these parts, or None where it cannot take them: not
+    float32 or float64 on the CPU, or an activation without a NumPy form here."""
+    if not weights[0].is_cpu or weights[0].dtype not in (torch.float32, torch.float64):
+        return None
+    if not all(name in _VALUES for name in activations):
+        return None
+    arrays = tuple(w.detach().numpy() for w in weights)
+    return Network(
+        weights=arrays,
+        transposed=tuple(a.T for a in arrays),
+        biases=tuple(None if b is None else b.detach().numpy() for b in biases),
+        values=tuple(_VALUES[name] for name in activations),
+        slopes=tuple(_SLOPES[name](w.shape[0], w.dtype) for w, name in zip(arrays, activations)),
+        tensors=(*weights, *(b for b in biases if b is not None)),
+    )
+
+
+def takes(net: Network, x: Tensor) -> bool:
+    """Whether the NumPy route can compute this Jacobian: one input (on the CPU, in the
+    network's dtype, as the routines check) and no gradient to record."""
+    if x.ndim != 1:
         return False
-    tensors = [x, *weights, *(b for b in biases if b is not None)]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    if not torch.is_grad_enabled():
+        return True
+    if x.requires_grad:
         return False
-    return all(name in _ACTIVATIONS for name in activations)
+    for tensor in net.tensors:  # a plain loop: any() over a generator costs twice this
+        if tensor.requires_grad:
+            return False
+    return True
 
 
-def _slopes(
-    weights: Sequence[Tensor], biases: Biases, activations: Sequence[str], x: Tensor
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The weights as arrays, and σ'(z_k) of each layer for one input."""
-    arrays = [w.numpy() for w in weights]
-    h = x.numpy()
+def _slopes(net: Network, x: Tensor) -> list[np.ndarray]:
+    """σ'(z_k) of each layer for one input."""
+    h = x.numpy()  # takes() has checked that no gradient is recorded
     slopes = []
-    for w, b, name in zip(arrays, biases, activations):
-        z = w @ h
+    # ndarray.dot, not @: for these sizes matmul's ufunc machinery costs twice the product.
+    for w, b, value, slope in zip(net.weights, net.biases, net.values, net.slopes):
+        z = w.dot(h)
         if b is not None:
-            z += b.numpy()
-        value, derivative = _ACTIVATIONS[name]
+            z += b
         h = value(z)
-        slopes.append(derivative(z, h))
-    return arrays, slopes
+        slopes.append(slope(z, h))
+    return slopes
 
 
-def reverse(
-    weights: Sequence[Tensor], biases: Biases, activations: Sequence[str], x: Tensor
-) -> Tensor:
+def reverse(net: Network, x: Tensor) -> Tensor:
     """J (P, D) by reverse mode: adjoint rows from W_F down to W_1."""
-    arrays, slopes = _slopes(weights, biases, activations, x)
-    adjoint = arrays[-1]
-    for w, slope in zip(arrays[-2::-1], slopes[::-1]):
-        adjoint = (adjoint * slope) @ w
+    slopes = _slopes(net, x)
+    adjoint = net.weights[-1]
+    for w, slope in zip(net.weights[-2::-1], slopes[::-1]):
+        adjoint = np.multiply(adjoint, slope).dot(w)
     return torch.from_numpy(adjoint)
 
 
-def forward(
-    weights: Sequence[Tensor], biases: Biases, activations: Sequence[str], x: Tensor
-) -> Tensor:
-    """J (P, D) by forward mode: tangent columns from W_1 up to W_F."""
-    arrays, slopes = _slopes(weights, biases, activations, x)
-    tangent = arrays[0]
-    for w, slope in zip(arrays[1:], slopes):
-        tangent = w @ (slope[:, None] * tangent)
-    return torch.from_numpy(tangent)
+def forward(net: Network, x: Tensor) -> Tensor:
+    """J (P, D) by forward mode: tangents from W_1 up to W_F, kept as rows (D, K_k) so that
+    each σ'-scaling runs along rows (T·Σ·Wᵀ, the same products as W·Σ·T, transposed)."""
+    slopes = _slopes(net, x)
+    tangent = net.transposed[0]
+    for w_t, slope in zip(net.transposed[1:], slopes):
+        tangent = np.multiply(tangent, slope).dot(w_t)
+    return torch.from_numpy(np.ascontiguousarray(tangent.T))

@@ -590,7 +590,9 @@ def _small_candidates(mode: str, net: tuple[int, int, int, int]) -> dict[str, Ca
         return block
 
     numpy_route = small.reverse if mode == "reverse" else small.forward
-    return {"torch": torch_route, "numpy": lambda: numpy_route(weights, biases, names, x)}
+    arrays = small.network(weights, biases, names)  # as an MLP keeps its own
+    assert arrays is not None  # tanh has its NumPy form
+    return {"torch": torch_route, "numpy": lambda: numpy_route(arrays, x)}
 
 
 def _time(fn: Callable[[], object], min_time: float, threads: int | None = None) -> float:
