@@ -136,15 +136,20 @@ def test_sigmoid_tanh_jacobians_are_exact_on_a_pinn_batch(mode):
 
 
 def test_pick_keeps_the_default_unless_clearly_beaten():
-    assert tuning._pick("rows", {"rows": 1.0, "split": 0.97}) == "rows"
-    assert tuning._pick("rows", {"rows": 1.0, "split": 0.90}) == "split"
-    assert tuning._pick("split", {"rows": 0.5, "split": 1.0}) == "rows"
+    assert tuning._pick("rows", {"rows": [1.0] * 3, "split": [0.97] * 3}) == "rows"
+    assert tuning._pick("rows", {"rows": [1.0] * 3, "split": [0.90] * 3}) == "split"
+    assert tuning._pick("split", {"rows": [0.5] * 3, "split": [1.0] * 3}) == "rows"
+    # 10% faster by the medians, but slower in one of the interleaved rounds: a tie.
+    rounds = {"rows": [1.0, 1.0, 1.0], "split": [0.9, 0.9, 1.2]}
+    assert tuning._fastest("rows", rounds) == "split"
+    assert tuning._pick("rows", rounds) == "rows"
 
 
 def test_defaults_reproduce_the_fixed_rules():
-    assert tuning.DEFAULTS.narrow_kernel(forward=True, rows=1, large=False) == "weight-first"
-    assert tuning.DEFAULTS.narrow_kernel(forward=False, rows=1, large=False) == "rows"
-    assert tuning.DEFAULTS.narrow_kernel(forward=False, rows=7, large=True) == "split"
+    for size in (0, 1):  # small and medium weights: the BLAS call (a vector product)
+        assert tuning.DEFAULTS.narrow_kernel(forward=True, rows=1, size=size) == "weight-first"
+        assert tuning.DEFAULTS.narrow_kernel(forward=False, rows=1, size=size) == "rows"
+    assert tuning.DEFAULTS.narrow_kernel(forward=False, rows=7, size=2) == "split"
     assert tuning.DEFAULTS.tanh == "tanh"
 
 
@@ -264,15 +269,19 @@ def test_classes_for_names_what_a_shape_looks_up():
     ]
     separate, stacked = forcing("rows"), forcing("rows", primal="stacked")
     # W_1 (3 × 600) is below the tuned size; W_2 has a primal and a tangent step; W_F only
-    # a tangent step.
+    # a tangent step. 600 × 600 is a medium weight (2^18 ≤ 360,000 < 2^19).
     assert tuning.classes_for((3, 600, 600, 600), 1, "forward", separate) == [
-        "forward+primal m=3 small",
-        "forward m=1 small",
-        "forward m=3 small",
+        "forward+primal m=3 medium",
+        "forward m=1 medium",
+        "forward m=3 medium",
     ]
     assert tuning.classes_for((3, 600, 600, 600), 1, "forward", stacked) == [
-        "forward+primal m=3 small",
-        "forward m=3 small",  # 4 stacked rows, then W_F's 3 tangent rows: one bucket
+        "forward+primal m=3 medium",
+        "forward m=3 medium",  # 4 stacked rows, then W_F's 3 tangent rows: one bucket
+    ]
+    assert tuning.classes_for((300, 300, 300, 1), 1, "reverse") == [
+        "forward m=1 small",  # 90,000 elements: from the tuned size to 2^18
+        "reverse m=1 small",
     ]
     # W_1 (1 × 1000) and W_F (1000 × 9) are below the tuned size.
     assert tuning.classes_for((1, 1000, 1000, 1000, 9), 1, "forward", stacked) == [
@@ -343,9 +352,16 @@ def test_a_class_whose_rounds_keep_disagreeing_keeps_its_default(monkeypatch):
     steady = iter([2.0, 1.0] * tuning.ROUNDS)  # "b" faster in every round, and steady
     monkeypatch.setattr(tuning, "_time", lambda fn, min_time, threads=None: next(steady))
     assert tuning._measure_round_robin({"a": lambda: None, "b": lambda: None}, 0.01) == {
-        "a": 2.0,
-        "b": 1.0,
+        "a": [2.0] * tuning.ROUNDS,
+        "b": [1.0] * tuning.ROUNDS,
     }
+    # Noisy rounds: a candidate that won every round stands; one the medians alone name
+    # leaves the class at its default, named unsettled.
+    clear = {"rows": [1.5, 3.0, 1.5], "split": [0.9, 1.8, 0.9]}
+    assert tuning._settle("rows", clear, spread=2.0) == ("split", True)
+    mixed = {"rows": [1.5, 1.0, 1.5], "split": [0.9, 1.8, 0.9]}
+    assert tuning._settle("rows", mixed, spread=1.8) == ("rows", False)
+    assert tuning._settle("rows", mixed, spread=1.2) == ("rows", True)  # steady: a tie
     kept = tuning.Tuning.from_dict({"unsettled": ["reverse m=1 large"]})
     assert kept.unsettled == ("reverse m=1 large",)
     assert tuning.Tuning.from_dict(kept.as_dict()).unsettled == kept.unsettled

@@ -30,10 +30,10 @@ from jacbench.kernels import small
 from jacbench.kernels.activations import Activation
 from jacbench.kernels.products import (
     NARROW_BLOCK,
-    SPLIT_MIN_ELEMENTS,
     TUNED_MIN_ELEMENTS,
     batched_rows_product,
     narrow_product,
+    narrow_size,
     rows_times_weight_t,
     size_class,
     split_blocks,
@@ -79,8 +79,8 @@ def _tuned_product(block: Tensor, matrix: Tensor, forward: bool) -> Tensor:
     """block @ matrix for a narrow 2-D block, by the kernel measured for its class."""
     if not matrix.is_cpu:
         return torch.mm(block, matrix)
-    large = matrix.numel() >= SPLIT_MIN_ELEMENTS
-    kernel = tuning.active().narrow_kernel(forward, block.shape[0], large)
+    size = narrow_size(matrix.numel())
+    kernel = tuning.active().narrow_kernel(forward, block.shape[0], size)
     return narrow_product(block, matrix, forward, kernel)
 
 
@@ -349,8 +349,8 @@ def _forward_stacked(net: MLP, x: Tensor) -> Tensor:
 
 
 def _stacks(tuned: tuning.Tuning, weight: Tensor, rows: int) -> bool:
-    size = size_class(weight.numel())
-    return size > 0 and tuned.stacks_primal(rows, large=size == 2)
+    elements = weight.numel()
+    return elements >= TUNED_MIN_ELEMENTS and tuned.stacks_primal(rows, narrow_size(elements))
 
 
 def _stacks_any(net: MLP, x: Tensor) -> bool:

@@ -32,8 +32,14 @@ from torch import Tensor
 #     launch costs more than it saves (a loss at 512×512, a gain from 724×724).
 SPLIT_MIN_ELEMENTS = 1 << 19
 # Below this a product is a few microseconds of launch: the measured kernels (made on
-# 512-wide weights) do not apply, and the plain BLAS call adds no view.
+# 256-wide weights and up) do not apply, and the plain BLAS call adds no view.
 TUNED_MIN_ELEMENTS = 1 << 15
+# Narrow products through weights from 2^18 elements (512 × 512) to SPLIT_MIN_ELEMENTS are
+# their own class: where the split starts to pay differs between CPUs. On an AMD EPYC (two
+# cores) a chain of 8 weights, one vector, per product: at 512 wide rows 31 µs, split 32;
+# at 700 wide rows 149–214 µs, split 105–126 (both orientations); on the Xeon the split
+# paid from 724 wide. Below 2^18 elements the plain call won on both.
+MEDIUM_MIN_ELEMENTS = 1 << 18
 NARROW_BLOCK = 16  # fewer vectors than this make a narrow product
 
 
@@ -123,8 +129,15 @@ def batched_rows_product(
 
 
 def size_class(elements: int) -> int:
-    """0, 1, 2: a weight of ``elements`` below the tuned size, below the split size, above."""
+    """0, 1, 2: a weight of ``elements`` below the tuned size, below the split size, above
+    (a batch's wide blocks)."""
     return 0 if elements < TUNED_MIN_ELEMENTS else 1 if elements < SPLIT_MIN_ELEMENTS else 2
+
+
+def narrow_size(elements: int) -> int:
+    """0, 1, 2: a weight of ``elements`` (at least TUNED_MIN_ELEMENTS) for a narrow product:
+    small, medium (from MEDIUM_MIN_ELEMENTS), large (from SPLIT_MIN_ELEMENTS)."""
+    return 0 if elements < MEDIUM_MIN_ELEMENTS else 1 if elements < SPLIT_MIN_ELEMENTS else 2
 
 
 def tanh_by_sigmoid(z: Tensor) -> Tensor:

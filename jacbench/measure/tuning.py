@@ -33,7 +33,7 @@ import itertools
 import json
 import os
 import statistics
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +47,7 @@ from jacbench.kernels.products import (
     batched_rows_product,
     can_split,
     narrow_product,
+    narrow_size,
     size_class,
     tanh_by_sigmoid,
 )
@@ -67,28 +68,30 @@ PRIMAL_KERNELS = ("separate", "stacked")
 BATCHED_KERNELS = ("fold", "bmm")
 TANH_KERNELS = ("tanh", "sigmoid")
 NARROW_ROWS = (1, 3, 8)  # representative rows of the buckets 1, 2–5 and 6–15
-# Square weights below and above SPLIT_MIN_ELEMENTS (``jacbench.kernels.products``); weights
-# under TUNED_MIN_ELEMENTS there always take the plain BLAS call. Each size is timed at a power of
-# two and at a width that is not one, and judged on the geometric mean: MKL's kernels for a
-# few rows differ between the two (on a Xeon, 4 rows through a 1024-wide weight ran 1.5×
-# the time of 3 rows, through a 1000-wide one 2.1×), so one width alone misleads the class.
-# A batch's blocks also meet weights below TUNED_MIN_ELEMENTS ("tiny": a PINN's 64-wide
-# layers); ``jacbench.kernels.products.size_class`` numbers the sizes in this order.
-WIDTHS = {"tiny": (64, 100), "small": (512, 600), "large": (1024, 1000)}
-SIZES = ("small", "large")  # the sizes of the narrow products and primal steps
-BATCHED_SIZES = tuple(WIDTHS)  # the sizes of a batch's wide blocks
+# Square weights of each size of ``jacbench.kernels.products`` (which numbers them in this
+# order): for a narrow product small (from TUNED_MIN_ELEMENTS; under it a product is always
+# the plain BLAS call), medium (from MEDIUM_MIN_ELEMENTS) and large (from SPLIT_MIN_ELEMENTS);
+# for a batch's wide blocks tiny (a PINN's 64-wide layers), small and large. Each size is
+# timed at a power of two and at a width that is not one, and judged on the geometric mean:
+# MKL's kernels for a few rows differ between the two (on a Xeon, 4 rows through a
+# 1024-wide weight ran 1.5× the time of 3 rows, through a 1000-wide one 2.1×), so one
+# width alone misleads the class.
+WIDTHS = {"small": (256, 500), "medium": (512, 700), "large": (1024, 1000)}
+SIZES = tuple(WIDTHS)  # the sizes of the narrow products and primal steps (narrow_size)
+BATCHED_WIDTHS = {"tiny": (64, 100), "small": (512, 600), "large": (1024, 1000)}
+BATCHED_SIZES = tuple(BATCHED_WIDTHS)  # the sizes of a batch's wide blocks (size_class)
 BATCHED_ROWS = 64  # rows per sample of the timed blocks
 BATCHED_ELEMENTS = 1 << 20  # per timed block (4 MB in float32): the batch is this / (64·K)
 # Weights per chain: a sweep reads each weight once, from wherever it sits. 8 MB of small
 # weights stay in a server's cache as a 512-wide net's do; 64 MB of large ones do not, as a
 # 1024-wide deep net's do not. One weight timed alone would sit in cache and mislead.
-CHAIN = {"tiny": 8, "small": 8, "large": 16}
+CHAIN = {"tiny": 8, "small": 8, "medium": 8, "large": 16}
 TANH_SHAPE = (4096, 64)  # a PINN batch's activations
 TANH_MIN_ELEMENTS = 1 << 14  # below this, launches dominate: torch.tanh's one kernel wins
 MIN_GAIN = 0.05  # an alternative must be this much faster than the default to replace it
 ROUNDS = 3
 # The cache's format: an entry of another version lacks classes and is measured again.
-VERSION = 5
+VERSION = 6
 
 
 def bucket(rows: int) -> int:
@@ -136,6 +139,9 @@ TIE_CLASSES: dict[str, tuple[str, ...]] = {
 }
 LAPLACIAN_WIDE = 100  # hidden width from which a Laplacian is in the "laplacian wide" class
 TIE_MIN_TIME = 0.05  # per candidate and round: whole routines, milliseconds a call
+# Rounds for a tie: its candidates are within a few percent by construction, less than this
+# VM's run-to-run noise (±30% on a 2-core AMD EPYC): a choice must win all of them.
+TIE_ROUNDS = 5
 
 
 @dataclass(frozen=True)
@@ -176,15 +182,15 @@ class Tuning:
         # The routines look a kernel up on every narrow product: a flat table, keyed by
         # (forward?, rows, large?), costs one dict probe.
         table = {
-            (o == "forward", rows, s == "large"): self.narrow[class_name(o, rows, s)]
+            (o == "forward", rows, size): self.narrow[class_name(o, rows, s)]
             for o in ("forward", "reverse")
             for rows in range(1, 16)
-            for s in SIZES
+            for size, s in enumerate(SIZES)
         }
         stacked = {
-            (rows, s == "large"): self.primal[class_name(STACKING, rows, s)] == "stacked"
+            (rows, size): self.primal[class_name(STACKING, rows, s)] == "stacked"
             for rows in range(1, 16)
-            for s in SIZES
+            for size, s in enumerate(SIZES)
         }
         object.__setattr__(self, "_table", table)
         object.__setattr__(self, "_stacked", stacked)
@@ -197,15 +203,15 @@ class Tuning:
         }
         object.__setattr__(self, "_tie_rules", rules)
 
-    def narrow_kernel(self, forward: bool, rows: int, large: bool) -> str:
+    def narrow_kernel(self, forward: bool, rows: int, size: int) -> str:
         """The kernel for ``rows`` (< 16) rows times a weight, in forward mode's orientation
-        (block·Wᵀ) or reverse mode's (block·W), for a weight above or below the split size."""
-        return self._table[(forward, rows, large)]  # type: ignore[attr-defined]
+        (block·Wᵀ) or reverse mode's (block·W); ``size``: the weight's ``narrow_size``."""
+        return self._table[(forward, rows, size)]  # type: ignore[attr-defined]
 
-    def stacks_primal(self, rows: int, large: bool) -> bool:
+    def stacks_primal(self, rows: int, size: int) -> bool:
         """Whether forward mode multiplies one input's primal step with its ``rows`` (< 16)
-        tangent rows as one block, for a weight above or below the split size."""
-        return self._stacked[(rows, large)]  # type: ignore[attr-defined]
+        tangent rows as one block; ``size``: the weight's ``narrow_size``."""
+        return self._stacked[(rows, size)]  # type: ignore[attr-defined]
 
     def shares_weight(self, size: int) -> bool:
         """Whether a batch's wide row blocks times a weight run as one bmm with the weight
@@ -459,13 +465,13 @@ def classes_for(
     d, p = widths[0], widths[-1]
     one_input_forward = batch == 1 and mode == "forward" and d < NARROW_BLOCK
     for layer, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        size = BATCHED_SIZES[size_class(a * b)]
-        if size == "tiny":  # the plain BLAS call
+        if size_class(a * b) == 0:  # the plain BLAS call
             continue
+        size = SIZES[narrow_size(a * b)]
         hidden = 0 < layer < len(widths) - 2  # has a primal step and a tangent step
         if one_input_forward and hidden:
             names.append(class_name(STACKING, d, size))
-            if tuned.stacks_primal(d, size == "large"):
+            if tuned.stacks_primal(d, narrow_size(a * b)):
                 names.append(class_name("forward", d + 1, size))  # the stacked block
                 continue
         if batch < NARROW_BLOCK and layer < len(widths) - 2:  # the primal step
@@ -599,10 +605,31 @@ def _time(fn: Callable[[], object], min_time: float, threads: int | None = None)
     return timing.measure(fn, min_time=min_time, warmup=1, threads=threads).median
 
 
-def _pick(default: str, seconds: Mapping[str, float]) -> str:
-    """The fastest candidate, unless the default is within ``MIN_GAIN`` of it."""
-    best = min(seconds, key=seconds.__getitem__)
-    return best if seconds[best] < (1 - MIN_GAIN) * seconds[default] else default
+def _pick(default: str, rounds: Mapping[str, Sequence[float]]) -> str:
+    """The fastest candidate by its median over the interleaved rounds, where it is at least
+    ``MIN_GAIN`` faster than the default and faster in every round; else the default."""
+    best = _fastest(default, rounds)
+    return best if all(b < d for b, d in zip(rounds[best], rounds[default])) else default
+
+
+def _fastest(default: str, rounds: Mapping[str, Sequence[float]]) -> str:
+    """The fastest candidate by the medians alone, unless the default is within ``MIN_GAIN``."""
+    medians = _medians(rounds)
+    best = min(medians, key=medians.__getitem__)
+    return best if medians[best] < (1 - MIN_GAIN) * medians[default] else default
+
+
+def _settle(default: str, rounds: Mapping[str, Sequence[float]], spread: float) -> tuple[str, bool]:
+    """The class's choice, and whether it is settled: not where the rounds disagreed by more
+    than ``SPREAD_LIMIT`` and the medians name another candidate that did not win every
+    round (NOTE: [A tuning measured on a busy machine])."""
+    choice = _pick(default, rounds)
+    noisy = spread > SPREAD_LIMIT
+    return choice, not (noisy and choice == default and _fastest(default, rounds) != default)
+
+
+def _medians(rounds: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    return {name: statistics.median(times) for name, times in rounds.items()}
 
 
 # NOTE: [A tuning measured on a busy machine]
@@ -613,10 +640,13 @@ def _pick(default: str, seconds: Mapping[str, float]) -> str:
 #     load on the machine (machine.BUSY_LOAD) is not cached: the defaults stand, and
 #     `jacbench tune` says why. A class whose rounds disagree by more than SPREAD_LIMIT is
 #     timed again, up to RETRIES times, and where they still disagree that class keeps its
-#     default (``Tuning.unsettled`` names it) while the others are kept. On a shared 2-core
-#     AMD EPYC VM, idle by /proc/stat, one class's winner (weight-first through 1024-wide
-#     chains) disagreed with itself by 1.96× in three attempts, and refusing the whole tuning
-#     for it, as before, left every class at the defaults measured on another CPU.
+#     default (``Tuning.unsettled`` names it) while the others are kept, unless one candidate
+#     beat the default in every round: rounds are interleaved, so a slow spell slows every
+#     candidate of its round alike, and the winner of each stands. On a shared 2-core AMD
+#     EPYC VM, idle by /proc/stat, one class's winner (weight-first through 1024-wide chains)
+#     disagreed with itself by 1.96× in three attempts, and refusing the whole tuning for it,
+#     as before, left every class at the defaults measured on another CPU; the split through
+#     700-wide chains (90 against 153 µs a product) was refused the same way.
 SPREAD_LIMIT = 1.5
 RETRIES = 2
 
@@ -626,14 +656,15 @@ def _measure_round_robin(
     min_time: float,
     threads: int | None = None,
     spreads: list[float] | None = None,
-) -> dict[str, float]:
-    """Each candidate's median over ``ROUNDS`` interleaved rounds; each candidate's ratio of
-    its slowest to its fastest round goes into ``spreads``. Rounds that disagree by more
-    than ``SPREAD_LIMIT`` are timed again, up to ``RETRIES`` times (NOTE: [A tuning measured
-    on a busy machine]); the last attempt's are kept."""
+    rounds: int = ROUNDS,
+) -> dict[str, list[float]]:
+    """Each candidate's seconds in each of ``rounds`` interleaved rounds; each candidate's
+    ratio of its slowest to its fastest round goes into ``spreads``. Rounds that disagree by
+    more than ``SPREAD_LIMIT`` are timed again, up to ``RETRIES`` times (NOTE: [A tuning
+    measured on a busy machine]); the last attempt's are kept."""
     for _ in range(1 + RETRIES):
         times: dict[str, list[float]] = {name: [] for name in candidates}
-        for _ in range(ROUNDS):  # interleaved, so that drift hits every candidate alike
+        for _ in range(rounds):  # interleaved, so that drift hits every candidate alike
             for name, fn in candidates.items():
                 times[name].append(_time(fn, min_time, threads))
         found = [max(t) / min(t) for t in times.values() if min(t) > 0]
@@ -641,7 +672,7 @@ def _measure_round_robin(
             break
     if spreads is not None:
         spreads.extend(found)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
 
 
 def _tanh_by_sigmoid_timing(z: torch.Tensor) -> Callable[[], object]:
@@ -653,25 +684,30 @@ def _tanh_by_sigmoid_timing(z: torch.Tensor) -> Callable[[], object]:
 
 
 def _per_product(
-    size: str,
+    widths: tuple[int, int],
+    chain: int,
     classes: Mapping[str, Callable[[list[torch.Tensor]], dict[str, Callable]]],
     min_time: float,
     generator: torch.Generator,
     spreads: dict[str, list[float]],
-) -> dict[str, dict[str, float]]:
-    """Each class's candidates timed on chains of every width of ``size``: seconds per
-    product, the geometric mean over the widths (candidates that ran at every width)."""
-    per_width: dict[str, list[dict[str, float]]] = {name: [] for name in classes}
-    for width in WIDTHS[size]:
-        weights = [torch.randn(width, width, generator=generator) for _ in range(CHAIN[size])]
+) -> dict[str, dict[str, list[float]]]:
+    """Each class's candidates timed on chains of ``chain`` square weights of each of
+    ``widths``: seconds per product in each round, the geometric mean over the widths
+    (candidates that ran at every width)."""
+    per_width: dict[str, list[dict[str, list[float]]]] = {name: [] for name in classes}
+    for width in widths:
+        weights = [torch.randn(width, width, generator=generator) for _ in range(chain)]
         for name, candidates in classes.items():
             per_class = spreads.setdefault(name, [])
             times = _measure_round_robin(candidates(weights), min_time, spreads=per_class)
-            per_width[name].append({k: t / len(weights) for k, t in times.items()})
+            per_width[name].append({k: [t / chain for t in ts] for k, ts in times.items()})
         del weights
     return {
         name: {
-            kernel: statistics.geometric_mean(seconds[kernel] for seconds in runs)
+            kernel: [
+                statistics.geometric_mean(seconds[kernel][r] for seconds in runs)
+                for r in range(len(runs[0][kernel]))
+            ]
             for kernel in runs[0]
             if all(kernel in seconds for seconds in runs)
         }
@@ -692,11 +728,12 @@ def measure(*, min_time: float = 0.01, ties: TieCandidates | None = None) -> Tun
     spreads: dict[str, list[float]] = {}  # per class: its candidates' round-to-round spreads
     unsettled: list[str] = []  # classes whose rounds kept disagreeing: their defaults stand
 
-    def pick(name: str, default: str, seconds: Mapping[str, float]) -> str:
-        if max(spreads.get(name, ()), default=1.0) > SPREAD_LIMIT:
+    def pick(name: str, default: str, rounds: Mapping[str, Sequence[float]]) -> str:
+        measured[name] = _medians(rounds)
+        choice, settled = _settle(default, rounds, max(spreads.get(name, ()), default=1.0))
+        if not settled:
             unsettled.append(name)
-            return default
-        return _pick(default, seconds)
+        return choice
 
     generator = torch.Generator().manual_seed(0)
     narrow: dict[str, str] = {}
@@ -710,26 +747,32 @@ def measure(*, min_time: float = 0.01, ties: TieCandidates | None = None) -> Tun
                 )
                 for rows in NARROW_ROWS
             }
-            found = _per_product(size, products, min_time, generator, spreads)
+            found = _per_product(WIDTHS[size], CHAIN[size], products, min_time, generator, spreads)
             for rows in NARROW_ROWS:
                 name = class_name(orientation, rows, size)
-                measured[name] = seconds = found[name]
                 default = _default_narrow(orientation, rows, size)
-                narrow[name] = pick(name, default if default in seconds else "rows", seconds)
+                rounds = found[name]
+                narrow[name] = pick(name, default if default in rounds else "rows", rounds)
         steps = {  # with the narrow kernels just chosen
             class_name(STACKING, rows, size): functools.partial(
                 _primal_candidates, rows, narrow=narrow, size=size
             )
             for rows in NARROW_ROWS
         }
-        for name, seconds in _per_product(size, steps, min_time, generator, spreads).items():
-            measured[name] = seconds
-            primal[name] = pick(name, "separate", seconds)
+        timed = _per_product(WIDTHS[size], CHAIN[size], steps, min_time, generator, spreads)
+        for name, rounds in timed.items():
+            primal[name] = pick(name, "separate", rounds)
     batched: dict[str, str] = {}
     for size in BATCHED_SIZES:
         name = f"{BATCHING} {size}"
-        found = _per_product(size, {name: _batched_candidates}, min_time, generator, spreads)
-        measured[name] = found[name]
+        found = _per_product(
+            BATCHED_WIDTHS[size],
+            CHAIN[size],
+            {name: _batched_candidates},
+            min_time,
+            generator,
+            spreads,
+        )
         batched[name] = pick(name, "fold", found[name])
     small_routes: dict[str, str] = {}
     for mode in ("forward", "reverse"):
@@ -742,22 +785,27 @@ def measure(*, min_time: float = 0.01, ties: TieCandidates | None = None) -> Tun
             )
             for net in SMALL_NETS
         ]
-        measured[name] = {r: statistics.geometric_mean(run[r] for run in runs) for r in runs[0]}
-        small_routes[name] = pick(name, "torch", measured[name])
+        per_round = {  # the geometric mean over the nets of each round
+            route: [
+                statistics.geometric_mean(times) for times in zip(*(run[route] for run in runs))
+            ]
+            for route in runs[0]
+        }
+        small_routes[name] = pick(name, "torch", per_round)
     z = torch.randn(TANH_SHAPE, generator=generator)
     # Both timings include the same clone, so that the sigmoid form can work in place.
-    tanh_seconds = _measure_round_robin(
+    tanh_rounds = _measure_round_robin(
         {"tanh": lambda: torch.tanh(z.clone()), "sigmoid": _tanh_by_sigmoid_timing(z)},
         min_time,
         spreads=spreads.setdefault("tanh", []),
     )
-    measured["tanh"] = tanh_seconds
+    tanh = pick("tanh", "tanh", tanh_rounds)
     kernels = Tuning(
         narrow=narrow,
         primal=primal,
         batched=batched,
         small=small_routes,
-        tanh=pick("tanh", "tanh", tanh_seconds),
+        tanh=tanh,
         machine=machine_key(),
         measured_s=measured,
     )
@@ -767,8 +815,10 @@ def measure(*, min_time: float = 0.01, ties: TieCandidates | None = None) -> Tun
             for name, candidates in ties().items():
                 warm = {k: _warmed(fn) for k, fn in candidates.items()}
                 per_class = spreads.setdefault(name, [])
-                measured[name] = _measure_round_robin(warm, TIE_MIN_TIME, spreads=per_class)
-                tie_choices[name] = pick(name, TIE_CLASSES[name][0], measured[name])
+                rounds = _measure_round_robin(
+                    warm, TIE_MIN_TIME, spreads=per_class, rounds=TIE_ROUNDS
+                )
+                tie_choices[name] = pick(name, TIE_CLASSES[name][0], rounds)
     return replace(
         kernels,
         ties=tie_choices,
