@@ -201,6 +201,14 @@ def test_measured_ties_decide_where_the_flops_tie():
         batched.reason
     )
     assert cost.plan(pinn, 1, tuned=_measured(tie_batch="mixed")).mode != "mixed"  # batches only
+    square = (3,) + (128,) * 6 + (3,)  # D = P: the pure modes tie on a batch too
+    assert cost.plan(square, 1024, tuned=tuning.DEFAULTS).mode == "reverse"
+    forward = cost.plan(square, 1024, tuned=_measured(tie_batch_modes="forward"))
+    assert forward.mode == "forward"
+    assert forward.reason.startswith("a tie in FLOPs on a batch: forward mode by measured on")
+    assert cost.plan(square, 1024, tuned=_measured(tie_batch_modes="reverse")).mode == "reverse"
+    one = cost.plan(one_input, 1, tuned=_measured(tie_batch_modes="reverse"))
+    assert one.mode == "forward"  # one input: its own class (here the default rule)
 
 
 def test_the_measured_laplacian_pick_follows_the_width_class():

@@ -352,7 +352,8 @@ def plan(
     """
     tuned = tuned or tuning.active()
     one_input, on_batch = tuned.tie_rule("tie one input"), tuned.tie_rule("tie batch")
-    return _plan(check_widths(widths), int(batch), dtype, one_input, on_batch)
+    batch_modes = tuned.tie_rule("tie batch modes")
+    return _plan(check_widths(widths), int(batch), dtype, one_input, batch_modes, on_batch)
 
 
 # NOTE: [Ties between forward and reverse mode]
@@ -366,7 +367,10 @@ def plan(
 #     D = P = 1, 7–14% at 16, 2–5% at 128); at D = P = K (512, 1024) reverse mode was ahead
 #     by 2–9% or level, and on batches (B = 32–1024, K = 64–128) reverse or mixed mode by
 #     3–5% once wide batched blocks run as a bmm (NOTE: [Wide batched blocks]). So a tie
-#     goes to forward mode for one input with D below every hidden width, else to reverse.
+#     goes to forward mode for one input with D below every hidden width, else to reverse;
+#     on two AMD EPYC cores forward mode was 7–10% ahead on a PINN batch (L=6 D=P=3 K=128
+#     B=1024), so both are measured per machine where the tuning has run (NOTE: [Ties
+#     measured, not assumed]: "tie one input", "tie batch modes").
 # NOTE: [Launch-bound problems]
 #     Below about a megaflop a Jacobian is a few dozen tiny kernels whose launches, not
 #     their arithmetic, set the time, and both pure modes launch as many. There reverse
@@ -389,6 +393,7 @@ def _plan(
     batch: int,
     dtype: torch.dtype,
     one_input: tuple[str, str],
+    batch_modes: tuple[str, str],
     on_batch: tuple[str, str],
 ) -> Plan:
     flops = {mode: flop_count(p, mode, batch) for mode in MODES}
@@ -399,6 +404,9 @@ def _plan(
         pure, measured = one_input
         how = measured or "the rule for one input narrower than every layer"
         reason = f"a tie in FLOPs: {pure} mode by {how}"
+    elif batch > 1 and batch_modes[1]:  # measured; unmeasured, the rule below stands
+        pure, measured = batch_modes
+        reason = f"a tie in FLOPs on a batch: {pure} mode by {measured}"
     else:
         pure, reason = "reverse", "a tie in FLOPs"
     saving = 1 - flops["mixed"] / flops[pure]

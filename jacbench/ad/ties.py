@@ -7,7 +7,8 @@ NOTE: [Ties measured, not assumed]
     D = P narrower than the layers was 17–21% faster than reverse mode at D = P = 1 and
     2–14% at 16–128 (results/cpu-crossover), and mixed mode 1–8% ahead of reverse mode on
     batched ties (results/cpu-peers); on two AMD EPYC cores mixed mode took 9.6 ms at
-    L=7 D=3 K=64 P=2 B=4096 where reverse mode took 13.8 ms. And where the counts do not tie
+    L=7 D=3 K=64 P=2 B=4096 where reverse mode took 13.8 ms, and forward mode 6.29–6.38 ms
+    at L=6 D=P=3 K=128 B=1024 where reverse took 6.80–6.83. And where the counts do not tie
     they can still mislead: the forward Laplacian does 43–51% fewer matmul FLOPs than the
     trace of the structured Hessian, and was faster at every PINN shape on the Xeon, but on
     the EPYC the trace won at K = 128 (9.11 against 10.4 ms at L=4 D=2 B=2048) and lost at
@@ -30,10 +31,13 @@ from jacbench.ad.networks import MLP
 from jacbench.measure.tuning import TIE_CLASSES
 
 # The shape each class is timed on: (widths, batch). One input with D = P below the layers
-# (the crossover grid's K = 512); a PINN-like batch where mixed mode's bracketing ties with
+# (the crossover grid's K = 512); a PINN batch with D = P (the classes preset's, where
+# forward mode ran 7–10% ahead of reverse on the EPYC); a PINN-like batch where mixed mode's
+# bracketing ties with
 # reverse mode; PINN Laplacians at the two widths the EPYC and the Xeon disagreed on.
 SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
     "tie one input": ((16, 512, 512, 512, 512, 512, 16), 1),
+    "tie batch modes": ((3, *([128] * 6), 3), 1024),
     "tie batch": ((3, *([64] * 7), 2), 1024),
     "laplacian narrow": ((2, *([64] * 4), 1), 1024),
     "laplacian wide": ((2, *([128] * 4), 1), 1024),
@@ -49,11 +53,9 @@ def candidates() -> dict[str, dict[str, Callable[[], object]]]:
         shape = (widths[0],) if batch == 1 else (batch, widths[0])
         x = torch.randn(shape, generator=generator)
         calls: dict[str, Callable[[], object]]
-        if name == "tie one input":
-            calls = {
-                "forward": functools.partial(jacobian_forward, net, x),
-                "reverse": functools.partial(jacobian_reverse, net, x),
-            }
+        if name in ("tie one input", "tie batch modes"):
+            modes = {"forward": jacobian_forward, "reverse": jacobian_reverse}
+            calls = {mode: functools.partial(modes[mode], net, x) for mode in TIE_CLASSES[name]}
         elif name == "tie batch":  # the batch's pure mode here is reverse (P < D)
             calls = {
                 "pure": functools.partial(jacobian_reverse, net, x),

@@ -128,11 +128,13 @@ SMALL_CLASSES = ("small forward", "small reverse")
 SMALL_NETS = ((4, 24, 8, 6), (2, 30, 10, 10))  # (D, K, L, P): the classes and textbook nets
 # Choices between whole routines where the cost model's counts tie or mislead (NOTE: [Ties
 # measured, not assumed] in ``jacbench.ad.ties``, which supplies what is timed): one input
-# with D = P below every layer, forward or reverse mode; a batch where mixed mode's
+# with D = P below every layer, forward or reverse mode; a batch with D = P, reverse or
+# forward mode; a batch where mixed mode's
 # bracketing saves under cost.MIXED_MIN_SAVING, the pure mode or mixed; the exact Laplacian
 # of a network narrower or wider than LAPLACIAN_WIDE. The first candidate is the default.
 TIE_CLASSES: dict[str, tuple[str, ...]] = {
     "tie one input": ("forward", "reverse"),
+    "tie batch modes": ("reverse", "forward"),
     "tie batch": ("pure", "mixed"),
     "laplacian narrow": ("forward-laplacian", "hessian-trace"),
     "laplacian wide": ("forward-laplacian", "hessian-trace"),
