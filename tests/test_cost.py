@@ -190,7 +190,7 @@ def test_measured_ties_decide_where_the_flops_tie():
     tuned = _measured(tie_one_input="reverse")
     p = cost.plan(one_input, tuned=tuned)
     assert p.mode == "reverse"
-    assert p.reason == "a tie in FLOPs: reverse mode by measured on this machine: " + (
+    assert p.reason == "a tie in FLOPs: reverse mode as measured on this machine: " + (
         "forward 1 ms, reverse 1 ms"
     )
     assert cost.plan((1000,) * 6 + (1,), tuned=tuned).reason == "fewest FLOPs"
@@ -205,7 +205,7 @@ def test_measured_ties_decide_where_the_flops_tie():
     assert cost.plan(square, 1024, tuned=tuning.DEFAULTS).mode == "reverse"
     forward = cost.plan(square, 1024, tuned=_measured(tie_batch_modes="forward"))
     assert forward.mode == "forward"
-    assert forward.reason.startswith("a tie in FLOPs on a batch: forward mode by measured on")
+    assert forward.reason.startswith("a tie in FLOPs on a batch: forward mode as measured on")
     assert cost.plan(square, 1024, tuned=_measured(tie_batch_modes="reverse")).mode == "reverse"
     one = cost.plan(one_input, 1, tuned=_measured(tie_batch_modes="reverse"))
     assert one.mode == "forward"  # one input: its own class (here the default rule)

@@ -402,11 +402,13 @@ def _plan(
         pure = "reverse" if flops["reverse"] < flops["forward"] else "forward"
     elif batch == 1 and p[0] < min(p[1:-1]):
         pure, measured = one_input
-        how = measured or "the rule for one input narrower than every layer"
-        reason = f"a tie in FLOPs: {pure} mode by {how}"
+        how = (
+            f"as {measured}" if measured else "by the rule for one input narrower than every layer"
+        )
+        reason = f"a tie in FLOPs: {pure} mode {how}"
     elif batch > 1 and batch_modes[1]:  # measured; unmeasured, the rule below stands
         pure, measured = batch_modes
-        reason = f"a tie in FLOPs on a batch: {pure} mode by {measured}"
+        reason = f"a tie in FLOPs on a batch: {pure} mode as {measured}"
     else:
         pure, reason = "reverse", "a tie in FLOPs"
     saving = 1 - flops["mixed"] / flops[pure]

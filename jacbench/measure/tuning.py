@@ -59,7 +59,7 @@ from jacbench.measure.machine import BUSY_LOAD, OtherWork, cpu_model
 #     T·Wᵀ takes 12 µs and W·Tᵀ 40 µs; on an AMD EPYC with the same torch build, 90 µs and
 #     60 µs. torch.tanh runs at 0.14 ns per element on the Xeon and 1.7 on the EPYC, where
 #     torch.sigmoid runs at 0.24. No fixed rule is right on both, so the routines read a
-#     choice per class of product, measured once per machine (about fifteen seconds) and cached.
+#     choice per class of product, measured once per machine (minutes) and cached.
 #     Every candidate computes the same products (the FLOP model is unchanged) and agrees
 #     with the reference to rounding.
 
@@ -718,9 +718,10 @@ def _per_product(
 
 
 def measure(*, min_time: float = 0.01, ties: TieCandidates | None = None) -> Tuning:
-    """Time every candidate of every class on this CPU, in float32; about fifteen seconds,
-    and a few more for the ties (``ties``: what each tie class times; without it the ties
-    keep their defaults), which run on the kernels just chosen.
+    """Time every candidate of every class on this CPU, in float32, and the ties (``ties``:
+    what each tie class times; without it the ties keep their defaults), which run on the
+    kernels just chosen: 2 min 20 s on a 2-core AMD EPYC VM, where noisy classes were timed
+    again.
 
     Sets ``keep_freed_memory`` first: the routines run under it wherever jacbench times
     them, and without it the fresh pages of each 1 MB result can cost more than the kernel.
