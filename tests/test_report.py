@@ -1,6 +1,7 @@
 """Report and compare on small hand-made result files with known numbers."""
 
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -177,6 +178,33 @@ def test_summary_warns_when_the_machine_was_busy():
         report.summary_markdown(fixture_frame(), meta)
     )
     assert report.busy_warning({}) is None  # no record, no claim
+    # What other processes ran as the run began wins over the decaying load average.
+    meta["machine_at_start"]["other_cores"] = 0.02
+    assert report.busy_warning(meta) is None
+    meta["machine_at_start"]["other_cores"] = 1.2
+    assert "(other processes kept 1.2 cores busy at the start, 1-minute load average 2.2" in (
+        report.busy_warning(meta)
+    )
+
+
+def test_machine_state_sees_other_processes():
+    import subprocess
+    import sys
+
+    from jacbench.measure import machine
+
+    quiet = machine.machine_state()
+    assert set(quiet) >= {"other_cores", "load_average", "time"}
+    if quiet["other_cores"] is None:
+        pytest.skip("this system does not say what other processes use")
+    spin = "import time\nend = time.time() + 5\nwhile time.time() < end: pass"
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.3)  # started
+        busy = machine.machine_state()
+    finally:
+        child.kill()
+    assert busy["other_cores"] >= 0.5  # one core spinning
 
 
 def test_write_report_makes_plots(tmp_path):

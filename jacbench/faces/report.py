@@ -691,22 +691,28 @@ def peer_markdown(frame: pd.DataFrame) -> list[str]:
 
 
 def busy_warning(meta: dict) -> str | None:
-    """A warning when the load average says other work shared the machine with the run.
+    """A warning when other work shared the machine with the run.
 
-    At the start the 1-minute load is all other work; at the end the run's own threads
-    are subtracted.
+    At the start: the cores other processes kept busy as the run began (``other_cores``;
+    in older records the 1-minute load average, which still counts work that had ended).
+    At the end: the 1-minute load average less the run's own threads, the run's last minute.
     """
     threads = meta.get("environment", {}).get("threads") or 0
-    start = (meta.get("machine_at_start") or {}).get("load_average")
+    at_start = meta.get("machine_at_start") or {}
     end = (meta.get("machine_at_end") or {}).get("load_average")
-    other = [start[0]] if start else []
+    start_cores = at_start.get("other_cores")
+    start_load = at_start.get("load_average")
+    other = [start_cores] if start_cores is not None else [start_load[0]] if start_load else []
     other += [end[0] - threads] if end else []
     if not other or max(other) <= machine.BUSY_LOAD:
         return None
-    at_start, at_end = (start[0] if start else "—"), (end[0] if end else "—")
+    if start_cores is not None:
+        first = f"other processes kept {start_cores} cores busy at the start"
+    else:
+        first = f"1-minute load average {start_load[0] if start_load else '—'} at the start"
     return (
-        f"Warning: the machine was busy during this run (1-minute load average {at_start} "
-        f"at the start, {at_end} at the end, with {threads} threads of its own): "
+        f"Warning: the machine was busy during this run ({first}, 1-minute load average "
+        f"{end[0] if end else '—'} at the end, with {threads} threads of its own): "
         "timings may be slower and noisier than on an idle machine."
     )
 

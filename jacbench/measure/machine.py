@@ -123,7 +123,8 @@ def _read_text(path: str) -> str | None:
 
 
 def machine_state() -> dict[str, Any]:
-    """What else the machine was doing: load averages (1, 5, 15 min) and the CPU governor.
+    """What else the machine was doing: the cores other processes keep busy now (over
+    ``OTHER_WORK_WINDOW``), load averages (1, 5, 15 min) and the CPU governor.
 
     Recorded in meta.json at a run's start and end; the summary warns when the machine was
     busy (see ``report.busy_warning``). Fields that this system does not expose are None.
@@ -132,8 +133,12 @@ def machine_state() -> dict[str, Any]:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         load = None
+    others = OtherWork()
+    time.sleep(OTHER_WORK_WINDOW)
+    other_cores = others.cores()
     return {
         "time": now_iso(),
+        "other_cores": None if other_cores is None else round(other_cores, 2),
         "load_average": load,
         "cpu_governor": _read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "cpu_mhz": _read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"),
@@ -147,6 +152,10 @@ def now_iso() -> str:
 
 # Other work on the machine, in cores' worth of load, above which a run is flagged busy.
 BUSY_LOAD = 0.5
+# How long machine_state watches other processes: the 1-minute load average at a run's start
+# still counts work that ended half a minute before (a run that followed another was called
+# busy with the machine to itself); /proc/stat's ticks are 10 ms, so 0.1 s tells 0.5 cores.
+OTHER_WORK_WINDOW = 0.1
 
 
 class OtherWork:
