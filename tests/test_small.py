@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from jacbench import (
     MLP,
@@ -64,6 +65,12 @@ def test_the_numpy_route_is_not_taken_where_it_cannot_be(taken):
     x = torch.randn(3, requires_grad=True)
     jac = jacobian_reverse(net, x)  # autograd records: the result must carry a graph
     assert jac.requires_grad
+    xs = torch.randn(4, 3)
+    batched = torch.func.vmap(lambda one: jacobian(net, one))(xs)  # vmap's batched input
+    assert torch.allclose(batched, jacobian_reverse(net, xs))
+    with FlopCounterMode(display=False) as counter:  # a mode that must see every product
+        jacobian_reverse(net, torch.randn(3))
+    assert counter.get_total_flops() > 0
     half = MLP.from_widths((3, 8, 8, 2), seed=0, dtype=torch.bfloat16)
     jacobian_reverse(half, torch.randn(3, dtype=torch.bfloat16))  # no bfloat16 in NumPy
     assert taken == []

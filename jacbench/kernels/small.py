@@ -115,8 +115,12 @@ def network(
 
 def takes(net: Network, x: Tensor) -> bool:
     """Whether the NumPy route can compute this Jacobian: one input (on the CPU, in the
-    network's dtype, as the routines check) and no gradient to record."""
-    if x.ndim != 1:
+    network's dtype, as the routines check), no gradient to record, and nothing that must
+    see torch's operations: a torch.func transform (vmap's batched input), a compile, a
+    dispatch mode (a FLOP counter, fake tensors)."""
+    if x.ndim != 1 or type(x) is not Tensor or torch.compiler.is_compiling():
+        return False
+    if torch._C._len_torch_dispatch_stack() or _wrapped(x):
         return False
     if not torch.is_grad_enabled():
         return True
@@ -126,6 +130,12 @@ def takes(net: Network, x: Tensor) -> bool:
         if tensor.requires_grad:
             return False
     return True
+
+
+def _wrapped(x: Tensor) -> bool:
+    """A torch.func transform's wrapper (vmap's batched or grad's tracking tensor)."""
+    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return bool(check(x)) if check is not None else False
 
 
 def _slopes(net: Network, x: Tensor) -> list[np.ndarray]:
