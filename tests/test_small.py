@@ -78,9 +78,9 @@ def test_the_numpy_route_is_not_taken_where_it_cannot_be(taken):
 
 def test_the_numpy_route_keeps_its_arrays_with_the_network(taken):
     net = MLP.from_widths((3, 8, 8, 2), seed=0)
-    first = net.numpy_network()
+    first = net.numpy_network
     jacobian_forward(net, torch.randn(3))
-    assert taken == ["forward"] and net.numpy_network() is first
+    assert taken == ["forward"] and net.numpy_network is first
     assert first.weights[0].base is not None  # a view of the tensor's memory, not a copy
 
 

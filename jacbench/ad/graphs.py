@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from jacbench.kernels.eager import plain_eager
+
 # Untimed calls before a capture, on a side stream: lazy initialisation and library
 # workspaces must not happen inside the capture.
 WARMUP_CALLS = 3
@@ -90,18 +92,10 @@ def capturable(x: Tensor, *tensors: Tensor | None) -> bool:
     A plain tensor on a CUDA device, no gradient to record (autograd cannot run through a
     replay), and no capture or ``torch.compile`` trace already under way.
     """
-    if not x.is_cuda or type(x) is not Tensor or is_wrapped(x):
+    if not x.is_cuda or not plain_eager(x):
         return False
     if torch.is_grad_enabled() and (
         x.requires_grad or any(t is not None and t.requires_grad for t in tensors)
     ):
         return False
-    if torch.compiler.is_compiling():
-        return False
     return not torch.cuda.is_current_stream_capturing()
-
-
-def is_wrapped(x: Tensor) -> bool:
-    """A torch.func transform's wrapper (vmap's batched or grad's tracking tensor)."""
-    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
-    return bool(check(x)) if check is not None else False

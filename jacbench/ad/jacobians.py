@@ -696,7 +696,7 @@ def _run_checked(compute, net: MLP, x: Tensor, chunk_size: int | None) -> Tensor
         return compute(net, x, chunk_size)
     mode = _SMALL_MODES.get(compute)
     if mode is not None and x.ndim == 1 and tuning.active().small_route(mode) == "numpy":
-        arrays = net.numpy_network()
+        arrays = net.numpy_network
         if arrays is not None and small.takes(arrays, x):
             route = small.forward if mode == "forward" else small.reverse
             return route(arrays, x)

@@ -8,6 +8,7 @@ formula, only the points σ' is evaluated at.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,8 +55,6 @@ class MLP:
     # on small networks building them per call costs as much as the arithmetic.
     _widths: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _transposed: tuple[Tensor, ...] = field(init=False, repr=False, compare=False)
-    # The NumPy route's arrays (NOTE: [Small networks in NumPy]), made on its first use.
-    _arrays: list[small.Network | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         weights, biases, activations = self.weights, self.biases, self.activations
@@ -86,7 +85,6 @@ class MLP:
         widths = (weights[0].shape[1], *(w.shape[0] for w in weights))
         object.__setattr__(self, "_widths", widths)
         object.__setattr__(self, "_transposed", tuple(w.T for w in weights))
-        object.__setattr__(self, "_arrays", [])
 
     # ------------------------------------------------------------------ shape
     @property
@@ -99,14 +97,14 @@ class MLP:
         """``(W_1ᵀ, …, W_Fᵀ)`` as views (no copies), made once."""
         return self._transposed
 
+    @functools.cached_property
     def numpy_network(self) -> small.Network | None:
-        """The network's parts as NumPy arrays sharing the tensors' memory, made once, for
-        ``jacbench.kernels.small``'s routes; None where they cannot take it (not float32 or
-        float64 on the CPU, an activation without a NumPy form there)."""
-        if not self._arrays:
-            names = [act.name for act in self.activations]
-            self._arrays.append(small.network(self.weights, self.biases, names))
-        return self._arrays[0]
+        """The network's parts as NumPy arrays sharing the tensors' memory, made on first
+        use (NOTE: [Small networks in NumPy]), for ``jacbench.kernels.small``'s routes; None
+        where they cannot take it (not float32 or float64 on the CPU, an activation without
+        a NumPy form there)."""
+        names = [act.name for act in self.activations]
+        return small.network(self.weights, self.biases, names)
 
     @property
     def depth(self) -> int:

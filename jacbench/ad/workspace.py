@@ -34,8 +34,8 @@ from collections.abc import Hashable, Sequence
 import torch
 from torch import Tensor
 
-from jacbench.ad.graphs import is_wrapped
 from jacbench.ad.networks import MLP
+from jacbench.kernels.eager import plain_eager
 
 WORKSPACES = 8  # per thread
 
@@ -70,9 +70,7 @@ _LOCK = threading.Lock()
 def workspace(routine: str, net: MLP, x: Tensor) -> Workspace | None:
     """The workspace of ``routine`` for (net, x), or None where none is used (autograd,
     a transform or a compile under way, a GPU)."""
-    if not x.is_cpu or type(x) is not Tensor or torch.compiler.is_compiling():
-        return None
-    if is_wrapped(x):
+    if not x.is_cpu or not plain_eager(x):
         return None
     if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in net.weights)):
         return None

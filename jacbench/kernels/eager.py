@@ -1,0 +1,25 @@
+"""Whether a call runs eagerly on a plain tensor, so that it may step outside torch's
+dispatch: write into kept buffers (``jacbench.ad.workspace``), replay a CUDA graph
+(``jacbench.ad.graphs``), compute in NumPy (``jacbench.kernels.small``).
+
+A torch.func transform passes its own wrapper tensors (vmap's batched, grad's tracking),
+a ``torch.compile`` trace passes fake ones, and a tensor subclass may redefine any op: each
+must see torch's operations, so none of those shortcuts may be taken for them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def is_wrapped(x: Tensor) -> bool:
+    """A torch.func transform's wrapper (vmap's batched or grad's tracking tensor)."""
+    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return bool(check(x)) if check is not None else False
+
+
+def plain_eager(x: Tensor) -> bool:
+    """x is a plain ``Tensor`` (no subclass, no transform's wrapper) and no compile is
+    tracing."""
+    return type(x) is Tensor and not torch.compiler.is_compiling() and not is_wrapped(x)
