@@ -368,9 +368,9 @@ def plan(
 #     by 2–9% or level, and on batches (B = 32–1024, K = 64–128) reverse or mixed mode by
 #     3–5% once wide batched blocks run as a bmm (NOTE: [Wide batched blocks]). So a tie
 #     goes to forward mode for one input with D below every hidden width, else to reverse;
-#     on two AMD EPYC cores forward mode was 7–10% ahead on a PINN batch (L=6 D=P=3 K=128
-#     B=1024), so both are measured per machine where the tuning has run (NOTE: [Ties
-#     measured, not assumed]: "tie one input", "tie batch modes").
+#     on two AMD EPYC cores forward mode was 1–10% ahead on a PINN batch (L=6 D=P=3 K=128
+#     B=1024), within that VM's noise, so both are measured per machine where the tuning
+#     has run (NOTE: [Ties measured, not assumed]: "tie one input", "tie batch modes").
 # NOTE: [Launch-bound problems]
 #     Below about a megaflop a Jacobian is a few dozen tiny kernels whose launches, not
 #     their arithmetic, set the time, and both pure modes launch as many. There reverse

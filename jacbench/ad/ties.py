@@ -32,9 +32,9 @@ from jacbench.measure.tuning import TIE_CLASSES
 
 # The shape each class is timed on: (widths, batch). One input with D = P below the layers
 # (the crossover grid's K = 512); a PINN batch with D = P (the classes preset's, where
-# forward mode ran 7–10% ahead of reverse on the EPYC); a PINN-like batch where mixed mode's
-# bracketing ties with
-# reverse mode; PINN Laplacians at the two widths the EPYC and the Xeon disagreed on.
+# forward mode ran 1–10% ahead of reverse on the EPYC); a PINN-like batch where mixed mode's
+# bracketing ties with reverse mode; PINN Laplacians at the two widths the EPYC and the Xeon
+# disagreed on.
 SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
     "tie one input": ((16, 512, 512, 512, 512, 512, 16), 1),
     "tie batch modes": ((3, *([128] * 6), 3), 1024),

@@ -129,9 +129,9 @@ SMALL_NETS = ((4, 24, 8, 6), (2, 30, 10, 10))  # (D, K, L, P): the classes and t
 # Choices between whole routines where the cost model's counts tie or mislead (NOTE: [Ties
 # measured, not assumed] in ``jacbench.ad.ties``, which supplies what is timed): one input
 # with D = P below every layer, forward or reverse mode; a batch with D = P, reverse or
-# forward mode; a batch where mixed mode's
-# bracketing saves under cost.MIXED_MIN_SAVING, the pure mode or mixed; the exact Laplacian
-# of a network narrower or wider than LAPLACIAN_WIDE. The first candidate is the default.
+# forward mode; a batch where mixed mode's bracketing saves under cost.MIXED_MIN_SAVING, the
+# pure mode or mixed; the exact Laplacian of a network narrower or wider than
+# LAPLACIAN_WIDE. The first candidate is the default.
 TIE_CLASSES: dict[str, tuple[str, ...]] = {
     "tie one input": ("forward", "reverse"),
     "tie batch modes": ("reverse", "forward"),
@@ -610,8 +610,7 @@ def _time(fn: Callable[[], object], min_time: float, threads: int | None = None)
 def _pick(default: str, rounds: Mapping[str, Sequence[float]]) -> str:
     """The fastest candidate by its median over the interleaved rounds, where it is at least
     ``MIN_GAIN`` faster than the default and faster in every round; else the default."""
-    best = _fastest(default, rounds)
-    return best if all(b < d for b, d in zip(rounds[best], rounds[default])) else default
+    return _settle(default, rounds, spread=1.0)[0]
 
 
 def _fastest(default: str, rounds: Mapping[str, Sequence[float]]) -> str:
@@ -622,12 +621,13 @@ def _fastest(default: str, rounds: Mapping[str, Sequence[float]]) -> str:
 
 
 def _settle(default: str, rounds: Mapping[str, Sequence[float]], spread: float) -> tuple[str, bool]:
-    """The class's choice, and whether it is settled: not where the rounds disagreed by more
-    than ``SPREAD_LIMIT`` and the medians name another candidate that did not win every
-    round (NOTE: [A tuning measured on a busy machine])."""
-    choice = _pick(default, rounds)
-    noisy = spread > SPREAD_LIMIT
-    return choice, not (noisy and choice == default and _fastest(default, rounds) != default)
+    """The class's choice (``_pick``'s), and whether it is settled: not where the rounds
+    disagreed by more than ``SPREAD_LIMIT`` and the medians name another candidate that did
+    not win every round (NOTE: [A tuning measured on a busy machine])."""
+    best = _fastest(default, rounds)
+    if best == default or all(b < d for b, d in zip(rounds[best], rounds[default])):
+        return best, True
+    return default, spread <= SPREAD_LIMIT
 
 
 def _medians(rounds: Mapping[str, Sequence[float]]) -> dict[str, float]:
