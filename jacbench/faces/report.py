@@ -706,14 +706,17 @@ def busy_warning(meta: dict) -> str | None:
     other += [end[0] - threads] if end else []
     if not other or max(other) <= machine.BUSY_LOAD:
         return None
+    at_end = f"{end[0] if end else '—'} at the end"
     if start_cores is not None:
-        first = f"other processes kept {start_cores} cores busy at the start"
-    else:
-        first = f"1-minute load average {start_load[0] if start_load else '—'} at the start"
+        both = f"other processes kept {start_cores} cores busy at the start, 1-minute load "
+        both += f"average {at_end}"
+    else:  # an older record: the load average at both ends
+        both = (
+            f"1-minute load average {start_load[0] if start_load else '—'} at the start, {at_end}"
+        )
     return (
-        f"Warning: the machine was busy during this run ({first}, 1-minute load average "
-        f"{end[0] if end else '—'} at the end, with {threads} threads of its own): "
-        "timings may be slower and noisier than on an idle machine."
+        f"Warning: the machine was busy during this run ({both}, with {threads} threads of "
+        "its own): timings may be slower and noisier than on an idle machine."
     )
 
 
