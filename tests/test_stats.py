@@ -69,9 +69,45 @@ def test_the_ratio_interval_holds_the_ratio_of_medians():
     ratio, low, high = stats.ratio_interval([a], [2 * a], paired=False)
     assert ratio == pytest.approx(2.0)
     assert 1.5 < low <= 2.0 <= high < 2.5  # b is exactly 2a; a's spread is ±10%
-    assert stats.verdict(low, high) == "slower"
-    assert stats.verdict(0.5, 0.9) == "faster"
-    assert stats.verdict(0.9, 1.1) == "same"
+    assert stats.Decision(ratio, low, high, True).outcome() is stats.Outcome.SLOWER
+    assert stats.Decision(0.7, 0.5, 0.9, True).outcome() is stats.Outcome.FASTER
+    assert stats.Decision(1.0, 0.9, 1.1, True).outcome() is stats.Outcome.SAME
+    assert stats.Decision(0.5, 0.4, 0.6, False).outcome() is stats.Outcome.UNSURE
+
+
+def test_a_change_is_claimed_only_when_significant_and_larger_than_the_gain():
+    """asv's rule: 8% faster and significant is 'faster' with no minimum gain, 'same'
+    with a minimum gain of 10%; 20% slower but not significant is 'same' either way."""
+    faster = stats.Decision(0.92, 0.90, 0.94, True)
+    assert faster.outcome() is stats.Outcome.FASTER
+    assert faster.outcome(0.10) is stats.Outcome.SAME
+    assert stats.Decision(1 / 0.92, 1 / 0.94, 1 / 0.9, True).outcome(0.05) is stats.Outcome.SLOWER
+    assert stats.Decision(1.2, 0.95, 1.5, True).outcome() is stats.Outcome.SAME
+
+
+def test_one_sample_a_round_is_faster_only_when_faster_in_every_round():
+    default = [[10.0], [11.0], [10.5]]
+    assert stats.decide(default, [[8.0], [9.0], [8.5]], paired=True).outcome(0.05) is (
+        stats.Outcome.FASTER
+    )
+    # faster by the medians, but not in the second round: the same
+    mixed = stats.decide(default, [[8.0], [11.5], [8.5]], paired=True)
+    assert mixed.ratio < 0.95 and mixed.outcome(0.05) is stats.Outcome.SAME
+    # two rounds are too few to test
+    assert stats.decide(default[:2], [[5.0], [5.0]], paired=True).outcome() is (
+        stats.Outcome.UNSURE
+    )
+
+
+def test_bootstrap_and_rounds_give_the_same_ratio_as_the_interval():
+    rng = np.random.default_rng(1)
+    a = [rng.lognormal(0, 0.02, 10) for _ in range(3)]
+    b = [1.5 * x for x in a]
+    decision = stats.decide(a, b, paired=True)
+    assert decision.tested and decision.ratio == pytest.approx(1.5)
+    assert decision.low <= 1.5 <= decision.high
+    assert decision.outcome(0.2) is stats.Outcome.SLOWER
+    assert decision.outcome(0.6) is stats.Outcome.SAME
 
 
 def test_pairing_by_round_cancels_drift_that_hides_a_difference():
@@ -119,12 +155,16 @@ def test_point_verdict_names_a_significant_winner_else_a_tie():
         }
     )
     by_key = stats.samples_by_key(samples)
-    assert stats.point_verdict(rows[rows["method"] != "c"], by_key) == ("a", ["a"], True)
-    winner, tied, tested = stats.point_verdict(rows, by_key)
-    assert sorted(tied) == ["a", "c"] and winner in ("a", "c") and tested
+    alone = stats.point_verdict(rows[rows["method"] != "c"], by_key)
+    assert (alone.winner, alone.tied, alone.tested, alone.decided) == ("a", ("a",), True, True)
+    assert alone.runner_up == "b" and 1.8 < alone.low <= alone.ratio <= alone.high < 2.2
+    both = stats.point_verdict(rows, by_key)
+    assert sorted(both.tied) == ["a", "c"] and both.winner in ("a", "c") and both.tested
+    assert not both.decided
     # no samples and no intervals: only the medians, and the verdict says it was not tested
     untested = rows.assign(ci_low_s=float("nan"), ci_high_s=float("nan"))
-    assert stats.point_verdict(untested[untested["method"] != "c"], {}) == ("a", ["a"], False)
+    verdict = stats.point_verdict(untested[untested["method"] != "c"], {})
+    assert (verdict.winner, verdict.tied, verdict.tested) == ("a", ("a",), False)
 
 
 def test_two_samples_a_side_are_never_a_significant_winner():
@@ -145,6 +185,8 @@ def test_two_samples_a_side_are_never_a_significant_winner():
         }
     )
     by_key = stats.samples_by_key(samples)
-    assert stats.point_verdict(rows, by_key) == ("a", ["a"], False)
+    verdict = stats.point_verdict(rows, by_key)
+    assert (verdict.tied, verdict.tested) == (("a",), False)
     overlapping = rows.assign(ci_low_s=[1.0, 0.9], ci_high_s=[2.5, 2.6])
-    assert stats.point_verdict(overlapping, by_key) == ("a", ["a", "b"], False)
+    verdict = stats.point_verdict(overlapping, by_key)
+    assert (verdict.tied, verdict.tested) == (("a", "b"), False)

@@ -420,16 +420,17 @@ def summary_frame(frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> p
     estimates = _estimates()
     for shape, rows in ok.groupby(SHAPE_COLUMNS, sort=False):
         exact = rows[~rows["method"].isin(estimates)]  # an estimate is no rival of exact ones
-        winner, tied, _ = stats.point_verdict(exact if len(exact) else rows, by_key)
-        fastest.append((shape, _verdict_text(winner, tied)))
+        verdict = stats.point_verdict(exact if len(exact) else rows, by_key)
+        fastest.append((shape, _verdict_text(verdict.winner, list(verdict.tied))))
         fixed = MODEL_FIXED_MODES if is_model_shape(rows["widths"].iloc[0]) else mlp_fixed
         ours = rows[rows["method"].isin(list(fixed))]
         if ours.empty:
             continue
-        winner, tied, was_tested = stats.point_verdict(ours, by_key)
-        measured.append((shape, _verdict_text(winner, tied)))
-        decided.append((shape, len(tied) == 1))
-        tested.append((shape, was_tested))
+        verdict = stats.point_verdict(ours, by_key)
+        tied = list(verdict.tied)
+        measured.append((shape, _verdict_text(verdict.winner, tied)))
+        decided.append((shape, verdict.decided))
+        tested.append((shape, verdict.tested))
         mode = predicted[shape]
         timed_modes = {fixed[m] for m in ours["method"]}
         tied_modes = {fixed[m] for m in tied}

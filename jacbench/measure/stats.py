@@ -13,10 +13,10 @@ jacbench prints rests on one of two intervals:
   resamples processes first when a run pooled several (the spread between processes then
   counts, as it should: it is most of the run-to-run drift).
 
-A difference is *significant* when the ratio's interval excludes 1. ``compare`` calls a
-row a regression only when the whole interval lies above 1 + threshold (asv's rule: large
-and significant). The bootstrap's generator is seeded: reading the same files twice gives
-the same verdicts.
+Every "is B faster than A?" jacbench answers, the tuning's choices and tie classes, a
+run's winner at a point and compare's verdicts, goes through one rule, ``decide`` (NOTE:
+[One decision rule]). The bootstrap's generator is seeded: reading the same files twice
+gives the same verdicts.
 
 Samples from one process are not truly independent (a machine drifts); the intervals are
 as good as that assumption, which is why ``--rounds`` (pairing) and ``--processes``
@@ -25,8 +25,10 @@ as good as that assumption, which is why ``--rounds`` (pairing) and ``--processe
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -142,13 +144,70 @@ def ratio_interval(
     return math.exp(log_ratio), math.exp(low), math.exp(high)
 
 
-def verdict(low: float, high: float) -> str:
-    """``faster``, ``slower`` or ``same`` for a ratio interval (other / baseline)."""
-    if high < 1:
-        return "faster"
-    if low > 1:
-        return "slower"
-    return "same"
+# NOTE: [One decision rule]
+#     B is faster than A when the 95% interval of the ratio B/A lies wholly below 1
+#     (significant) and the ratio itself is below 1 / (1 + min_gain) (large enough): asv's
+#     rule, a change claimed only when it is both. Slower likewise, above 1 and 1 + min_gain;
+#     anything else is the same (a tie). The interval is ``ratio_interval``'s: paired by
+#     round where both sides were timed in the same interleaved rounds, else unpaired by
+#     process. It needs MIN_SAMPLES samples a side; where each round holds one sample (the
+#     tuning times a candidate once per round), the rounds are the samples and their own
+#     ratios bound it: B is faster only if faster in every one of at least MIN_ROUNDS rounds.
+#     With neither there is no test (``tested`` False) and no claim either way.
+#     min_gain is 0 for a run's winner and compare's faster/slower, the tuning's MIN_GAIN for
+#     a kernel or a tie class, compare's threshold for regressed/improved.
+MIN_ROUNDS = 3
+
+
+class Outcome(enum.Enum):
+    """How B compares with A under ``decide``: ``unsure`` when there was nothing to test."""
+
+    FASTER = "faster"
+    SLOWER = "slower"
+    SAME = "same"
+    UNSURE = "unsure"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The ratio B/A of two timings with its 95% interval, and whether it could be tested."""
+
+    ratio: float
+    low: float
+    high: float
+    tested: bool
+
+    def outcome(self, min_gain: float = 0.0) -> Outcome:
+        """B against A by the one rule (NOTE: [One decision rule])."""
+        if not self.tested:
+            return Outcome.UNSURE
+        if self.high < 1 and self.ratio <= 1 / (1 + min_gain):
+            return Outcome.FASTER
+        if self.low > 1 and self.ratio >= 1 + min_gain:
+            return Outcome.SLOWER
+        return Outcome.SAME
+
+
+def decide(
+    baseline: Sequence[Sequence[float] | np.ndarray],
+    other: Sequence[Sequence[float] | np.ndarray],
+    *,
+    paired: bool,
+) -> Decision:
+    """The ratio other/baseline and its interval, for ``Decision.outcome``.
+
+    ``baseline`` and ``other`` are samples in groups as ``ratio_interval`` takes them: one group
+    per round when ``paired`` (the same rounds on both sides), else one per process.
+    """
+    a, b = _as_groups(baseline), _as_groups(other)
+    if paired and all(len(g) == 1 for g in (*a, *b)):  # one sample a round: the rounds decide
+        ratios = [float(y[0] / x[0]) for x, y in zip(a, b)]
+        ratio = math.exp(float(np.mean(np.log(ratios))))
+        return Decision(ratio, min(ratios), max(ratios), len(ratios) >= MIN_ROUNDS)
+    if min(sum(map(len, a)), sum(map(len, b))) < MIN_SAMPLES:
+        pooled = float(np.median(np.concatenate(b)) / np.median(np.concatenate(a)))
+        return Decision(pooled, math.nan, math.nan, False)
+    return Decision(*ratio_interval(a, b, paired=paired), True)
 
 
 # --------------------------------------------------------------- over results frames
@@ -163,45 +222,60 @@ def _strata(group: pd.DataFrame, by: list[str]) -> dict[tuple, np.ndarray]:
     return {k: g["seconds"].to_numpy() for k, g in group.groupby(by, sort=True)}
 
 
-def methods_interval(fast: pd.DataFrame, slow: pd.DataFrame) -> tuple[float, float, float]:
+def methods_decision(fast: pd.DataFrame, slow: pd.DataFrame) -> Decision:
     """Ratio slow/fast of two methods' samples from one run, paired by round where it can."""
     a, b = _strata(fast, ["process", "round"]), _strata(slow, ["process", "round"])
     if len(a) > 1 and a.keys() == b.keys():
-        return ratio_interval(list(a.values()), [b[k] for k in a], paired=True)
-    return runs_interval(fast, slow)
+        return decide(list(a.values()), [b[k] for k in a], paired=True)
+    return runs_decision(fast, slow)
 
 
-def runs_interval(before: pd.DataFrame, after: pd.DataFrame) -> tuple[float, float, float]:
+def runs_decision(before: pd.DataFrame, after: pd.DataFrame) -> Decision:
     """Ratio after/before of one row's samples from two runs (unpaired, by process)."""
     a, b = _strata(before, ["process"]), _strata(after, ["process"])
-    return ratio_interval(list(a.values()), list(b.values()), paired=False)
+    return decide(list(a.values()), list(b.values()), paired=False)
 
 
-def _enough(samples: pd.DataFrame | None) -> bool:
-    return samples is not None and len(samples) >= MIN_SAMPLES
+@dataclass(frozen=True)
+class PointVerdict:
+    """Which method won at one point: the fastest by its median, the methods not
+    significantly slower than it (itself first: more than one is a tie), whether a test
+    decided that, and the runner-up's ratio to the winner with its interval (nan where none)."""
+
+    winner: str
+    tied: tuple[str, ...]
+    tested: bool
+    runner_up: str = ""
+    ratio: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+
+    @property
+    def decided(self) -> bool:
+        """Whether one method won alone."""
+        return len(self.tied) == 1
 
 
-def point_verdict(
-    rows: pd.DataFrame, samples: dict[RowKey, pd.DataFrame]
-) -> tuple[str, list[str], bool]:
-    """(fastest method, the methods not significantly slower than it, itself first, tested).
+def point_verdict(rows: pd.DataFrame, samples: dict[RowKey, pd.DataFrame]) -> PointVerdict:
+    """The verdict at one point, whose timed rows are ``rows``.
 
-    ``rows`` are one point's timed rows. A method is tied with the fastest when the
-    interval of its ratio to the fastest reaches down to 1. With fewer than ``MIN_SAMPLES``
-    samples on either side (or none: runs made before samples.csv) the medians' intervals
-    decide, tied when they overlap, and ``tested`` is False: no verdict from two samples is
-    called significant. Without intervals either only equal medians tie.
+    A method ties with the fastest unless ``decide`` finds it slower (NOTE: [One decision
+    rule]). Where it cannot test (runs made before samples.csv, too few samples) the
+    medians' intervals decide, tied when they overlap, and ``tested`` is False: no verdict
+    from two samples is called significant. Without intervals either only equal medians tie.
     """
     ordered = rows.sort_values("median_s", kind="stable")
     fastest = ordered.iloc[0]
     key = row_key(fastest)
     tied = [fastest["method"]]
     tested = True
+    second: tuple[str, Decision | None] | None = None
     for _, other in ordered.iloc[1:].iterrows():
-        other_key = row_key(other)
-        if _enough(samples.get(key)) and _enough(samples.get(other_key)):
-            _, low, _ = methods_interval(samples[key], samples[other_key])
-            same = low <= 1
+        decision = None
+        if key in samples and row_key(other) in samples:
+            decision = methods_decision(samples[key], samples[row_key(other)])
+        if decision is not None and decision.tested:
+            same = decision.outcome() is not Outcome.SLOWER
         elif pd.notna(other["ci_low_s"]) and pd.notna(fastest["ci_high_s"]):
             same = bool(other["ci_low_s"] <= fastest["ci_high_s"])
             tested = False
@@ -210,7 +284,15 @@ def point_verdict(
             tested = False
         if same:
             tied.append(other["method"])
-    return fastest["method"], tied, tested
+        if second is None:
+            second = (other["method"], decision)
+    verdict = PointVerdict(fastest["method"], tuple(tied), tested)
+    if second is not None and second[1] is not None:
+        found = second[1]
+        return replace(
+            verdict, runner_up=second[0], ratio=found.ratio, low=found.low, high=found.high
+        )
+    return verdict
 
 
 def compare_runs(
@@ -220,11 +302,12 @@ def compare_runs(
     after_samples: pd.DataFrame,
     threshold: float,
 ) -> pd.DataFrame:
-    """Rows timed in both runs: ratio after/before with its interval, verdict, regression.
+    """Rows timed in both runs: ratio after/before with its interval and verdicts.
 
-    ``verdict`` is faster, slower or same (the interval excludes 1, or not), or unsure when
-    either side has fewer than ``MIN_SAMPLES`` samples. ``regressed`` only when the whole
-    interval lies above 1 + threshold; ``improved`` when it lies below 1 / (1 + threshold).
+    ``verdict`` is faster, slower or same by the one rule (NOTE: [One decision rule]), or
+    unsure when either side has fewer than ``MIN_SAMPLES`` samples; ``regressed`` and
+    ``improved`` by the same rule with the threshold as its minimum gain (a significant
+    change larger than it).
     """
     keys = list(KEY_COLUMNS)
     timed_statuses = ["ok", "slow", "unchecked"]
@@ -234,26 +317,25 @@ def compare_runs(
         b[[*keys, "median_s"]], on=keys, suffixes=("_a", "_b")
     )
     samples_a, samples_b = samples_by_key(before_samples), samples_by_key(after_samples)
-    columns: dict[str, list] = {c: [] for c in ("ratio", "ci_low", "ci_high", "n_a", "n_b")}
+    untested = Decision(math.nan, math.nan, math.nan, False)
+    decisions, counts = [], []
     for values in merged[keys].itertuples(index=False):
         key = RowKey(*values)
         sa, sb = samples_a.get(key), samples_b.get(key)
-        n_a = 0 if sa is None else len(sa)
-        n_b = 0 if sb is None else len(sb)
-        ratio = low = high = math.nan
-        if n_a >= MIN_SAMPLES and n_b >= MIN_SAMPLES:
-            ratio, low, high = runs_interval(sa, sb)
-        for name, value in zip(columns, (ratio, low, high, n_a, n_b)):
-            columns[name].append(value)
-    for name, values in columns.items():
-        merged[name] = values
+        both = sa is not None and sb is not None
+        decisions.append(runs_decision(sa, sb) if both else untested)
+        counts.append((_count(sa), _count(sb)))
     plain = merged["median_s_b"] / merged["median_s_a"]
-    merged["ratio"] = merged["ratio"].fillna(plain)
-    decided = merged["ci_low"].notna()
-    merged["verdict"] = [
-        verdict(lo, hi) if ok else "unsure"
-        for lo, hi, ok in zip(merged["ci_low"], merged["ci_high"], decided)
-    ]
-    merged["regressed"] = decided & (merged["ci_low"] > 1 + threshold)
-    merged["improved"] = decided & (merged["ci_high"] < 1 / (1 + threshold))
+    merged["n_a"] = [n for n, _ in counts]
+    merged["n_b"] = [n for _, n in counts]
+    merged["ratio"] = [d.ratio if d.tested else p for d, p in zip(decisions, plain)]
+    merged["ci_low"] = [d.low if d.tested else math.nan for d in decisions]
+    merged["ci_high"] = [d.high if d.tested else math.nan for d in decisions]
+    merged["verdict"] = [d.outcome().value for d in decisions]
+    merged["regressed"] = [d.outcome(threshold) is Outcome.SLOWER for d in decisions]
+    merged["improved"] = [d.outcome(threshold) is Outcome.FASTER for d in decisions]
     return merged
+
+
+def _count(samples: pd.DataFrame | None) -> int:
+    return 0 if samples is None else len(samples)
