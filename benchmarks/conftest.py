@@ -14,7 +14,7 @@ import os
 import pytest
 import torch
 
-from jacbench.measure import tuning
+from jacbench.measure import allocator, tuning
 from jacbench.runs.grid import PRESETS, Point
 from jacbench.runs.operators import OPERATORS
 from jacbench.runs.results import environment
@@ -91,4 +91,4 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["jacbench"] = {
         key: env[key]
         for key in ("jacbench", "torch", "cuda", "device_name", "threads", "cpu_model")
-    } | {"tuning": tuning.active().as_dict(), "allocator": tuning.allocator_settings()}
+    } | {"tuning": tuning.active().as_dict(), "allocator": allocator.allocator_settings()}

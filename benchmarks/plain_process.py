@@ -5,7 +5,7 @@
 For every operator (the Jacobian, the Hessian, the Laplacian, Hessian-vector products) at
 the PINN shapes and the seed problem, each configuration in a fresh process: ``plain``, as a
 user's program imports jacbench, and ``run``, with glibc's thresholds fixed as the harness
-fixes them (``tuning.keep_freed_memory``). It prints the page faults each call makes after
+fixes them (``allocator.keep_freed_memory``). It prints the page faults each call makes after
 warm-up and the median times, and their ratio (NOTE: [Buffers reused from call to call] in
 ``jacbench.ad.workspace``). A benchmark, not a test: its figures depend on the machine.
 """
@@ -35,12 +35,12 @@ def measure_here(operator: str, widths: list[int], batch: int, keep: bool, min_t
     import torch
 
     from jacbench.ad.networks import MLP
-    from jacbench.measure import timing, tuning
+    from jacbench.measure import allocator, timing
     from jacbench.runs.methods import METHODS
     from jacbench.runs.operators import OPERATORS
 
     if keep:
-        tuning.keep_freed_memory()
+        allocator.keep_freed_memory()
     net = MLP.from_widths(widths, seed=0)
     x = torch.randn(batch, widths[0]) if batch > 1 else torch.randn(widths[0])
     best = OPERATORS[operator].best_method

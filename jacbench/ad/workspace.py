@@ -9,8 +9,8 @@ NOTE: [Buffers reused from call to call]
     in a plain Python process: on an AMD EPYC (two cores) the forward Laplacian made 4,500
     faults a call at L=5 D=2 K=96 B=2048 (12.6 ms) and 2,900 at L=6 D=2 K=64 B=4096 (13.5 ms);
     written into buffers kept from the call before, none (7.3 and 10.1 ms). ``jacbench run``
-    hides this by fixing glibc's thresholds (``tuning.keep_freed_memory``), which changes the
-    whole program: a library cannot ask that of its user. So the routines write
+    hides this by fixing glibc's thresholds (``jacbench.measure.allocator.keep_freed_memory``),
+    which changes the whole program: a library cannot ask that of its user. So the routines write
     their large intermediates into a ``Workspace`` kept per (routine, network, input shape,
     dtype, thread): after the first call a call allocates its result and little else. A result
     is never one of the buffers. What a step uses once (a sweep's product and its scaling, a

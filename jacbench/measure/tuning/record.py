@@ -1,0 +1,251 @@
+"""The tuning's record: the kernel choices per class, what they were measured on, the classes.
+
+Two things in the Jacobian routines can be run more than one way with the same arithmetic,
+and which way is faster depends on the CPU's BLAS and vector maths, not on the shape alone
+(NOTE: [Measured, not assumed]):
+
+- a narrow product, a block of m < 16 rows times a weight (the primal step of a small batch,
+  forward mode's tangents T·Wᵀ, reverse mode's adjoints U·W): ``rows`` (the BLAS call on the
+  block as it is), ``weight-first`` (W·Tᵀ, the weight as the left operand, transposed back;
+  a matrix-vector product for one row) or ``split`` (the weight cut into row blocks over all
+  threads, NOTE: [Narrow products on all cores] in ``jacbench.kernels.products``);
+- forward mode's primal step on one input: ``separate`` (W·h, then the tangents T·Wᵀ: two
+  reads of W, the second from cache if it fits) or ``stacked`` (h as one more row on top of
+  T: one product of 1 + r rows, one read of W; NOTE: [The primal stacked on the tangents]
+  in ``jacbench.ad.jacobians``);
+- a batch's wide row blocks (16 or more rows per sample: reverse mode's adjoints for P ≥ 16)
+  times a weight: ``fold`` (matmul folds the batch into one tall GEMM) or ``bmm`` (one
+  product per sample, the weight shared with a zero batch stride);
+- tanh over a batch's activations: ``tanh`` (torch.tanh) or ``sigmoid`` (2·σ(2z) − 1, three
+  kernels that beat one where torch.tanh is not vectorised).
+
+``Tuning`` holds a choice for each class, and for each tie class (choices between whole
+routines); ``DEFAULTS`` is what the routines did before anything was measured. The cache
+(``cache``), the tuning in force (``current``) and the measurement (``measurement``) are
+the package's other modules.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# NOTE: [Measured, not assumed]
+#     One 600×600 float32 layer times 3 tangents, two cores: on an Intel Xeon (MKL, AVX-512)
+#     T·Wᵀ takes 12 µs and W·Tᵀ 40 µs; on an AMD EPYC with the same torch build, 90 µs and
+#     60 µs. torch.tanh runs at 0.14 ns per element on the Xeon and 1.7 on the EPYC, where
+#     torch.sigmoid runs at 0.24. No fixed rule is right on both, so the routines read a
+#     choice per class of product, measured once per machine (minutes) and cached.
+#     Every candidate computes the same products (the FLOP model is unchanged) and agrees
+#     with the reference to rounding.
+
+NARROW_KERNELS = ("rows", "weight-first", "split")
+PRIMAL_KERNELS = ("separate", "stacked")
+BATCHED_KERNELS = ("fold", "bmm")
+TANH_KERNELS = ("tanh", "sigmoid")
+NARROW_ROWS = (1, 3, 8)  # representative rows of the buckets 1, 2–5 and 6–15
+# The sizes of the narrow products and primal steps (``kernels.products.narrow_size``
+# numbers them in this order), and of a batch's wide blocks (``size_class``).
+SIZES = ("small", "medium", "large")
+BATCHED_SIZES = ("tiny", "small", "large")
+TANH_MIN_ELEMENTS = 1 << 14  # below this, launches dominate: torch.tanh's one kernel wins
+# The cache's format: an entry of another version lacks classes and is measured again.
+VERSION = 6
+
+
+def bucket(rows: int) -> int:
+    """The representative row count of the bucket ``rows`` (1 ≤ rows < 16) falls in."""
+    return 1 if rows == 1 else 3 if rows <= 5 else 8
+
+
+def class_name(orientation: str, rows: int, size: str) -> str:
+    """A narrow-product class, e.g. ``forward m=3 small``."""
+    return f"{orientation} m={bucket(rows)} {size}"
+
+
+def default_narrow(orientation: str, rows: int, size: str) -> str:
+    """What the routines did before anything was measured: a lone vector through the primal
+    step is a matrix-vector product; large weights are split over the threads."""
+    if size == "large":
+        return "split"
+    return "weight-first" if orientation == "forward" and rows == 1 else "rows"
+
+
+# (orientation, representative rows, size) of every class, and the classes' names.
+_CLASS_KEYS = tuple(itertools.product(("forward", "reverse"), NARROW_ROWS, SIZES))
+CLASSES = tuple(class_name(o, m, s) for o, m, s in _CLASS_KEYS)
+# Forward mode's r tangent rows with the primal step of one input: r is the class's m.
+STACKING = "forward+primal"
+_PRIMAL_KEYS = tuple(itertools.product(NARROW_ROWS, SIZES))
+PRIMAL_CLASSES = tuple(class_name(STACKING, m, s) for m, s in _PRIMAL_KEYS)
+BATCHING = "batched rows"
+BATCHED_CLASSES = tuple(f"{BATCHING} {s}" for s in BATCHED_SIZES)
+# One input through a small network, whole: by torch or in NumPy (NOTE: [Small networks in
+# NumPy] in ``jacbench.kernels.small``), per mode; timed on two small chains.
+SMALL_ROUTES = ("torch", "numpy")
+SMALL_CLASSES = ("small forward", "small reverse")
+
+# Choices between whole routines where the cost model's counts tie or mislead (NOTE: [Ties
+# measured, not assumed] in ``jacbench.ad.ties``, which supplies what is timed): one input
+# with D = P below every layer, forward or reverse mode; a batch with D = P, reverse or
+# forward mode; a batch where mixed mode's bracketing saves under cost.MIXED_MIN_SAVING, the
+# pure mode or mixed; the exact Laplacian of a network narrower or wider than
+# LAPLACIAN_WIDE. The first candidate is the default.
+TIE_CLASSES: dict[str, tuple[str, ...]] = {
+    "tie one input": ("forward", "reverse"),
+    "tie batch modes": ("reverse", "forward"),
+    "tie batch": ("pure", "mixed"),
+    "laplacian narrow": ("forward-laplacian", "hessian-trace"),
+    "laplacian wide": ("forward-laplacian", "hessian-trace"),
+}
+LAPLACIAN_WIDE = 100  # hidden width from which a Laplacian is in the "laplacian wide" class
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The kernel of each narrow-product class, of forward mode's primal step, of a batch's
+    wide row blocks and of tanh, the routine that wins each tie, and what they were measured
+    on.
+
+    ``machine`` is empty for the built-in defaults; ``measured_s`` holds each candidate's
+    median seconds per class, for ``jacbench tune`` and meta.json.
+    """
+
+    narrow: Mapping[str, str] = field(
+        default_factory=lambda: {
+            class_name(o, m, s): default_narrow(o, m, s) for o, m, s in _CLASS_KEYS
+        }
+    )
+    primal: Mapping[str, str] = field(
+        default_factory=lambda: dict.fromkeys(PRIMAL_CLASSES, "separate")
+    )
+    batched: Mapping[str, str] = field(
+        default_factory=lambda: dict.fromkeys(BATCHED_CLASSES, "fold")
+    )
+    small: Mapping[str, str] = field(default_factory=lambda: dict.fromkeys(SMALL_CLASSES, "torch"))
+    ties: Mapping[str, str] = field(
+        default_factory=lambda: {name: choices[0] for name, choices in TIE_CLASSES.items()}
+    )
+    tanh: str = "tanh"
+    machine: str = ""
+    measured_s: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # Why these measurements are not to be trusted ("": they are): other work on the machine.
+    busy: str = field(default="", compare=False)
+    # Classes whose rounds kept disagreeing (NOTE: [A tuning measured on a busy machine]):
+    # they keep their defaults.
+    unsettled: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        # The routines look a kernel up on every narrow product: a flat table, keyed by
+        # (forward?, rows, large?), costs one dict probe.
+        table = {
+            (o == "forward", rows, size): self.narrow[class_name(o, rows, s)]
+            for o in ("forward", "reverse")
+            for rows in range(1, 16)
+            for size, s in enumerate(SIZES)
+        }
+        stacked = {
+            (rows, size): self.primal[class_name(STACKING, rows, s)] == "stacked"
+            for rows in range(1, 16)
+            for size, s in enumerate(SIZES)
+        }
+        object.__setattr__(self, "_table", table)
+        object.__setattr__(self, "_stacked", stacked)
+        shared = tuple(self.batched[f"{BATCHING} {s}"] == "bmm" for s in BATCHED_SIZES)
+        object.__setattr__(self, "_shared", shared)
+        # cost.plan reads two tie rules on every jacobian(mode="auto") call: made once here.
+        rules = {
+            name: (choice, _measured_text(self.measured_s.get(name)) if self.machine else "")
+            for name, choice in self.ties.items()
+        }
+        object.__setattr__(self, "_tie_rules", rules)
+
+    def narrow_kernel(self, forward: bool, rows: int, size: int) -> str:
+        """The kernel for ``rows`` (< 16) rows times a weight, in forward mode's orientation
+        (block·Wᵀ) or reverse mode's (block·W); ``size``: the weight's ``narrow_size``."""
+        return self._table[(forward, rows, size)]  # type: ignore[attr-defined]
+
+    def stacks_primal(self, rows: int, size: int) -> bool:
+        """Whether forward mode multiplies one input's primal step with its ``rows`` (< 16)
+        tangent rows as one block; ``size``: the weight's ``narrow_size``."""
+        return self._stacked[(rows, size)]  # type: ignore[attr-defined]
+
+    def shares_weight(self, size: int) -> bool:
+        """Whether a batch's wide row blocks times a weight run as one bmm with the weight
+        shared (else one folded GEMM); ``size``: 0 tiny, 1 small, 2 large weight."""
+        return self._shared[size]  # type: ignore[attr-defined]
+
+    def tie_rule(self, name: str) -> tuple[str, str]:
+        """Tie class ``name``'s choice, and how it was measured ("" where nothing was: the
+        fixed rule stands), for the plan's reason."""
+        return self._tie_rules[name]  # type: ignore[attr-defined]
+
+    def small_route(self, mode: str) -> str:
+        """How one input goes through a small network in ``mode``: "torch" or "numpy"."""
+        return self.small[f"small {mode}"]
+
+    def kernel(self, name: str) -> str:
+        """The choice of class ``name`` (a narrow product, a primal step, a batched block, a
+        small network's route, a tie between routines)."""
+        for table in (self.narrow, self.primal, self.batched, self.small, self.ties):
+            if name in table:
+                return table[name]
+        raise KeyError(name)
+
+    def as_dict(self) -> dict[str, Any]:
+        """What meta.json and the cache file store."""
+        return {
+            "version": VERSION,
+            "machine": self.machine,
+            "tanh": self.tanh,
+            "narrow": dict(self.narrow),
+            "primal": dict(self.primal),
+            "batched": dict(self.batched),
+            "small": dict(self.small),
+            "ties": dict(self.ties),
+            "measured_s": {k: dict(v) for k, v in self.measured_s.items()},
+            "unsettled": list(self.unsettled),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Tuning:
+        """The inverse of ``as_dict``; unknown or missing classes take the defaults."""
+        defaults = cls()
+
+        def known(table: str, choices: tuple[str, ...]) -> dict[str, str]:
+            kept = dict(getattr(defaults, table))
+            for name, kernel in data.get(table, {}).items():
+                if name in kept and kernel in choices:
+                    kept[name] = kernel
+            return kept
+
+        ties = dict(defaults.ties)
+        for name, choice in data.get("ties", {}).items():
+            if choice in TIE_CLASSES.get(name, ()):
+                ties[name] = choice
+
+        tanh = data.get("tanh", "tanh")
+        return cls(
+            narrow=known("narrow", NARROW_KERNELS),
+            primal=known("primal", PRIMAL_KERNELS),
+            batched=known("batched", BATCHED_KERNELS),
+            small=known("small", SMALL_ROUTES),
+            ties=ties,
+            tanh=tanh if tanh in TANH_KERNELS else "tanh",
+            machine=str(data.get("machine", "")),
+            measured_s=data.get("measured_s", {}),
+            unsettled=tuple(str(name) for name in data.get("unsettled", ())),
+        )
+
+
+def _measured_text(seconds: Mapping[str, float] | None) -> str:
+    """``measured on this machine: forward 0.851 ms, reverse 0.755 ms`` ("" for none)."""
+    if not seconds:
+        return ""
+    times = ", ".join(f"{k} {s * 1e3:.3g} ms" for k, s in seconds.items())
+    return f"measured on this machine: {times}"
+
+
+DEFAULTS = Tuning()
