@@ -1,169 +1,166 @@
-"""Report and compare on small hand-made result files with known numbers."""
+"""Report and compare rendered (jacbench.faces: report, markdown, tables, text) from small
+hand-made result files with known numbers; the analysis itself is tests/test_analysis.py's."""
 
 import json
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
-from jacbench.ad import cost
-from jacbench.faces import report
+from jacbench.faces import markdown, report, tables, text
 from jacbench.faces.cli import app
-from jacbench.measure.rows import COLUMNS, KEY_COLUMNS, SAMPLE_COLUMNS
+from jacbench.runs import analysis
+from jacbench.runs.grid import Point
+
+from .test_analysis import _frame, _row, _with_peers, fixture_frame, fixture_samples
 
 runner = CliRunner()
 
 
-def fixture_frame(scale_reverse: float = 1.0) -> pd.DataFrame:
-    """Two depths × two P values; reverse is 4× faster than forward at P=1, 4× slower at P=128.
-
-    Batches of two: the predictions follow the FLOP counts (one input this small would be
-    launch-bound, NOTE: [Launch-bound problems] in jacbench.ad.cost)."""
-    rows = []
-    for depth in (2, 4):
-        for d_out in (1, 128):
-            widths = "-".join(map(str, (64, *[32] * depth, d_out)))
-            fwd = 1e-3 * depth
-            rev = (fwd / 4 if d_out == 1 else fwd * 4) * scale_reverse
-            predicted = cost.plan(tuple(int(w) for w in widths.split("-")), 2).mode
-            for method, median in (("forward", fwd), ("reverse", rev), ("mixed", min(fwd, rev))):
-                row = dict.fromkeys(COLUMNS, "")
-                row.update(
-                    depth=depth,
-                    d_in=64,
-                    width=32,
-                    d_out=d_out,
-                    widths=widths,
-                    batch=2,
-                    dtype="float32",
-                    device="cpu",
-                    method=method,
-                    status="ok",
-                    median_s=median,
-                    predicted_mode=predicted,
-                    noisy=False,
-                    model="mlp",
-                )
-                rows.append(row)
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    return frame.replace("", float("nan")).infer_objects()
+def _terminal(shown, width: int = 160) -> str:
+    console = Console(width=width, record=True)
+    console.print(shown)
+    return console.export_text()
 
 
-def fixture_samples(frame: pd.DataFrame, spread: float = 0.02, n: int = 20) -> pd.DataFrame:
-    """20 blocks per row around its median; rows of one median share their blocks exactly."""
-    rng = np.random.default_rng(0)
-    records, drawn = [], {}
-    for _, row in frame.iterrows():
-        key = (row["widths"], row["median_s"])
-        if key not in drawn:
-            drawn[key] = row["median_s"] * rng.lognormal(0, spread, n)
-        for seconds in drawn[key]:
-            records.append({**{c: row[c] for c in KEY_COLUMNS}, "process": 0, "round": 0})
-            records[-1]["seconds"] = seconds
-    return pd.DataFrame(records, columns=list(SAMPLE_COLUMNS))
+# ------------------------------------------------------------------- summary
+def test_a_verdict_reads_as_the_winner_or_the_tie():
+    assert text.verdict_text("reverse", ("reverse",)) == "reverse"
+    assert text.verdict_text("reverse", ("reverse", "mixed")) == "tie: reverse ≈ mixed"
+    assert text.verdict_text(float("nan"), None) == "—"
+    tied = ("hessian-fwd-over-rev", "hessian-structured")
+    assert text.verdict_text(tied[0], tied, "hessian-") == "tie: fwd-over-rev ≈ structured"
+    row = {"measured": "forward", "measured_tied": ("forward", "mixed"), "fastest": float("nan")}
+    assert text.verdict_cell(row, "measured") == "tie: forward ≈ mixed"
+    assert text.verdict_cell(row, "fastest") == "—"
+    assert text.prediction_cell({"predicted": "reverse", "prediction_ok": False}) == "reverse ✗"
+    assert text.prediction_cell({"predicted": "reverse", "prediction_ok": None}) == "reverse"
 
 
-def test_summary_frame_ratio_winner_and_ties():
+def test_summary_markdown_has_one_row_per_shape():
     frame = fixture_frame()
-    summary = report.summary_frame(frame, fixture_samples(frame))
-    assert len(summary) == 4
-    p1 = summary[summary["d_out"] == 1].iloc[0]
-    assert p1["fwd/rev"] == pytest.approx(4.0)
-    # mixed runs the reverse bracketing here: the same time, so no significant winner
-    assert p1["measured"] == "tie: reverse ≈ mixed"
-    assert p1["fastest"] == "tie: reverse ≈ mixed"
-    assert (p1["predicted"], bool(p1["prediction_ok"]), bool(p1["decided"])) == (
-        "reverse",
-        True,
-        False,
+    shown = report.summary_markdown(frame, {"command": "jacbench run --preset x"})
+    assert "Command: `jacbench run --preset x`" in shown
+    assert (
+        "| L=2 D=64 K=32 P=1 B=2 float32 cpu | 2 ms | 500 µs | 500 µs | 4 | reverse ✓ "
+        "| tie: reverse ≈ mixed | tie: reverse ≈ mixed |" in shown
     )
-    p128 = summary[summary["d_out"] == 128].iloc[0]
-    assert p128["fwd/rev"] == pytest.approx(0.25)
-    assert (p128["predicted"], p128["measured"], bool(p128["prediction_ok"])) == (
-        "forward",
-        "tie: forward ≈ mixed",
-        True,
-    )
-    assert report.prediction_accuracy(summary) == (4, 4, 0)
+    assert "at 4 of 4 shapes" in shown
 
 
-def test_a_significant_winner_is_named_and_a_tie_counts_as_right():
+def test_one_builder_feeds_the_markdown_and_the_terminal():
+    frame = fixture_frame()
+    summary = analysis.summary_frame(frame, fixture_samples(frame))
+    wide = tables.summary_table(summary, wide=True)
+    lines = markdown.markdown_lines(wide)
+    assert lines[0] == (
+        "| shape | forward | reverse | mixed | fwd/rev | predicted | measured | fastest |"
+    )
+    assert lines[1] == "|---|---:|---:|---:|---:|---:|---:|---:|"
+    assert "\n".join(lines) in report.summary_markdown(frame, {}, samples=fixture_samples(frame))
+    narrow = tables.summary_table(summary)
+    assert narrow.header == ["shape", "forward", "reverse", "mixed", "fwd/rev", "predicted",
+                             "measured"]  # fmt: skip
+    assert narrow.rows[1] == ["L=2 D=64 K=32 P=128 B=2", "2 ms", "8 ms", "2 ms", "0.25",
+                              "forward ✓", "tie: forward ≈ mixed"]  # fmt: skip
+    [table] = report.summary_tables(frame, fixture_samples(frame))
+    shown = _terminal(table)
+    assert all(cell in shown for cell in narrow.rows[1])
+    assert "tie: forward ≈ mixed" in shown and "median time per Jacobian" in shown
+
+
+def test_the_accuracy_sentence_counts_wins_ties_and_untested_shapes():
     frame = fixture_frame()
     frame = frame[frame["method"] != "mixed"]
-    summary = report.summary_frame(frame, fixture_samples(frame))
-    assert list(summary["measured"]) == ["reverse", "forward", "reverse", "forward"]
-    # L=4 P=128 predicts mixed, which this frame did not time: 3 shapes with a verdict
-    assert report.prediction_accuracy(summary) == (3, 3, 3)
-    # forward 2% slower than reverse, with 30% noise in every block: no significant winner
     close = frame.assign(median_s=frame["median_s"].where(frame["method"] == "reverse", 0))
     close["median_s"] = close.groupby("widths")["median_s"].transform("max")
     close.loc[close["method"] == "forward", "median_s"] *= 1.02
-    summary = report.summary_frame(close, fixture_samples(close, spread=0.3))
-    assert summary["measured"].str.startswith("tie: ").all()
-    assert report.prediction_accuracy(summary) == (3, 3, 0)
-    assert "3 of 3 shapes; 0 of 3 had a significant winner (95%), 3 were ties" in (
-        report.accuracy_sentence(summary)
+    summary = analysis.summary_frame(close, fixture_samples(close, spread=0.3))
+    assert "3 of 3 shapes; 0 of 3 had a significant winner (95%), 3 were ties." in (
+        text.accuracy_sentence(summary)
     )
-
-
-def test_without_samples_equal_medians_tie_and_others_are_decided_by_medians():
-    summary = report.summary_frame(fixture_frame())
-    assert list(summary["measured"]) == ["tie: reverse ≈ mixed", "tie: forward ≈ mixed"] * 2
-    frame = fixture_frame()
-    summary = report.summary_frame(frame[frame["method"] != "mixed"])
-    assert list(summary["measured"]) == ["reverse", "forward", "reverse", "forward"]
-    assert report.prediction_accuracy(summary) == (3, 3, 0)  # nothing was tested
-    assert report.accuracy_sentence(summary).endswith(
+    decided = analysis.summary_frame(frame, fixture_samples(frame))
+    assert text.accuracy_sentence(decided).endswith(
+        "at 3 of 3 shapes; 3 of 3 had a significant winner (95%), 0 were ties."
+    )
+    untested = analysis.summary_frame(frame)
+    assert report.accuracy_sentence(untested).endswith(
         "at 3 of 3 shapes (judged by the medians' intervals alone: fewer than 5 samples per"
         " method, or none kept, to test them)."
     )
 
 
 def test_no_verdict_where_the_predicted_mode_was_not_timed():
-    # Reverse and mixed timed: the shapes that predict forward get no verdict (not a miss);
-    # the others are judged.
     frame = fixture_frame()
     frame = frame[frame["method"] != "forward"]
-    summary = report.summary_frame(frame, fixture_samples(frame))
-    forward = summary["predicted"] == "forward"
-    assert forward.any() and summary[forward]["prediction_ok"].isna().all()
-    assert summary[~forward]["prediction_ok"].notna().all()
-    judged = int((~forward).sum())
-    assert report.prediction_accuracy(summary)[1] == judged
-    assert f"of {judged} shapes" in report.summary_markdown(frame, {})
+    judged = analysis.prediction_accuracy(analysis.summary_frame(frame)).judged
+    assert judged == 3 and f"of {judged} shapes" in report.summary_markdown(frame, {})
 
 
 def test_one_mode_timed_alone_is_no_verdict_on_the_prediction():
     # Only reverse timed: it is the fastest hand-written mode by default, everywhere.
     frame = fixture_frame()
     frame = frame[frame["method"] == "reverse"]
-    summary = report.summary_frame(frame, fixture_samples(frame))
-    assert summary["prediction_ok"].isna().all()
-    assert report.prediction_accuracy(summary) == (0, 0, 0)
-    text = report.summary_markdown(frame, {})
-    assert "| 8 ms | — | forward | reverse |" in text  # predicted, unmarked; measured
-    assert "no verdict" in text
+    shown = report.summary_markdown(frame, {})
+    assert "| 8 ms | — | forward | reverse |" in shown  # predicted, unmarked; measured
+    assert "Prediction accuracy: no verdict" in shown
 
 
-def test_accuracy_sentence_without_any_verdict():
-    frame = fixture_frame()
-    only_mixed = frame[frame["method"] == "mixed"].assign(predicted_mode="forward")
-    summary = report.summary_frame(only_mixed)
-    assert report.prediction_accuracy(summary) == (0, 0, 0)
-    assert "no verdict" in report.accuracy_sentence(summary)
+def test_a_models_summary_names_its_predictor_and_no_ratio():
+    rows = [
+        _row(depth=0, d_in=256, width=0, d_out=1, widths="256-1", model="siren(width=8)",
+             method=method, family="torch.func", median_s=median, predicted_mode="reverse")
+        for method, median in (("func-jacfwd", 4e-3), ("func-jacrev", 1e-3))
+    ]  # fmt: skip
+    shown = report.summary_markdown(_frame(rows), {})
+    assert "| shape | func-jacfwd | func-jacrev | predicted | measured | fastest |" in shown
+    assert "| siren(width=8) D=256 P=1 B=2 float32 cpu | 4 ms | 1 ms | reverse ✓ |" in shown
+    assert "the mode generic.plan_of predicted was the fastest of torch.func's jacfwd" in shown
 
 
-def test_summary_markdown_has_one_row_per_shape():
-    frame = fixture_frame()
-    text = report.summary_markdown(frame, {"command": "jacbench run --preset x"})
-    assert "Command: `jacbench run --preset x`" in text
-    assert (
-        "| L=2 D=64 K=32 P=1 B=2 float32 cpu | 2 ms | 500 µs | 500 µs | 4 | reverse ✓ "
-        "| tie: reverse ≈ mixed | tie: reverse ≈ mixed |" in text
+def test_peers_and_rows_not_timed_in_summary_md():
+    frame = _with_peers(fixture_frame())
+    failed = _row(depth=2, d_out=1, widths="64-32-32-1", method="jax-jacrev", family="jax")
+    failed.update(status="error", message="jax is not installed")
+    shown = report.summary_markdown(pd.concat([frame, _frame([failed])], ignore_index=True))
+    assert "## auto against its peers" in shown
+    assert "| shape | auto | torch.func | autograd | × torch.func | × autograd |" in shown
+    assert "| L=2 D=64 K=32 P=128 B=2 float32 cpu | 2 ms | 6 ms | 32 ms | 3.00 | 16.00 |" in (shown)
+    assert "| geometric mean |  |  |  | 2.45 | 8.00 |" in shown  # √(2·3), √(4·16)
+    assert "## Rows not timed\n\n| shape | method | status | message |\n|---|---|---|---|" in (
+        shown
     )
-    assert "at 4 of 4 shapes" in text
+    assert "| L=2 D=64 K=32 P=1 B=2 float32 cpu | jax-jacrev | error | jax is not installed |" in (
+        shown
+    )
+
+
+def test_devices_side_by_side_in_summary_md():
+    cpu = fixture_frame()
+    frame = pd.concat([cpu, cpu.assign(device="cuda", median_s=cpu["median_s"] / 10)])
+    shown = report.summary_markdown(frame, {}, samples=fixture_samples(frame))
+    section = shown.split("## Devices side by side\n\n")[1]
+    assert section.startswith("| shape | method | cpu | cuda | cuda / cpu |\n|---|---:|")
+    # the shape without its device, forward's cuda/cpu ratio with its interval
+    assert "| L=2 D=64 K=32 P=1 B=2 float32 | forward | 2 ms | 200 µs | 0.1 (0." in section
+    assert section.count(") faster |") == 12
+
+
+def test_shape_labels_come_from_the_rows_own_columns():
+    row = {"depth": 3, "d_in": 8, "width": 64, "d_out": 8, "widths": "8-64-4-64-8",
+           "batch": 4, "dtype": "float64", "device": "cpu", "model": "mlp"}  # fmt: skip
+    assert report.shape_label(row) == "L=3 D=8 widths=8-64-4-64-8 P=8 B=4 float64 cpu"
+    assert text.compact_label(row) == "L=3 D=8 [8-64-4-64-8] P=8 B=4 float64"
+    uniform = {**row, "widths": "8-64-64-64-8"}
+    assert report.shape_label(uniform) == "L=3 D=8 K=64 P=8 B=4 float64 cpu"
+    assert text.compact_label({**uniform, "batch": 1, "dtype": "float32"}) == "L=3 D=8 K=64 P=8"
+    model = {**row, "depth": 0, "width": 0, "widths": "8-1", "d_out": 1, "model": "cnn(c=8)"}
+    assert report.shape_label(model) == "cnn(c=8) D=8 P=1 B=4 float64 cpu"
+    assert text.compact_label({**model, "device": "cuda"}) == "cnn(c=8) D=8 P=1 B=4 float64 cuda"
+    point = Point((8, 64, 4, 64, 8), 4, "float64")
+    assert report.shape_label(point) == report.shape_label(row)
 
 
 def test_summary_warns_when_the_machine_was_busy():
@@ -212,6 +209,22 @@ def test_write_report_makes_plots(tmp_path):
     written = report.write_report(tmp_path, frame, {})
     names = {p.name for p in written}
     assert names == {"summary.md", "time_vs_depth.png"}  # one D value: no D×P map
+    wide = pd.concat([frame, frame.assign(d_in=128)], ignore_index=True)
+    written = report.write_report(tmp_path, wide, {})
+    assert {p.name for p in written} == {"summary.md", "time_vs_depth.png", "fwd_rev_ratio.png"}
+    assert all(p.stat().st_size > 1000 for p in written)
+
+
+def test_summary_md_keeps_the_order_the_methods_were_asked_in(tmp_path):
+    header = "| shape | reverse | mixed | forward | fwd/rev | predicted | measured | fastest |"
+    for meta in (
+        {"settings": {"methods": ["reverse", "mixed", "forward"]}},
+        {"params": {"methods": ["reverse", "mixed", "forward"]}},  # an older meta.json
+    ):
+        report.write_report(tmp_path, fixture_frame(), meta)
+        assert header in (tmp_path / "summary.md").read_text()
+    report.write_report(tmp_path, fixture_frame(), {})
+    assert "| shape | forward | reverse | mixed |" in (tmp_path / "summary.md").read_text()
 
 
 def test_format_helpers():
@@ -267,6 +280,34 @@ def test_compare_a_slowdown_inside_the_noise_is_not_a_regression(tmp_path):
     result = runner.invoke(app, ["compare", str(a), str(b)])
     assert result.exit_code == 0, result.output
     assert "regressed" not in result.output.split("rows compared")[1]
+
+
+def test_compare_says_slower_is_significant_but_within_the_threshold():
+    from jacbench.measure import stats
+
+    a, b = fixture_frame(), fixture_frame(scale_reverse=1.5)
+    merged = stats.compare_runs(a, fixture_samples(a), b, fixture_samples(b), 0.6)
+    assert report.compare_sentence(merged, 0.6) == (
+        "12 rows compared: 6 slower, 6 same. faster/slower: a significant difference (95%), "
+        "but smaller than the 60% threshold (differences between runs of this size are "
+        "common: --processes measures them)."
+    )
+    shown = report.compare_markdown(merged, 0.6, "a", "b")
+    caption, _, header, separator, first = shown.splitlines()[:5]
+    assert caption == (
+        "Ratio b/a, 95% bootstrap interval; regressed or improved: significantly slower or "
+        "faster, by 1.6× or more."
+    )
+    assert header == "| shape | method | a | b | ratio | 95% interval | verdict |"
+    assert separator == "|---|---|---:|---:|---:|---:|---:|"
+    assert first.startswith("| L=2 D=64 K=32 P=1 B=2 float32 cpu | forward | 2 ms | 2 ms |")
+    assert shown.count("| slower |") == 6
+    terminal = _terminal(report.compare_table(merged, 0.6, "a", "b"), width=200)
+    caption = "regressed or improved: significantly slower or faster, by 1.6× or more"
+    assert caption in " ".join(terminal.split())  # the caption wraps at the table's width
+    lines = terminal.splitlines()
+    for cells in tables.compare_table(merged, 0.6, "a", "b", text.compact_label).rows:
+        assert any(all(cell in line for cell in cells) for line in lines), cells
 
 
 def test_compare_without_samples_is_unsure_never_a_regression(tmp_path):

@@ -1,0 +1,144 @@
+"""Markdown: a run folder's summary.md and compare's ``--markdown``, drawn from the tables of
+``tables`` (the same the terminal shows) and the sentences of ``text``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from jacbench.faces import tables
+from jacbench.faces.tables import TextTable
+from jacbench.faces.text import accuracy_sentence, busy_warning
+from jacbench.runs import analysis
+from jacbench.runs.operators import OPERATORS
+
+
+def markdown_lines(table: TextTable) -> list[str]:
+    """A table as Markdown lines: its header, the separator (the first ``table.left``
+    columns aligned left, the rest right), then one line per row."""
+    marks = ["---"] * table.left + ["---:"] * (len(table.header) - table.left)
+    lines = ["| " + " | ".join(table.header) + " |", "|" + "|".join(marks) + "|"]
+    return lines + ["| " + " | ".join(cells) + " |" for cells in table.rows]
+
+
+# ------------------------------------------------------------------- summary
+def summary_markdown(
+    frame: pd.DataFrame,
+    meta: dict | None = None,
+    methods: Sequence[str] | None = None,
+    samples: pd.DataFrame | None = None,
+) -> str:
+    """summary.md: per shape, median per method, forward/reverse ratio, predicted vs measured;
+    jacbench against its peers; for a run over several devices, the devices side by side."""
+    lines = ["# jacbench run summary", "", *_run_header(meta or {})]
+    parts = analysis.split_operators(frame)
+    for operator, rows in parts:
+        lines.append("")
+        if len(parts) > 1 or operator != "jacobian":
+            lines += [f"## The {operator}: {OPERATORS[operator].description}", ""]
+        summary = analysis.summary_frame(rows, samples)
+        if summary.empty:
+            lines.append("No timed rows.")
+            continue
+        lines += markdown_lines(tables.summary_table(summary, methods, operator, wide=True))
+        lines += ["", accuracy_sentence(summary, operator)]
+        for section in (_peer_lines(rows), _devices_lines(rows, methods, samples)):
+            if section:
+                lines += ["", *section]
+    lines += _untimed_lines(frame)
+    return "\n".join(lines) + "\n"
+
+
+def _machine_text(env: dict) -> str:
+    device = env.get("device_name") or env.get("cpu_model")
+    host = f" on {env['host']}" if env.get("host") else ""
+    return (
+        f"{device}{host}, {env.get('threads')} threads; torch {env.get('torch')}, "
+        f"jacbench {env.get('jacbench')}"
+    )
+
+
+def _run_header(meta: dict) -> list[str]:
+    """The command, machine(s) and times of a run, as Markdown lines."""
+    lines = []
+    env = meta.get("environment", {})
+    if meta.get("command"):
+        lines.append(f"Command: `{meta['command']}`  ")
+    parts = meta.get("parts") or []
+    machines = list(dict.fromkeys(_machine_text(p.get("environment") or {}) for p in parts))
+    if len(machines) > 1:  # a merge of parts that ran on different machines
+        merged = meta.get("merged", {})
+        lines.append(f"Merged from {len(parts)} {merged.get('kind', 'parts')}:  ")
+        for part in parts:
+            name = part.get("run") or f"shard {part.get('shard')}"
+            lines.append(f"- {name}: {_machine_text(part.get('environment') or {})}  ")
+    elif env:
+        lines.append(f"Machine: {_machine_text(env)}  ")
+    if meta.get("started"):
+        lines.append(f"Run: {meta.get('started')} → {meta.get('finished') or 'unfinished'}")
+    warning = busy_warning(meta)
+    if warning:
+        lines += ["", f"**{warning}**"]
+    return lines
+
+
+def _peer_lines(rows: pd.DataFrame) -> list[str]:
+    """The section on jacbench's best method against the best of each peer family."""
+    operator = analysis.operator_of(rows)
+    table = tables.peers_table(analysis.peer_comparison(rows), operator)
+    if table is None:
+        return []
+    best = OPERATORS[operator].best_method
+    each = (
+        "its forward or reverse mode, whichever was faster"
+        if operator == "jacobian"
+        else "the fastest of its methods"
+    )
+    return [
+        f"## {best} against its peers",
+        "",
+        f"Best median of each family ({each}) and how many times slower than `{best}` that "
+        f"is (× > 1: {best} is faster).",
+        "",
+        *markdown_lines(table),
+    ]
+
+
+def _devices_lines(
+    rows: pd.DataFrame, methods: Sequence[str] | None, samples: pd.DataFrame | None
+) -> list[str]:
+    """The section on a run over several devices: medians side by side, and each device's
+    time ratio to the first with its 95% interval and verdict (none for one device)."""
+    side_by_side = analysis.devices_side_by_side(rows, samples)
+    if side_by_side.empty:
+        return []
+    table = tables.devices_table(side_by_side, analysis.devices_of(rows), methods)
+    return ["## Devices side by side", "", *markdown_lines(table)]
+
+
+def _untimed_lines(frame: pd.DataFrame) -> list[str]:
+    """Markdown lines on slow, untimed and noisy rows (none where there are none)."""
+    lines = []
+    slow = frame[frame["status"] == "slow"]
+    if not slow.empty:
+        lines += [
+            "",
+            f"{len(slow)} rows were timed once only (`slow`: one call > --max-call-time).",
+        ]
+    untimed = tables.untimed_table(frame)
+    if untimed.rows:
+        lines += ["", "## Rows not timed", "", *markdown_lines(untimed)]
+    noisy = frame[frame["noisy"].fillna(False).astype(bool)]
+    if not noisy.empty:
+        lines += ["", f"{len(noisy)} timed rows are noisy (IQR > 10% of the median)."]
+    return lines
+
+
+# ------------------------------------------------------------------- compare
+def compare_markdown(merged: pd.DataFrame, threshold: float, label_a: str, label_b: str) -> str:
+    """The comparison as a Markdown table, with the same columns as the terminal's, under
+    the same caption."""
+    table = tables.compare_table(merged, threshold, label_a, label_b)
+    caption = table.caption[:1].upper() + table.caption[1:] + "."
+    return "\n".join([caption, "", *markdown_lines(table)]) + "\n"

@@ -1,0 +1,91 @@
+"""A run folder's plots (matplotlib, drawn off-screen): time against depth per method, and
+forward over reverse mode's time over (D, P). The data are ``jacbench.runs.analysis``'."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from jacbench.runs import analysis
+from jacbench.runs.methods import METHODS
+
+# Colour tells a method apart, the line style its family (solid: jacbench's own).
+FAMILY_STYLES: dict[str, str | tuple] = {
+    "jacbench": "-",
+    "torch.func": "--",
+    "autograd": "-.",
+    "naive": ":",
+    "jax": (0, (5, 1)),
+    "user": (0, (3, 1, 1, 1, 1, 1)),
+}
+
+
+def plot_time_vs_depth(frame: pd.DataFrame, path: Path) -> Path | None:
+    """Median time against depth, one line per method, one panel per other-dimensions group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = analysis.depth_series(frame)
+    if not groups:
+        return None
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups) + 1.8, 4.2), squeeze=False)
+    tab20 = plt.get_cmap("tab20")
+    colours = [tab20(i) for i in range(tab20.N)]
+    for ax, (key, g) in zip(axes[0], groups):
+        d, k, p, b, dtype, device = key
+        for i, method in enumerate(analysis.method_order(g["method"].unique(), None)):
+            m = g[g["method"] == method].sort_values("depth")
+            family = METHODS[method].family if method in METHODS else "user"
+            ax.plot(
+                m["depth"],
+                m["median_s"] * 1e3,
+                marker="o",
+                label=method,
+                color=colours[i % len(colours)],
+                linestyle=FAMILY_STYLES.get(family, "-"),
+            )
+        ax.set_yscale("log")
+        ax.set_xlabel("depth L")
+        ax.set_ylabel("median time per Jacobian (ms)")
+        ax.set_title(f"D={d} K={k} P={p} B={b} {dtype} {device}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_ratio_map(frame: pd.DataFrame, path: Path) -> Path | None:
+    """forward/reverse time ratio over (D, P): red where reverse wins, blue where forward wins."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    grids = analysis.ratio_grids(frame)
+    if not grids:
+        return None
+    fig, axes = plt.subplots(1, len(grids), figsize=(5.5 * len(grids), 4.5), squeeze=False)
+    for ax, (key, ratio) in zip(axes[0], grids):
+        depth, k, b, dtype, device = key
+        values = np.log2(ratio.to_numpy(dtype=float))
+        limit = max(1.0, float(np.nanmax(np.abs(values))))
+        image = ax.imshow(values, cmap="coolwarm", vmin=-limit, vmax=limit, origin="lower")
+        ax.set_xticks(range(len(ratio.columns)), [str(c) for c in ratio.columns])
+        ax.set_yticks(range(len(ratio.index)), [str(i) for i in ratio.index])
+        ax.set_xlabel("input dimension D")
+        ax.set_ylabel("output dimension P")
+        ax.set_title(f"forward / reverse time, L={depth} K={k} B={b} {dtype}", fontsize=10)
+        for (i, j), r in np.ndenumerate(ratio.to_numpy(dtype=float)):
+            if np.isfinite(r):
+                ax.text(j, i, f"{r:.2g}", ha="center", va="center", fontsize=8)
+        fig.colorbar(image, ax=ax, label="log2 ratio (>0: reverse faster)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
