@@ -2,14 +2,17 @@
 
 import json
 import re
+import types
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import typer
 from typer.testing import CliRunner
 
-from jacbench.faces.cli import app, join_list_options, main
+from jacbench.faces.cli import app, main
+from jacbench.faces.cli.common import NamesOf, OneOf, join_list_options, numbers
 from jacbench.measure.machine import install_hint
 from jacbench.measure.rows import COLUMNS
 
@@ -31,6 +34,25 @@ def test_join_list_options():
         "3,5,10",
     ]
     assert join_list_options(["--depths", "3,5", "--quiet"]) == ["--depths", "3,5", "--quiet"]
+
+
+def test_list_values_are_read_by_their_parsers():
+    assert numbers("3,5,10") == (3, 5, 10) == numbers("3 5 10")
+    assert numbers((1, 3)) == (1, 3)  # a default, read already
+    assert NamesOf()("forward,mine.py:fn") == ("forward", "mine.py:fn")
+    assert NamesOf(("float32", "float64"))("float64") == ("float64",)
+    assert OneOf(("first", "last"))("last") == "last"
+    assert OneOf(("first", "last")).metavar == "<first|last>"
+    for parse, text, message in [
+        (numbers, "3,x", "takes whole numbers, got 'x'"),
+        (numbers, "3,0", "must be ≥ 1, got 0"),
+        (numbers, ",", "needs at least one value"),
+        (NamesOf(("float32", "float64")), "float8", "takes float32 or float64, got 'float8'"),
+        (OneOf(("first", "last")), "middle", "takes first or last, got 'middle'"),
+    ]:
+        with pytest.raises(typer.BadParameter) as bad:
+            parse(text)
+        assert bad.value.format_message() == message
 
 
 def test_help_lists_commands():
@@ -97,7 +119,9 @@ def test_validate_fails_with_impossible_tolerance():
 def test_validate_unknown_activation():
     result = invoke("validate", "--activations", "gelu")
     assert result.exit_code == 2
-    assert "unknown activation 'gelu'" in result.output
+    assert "--activations takes all, tanh, sigmoid, relu, softplus or identity, got 'gelu'" in (
+        result.output
+    )
 
 
 # ----------------------------------------------------------------------------- run
@@ -126,7 +150,7 @@ def test_run_writes_every_file(tmp_path):
     assert meta["command"].startswith("jacbench run --depths 1 2")
     assert meta["finished"] is not None
     assert meta["environment"]["torch"] == torch.__version__
-    assert meta["params"]["methods"] == ["forward", "reverse", "func-jacrev"]
+    assert meta["settings"]["methods"] == ["forward", "reverse", "func-jacrev"]
     summary = (out / "summary.md").read_text()
     assert "| L=1 D=3 K=8 P=2 B=1 float32 cpu |" in summary
     assert (out / "time_vs_depth.png").stat().st_size > 1000
@@ -183,7 +207,7 @@ def test_run_refuses_existing_run_and_resumes(tmp_path):
     assert "already holds this run; pass --resume" in again.output
     other = invoke(*[a if a != 3 else 5 for a in args])
     assert other.exit_code == 2
-    assert "holds a run with other parameters" in other.output
+    assert "holds a run with other settings (grid.d_in: 3 → 5)" in other.output
     resumed = invoke(*args, "--resume", "--depths", 1, 2)
     assert resumed.exit_code == 0, resumed.output
     frame = pd.read_csv(tmp_path / "r" / "results.csv")
@@ -198,9 +222,11 @@ def test_run_refuses_existing_run_and_resumes(tmp_path):
         (["--depths", "0"], "--depths must be ≥ 1, got 0"),
         (["--d-in", "x"], "--d-in takes whole numbers, got 'x'"),
         (["--methods", "magic"], "unknown method 'magic'"),
-        (["--dtype", "float8"], "unknown dtype 'float8'"),
-        (["--preset", "huge"], "unknown preset 'huge'"),
-        (["--init", "he"], "unknown init 'he'"),
+        (["--dtype", "float8"], "--dtype takes float64, float32 or bfloat16, got 'float8'"),
+        (["--preset", "huge"], "--preset takes quick, seed, "),
+        (["--init", "he"], "--init takes lecun, xavier or normal, got 'he'"),
+        (["--operator", "jerk"], "--operator takes jacobian, hessian, laplacian or hvp"),
+        (["--param", "x"], "--param takes NAME=V1,V2"),
         (["--min-time", "0"], "min_time and max_call_time must be > 0"),
         (["--rounds", "0"], "'--rounds'"),
         (["--resume"], "nothing to resume"),
@@ -544,6 +570,11 @@ def test_run_with_an_unloadable_routine_stops_before_timing(tmp_path, spec, mess
     [
         (["run", "--bogus"], "Error: No such option: --bogus"),
         (["run", "--depths"], "Error: Option '--depths' requires an argument."),
+        (
+            ["run", "--depths", "0"],
+            "Error: --depths must be ≥ 1, got 0 (see `jacbench run --help`)",
+        ),
+        (["run", "--init", "he"], "Error: --init takes lecun, xavier or normal, got 'he'"),
         (["bogus"], "Error: No such command 'bogus'. (see `jacbench --help`)"),
     ],
 )
@@ -578,3 +609,47 @@ def test_run_says_which_of_the_presets_methods_are_not_installed(monkeypatch, tm
     # jax-jacfwd too where JAX is not installed at all
     note = r"Note: (jax-jacfwd, )?jax-jacrev of preset classes left out: not installed \("
     assert re.search(note + re.escape(hint) + r"\)", shown), shown
+
+
+# --------------------------------------------------------------------------- submit
+SUBMIT_GRID = ["--depths", "1", "2", "--d-in", "3", "--width", "4", "--d-out", "2"]
+
+
+def test_submit_deals_the_run_options_as_each_job_reads_them(tmp_path, monkeypatch):
+    """submit reads the run options with run's parser (lists folded), prints the plan that
+    harness.shard_estimates deals, and passes the options to each job as they were given."""
+    from jacbench.cluster import submission
+
+    submitted = {}
+
+    def fake_submit(run_args, count, out, *, executor, parameters):
+        submitted.update(run_args=list(run_args), count=count, parameters=parameters)
+        return [types.SimpleNamespace(job_id=f"7_{i}") for i in range(count)]
+
+    monkeypatch.setattr(submission, "submit", fake_submit)
+    run_args = [*SUBMIT_GRID, "--methods", "forward", "reverse"]
+    result = invoke("submit", "--shards", 2, "--out", tmp_path / "r", "--no-wait", *run_args)
+    assert result.exit_code == 0, result.output
+    assert submitted["run_args"] == run_args and submitted["count"] == 2
+    assert submitted["parameters"]["timeout_min"] >= submission.MIN_TIMEOUT_MIN
+    assert "Submitted 2 local jobs: 7_0, 7_1" in result.output
+    assert f"When they have finished: jacbench merge {tmp_path / 'r'}" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--depths", "0"], "--depths must be ≥ 1, got 0"),
+        (["--bogus"], "No such option: --bogus"),
+        (["--cuda-graphs"], "--cuda-graphs needs --device cuda"),
+        (["--preset", "peers", "--depths", "3"], "preset peers is a fixed list of shapes"),
+        (["--quiet"], "submit sets --quiet for each job itself"),
+    ],
+)
+def test_submit_refuses_bad_run_options_before_submitting(tmp_path, monkeypatch, args, message):
+    from jacbench.cluster import submission
+
+    monkeypatch.setattr(submission, "submit", lambda *a, **k: pytest.fail("submitted"))
+    result = invoke("submit", "--shards", 2, "--out", tmp_path / "r", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
