@@ -9,7 +9,8 @@ from jacbench.runs.grid import Point
 from jacbench.runs.harness import run_sweep
 from jacbench.runs.methods import METHODS
 from jacbench.runs.operators import OPERATORS
-from jacbench.runs.tasks import SweepConfig
+from jacbench.runs.options import SweepOptions
+from jacbench.runs.settings import Settings, Timing
 
 from .conftest import requires_cuda
 
@@ -39,10 +40,11 @@ def test_every_method_on_cuda_matches_the_float64_reference(name):
 
 @requires_cuda
 def test_sweep_on_cuda_records_peak_memory():
-    config = SweepConfig(
+    config = Settings(
+        SweepOptions(device="cuda"),
         points=(Point((64, 64, 64, 1), 2, "float32", "cuda"),),
         methods=(METHODS["forward"], METHODS["reverse"]),
-        min_time=0.01,
+        timing=Timing(min_time=0.01),
     )
     rows = list(run_sweep(config))
     assert all(r.status.value == "ok" for r in rows)
@@ -66,7 +68,12 @@ def test_sweep_on_cuda_turns_out_of_memory_into_an_oom_row_and_goes_on():
     # while its weights and input (on the host, in float64) are a few hundred MB.
     too_large = Point((4096, 4096, 4096), 4096, "float32", "cuda")
     small = Point((8, 16, 4), 2, "float32", "cuda")
-    config = SweepConfig(points=(too_large, small), methods=(METHODS["forward"],), min_time=0.01)
+    config = Settings(
+        SweepOptions(device="cuda"),
+        points=(too_large, small),
+        methods=(METHODS["forward"],),
+        timing=Timing(min_time=0.01),
+    )
     rows = list(run_sweep(config))
     assert [r.status.value for r in rows] == ["oom", "ok"]
     assert rows[1].max_rel_err < 1e-4

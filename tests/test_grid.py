@@ -20,7 +20,7 @@ def test_explicit_shapes_join_the_grid_in_every_dtype():
 def test_point_dimensions_and_key():
     point = Point((8, 2, 9, 1), 4, "float64", "cpu")
     assert (point.depth, point.d_in, point.width, point.d_out) == (2, 8, 9, 1)
-    assert point.key("reverse") == RowKey("8-2-9-1", 4, "float64", "cpu", "reverse")
+    assert point.key("reverse") == RowKey((8, 2, 9, 1), 4, "float64", "cpu", "reverse")
 
 
 @pytest.mark.parametrize(

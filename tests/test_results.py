@@ -16,7 +16,7 @@ def _row(method="forward", **kw):
         d_in=3,
         width=4,
         d_out=2,
-        widths="3-4-2",
+        widths=(3, 4, 2),
         batch=1,
         dtype="float32",
         device="cpu",
@@ -45,11 +45,11 @@ def test_rows_are_appended_once_in_schema_order(tmp_path):
     assert rows[0]["status"] == "ok" and rows[0]["median_s"] == "0.001"
 
 
-def test_meta_is_written_atomically_with_params(tmp_path):
+def test_meta_is_written_atomically_with_settings(tmp_path):
     with RunWriter(tmp_path / "run", {"depths": [3]}) as writer:
         writer.write_meta(command="jacbench run", started="now")
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
-    assert meta == {"command": "jacbench run", "started": "now", "params": {"depths": [3]}}
+    assert meta == {"command": "jacbench run", "started": "now", "settings": {"depths": [3]}}
     assert not list((tmp_path / "run").glob("*.tmp"))
 
 
@@ -58,7 +58,7 @@ def test_resume_repairs_a_torn_last_line(tmp_path):
     with writer.csv_path.open("a") as handle:
         handle.write("1,3,4,2,3-4-2,1,float32,cpu,rev")  # killed mid-row
     with RunWriter(tmp_path / "run", {"a": 1}, resume=True) as resumed:
-        assert resumed.done == {RowKey("3-4-2", 1, "float32", "cpu", "forward")}
+        assert resumed.done == {RowKey((3, 4, 2), 1, "float32", "cpu", "forward")}
         resumed.append(_row("reverse"))
     frame = results.read_results(tmp_path / "run")
     assert list(frame["method"]) == ["forward", "reverse"]
@@ -66,7 +66,7 @@ def test_resume_repairs_a_torn_last_line(tmp_path):
 
 def test_refuses_other_parameters_or_a_second_run_without_resume(tmp_path):
     _write(tmp_path / "run")
-    with pytest.raises(RunDirError, match="other parameters"):
+    with pytest.raises(RunDirError, match=r"other settings \(a: 1 → 2\)"):
         _write(tmp_path / "run", {"a": 2})
     with pytest.raises(RunDirError, match="already holds this run; pass --resume"):
         _write(tmp_path / "run")

@@ -201,7 +201,7 @@ def test_slurm_variables_run_a_strict_part(tmp_path):
     assert (part.groupby("widths")["method"].count() == 2).all()  # a point keeps its methods
     meta = json.loads((out / "shards" / "1-of-2" / "meta.json").read_text())
     assert meta["shard"]["index"] == 1 and meta["shard"]["count"] == 2
-    assert meta["params"]["shards"] == 2
+    assert meta["settings"]["shards"] == 2
     # --shard all ignores the array; the sharded folder refuses an unsharded run.
     whole = jacbench("run", *GRID, *METHODS, "--out", str(out), "--shard", "all", env=env)
     assert whole.returncode == 2
@@ -274,7 +274,7 @@ def test_merge_refuses_mixed_splits_and_other_parameters(tmp_path):
     other = tmp_path / "other"
     harness.sweep(["forward"], **options, out=other, shard="0/2")
     harness.sweep(["reverse"], **options, out=other, shard="1/2")
-    with pytest.raises(merging.MergeError, match=r"other parameters .*methods"):
+    with pytest.raises(merging.MergeError, match=r"other settings .*methods"):
         merging.merge_shards(other)
 
 
@@ -419,18 +419,22 @@ def test_submit_slurm_without_slurm(tmp_path, monkeypatch):
 
 # -------------------------------------------------------------- device lock
 def test_device_lock_makes_a_second_sweep_wait():
-    told, entered = [], threading.Event()
+    told, waiting, entered = [], threading.Event(), threading.Event()
+
+    def tell(message):
+        told.append(message)
+        waiting.set()
 
     def second():
-        with device_lock.hold("cpu", told.append):
+        with device_lock.hold("cpu", tell):
             entered.set()
 
     with device_lock.hold("cpu"):
         thread = threading.Thread(target=second)
         thread.start()
-        time.sleep(0.3)
-        assert not entered.is_set()
-        assert told and "another jacbench run is timing there" in told[0]
+        assert waiting.wait(timeout=60)  # the second sweep was told it waits …
+        assert not entered.is_set()  # … and has not entered while the first holds the lock
+        assert "another jacbench run is timing there" in told[0]
     thread.join(timeout=10)
     assert entered.is_set()
     assert device_lock.lock_names("cpu") == [f"cpu-{c}" for c in sorted(os.sched_getaffinity(0))]
@@ -444,7 +448,7 @@ def test_a_shard_measured_in_several_processes(tmp_path):
     folder = out / "shards" / "1-of-2"
     assert len(frame) == 1 and (folder / "processes" / "1" / "results.csv").exists()
     meta = json.loads((folder / "meta.json").read_text())
-    assert meta["params"]["shards"] == 2 and "shard" not in meta["params"]
+    assert meta["settings"]["shards"] == 2 and "shard" not in meta["settings"]
     assert meta["shard"]["index"] == 1 and len(meta["shard"]["grid"]) == 1
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import filelock
 import pandas as pd
 
-from jacbench.measure.rows import KEY_COLUMNS, ResultsFileError, RowKey, typed_frame
+from jacbench.measure.rows import KEY_COLUMNS, ResultsFileError, RowKey, format_widths, typed_frame
 from jacbench.runs import results, shards
 from jacbench.runs.results import RunData
 
@@ -83,10 +83,6 @@ def _read_part(folder: Path) -> RunData:
     return RunData(rows, results.read_samples(folder), meta)
 
 
-def _parameter_differences(a: dict, b: dict) -> list[str]:
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-
-
 def merge_shards(run_dir: Path | str) -> ShardedRun:
     """The shards under ``run_dir/shards/`` joined in the grid's order.
 
@@ -111,16 +107,18 @@ def merge_shards(run_dir: Path | str) -> ShardedRun:
     parts = {s: _read_part(folder) for s, folder in folders.items()}
     first_shard, first = next(iter(parts.items()))
     for shard, part in parts.items():
-        differ = _parameter_differences(first.meta.get("params", {}), part.meta.get("params", {}))
+        differ = results.settings_differences(
+            results.read_settings(first.meta), results.read_settings(part.meta)
+        )
         if differ:
             raise MergeError(
-                f"shard {shard} was run with other parameters than shard {first_shard} "
-                f"({', '.join(differ)}): they are not parts of one run"
+                f"shard {shard} was run with other settings than shard {first_shard} "
+                f"({'; '.join(differ)}): they are not parts of one run"
             )
     states = {s: _state(folders[s], part.meta) for s, part in parts.items()}
     rows, samples = _concat(list(parts.values()))
     _refuse_collisions([(f"shard {s}", p.rows) for s, p in parts.items()])
-    rows = _in_grid_order(rows, list(parts.values()), first.meta.get("params", {}))
+    rows = _in_grid_order(rows, list(parts.values()), results.read_settings(first.meta))
     present = {s.index for s in parts}
     missing = [i for i in range(count) if i not in present]
     unfinished = {s.index: state for s, state in states.items() if state != "finished"}
@@ -156,12 +154,12 @@ def merge_runs(runs: Sequence[tuple[str, RunData]], keep: str | None = None) -> 
     seen: set[RowKey] = set()
     kept_rows, kept_samples = [], []
     for _, run in ordered:
-        keys = [RowKey(*k) for k in run.rows[list(KEY_COLUMNS)].itertuples(index=False)]
+        keys = [RowKey.of_cells(k) for k in run.rows[list(KEY_COLUMNS)].itertuples(index=False)]
         fresh = [k not in seen for k in keys]
         kept_rows.append(run.rows[fresh])
         wanted = {k for k, f in zip(keys, fresh) if f}
         sample_keys = run.samples[list(KEY_COLUMNS)].itertuples(index=False)
-        kept_samples.append(run.samples[[RowKey(*k) in wanted for k in sample_keys]])
+        kept_samples.append(run.samples[[RowKey.of_cells(k) in wanted for k in sample_keys]])
         seen.update(wanted)
     if keep == "last":  # back in the order the runs were given
         kept_rows.reverse()
@@ -172,11 +170,12 @@ def merge_runs(runs: Sequence[tuple[str, RunData]], keep: str | None = None) -> 
         base={"environment": runs[0][1].meta.get("environment", {})},
         kind="runs",
         parts=[
-            {"run": name, "params": run.meta.get("params"), **_part(run.meta)} for name, run in runs
+            {"run": name, "settings": results.read_settings(run.meta), **_part(run.meta)}
+            for name, run in runs
         ],
         complete=all(run.meta.get("finished") for _, run in runs),
     )
-    meta["params"] = {"merged": [name for name, _ in runs], "methods": methods}
+    meta["settings"] = {"merged": [name for name, _ in runs], "methods": methods}
     meta["merged"]["keep"] = keep
     return RunData(rows, samples, meta)
 
@@ -219,8 +218,11 @@ def _merged_meta(base: dict, kind: str, parts: list[dict], complete: bool) -> di
     starts = [p["started"] for p in parts if p.get("started")]
     ends = [p["finished"] for p in parts if p.get("finished")]
     environments = [p.get("environment") or {} for p in parts]
+    kept = {k: v for k, v in base.items() if k not in (*_PART_FIELDS, "params")}
+    if "settings" in base or "params" in base:  # a shard's settings, in this version's layout
+        kept["settings"] = results.read_settings(base)
     return {
-        **{k: v for k, v in base.items() if k not in _PART_FIELDS},
+        **kept,
         "command": _shards_command(parts[0].get("command")) if kind == "shards" else None,
         "environment": base.get("environment") or environments[0],
         "started": min(starts) if starts else None,
@@ -244,13 +246,14 @@ def _refuse_collisions(named: list[tuple[str, pd.DataFrame]]) -> None:
     owner: dict[RowKey, str] = {}
     for name, rows in named:
         for key in rows[list(KEY_COLUMNS)].itertuples(index=False):
-            key = RowKey(*key)
+            key = RowKey.of_cells(key)
             if key in owner:
                 clashes = _clash_count(named, owner[key], name)
+                shape = f"{format_widths(key.widths)} batch {key.batch} {key.dtype} {key.device}"
                 raise MergeError(
                     f"{owner[key]} and {name} both hold {clashes} row"
                     f"{'s' if clashes != 1 else ''} with the same key (e.g. {key.method} at "
-                    f"{key.widths} batch {key.batch} {key.dtype} {key.device}): they measure "
+                    f"{shape}): they measure "
                     "the same thing; pass --keep first or --keep last to choose which wins"
                 )
             owner[key] = name
@@ -262,7 +265,7 @@ def _clash_count(named: list[tuple[str, pd.DataFrame]], a: str, b: str) -> int:
     return len(keys[0] & keys[1])
 
 
-def _in_grid_order(rows: pd.DataFrame, parts: list[RunData], params: dict) -> pd.DataFrame:
+def _in_grid_order(rows: pd.DataFrame, parts: list[RunData], settings: dict) -> pd.DataFrame:
     """Rows sorted as the unsharded run writes them: by the point's place in the grid
     (each shard's meta.json records it), then by method in the run's order."""
     position: dict[tuple, int] = {}
@@ -271,7 +274,7 @@ def _in_grid_order(rows: pd.DataFrame, parts: list[RunData], params: dict) -> pd
             position[(widths, int(batch), dtype, device)] = int(index)
     if rows.empty or not position:
         return rows
-    method_rank = {m: i for i, m in enumerate(params.get("methods", []))}
+    method_rank = {m: i for i, m in enumerate(settings.get("methods") or [])}
     point = zip(rows["widths"], rows["batch"], rows["dtype"], rows["device"])
     order = pd.DataFrame(
         {

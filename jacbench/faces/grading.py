@@ -22,16 +22,17 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from jacbench.ad import cost
-from jacbench.ad.jacobians import reference_jacobian
 from jacbench.measure import machine
+from jacbench.measure.rows import Mistake, Status
 from jacbench.runs import workers
-from jacbench.runs.diagnosis import Snapshot, diagnose
+from jacbench.runs.executors import InProcess, InWorker
 from jacbench.runs.grid import PRESETS, Point, uniform_widths
-from jacbench.runs.harness import SweepObserver, sweep
+from jacbench.runs.harness import SweepObserver, sweep, torch_state_kept
 from jacbench.runs.methods import Method
-from jacbench.runs.options import DEFAULT_CALL_TIMEOUT
-from jacbench.runs.routines import Routine, from_callable, load, routine_here, weights_named
-from jacbench.runs.tasks import TOLERANCES, build_input, build_network
+from jacbench.runs.options import DEFAULT_CALL_TIMEOUT, SweepOptions
+from jacbench.runs.routines import Routine, from_callable, load, routine_here
+from jacbench.runs.settings import Settings, Timing
+from jacbench.runs.tasks import TOLERANCES, PointTasks, build_input, build_network
 
 # The peers a passing routine is timed against.
 TIMING_METHODS = ("forward", "reverse", "auto", "func-jacrev")
@@ -175,23 +176,32 @@ def grade_cases(routine: Routine, call_timeout: float = DEFAULT_CALL_TIMEOUT) ->
     for case in grading_cases(routine.batched):
         if stopped:
             row = _case_row(case)
-            row["problem"] = f"not run: {stopped}"
+            row.update(problem=f"not run: {stopped}", mistake=Mistake.TIMEOUT.value)
         else:
             row = grade_case(routine, case, call_timeout)
-            if row["problem"].startswith(workers.TIMED_OUT):
+            if row["mistake"] == Mistake.TIMEOUT.value:
                 stopped = f"case {case.label} {row['problem']}"
         rows.append(row)
     return rows
 
 
 def grade_case(routine: Routine, case: Case, call_timeout: float = DEFAULT_CALL_TIMEOUT) -> dict:
-    """One case's row (``check``'s columns): in the routine's worker where it has one."""
-    try:
-        return _in_worker_if_possible(routine, _grade, call_timeout, case)
-    except workers.WorkerFailed as failure:
-        row = _case_row(case)
-        row["problem"] = str(failure)
-        return row
+    """One case's row (``check``'s columns): the routine built, called and checked through
+    the task pipeline, in the routine's worker where it has one."""
+    method = routine.as_method()
+    timing = Timing(max_call_time=math.inf, call_timeout=call_timeout)
+    settings = Settings(SweepOptions(), (case.point,), (method,), timing=timing)
+    executor = InWorker() if routine.ref is not None else InProcess()
+    with torch_state_kept():
+        tasks = PointTasks(case.point, settings, executor=executor)
+        try:
+            found = tasks.prepare(method)
+        finally:
+            tasks.close()
+    row = _case_row(case)
+    row.update(max_rel_err=found.max_rel_err, passed=found.status is Status.OK)
+    row.update(problem=found.message, mistake=found.mistake)
+    return row
 
 
 def _in_worker_if_possible(
@@ -227,27 +237,8 @@ def _case_row(case: Case) -> dict[str, Any]:
         "tolerance": TOLERANCES[case.dtype],
         "passed": False,
         "problem": "",
+        "mistake": "",
     }
-
-
-def _grade(routine: Routine, case: Case) -> dict[str, Any]:
-    net = build_network(case.point, seed=0, init="lecun", activation="tanh")
-    x = build_input(case.point, seed=0)
-    reference = reference_jacobian(net.to(dtype=torch.float64), x.to(torch.float64))
-    tolerance = TOLERANCES[case.dtype]
-    row = _case_row(case)
-    before = Snapshot(net, x)
-    try:
-        result = routine.bind(net, x)()
-    except (Exception, SystemExit) as error:  # a user routine may raise anything: the finding
-        row["problem"] = f"raised {workers.describe(error)}"[:300]
-        return row
-    changed = before.changed(net, x, weights_named(routine.convention))
-    found = diagnose(result, reference, tolerance, net=net, x=x)
-    row["max_rel_err"] = found.max_rel_err
-    row["passed"] = found.right and not changed
-    row["problem"] = changed or found.problem
-    return row
 
 
 def _depth_hint(cases: pd.DataFrame) -> list[str]:
@@ -255,7 +246,7 @@ def _depth_hint(cases: pd.DataFrame) -> list[str]:
     deep, for no reason the other checks could name."""
     series = cases[cases["case"].isin(["L=1", "L=2", "L=5", "L=8"])]
     failing = series[~series["passed"]]
-    generic = failing["problem"].str.startswith("max relative error").all()
+    generic = (failing["mistake"] == Mistake.WRONG_VALUES.value).all()
     if failing.empty or not generic or not series["passed"].iloc[0]:
         return []
     errors = ", ".join(f"{r.case}: {r.max_rel_err:.1g}" for r in series.itertuples())
@@ -299,7 +290,7 @@ class _DiagonalCounter(TorchFunctionMode):
 def _flop_hints(routine: Routine) -> list[str]:
     """Set the routine's counted matmul FLOPs beside the cost model's, at ``HINT_WIDTHS``."""
     point = Point(HINT_WIDTHS, 1, "float64")
-    net = build_network(point, seed=0, init="lecun", activation="tanh")
+    net = build_network(point)
     call = routine.bind(net, build_input(point, seed=0))
     diagonals = _DiagonalCounter()
     with diagonals:

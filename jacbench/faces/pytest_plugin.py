@@ -115,74 +115,90 @@ def _benchmark_jacobian(
 ) -> Any:
     import torch
 
-    from jacbench.ad import ties
-    from jacbench.ad.jacobians import relative_error
-    from jacbench.faces.report import shape_label
-    from jacbench.measure import device_lock, tuning
     from jacbench.runs.grid import Point
-    from jacbench.runs.harness import method_of
-    from jacbench.runs.operators import get_operator
-    from jacbench.runs.options import SweepOptions
-    from jacbench.runs.routines import resolve
-    from jacbench.runs.tasks import (
-        TOLERANCES,
-        build_input,
-        build_network,
-        point_costs,
-        point_reference,
-    )
 
     point = Point(widths, batch, dtype, device, model)
     if point.device.startswith("cuda") and not torch.cuda.is_available():
         pytest.skip("the benchmark asks for CUDA, which is not available")
-    # pytest-benchmark times a function of this process: the routine is loaded here, in the
-    # user's own test run (not in a worker as a sweep's is).
+    tasks, resolved, row = _checked(point, method, operator)
+    try:
+        call = tasks.executor.hosted.calls[resolved.name]
+        if device.startswith("cuda"):
+
+            def timed() -> Any:
+                result = call()
+                torch.cuda.synchronize()
+                return result
+        else:
+            timed = call
+        _describe(benchmark, point, tasks, resolved, row.max_rel_err)
+        from jacbench.measure import device_lock
+
+        # One timing process per device (jacbench.measure.device_lock), as `jacbench run` does.
+        with device_lock.hold(device):
+            return benchmark(timed)
+    finally:
+        tasks.close()
+
+
+def _checked(point: Any, method: Any, operator: str | None) -> tuple[Any, Any, Any]:
+    """The method at ``point`` built, called and checked through the task pipeline, in this
+    process (pytest-benchmark times a function of the test's own process); a wrong one
+    fails the test."""
+    import math
+
+    from jacbench.ad import ties
+    from jacbench.faces.report import shape_label
+    from jacbench.measure import tuning
+    from jacbench.measure.rows import Status
+    from jacbench.runs.operators import get_operator
+    from jacbench.runs.options import SweepOptions
+    from jacbench.runs.routines import resolve
+    from jacbench.runs.settings import Settings, Timing, method_of
+    from jacbench.runs.tasks import Instruments, PointTasks
+
+    # The routine is loaded here, in the user's own test run (not in a worker as a sweep's).
     resolved = resolve(method, isolated=False)
     # A user routine computes what the caller says (the Jacobian unless told), a registered
-    # method its own operator: the run's rule (harness.method_of).
-    asked = operator or ("jacobian" if resolved.source else resolved.operator)
-    computed = get_operator(asked)
-    resolved = method_of(computed.name, resolved)
-    if model is not None and not resolved.any_network:
+    # method its own operator: the run's rule (settings.method_of).
+    asked = get_operator(operator or ("jacobian" if resolved.source else resolved.operator))
+    resolved = method_of(asked.name, resolved)
+    if point.model is not None and not resolved.any_network:
         pytest.skip(f"{resolved.name} runs on jacbench's MLP only, not on a model")
-    tuning.ensure(device, ties=ties.candidates)  # the kernels and allocator `jacbench run` uses
-    run = SweepOptions()  # the network and input a run builds by default
-    net = build_network(point, seed=run.seed, init=run.init, activation=run.activation)
-    x = build_input(point, seed=run.seed)
-    call = resolved.build(net, x)
-    error = relative_error(call(), point_reference(point, net, x, computed.name))
+    tuned = tuning.ensure(point.device, ties=ties.candidates)  # the kernels `jacbench run` uses
+    timing = Timing(max_call_time=math.inf)
+    options = SweepOptions(device=point.device)
+    settings = Settings(options, (point,), (resolved,), asked.name, timing=timing)
+    tasks = PointTasks(point, settings, Instruments(tuning=tuned))
+    row = tasks.prepare(resolved)
     # An estimate (Hutchinson's) is timed, its error recorded, not held to a tolerance.
-    assert error <= TOLERANCES[dtype] or not resolved.exact, (
-        f"{resolved.name} is wrong at {shape_label(point)}: relative error {error:.3g}"
-    )
-    if device.startswith("cuda"):
+    if row.status is not Status.OK and not (row.status is Status.UNCHECKED and not resolved.exact):
+        tasks.close()
+        pytest.fail(f"{resolved.name} is wrong at {shape_label(point)}: {row.message}")
+    return tasks, resolved, row
 
-        def timed() -> Any:
-            result = call()
-            torch.cuda.synchronize()
-            return result
-    else:
-        timed = call
-    costs = point_costs(point, computed.name, net, x)
+
+def _describe(benchmark: Any, point: Any, tasks: Any, resolved: Any, error: float) -> None:
+    """The benchmark's group (its shape) and the same extra_info as the built-in suites."""
+    from jacbench.faces.report import shape_label
+
+    costs, operator = tasks.costs, tasks.settings.operator
     mode = resolved.mode_for(costs.predicted)
     # The Jacobian's groups keep their names (saved runs compare); others say the operator.
     label = shape_label(point)
-    benchmark.group = label if computed.name == "jacobian" else f"{computed.name} {label}"
+    benchmark.group = label if operator == "jacobian" else f"{operator} {label}"
     benchmark.extra_info.update(
         method=resolved.name,
         family=resolved.family,
-        operator=computed.name,
+        operator=operator,
         mode=mode,
         source=resolved.source,
-        widths=list(widths),
+        widths=list(point.widths),
         model=point.label,
-        batch=batch,
-        dtype=dtype,
-        device=device,
+        batch=point.batch,
+        dtype=point.dtype,
+        device=point.device,
         flops=costs.flops.get(mode),
         predicted_mode=costs.predicted,
         max_rel_err=error,
     )
-    # One timing process per device (jacbench.measure.device_lock), as `jacbench run` holds it.
-    with device_lock.hold(device):
-        return benchmark(timed)

@@ -215,7 +215,7 @@ def samples_by_key(samples: pd.DataFrame) -> dict[RowKey, pd.DataFrame]:
     if samples is None or samples.empty:
         return {}
     samples = with_key_columns(samples)
-    return {RowKey(*k): g for k, g in samples.groupby(list(KEY_COLUMNS), sort=False)}
+    return {RowKey.of_cells(k): g for k, g in samples.groupby(list(KEY_COLUMNS), sort=False)}
 
 
 def _strata(group: pd.DataFrame, by: list[str]) -> dict[tuple, np.ndarray]:
@@ -320,7 +320,7 @@ def compare_runs(
     untested = Decision(math.nan, math.nan, math.nan, False)
     decisions, counts = [], []
     for values in merged[keys].itertuples(index=False):
-        key = RowKey(*values)
+        key = RowKey.of_cells(values)
         sa, sb = samples_a.get(key), samples_b.get(key)
         both = sa is not None and sb is not None
         decisions.append(runs_decision(sa, sb) if both else untested)

@@ -18,7 +18,7 @@ from types import MappingProxyType
 import torch
 
 from jacbench.ad.cost import check_widths
-from jacbench.measure.rows import RowKey, format_widths
+from jacbench.measure.rows import RowKey
 from jacbench.runs.methods import METHODS, MODEL_METHODS, default_methods, model_methods
 from jacbench.runs.models import MLP_LABEL, Model
 
@@ -69,9 +69,7 @@ class Point:
 
     def key(self, method: str) -> RowKey:
         """The key of this point's row for ``method``."""
-        return RowKey(
-            format_widths(self.widths), self.batch, self.dtype, self.device, method, self.label
-        )
+        return RowKey(self.widths, self.batch, self.dtype, self.device, method, self.label)
 
     @property
     def label(self) -> str:
@@ -369,7 +367,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
                 shapes=tuple((uniform_widths(4, n, n, n), 1) for n in (64, 128, 256, 512)),
                 methods=_JACBENCH_AND_FUNC,
             ),
-            # jacbench.ad.models' families, each where forward mode should win (few inputs,
+            # jacbench.ad.builtin_models' models, each where forward mode should win (few inputs,
             # many outputs), where reverse mode should (many inputs, one output), and at a
             # batch: sized for two cores.
             Preset(

@@ -1,12 +1,11 @@
-"""The harness: build each point's network, check every method once, time it, yield rows.
+"""The sweep: a grid's tasks run in order, their rows yielded and written.
 
-A run measures one operator (``jacbench.runs.operators``: the Jacobian by default): every
-method's result is checked against that operator's float64 reference.
-
-A task is one (point, method) pair. ``run_sweep`` yields one ``Row``
-per task as it finishes; ``sweep`` is the library call behind ``jacbench run``: options
-in, a results DataFrame out, optionally writing a run folder. Nothing here prints:
-presentation belongs to ``report.py`` and ``cli.py``.
+``sweep`` is the library call behind ``jacbench run``: options in, resolved once into
+``Settings`` (``jacbench.runs.settings``), every task run through the one pipeline
+(``jacbench.runs.tasks``), a results DataFrame out, optionally a run folder written row by
+row. A run measures one operator (the Jacobian by default): every method's result is checked
+against that operator's float64 reference. Nothing here prints: presentation belongs to
+the faces.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import itertools
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,48 +24,46 @@ import pandas as pd
 import torch
 
 from jacbench.ad import ties
-from jacbench.ad.jacobians import (
-    jacobian,
-    jacobian_forward,
-    jacobian_mixed,
-    jacobian_reverse,
-    relative_error,
-)
-from jacbench.ad.networks import INITS, MLP
-from jacbench.kernels.activations import ACTIVATIONS
-from jacbench.measure import device_lock, tuning
+from jacbench.ad.jacobians import jacobian, jacobian_forward, jacobian_mixed, jacobian_reverse
+from jacbench.ad.networks import MLP
+from jacbench.measure import allocator, device_lock, tuning
 from jacbench.measure.peaks import measure_peaks
 from jacbench.measure.rows import (
     FAILED_STATUSES,
     Row,
+    RowKey,
     format_widths,
     samples_frame,
     typed_frame,
 )
-from jacbench.runs import models, results, routines, shards
 from jacbench.runs import processes as pool_processes
-from jacbench.runs.grid import DTYPES, Point, expand_grid, expand_models, get_preset
-from jacbench.runs.methods import METHODS, Method, model_methods
-from jacbench.runs.operators import get_operator
-from jacbench.runs.options import (
-    DEFAULT_MIN_TIME,
-    MethodLike,
-    SweepOptions,
-)
-from jacbench.runs.tasks import (
-    SweepConfig,
-    build_input,
-    build_network,
-    point_reference,
-    run_point,
-)
+from jacbench.runs import results, shards
+from jacbench.runs.grid import DTYPES, Point
+from jacbench.runs.methods import Method
+from jacbench.runs.options import MethodLike, SweepOptions
+from jacbench.runs.settings import Build, Settings, resolve
+from jacbench.runs.tasks import Instruments, PointTasks, run_point
 
 
-def run_sweep(config: SweepConfig) -> Iterator[Row]:
-    """Yield one row per (point, method) task of ``config``, in order, as each finishes."""
-    tasks = config.tasks()
+def pending(settings: Settings, done: Iterable[RowKey] = ()) -> list[tuple[Point, Method]]:
+    """The (point, method) tasks of ``settings`` not among the rows ``done``, in order."""
+    skip = frozenset(done)
+    return [
+        (point, method)
+        for point in settings.points
+        for method in settings.methods
+        if point.key(method.name) not in skip
+    ]
+
+
+def run_sweep(
+    settings: Settings, instruments: Instruments | None = None, done: Iterable[RowKey] = ()
+) -> Iterator[Row]:
+    """Yield one row per task of ``settings`` not ``done``, in order, as each finishes."""
+    tasks = pending(settings, done)
     for point, group in itertools.groupby(tasks, key=lambda task: task[0]):
-        yield from run_point(point, [method for _, method in group], config)
+        methods = [method for _, method in group]
+        yield from run_point(point, methods, settings, instruments or Instruments())
 
 
 class SweepObserver(Protocol):
@@ -81,30 +78,6 @@ class SweepObserver(Protocol):
     def waiting(self, message: str) -> None:
         """The sweep waits for its device: another jacbench run is timing there
         (``jacbench.measure.device_lock``). Optional: an observer without it is not told."""
-
-
-def _check_options(options: SweepOptions, planned: _Planned) -> None:
-    for method in planned.methods:
-        if not method.available():
-            raise ValueError(f"method {method.name} is not available here: {method.requirement}")
-    if options.init not in INITS:
-        raise ValueError(f"unknown init {options.init!r}; expected one of: {', '.join(INITS)}")
-    if options.activation not in ACTIVATIONS:
-        known = ", ".join(ACTIVATIONS)
-        raise ValueError(f"unknown activation {options.activation!r}; expected one of: {known}")
-    if not (planned.min_time > 0 and options.max_call_time > 0):
-        raise ValueError("min_time and max_call_time must be > 0")
-    if options.rounds < 1:
-        raise ValueError(f"rounds must be ≥ 1, got {options.rounds}")
-    if options.threads is not None and options.threads < 1:
-        raise ValueError(f"threads must be ≥ 1, got {options.threads}")
-    for method in planned.methods:
-        if method.needs_cuda and torch.device(options.device).type != "cuda":
-            raise ValueError(f"method {method.name} needs a CUDA device (--device cuda)")
-    if options.processes < 1:
-        raise ValueError(f"processes must be ≥ 1, got {options.processes}")
-    if not options.call_timeout > 0:
-        raise ValueError(f"call_timeout must be > 0, got {options.call_timeout}")
 
 
 def sweep(
@@ -152,25 +125,27 @@ def sweep(
         options = SweepOptions.from_keywords({"methods": methods, **keywords})
     elif methods is not None or keywords:
         raise ValueError("give the options as keywords or as options=, not both")
-    with _callers_state():
+    with torch_state_kept():
         return _sweep(options, out, resume, shard, shard_folder, command, observer)
 
 
 @contextlib.contextmanager
-def _callers_state() -> Iterator[None]:
-    """torch's global state (threads, default dtype, grad mode) as the caller had it, after
-    the sweep, whatever it or a routine run here changed."""
+def torch_state_kept() -> Iterator[None]:
+    """torch's global state (threads, default dtype, grad mode, the CPU's random generator)
+    as the caller had it, after the block, whatever it or a routine run here changed."""
     threads, dtype, grad = (
         torch.get_num_threads(),
         torch.get_default_dtype(),
         torch.is_grad_enabled(),
     )
+    generator = torch.get_rng_state()
     try:
         yield
     finally:
         torch.set_num_threads(threads)
         torch.set_default_dtype(dtype)
         torch.set_grad_enabled(grad)
+        torch.set_rng_state(generator)
 
 
 def _sweep(
@@ -182,13 +157,15 @@ def _sweep(
     command: str | None,
     observer: SweepObserver | None,
 ) -> pd.DataFrame:
-    planned = plan(options)
+    settings = resolve(options)
     if isinstance(shard, str):
         shard = shards.parse_shard(shard)
-    grid_index = {point: i for i, point in enumerate(planned.points)}  # a merge restores it
-    points = planned.points
+    grid_index = {point: i for i, point in enumerate(settings.points)}  # a merge restores it
     if shard is not None:
-        points = shards.deal(points, planned.methods, shard.count, planned.min_time)[shard.index]
+        dealt = shards.deal(
+            list(settings.points), list(settings.methods), shard.count, settings.timing.min_time
+        )
+        settings = replace(settings, points=tuple(dealt[shard.index]), shards=shard.count)
         if out is not None:
             out = _shard_out(Path(out), shard, shard_folder)
     elif out is not None and shards.is_sharded(out):
@@ -196,176 +173,36 @@ def _sweep(
             f"{out} holds a sharded run: run its shards with --shard i/n, or join them with "
             f"`jacbench merge {out}`"
         )
-    _check_options(options, planned)
-    config = SweepConfig(
-        points=tuple(points),
-        methods=tuple(planned.methods),
-        seed=options.seed,
-        init=options.init,
-        activation=options.activation,
-        min_time=planned.min_time,
-        max_call_time=options.max_call_time,
-        threads=options.threads,
-        validate=options.validate,
-        rounds=options.rounds,
-        operator=planned.operator,
-        call_timeout=options.call_timeout,
-    )
-    run = _Run(options, planned, config, shard, grid_index, command, observer)
-    if options.processes > 1:
+    run = _Run(settings, shard, grid_index, command, observer)
+    if settings.timing.processes > 1:
         return _sweep_in_processes(run, out, resume)
     if out is None:
-        with _device(options.device, observer):
-            rows = _collect(_prepare(config, options), observer, None)
+        with _device(settings.device, observer):
+            instruments = _prepare(settings)
+            rows = _collect(settings, instruments, (), observer, None)
         frame = typed_frame([r.as_dict() for r in rows])
         frame.attrs["samples"] = samples_frame(rows)
         return frame
     return _sweep_into(run, Path(out), resume)
 
 
-@dataclass(frozen=True)
-class _Planned:
-    """A sweep's options resolved: its points, methods (as asked and as resolved),
-    min_time and operator."""
-
-    points: list[Point]
-    asked: list[MethodLike]
-    methods: list[Method]
-    min_time: float
-    operator: str
-
-
-def plan(options: SweepOptions) -> _Planned:
-    """The points, methods, min_time and operator that ``options`` ask for (checked)."""
-    chosen = get_preset(options.preset)
-    operator = get_operator(options.operator or chosen.operator).name
-    if options.model is not None:
-        points = _model_points(options)
-    elif options.params is not None:
-        raise ValueError("params are a model's: give them with --model")
-    elif options.shapes is not None:
-        if any(v is not None for v in options.grid.values()):
-            raise ValueError("give shapes or grid options (depths, d_in, …), not both")
-        points = expand_grid(shapes=options.shapes, dtype=options.dtypes, device=options.device)
-    else:
-        points = chosen.points(options.dtypes, options.device, options.grid)
-    if options.methods is not None:
-        asked: list[MethodLike] = list(dict.fromkeys(options.methods))
-    elif options.model is not None:
-        asked = list(model_methods(operator))
-    else:
-        asked = list(chosen.installed_methods(operator))
-    found = routines.resolve_all(asked, timeout=options.call_timeout)
-    resolved = [method_of(operator, m) for m in found]
-    min_time = options.min_time
-    if min_time is None:
-        min_time = chosen.min_time or DEFAULT_MIN_TIME
-    return _Planned(points, asked, resolved, min_time, operator)
-
-
-def _model_points(options: SweepOptions) -> list[Point]:
-    """The points of a run of models: each model with every combination of its params, at
-    every d_in × d_out × batch; each checked first (built and called in a worker where it
-    is the user's code).
-
-    Raises:
-        ValueError: a grid option of the MLP's, no d_in or d_out, or a model that cannot
-            be loaded, built or called (one line).
-    """
-    if options.depths is not None or options.width is not None or options.shapes is not None:
-        raise ValueError(
-            "depths, width and shapes are the MLP's; give a model's own as params "
-            "(--param width=64)"
-        )
-    if options.d_in is None or options.d_out is None:
-        raise ValueError("a model needs d_in and d_out (--d-in 8 256 --d-out 1)")
-    grid = models.params_grid(dict(options.params or ()))
-    chosen = [models.resolve_model(m).with_params(p) for m in options.model or () for p in grid]
-    for model in dict.fromkeys(chosen):
-        models.check_model(model, options.d_in[0], options.d_out[0], timeout=options.call_timeout)
-    return expand_models(
-        chosen,
-        d_in=options.d_in,
-        d_out=options.d_out,
-        batch=options.batch or (1,),
-        dtype=options.dtypes,
-        device=options.device,
-    )
-
-
-@dataclass(frozen=True)
 class _Run:
-    """One sweep under way: its options, what they resolved to, and who to tell."""
+    """One sweep under way: its settings, its shard, and who to tell."""
 
-    options: SweepOptions
-    planned: _Planned
-    config: SweepConfig
-    shard: shards.Shard | None
-    grid_index: Mapping[Point, int]
-    command: str | None
-    observer: SweepObserver | None
+    def __init__(
+        self,
+        settings: Settings,
+        shard: shards.Shard | None,
+        grid_index: Mapping[Point, int],
+        command: str | None,
+        observer: SweepObserver | None,
+    ) -> None:
+        self.settings, self.shard, self.grid_index = settings, shard, grid_index
+        self.command, self.observer = command, observer
 
-    def params(self) -> dict[str, Any]:
-        """meta.json's ``params``: what a resumed run must repeat (JSON's own types)."""
-        options = self.options
-        return {
-            "preset": options.preset,
-            **{k: list(v) for k, v in options.grid.items() if v is not None},
-            **self._model_params(),
-            **(
-                {"shapes": [[list(w), b] for w, b in options.shapes]}
-                if options.shapes is not None
-                else {}
-            ),
-            # Recorded where it is not the Jacobian, so runs made before operators resume.
-            **({"operator": self.planned.operator} if self.planned.operator != "jacobian" else {}),
-            "dtype": options.dtypes,
-            "device": options.device,
-            "methods": [m.name for m in self.planned.methods],
-            "seed": options.seed,
-            "init": options.init,
-            "activation": options.activation,
-            "validate": options.validate,
-            **({"shards": self.shard.count} if self.shard is not None else {}),
-        }
-
-    def _model_params(self) -> dict[str, Any]:
-        """meta.json's record of the models: their names and params (none for the MLP)."""
-        options = self.options
-        if options.model is None:
-            return {}
-        return {
-            "model": [models.resolve_model(m).name for m in options.model],
-            "params": {k: list(v) for k, v in options.params or ()},
-        }
-
-    def pooled_params(self) -> dict[str, Any]:
-        """meta.json's ``params`` of a run pooled from processes: every option given."""
-        options = self.options
-        params = {
-            "methods": list(self.planned.asked),
-            **{k: (None if v is None else list(v)) for k, v in options.grid.items()},
-            **self._model_params(),
-            "shapes": (
-                None if options.shapes is None else [[list(w), b] for w, b in options.shapes]
-            ),
-            "preset": options.preset,
-            "operator": self.planned.operator,
-            "dtype": options.dtypes,
-            "device": options.device,
-            "min_time": self.planned.min_time,
-            "max_call_time": options.max_call_time,
-            "rounds": options.rounds,
-            "threads": options.threads,
-            "seed": options.seed,
-            "init": options.init,
-            "activation": options.activation,
-            "validate": options.validate,
-            "processes": options.processes,
-        }
-        if self.shard is not None:
-            params["shards"] = self.shard.count
-        return params
+    def writer(self, out: Path, resume: bool | str) -> results.RunWriter:
+        """The run folder's writer, holding these settings."""
+        return results.RunWriter(out, self.settings.to_meta(), resume=resume)
 
     def start_meta(self, writer: results.RunWriter, **fields: Any) -> None:
         """The run's meta.json before its first row, with ``fields`` (peaks, tuning, …)."""
@@ -373,31 +210,30 @@ class _Run:
             command=self.command,
             started=results.now_iso(),
             finished=None,
-            environment=results.environment(self.options.device),
+            environment=results.environment(self.settings.device),
             machine_at_start=results.machine_state(),
             **fields,
-            **_shard_fields(self.shard, self.config, self.grid_index),
+            **_shard_fields(self.shard, self.settings, self.grid_index),
         )
 
 
 def _sweep_into(run: _Run, out: Path, resume: bool | str) -> pd.DataFrame:
     """The sweep, written row by row into the run folder ``out``."""
-    options = run.options
-    with results.RunWriter(out, run.params(), resume=resume) as writer:
-        pending = replace(run.config, skip=frozenset(writer.done))
-        if writer.finished and not pending.tasks():
+    settings = run.settings
+    with run.writer(out, resume) as writer:
+        if writer.finished and not pending(settings, writer.done):
             return _finished_frame(writer)  # nothing to do: the folder stays as it was
-        with _device(options.device, run.observer):
-            config = _prepare(pending, options)
+        with _device(settings.device, run.observer):
+            instruments = _prepare(settings)
             run.start_meta(
                 writer,
-                peaks={name: p.as_dict() for name, p in config.peaks.items()},
-                tuning=config.tuning.as_dict() if config.tuning is not None else None,
-                allocator=tuning.allocator_settings(),
-                routines={m.name: m.description for m in config.methods if m.source},
+                peaks={name: p.as_dict() for name, p in instruments.peaks.items()},
+                tuning=instruments.tuning.as_dict() if instruments.tuning is not None else None,
+                allocator=allocator.allocator_settings(),
+                routines={m.name: m.description for m in settings.methods if m.source},
             )
             try:
-                _collect(config, run.observer, writer)
+                _collect(settings, instruments, writer.done, run.observer, writer)
             except KeyboardInterrupt:
                 writer.write_meta(
                     finished=None,
@@ -418,36 +254,22 @@ def _finished_frame(writer: results.RunWriter) -> pd.DataFrame:
     return frame
 
 
-def method_of(operator: str, method: Method) -> Method:
-    """``method`` as a method of ``operator``: a user routine is taken to compute it, a
-    registered method of another operator is refused."""
-    if method.source:
-        return replace(method, operator=operator)
-    if method.operator != operator:
-        of_operator = ", ".join(m for m, known in METHODS.items() if known.operator == operator)
-        raise ValueError(
-            f"method {method.name} computes the {method.operator}, not the {operator}; "
-            f"the {operator}'s methods: {of_operator}"
-        )
-    return method
-
-
-def shard_plan(options: SweepOptions, shards_count: int = 1) -> pd.DataFrame:
+def shard_estimates(options: SweepOptions, shards_count: int = 1) -> pd.DataFrame:
     """What a sweep with these options would run, dealt into ``shards_count`` shards: per
     shard its points, tasks and estimated seconds (``jacbench run --dry-run``). Nothing is
     built or timed; the options are checked as ``sweep`` checks them.
     """
-    planned = plan(options)
+    settings = resolve(options)
     if shards_count < 1:
         raise ValueError(f"a run has at least 1 shard, got {shards_count}")
-    count = len(planned.methods)
-    parts = shards.deal(planned.points, planned.methods, shards_count, planned.min_time)
+    count, min_time = len(settings.methods), settings.timing.min_time
+    parts = shards.deal(list(settings.points), list(settings.methods), shards_count, min_time)
     return pd.DataFrame(
         {
             "shard": range(shards_count),
             "points": [len(part) for part in parts],
             "tasks": [len(part) * count for part in parts],
-            "estimated_s": [shards.estimated_total(p, count, planned.min_time) for p in parts],
+            "estimated_s": [shards.estimated_total(p, count, min_time) for p in parts],
         }
     )
 
@@ -458,32 +280,32 @@ def _shard_out(out: Path, shard: shards.Shard, shard_folder: bool) -> Path:
     if not shard_folder:
         return out
     try:
-        meta = results.read_meta(out)
+        recorded = results.read_settings(results.read_meta(out))
     except ValueError:
-        meta = {}
-    if "params" in meta and "merged" not in meta:
+        recorded = {}
+    if recorded and "merged" not in recorded:
         raise results.RunDirError(f"{out} holds an unsharded run; give the shards another --out")
     return shards.shard_dir(out, shard)
 
 
 def _shard_fields(
-    shard: shards.Shard | None, config: SweepConfig, grid_index: Mapping[Point, int]
+    shard: shards.Shard | None, settings: Settings, grid_index: Mapping[Point, int]
 ) -> dict[str, Any]:
     """meta.json's ``shard`` (none for an unsharded run): which part this is, what it was
     dealt, and where each of its points stands in the whole grid (the order a merge puts
     the rows back in)."""
     if shard is None:
         return {}
-    estimate = shards.estimated_total(config.points, len(config.methods), config.min_time)
+    points, count = settings.points, len(settings.methods)
+    estimate = shards.estimated_total(points, count, settings.timing.min_time)
     record = {
         "index": shard.index,
         "count": shard.count,
-        "points": len(config.points),
-        "tasks": len(config.points) * len(config.methods),
+        "points": len(points),
+        "tasks": len(points) * count,
         "estimated_s": round(estimate, 3),
         "grid": [
-            [format_widths(p.widths), p.batch, p.dtype, p.device, grid_index[p]]
-            for p in config.points
+            [format_widths(p.widths), p.batch, p.dtype, p.device, grid_index[p]] for p in points
         ],
     }
     return {"shard": record}
@@ -507,37 +329,28 @@ def _child_sweep(options: SweepOptions, shard: str | None, out: Path, resume: bo
 
 def _sweep_in_processes(run: _Run, out: str | Path | None, resume: bool | str) -> pd.DataFrame:
     """``sweep`` in ``processes`` fresh processes, pooled (see ``jacbench.runs.processes``)."""
-    options = run.options
-    if any(not isinstance(m, str) for m in (*run.planned.asked, *(options.model or ()))):
+    settings = run.settings
+    asked = settings.asked_methods()
+    if any(not isinstance(m, str) for m in (*asked, *(settings.options.model or ()))):
         raise ValueError(
             "processes > 1 takes methods and models by name or file.py:function, not as callables"
         )
     # Each process sweeps the same grid with every option resolved, as its own run.
-    child = replace(
-        options,
-        methods=tuple(run.planned.asked),
-        operator=run.planned.operator,
-        min_time=run.planned.min_time,
-        processes=1,
+    child = functools.partial(
+        _child_sweep, settings.for_processes(), None if run.shard is None else str(run.shard)
     )
     if run.observer is not None:
-        run.observer.start(run.config.tasks(), 0)
+        run.observer.start(pending(settings), 0)
     with contextlib.ExitStack() as stack:
+        writer = None
         if out is None:
             run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jacbench-")))
-            writer = None
         else:
-            writer = stack.enter_context(
-                results.RunWriter(Path(out), run.pooled_params(), resume=resume)
-            )
+            writer = stack.enter_context(run.writer(Path(out), resume))
             run_dir = writer.run_dir
             run.start_meta(writer)
-        runs = pool_processes.measure_in_processes(
-            functools.partial(_child_sweep, child, None if run.shard is None else str(run.shard)),
-            options.processes,
-            run_dir,
-            bool(writer.resume) if writer is not None else False,
-        )
+        again = bool(writer.resume) if writer is not None else False
+        runs = pool_processes.measure_in_processes(child, settings.timing.processes, run_dir, again)
         rows = pool_processes.pool(runs)
         for row in rows:
             if writer is not None:
@@ -547,46 +360,58 @@ def _sweep_in_processes(run: _Run, out: str | Path | None, resume: bool | str) -
         frame = typed_frame([r.as_dict() for r in rows])
         frame.attrs["samples"] = samples_frame(rows)
         if writer is not None:
-            writer.write_meta(
-                finished=results.now_iso(),
-                machine_at_end=results.machine_state(),
-                processes=[
-                    {k: r.meta.get(k) for k in ("started", "finished", "machine_at_start")}
-                    for r in runs
-                ],
-                peaks=runs[0].meta.get("peaks", {}),
-                tuning=runs[0].meta.get("tuning"),
-                allocator=runs[0].meta.get("allocator"),
-                routines=runs[0].meta.get("routines", {}),
-            )
+            _finish_pooled(writer, runs)
             frame.attrs["run_dir"] = run_dir
         return frame
 
 
-def _prepare(config: SweepConfig, options: SweepOptions) -> SweepConfig:
+def _finish_pooled(writer: results.RunWriter, runs: list[results.RunData]) -> None:
+    """A pooled run's meta.json at its end: each process's times and the first's records."""
+    first = runs[0].meta
+    writer.write_meta(
+        finished=results.now_iso(),
+        machine_at_end=results.machine_state(),
+        processes=[
+            {k: r.meta.get(k) for k in ("started", "finished", "machine_at_start")} for r in runs
+        ],
+        peaks=first.get("peaks", {}),
+        tuning=first.get("tuning"),
+        allocator=first.get("allocator"),
+        routines=first.get("routines", {}),
+    )
+
+
+def _prepare(settings: Settings) -> Instruments:
     """Set the threads, the allocator and this CPU's kernels (measured once per machine),
     and measure the device's peaks where asked: just before timing."""
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    device = options.device
+    if settings.timing.threads is not None:
+        torch.set_num_threads(settings.timing.threads)
+    device = settings.device
     # Also keeps freed memory (NOTE: [Freed memory kept for reuse]); measures the ties too.
     tuned = tuning.ensure(device, ties=ties.candidates)
-    measured = (
-        {n: measure_peaks(device, DTYPES[n], activation=config.activation) for n in options.dtype}
-        if options.peaks
-        else {}
-    )
-    return replace(config, threads=torch.get_num_threads(), peaks=measured, tuning=tuned)
+    measured = {}
+    if settings.timing.peaks:
+        activation = settings.build.activation
+        measured = {
+            n: measure_peaks(device, DTYPES[n], activation=activation)
+            for n in settings.options.dtype
+        }
+    return Instruments(peaks=measured, tuning=tuned)
 
 
 def _collect(
-    config: SweepConfig, observer: SweepObserver | None, writer: results.RunWriter | None
+    settings: Settings,
+    instruments: Instruments,
+    done: Iterable[RowKey],
+    observer: SweepObserver | None,
+    writer: results.RunWriter | None,
 ) -> list[Row]:
     """Run the sweep; write each row (with a writer) and tell the observer."""
+    done = frozenset(done)
     if observer is not None:
-        observer.start(config.tasks(), len(config.skip))
+        observer.start(pending(settings, done), len(done))
     rows = []
-    for row in run_sweep(config):
+    for row in run_sweep(settings, instruments, done):
         if writer is not None:
             writer.append(row)
         rows.append(row)
@@ -601,12 +426,12 @@ def failed_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------- validate
-Routine = Callable[[MLP, torch.Tensor], torch.Tensor]
+JacobianFunction = Callable[[MLP, torch.Tensor], torch.Tensor]
 
 
-def validation_routines(chunk_sizes: Iterable[int] = ()) -> dict[str, Routine]:
+def validation_routines(chunk_sizes: Iterable[int] = ()) -> dict[str, JacobianFunction]:
     """jacbench's routines by label, with forward/reverse at each ``chunk_size`` too."""
-    routines: dict[str, Routine] = {
+    found: dict[str, JacobianFunction] = {
         "forward": jacobian_forward,
         "reverse": jacobian_reverse,
         "mixed": jacobian_mixed,
@@ -614,11 +439,11 @@ def validation_routines(chunk_sizes: Iterable[int] = ()) -> dict[str, Routine]:
     }
     for size in chunk_sizes:
         for label, routine in (("forward", jacobian_forward), ("reverse", jacobian_reverse)):
-            routines[f"{label} chunk_size={size}"] = _chunked(routine, size)
-    return routines
+            found[f"{label} chunk_size={size}"] = _chunked(routine, size)
+    return found
 
 
-def _chunked(routine: Callable[..., torch.Tensor], size: int) -> Routine:
+def _chunked(routine: Callable[..., torch.Tensor], size: int) -> JacobianFunction:
     def call(net: MLP, x: torch.Tensor) -> torch.Tensor:
         return routine(net, x, chunk_size=size)
 
@@ -627,24 +452,43 @@ def _chunked(routine: Callable[..., torch.Tensor], size: int) -> Routine:
 
 def validate_points(
     points: Iterable[Point],
-    routines: Mapping[str, Routine],
+    routines: Mapping[str, JacobianFunction],
     *,
     seed: int = 0,
     init: str = "lecun",
     activations: Sequence[str] = ("tanh",),
 ) -> list[dict]:
-    """For each point, activation and routine: the relative error against float64 jacrev.
+    """For each point, activation and routine: the relative error against float64 jacrev,
+    each routine checked through the task pipeline (``jacbench.runs.tasks``).
 
     Returns dicts ``{"point", "activation", "routine", "max_rel_err"}``.
     """
+    methods = [_validated(label, fn) for label, fn in routines.items()]
     checks = []
     for activation, point in itertools.product(activations, points):
-        net = build_network(point, seed=seed, init=init, activation=activation)
-        x = build_input(point, seed=seed)
-        reference = point_reference(point, net, x)
-        for label, routine in routines.items():
-            error = relative_error(routine(net, x), reference)
-            checks.append(
-                {"point": point, "activation": activation, "routine": label, "max_rel_err": error}
-            )
+        build = Build(seed=seed, init=init, activation=activation)
+        settings = Settings(SweepOptions(), (point,), tuple(methods), build=build)
+        tasks = PointTasks(point, settings)
+        try:
+            rows = [tasks.prepare(method) for method in methods]
+        finally:
+            tasks.close()
+        checks += [
+            {
+                "point": point,
+                "activation": activation,
+                "routine": r.method,
+                "max_rel_err": r.max_rel_err,
+            }
+            for r in rows
+        ]
     return checks
+
+
+def _validated(label: str, fn: JacobianFunction) -> Method:
+    """A routine under validation as a method (of jacbench's: its convention is the library's)."""
+    return Method(label, "jacbench", "", label, functools.partial(_bound, fn))
+
+
+def _bound(fn: JacobianFunction, net: MLP, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    return functools.partial(fn, net, x)

@@ -65,6 +65,9 @@ class Method:
     # How a worker process finds a user routine (NOTE: [Workers]): its spec, or the pickled
     # function; None for a method that runs in the sweep's own process.
     ref: str | bytes | None = None
+    # A user routine's calling convention (jacbench.runs.routines): "library" fn(net, x) or
+    # "textbook" fn(x, L, param_dict); empty for the registered methods.
+    convention: str = ""
 
     def mode_for(self, predicted: str) -> str:
         """The AD mode this method runs where ``cost.plan`` predicts ``predicted``."""

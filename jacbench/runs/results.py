@@ -40,7 +40,6 @@ from jacbench.measure.rows import (
     RowKey,
     Status,
     check_frame,
-    format_widths,
     keys_of,
     samples_frame,
     typed_frame,
@@ -88,17 +87,19 @@ class RunWriter:
     leaving releases the lock.
     """
 
-    def __init__(self, run_dir: Path, params: dict, *, resume: bool | str = False) -> None:
-        """``resume``: True continues the run in ``run_dir`` (refusing a folder without one),
-        ``"if-present"`` continues it where there is one and starts it where not (a job
-        that may run again: a Slurm array task, a requeue), False starts it."""
+    def __init__(self, run_dir: Path, settings: dict, *, resume: bool | str = False) -> None:
+        """``settings``: the run's, as meta.json records them (``Settings.to_meta()``), which
+        a folder it resumes must hold (``settings_differences``). ``resume``: True continues
+        the run in ``run_dir`` (refusing a folder without one), ``"if-present"`` continues it
+        where there is one and starts it where not (a job that may run again: a Slurm array
+        task, a requeue), False starts it."""
         if resume not in (True, False, IF_PRESENT):
             raise ValueError(f"resume is True, False or {IF_PRESENT!r}, not {resume!r}")
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "results.csv"
         self.samples_path = self.run_dir / SAMPLES_NAME
         self.meta_path = self.run_dir / "meta.json"
-        self.params = params
+        self.settings = settings
         self.resume = resume
         self.done: set[RowKey] = set()
         self.meta: dict[str, Any] = {}
@@ -131,13 +132,15 @@ class RunWriter:
             old_meta = read_meta(self.run_dir)
         except ResultsFileError as error:
             raise RunDirError(f"{error}; refusing to touch this folder") from None
-        if self.meta_path.exists() and "params" not in old_meta:
+        recorded = read_settings(old_meta)
+        if self.meta_path.exists() and not recorded:
             raise RunDirError(f"{self.meta_path} was not written by jacbench; refusing to touch it")
         has_rows = self.csv_path.exists() and self.csv_path.stat().st_size > 0
+        differ = settings_differences(recorded, self.settings) if recorded else []
         if has_rows and not self.resume:
-            if old_meta.get("params", self.params) != self.params:
+            if differ:
                 raise RunDirError(
-                    f"{self.run_dir} holds a run with other parameters; "
+                    f"{self.run_dir} holds a run with other settings ({'; '.join(differ)}); "
                     "choose another --out, or pass --resume to extend it"
                 )
             raise RunDirError(
@@ -148,8 +151,8 @@ class RunWriter:
             self.done = self._check_for_resume()
         self._keep_samples_of(self.done)
         self.meta = old_meta
-        if old_meta.get("params") != self.params:  # a finished run's meta.json stays as it was
-            self.write_meta()  # the parameters are on disk before the first row
+        if not recorded:  # the settings are on disk before the first row
+            self.write_meta()
 
     @property
     def finished(self) -> bool:
@@ -187,7 +190,8 @@ class RunWriter:
             samples = read_samples(self.run_dir)
         except ResultsFileError as error:
             raise RunDirError(f"cannot resume: {error}; the file is left as it is") from None
-        kept = samples[[RowKey(*k) in keys for k in samples[list(KEY_COLUMNS)].itertuples(False)]]
+        cells = samples[list(KEY_COLUMNS)].itertuples(index=False)
+        kept = samples[[RowKey.of_cells(k) in keys for k in cells]]
         if len(kept) < len(samples):
             tmp = self.samples_path.with_suffix(".csv.tmp")
             kept.to_csv(tmp, index=False)
@@ -213,9 +217,10 @@ class RunWriter:
             _append_records(self.csv_path, COLUMNS, [], header=True)
 
     def write_meta(self, **fields: Any) -> None:
-        """Update meta.json with ``fields`` (and the run's parameters), atomically."""
+        """Update meta.json with ``fields`` (and the run's settings), atomically."""
         self.meta.update(fields)
-        self.meta["params"] = self.params
+        self.meta.pop("params", None)  # an older folder's record: the settings replace it
+        self.meta["settings"] = self.settings
         write_json_atomic(self.meta_path, self.meta)
 
 
@@ -295,6 +300,68 @@ def read_meta(run_dir: Path | str) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ResultsFileError(f"{path} is not a jacbench meta.json (not a JSON object)")
     return meta
+
+
+# The settings a resumed run, or a shard of one run, need not repeat: how it is timed.
+VARIABLE_SETTINGS = ("timing",)
+# An older meta.json's flat ``params``: which of them were timing settings.
+_LEGACY_TIMING = ("min_time", "max_call_time", "call_timeout", "rounds", "processes", "threads")
+
+
+def read_settings(meta: dict[str, Any]) -> dict[str, Any]:
+    """A run's settings as its meta.json records them, in this version's layout
+    (``Settings.to_meta()``: preset, grid, operator, methods, build, validate, timing,
+    shards; a merged run's: merged, methods). An older folder's flat ``params`` is read into
+    the same layout; {} for a meta.json with neither."""
+    if "settings" in meta:
+        return meta["settings"]
+    params = meta.get("params")
+    if not isinstance(params, dict):
+        return {}
+    if "merged" in params:
+        return {"merged": params["merged"], "methods": params.get("methods", [])}
+    grid = {k: params.get(k) for k in ("depths", "d_in", "width", "d_out", "batch", "shapes")}
+    model = params.get("model")
+    grid |= {"model": model, "model_params": params.get("params") if model else None}
+    grid |= {"dtype": params.get("dtype"), "device": params.get("device")}
+    return {
+        "preset": params.get("preset"),
+        "grid": grid,
+        "operator": params.get("operator") or "jacobian",
+        "methods": params.get("methods"),
+        "build": {k: params.get(k) for k in ("seed", "init", "activation")},
+        "validate": params.get("validate"),
+        "timing": {k: params[k] for k in _LEGACY_TIMING if k in params},
+        "shards": params.get("shards"),
+    }
+
+
+def settings_differences(
+    recorded: dict[str, Any], asked: dict[str, Any], ignore: Sequence[str] = VARIABLE_SETTINGS
+) -> list[str]:
+    """What differs between two runs' settings (``read_settings``' layout), each as
+    ``name: recorded → asked`` with nested names dotted (``build.seed: 0 → 1``); the parts
+    in ``ignore`` aside."""
+    a, b = _flat(recorded, ignore), _flat(asked, ignore)
+    return [f"{k}: {_shown(a.get(k))} → {_shown(b.get(k))}" for k in a | b if a.get(k) != b.get(k)]
+
+
+def _flat(settings: dict[str, Any], ignore: Sequence[str], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key in ignore:
+            continue
+        if isinstance(value, dict) and key != "model_params":
+            flat |= _flat(value, (), f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(_shown(v) for v in value) or "none"
+    return "none" if value is None else str(value)
 
 
 def read_results(run_dir_or_csv: Path | str) -> pd.DataFrame:
@@ -458,7 +525,7 @@ def _benchmark_row(bench: dict) -> Row:
         d_in=widths[0],
         width=max(widths[1:-1], default=0),
         d_out=widths[-1],
-        widths=format_widths(widths),
+        widths=tuple(widths),
         batch=int(info["batch"]),
         dtype=info["dtype"],
         device=info["device"],

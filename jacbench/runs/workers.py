@@ -6,18 +6,18 @@ NOTE: [Workers]
     (threads, default dtype, grad mode). None of that may end, hang or skew a run, a check or
     a grade. So a routine is loaded, called and timed in a worker: a fresh interpreter
     (``spawn``: no fork of a process whose thread pools are running) that serves one request
-    at a time over a pipe. The parent waits for each reply with a deadline that the worker
-    moves as it goes (``phase``: before each call of the user's code, "this should take no
-    more than s seconds"); past it the parent kills the worker and the task's row is a
-    ``timeout``. A worker that dies is named by how (an exit code, a signal: "killed by
-    SIGSEGV"); an exception the user's code raises, SystemExit and KeyboardInterrupt
-    included, comes back as that exception's name and first line. Either way the next
-    request gets a fresh worker and the run goes on.
+    at a time over a pipe. The parent waits for each reply with a deadline (one request is
+    one step of a task: building a method, one call of it, its check, its timing; the
+    executor, ``jacbench.runs.executors``, sets each step's); past it the parent kills the
+    worker and the task's row is a ``timeout``. A worker that dies is named by how (an exit
+    code, a signal: "killed by SIGSEGV"); an exception the user's code raises, SystemExit
+    and KeyboardInterrupt included, comes back as that exception's name and first line.
+    Either way the next request gets a fresh worker and the run goes on.
 
     The worker ignores SIGINT and SIGTERM (a Ctrl-C or Slurm's time limit reaches the whole
     process group: the parent handles it and ends the worker) and dies with its parent. A
     point that has a user routine runs all its methods in the worker, so the comparison
-    between them is made in one process (``jacbench.runs.harness``).
+    between them is made in one process (``jacbench.runs.tasks``).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
-# The parent's end of the pipe, in a worker; None in the parent.
-_PIPE: Connection | None = None
+from jacbench.measure.rows import Mistake
+
 # Seconds a worker may take to start (import torch and jacbench) before it counts as hung.
 START_S = 120.0
 # How a request past its deadline is described: "did not return within 60 s".
@@ -43,24 +43,26 @@ TIMED_OUT = "did not return within"
 
 class WorkerFailed(Exception):
     """A request the worker did not answer: it ran past its deadline (``timed_out``), died,
-    or the code it ran raised (``raised``: the exception's name and first line)."""
+    or the code it ran raised (``error_type``: the exception's type name, ``error_text`` its
+    first line)."""
 
-    def __init__(self, message: str, *, timed_out: bool = False, raised: str = "") -> None:
+    def __init__(
+        self, message: str, *, timed_out: bool = False, error_type: str = "", error_text: str = ""
+    ) -> None:
         super().__init__(message)
         self.timed_out = timed_out
-        self.raised = raised
+        self.error_type = error_type
+        self.error_text = error_text
 
-
-def in_worker() -> bool:
-    """Whether this process is a worker."""
-    return _PIPE is not None
-
-
-def phase(seconds: float) -> None:
-    """In a worker: the next step should take no more than ``seconds`` (the parent's deadline
-    for it). A no-op in the parent."""
-    if _PIPE is not None:
-        _PIPE.send(("phase", seconds))
+    @property
+    def mistake(self) -> Mistake:
+        """What the failure was, as a kind: a timeout, a crash (the process died, or the
+        code asked it to end), or an exception."""
+        if self.timed_out:
+            return Mistake.TIMEOUT
+        if self.error_type in ("", "SystemExit", "KeyboardInterrupt"):
+            return Mistake.CRASH
+        return Mistake.RAISES
 
 
 class Worker:
@@ -83,7 +85,7 @@ class Worker:
     def call(self, function: Callable[..., Any], *args: Any, deadline: float) -> Any:
         """``function(*args)`` in the worker (a module's function, picklable arguments).
 
-        ``deadline``: seconds until the first ``phase`` the function reports, or its return.
+        ``deadline``: seconds the function may take to return.
 
         Raises:
             WorkerFailed: past a deadline (the worker is killed), the worker died, or the
@@ -91,27 +93,24 @@ class Worker:
         """
         if not self._started:
             self._wait_ready()
-        limit = deadline
         try:  # where the parent imports from and works: a spec is found there as here
             self._conn.send((function, args, list(sys.path), os.getcwd()))
         except (BrokenPipeError, OSError):
             raise WorkerFailed(self._death()) from None
-        while True:
-            try:
-                ready = self._conn.poll(limit)
-                message = self._conn.recv() if ready else None
-            except (EOFError, OSError):
-                raise WorkerFailed(self._death()) from None
-            if message is None:
-                self.kill()
-                raise WorkerFailed(f"{TIMED_OUT} {limit:.3g} s", timed_out=True)
-            kind, payload = message
-            if kind == "phase":
-                limit = payload
-            elif kind == "result":
-                return payload
-            else:  # "raised": the exception's name and first line
-                raise WorkerFailed(f"raised {payload}", raised=payload)
+        try:
+            ready = self._conn.poll(deadline)
+            message = self._conn.recv() if ready else None
+        except (EOFError, OSError):
+            raise WorkerFailed(self._death()) from None
+        if message is None:
+            self.kill()
+            raise WorkerFailed(f"{TIMED_OUT} {deadline:.3g} s", timed_out=True)
+        kind, payload = message
+        if kind == "result":
+            return payload
+        error_type, text = payload  # "raised": the exception's type name and first line
+        said = f"{error_type}: {text}" if text else error_type
+        raise WorkerFailed(f"raised {said}", error_type=error_type, error_text=text)
 
     def _wait_ready(self) -> None:
         """Wait for the worker to start serving (its interpreter, torch and jacbench loaded)."""
@@ -193,7 +192,7 @@ def run(function: Callable[..., Any], *args: Any, deadline: float) -> Any:
     try:
         return worker.call(function, *args, deadline=deadline)
     except WorkerFailed as failure:
-        if not failure.raised:
+        if not failure.error_type:
             worker.kill()
         raise
 
@@ -216,8 +215,6 @@ def _die_with_parent() -> None:
 
 
 def _serve(conn: Connection) -> None:
-    global _PIPE
-    _PIPE = conn
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()
@@ -238,14 +235,19 @@ def _serve(conn: Connection) -> None:
         try:
             reply = ("result", function(*args))
         except BaseException as error:  # SystemExit, KeyboardInterrupt: the user's too
-            reply = ("raised", describe(error))
+            reply = ("raised", (type(error).__name__, _first_line(error)))
         try:
             conn.send(reply)
         except Exception as error:  # a result pickle cannot carry
-            conn.send(("raised", f"its result could not be sent back: {describe(error)}"))
+            said = f"its result could not be sent back: {describe(error)}"
+            conn.send(("raised", ("PicklingError", said)))
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [""])[0]
 
 
 def describe(error: BaseException) -> str:
     """An exception's name and first line: ``SystemExit: 0``."""
-    first = (str(error).splitlines() or [""])[0]
+    first = _first_line(error)
     return f"{type(error).__name__}: {first}" if first else type(error).__name__

@@ -1,0 +1,111 @@
+"""The task pipeline: one implementation, the same rows in this process and in a worker."""
+
+import math
+
+import pytest
+
+from jacbench.measure.rows import Mistake, Status
+from jacbench.runs import routines
+from jacbench.runs.executors import InProcess, InWorker, StepFailed
+from jacbench.runs.grid import Point
+from jacbench.runs.methods import get_method
+from jacbench.runs.options import SweepOptions
+from jacbench.runs.settings import Settings, Timing
+from jacbench.runs.tasks import Bench, PointTasks, run_point
+
+from . import user_routines
+
+HOSTILE = "tests/hostile_routines.py"
+POINT = Point((4, 6, 6, 3), 1, "float64")
+
+
+def _prepared(executor, spec, *, point=POINT, timeout=20.0):
+    method = routines.resolve(spec, timeout=timeout, isolated=isinstance(executor, InWorker))
+    timing = Timing(min_time=0.01, call_timeout=timeout, max_call_time=math.inf)
+    settings = Settings(SweepOptions(), (point,), (method,), timing=timing)
+    tasks = PointTasks(point, settings, executor=executor)
+    try:
+        row = tasks.prepare(method)
+        timed = tasks.measure(method, 0.01) if tasks.waiting(method) else None
+    finally:
+        tasks.close()
+    return row, timed
+
+
+@pytest.mark.parametrize("executor", [InProcess, InWorker], ids=["in process", "in a worker"])
+@pytest.mark.parametrize(
+    ("spec", "status", "mistake", "message"),
+    [
+        ("tests.user_routines:library_batched", Status.OK, "", ""),
+        ("tests.user_routines:textbook_reverse", Status.OK, "", ""),
+        (
+            "tests.user_routines:transposed",
+            Status.WRONG,
+            Mistake.TRANSPOSED,
+            "returns the transpose: shape (4, 3), expected (P, D) = (3, 4)",
+        ),
+        (f"{HOSTILE}:returns_a_list", Status.WRONG, Mistake.NOT_A_TENSOR, "returned a list"),
+        (f"{HOSTILE}:exits", Status.ERROR, Mistake.CRASH, "raised SystemExit: 0"),
+        (
+            f"{HOSTILE}:mutates_and_sets_threads",
+            Status.WRONG,
+            Mistake.CHANGES_ARGUMENTS,
+            "changes x in place: a routine must not modify its arguments",
+        ),
+    ],
+)
+def test_both_executors_give_the_same_row(executor, spec, status, mistake, message):
+    row, timed = _prepared(executor(), spec)
+    assert row.status is status
+    assert row.mistake == mistake
+    assert message in row.message
+    if status is Status.OK:
+        assert row.max_rel_err < 1e-10 and timed is not None and timed.runs >= 1
+    else:
+        assert timed is None  # a wrong or failed task is never timed
+
+
+def test_a_worker_past_its_deadline_is_a_timeout_and_its_next_point_goes_on():
+    row, _ = _prepared(InWorker(), f"{HOSTILE}:forever", timeout=2.0)
+    assert (row.status, row.mistake) == (Status.TIMEOUT, Mistake.TIMEOUT)
+    assert row.message == "did not return within 2 s"
+    row, _ = _prepared(InWorker(), "tests.user_routines:library_batched")
+    assert row.status is Status.OK
+
+
+def test_a_worker_that_dies_is_a_crash_and_the_bench_is_hosted_again():
+    """A routine that kills its worker fails its own row; the point's next method finds its
+    bench built again in the fresh worker."""
+    crash = routines.resolve(f"{HOSTILE}:hard_exit", timeout=20)
+    good = routines.resolve("tests.user_routines:library_batched", timeout=20)
+    settings = Settings(SweepOptions(), (POINT,), (crash, good), timing=Timing(min_time=0.01))
+    rows = {r.method: r for r in run_point(POINT, [crash, good], settings, None)}
+    assert rows[crash.name].status is Status.ERROR
+    assert rows[crash.name].mistake == Mistake.CRASH
+    assert rows[crash.name].message == "exited with code 3"
+    assert rows[good.name].status is Status.OK and rows[good.name].median_s > 0
+
+
+def test_the_bench_builds_the_point_once_and_reports_no_reference_when_validation_is_off():
+    bench = Bench(POINT, Settings(SweepOptions(), (), ()).build, False, "jacobian")
+    failure, missing, costs = bench.describe()
+    assert (failure, missing) == ("", "not checked: validation is off")
+    assert costs.predicted in ("forward", "reverse", "mixed")
+    compile_s = bench.build(get_method("reverse"))
+    assert math.isnan(compile_s)
+    found, changed = bench.check("reverse", 1e-10)
+    assert found is None and changed is None  # no reference: nothing to diagnose
+
+
+def test_an_executor_turns_what_a_step_raises_into_data():
+    executor = InProcess()
+    executor.open(dict, deadline=1)  # any factory: the hosted object is a dict
+    with pytest.raises(StepFailed) as caught:
+        executor.call("pop", "missing", deadline=1)
+    assert caught.value.mistake is Mistake.RAISES
+    assert str(caught.value) == "raised KeyError: 'missing'"
+
+
+def test_library_routines_run_here_when_they_cannot_go_to_a_worker():
+    row, timed = _prepared(InProcess(), user_routines.library_batched)
+    assert row.status is Status.OK and timed is not None
