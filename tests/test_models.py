@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import jacbench
 from jacbench.ad import generic
-from jacbench.ad.models import FAMILIES
+from jacbench.ad.builtin_models import BUILTIN_MODELS
 from jacbench.faces.cli import app
 from jacbench.measure.rows import COLUMNS
 from jacbench.runs import models, results
@@ -49,9 +49,9 @@ def _float64(model):
 
 
 NETWORKS = {
-    "residual MLP": lambda: _float64(FAMILIES["residual"](6, 3, width=16, depth=2)),
+    "residual MLP": lambda: _float64(BUILTIN_MODELS["residual"](6, 3, width=16, depth=2)),
     "1-D conv net": lambda: _float64(user_models.make_conv1d(6, 3)),
-    "attention block": lambda: _float64(FAMILIES["attention"](8, 3, seq=4, heads=2)),
+    "attention block": lambda: _float64(BUILTIN_MODELS["attention"](8, 3, seq=4, heads=2)),
 }
 
 
@@ -94,7 +94,7 @@ def test_the_plan_counts_the_flops_of_a_linear_chain_exactly():
 
 
 def test_the_plan_picks_reverse_for_one_output_and_forward_for_wide_outputs_of_few_inputs():
-    attention = FAMILIES["attention"](64, 1, seq=8, heads=2).eval().requires_grad_(False)
+    attention = BUILTIN_MODELS["attention"](64, 1, seq=8, heads=2).eval().requires_grad_(False)
     plan = generic.plan_of(attention, torch.randn(64))
     assert plan.mode == "reverse" and plan.flops["forward"] > 10 * plan.flops["reverse"]
     # Two inputs into 1024-unit layers and 1024 outputs: forward mode's FLOPs are 1/300 of
@@ -157,10 +157,10 @@ def test_past_the_memory_budget_reverse_mode_is_chunked_and_stays_exact(monkeypa
     assert torch.allclose(jacbench.jacobian(model, x), _exact(model, x), atol=1e-12)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", BUILTIN_MODELS)
 def test_every_family_follows_the_factory_convention(family):
     d = 64 if family in ("cnn", "attention") else 5
-    model = _float64(FAMILIES[family](d, 3))
+    model = _float64(BUILTIN_MODELS[family](d, 3))
     x = torch.randn(2, d, dtype=torch.float64)
     assert model(x).shape == (2, 3) and model(x[0]).shape == (3,)
     assert torch.allclose(model(x)[1], model(x[1]), atol=1e-12)  # samples are independent
@@ -299,7 +299,7 @@ def test_a_plain_function_factory_and_a_callable_from_python():
 def test_the_models_preset_covers_every_family_where_each_mode_should_win():
     points = get_preset("models").points()
     families = {p.model.name for p in points}
-    assert families == set(FAMILIES)
+    assert families == set(BUILTIN_MODELS)
     assert any(p.d_in > p.d_out for p in points) and any(p.d_in < p.d_out for p in points)
     assert get_preset("models").installed_methods() == ["func-jacfwd", "func-jacrev", "auto"]
     with pytest.raises(ValueError, match="fixed list of models"):
@@ -316,8 +316,8 @@ def test_run_model_from_the_command_line(tmp_path):
     assert set(frame["model"]) == {f"{USER_MODELS}:make_resnet(width={w})" for w in (16, 32)}
     assert (frame["status"] == "ok").all()
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["params"]["model"] == [f"{USER_MODELS}:make_resnet"]
-    assert meta["params"]["params"] == {"width": [16, 32]}
+    assert meta["settings"]["grid"]["model"] == [f"{USER_MODELS}:make_resnet"]
+    assert meta["settings"]["grid"]["model_params"] == {"width": [16, 32]}
     bad = runner.invoke(app, ["run", "--model", "residual", "--d-in", "4", "--d-out", "1",
                               "--param", "width", "--out", str(tmp_path / "bad")])  # fmt: skip
     assert bad.exit_code == 2 and "NAME=V1,V2" in bad.output
@@ -340,7 +340,7 @@ def test_results_made_before_the_model_column_read_as_the_mlp(tmp_path):
     frame = jacbench.sweep(shapes=[((3, 4, 2), 1)], methods=["reverse"], min_time=0.01,
                            out=tmp_path / "run")  # fmt: skip
     run = tmp_path / "run"
-    rows = pd.read_csv(run / "results.csv").drop(columns=["model"])
+    rows = pd.read_csv(run / "results.csv").drop(columns=["model", "mistake"])
     rows.to_csv(run / "results.csv", index=False)
     samples = pd.read_csv(run / "samples.csv").drop(columns=["model"])
     samples.to_csv(run / "samples.csv", index=False)

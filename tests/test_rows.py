@@ -27,7 +27,7 @@ def _line(**values) -> str:
         d_in=3,
         width=4,
         d_out=2,
-        widths="3-4-2",
+        widths=(3, 4, 2),
         dtype="float32",
         device="cpu",
         method="reverse",
@@ -56,8 +56,16 @@ def test_columns_are_the_documented_schema_in_order():
         "status",
     )
     # columns are only ever appended: older files stay readable
-    assert COLUMNS[-6:] == ("message", "source", "ci_low_s", "ci_high_s", "operator", "model")
-    assert len(COLUMNS) == 33
+    assert COLUMNS[-7:] == (
+        "message",
+        "source",
+        "ci_low_s",
+        "ci_high_s",
+        "operator",
+        "model",
+        "mistake",
+    )
+    assert len(COLUMNS) == 34
     assert "samples" not in COLUMNS  # a row's samples go to samples.csv
     assert KEY_COLUMNS == ("widths", "batch", "dtype", "device", "method", "model")
 
@@ -77,8 +85,8 @@ def test_statuses():
 
 
 def test_row_key_and_dict():
-    row = Row(widths="3-4-2", batch=2, dtype="float64", device="cpu", method="forward")
-    assert row.key == RowKey("3-4-2", 2, "float64", "cpu", "forward")
+    row = Row(widths=(3, 4, 2), batch=2, dtype="float64", device="cpu", method="forward")
+    assert row.key == RowKey((3, 4, 2), 2, "float64", "cpu", "forward")
     assert row.as_dict()["status"] == "ok" and list(row.as_dict()) == list(COLUMNS)
     assert row.timed and not Row(status=Status.WRONG).timed
 
@@ -90,8 +98,8 @@ def test_check_frame_types_every_column():
     assert math.isnan(frame["iqr_s"][0])
     assert frame["noisy"].tolist() == [False, True]
     assert keys_of(frame) == {
-        RowKey("3-4-2", 1, "float32", "cpu", "reverse"),
-        RowKey("3-4-2", 1, "float32", "cpu", "forward"),
+        RowKey((3, 4, 2), 1, "float32", "cpu", "reverse"),
+        RowKey((3, 4, 2), 1, "float32", "cpu", "forward"),
     }
 
 

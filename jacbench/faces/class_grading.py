@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from jacbench.faces.grading import QUICK_SHAPES, grade_cases, grading_cases
+from jacbench.measure.rows import Mistake
 from jacbench.runs.grid import PRESETS
 from jacbench.runs.harness import sweep
 from jacbench.runs.options import DEFAULT_CALL_TIMEOUT
@@ -43,31 +44,6 @@ COLUMNS = (
     "time_vs_textbook",
     "source",
 )
-# A diagnosis's first words → the mistake it counts as, first match wins.
-MISTAKES: tuple[tuple[str, str], ...] = (
-    (r"SyntaxError", "syntax error"),
-    (r"has no function|no such file|does not name a routine", "missing function"),
-    (r"takes \(", "wrong arguments"),
-    (r"loading it|importing .* raised", "fails when loaded"),
-    (r"did not return within", "timeout"),
-    (r"exited with code|killed by|raised SystemExit|raised KeyboardInterrupt", "crash"),
-    (r"σ' left out|no σ' at any layer", "σ' left out"),
-    (r"transpose", "transposed"),
-    (r"returns shape", "wrong shape"),
-    (r"in place", "changes its arguments"),
-    (r"not a tensor", "not a tensor"),
-    (r"NaN or inf", "NaN or inf"),
-    (r"^raised ", "raises an exception"),
-    (r"max relative error", "wrong values"),
-)
-
-
-def mistake_of(problem: str) -> str:
-    """The kind of mistake a diagnosis names ("" for none)."""
-    for pattern, mistake in MISTAKES:
-        if re.search(pattern, problem):
-            return mistake
-    return "other" if problem else ""
 
 
 @dataclass(frozen=True)
@@ -128,14 +104,18 @@ def grade_submission(
     row["source"] = submission.spec or ""
     row["details"] = []
     if submission.spec is None:
-        return _failed(row, submission.problem)
+        return _failed(row, submission.problem, Mistake.MISSING_FUNCTION.value)
     try:
         routine = load(submission.spec, timeout=call_timeout)
     except RoutineError as error:
-        return _failed(row, str(error).removeprefix(f"{submission.spec}: "))
+        problem = str(error).removeprefix(f"{submission.spec}: ")
+        return _failed(row, problem, error.mistake.value)
     if convention is not None and routine.convention != convention:
-        return _failed(row, f"takes ({_arguments(routine.convention)}); this exercise's routine "
-                            f"takes ({_arguments(convention)})")  # fmt: skip
+        problem = (
+            f"takes ({_arguments(routine.convention)}); this exercise's routine "
+            f"takes ({_arguments(convention)})"
+        )
+        return _failed(row, problem, Mistake.WRONG_ARGUMENTS.value)
     cases = grade_cases(routine, call_timeout)
     row["details"] = cases
     row["cases"] = len(cases)
@@ -144,7 +124,7 @@ def grade_submission(
     row["max_rel_err"] = max(errors) if errors else math.nan
     first = next((c for c in cases if not c["passed"]), None)
     if first is not None:
-        return _failed(row, f"{first['case']}: {first['problem']}", first["problem"])
+        return _failed(row, f"{first['case']}: {first['problem']}", first["mistake"])
     row["passed"] = True
     _time(row, routine, quick, call_timeout, min_time)
     return row
@@ -154,9 +134,10 @@ def _arguments(convention: str) -> str:
     return "x, L, param_dict" if convention == TEXTBOOK else "net, x"
 
 
-def _failed(row: dict[str, Any], problem: str, diagnosis: str | None = None) -> dict[str, Any]:
+def _failed(row: dict[str, Any], problem: str, mistake: str) -> dict[str, Any]:
+    """A student's row that failed: the problem in words, the mistake as its kind."""
     row["problem"] = problem
-    row["mistake"] = mistake_of(problem if diagnosis is None else diagnosis)
+    row["mistake"] = mistake
     return row
 
 

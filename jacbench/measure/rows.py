@@ -10,7 +10,7 @@ text of a results file into typed columns, or says in one line what is wrong wit
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any, NamedTuple
@@ -34,6 +34,30 @@ class Status(str, Enum):
         return self.value
 
 
+class Mistake(str, Enum):
+    """What is wrong with a method's result or with a routine, as one kind: a wrong row's,
+    a failed check's or a graded student's. Diagnoses and failures set it; messages are made
+    from it (``jacbench.runs.diagnosis``) and grading counts it, never the words."""
+
+    NOT_A_TENSOR = "not a tensor"
+    WRONG_SHAPE = "wrong shape"
+    TRANSPOSED = "transposed"
+    NAN = "NaN or inf"
+    SLOPES_LEFT_OUT = "σ' left out"
+    WRONG_VALUES = "wrong values"
+    CHANGES_ARGUMENTS = "changes its arguments"
+    RAISES = "raises an exception"
+    CRASH = "crash"  # its process died, or it called sys.exit or raised KeyboardInterrupt
+    TIMEOUT = "timeout"
+    SYNTAX_ERROR = "syntax error"
+    MISSING_FUNCTION = "missing function"
+    WRONG_ARGUMENTS = "wrong arguments"
+    FAILS_WHEN_LOADED = "fails when loaded"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 # Plain strings, so pandas' isin and hash-based lookups match the CSV's text.
 TIMED_STATUSES: tuple[str, ...] = (Status.OK.value, Status.SLOW.value, Status.UNCHECKED.value)
 FAILED_STATUSES: tuple[str, ...] = (Status.WRONG.value, Status.ERROR.value, Status.TIMEOUT.value)
@@ -42,12 +66,23 @@ FAILED_STATUSES: tuple[str, ...] = (Status.WRONG.value, Status.ERROR.value, Stat
 class RowKey(NamedTuple):
     """What identifies a row within a run: no run holds two rows with one key."""
 
-    widths: str  # "D-K_1-…-K_L-P"
+    widths: tuple[int, ...]  # (D, K_1, …, K_L, P); its file's cell spells it "D-K_1-…-P"
     batch: int
     dtype: str
     device: str
     method: str
     model: str = "mlp"  # the model's label; "mlp" for jacbench's MLP (files before models)
+
+    @classmethod
+    def of_cells(cls, cells: Sequence[Any]) -> RowKey:
+        """The key of a file's row from its key cells, in ``KEY_COLUMNS`` order."""
+        widths, batch, *rest = cells
+        return cls(parse_widths(widths), int(batch), *rest)
+
+    @property
+    def cells(self) -> dict[str, Any]:
+        """The key as a file's cells, by column."""
+        return {**self._asdict(), "widths": format_widths(self.widths)}
 
 
 KEY_COLUMNS: tuple[str, ...] = RowKey._fields
@@ -82,7 +117,7 @@ class Row:
     d_in: int = _column(int, "", "D, the input dimension")
     width: int = _column(int, "", "K, the hidden width (the largest one when they differ)")
     d_out: int = _column(int, "", "P, the output dimension")
-    widths: str = _column(str, "", "every width, D-K_1-…-K_L-P")
+    widths: tuple[int, ...] = _column(str, "", "every width, D-K_1-…-K_L-P", ())
     batch: int = _column(int, "", "B, inputs per call (1: an unbatched x of shape (D,))", 1)
     dtype: str = _column(str, "", "float32, float64 or bfloat16")
     device: str = _column(str, "", "cpu, cuda or cuda:N")
@@ -124,6 +159,9 @@ class Row:
         "the model: mlp for jacbench's MLP, else the factory's name and params, residual(width=64)",
         "mlp",
     )
+    mistake: str = _column(
+        str, "", "what is wrong, as one kind (a wrong, error or timeout row): one of Mistake"
+    )
     # Not a column: the measured samples, (process, round, seconds) per timed block, for
     # samples.csv.
     samples: tuple[tuple[int, int, float], ...] = field(default=(), repr=False, compare=False)
@@ -139,10 +177,10 @@ class Row:
         return self.status.value in TIMED_STATUSES
 
     def as_dict(self) -> dict[str, Any]:
-        """The row's values by column, the status as its text."""
+        """The row's values by column as a file holds them: the status and widths as text."""
         values = asdict(self)
         del values["samples"]
-        return {**values, "status": self.status.value}
+        return {**values, "status": self.status.value, "widths": format_widths(self.widths)}
 
     def set_timing(self, measurement: Any) -> Row:
         """Median, IQR, mean, runs, interval, samples, GFLOP/s and efficiency from a
@@ -160,7 +198,7 @@ class Row:
 
     def sample_records(self) -> list[dict[str, Any]]:
         """The row's samples as samples.csv records."""
-        key = self.key._asdict()
+        key = self.key.cells
         return [
             {**key, "process": p, "round": r, "seconds": seconds} for p, r, seconds in self.samples
         ]
@@ -176,6 +214,7 @@ class Row:
             else:
                 values[name] = COLUMN_KINDS[name](value)
         values["status"] = Status(values["status"])
+        values["widths"] = parse_widths(values["widths"])
         return cls(**values)
 
 
@@ -193,7 +232,7 @@ class ResultsFileError(ValueError):
 
 def row_key(row: pd.Series | Mapping[str, Any]) -> RowKey:
     """The key of one row of a frame (a key column it lacks reads as its default)."""
-    return RowKey(*(row.get(c, KEY_DEFAULTS.get(c)) for c in KEY_COLUMNS))
+    return RowKey.of_cells([row.get(c, KEY_DEFAULTS.get(c)) for c in KEY_COLUMNS])
 
 
 def with_key_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -209,7 +248,7 @@ def with_key_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 def keys_of(frame: pd.DataFrame) -> set[RowKey]:
     """The keys of every row of a typed results frame."""
-    return {RowKey(*values) for values in frame[list(KEY_COLUMNS)].itertuples(index=False)}
+    return {RowKey.of_cells(values) for values in frame[list(KEY_COLUMNS)].itertuples(index=False)}
 
 
 def typed_frame(records: list[dict[str, Any]]) -> pd.DataFrame:

@@ -10,7 +10,7 @@ against the tolerance.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from torch import Tensor
 from jacbench.ad.cost import flop_count
 from jacbench.ad.jacobians import relative_error
 from jacbench.ad.networks import MLP
+from jacbench.measure.rows import Mistake
 
 # Looking for a missing σ' evaluates L + 1 chains in float64 on the CPU: past this many FLOPs
 # (a net of a few hundred units) the diagnosis stays the error against the tolerance.
@@ -28,26 +29,28 @@ SEARCH_MAX_FLOPS = 10**9
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """The error of a result against its reference (nan where none could be computed), and
-    what is wrong with it ("" when it is within the tolerance)."""
+    """The error of a result against its reference (nan where none could be computed), what
+    is wrong with it as one kind (None: it is within the tolerance) and the message made
+    from that kind with its particulars (shapes, a layer, the error and tolerance)."""
 
     max_rel_err: float
-    problem: str
+    mistake: Mistake | None = None
+    message: str = ""
 
     @property
     def right(self) -> bool:
         """Whether the result is within the tolerance."""
-        return not self.problem
+        return self.mistake is None
 
 
-def as_tensor(value: Any) -> tuple[Tensor | None, str]:
-    """A result as a tensor (an array of JAX's or NumPy's converts), or why it is not one: a
-    list or a number is not a Jacobian, whatever dtype it would convert to."""
+def as_tensor(value: Any) -> Tensor | None:
+    """A result as a tensor (an array of JAX's or NumPy's converts), or None: a list or a
+    number is not a Jacobian, whatever dtype it would convert to."""
     if isinstance(value, Tensor):
-        return value, ""
+        return value
     if value is not None and hasattr(value, "__array__") and hasattr(value, "shape"):
-        return torch.from_numpy(np.array(value)), ""  # a copy: JAX's arrays are read-only
-    return None, f"returned a {type(value).__name__}, not a tensor"
+        return torch.from_numpy(np.array(value))  # a copy: JAX's arrays are read-only
+    return None
 
 
 def diagnose(
@@ -65,33 +68,42 @@ def diagnose(
     value is named as such; with ``net`` and ``x`` a result that matches the chain with σ'
     left out is named too.
     """
-    tensor, problem = as_tensor(result)
+    tensor = as_tensor(result)
     if tensor is None:
-        return Diagnosis(math.nan, problem)
-    problem = shape_problem(tuple(tensor.shape), tuple(reference.shape), jacobian)
-    if problem:
-        return Diagnosis(math.nan, problem)
+        message = f"returned a {type(result).__name__}, not a tensor"
+        return Diagnosis(math.nan, Mistake.NOT_A_TENSOR, message)
+    found = shape_problem(tuple(tensor.shape), tuple(reference.shape), jacobian)
+    if found is not None:
+        return found
     if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-        return Diagnosis(math.nan, "the result holds NaN or inf")
+        return Diagnosis(math.nan, Mistake.NAN, "the result holds NaN or inf")
     error = relative_error(tensor, reference)
     if error <= tolerance:
-        return Diagnosis(error, "")
-    named = value_problem(tensor, reference, tolerance, net=net, x=x) if jacobian else ""
-    return Diagnosis(error, named or f"max relative error {error:.3g} > {tolerance:g}")
+        return Diagnosis(error)
+    named = value_problem(tensor, reference, tolerance, net=net, x=x) if jacobian else None
+    if named is not None:
+        return replace(named, max_rel_err=error)
+    return Diagnosis(error, Mistake.WRONG_VALUES, f"max relative error {error:.3g} > {tolerance:g}")
 
 
-def shape_problem(got: tuple[int, ...], expected: tuple[int, ...], jacobian: bool = True) -> str:
-    """What is wrong with a result's shape ("" when it is the reference's)."""
+def shape_problem(
+    got: tuple[int, ...], expected: tuple[int, ...], jacobian: bool = True
+) -> Diagnosis | None:
+    """What is wrong with a result's shape (None when it is the reference's)."""
     if got == expected:
-        return ""
+        return None
+    message = f"returns shape {got}, expected {expected}"
     if not jacobian or len(expected) < 2:
-        return f"returns shape {got}, expected {expected}"
+        return Diagnosis(math.nan, Mistake.WRONG_SHAPE, message)
     *lead, p, d = expected
     if got == (*lead, d, p):
-        return f"returns the transpose: shape {got}, expected (P, D) = {expected}"
+        message = f"returns the transpose: shape {got}, expected (P, D) = {expected}"
+        return Diagnosis(math.nan, Mistake.TRANSPOSED, message)
     if p == 1 and got == (*lead, d):
-        return f"returns shape {got}: keep the output axis, (P, D) = {expected}"
-    return f"returns shape {got}, expected {expected} (the Jacobian is (P, D), batch first)"
+        message = f"returns shape {got}: keep the output axis, (P, D) = {expected}"
+    else:
+        message += " (the Jacobian is (P, D), batch first)"
+    return Diagnosis(math.nan, Mistake.WRONG_SHAPE, message)
 
 
 def value_problem(
@@ -101,24 +113,27 @@ def value_problem(
     *,
     net: MLP | None = None,
     x: Tensor | None = None,
-) -> str:
-    """Which known mistake a wrong Jacobian of the right shape matches ("" if none)."""
+) -> Diagnosis | None:
+    """Which known mistake a wrong Jacobian of the right shape matches (None if none)."""
     if reference.shape[-1] == reference.shape[-2] and (
         relative_error(result.transpose(-1, -2), reference) <= tolerance
     ):
-        return "returns the transpose Jᵀ (a Jacobian is (P, D): rows are outputs)"
+        message = "returns the transpose Jᵀ (a Jacobian is (P, D): rows are outputs)"
+        return Diagnosis(math.nan, Mistake.TRANSPOSED, message)
     if net is None or x is None:
-        return ""
+        return None
     batch = x.shape[0] if x.ndim == 2 else 1
     if flop_count(net.widths, "forward", batch) * (net.depth + 1) > SEARCH_MAX_FLOPS:
-        return ""
+        return None
     layers = range(1, net.depth + 1)
     if net.depth > 1 and _matches(result, chain_without_slopes(net, x, set(layers)), tolerance):
-        return "matches the Jacobian with no σ' at any layer: tanh' is missing everywhere"
+        message = "matches the Jacobian with no σ' at any layer: tanh' is missing everywhere"
+        return Diagnosis(math.nan, Mistake.SLOPES_LEFT_OUT, message)
     for k in layers:
         if _matches(result, chain_without_slopes(net, x, {k}), tolerance):
-            return f"matches the Jacobian with σ' left out at layer {k}: its tanh' is missing"
-    return ""
+            message = f"matches the Jacobian with σ' left out at layer {k}: its tanh' is missing"
+            return Diagnosis(math.nan, Mistake.SLOPES_LEFT_OUT, message)
+    return None
 
 
 def _matches(result: Tensor, candidate: Tensor, tolerance: float) -> bool:
@@ -151,16 +166,17 @@ class Snapshot:
         self.params = {k: v.clone() for k, v in tensors_of(net).items()}
         self.x = x.clone()
 
-    def changed(self, net: MLP | Any, x: Tensor, weights: str = "the network's weights") -> str:
-        """What the call changed in place, in words ("" if nothing); ``weights``: what the
-        routine calls the weights (``param_dict`` for the textbook's convention)."""
+    def changed(
+        self, net: MLP | Any, x: Tensor, weights: str = "the network's weights"
+    ) -> Diagnosis | None:
+        """What the call changed in place (None if nothing); ``weights``: what the routine
+        calls the weights (``param_dict`` for the textbook's convention)."""
         changed = [k for k, v in tensors_of(net).items() if not torch.equal(v, self.params[k])]
-        if changed:
-            names = ", ".join(changed)
-            return f"changes {weights} in place ({names}): a routine must not modify its arguments"
-        if not torch.equal(x, self.x):
-            return "changes x in place: a routine must not modify its arguments"
-        return ""
+        what = f"{weights} in place ({', '.join(changed)})" if changed else "x in place"
+        if not changed and torch.equal(x, self.x):
+            return None
+        message = f"changes {what}: a routine must not modify its arguments"
+        return Diagnosis(math.nan, Mistake.CHANGES_ARGUMENTS, message)
 
 
 def tensors_of(net: MLP | Any) -> dict[str, Tensor]:

@@ -1,9 +1,9 @@
-"""Models in a run: the user's own network, or one of jacbench's families, as a grid axis.
+"""Models in a run: the user's own network, or one of jacbench's built-in models, as a grid axis.
 
 A model is a factory ``make(d_in, d_out, **params) -> torch.nn.Module | callable`` whose
-result maps x of shape (D,) or (B, D) to (P,) or (B, P) (``jacbench.ad.models``). A run
-names it as a built-in family (``residual``, ``attention``, … : ``jacbench.ad.models.FAMILIES``),
-as ``path/to/file.py:function`` or ``package.module:function``, or, from Python, gives the
+result maps x of shape (D,) or (B, D) to (P,) or (B, P). A run names it as a built-in model
+(``residual``, ``attention``, …: ``jacbench.ad.builtin_models.BUILTIN_MODELS``), as
+``path/to/file.py:function`` or ``package.module:function``, or, from Python, gives the
 function itself; its keyword parameters are grid axes (``--param width=64,128``).
 
 A run builds the model at every point (D, P) from its seed, moves it to the point's dtype
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from jacbench.ad import generic
-from jacbench.ad.models import FAMILIES
+from jacbench.ad.builtin_models import BUILTIN_MODELS
 from jacbench.ad.networks import MLP
 from jacbench.runs import routines, workers
 from jacbench.runs.options import DEFAULT_CALL_TIMEOUT, ModelLike
@@ -65,7 +65,7 @@ class Model:
     @property
     def user_code(self) -> bool:
         """Whether the factory is the user's (built in a worker where it can be sent there)."""
-        return self.name not in FAMILIES
+        return self.name not in BUILTIN_MODELS
 
     @property
     def isolated(self) -> bool:
@@ -160,8 +160,8 @@ def _load(ref: str | bytes) -> Callable[..., Any]:
     """The factory ``ref`` names, imported in this process."""
     if isinstance(ref, bytes):
         return pickle.loads(ref)
-    if ref in FAMILIES:
-        return FAMILIES[ref]
+    if ref in BUILTIN_MODELS:
+        return BUILTIN_MODELS[ref]
     try:
         return routines.import_function(ref)[0]
     except routines.RoutineError as error:
@@ -177,12 +177,12 @@ def resolve_model(model: ModelLike | Model) -> Model:
     if isinstance(model, Model):
         return model
     if isinstance(model, str):
-        if model in FAMILIES:
+        if model in BUILTIN_MODELS:
             return Model(model, ref=model)
         if routines.is_spec(model):
             return Model(model, ref=model)
         raise ModelError(
-            f"unknown model {model!r}; expected one of: {', '.join(FAMILIES)}, "
+            f"unknown model {model!r}; expected one of: {', '.join(BUILTIN_MODELS)}, "
             "or path/to/file.py:function or package.module:function"
         )
     if not callable(model):
@@ -244,8 +244,8 @@ def check_model(
     try:
         workers.run(_check_here, model, d_in, d_out, deadline=timeout)
     except workers.WorkerFailed as failure:
-        if failure.raised.startswith("ModelError: "):
-            raise ModelError(failure.raised.removeprefix("ModelError: ")) from None
+        if failure.error_type == "ModelError":
+            raise ModelError(failure.error_text) from None
         raise ModelError(f"{model.label}: building and calling it {failure}") from None
 
 
@@ -291,8 +291,8 @@ def model_plan(
     try:
         return workers.run(_plan_here, model, d_in, d_out, batch, dtype, device, deadline=timeout)
     except workers.WorkerFailed as failure:
-        if failure.raised.startswith("ModelError: "):
-            raise ModelError(failure.raised.removeprefix("ModelError: ")) from None
+        if failure.error_type == "ModelError":
+            raise ModelError(failure.error_text) from None
         raise ModelError(f"{model.label}: counting its costs {failure}") from None
 
 

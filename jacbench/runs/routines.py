@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from jacbench.ad.networks import MLP
+from jacbench.measure.rows import Mistake
 from jacbench.runs import workers
 from jacbench.runs.methods import JacobianCall, Method, get_method
 from jacbench.runs.options import DEFAULT_CALL_TIMEOUT
@@ -51,7 +52,13 @@ _PROBE_BATCH = 2
 
 
 class RoutineError(ValueError):
-    """A routine that cannot be loaded or called: one line that says why."""
+    """A routine that cannot be loaded or called: one line that says why, and the mistake
+    it is (``Mistake``: a syntax error, a missing function, wrong arguments, failing when
+    loaded, …)."""
+
+    def __init__(self, message: str, mistake: Mistake = Mistake.FAILS_WHEN_LOADED) -> None:
+        super().__init__(message)
+        self.mistake = mistake
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,7 @@ class Routine:
             source=self.source,
             ref=self.ref,
             any_network=self.convention == LIBRARY,
+            convention=self.convention,
         )
 
 
@@ -119,7 +127,8 @@ def convention_of(fn: Callable[..., Any]) -> str:
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
-        raise RoutineError(f"cannot read the signature of {_describe(fn)}") from None
+        message = f"cannot read the signature of {_describe(fn)}"
+        raise RoutineError(message, Mistake.WRONG_ARGUMENTS) from None
     positional = [
         p
         for p in signature.parameters.values()
@@ -131,7 +140,8 @@ def convention_of(fn: Callable[..., Any]) -> str:
         return TEXTBOOK
     names = ", ".join(p.name for p in positional)
     raise RoutineError(
-        f"{_describe(fn)} takes ({names}); a routine takes (net, x) or (x, L, param_dict)"
+        f"{_describe(fn)} takes ({names}); a routine takes (net, x) or (x, L, param_dict)",
+        Mistake.WRONG_ARGUMENTS,
     )
 
 
@@ -145,7 +155,7 @@ def takes_a_batch(fn: Callable[..., Any]) -> bool:
     x = torch.randn(_PROBE_BATCH, _PROBE_WIDTHS[0], dtype=torch.float64)
     try:
         result = fn(net, x)
-    except Exception:  # a routine for one sample may fail on a batch in any way
+    except (Exception, SystemExit):  # a routine for one sample may fail on a batch in any way
         return False
     expected = (_PROBE_BATCH, _PROBE_WIDTHS[-1], _PROBE_WIDTHS[0])
     return tuple(getattr(result, "shape", ())) == expected
@@ -164,7 +174,8 @@ def from_callable(
     there (a function importable from a module other than ``__main__``).
     """
     if not callable(fn):
-        raise RoutineError(f"a routine must be callable, got {type(fn).__name__}")
+        message = f"a routine must be callable, got {type(fn).__name__}"
+        raise RoutineError(message, Mistake.MISSING_FUNCTION)
     ref = pickled(fn) if isolated else None
     if ref is not None:
         return _described(ref, timeout, name)
@@ -226,7 +237,8 @@ def _check_spec(spec: str) -> None:
     if not where or not function.isidentifier():
         raise RoutineError(
             f"{spec!r} does not name a routine; expected path/to/file.py:function "
-            "or package.module:function"
+            "or package.module:function",
+            Mistake.MISSING_FUNCTION,
         )
 
 
@@ -238,12 +250,13 @@ def _described(ref: str | bytes, timeout: float, name: str | None) -> Routine:
     (then it is called once per sample, and its own rows will say what went wrong).
     """
     try:
-        fn_name, source, convention = workers.run(_describe_here, ref, deadline=timeout)
+        described = workers.run(_describe_here, ref, deadline=timeout)
     except workers.WorkerFailed as failure:
         what = ref if isinstance(ref, str) else "the routine"
-        if failure.raised.startswith("RoutineError: "):
-            raise RoutineError(failure.raised.removeprefix("RoutineError: ")) from None
         raise RoutineError(f"{what}: loading it {failure}") from None
+    if described[0] is None:  # it could not be loaded: (None, the mistake, the message)
+        raise RoutineError(described[2], Mistake(described[1]))
+    fn_name, source, convention = described
     batched = False
     if convention == LIBRARY:
         try:
@@ -253,9 +266,13 @@ def _described(ref: str | bytes, timeout: float, name: str | None) -> Routine:
     return Routine(None, name or fn_name, source, convention, batched, ref)
 
 
-def _describe_here(ref: str | bytes) -> tuple[str, str, str]:
-    """In a worker: load ``ref`` (no call) and say what it is: name, source, convention."""
-    routine = routine_here(ref, probe=False)
+def _describe_here(ref: str | bytes) -> tuple[str | None, str, str]:
+    """In a worker: load ``ref`` (no call) and say what it is: name, source, convention; or
+    (None, the mistake, the message) where it cannot be loaded."""
+    try:
+        routine = routine_here(ref, probe=False)
+    except RoutineError as error:
+        return None, error.mistake.value, str(error)
     return routine.name, routine.source, routine.convention
 
 
@@ -324,9 +341,11 @@ def import_function(spec: str) -> tuple[Callable[..., Any], str]:
         source = f"{where}:{function}"
     fn = getattr(module, function, None)
     if fn is None:
-        raise RoutineError(f"{spec}: {where} has no function {function!r}")
+        message = f"{spec}: {where} has no function {function!r}"
+        raise RoutineError(message, Mistake.MISSING_FUNCTION)
     if not callable(fn):
-        raise RoutineError(f"{spec}: {function} is a {type(fn).__name__}, not a function")
+        message = f"{spec}: {function} is a {type(fn).__name__}, not a function"
+        raise RoutineError(message, Mistake.MISSING_FUNCTION)
     return fn, source
 
 
@@ -338,12 +357,12 @@ def _import_file(path: Path, spec: str) -> Any:
     if path in _FILE_MODULES:
         return _FILE_MODULES[path]
     if not path.is_file():
-        raise RoutineError(f"{spec}: no such file {path}")
+        raise RoutineError(f"{spec}: no such file {path}", Mistake.MISSING_FUNCTION)
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
     name = f"jacbench_user_{path.stem}_{digest}"
     module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None or module_spec.loader is None:
-        raise RoutineError(f"{spec}: {path} is not a Python file")
+        raise RoutineError(f"{spec}: {path} is not a Python file", Mistake.MISSING_FUNCTION)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module
     if str(path.parent) not in sys.path:
@@ -352,7 +371,8 @@ def _import_file(path: Path, spec: str) -> Any:
         module_spec.loader.exec_module(module)
     except SyntaxError as error:
         del sys.modules[name]
-        raise RoutineError(f"{spec}: {path}:{error.lineno}: SyntaxError: {error.msg}") from None
+        message = f"{spec}: {path}:{error.lineno}: SyntaxError: {error.msg}"
+        raise RoutineError(message, Mistake.SYNTAX_ERROR) from None
     except Exception as error:  # the user's top-level code may raise anything
         del sys.modules[name]
         raise RoutineError(f"{spec}: importing {path} raised {_one_line(error)}") from None
@@ -365,11 +385,13 @@ def _import_module(name: str, spec: str) -> Any:
         return importlib.import_module(name)
     except ModuleNotFoundError as error:
         if error.name == name or name.startswith(f"{error.name}."):
-            raise RoutineError(f"{spec}: no module named {name!r}") from None
+            message = f"{spec}: no module named {name!r}"
+            raise RoutineError(message, Mistake.MISSING_FUNCTION) from None
         raise RoutineError(f"{spec}: importing {name} raised {_one_line(error)}") from None
     except SyntaxError as error:
         where = f"{error.filename}:{error.lineno}"
-        raise RoutineError(f"{spec}: {where}: SyntaxError: {error.msg}") from None
+        message = f"{spec}: {where}: SyntaxError: {error.msg}"
+        raise RoutineError(message, Mistake.SYNTAX_ERROR) from None
     except Exception as error:  # the module's top-level code may raise anything
         raise RoutineError(f"{spec}: importing {name} raised {_one_line(error)}") from None
 
@@ -399,7 +421,8 @@ def resolve(
     if isinstance(method, str) and is_spec(method):
         return load(method, timeout=timeout, isolated=isolated).as_method()
     if not isinstance(method, str):
-        raise RoutineError(f"a method is a name, a routine spec or a callable, got {method!r}")
+        message = f"a method is a name, a routine spec or a callable, got {method!r}"
+        raise RoutineError(message, Mistake.MISSING_FUNCTION)
     return get_method(method)
 
 
