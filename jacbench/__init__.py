@@ -4,6 +4,7 @@ The public API, re-exported from the layers (docs/design.md, "Layers"): ``kernel
 ``measure`` under ``ad`` (the mathematics) under ``runs`` under ``cluster`` under ``faces``.
 """
 
+from jacbench import moved
 from jacbench.ad.cost import (
     Plan,
     SecondOrderPlan,
@@ -36,6 +37,17 @@ from jacbench.measure.rows import Row, Status
 from jacbench.runs.grid import PRESETS, Point
 
 __version__ = jacbench_version()
+
+# Old module paths (jacbench.cost, …) still import, with a DeprecationWarning (jacbench.moved).
+moved.install()
+
+
+def __getattr__(name: str) -> object:
+    """``from jacbench import cost``: an old module path's module, with a warning."""
+    if f"jacbench.{name}" in moved.MOVED:
+        return moved.moved_module(f"jacbench.{name}")
+    raise AttributeError(f"module 'jacbench' has no attribute {name!r}")
+
 
 __all__ = [
     "ACTIVATIONS",

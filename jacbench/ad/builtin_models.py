@@ -1,9 +1,10 @@
-"""Model families: factories of networks beyond the tanh MLP, in one convention.
+"""Built-in models: factories of networks beyond the tanh MLP, in one convention.
 
 A model is a factory ``make(d_in, d_out, **params) -> torch.nn.Module | callable``: its result
 takes x of shape (D,) or (B, D) and returns (P,) or (B, P). jacbench measures and explains
 the Jacobian of any such network (``jacbench.ad.generic``); these are its built-in
-families, each a real architecture at a size two cores time in seconds:
+models (``BUILTIN_MODELS``, by name), each a real architecture at a size two cores time in
+seconds:
 
 - ``mlp``: the tanh MLP itself (``make_mlp``; its hand-written routines and cost model);
 - ``residual``: residual blocks x + W₂·σ(W₁·LayerNorm(x)) with SiLU or GELU;
@@ -203,7 +204,7 @@ def make_mlp_model(d_in: int, d_out: int, *, width: int = 64, depth: int = 3) ->
     return make_mlp(depth, d_in, width, d_out)
 
 
-FAMILIES: Mapping[str, Callable[..., Any]] = {
+BUILTIN_MODELS: Mapping[str, Callable[..., Any]] = {
     "mlp": make_mlp_model,
     "residual": make_residual,
     "siren": make_siren,
