@@ -92,10 +92,35 @@ def test_mixed_on_hourglass_matches():
     assert relative_error(jacobian_mixed(net, x), reference_jacobian(net, x)) < 1e-12
 
 
-def test_auto_uses_the_plan():
-    net = make_mlp(2, 30, 8, 1, dtype=torch.float64)
-    x = torch.randn(30, dtype=torch.float64)
-    torch.testing.assert_close(jacobian(net, x, "auto"), jacobian_reverse(net, x))
+@pytest.mark.parametrize(
+    ("widths", "batch", "mode"),
+    [
+        ((300, 64, 64, 1), 1, "reverse"),  # one output: one adjoint row
+        ((1, 64, 64, 256), 1, "forward"),  # one input: one tangent column
+        ((2, 256, 256, 512), 4, "forward"),
+    ],
+)
+def test_auto_runs_the_mode_the_plan_chooses(monkeypatch, widths, batch, mode):
+    """auto runs the plan's mode, and only it (the routines are watched, not the values:
+    every mode gives the same Jacobian)."""
+    from jacbench import plan
+    from jacbench.ad import jacobians
+
+    ran = []
+    for name, routine in list(jacobians._ROUTINES.items()):
+
+        def watched(net, x, chunk_size, routine=routine, name=name):
+            ran.append(name)
+            return routine(net, x, chunk_size)
+
+        monkeypatch.setitem(jacobians._ROUTINES, name, watched)
+    jacobians._predicted_mode.cache_clear()
+    assert plan(widths, batch).mode == mode
+    net = MLP.from_widths(widths, dtype=torch.float64, seed=0)
+    x = torch.randn(batch, widths[0], dtype=torch.float64) if batch > 1 else torch.randn(widths[0])
+    result = jacobian(net, x.to(torch.float64), "auto")
+    assert ran == [mode]
+    assert relative_error(result, reference_jacobian(net, x.to(torch.float64))) < 1e-10
 
 
 @pytest.mark.parametrize(
