@@ -13,7 +13,7 @@ Installed with jacbench (entry point ``pytest11``), it gives every pytest run:
   is wrong), then times it with pytest-benchmark's ``benchmark``, in the group of its shape
   and with the same ``extra_info`` as the built-in suites, so ``--benchmark-compare`` and
   ``jacbench report --pytest-benchmark`` read both alike. Your own network is
-  ``model=`` (a factory, its spec or a built-in family, with ``params=``), its widths
+  ``model=`` (a factory, its spec or a built-in model, with ``params=``), its widths
   (D, P): ``jacobian_benchmark("auto", widths=(64, 1), model="attention")``, grouped per
   model. Second-order methods (or your
   routine with ``operator="hessian"``, ``"laplacian"`` or ``"hvp"``) are checked against
@@ -62,7 +62,7 @@ def jacobian_benchmark(benchmark: Any) -> Callable[..., Any]:
     """``run(method, widths, batch=1, dtype="float32", device="cpu")``: check, then time.
 
     ``method`` is a method name, a routine spec or a callable; ``widths`` the full
-    (D, K_1, …, K_L, P). With ``model`` (a family's name, a factory spec or a factory,
+    (D, K_1, …, K_L, P). With ``model`` (a built-in model's name, a factory spec or a factory,
     ``params`` its keyword arguments) the network is that model and ``widths`` is (D, P).
     Returns what pytest-benchmark's ``benchmark`` returns.
     """

@@ -280,10 +280,10 @@ def _shard_out(out: Path, shard: shards.Shard, shard_folder: bool) -> Path:
     if not shard_folder:
         return out
     try:
-        recorded = results.read_settings(results.read_meta(out))
+        meta = results.read_meta(out)
     except ValueError:
-        recorded = {}
-    if recorded and "merged" not in recorded:
+        meta = {}
+    if results.read_settings(meta) and "merged" not in meta:  # a merge's shards may run again
         raise results.RunDirError(f"{out} holds an unsharded run; give the shards another --out")
     return shards.shard_dir(out, shard)
 

@@ -48,9 +48,9 @@ class ModelError(ValueError):
 class Model:
     """A factory and the keyword parameters it is called with."""
 
-    name: str  # a family's name, the spec as given, or the function's name
+    name: str  # a built-in model's name, the spec as given, or the function's name
     params: tuple[tuple[str, Any], ...] = ()
-    # How a process finds the factory: a family's name, a spec, or the pickled function;
+    # How a process finds the factory: a built-in model's name, a spec, or the pickled function;
     # None for a function that cannot be sent to another process (``fn`` then holds it).
     ref: str | bytes | None = None
     fn: Callable[..., Any] | None = field(default=None, compare=False, repr=False)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -57,6 +57,9 @@ class Timing:
     processes: int = 1
     threads: int | None = None
     peaks: bool = False
+
+
+_Part = TypeVar("_Part", Build, Timing)
 
 
 @dataclass(frozen=True)
@@ -154,17 +157,17 @@ def resolve(options: SweepOptions) -> Settings:
     found = routines.resolve_all(asked, timeout=options.call_timeout)
     methods = tuple(method_of(operator, m) for m in found)
     _check_methods(methods, options.device)
-    timing = Timing(
-        min_time=options.min_time or chosen.min_time or DEFAULT_MIN_TIME,
-        max_call_time=options.max_call_time,
-        call_timeout=options.call_timeout,
-        rounds=options.rounds,
-        processes=options.processes,
-        threads=options.threads,
-        peaks=options.peaks,
+    timing = dataclasses.replace(
+        _copied(Timing, options), min_time=options.min_time or chosen.min_time or DEFAULT_MIN_TIME
     )
-    build = Build(seed=options.seed, init=options.init, activation=options.activation)
+    build = _copied(Build, options)
     return Settings(options, tuple(points), methods, operator, build, timing, options.validate)
+
+
+def _copied(part: type[_Part], options: SweepOptions) -> _Part:
+    """A part of the settings with each of its fields the option of that name: a new option
+    of the build or the timing is a field there and one in ``SweepOptions``."""
+    return part(**{f.name: getattr(options, f.name) for f in dataclasses.fields(part)})
 
 
 def method_of(operator: str, method: Method) -> Method:

@@ -61,7 +61,7 @@ Model = Annotated[
     str | None,
     typer.Option(
         help="Your own network instead of the tanh MLP: a factory make(d_in, d_out, "
-        "**params) as path/file.py:function or module:function, or a built-in family "
+        "**params) as path/file.py:function or module:function, or a built-in model "
         "(residual, siren, fourier, cnn, attention, mlp). Its JVP and VJP are counted.",
         show_default=False,
     ),

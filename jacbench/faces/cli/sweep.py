@@ -78,7 +78,7 @@ Model = Annotated[
         parser=names,
         metavar=names.metavar,
         help="Your own network: a factory make(d_in, d_out, **params) as path/file.py:function "
-        "or module:function (running that file's code), or a built-in family: residual, "
+        "or module:function (running that file's code), or a built-in model: residual, "
         "siren, fourier, cnn, attention, mlp. Sweeps --d-in, --d-out, --batch and each "
         "--param.",
         show_default="jacbench's tanh MLP",
