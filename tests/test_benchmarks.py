@@ -92,7 +92,9 @@ def test_the_fixture_checks_then_times_a_users_routine(tmp_path):
     (tmp_path / "test_mine.py").write_text(USER_TEST_FILE)
     done = _run_benchmarks("smoke", where="test_mine.py", cwd=tmp_path)
     assert "1 failed, 1 passed" in done.stdout, done.stdout + done.stderr
-    assert "wrong is wrong at L=2 D=4 K=16 P=2 B=1 float32 cpu: max relative error 1 >" in done.stdout
+    assert (
+        "wrong is wrong at L=2 D=4 K=16 P=2 B=1 float32 cpu: max relative error 1 >" in done.stdout
+    )
 
 
 def test_unknown_preset_is_a_usage_error():

@@ -173,3 +173,18 @@ def test_a_run_without_out_stays_out_of_the_committed_results():
     assert results.default_run_dir("cpu").parts[0] == "jacbench-results"
     ignored = (Path(__file__).parent.parent / ".gitignore").read_text().splitlines()
     assert "jacbench-results/" in ignored
+
+
+def test_compare_warns_when_the_runs_built_other_networks():
+    import pandas as pd
+
+    from jacbench.runs.results import RunData, run_differences
+
+    rows = pd.DataFrame({"device": ["cpu"], "dtype": ["float32"]})
+    built = {"settings": {"build": {"seed": 0, "init": "lecun", "activation": "tanh"}}}
+    other = {"settings": {"build": {"seed": 1, "init": "lecun", "activation": "tanh"}}}
+    legacy = {"params": {"seed": 0, "init": "lecun", "activation": "tanh"}}
+    same = run_differences(RunData(rows, rows, built), RunData(rows, rows, legacy))
+    assert same == ([], [])
+    refusals, warnings = run_differences(RunData(rows, rows, built), RunData(rows, rows, other))
+    assert refusals == [] and warnings == ["build.seed: 0 → 1"]

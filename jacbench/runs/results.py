@@ -465,8 +465,9 @@ def read_run(path: Path | str) -> RunData:
 def run_differences(a: RunData, b: RunData) -> tuple[list[str], list[str]]:
     """(what makes two runs incomparable, what only weakens the comparison), as phrases.
 
-    Device, dtype and torch version must match for timings to compare; threads and CPU
-    model may differ (comparing them can be the point) but are worth a warning.
+    Device, dtype and torch version must match for timings to compare; threads, CPU model
+    and how the networks were built (their settings' ``build``) may differ (comparing them
+    can be the point) but are worth a warning.
     """
     refusals: list[str] = []
     warnings: list[str] = []
@@ -479,6 +480,10 @@ def run_differences(a: RunData, b: RunData) -> tuple[list[str], list[str]]:
         left, right = env_a.get(field), env_b.get(field)
         if left is not None and right is not None and left != right:
             bucket.append(f"{field.replace('_', ' ')} {left} vs {right}")
+    # Networks built another way (a seed, an init, an activation) time other arithmetic.
+    built = [read_settings(run.meta).get("build") or {} for run in (a, b)]
+    if all(built) and built[0] != built[1]:
+        warnings += settings_differences({"build": built[0]}, {"build": built[1]})
     return refusals, warnings
 
 
