@@ -49,3 +49,14 @@ def returns_a_list(net, x):
 def textbook_forever(x, L, param_dict):
     while True:
         time.sleep(0.01)
+
+
+class RunsCodeWhenUnpickled:
+    """A reply that would run a command in whoever unpickled it."""
+
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/jacbench-forged",))
+
+
+def forged_reply(net=None, x=None):
+    return RunsCodeWhenUnpickled()

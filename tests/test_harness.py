@@ -6,7 +6,7 @@ import torch
 
 from jacbench import sweep
 from jacbench.measure.rows import COLUMNS, SAMPLE_COLUMNS, Status
-from jacbench.runs import harness, methods, tasks
+from jacbench.runs import bench, harness, methods, tasks
 from jacbench.runs.grid import Point
 from jacbench.runs.harness import run_sweep
 from jacbench.runs.methods import Method
@@ -143,7 +143,7 @@ def test_reference_out_of_memory_marks_rows_unchecked(monkeypatch):
     def no_memory(point, net, x, operator):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 TB")
 
-    monkeypatch.setattr(tasks, "point_reference", no_memory)
+    monkeypatch.setattr(bench, "point_reference", no_memory)
     rows = list(run_sweep(_config(names=("reverse",))))
     assert {r.status for r in rows} == {Status.UNCHECKED}
     assert rows[0].message == "not checked: the float64 reference ran out of memory"

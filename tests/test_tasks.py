@@ -6,12 +6,13 @@ import pytest
 
 from jacbench.measure.rows import Mistake, Status
 from jacbench.runs import routines
-from jacbench.runs.executors import InProcess, InWorker, StepFailed
+from jacbench.runs.bench import Bench
+from jacbench.runs.executors import InProcess, StepFailed
 from jacbench.runs.grid import Point
 from jacbench.runs.methods import get_method
 from jacbench.runs.options import SweepOptions
 from jacbench.runs.settings import Settings, Timing
-from jacbench.runs.tasks import Bench, PointTasks, run_point
+from jacbench.runs.tasks import PointTasks, run_point
 
 from . import user_routines
 
@@ -19,11 +20,12 @@ HOSTILE = "tests/hostile_routines.py"
 POINT = Point((4, 6, 6, 3), 1, "float64")
 
 
-def _prepared(executor, spec, *, point=POINT, timeout=20.0):
-    method = routines.resolve(spec, timeout=timeout, isolated=isinstance(executor, InWorker))
+def _prepared(isolated, spec, *, point=POINT, timeout=20.0):
+    method = routines.resolve(spec, timeout=timeout, isolated=isolated)
+    assert (method.owner is not None) == isolated  # a sandbox of its own, or this process
     timing = Timing(min_time=0.01, call_timeout=timeout, max_call_time=math.inf)
     settings = Settings(SweepOptions(), (point,), (method,), timing=timing)
-    tasks = PointTasks(point, settings, executor=executor)
+    tasks = PointTasks(point, settings)
     try:
         row = tasks.prepare(method)
         timed = tasks.measure(method, 0.01) if tasks.waiting(method) else None
@@ -32,7 +34,7 @@ def _prepared(executor, spec, *, point=POINT, timeout=20.0):
     return row, timed
 
 
-@pytest.mark.parametrize("executor", [InProcess, InWorker], ids=["in process", "in a worker"])
+@pytest.mark.parametrize("isolated", [False, True], ids=["in process", "in its sandbox"])
 @pytest.mark.parametrize(
     ("spec", "status", "mistake", "message"),
     [
@@ -54,8 +56,8 @@ def _prepared(executor, spec, *, point=POINT, timeout=20.0):
         ),
     ],
 )
-def test_both_executors_give_the_same_row(executor, spec, status, mistake, message):
-    row, timed = _prepared(executor(), spec)
+def test_both_executors_give_the_same_row(isolated, spec, status, mistake, message):
+    row, timed = _prepared(isolated, spec)
     assert row.status is status
     assert row.mistake == mistake
     assert message in row.message
@@ -66,10 +68,10 @@ def test_both_executors_give_the_same_row(executor, spec, status, mistake, messa
 
 
 def test_a_worker_past_its_deadline_is_a_timeout_and_its_next_point_goes_on():
-    row, _ = _prepared(InWorker(), f"{HOSTILE}:forever", timeout=2.0)
+    row, _ = _prepared(True, f"{HOSTILE}:forever", timeout=2.0)
     assert (row.status, row.mistake) == (Status.TIMEOUT, Mistake.TIMEOUT)
     assert row.message == "did not return within 2 s"
-    row, _ = _prepared(InWorker(), "tests.user_routines:library_batched")
+    row, _ = _prepared(True, "tests.user_routines:library_batched")
     assert row.status is Status.OK
 
 
@@ -86,15 +88,17 @@ def test_a_worker_that_dies_is_a_crash_and_the_bench_is_hosted_again():
     assert rows[good.name].status is Status.OK and rows[good.name].median_s > 0
 
 
-def test_the_bench_builds_the_point_once_and_reports_no_reference_when_validation_is_off():
+def test_the_bench_builds_the_point_once_and_gives_plain_results():
     bench = Bench(POINT, Settings(SweepOptions(), (), ()).build, False, "jacobian")
-    failure, missing, costs = bench.describe()
-    assert (failure, missing) == ("", "not checked: validation is off")
-    assert costs.predicted in ("forward", "reverse", "mixed")
-    compile_s = bench.build(get_method("reverse"))
-    assert math.isnan(compile_s)
-    found, changed = bench.check("reverse", 1e-10)
-    assert found is None and changed is None  # no reference: nothing to diagnose
+    failure, costs = bench.describe()
+    assert failure == "" and costs.predicted in ("forward", "reverse", "mixed")
+    assert bench.reference(0) == "not checked: validation is off"
+    assert math.isnan(bench.build(get_method("reverse"), "reverse"))
+    result, changed = bench.result("reverse")
+    assert (result.kind, result.array, result.dtype, result.shape) == (
+        "Tensor", True, "float64", (3, 4)
+    )
+    assert changed is None  # jacbench's own method: its arguments are not watched
 
 
 def test_an_executor_turns_what_a_step_raises_into_data():
@@ -106,6 +110,7 @@ def test_an_executor_turns_what_a_step_raises_into_data():
     assert str(caught.value) == "raised KeyError: 'missing'"
 
 
-def test_library_routines_run_here_when_they_cannot_go_to_a_worker():
-    row, timed = _prepared(InProcess(), user_routines.library_batched)
+def test_a_function_given_by_value_runs_in_a_sandbox_of_its_own():
+    row, timed = _prepared(True, user_routines.library_batched)  # a test module's: importable
     assert row.status is Status.OK and timed is not None
+    assert routines.resolve(lambda net, x: x, isolated=True).owner is None  # cannot go there

@@ -14,9 +14,10 @@ import pytest
 import torch
 
 import jacbench
-from jacbench.runs import workers
+from jacbench.runs import sandbox, workers
 from jacbench.runs.routines import load
 
+from . import hostile_routines
 from .test_cli import invoke
 
 HOSTILE = str(Path(__file__).with_name("hostile_routines.py"))
@@ -43,37 +44,49 @@ def _raise() -> None:
     raise ValueError("first line\nsecond line")
 
 
+OWNER = sandbox.Owner("tests:test_workers")
+
+
 def test_a_worker_answers_and_names_what_went_wrong():
-    worker = workers.Worker()
     try:
-        assert worker.call(sum, [1, 2, 3], deadline=30) == 6
+        assert sandbox.run(OWNER, sum, [1, 2, 3], deadline=60) == 6
         with pytest.raises(workers.WorkerFailed, match="raised ValueError: first line$"):
-            worker.call(_raise, deadline=30)
-        assert worker.call(max, [1, 5], deadline=30) == 5  # still serving after a raise
+            sandbox.run(OWNER, _raise, deadline=30)
+        assert sandbox.run(OWNER, max, [1, 5], deadline=30) == 5  # still serving after a raise
         with pytest.raises(workers.WorkerFailed, match="exited with code 7") as died:
-            worker.call(os._exit, 7, deadline=30)
+            sandbox.run(OWNER, os._exit, 7, deadline=30)
         assert not died.value.timed_out
     finally:
-        worker.close()
+        sandbox.close(OWNER)
 
 
 def test_a_worker_past_its_deadline_is_killed():
-    worker = workers.Worker()
-    started = time.monotonic()
-    with pytest.raises(workers.WorkerFailed, match="did not return within 1 s") as late:
-        worker.call(time.sleep, 60, deadline=1)
-    assert late.value.timed_out and not worker.alive
-    assert time.monotonic() - started < 30
+    try:
+        sandbox.run(OWNER, sum, [1], deadline=60)  # started
+        started = time.monotonic()
+        with pytest.raises(workers.WorkerFailed, match="did not return within 1 s") as late:
+            sandbox.run(OWNER, time.sleep, 60, deadline=1)
+        assert late.value.timed_out
+        assert time.monotonic() - started < 30
+    finally:
+        sandbox.close(OWNER)
 
 
 def _crash() -> None:
     os.kill(os.getpid(), signal.SIGSEGV)  # in the worker: its own pid
 
 
-def test_the_shared_worker_is_replaced_after_a_death():
-    with pytest.raises(workers.WorkerFailed, match="killed by SIGSEGV"):
-        workers.run(_crash, deadline=30)
-    assert workers.run(sum, [2, 2], deadline=30) == 4
+def test_a_sandbox_is_replaced_after_a_death_and_its_replies_are_not_trusted():
+    try:
+        with pytest.raises(workers.WorkerFailed, match="killed by SIGSEGV"):
+            sandbox.run(OWNER, _crash, deadline=60)
+        assert sandbox.run(OWNER, sum, [2, 2], deadline=60) == 4
+        # a reply that would run code when unpickled is refused, never unpickled
+        with pytest.raises(workers.WorkerFailed, match="does not read"):
+            sandbox.run(OWNER, hostile_routines.forged_reply, deadline=60)
+        assert not Path("/tmp/jacbench-forged").exists()
+    finally:
+        sandbox.close(OWNER)
 
 
 def test_loading_a_routine_never_calls_it_here():

@@ -24,6 +24,7 @@ import pandas as pd
 
 from jacbench.faces.grading import QUICK_SHAPES, grade_cases, grading_cases
 from jacbench.measure.rows import Mistake
+from jacbench.runs import sandbox
 from jacbench.runs.grid import PRESETS
 from jacbench.runs.harness import sweep
 from jacbench.runs.options import DEFAULT_CALL_TIMEOUT
@@ -48,11 +49,13 @@ COLUMNS = (
 
 @dataclass(frozen=True)
 class Submission:
-    """One student's work: a name and the routine's spec (file.py:function)."""
+    """One student's work: a name, the routine's spec (file.py:function) and the files that
+    are theirs (the file, or their folder), copied into their sandbox alone."""
 
     student: str
     spec: str | None  # None: no file of theirs defines the function
     problem: str = ""  # why there is no spec
+    files: str | None = None
 
 
 def find_submissions(folder: Path, function: str) -> list[Submission]:
@@ -69,7 +72,7 @@ def find_submissions(folder: Path, function: str) -> list[Submission]:
         if entry.name.startswith((".", "_")):
             continue
         if entry.is_file() and entry.suffix == ".py":
-            found.append(Submission(entry.stem, f"{entry}:{function}"))
+            found.append(Submission(entry.stem, f"{entry}:{function}", files=str(entry)))
         elif entry.is_dir():
             found.append(_folder_submission(entry, function))
     if not found:
@@ -85,7 +88,7 @@ def _folder_submission(folder: Path, function: str) -> Submission:
         except OSError:
             continue
         if defines.search(text):
-            return Submission(folder.name, f"{path}:{function}")
+            return Submission(folder.name, f"{path}:{function}", files=str(folder))
     return Submission(folder.name, None, f"no .py file in {folder.name}/ defines {function}")
 
 
@@ -105,8 +108,10 @@ def grade_submission(
     row["details"] = []
     if submission.spec is None:
         return _failed(row, submission.problem, Mistake.MISSING_FUNCTION.value)
+    files = Path(submission.files or submission.spec.rpartition(":")[0])
+    owner = sandbox.submission_owner(submission.student, files)
     try:
-        routine = load(submission.spec, timeout=call_timeout)
+        routine = load(submission.spec, timeout=call_timeout, owner=owner)
     except RoutineError as error:
         problem = str(error).removeprefix(f"{submission.spec}: ")
         return _failed(row, problem, error.mistake.value)
@@ -185,15 +190,15 @@ def grade_class(
     for submission in submissions:
         if progress is not None:
             progress(submission)
-        rows.append(
-            grade_submission(
+        with sandbox.closing_all():  # the student's sandbox and all it started, gone after
+            row = grade_submission(
                 submission,
                 convention=convention,
                 quick=quick,
                 call_timeout=call_timeout,
                 min_time=min_time,
             )
-        )
+        rows.append(row)
     return rows
 
 

@@ -24,15 +24,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from jacbench.ad import cost
 from jacbench.measure import machine
 from jacbench.measure.rows import Mistake, Status
-from jacbench.runs import workers
-from jacbench.runs.executors import InProcess, InWorker
+from jacbench.runs import sandbox, workers
+from jacbench.runs.bench import build_input, build_network
 from jacbench.runs.grid import PRESETS, Point, uniform_widths
 from jacbench.runs.harness import SweepObserver, sweep, torch_state_kept
 from jacbench.runs.methods import Method
 from jacbench.runs.options import DEFAULT_CALL_TIMEOUT, SweepOptions
 from jacbench.runs.routines import Routine, from_callable, load, routine_here
 from jacbench.runs.settings import Settings, Timing
-from jacbench.runs.tasks import TOLERANCES, PointTasks, build_input, build_network
+from jacbench.runs.tasks import TOLERANCES, PointTasks
 
 # The peers a passing routine is timed against.
 TIMING_METHODS = ("forward", "reverse", "auto", "func-jacrev")
@@ -128,6 +128,18 @@ def check(
     >>> check(reverse, time=False).passed
     True
     """
+    with sandbox.closing_all():  # the routine's sandbox, and every process it started, gone
+        return _checked(fn, time, quick, min_time, observer, call_timeout)
+
+
+def _checked(
+    fn: str | Callable[..., Any],
+    time: bool,
+    quick: bool,
+    min_time: float | None,
+    observer: SweepObserver | None,
+    call_timeout: float,
+) -> CheckReport:
     if isinstance(fn, str):
         routine = load(fn, timeout=call_timeout)
     else:
@@ -135,7 +147,8 @@ def check(
     report = CheckReport(routine, pd.DataFrame(grade_cases(routine, call_timeout)))
     report.hints = _depth_hint(report.cases)
     if report.passed:
-        report.hints += _in_worker_if_possible(routine, _flop_hints, call_timeout, default=[])
+        hints = _in_worker_if_possible(routine, _flop_hints, call_timeout, default=[])
+        report.hints += [str(h) for h in hints] if isinstance(hints, list) else []
         if time:
             shapes = QUICK_SHAPES if quick else PRESETS["textbook"].shapes
             other = machine.OtherWork()
@@ -191,9 +204,8 @@ def grade_case(routine: Routine, case: Case, call_timeout: float = DEFAULT_CALL_
     method = routine.as_method()
     timing = Timing(max_call_time=math.inf, call_timeout=call_timeout)
     settings = Settings(SweepOptions(), (case.point,), (method,), timing=timing)
-    executor = InWorker() if routine.ref is not None else InProcess()
     with torch_state_kept():
-        tasks = PointTasks(case.point, settings, executor=executor)
+        tasks = PointTasks(case.point, settings)
         try:
             found = tasks.prepare(method)
         finally:
@@ -209,10 +221,12 @@ def _in_worker_if_possible(
 ) -> Any:
     """``task(routine, *args)``: in the worker for a routine that lives there, else here.
     With ``default=…``, a worker that fails answers that instead of raising."""
-    if routine.ref is None:
+    if routine.owner is None:
         return task(routine, *args)
     try:
-        return workers.run(_with_routine_here, task, routine.ref, *args, deadline=timeout)
+        return sandbox.run(
+            routine.owner, _with_routine_here, task, routine.ref, *args, deadline=timeout
+        )
     except workers.WorkerFailed:
         if "default" in fallback:
             return fallback["default"]

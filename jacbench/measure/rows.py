@@ -43,9 +43,11 @@ class Mistake(str, Enum):
     WRONG_SHAPE = "wrong shape"
     TRANSPOSED = "transposed"
     NAN = "NaN or inf"
+    WRONG_TYPE = "wrong dtype or device"
     SLOPES_LEFT_OUT = "σ' left out"
     WRONG_VALUES = "wrong values"
     CHANGES_ARGUMENTS = "changes its arguments"
+    WRONG_WHEN_TIMED = "wrong when timed"  # right when checked, wrong on a timed call
     RAISES = "raises an exception"
     CRASH = "crash"  # its process died, or it called sys.exit or raised KeyboardInterrupt
     TIMEOUT = "timeout"

@@ -21,6 +21,7 @@ from jacbench.ad.cost import flop_count
 from jacbench.ad.jacobians import relative_error
 from jacbench.ad.networks import MLP
 from jacbench.measure.rows import Mistake
+from jacbench.runs.plain import PlainResult, tensor_of
 
 # Looking for a missing σ' evaluates L + 1 chains in float64 on the CPU: past this many FLOPs
 # (a net of a few hundred units) the diagnosis stays the error against the tolerance.
@@ -84,6 +85,49 @@ def diagnose(
     if named is not None:
         return replace(named, max_rel_err=error)
     return Diagnosis(error, Mistake.WRONG_VALUES, f"max relative error {error:.3g} > {tolerance:g}")
+
+
+def diagnose_plain(
+    result: PlainResult,
+    reference: Tensor,
+    tolerance: float,
+    *,
+    dtype: str,
+    device: str,
+    strict: bool,
+    net: MLP | None = None,
+    x: Tensor | None = None,
+    jacobian: bool = True,
+) -> Diagnosis:
+    """A result sent back as plain data (``jacbench.runs.plain``) against ``reference``.
+
+    Something other than an array, a Tensor subclass included, is not judged by its own
+    operators: it is not a tensor. ``strict`` (a user's code): the result must have the
+    network's ``dtype`` (float64 is no float32 answer, a complex one none at all) and be on
+    its ``device``. Then as ``diagnose``.
+    """
+    if not result.array:
+        if result.subclass:
+            message = f"returned a {result.kind}, a subclass of torch.Tensor: return a plain tensor"
+        else:
+            message = f"returned a {result.kind}, not a tensor"
+        return Diagnosis(math.nan, Mistake.NOT_A_TENSOR, message)
+    if strict and result.dtype != dtype:
+        message = f"returns {result.dtype}, expected {dtype} (the network's dtype)"
+        return Diagnosis(math.nan, Mistake.WRONG_TYPE, message)
+    if strict and not _same_device(result.device, device):
+        message = f"returns a tensor on {result.device}, expected {device}"
+        return Diagnosis(math.nan, Mistake.WRONG_TYPE, message)
+    try:
+        tensor = tensor_of(result)
+    except ValueError as error:
+        return Diagnosis(math.nan, Mistake.NOT_A_TENSOR, f"returned damaged data: {error}")
+    return diagnose(tensor, reference, tolerance, net=net, x=x, jacobian=jacobian)
+
+
+def _same_device(found: str, expected: str) -> bool:
+    a, b = torch.device(found), torch.device(expected)
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
 def shape_problem(

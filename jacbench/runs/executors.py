@@ -22,7 +22,7 @@ import torch
 
 from jacbench.ad.networks import UnsupportedNetwork
 from jacbench.measure.rows import Mistake
-from jacbench.runs import workers
+from jacbench.runs import sandbox, workers
 from jacbench.runs.methods import Method
 
 # What a user's code raising these means: it tried to end the process, not to fail a call.
@@ -128,21 +128,22 @@ def _run(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
 
 
 class InWorker:
-    """Steps run in the worker process, each one request with a deadline (NOTE: [Workers]).
+    """Steps run in the owner's sandbox (NOTE: [Sandboxes]), each one request with a deadline.
     A worker that runs past a deadline is killed, one that dies is named by how; either way
     the next request starts a fresh one, where the hosted object is built again first."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: sandbox.Owner) -> None:
+        self.owner = owner
         self._opened: tuple[Callable[..., Any], tuple[Any, ...], float] | None = None
         self._worker: workers.Worker | None = None
 
     def open(self, factory: Callable[..., Any], *args: Any, deadline: float) -> None:
         self._opened = (factory, args, deadline)
-        self._worker = workers.shared()
+        self._worker = sandbox.sandbox(self.owner).worker()
         self._request(_host, factory, args, deadline=deadline)
 
     def call(self, step: str, *args: Any, deadline: float) -> Any:
-        if self._opened is not None and workers.shared() is not self._worker:
+        if self._opened is not None and sandbox.sandbox(self.owner).worker() is not self._worker:
             factory, opened_with, limit = self._opened  # a fresh worker: host it again
             self.open(factory, *opened_with, deadline=limit)
         return self._request(_call_hosted, step, args, deadline=deadline)
@@ -151,19 +152,22 @@ class InWorker:
         return method.ref or method.name
 
     def close(self) -> None:
-        try:
-            self._request(_host, None, (), deadline=workers.START_S)
-        except StepFailed:
-            pass  # a worker that is gone hosts nothing
+        if self._worker is not None and self._worker.alive:
+            try:
+                self._request(_host, None, (), deadline=workers.START_S)
+            except StepFailed:
+                pass  # a worker that is gone hosts nothing
+        self._opened = self._worker = None
 
-    @staticmethod
-    def _request(function: Callable[..., Any], *args: Any, deadline: float) -> Any:
+    def _request(self, function: Callable[..., Any], *args: Any, deadline: float) -> Any:
         try:
-            outcome, value = workers.run(function, *args, deadline=deadline)
+            outcome, value = sandbox.run(self.owner, function, *args, deadline=deadline)
         except workers.WorkerFailed as failure:
             raise StepFailed(str(failure), failure.mistake) from None
-        if outcome == "raised":
+        if outcome == "raised" and isinstance(value, Raised):
             raise value.failure()
+        if outcome != "ok":
+            raise StepFailed("sent a reply jacbench does not read", Mistake.CRASH)
         return value
 
 

@@ -37,7 +37,7 @@ from jacbench.measure.rows import (
     typed_frame,
 )
 from jacbench.runs import processes as pool_processes
-from jacbench.runs import results, shards
+from jacbench.runs import results, sandbox, shards
 from jacbench.runs.grid import DTYPES, Point
 from jacbench.runs.methods import Method
 from jacbench.runs.options import MethodLike, SweepOptions
@@ -125,7 +125,7 @@ def sweep(
         options = SweepOptions.from_keywords({"methods": methods, **keywords})
     elif methods is not None or keywords:
         raise ValueError("give the options as keywords or as options=, not both")
-    with torch_state_kept():
+    with torch_state_kept(), sandbox.closing_all():
         return _sweep(options, out, resume, shard, shard_folder, command, observer)
 
 

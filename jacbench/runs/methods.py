@@ -35,6 +35,7 @@ from jacbench.ad.networks import MLP
 from jacbench.measure.machine import install_hint
 from jacbench.measure.timing import synchronize
 from jacbench.runs.operators import direction
+from jacbench.runs.sandbox import Owner
 
 JacobianCall = Callable[[], Tensor]
 
@@ -68,6 +69,9 @@ class Method:
     # A user routine's calling convention (jacbench.runs.routines): "library" fn(net, x) or
     # "textbook" fn(x, L, param_dict); empty for the registered methods.
     convention: str = ""
+    # Whose sandbox a user routine runs in (NOTE: [Sandboxes]); None for the registered
+    # methods and for a routine that cannot be sent there (it runs in this process).
+    owner: Owner | None = None
 
     def mode_for(self, predicted: str) -> str:
         """The AD mode this method runs where ``cost.plan`` predicts ``predicted``."""

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from jacbench.ad import generic
 from jacbench.ad.builtin_models import BUILTIN_MODELS
 from jacbench.ad.networks import MLP
-from jacbench.runs import routines, workers
+from jacbench.runs import routines, sandbox, workers
 from jacbench.runs.options import DEFAULT_CALL_TIMEOUT, ModelLike
 
 # The MLP's own rows (not built from a factory) carry this in the ``model`` column.
@@ -69,8 +69,18 @@ class Model:
 
     @property
     def isolated(self) -> bool:
-        """Whether its points run in a worker process: a user's factory that can go there."""
+        """Whether its points run in a sandbox: a user's factory that can go there."""
         return self.user_code and self.ref is not None
+
+    @property
+    def owner(self) -> sandbox.Owner | None:
+        """Whose sandbox its points run in (NOTE: [Sandboxes]): the factory's own, one for
+        every params of it; None where it runs in this process."""
+        if not self.isolated:
+            return None
+        if isinstance(self.ref, bytes):
+            return sandbox.owner_of_callable(self.ref)
+        return sandbox.owner_of_spec(str(self.ref))
 
     def with_params(self, params: Mapping[str, Any]) -> Model:
         """This factory with ``params``."""
@@ -169,18 +179,18 @@ def _load(ref: str | bytes) -> Callable[..., Any]:
 
 
 def resolve_model(model: ModelLike | Model) -> Model:
-    """The ``Model`` that ``model`` names: a family, a spec or a factory function.
+    """The ``Model`` that ``model`` names: a built-in model, a spec or a factory function.
 
     Raises:
-        ModelError: neither a family nor a spec, or not callable.
+        ModelError: neither a built-in model nor a spec, or not callable.
     """
     if isinstance(model, Model):
         return model
     if isinstance(model, str):
         if model in BUILTIN_MODELS:
             return Model(model, ref=model)
-        if routines.is_spec(model):
-            return Model(model, ref=model)
+        if routines.is_spec(model):  # a file named where it lies: a sandbox works elsewhere
+            return Model(model, ref=routines.absolute_spec(model))
         raise ModelError(
             f"unknown model {model!r}; expected one of: {', '.join(BUILTIN_MODELS)}, "
             "or path/to/file.py:function or package.module:function"
@@ -242,7 +252,8 @@ def check_model(
         _check_here(model, d_in, d_out)
         return
     try:
-        workers.run(_check_here, model, d_in, d_out, deadline=timeout)
+        assert model.owner is not None  # isolated
+        sandbox.run(model.owner, _check_here, model, d_in, d_out, deadline=timeout)
     except workers.WorkerFailed as failure:
         if failure.error_type == "ModelError":
             raise ModelError(failure.error_text) from None
@@ -289,7 +300,10 @@ def model_plan(
     if not model.isolated:
         return _plan_here(model, d_in, d_out, batch, dtype, device)
     try:
-        return workers.run(_plan_here, model, d_in, d_out, batch, dtype, device, deadline=timeout)
+        assert model.owner is not None  # isolated
+        return sandbox.run(
+            model.owner, _plan_here, model, d_in, d_out, batch, dtype, device, deadline=timeout
+        )
     except workers.WorkerFailed as failure:
         if failure.error_type == "ModelError":
             raise ModelError(failure.error_text) from None

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from jacbench.ad.networks import MLP
 from jacbench.measure.rows import Mistake
-from jacbench.runs import workers
+from jacbench.runs import sandbox, workers
 from jacbench.runs.methods import JacobianCall, Method, get_method
 from jacbench.runs.options import DEFAULT_CALL_TIMEOUT
 
@@ -70,7 +70,8 @@ class Routine:
     source: str  # where it comes from: "/abs/path/file.py:function" or "module:function"
     convention: str  # LIBRARY or TEXTBOOK
     batched: bool  # library style only: called with a whole batch
-    ref: str | bytes | None = None  # how a worker finds it: the spec, or the pickled function
+    ref: str | bytes | None = None  # how its sandbox finds it: a spec there, or pickled
+    owner: sandbox.Owner | None = None  # whose sandbox it runs in (None: this process)
 
     @property
     def calling(self) -> str:
@@ -106,6 +107,7 @@ class Routine:
             ref=self.ref,
             any_network=self.convention == LIBRARY,
             convention=self.convention,
+            owner=self.owner,
         )
 
 
@@ -178,7 +180,7 @@ def from_callable(
         raise RoutineError(message, Mistake.MISSING_FUNCTION)
     ref = pickled(fn) if isolated else None
     if ref is not None:
-        return _described(ref, timeout, name)
+        return _described(ref, sandbox.owner_of_callable(ref), timeout, name)
     return _from_callable_here(fn, name=name)
 
 
@@ -215,11 +217,18 @@ def is_spec(text: str) -> bool:
     return bool(module) and function.isidentifier()
 
 
-def load(spec: str, *, isolated: bool = True, timeout: float = DEFAULT_CALL_TIMEOUT) -> Routine:
+def load(
+    spec: str,
+    *,
+    isolated: bool = True,
+    timeout: float = DEFAULT_CALL_TIMEOUT,
+    owner: sandbox.Owner | None = None,
+) -> Routine:
     """The routine ``spec`` names: ``path/to/file.py:function`` or ``module:function``.
 
     Importing a file runs its top-level code: with ``isolated`` (the default) that happens in
-    a worker process, where the routine will run (``timeout``: seconds it may take).
+    a sandbox of its own (NOTE: [Sandboxes]; ``owner``: whose, by default the spec's), where
+    the routine will run (``timeout``: seconds it may take).
 
     Raises:
         RoutineError: one line: no such file or module, a syntax or import error in it, no
@@ -228,8 +237,31 @@ def load(spec: str, *, isolated: bool = True, timeout: float = DEFAULT_CALL_TIME
     """
     if isolated:
         _check_spec(spec)
-        return _described(spec, timeout, spec)
+        owner = owner or sandbox.owner_of_spec(spec)
+        inside = sandbox.spec_inside(owner, absolute_spec(spec))
+        routine = _described(inside, owner, timeout, spec)
+        return replace(routine, source=_source_of(spec, routine.source))
     return _load_here(spec)
+
+
+def is_file_spec(spec: str) -> bool:
+    """Whether ``spec`` names a file (``path/file.py:function``), not a module."""
+    where = spec.rpartition(":")[0]
+    return where.endswith(".py") or "/" in where or "\\" in where
+
+
+def absolute_spec(spec: str) -> str:
+    """``spec`` with its file's path absolute (a module's spec as it is): a sandbox works in
+    a folder of its own."""
+    where, _, function = spec.rpartition(":")
+    if not is_file_spec(spec):
+        return spec
+    return f"{Path(where).expanduser().resolve()}:{function}"
+
+
+def _source_of(spec: str, found: str) -> str:
+    """Where a spec's routine comes from, as the user named it (not its sandbox's copy)."""
+    return absolute_spec(spec) if is_file_spec(spec) else found
 
 
 def _check_spec(spec: str) -> None:
@@ -242,28 +274,47 @@ def _check_spec(spec: str) -> None:
         )
 
 
-def _described(ref: str | bytes, timeout: float, name: str | None) -> Routine:
-    """What a worker learns loading ``ref``, as a Routine that runs there.
+def _described(ref: str | bytes, owner: sandbox.Owner, timeout: float, name: str | None) -> Routine:
+    """What the owner's sandbox learns loading ``ref``, as a Routine that runs there.
 
     Loading is two requests: the import, which must succeed (a routine that cannot be loaded
     is refused), and the probe for a batch, a call of the routine that may fail in any way
     (then it is called once per sample, and its own rows will say what went wrong).
     """
+    what = name or (ref if isinstance(ref, str) else "the routine")
     try:
-        described = workers.run(_describe_here, ref, deadline=timeout)
+        described = sandbox.run(owner, _describe_here, ref, deadline=timeout)
     except workers.WorkerFailed as failure:
-        what = ref if isinstance(ref, str) else "the routine"
         raise RoutineError(f"{what}: loading it {failure}") from None
-    if described[0] is None:  # it could not be loaded: (None, the mistake, the message)
-        raise RoutineError(described[2], Mistake(described[1]))
+    if not (isinstance(described, tuple) and len(described) == 3):  # the worker is not trusted
+        raise RoutineError(f"{what}: loading it sent a reply jacbench does not read")
     fn_name, source, convention = described
+    if fn_name is None:  # it could not be loaded: (None, the mistake, the message)
+        raise RoutineError(_outside(str(convention), owner), _mistake_named(source))
+    if convention not in (LIBRARY, TEXTBOOK) or not isinstance(fn_name, str):
+        raise RoutineError(f"{what}: loading it sent a reply jacbench does not read")
     batched = False
     if convention == LIBRARY:
         try:
-            batched = workers.run(_probe_here, ref, deadline=timeout)
+            batched = sandbox.run(owner, _probe_here, ref, deadline=timeout) is True
         except workers.WorkerFailed:
             pass
-    return Routine(None, name or fn_name, source, convention, batched, ref)
+    return Routine(None, name or fn_name, str(source), convention, batched, ref, owner)
+
+
+def _outside(message: str, owner: sandbox.Owner) -> str:
+    """A message of the sandbox's, with its copy's folder named as the user named it."""
+    if not owner.seal.files:
+        return message
+    files = Path(owner.seal.files).resolve()
+    return message.replace(str(owner.folder), str(files if files.is_dir() else files.parent))
+
+
+def _mistake_named(value: object) -> Mistake:
+    try:
+        return Mistake(value)
+    except ValueError:
+        return Mistake.FAILS_WHEN_LOADED
 
 
 def _describe_here(ref: str | bytes) -> tuple[str | None, str, str]:

@@ -1,51 +1,54 @@
 """The task pipeline: one method at one point, built, called once, checked, timed.
 
-A task is one (point, method) pair. Its steps run on a ``Bench``, the point's network, input
-and float64 reference, built once where the methods will run: an executor hosts the bench
-in this process or in a worker (``jacbench.runs.executors``) and owns the deadlines; the
-steps know neither. ``check_task`` builds a method, calls it once and checks it;
-``time_task`` times it; ``run_point`` runs a point's tasks in ``rounds`` interleaved rounds.
-``jacbench run``, ``check``, ``grade``, ``validate`` and the pytest plugin all go through
-these steps. A point with a user's routine or model runs in the worker (NOTE: [Workers]),
-all its methods there, so that their comparison is made in one process and nothing the
-user's code does reaches the run.
+A task is one (point, method) pair, run in steps on benches (``jacbench.runs.bench``): the
+point's own bench, hosted where jacbench's methods run (this process for an MLP, the
+model's sandbox for a user's model), which also gives the float64 references; and for a
+user's routine a bench of its own in the routine's sandbox (NOTE: [Sandboxes]), where
+nothing of jacbench's and no reference runs. An executor hosts each bench and owns its
+deadlines (``jacbench.runs.executors``). Results come back as plain data and are judged
+here, against references computed apart (``diagnosis.diagnose_plain``); a user's routine is
+timed on distinct inputs and its timed results checked too (NOTE: [Every timed call
+checked]). ``jacbench run``, ``check``, ``grade``, ``validate`` and the pytest plugin all go
+through ``PointTasks``; ``run_point`` adds interleaved rounds.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
-from jacbench.ad import cost, generic
+from jacbench.ad import cost
 from jacbench.ad.networks import MLP
-from jacbench.measure import allocator, timing, tuning
+from jacbench.measure import timing
 from jacbench.measure.peaks import Peaks, bound_seconds
 from jacbench.measure.rows import Mistake, Row, Status
 from jacbench.measure.tuning import Tuning
-from jacbench.runs import routines
-from jacbench.runs.diagnosis import Diagnosis, Snapshot, diagnose
-from jacbench.runs.executors import Executor, InProcess, InWorker, StepFailed, is_oom
+from jacbench.runs.bench import Bench, free_memory, point_costs, pool_size
+from jacbench.runs.diagnosis import Diagnosis, diagnose_plain
+from jacbench.runs.executors import Executor, InProcess, InWorker, StepFailed
 from jacbench.runs.grid import Point
-from jacbench.runs.methods import JacobianCall, Method
-from jacbench.runs.models import ModelError, copied
-from jacbench.runs.operators import OPERATORS, Costs, get_operator
-from jacbench.runs.settings import Build, Settings
+from jacbench.runs.methods import Method
+from jacbench.runs.operators import Costs
+from jacbench.runs.plain import PlainResult, tensor_of
+from jacbench.runs.settings import Settings
 
 # Largest relative error (max |J − J_ref| / max |J_ref|, against float64) a method may show.
 # Wrong Jacobians are off by O(1); these bounds only absorb the dtype's rounding over deep chains.
 TOLERANCES: dict[str, float] = {"float64": 1e-10, "float32": 1e-4, "bfloat16": 5e-2}
 
-DEFAULT_BUILD = Build()  # the network and input a run builds by default
-
 # A task is skipped as `oom` when its estimated memory passes this share of what is free.
 MEMORY_HEADROOM = 0.8
-# Opening a point builds the model (a user's factory), the reference and the counted costs:
-# each may take a call's worth of the timeout.
+# Opening a point builds the model (a user's factory) and counts its costs: each may take a
+# call's worth of the timeout.
 OPEN_CALLS = 3
+# How many of a user's timed calls are checked, picked at random (NOTE: [Every timed call
+# checked]).
+CHECKED_CALLS = 2
+_PICKS = random.SystemRandom()  # the picks a routine cannot foresee
 
 
 @dataclass(frozen=True)
@@ -57,212 +60,10 @@ class Instruments:
     tuning: Tuning | None = None
 
 
-def build_network(point: Point, build: Build = DEFAULT_BUILD) -> MLP | Any:
-    """The point's seeded network (the same on every device and dtype for one seed): an MLP
-    of its widths, or its model built at (D, P) (``jacbench.runs.models``)."""
-    if point.model is not None:
-        return point.model.build(
-            point.d_in, point.d_out, seed=build.seed, dtype=point.torch_dtype, device=point.device
-        )
-    return MLP.from_widths(
-        point.widths,
-        activation=build.activation,
-        init=build.init,
-        seed=build.seed,
-        dtype=point.torch_dtype,
-        device=point.device,
-    )
+class WrongWhenTimed(Exception):
+    """A timed call of a user's routine returned a wrong result (its message says which)."""
 
 
-def build_input(point: Point, *, seed: int) -> torch.Tensor:
-    """A seeded input, drawn on the CPU in float64 like the weights: the same on every device."""
-    generator = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(point.batch, point.d_in, generator=generator, dtype=torch.float64)
-    x = x if point.batch > 1 else x[0]
-    return x.to(device=point.device, dtype=point.torch_dtype)
-
-
-def point_reference(
-    point: Point, net: MLP | Any, x: torch.Tensor, operator: str = "jacobian"
-) -> torch.Tensor:
-    """The operator's float64 reference at (net, x), on the point's device: for the Jacobian
-    ``torch.func.jacrev``, for the second order ``torch.func.hessian`` (jacbench.runs.operators),
-    of a float64 copy of the network or model."""
-    return get_operator(operator).reference(copied(net, torch.float64), x.to(torch.float64))
-
-
-def point_costs(point: Point, operator: str, net: Any = None, x: Any = None) -> Costs:
-    """The cost model at a point: the operator's for the MLP; for a model's Jacobian the
-    counted costs of ``generic.plan_of`` (given the built model and input), else none."""
-    if point.model is None:
-        return OPERATORS[operator].costs(point.widths, point.batch, point.torch_dtype)
-    if net is None or operator != "jacobian":
-        return Costs("", {})
-    plan = generic.plan_of(net, x)
-    return Costs(plan.mode, plan.flops, memory_bytes=plan.memory_bytes)
-
-
-def _free_memory(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def _first_line(error: BaseException) -> str:
-    first = (str(error).splitlines() or [""])[0]
-    return f"{type(error).__name__}: {first}"[:300]
-
-
-# ------------------------------------------------------------------ where the code runs
-class Bench:
-    """One point's network, input and reference, built once where its methods run, and each
-    method's call: the object an executor hosts. Each method works on its own copies where
-    it is the user's code (what it does to them stays its own), under the run's state."""
-
-    def __init__(
-        self,
-        point: Point,
-        build: Build,
-        validate: bool,
-        operator: str,
-        tuned: Tuning | None = None,
-        threads: int | None = None,
-    ) -> None:
-        self.point, self.build_settings, self.operator = point, build, operator
-        self.tuned, self.threads = tuned, threads
-        self.calls: dict[str, JacobianCall] = {}
-        self.inputs: dict[str, tuple[Any, torch.Tensor, Snapshot | None, Method]] = {}
-        self.x = build_input(point, seed=build.seed)
-        self.failure = ""  # why the point's network could not be built: every row's error
-        self.costs = point_costs(point, operator)
-        self.missing = ""  # why there is no reference
-        self.reference: torch.Tensor | None = None
-        try:
-            self.net = build_network(point, build)
-        except Exception as error:  # a model's factory, or moving it, may raise anything
-            if point.model is None:
-                raise
-            named = str(error) if isinstance(error, ModelError) else _first_line(error)
-            self.net, self.failure = None, f"building the model failed: {named}"
-            return
-        self.reference, self.missing = _reference(point, self.net, self.x, validate, operator)
-        if point.model is not None:
-            self.costs = _counted_costs(point, operator, self.net, self.x)
-
-    def describe(self) -> tuple[str, str, Costs]:
-        """Why the network could not be built (""), why there is no reference (""), and the
-        point's costs (as plain dicts: they cross a pipe)."""
-        costs = self.costs
-        plain = Costs(
-            costs.predicted,
-            dict(costs.flops),
-            dict(costs.elementwise_flops),
-            dict(costs.memory_bytes),
-        )
-        return self.failure, self.missing, plain
-
-    def build(self, handle: Method | str | bytes) -> float:
-        """Build the method ``handle`` names (a routine's is loaded here); its compile time."""
-        method = handle if isinstance(handle, Method) else routines.resolve_here(handle)
-        self._run_state()
-        user_code = bool(method.source) or self.point.model is not None
-        net, x = (_own_copy(self.net), self.x.clone()) if user_code else (self.net, self.x)
-        before = Snapshot(net, x) if method.source else None
-        with tuning.use(self.tuned or tuning.active()):
-            call = method.build(net, x)
-        self.calls[method.name] = call
-        self.inputs[method.name] = (net, x, before, method)
-        return float(getattr(call, "compile_s", math.nan))
-
-    def first_call(self, name: str) -> tuple[float, float]:
-        """Seconds of the method's first call, and its peak extra memory on CUDA (nan on the
-        CPU)."""
-        device = self.point.device
-        on_cuda = torch.device(device).type == "cuda"
-        if on_cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-            baseline = torch.cuda.memory_allocated(device)
-        with tuning.use(self.tuned or tuning.active()):
-            seconds = timing.time_once(self.calls[name], device)
-        peak = torch.cuda.max_memory_allocated(device) - baseline if on_cuda else math.nan
-        return seconds, float(peak)
-
-    def check(self, name: str, tolerance: float) -> tuple[Diagnosis | None, Diagnosis | None]:
-        """Call the method once more and diagnose its result against the reference (None
-        without one), and what the call changed in its arguments (None: nothing)."""
-        net, x, before, method = self.inputs[name]
-        with tuning.use(self.tuned or tuning.active()):
-            result = self.calls[name]()
-        found = None
-        if self.reference is not None:
-            mlp = net if isinstance(net, MLP) else None  # the chain's diagnoses know the MLP
-            jacobian = self.operator == "jacobian"
-            found = diagnose(result, self.reference, tolerance, net=mlp, x=x, jacobian=jacobian)
-        weights = routines.weights_named(method.convention or routines.LIBRARY)
-        return found, before.changed(net, x, weights) if before is not None else None
-
-    def measure(self, handle: Method | str | bytes, min_time: float) -> timing.Measurement:
-        """Time the method for ``min_time`` seconds (built again first in a fresh worker)."""
-        method = handle if isinstance(handle, Method) else routines.resolve_here(handle)
-        if method.name not in self.calls:  # a fresh worker, after another method's failure
-            self.build(handle)
-            self.first_call(method.name)
-        self._run_state()
-        with tuning.use(self.tuned or tuning.active()):
-            return timing.measure(
-                self.calls[method.name],
-                device=self.point.device,
-                min_time=min_time,
-                threads=self.threads,
-            )
-
-    def close(self) -> None:
-        """Let go of the point's tensors."""
-        self.calls.clear()
-        self.inputs.clear()
-        self.net = self.x = self.reference = None  # type: ignore[assignment]
-        _free_memory(self.point.device)
-
-    def _run_state(self) -> None:
-        """torch's global state as the run has it, before each method: a routine that changed
-        the threads, the default dtype, grad mode or the RNG does not pass that on."""
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        torch.set_default_dtype(torch.float32)
-        torch.set_grad_enabled(True)
-        torch.manual_seed(self.build_settings.seed)
-        allocator.keep_freed_memory()
-
-
-def _reference(
-    point: Point, net: Any, x: torch.Tensor, validate: bool, operator: str
-) -> tuple[torch.Tensor | None, str]:
-    if not validate:
-        return None, "not checked: validation is off"
-    try:
-        return point_reference(point, net, x, operator), ""
-    except Exception as error:  # the reference failing must not end the sweep
-        _free_memory(point.device)
-        what = "ran out of memory" if is_oom(error) else f"failed ({_first_line(error)})"
-        return None, f"not checked: the float64 reference {what}"
-
-
-def _counted_costs(point: Point, operator: str, net: Any, x: torch.Tensor) -> Costs:
-    try:
-        return point_costs(point, operator, net, x)
-    except Exception:  # a model torch.func cannot transform: its rows will say how
-        return Costs("", {})
-
-
-def _own_copy(net: MLP | Any) -> MLP | Any:
-    """A method's own copy of the network; a model that cannot be copied (it holds a lock,
-    say) is shared, and what a method does to it is still seen (``Snapshot``)."""
-    try:
-        return copied(net)
-    except Exception:  # deepcopy of the user's module may fail in any way
-        return net
-
-
-# ------------------------------------------------------------------ the parent's side
 def estimated_memory_bytes(point: Point, method: Method, costs: Costs) -> int | None:
     """The cost model's memory estimate for ``method`` at ``point`` (jacbench's or a peer's;
     None for a user routine, whose workings the model does not know, and where the
@@ -348,54 +149,68 @@ def failed(row: Row, failure: StepFailed) -> Row:
     return row
 
 
-def _diagnosed(row: Row, found: Diagnosis | None, changed: Diagnosis | None, missing: str):
-    """Set the row's error and status from its check (``diagnosis.diagnose``: the words check
-    and grade use too)."""
-    if found is None:
-        row.status, row.message = Status.UNCHECKED, missing
-    else:
-        row.max_rel_err = found.max_rel_err
-    for wrong in (changed, found):  # what it changed is named before what it returned
-        if wrong is not None and wrong.mistake is not None:
-            row.status, row.message, row.mistake = Status.WRONG, wrong.message, wrong.mistake.value
-            return
-
-
 class PointTasks:
-    """A point's tasks on a bench its executor hosts: each method built, called once and
-    checked (``prepare``), then timed (``measure``). A step's deadline is the call timeout."""
+    """A point's tasks: its own bench (jacbench's methods, the references) and a bench per
+    user's routine, each built, called once and checked (``prepare``), then timed
+    (``measure``). A step's deadline follows from the call timeout."""
 
     def __init__(
         self,
         point: Point,
         settings: Settings,
         instruments: Instruments | None = None,
-        executor: Executor | None = None,
+        home: Executor | None = None,
     ) -> None:
         self.point, self.settings = point, settings
         self.instruments = instruments if instruments is not None else Instruments()
-        self.executor = executor if executor is not None else InProcess()
+        self.home = home if home is not None else home_executor(point)
         self.timeout = settings.timing.call_timeout
-        self.timed: set[str] = set()
-        self.opening: StepFailed | None = None  # why the bench could not be opened
-        self.failure, self.missing = "", ""
+        self.first: dict[str, float] = {}  # seconds of each method's first call: timed
+        self.opening: StepFailed | None = None  # why the point's bench could not be opened
+        self.failure = ""
         self.costs = point_costs(point, settings.operator)
+        self._benches: dict[str, Executor] = {}
+        self._references: dict[int, torch.Tensor | str] = {}
         try:
-            self.executor.open(
-                Bench,
-                point,
-                settings.build,
-                settings.validate,
-                settings.operator,
-                self.instruments.tuning,
-                settings.timing.threads,
-                deadline=OPEN_CALLS * self.timeout,
-            )
-            self.failure, self.missing, self.costs = self.executor.call(
-                "describe", deadline=self.timeout
-            )
+            self._open(self.home, validate=settings.validate)
+            self.failure, self.costs = self.home.call("describe", deadline=self.timeout)
         except StepFailed as failure:
             self.opening = failure
+
+    def _open(self, executor: Executor, *, validate: bool) -> None:
+        executor.open(
+            Bench,
+            self.point,
+            self.settings.build,
+            validate,
+            self.settings.operator,
+            self.instruments.tuning,
+            self.settings.timing.threads,
+            deadline=OPEN_CALLS * self.timeout,
+        )
+
+    def bench_of(self, method: Method) -> Executor:
+        """The executor whose bench runs ``method``: the point's own for jacbench's methods,
+        one of its own for a user's routine (opened on first use)."""
+        if not method.source:
+            return self.home
+        found = self._benches.get(method.name)
+        if found is None:
+            # A model that cannot leave this process (a lambda's) keeps its routines here.
+            stays = self.point.model is not None and self.point.model.ref is None
+            owner = None if stays else method.owner
+            found = InWorker(owner) if owner is not None else InProcess()
+            self._benches[method.name] = found
+            self._open(found, validate=False)
+        return found
+
+    def reference(self, index: int) -> torch.Tensor | str:
+        """The float64 reference at input ``index`` of the pool (from the point's own bench),
+        or why there is none."""
+        if index not in self._references:
+            found = self.home.call("reference", index, deadline=self.timeout)
+            self._references[index] = found if isinstance(found, str) else tensor_of(found)
+        return self._references[index]
 
     def prepare(self, method: Method) -> Row:
         """Build, call once and check ``method``; the row so far (final unless the method
@@ -416,7 +231,7 @@ class PointTasks:
         try:
             first = self._check(row, method)
         except StepFailed as failure:
-            _free_memory(self.point.device)
+            free_memory(self.point.device)
             return failed(row, failure)
         if row.status is Status.WRONG:
             return row
@@ -424,43 +239,126 @@ class PointTasks:
             if row.status is Status.OK:
                 row.status = Status.SLOW
             return finish_task(row, self.point, self.instruments, timing.Measurement((first,)))
-        self.timed.add(method.name)
+        self.first[method.name] = first
         return row
 
     def _check(self, row: Row, method: Method) -> float:
-        handle = self.executor.portable(method)
-        row.compile_s = self.executor.call("build", handle, deadline=self.timeout)
-        first, peak = self.executor.call("first_call", method.name, deadline=self.timeout)
+        bench = self.bench_of(method)
+        handle = bench.portable(method)
+        row.compile_s = bench.call("build", handle, method.name, deadline=self.timeout)
+        first, peak = bench.call("first_call", method.name, deadline=self.timeout)
         if not math.isnan(peak):
             row.peak_memory_bytes = peak
-        tolerance = TOLERANCES[self.point.dtype] if method.exact else math.inf
-        found, changed = self.executor.call("check", method.name, tolerance, deadline=self.timeout)
-        _diagnosed(row, found, changed, self.missing)
+        result, changed = bench.call("result", method.name, deadline=self.timeout)
+        reference = self.reference(0)
+        if isinstance(reference, str):
+            row.status, row.message = Status.UNCHECKED, reference
+        else:
+            found = self.judge(method, result, reference, 0)
+            row.max_rel_err = found.max_rel_err
+            _wrong(row, changed if changed is not None else found)
         if row.status is Status.OK and not method.exact:
             row.status = Status.UNCHECKED
             row.message = "a stochastic estimate, not exact: max_rel_err is its error here"
         return first
 
+    def judge(
+        self, method: Method, result: PlainResult, reference: torch.Tensor, index: int
+    ) -> Diagnosis:
+        """``method``'s result at input ``index`` against its reference. A user's routine
+        must return the network's dtype on its device; the chain's diagnoses know the MLP
+        where this process holds it."""
+        tolerance = TOLERANCES[self.point.dtype] if method.exact else math.inf
+        hosted = getattr(self.home, "hosted", None)  # this process's bench, where it is here
+        net = getattr(hosted, "net", None)
+        net = net if isinstance(net, MLP) else None
+        x = getattr(hosted, "x", None) if net is not None and index == 0 else None
+        return diagnose_plain(
+            result,
+            reference,
+            tolerance,
+            dtype=self.point.dtype,
+            device=self.point.device,
+            strict=bool(method.source),
+            net=net if x is not None else None,
+            x=x,
+            jacobian=self.settings.operator == "jacobian",
+        )
+
     def waiting(self, method: Method) -> bool:
         """Whether ``method`` has a call still to be timed."""
-        return method.name in self.timed
+        return method.name in self.first
 
     def measure(self, method: Method, min_time: float) -> timing.Measurement:
-        """Time ``method``'s call for ``min_time`` (a measurement runs a few warm-up calls
-        first, then calls for about min_time: several times a call's timeout in all)."""
-        handle = self.executor.portable(method)
-        return self.executor.call("measure", handle, min_time, deadline=self.timeout + 4 * min_time)
+        """Time ``method``'s call for ``min_time``. A user's routine is timed on distinct
+        inputs, and the results of calls picked at random are checked (NOTE: [Every timed
+        call checked]).
+
+        Raises:
+            StepFailed: the measurement failed or ran past its deadline.
+            WrongWhenTimed: a checked result was wrong.
+        """
+        bench, first = self.bench_of(method), self.first[method.name]
+        pool: int = 1
+        sampled_inputs: tuple[int, ...] = ()
+        checking = bool(method.source) and self.settings.validate and method.exact
+        if checking:
+            pool = pool_size(self.point, first, min_time)
+            sampled_inputs = tuple(_PICKS.sample(range(pool), min(CHECKED_CALLS, pool)))
+        measured, kept = bench.call(
+            "measure",
+            bench.portable(method),
+            method.name,
+            min_time,
+            pool,
+            sampled_inputs,
+            deadline=measure_deadline(first, min_time, self.timeout, pool),
+        )
+        for index, result in sorted(kept.items()):
+            reference = self.reference(index)
+            if isinstance(reference, str):
+                continue
+            found = self.judge(method, result, reference, index)
+            if found.mistake is not None:
+                raise WrongWhenTimed(
+                    f"returned a different result when timed (input {index} of the pool: "
+                    f"{found.message})"
+                )
+        return measured
 
     def close(self) -> None:
-        """Let go of the point's bench."""
-        self.timed.clear()
-        self.executor.close()
+        """Let go of the point's benches."""
+        self.first.clear()
+        for bench in self._benches.values():
+            bench.close()
+        self._benches.clear()
+        self.home.close()
+
+
+def measure_deadline(first_s: float, min_time: float, call_timeout: float, pool: int) -> float:
+    """A measurement's deadline, from its number of calls: the calls it should make (the
+    warm-up, the blocks for ``min_time``, those added for a verdict: ``pool_size``'s count)
+    at twice the first call's time, making the pool of inputs, and one call's timeout."""
+    calls = 2 + 3 * math.ceil(min_time / max(first_s, 1e-7)) + 5
+    return 4 * min_time + 2 * calls * first_s + 1e-4 * pool + call_timeout
+
+
+def _wrong(row: Row, found: Diagnosis) -> None:
+    if found.mistake is not None:
+        row.status, row.message, row.mistake = Status.WRONG, found.message, found.mistake.value
 
 
 _MLP_ONLY = (
     "{} runs on jacbench's MLP only; a model's methods: func-jacfwd, func-jacrev, auto, "
     "autograd-forward, autograd-reverse and routines fn(model, x)"
 )
+
+
+def home_executor(point: Point) -> Executor:
+    """Where a point's own bench runs: this process for jacbench's MLP, the model's sandbox
+    for a user's model that can go there (a lambda stays here)."""
+    owner = point.model.owner if point.model is not None else None
+    return InWorker(owner) if owner is not None else InProcess()
 
 
 def finish_task(
@@ -480,21 +378,8 @@ def finish_task(
     return row.set_timing(measurement)
 
 
-def executor_for(point: Point, methods: list[Method]) -> Executor:
-    """Where a point's tasks run: in the worker where it has a user's routine or model that
-    can go there (NOTE: [Workers]), else here. A routine or model that cannot go (a lambda,
-    a function of ``__main__``) keeps its whole point here."""
-    user_code = any(m.ref is not None for m in methods) or (
-        point.model is not None and point.model.isolated
-    )
-    stays = any(m.source and m.ref is None for m in methods) or (
-        point.model is not None and point.model.ref is None
-    )
-    return InWorker() if user_code and not stays else InProcess()
-
-
 def run_point(
-    point: Point, methods: list[Method], settings: Settings, instruments: Instruments
+    point: Point, methods: list[Method], settings: Settings, instruments: Instruments | None
 ) -> Iterator[Row]:
     """Every method at one point, timed in ``settings.timing.rounds`` interleaved rounds.
 
@@ -502,7 +387,7 @@ def run_point(
     make one measurement. Drift on a shared machine then touches every method alike. With
     one round each row is yielded as soon as it is timed.
     """
-    tasks = PointTasks(point, settings, instruments, executor_for(point, methods))
+    tasks = PointTasks(point, settings, instruments)
     try:
         if settings.timing.rounds == 1:
             for method in methods:
@@ -522,7 +407,15 @@ def time_task(tasks: PointTasks, method: Method, row: Row, min_time: float) -> R
         measured = tasks.measure(method, min_time)
     except StepFailed as failure:
         return failed(row, failure)
+    except WrongWhenTimed as wrong:
+        return _wrong_when_timed(row, wrong)
     return finish_task(row, tasks.point, tasks.instruments, measured)
+
+
+def _wrong_when_timed(row: Row, wrong: WrongWhenTimed) -> Row:
+    row.status, row.message = Status.WRONG, str(wrong)
+    row.mistake = Mistake.WRONG_WHEN_TIMED.value
+    return row
 
 
 def _run_rounds(tasks: PointTasks, methods: list[Method]) -> Iterator[Row]:
@@ -540,6 +433,9 @@ def _run_rounds(tasks: PointTasks, methods: list[Method]) -> Iterator[Row]:
             except StepFailed as failure:
                 failed(row, failure)
                 continue
+            except WrongWhenTimed as wrong:
+                _wrong_when_timed(row, wrong)
+                continue
             collected.extend(blocks)
             tags.extend([round_] * len(blocks))
     for method, row, collected, tags in zip(methods, rows, times, rounds):
@@ -550,4 +446,4 @@ def _run_rounds(tasks: PointTasks, methods: list[Method]) -> Iterator[Row]:
 
 
 # A row whose timing failed in some round: not timed in the rounds after.
-FAILED_TIMING = (Status.OOM, Status.ERROR, Status.TIMEOUT, Status.SKIPPED)
+FAILED_TIMING = (Status.OOM, Status.ERROR, Status.TIMEOUT, Status.SKIPPED, Status.WRONG)

@@ -1,35 +1,35 @@
-"""Worker processes: user code runs in a process of its own.
+"""Workers: user code runs in a process of its own, one request at a time over a pipe.
 
 NOTE: [Workers]
     A user's routine may never return, call sys.exit or os._exit, crash the interpreter,
     raise KeyboardInterrupt, change its arguments in place or change torch's global state
     (threads, default dtype, grad mode). None of that may end, hang or skew a run, a check or
-    a grade. So a routine is loaded, called and timed in a worker: a fresh interpreter
-    (``spawn``: no fork of a process whose thread pools are running) that serves one request
-    at a time over a pipe. The parent waits for each reply with a deadline (one request is
-    one step of a task: building a method, one call of it, its check, its timing; the
-    executor, ``jacbench.runs.executors``, sets each step's); past it the parent kills the
-    worker and the task's row is a ``timeout``. A worker that dies is named by how (an exit
-    code, a signal: "killed by SIGSEGV"); an exception the user's code raises, SystemExit
-    and KeyboardInterrupt included, comes back as that exception's name and first line.
-    Either way the next request gets a fresh worker and the run goes on.
+    a grade. So user code is loaded, called and timed in a worker: a fresh interpreter,
+    sealed for one owner (a sandbox: ``jacbench.runs.sandbox``), that serves one request at a
+    time. The parent waits for each reply with a deadline (one request is one step of a task:
+    building a method, one call of it, its timing; the executor, ``jacbench.runs.executors``,
+    sets each step's); past it the parent kills the worker and the task's row is a
+    ``timeout``. A worker that dies is named by how (an exit code, a signal: "killed by
+    SIGSEGV"); an exception the user's code raises, SystemExit and KeyboardInterrupt included,
+    comes back as that exception's type and first line. Either way the next request gets a
+    fresh worker and the run goes on.
 
-    The worker ignores SIGINT and SIGTERM (a Ctrl-C or Slurm's time limit reaches the whole
-    process group: the parent handles it and ends the worker) and dies with its parent. A
-    point that has a user routine runs all its methods in the worker, so the comparison
-    between them is made in one process (``jacbench.runs.tasks``).
+    Nothing a worker sends back is trusted: a reply is unpickled by ``load_reply``, which
+    builds only plain values (numbers, strings, bytes, tuples, lists, dicts) and the few
+    records of jacbench's listed in ``REPLY_TYPES`` (a measurement, a diagnosis, a result as
+    bytes with its dtype and shape), never a tensor and never anything that runs code.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import ctypes
-import multiprocessing
-import os
+import importlib
+import io
+import pickle
 import signal
+import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -39,6 +39,22 @@ from jacbench.measure.rows import Mistake
 START_S = 120.0
 # How a request past its deadline is described: "did not return within 60 s".
 TIMED_OUT = "did not return within"
+# The largest reply a worker may send: a result's bytes and little else.
+MAX_REPLY_BYTES = 1 << 30
+# What a reply may hold beyond plain values: jacbench's records, by module.
+REPLY_TYPES: dict[str, frozenset[str]] = {
+    "jacbench.measure.timing": frozenset({"Measurement"}),
+    "jacbench.measure.rows": frozenset({"Mistake"}),
+    "jacbench.runs.operators": frozenset({"Costs"}),
+    "jacbench.runs.diagnosis": frozenset({"Diagnosis"}),
+    "jacbench.runs.executors": frozenset({"Raised"}),
+    "jacbench.runs.plain": frozenset({"PlainResult"}),
+    "jacbench.ad.generic": frozenset({"GenericPlan", "Calibration"}),
+}
+_PLAIN_BUILTINS = frozenset(
+    {"tuple", "list", "dict", "set", "frozenset", "str", "bytes", "bytearray", "int", "float",
+     "bool", "complex", "NoneType"}
+)  # fmt: skip
 
 
 class WorkerFailed(Exception):
@@ -65,22 +81,37 @@ class WorkerFailed(Exception):
         return Mistake.RAISES
 
 
-class Worker:
-    """One worker process and the pipe to it."""
+class _ReplyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "builtins" and name in _PLAIN_BUILTINS:
+            return super().find_class(module, name)
+        if name in REPLY_TYPES.get(module, ()):
+            return getattr(importlib.import_module(module), name)
+        raise pickle.UnpicklingError(f"a worker's reply may not hold {module}.{name}")
 
-    def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child,), daemon=True)
-        with _main_not_imported():
-            self._process.start()
-        child.close()
+
+def load_reply(data: bytes) -> Any:
+    """A reply as a worker sent it, built only from plain values and ``REPLY_TYPES``.
+
+    Raises:
+        pickle.UnpicklingError: the reply holds anything else.
+    """
+    return _ReplyUnpickler(io.BytesIO(data)).load()
+
+
+class Worker:
+    """One worker process and the pipe to it; ``process`` is what started it (a sandbox's
+    launcher: its exit status is the worker's)."""
+
+    def __init__(self, conn: Connection, process: subprocess.Popen) -> None:
+        self._conn = conn
+        self._process = process
         self._started = False
 
     @property
     def alive(self) -> bool:
         """Whether the process runs."""
-        return self._process.is_alive()
+        return self._process.poll() is None
 
     def call(self, function: Callable[..., Any], *args: Any, deadline: float) -> Any:
         """``function(*args)`` in the worker (a module's function, picklable arguments).
@@ -88,20 +119,16 @@ class Worker:
         ``deadline``: seconds the function may take to return.
 
         Raises:
-            WorkerFailed: past a deadline (the worker is killed), the worker died, or the
-                function raised.
+            WorkerFailed: past a deadline (the worker is killed), the worker died, the
+                function raised, or its reply was not a plain one.
         """
         if not self._started:
             self._wait_ready()
-        try:  # where the parent imports from and works: a spec is found there as here
-            self._conn.send((function, args, list(sys.path), os.getcwd()))
+        try:
+            self._conn.send((function, args))
         except (BrokenPipeError, OSError):
             raise WorkerFailed(self._death()) from None
-        try:
-            ready = self._conn.poll(deadline)
-            message = self._conn.recv() if ready else None
-        except (EOFError, OSError):
-            raise WorkerFailed(self._death()) from None
+        message = self._receive(deadline)
         if message is None:
             self.kill()
             raise WorkerFailed(f"{TIMED_OUT} {deadline:.3g} s", timed_out=True)
@@ -110,24 +137,37 @@ class Worker:
             return payload
         error_type, text = payload  # "raised": the exception's type name and first line
         said = f"{error_type}: {text}" if text else error_type
-        raise WorkerFailed(f"raised {said}", error_type=error_type, error_text=text)
+        raise WorkerFailed(f"raised {said}", error_type=str(error_type), error_text=str(text))
+
+    def _receive(self, deadline: float) -> Any:
+        try:
+            if not self._conn.poll(deadline):
+                return None
+            data = self._conn.recv_bytes(MAX_REPLY_BYTES)
+        except (EOFError, OSError):
+            raise WorkerFailed(self._death()) from None
+        try:
+            message = load_reply(data)
+        except Exception as error:  # a forged or damaged reply: the worker is not trusted
+            self.kill()
+            raise WorkerFailed(f"sent a reply jacbench does not read ({error})") from None
+        if not (isinstance(message, tuple) and len(message) == 2):
+            self.kill()
+            raise WorkerFailed("sent a reply jacbench does not read")
+        return message
 
     def _wait_ready(self) -> None:
         """Wait for the worker to start serving (its interpreter, torch and jacbench loaded)."""
-        try:
-            ready = self._conn.poll(START_S)
-            message = self._conn.recv() if ready else None
-        except (EOFError, OSError):
-            raise WorkerFailed(f"a worker process could not start: {self._death()}") from None
+        message = self._receive(START_S)
         if message != ("ready", None):
             self.kill()
             raise WorkerFailed(f"a worker process did not start within {START_S:g} s")
         self._started = True
 
     def _death(self) -> str:
-        self._process.join(timeout=5)
-        code = self._process.exitcode
-        if code is None:
+        try:
+            code = self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             self.kill()
             return "stopped answering"
         if code < 0:
@@ -139,68 +179,18 @@ class Worker:
 
     def kill(self) -> None:
         """End the process now (SIGKILL) and wait for it."""
-        if self._process.is_alive():
+        if self._process.poll() is None:
             self._process.kill()
-        self._process.join(timeout=10)
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
         self._conn.close()
 
-    def close(self) -> None:
-        """Ask the process to end, then make sure it has."""
-        if self._process.is_alive():
-            try:
-                self._conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-            self._process.join(timeout=5)
-        self.kill()
-
-
-_SHARED: Worker | None = None
-
-
-@contextlib.contextmanager
-def _main_not_imported() -> Iterator[None]:
-    """Start a process without importing the caller's ``__main__`` into it. ``spawn`` runs
-    the main script again in the child (as ``__mp_main__``), so a script that calls
-    ``jacbench.sweep`` at top level, without ``if __name__ == "__main__":``, would sweep again
-    there. A worker needs nothing of ``__main__``: a function defined there is never sent to
-    one (``routines.pickled``)."""
-    main = sys.modules.get("__main__")
-    hidden = {k: main.__dict__.pop(k) for k in ("__file__",) if main and k in main.__dict__}
-    spec = getattr(main, "__spec__", None)
-    if main is not None:
-        main.__spec__ = None
-    try:
-        yield
-    finally:
-        if main is not None:
-            main.__dict__.update(hidden)
-            main.__spec__ = spec
-
-
-def shared() -> Worker:
-    """The process's worker, started on first use and again after one has died."""
-    global _SHARED
-    if _SHARED is None or not _SHARED.alive:
-        _SHARED = Worker()
-    return _SHARED
-
-
-def run(function: Callable[..., Any], *args: Any, deadline: float) -> Any:
-    """``shared().call(...)``; a worker that fails is replaced for the next request."""
-    worker = shared()
-    try:
-        return worker.call(function, *args, deadline=deadline)
-    except WorkerFailed as failure:
-        if not failure.error_type:
-            worker.kill()
-        raise
-
-
-@atexit.register
-def _close_shared() -> None:
-    if _SHARED is not None:
-        _SHARED.close()
+    @property
+    def pid(self) -> int:
+        """The launcher's process id."""
+        return self._process.pid
 
 
 # ------------------------------------------------------------------------ in the worker
@@ -214,11 +204,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def _serve(conn: Connection) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def serve(conn: Connection) -> None:
+    """Answer the parent's requests until it closes the pipe (the worker's main loop)."""
     _die_with_parent()
-    # The user's prints must not land in the parent's progress display: they go to stderr.
+    # The user's prints must not land in the parent's display: both streams are the
+    # sandbox's captured output.
     sys.stdout = sys.stderr
     conn.send(("ready", None))
     while True:
@@ -228,10 +218,7 @@ def _serve(conn: Connection) -> None:
             return
         if request is None:
             return
-        function, args, path, cwd = request
-        sys.path[:] = path
-        if os.getcwd() != cwd:
-            os.chdir(cwd)
+        function, args = request
         try:
             reply = ("result", function(*args))
         except BaseException as error:  # SystemExit, KeyboardInterrupt: the user's too
@@ -251,3 +238,8 @@ def describe(error: BaseException) -> str:
     """An exception's name and first line: ``SystemExit: 0``."""
     first = _first_line(error)
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def serve_descriptor(fd: int) -> None:
+    """The worker's entry point: serve on the pipe inherited as ``fd``."""
+    serve(Connection(fd))

@@ -182,7 +182,7 @@ def grade(
 def _one_submission(path: Path, function: str) -> class_grading.Submission:
     """A single submission: a .py file, or a folder whose files are one student's."""
     if path.is_file() and path.suffix == ".py":
-        return class_grading.Submission(path.stem, f"{path}:{function}")
+        return class_grading.Submission(path.stem, f"{path}:{function}", files=str(path))
     if path.is_dir():
         return class_grading._folder_submission(path, function)
     raise ValueError(f"{path} is neither a .py file nor a folder")
