@@ -60,3 +60,72 @@ class RunsCodeWhenUnpickled:
 
 def forged_reply(net=None, x=None):
     return RunsCodeWhenUnpickled()
+
+
+# ---------------------------------------------------------------- tricks against the verdict
+def patches_jacrev(net, x):
+    """Makes torch.func.jacrev (the reference, where it shares a process) return zeros."""
+    import torch.func
+
+    torch.func.jacrev = lambda f, *a, **k: lambda *args: torch.zeros(net.d_out, net.d_in)
+    return torch.zeros(net.d_out, net.d_in, dtype=x.dtype)
+
+
+_CALLS = {"n": 0}
+
+
+def right_twice_then_empty(net, x):
+    _CALLS["n"] += 1
+    if _CALLS["n"] <= 3:  # the batch probe, the first call and the check: all right
+        return jacobian_reverse(net, x)
+    return torch.empty(net.d_out, net.d_in, dtype=x.dtype)
+
+
+_MEMO: dict = {}
+
+
+def memo_by_id(net, x):
+    key = id(x)
+    if key not in _MEMO:
+        _MEMO[key] = jacobian_reverse(net, x)
+    return _MEMO[key]
+
+
+class Agreeable(torch.Tensor):
+    """A tensor whose differences are always zero."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in (torch.Tensor.sub, torch.sub, torch.Tensor.__sub__):
+            return torch.zeros(())
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def lying_subclass(net, x):
+    return torch.zeros(net.d_out, net.d_in, dtype=x.dtype).as_subclass(Agreeable)
+
+
+def complex_result(net, x):
+    return jacobian_reverse(net, x) + 1j * torch.ones(net.d_out, net.d_in, dtype=x.dtype)
+
+
+def float64_answer(net, x):
+    return jacobian_reverse(net.to(dtype=torch.float64), x.to(torch.float64))
+
+
+def reads_the_callers_reference(net, x):
+    """Walks the stack for a variable named like a reference and returns it."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        for name in ("reference", "ref", "expected"):
+            value = frame.f_locals.get(name)
+            if isinstance(value, torch.Tensor):
+                return value
+        frame = frame.f_back
+    return torch.zeros(net.d_out, net.d_in, dtype=x.dtype)
+
+
+def slow_calls(net, x):
+    """A third of a second a call, every call: within a one-second timeout each time."""
+    time.sleep(0.3)
+    return jacobian_reverse(net, x)

@@ -96,7 +96,10 @@ def test_the_bench_builds_the_point_once_and_gives_plain_results():
     assert math.isnan(bench.build(get_method("reverse"), "reverse"))
     result, changed = bench.result("reverse")
     assert (result.kind, result.array, result.dtype, result.shape) == (
-        "Tensor", True, "float64", (3, 4)
+        "Tensor",
+        True,
+        "float64",
+        (3, 4),
     )
     assert changed is None  # jacbench's own method: its arguments are not watched
 
@@ -114,3 +117,31 @@ def test_a_function_given_by_value_runs_in_a_sandbox_of_its_own():
     row, timed = _prepared(True, user_routines.library_batched)  # a test module's: importable
     assert row.status is Status.OK and timed is not None
     assert routines.resolve(lambda net, x: x, isolated=True).owner is None  # cannot go there
+
+
+SEEN: list[float] = []
+
+
+def _remembers_inputs(net, x):
+    def call():
+        SEEN.append(float(x.sum()))  # which input: their values differ
+        return x.sum()
+
+    return call
+
+
+def test_a_users_routine_is_timed_on_a_new_input_every_call():
+    """NOTE: [Every timed call checked]: a pool as large as the calls, one input a call, so
+    that nothing remembered of an input helps."""
+    from jacbench.runs.methods import Method
+
+    mine = Method("mine", "user", "", "mine", _remembers_inputs, source="here")
+    bench = Bench(POINT, Settings(SweepOptions(), (), ()).build, True, "jacobian")
+    bench.build(mine, "mine")
+    SEEN.clear()
+    measured, kept = bench.measure(mine, "mine", 0.01, picks=(0.25, 0.75))
+    own = SEEN[0]  # the point's own input: the warm-up, and the pool sized on it
+    timed = SEEN[len(SEEN) - SEEN[::-1].index(own) :]
+    assert len(timed) > 10 and len(set(timed)) == len(timed)  # no input twice
+    assert len(kept) == 2 and all(r.array and r.dtype == "float64" for r in kept.values())
+    assert measured.runs >= 2

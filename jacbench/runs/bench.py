@@ -29,7 +29,7 @@ import torch
 
 from jacbench.ad import generic
 from jacbench.ad.networks import MLP
-from jacbench.measure import allocator, stats, timing, tuning
+from jacbench.measure import allocator, timing, tuning
 from jacbench.measure.tuning import Tuning
 from jacbench.runs import routines
 from jacbench.runs.diagnosis import Diagnosis, Snapshot
@@ -80,11 +80,12 @@ def pool_input(point: Point, seed: int, index: int) -> torch.Tensor:
     return x.to(device=point.device, dtype=point.torch_dtype)
 
 
-def pool_size(point: Point, first_s: float, min_time: float) -> int:
-    """How many inputs a measurement of a call of ``first_s`` seconds should draw from: one
-    per call it makes (warm-up, blocks and the blocks added for a verdict), ``POOL_BYTES`` at
-    most."""
-    calls = 2 + 3 * math.ceil(min_time / max(first_s, 1e-7)) + stats.MIN_SAMPLES
+def pool_size(point: Point, per_call_s: float, min_time: float) -> int:
+    """How many inputs a measurement of calls of ``per_call_s`` seconds draws from: one per
+    call it makes in sized blocks (``timing.sized_blocks``: three to size them, then blocks
+    until ``min_time``, the last one whole), with room for calls faster than one timed alone;
+    ``POOL_BYTES`` at most."""
+    calls = 3 + math.ceil(4 * min_time / max(per_call_s, 1e-8)) + 64
     per_input = point.batch * point.d_in * point.torch_dtype.itemsize
     return max(2, min(calls, POOL_BYTES // max(per_input, 1)))
 
@@ -219,39 +220,71 @@ class Bench:
         handle: Method | str | bytes,
         name: str,
         min_time: float,
-        pool: int = 1,
-        sampled: tuple[int, ...] = (),
+        picks: tuple[float, ...] | None = None,
     ) -> tuple[timing.Measurement, dict[int, PlainResult]]:
-        """Time the method for ``min_time`` seconds (built again first in a fresh worker):
-        on the point's input, or on ``pool`` inputs, one a call, keeping the results of the
-        calls on the inputs ``sampled`` (NOTE: [Every timed call checked])."""
+        """Time the method for ``min_time`` seconds (built again first in a fresh worker).
+
+        With ``picks`` (a user's routine: NOTE: [Every timed call checked]) each call takes
+        the next input of a pool as large as the calls the measurement makes, and the results
+        on the inputs at those fractions of the pool are kept and returned.
+        """
         if name not in self.calls:  # a fresh worker, after another method's failure
             self.build(handle, name)
             self.first_call(name)
-        call: Callable[[], Any] = self.calls[name]
-        kept: dict[int, Any] = {}
-        if pool > 1:
-            call, kept = self._pooled(name, pool, set(sampled))
         self._run_state()
         with tuning.use(self.tuned or tuning.active()):
-            measured = timing.measure(
-                call, device=self.point.device, min_time=min_time, threads=self.threads
-            )
-        return measured, {index: plain_of(value) for index, value in kept.items()}
+            if picks is None:
+                measured = timing.measure(
+                    self.calls[name], device=self.point.device, min_time=min_time,
+                    threads=self.threads,
+                )  # fmt: skip
+                return measured, {}
+            return self._measure_pooled(name, min_time, picks)
+
+    def _measure_pooled(
+        self, name: str, min_time: float, picks: tuple[float, ...]
+    ) -> tuple[timing.Measurement, dict[int, PlainResult]]:
+        """Blocks sized from the call's own time (``timing.sized_blocks``), so that the
+        number of calls, and the pool, are known before they are made. A pick is a call
+        among those the measurement makes even where calls run 2.5× slower than sized."""
+        device, threads = self.point.device, self.threads or torch.get_num_threads()
+        own = self.calls[name]
+        for _ in range(2):  # warm up on the point's own input
+            own()
+        per_call = self._per_fresh_call(name, device)
+        made = max(1, int(0.4 * min_time / per_call))
+        chosen = {min(int(p * made), made - 1) for p in picks}
+        call, kept = self._pooled(name, pool_size(self.point, per_call, min_time), chosen)
+        times = timing.sized_blocks(call, device=device, min_time=min_time, threads=threads)
+        return timing.Measurement(times), {i: plain_of(v) for i, v in kept.items()}
+
+    def _per_fresh_call(self, name: str, device: str) -> float:
+        """Seconds of a call on an input it has not seen (the least of three): what the
+        measurement's calls take, whatever the routine remembers of inputs it has."""
+        net, _, _, method = self.inputs[name]
+        seed = self.build_settings.seed
+        inputs = [pool_input(self.point, seed, -1 - j) for j in range(3)]
+        return min(timing.time_once(method.build(net, x), device) for x in inputs)
 
     def _pooled(
-        self, name: str, pool: int, sampled: set[int]
+        self, name: str, pool: int, chosen: set[int]
     ) -> tuple[Callable[[], Any], dict[int, Any]]:
-        """A call that takes the next input of the pool each time; the last result of each
-        sampled input kept."""
+        """A call that takes the next input of the pool each time, and keeps the results of
+        the ``chosen`` calls by their input's index."""
         net, _, _, method = self.inputs[name]
         seed = self.build_settings.seed
         calls = [method.build(net, pool_input(self.point, seed, j)) for j in range(pool)]
         kept: dict[int, Any] = {}
-        for index in sampled & set(range(pool)):
-            calls[index] = _keeping(calls[index], kept, index)
-        cycle = itertools.cycle(calls)
-        return (lambda: next(cycle)()), kept
+        counter = itertools.count()
+
+        def call() -> Any:
+            made = next(counter)
+            result = calls[made % pool]()
+            if made in chosen:
+                kept[made % pool] = result
+            return result
+
+        return call, kept
 
     def close(self) -> None:
         """Let go of the point's tensors."""
@@ -273,14 +306,6 @@ class Bench:
 
 def _method(handle: Method | str | bytes) -> Method:
     return handle if isinstance(handle, Method) else routines.resolve_here(handle)
-
-
-def _keeping(call: JacobianCall, kept: dict[int, Any], index: int) -> JacobianCall:
-    def keep() -> Any:
-        kept[index] = result = call()
-        return result
-
-    return keep
 
 
 def _counted_costs(point: Point, operator: str, net: Any, x: torch.Tensor) -> Costs:

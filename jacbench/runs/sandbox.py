@@ -155,6 +155,7 @@ class Output:
     cap: int
     kept: bytearray = field(default_factory=bytearray)
     dropped: int = 0
+    notes: list[str] = field(default_factory=list)  # jacbench's own, not counted
 
     def take(self, chunk: bytes) -> None:
         room = max(0, self.cap - len(self.kept))
@@ -165,7 +166,8 @@ class Output:
     def text(self) -> str:
         """What was kept, as text, and a line saying what was cut."""
         cut = f"\n[… {self.dropped} more bytes of output cut]\n" if self.dropped else ""
-        return self.kept.decode(errors="replace") + cut
+        notes = "".join(f"[jacbench: {note}]\n" for note in dict.fromkeys(self.notes))
+        return notes + self.kept.decode(errors="replace") + cut
 
 
 class Sandbox:
@@ -470,7 +472,7 @@ def _launch(owner: Owner, output: Output) -> _Launch:
     _become_subreaper()
     identity, refused = _identity(owner.seal.user, owner.seal.reads)
     if refused:
-        output.take(f"[jacbench ran this as its own user: {refused}]\n".encode())
+        output.notes.append(f"ran as its own user, not {owner.seal.user}: {refused}")
         UNSEALED.add(refused)
     _prepare_folder(owner, identity)
     parent_end, child_end = multiprocessing.Pipe(duplex=True)

@@ -27,7 +27,7 @@ from jacbench.measure import timing
 from jacbench.measure.peaks import Peaks, bound_seconds
 from jacbench.measure.rows import Mistake, Row, Status
 from jacbench.measure.tuning import Tuning
-from jacbench.runs.bench import Bench, free_memory, point_costs, pool_size
+from jacbench.runs.bench import Bench, free_memory, point_costs
 from jacbench.runs.diagnosis import Diagnosis, diagnose_plain
 from jacbench.runs.executors import Executor, InProcess, InWorker, StepFailed
 from jacbench.runs.grid import Point
@@ -299,22 +299,23 @@ class PointTasks:
             WrongWhenTimed: a checked result was wrong.
         """
         bench, first = self.bench_of(method), self.first[method.name]
-        pool: int = 1
-        sampled_inputs: tuple[int, ...] = ()
         checking = bool(method.source) and self.settings.validate and method.exact
-        if checking:
-            pool = pool_size(self.point, first, min_time)
-            sampled_inputs = tuple(_PICKS.sample(range(pool), min(CHECKED_CALLS, pool)))
+        picks = tuple(_PICKS.random() for _ in range(CHECKED_CALLS)) if checking else None
         measured, kept = bench.call(
             "measure",
             bench.portable(method),
             method.name,
             min_time,
-            pool,
-            sampled_inputs,
-            deadline=measure_deadline(first, min_time, self.timeout, pool),
+            picks,
+            deadline=measure_deadline(first, min_time, self.timeout),
         )
+        if not isinstance(measured, timing.Measurement) or not isinstance(kept, dict):
+            raise StepFailed("sent back a measurement jacbench does not read", Mistake.CRASH)
+        if picks is not None and not kept:
+            raise WrongWhenTimed("sent back none of the timed results picked for checking")
         for index, result in sorted(kept.items()):
+            if not (isinstance(index, int) and isinstance(result, PlainResult)):
+                raise WrongWhenTimed("sent back a timed result jacbench does not read")
             reference = self.reference(index)
             if isinstance(reference, str):
                 continue
@@ -335,12 +336,12 @@ class PointTasks:
         self.home.close()
 
 
-def measure_deadline(first_s: float, min_time: float, call_timeout: float, pool: int) -> float:
+def measure_deadline(first_s: float, min_time: float, call_timeout: float) -> float:
     """A measurement's deadline, from its number of calls: the calls it should make (the
-    warm-up, the blocks for ``min_time``, those added for a verdict: ``pool_size``'s count)
-    at twice the first call's time, making the pool of inputs, and one call's timeout."""
-    calls = 2 + 3 * math.ceil(min_time / max(first_s, 1e-7)) + 5
-    return 4 * min_time + 2 * calls * first_s + 1e-4 * pool + call_timeout
+    warm-up, blocks for ``min_time``, those added for a verdict) at twice the first call's
+    time, making a pool of inputs for a user's routine, and one call's timeout."""
+    calls = 5 + 3 * math.ceil(min_time / max(first_s, 1e-7)) + 64
+    return 4 * min_time + 2 * calls * first_s + 1e-4 * calls + call_timeout
 
 
 def _wrong(row: Row, found: Diagnosis) -> None:
