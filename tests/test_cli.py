@@ -208,10 +208,11 @@ def test_run_refuses_existing_run_and_resumes(tmp_path):
     other = invoke(*[a if a != 3 else 5 for a in args])
     assert other.exit_code == 2
     assert "holds a run with other settings (grid.d_in: 3 → 5)" in other.output
-    resumed = invoke(*args, "--resume", "--depths", 1, 2)
+    extended = invoke(*args, "--resume", "--depths", 1, 2)  # a resume is that run, no other
+    assert extended.exit_code == 2 and "--depths 1 2 (the run's: 1)" in extended.output
+    resumed = invoke(*args, "--resume")
     assert resumed.exit_code == 0, resumed.output
-    frame = pd.read_csv(tmp_path / "r" / "results.csv")
-    assert sorted(frame["depth"]) == [1, 2]
+    assert sorted(pd.read_csv(tmp_path / "r" / "results.csv")["depth"]) == [1]
 
 
 @pytest.mark.parametrize(
@@ -653,3 +654,32 @@ def test_submit_refuses_bad_run_options_before_submitting(tmp_path, monkeypatch,
     result = invoke("submit", "--shards", 2, "--out", tmp_path / "r", *args)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_resume_continues_exactly_the_run_in_its_folder(tmp_path):
+    """A custom run cut short, resumed with --out and --resume alone: its own grid and
+    command, never the default preset; an option typed that differs is refused by name."""
+    out = tmp_path / "run"
+    grid = ["--depths", 2, 3, "--d-in", 8, "--width", 16, "--d-out", 1, 4]
+    made = invoke("run", *grid, "--methods", "forward", "reverse", "--min-time", 0.01,
+                  "--no-peak", "--out", out, "--quiet")  # fmt: skip
+    assert made.exit_code == 0, made.output
+    lines = (out / "results.csv").read_text().splitlines(keepends=True)
+    (out / "results.csv").write_text("".join(lines[:-3]))  # as if killed three rows short
+    meta = json.loads((out / "meta.json").read_text())
+    (out / "meta.json").write_text(json.dumps({**meta, "finished": None}))
+    resumed = invoke("run", "--out", out, "--resume", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    frame = pd.read_csv(out / "results.csv")
+    assert len(frame) == 8 and sorted(set(frame["depth"])) == [2, 3]
+    after = json.loads((out / "meta.json").read_text())
+    assert after["command"] == meta["command"] and after["settings"] == meta["settings"]
+    assert after["resumed"][0]["command"].endswith("--resume --quiet")
+    refused = invoke("run", "--out", out, "--resume", "--seed", 3, "--depths", 2, 3)
+    assert refused.exit_code == 2
+    assert "--seed 3 (the run's: 0)" in refused.output and "--depths" not in refused.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".lock").touch()
+    nothing = invoke("run", "--out", empty, "--resume")
+    assert nothing.exit_code == 2 and "nothing to resume" in nothing.output

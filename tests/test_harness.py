@@ -232,7 +232,7 @@ def test_sweep_refuses_two_routines_of_one_name():
 def test_sweep_writes_a_run_folder_and_resumes_it(tmp_path):
     out = tmp_path / "run"
     options = dict(depths=[1], d_in=[3], width=[4], d_out=[2], min_time=0.01, out=out)
-    first = sweep(["reverse"], **options)
+    first = sweep(["reverse", "forward"], **options)
     assert {p.name for p in out.iterdir()} == {
         ".lock",
         "results.csv",
@@ -240,9 +240,13 @@ def test_sweep_writes_a_run_folder_and_resumes_it(tmp_path):
         "meta.json",
         "summary.md",
     }
-    resumed = sweep(["reverse", "forward"], **options, resume=True)
+    lines = (out / "results.csv").read_text().splitlines(keepends=True)
+    (out / "results.csv").write_text("".join(lines[:-1]))  # cut short before forward's row
+    resumed = sweep(out=out, resume=True)  # the folder's own run, as it was made
     assert list(resumed["method"]) == ["reverse", "forward"]
-    pd.testing.assert_frame_equal(resumed.iloc[:1], first)
+    pd.testing.assert_frame_equal(resumed.iloc[:1], first.iloc[:1])
+    with pytest.raises(ValueError, match=r"other settings \(methods: reverse forward → reverse"):
+        sweep(["reverse"], **options, resume=True)
 
 
 @pytest.mark.parametrize(
@@ -316,9 +320,9 @@ def test_every_timed_row_keeps_its_samples_and_an_interval_around_its_median(tmp
 def test_resume_drops_the_samples_of_a_row_that_never_reached_results_csv(tmp_path):
     out = tmp_path / "run"
     options = dict(depths=[1], d_in=[3], width=[4], d_out=[2], min_time=0.01, out=out)
-    sweep(["reverse"], **options)
-    orphan = pd.read_csv(out / "samples.csv").assign(method="forward")  # killed before its row
-    orphan.to_csv(out / "samples.csv", mode="a", header=False, index=False)
+    sweep(["reverse", "forward"], **options)
+    lines = (out / "results.csv").read_text().splitlines(keepends=True)
+    (out / "results.csv").write_text("".join(lines[:-1]))  # killed after forward's samples
     resumed = sweep(["reverse", "forward"], **options, resume=True)
     samples = pd.read_csv(out / "samples.csv")
     forward = resumed.set_index("method").loc["forward"]

@@ -41,12 +41,18 @@ def test_to_meta_is_the_layout_read_settings_reads_back():
     assert results.settings_differences(recorded, settings.to_meta()) == []
 
 
-def test_timing_may_change_on_resume_but_nothing_else_may():
+def test_a_resume_repeats_every_setting_that_was_recorded():
     base = resolve(SweepOptions.from_keywords(dict(depths=[1], methods=["reverse"])))
     slower = dataclasses.replace(base, timing=Timing(min_time=1.0, rounds=5))
-    assert results.settings_differences(base.to_meta(), slower.to_meta()) == []
+    assert results.settings_differences(base.to_meta(), slower.to_meta()) == [
+        "timing.min_time: 0.1 → 1.0",
+        "timing.rounds: 1 → 5",
+    ]
     reseeded = dataclasses.replace(base, build=Build(seed=1))
     assert results.settings_differences(base.to_meta(), reseeded.to_meta()) == ["build.seed: 0 → 1"]
+    # an older folder recorded no timing: none of it is compared
+    older = {**base.to_meta(), "timing": {}}
+    assert results.settings_differences(older, slower.to_meta()) == []
 
 
 @pytest.mark.parametrize("run", ["cpu-seed", "cpu-models", "amd-classes"])
@@ -80,3 +86,18 @@ def test_processes_sweep_the_resolved_settings():
     assert child.processes == 1 and child.min_time == 0.5
     assert child.methods == tuple(m.name for m in settings.methods)
     assert resolve(child).to_meta()["methods"] == settings.to_meta()["methods"]
+
+
+def test_the_options_of_a_recorded_run_make_the_same_settings():
+    from jacbench.runs.settings import options_of
+
+    asked = SweepOptions.from_keywords(
+        dict(depths=[2, 3], d_in=[8], width=[16], d_out=[1, 4], methods=["forward", "reverse"],
+             min_time=0.02, seed=3, rounds=2, peaks=False)
+    )  # fmt: skip
+    recorded = json.loads(json.dumps(resolve(asked).to_meta()))
+    again = options_of(recorded)
+    assert resolve(again).to_meta() == recorded
+    assert again.depths == (2, 3) and again.seed == 3 and again.rounds == 2
+    with pytest.raises(ValueError, match="merged run"):
+        options_of({"merged": ["a"], "methods": []})

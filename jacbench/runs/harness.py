@@ -41,7 +41,7 @@ from jacbench.runs import results, sandbox, shards
 from jacbench.runs.grid import DTYPES, Point
 from jacbench.runs.methods import Method
 from jacbench.runs.options import MethodLike, SweepOptions
-from jacbench.runs.settings import Build, Settings, resolve
+from jacbench.runs.settings import Build, Settings, options_of, resolve
 from jacbench.runs.tasks import Instruments, PointTasks, run_point
 
 
@@ -121,12 +121,29 @@ def sweep(
         ValueError: a bad option, in one line.
         results.RunDirError: ``out`` is in use, holds another run, or is damaged.
     """
-    if options is None:
+    if options is None and resume is True and out is not None and methods is None and not keywords:
+        options = _resumed(Path(out))  # the folder's own run, exactly
+    elif options is None:
         options = SweepOptions.from_keywords({"methods": methods, **keywords})
     elif methods is not None or keywords:
         raise ValueError("give the options as keywords or as options=, not both")
     with torch_state_kept(), sandbox.closing_all():
         return _sweep(options, out, resume, shard, shard_folder, command, observer)
+
+
+def _resumed(out: Path) -> SweepOptions:
+    """The options of the run in ``out``, as its meta.json records them.
+
+    Raises:
+        results.RunDirError: the folder holds no run.
+    """
+    try:
+        recorded = results.read_settings(results.read_meta(out))
+    except ValueError as error:
+        raise results.RunDirError(f"{error}; refusing to touch this folder") from None
+    if not recorded:
+        raise results.RunDirError(f"nothing to resume in {out}: it holds no run")
+    return options_of(recorded)
 
 
 @contextlib.contextmanager
@@ -205,10 +222,15 @@ class _Run:
         return results.RunWriter(out, self.settings.to_meta(), resume=resume)
 
     def start_meta(self, writer: results.RunWriter, **fields: Any) -> None:
-        """The run's meta.json before its first row, with ``fields`` (peaks, tuning, …)."""
+        """The run's meta.json before its first row, with ``fields`` (peaks, tuning, …). A
+        resumed run keeps the command and start that made it, and adds its own to
+        ``resumed``."""
+        first: dict[str, Any] = {"command": self.command, "started": results.now_iso()}
+        if writer.resume and writer.meta.get("started"):
+            resumed = [*writer.meta.get("resumed", []), first]
+            first = {"resumed": resumed}
         writer.write_meta(
-            command=self.command,
-            started=results.now_iso(),
+            **first,
             finished=None,
             environment=results.environment(self.settings.device),
             machine_at_start=results.machine_state(),

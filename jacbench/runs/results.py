@@ -137,12 +137,12 @@ class RunWriter:
             raise RunDirError(f"{self.meta_path} was not written by jacbench; refusing to touch it")
         has_rows = self.csv_path.exists() and self.csv_path.stat().st_size > 0
         differ = settings_differences(recorded, self.settings) if recorded else []
+        if differ:  # a resume continues that run as it was made, no other
+            raise RunDirError(
+                f"{self.run_dir} holds a run with other settings ({'; '.join(differ)}); "
+                "choose another --out" + ("" if self.resume else ", or --resume it as it was made")
+            )
         if has_rows and not self.resume:
-            if differ:
-                raise RunDirError(
-                    f"{self.run_dir} holds a run with other settings ({'; '.join(differ)}); "
-                    "choose another --out, or pass --resume to extend it"
-                )
             raise RunDirError(
                 f"{self.run_dir} already holds this run; pass --resume to finish it, "
                 "or choose another --out"
@@ -302,8 +302,6 @@ def read_meta(run_dir: Path | str) -> dict[str, Any]:
     return meta
 
 
-# The settings a resumed run, or a shard of one run, need not repeat: how it is timed.
-VARIABLE_SETTINGS = ("timing",)
 # An older meta.json's flat ``params``: which of them were timing settings.
 _LEGACY_TIMING = ("min_time", "max_call_time", "call_timeout", "rounds", "processes", "threads")
 
@@ -337,13 +335,15 @@ def read_settings(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def settings_differences(
-    recorded: dict[str, Any], asked: dict[str, Any], ignore: Sequence[str] = VARIABLE_SETTINGS
+    recorded: dict[str, Any], asked: dict[str, Any], ignore: Sequence[str] = ()
 ) -> list[str]:
     """What differs between two runs' settings (``read_settings``' layout), each as
     ``name: recorded → asked`` with nested names dotted (``build.seed: 0 → 1``); the parts
-    in ``ignore`` aside."""
+    in ``ignore`` aside. A timing setting ``recorded`` does not hold (an older folder's) is
+    not compared."""
     a, b = _flat(recorded, ignore), _flat(asked, ignore)
-    return [f"{k}: {_shown(a.get(k))} → {_shown(b.get(k))}" for k in a | b if a.get(k) != b.get(k)]
+    keys = [k for k in a | b if k in a or not k.startswith("timing.")]
+    return [f"{k}: {_shown(a.get(k))} → {_shown(b.get(k))}" for k in keys if a.get(k) != b.get(k)]
 
 
 def _flat(settings: dict[str, Any], ignore: Sequence[str], prefix: str = "") -> dict[str, Any]:

@@ -124,6 +124,37 @@ class Settings:
         return [m.name for m in self.methods]
 
 
+def options_of(recorded: dict[str, Any]) -> SweepOptions:
+    """The options that make the run whose settings are ``recorded`` (``to_meta``'s layout,
+    as ``results.read_settings`` reads any run folder's): what ``--resume`` continues.
+
+    Raises:
+        ValueError: a merged run's record, which no options make.
+    """
+    if "merged" in recorded:
+        raise ValueError("a merged run is made by jacbench merge, not by a sweep to resume")
+    grid, build, timing = (recorded.get(k) or {} for k in ("grid", "build", "timing"))
+    keywords: dict[str, Any] = {
+        **{k: grid.get(k) for k in ("depths", "d_in", "width", "d_out", "batch", "shapes")},
+        "model": grid.get("model"),
+        "params": grid.get("model_params") if grid.get("model") else None,
+        "preset": recorded.get("preset") or "quick",
+        "operator": recorded.get("operator"),
+        "methods": recorded.get("methods"),
+        "validate": recorded.get("validate", True),
+        **{k: v for k, v in build.items() if v is not None},
+        **{k: v for k, v in timing.items() if k in _TIMING_FIELDS},
+    }
+    if grid.get("dtype") is not None:
+        keywords["dtype"] = grid["dtype"]
+    if grid.get("device") is not None:
+        keywords["device"] = grid["device"]
+    return SweepOptions.from_keywords(keywords)
+
+
+_TIMING_FIELDS = frozenset(f.name for f in dataclasses.fields(Timing))
+
+
 def _model_name(model: models.ModelLike) -> str:
     return models.resolve_model(model).name
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +25,7 @@ from jacbench.faces.cli.common import (
 )
 from jacbench.runs import harness, results, shards
 from jacbench.runs.options import DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_CALL_TIME, SweepOptions
+from jacbench.runs.settings import options_of
 
 commands = typer.Typer()
 
@@ -100,11 +102,13 @@ def run(
     # The sweep's options are read from ctx.params (the values above, by name), as submit
     # reads them from the run options it passes on.
     options = sweep.options(ctx.params)
+    if resume and resume_if_present:
+        fail("give --resume or --resume-if-present, not both")
+    if resume and out is not None:
+        options = _resumed(ctx, options, out)
     if not quiet:
         sweep.note_missing_methods(options)
     part = _shard_option(shard)
-    if resume and resume_if_present:
-        fail("give --resume or --resume-if-present, not both")
     if dry_run:
         try:
             estimates = harness.shard_estimates(options, part.count if part else 1)
@@ -116,6 +120,45 @@ def run(
     resuming = results.IF_PRESENT if resume_if_present else resume
     frame = _sweep(options, run_dir, resuming, part, command_line(ctx), quiet)
     _print_run(frame, run_dir, part, quiet)
+
+
+# A sweep option's field, by the name of the run parameter that offers it (others: the same).
+_FIELDS = {"no_validate": "validate", "peak": "peaks", "compile_": "methods",
+           "cuda_graphs": "methods", "fused_": "methods"}  # fmt: skip
+
+
+def _resumed(ctx: typer.Context, given: SweepOptions, out: Path) -> SweepOptions:
+    """--resume: the run in OUT exactly as meta.json records it; an option typed that
+    differs from it is refused, by name."""
+    try:
+        recorded = results.read_settings(results.read_meta(out))
+        if not recorded:
+            fail(f"nothing to resume in {out}: it holds no run")
+        made = options_of(recorded)
+    except ValueError as error:
+        fail(str(error))
+    typed = {
+        _FIELDS.get(name, name)
+        for name in ctx.params
+        if (source := ctx.get_parameter_source(name)) is not None and source.name == "COMMANDLINE"
+    }
+    differ = [
+        f"--{name.replace('_', '-')} {_shown(getattr(given, name))} (the run's: "
+        f"{_shown(getattr(made, name))})"
+        for name in sorted(typed & {f.name for f in dataclasses.fields(SweepOptions)})
+        if getattr(given, name) != getattr(made, name)
+    ]
+    if differ:
+        fail(
+            f"--resume continues the run in {out} as it was made; not as asked: {'; '.join(differ)}"
+        )
+    return made
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, tuple):
+        return " ".join(_shown(v) for v in value) or "none"
+    return "none" if value is None else str(value)
 
 
 def _sweep(
