@@ -373,3 +373,14 @@ def test_the_hessians_modes_keep_distinct_headers_in_a_narrow_terminal():
     assert "jacbench's methods: hessian-<mode>" in text
     assert "hessian-fwd-…" not in text and "hessian-" not in text.split("\n", 1)[1]
     assert text.count("over-") >= 4  # fwd-/over-/rev and the three other compositions
+
+
+def test_the_rows_say_when_the_machine_was_busy():
+    from jacbench.faces import text
+
+    frame = fixture_frame().assign(other_cores=0.1)
+    assert text.busy_warning({}, frame) is None
+    frame.loc[frame.index[:2], "other_cores"] = [0.9, 1.4]
+    warning = text.busy_warning({}, frame)
+    assert warning is not None and f"up to 1.4 cores while 2 of {len(frame)} rows" in warning
+    assert text.busy_warning({}, fixture_frame()) is None  # rows that do not say: meta decides

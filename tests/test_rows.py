@@ -56,7 +56,7 @@ def test_columns_are_the_documented_schema_in_order():
         "status",
     )
     # columns are only ever appended: older files stay readable
-    assert COLUMNS[-7:] == (
+    assert COLUMNS[-8:] == (
         "message",
         "source",
         "ci_low_s",
@@ -64,8 +64,9 @@ def test_columns_are_the_documented_schema_in_order():
         "operator",
         "model",
         "mistake",
+        "other_cores",
     )
-    assert len(COLUMNS) == 34
+    assert len(COLUMNS) == 35
     assert "samples" not in COLUMNS  # a row's samples go to samples.csv
     assert KEY_COLUMNS == ("widths", "batch", "dtype", "device", "method", "model")
 

@@ -190,3 +190,27 @@ def test_two_samples_a_side_are_never_a_significant_winner():
     overlapping = rows.assign(ci_low_s=[1.0, 0.9], ci_high_s=[2.5, 2.6])
     verdict = stats.point_verdict(overlapping, by_key)
     assert (verdict.tied, verdict.tested) == (("a", "b"), False)
+
+
+def _one_row_run(seconds, other_cores):
+    rows = pd.DataFrame(
+        {
+            "widths": ["3-4-1"], "batch": [1], "dtype": ["float32"], "device": ["cpu"],
+            "method": ["a"], "model": ["mlp"], "status": ["ok"], "depth": [1], "d_in": [3],
+            "width": [4], "d_out": [1], "median_s": [float(np.median(seconds))],
+            "other_cores": [other_cores],
+        }
+    )  # fmt: skip
+    samples = _samples("a", seconds).assign(model="mlp")
+    return rows, samples
+
+
+def test_compare_calls_no_change_on_a_row_timed_on_a_busy_machine():
+    rng = np.random.default_rng(4)
+    quick, slow = rng.lognormal(0, 0.01, 30), 2 * rng.lognormal(0, 0.01, 30)
+    before = _one_row_run(quick, 0.0)
+    quiet = stats.compare_runs(*before, *_one_row_run(slow, 0.1), 0.1)
+    assert quiet["verdict"].tolist() == ["slower"] and quiet["regressed"].tolist() == [True]
+    busy = stats.compare_runs(*before, *_one_row_run(slow, 1.2), 0.1)
+    assert busy["verdict"].tolist() == ["unsure"] and busy["busy"].tolist() == [True]
+    assert busy["regressed"].tolist() == [False]

@@ -31,7 +31,7 @@ def summary_markdown(
 ) -> str:
     """summary.md: per shape, median per method, forward/reverse ratio, predicted vs measured;
     jacbench against its peers; for a run over several devices, the devices side by side."""
-    lines = ["# jacbench run summary", "", *_run_header(meta or {})]
+    lines = ["# jacbench run summary", "", *_run_header(meta or {}, frame)]
     parts = analysis.split_operators(frame)
     for operator, rows in parts:
         lines.append("")
@@ -59,7 +59,7 @@ def _machine_text(env: dict) -> str:
     )
 
 
-def _run_header(meta: dict) -> list[str]:
+def _run_header(meta: dict, frame: pd.DataFrame | None = None) -> list[str]:
     """The command, machine(s) and times of a run, as Markdown lines."""
     lines = []
     env = meta.get("environment", {})
@@ -77,7 +77,7 @@ def _run_header(meta: dict) -> list[str]:
         lines.append(f"Machine: {_machine_text(env)}  ")
     if meta.get("started"):
         lines.append(f"Run: {meta.get('started')} → {meta.get('finished') or 'unfinished'}")
-    warning = busy_warning(meta)
+    warning = busy_warning(meta, frame)
     if warning:
         lines += ["", f"**{warning}**"]
     return lines

@@ -446,10 +446,16 @@ def compare_sentence(merged: pd.DataFrame, threshold: float) -> str:
             "--processes measures them)."
         )
     if counts["unsure"]:
-        text += (
-            f" unsure: fewer than {stats.MIN_SAMPLES} samples on a side (slow rows, or a run "
-            "without samples.csv)."
-        )
+        busy = int(merged["busy"].sum()) if "busy" in merged else 0
+        few = counts["unsure"] - busy
+        reasons = [f"{busy} timed on a busy machine (other work above 0.5 cores)"] if busy else []
+        if few:
+            reasons.append(
+                f"{few} with fewer than {stats.MIN_SAMPLES} samples on a side (slow rows, a "
+                "run without samples.csv, or pytest-benchmark files saved without "
+                "--benchmark-save-data)"
+            )
+        text += f" unsure: {'; '.join(reasons)}."
     return text
 
 

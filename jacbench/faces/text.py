@@ -188,13 +188,24 @@ def accuracy_sentence(summary: pd.DataFrame, operator: str = "jacobian") -> str:
     )
 
 
-def busy_warning(meta: dict) -> str | None:
-    """A warning when other work shared the machine with the run (``analysis.MachineLoad``).
+def busy_warning(meta: dict, frame: pd.DataFrame | None = None) -> str | None:
+    """A warning when other work shared the machine with the run.
 
-    At the start: the cores other processes kept busy as the run began (``other_cores``;
-    in older records the 1-minute load average, which still counts work that had ended).
-    At the end: the 1-minute load average less the run's own threads, the run's last minute.
+    Where the rows say what other processes used while each was timed (``other_cores``),
+    they decide (``analysis.busy_rows``). In older runs meta.json does
+    (``analysis.MachineLoad``): at the start the cores other processes kept busy as the run
+    began (older records: the 1-minute load average, which still counts work that had
+    ended); at the end the 1-minute load average less the run's own threads.
     """
+    rows = analysis.busy_rows(frame) if frame is not None else None
+    if rows is not None:
+        if not rows.busy:
+            return None
+        return (
+            f"Warning: the machine was busy: other processes used up to {rows.most:.1f} cores "
+            f"while {rows.busy} of {rows.measured} rows were timed; those timings may be "
+            "slower and noisier than on an idle machine."
+        )
     load = analysis.machine_load(meta)
     if not load.busy:
         return None

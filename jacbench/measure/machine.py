@@ -160,10 +160,11 @@ OTHER_WORK_WINDOW = 0.1
 
 class OtherWork:
     """What other processes did while this one measured: the CPU time the cores this
-    process may run on used (/proc/stat, steal included) less this process's own, in cores'
-    worth, from creation to ``cores``. The load average cannot tell: it counts this
-    process too. Only this process's cores count: a Slurm job given one core of a node
-    (or a process pinned by taskset) is not busy because a neighbour works on another."""
+    process may run on used (/proc/stat, steal included) less this process's own and its
+    descendants' (the workers and sandboxes that run user code for it), in cores' worth,
+    from creation to ``cores``. The load average cannot tell: it counts this process too.
+    Only this process's cores count: a Slurm job given one core of a node (or a process
+    pinned by taskset) is not busy because a neighbour works on another."""
 
     def __init__(self) -> None:
         self._start = _cpu_snapshot()
@@ -197,4 +198,30 @@ def _cpu_snapshot() -> tuple[float, float, float] | None:
     except ValueError:
         return None
     own = os.times()
-    return time.monotonic(), busy / ticks, own.user + own.system
+    return time.monotonic(), busy / ticks, own.user + own.system + _descendants_cpu(ticks)
+
+
+def _descendants_cpu(ticks: int) -> float:
+    """CPU seconds of this process's live descendants (Linux' /proc; 0 elsewhere)."""
+    parents: dict[int, int] = {}
+    spent: dict[int, float] = {}
+    try:
+        entries = [e for e in Path("/proc").iterdir() if e.name.isdigit()]
+    except OSError:
+        return 0.0
+    for entry in entries:
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        # after the name: state ppid … utime stime (the 12th and 13th)
+        parents[int(entry.name)] = int(fields[1])
+        spent[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    me, total = os.getpid(), 0.0
+    for pid in spent:
+        ancestor, seen = parents.get(pid), 0
+        while ancestor not in (None, 0, 1, me) and seen < 64:
+            ancestor, seen = parents.get(ancestor), seen + 1
+        if ancestor == me and pid != me:
+            total += spent[pid]
+    return total

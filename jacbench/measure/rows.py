@@ -164,6 +164,9 @@ class Row:
     mistake: str = _column(
         str, "", "what is wrong, as one kind (a wrong, error or timeout row): one of Mistake"
     )
+    other_cores: float = _column(
+        float, "cores", "CPU other processes used while the row was timed (busy above 0.5)"
+    )
     # Not a column: the measured samples, (process, round, seconds) per timed block, for
     # samples.csv.
     samples: tuple[tuple[int, int, float], ...] = field(default=(), repr=False, compare=False)

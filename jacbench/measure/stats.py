@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from jacbench.measure.machine import BUSY_LOAD
 from jacbench.measure.rows import KEY_COLUMNS, RowKey, row_key, with_key_columns
 
 LEVEL = 0.95  # the confidence level of every interval
@@ -305,7 +306,8 @@ def compare_runs(
     """Rows timed in both runs: ratio after/before with its interval and verdicts.
 
     ``verdict`` is faster, slower or same by the one rule (NOTE: [One decision rule]), or
-    unsure when either side has fewer than ``MIN_SAMPLES`` samples; ``regressed`` and
+    unsure when either side has fewer than ``MIN_SAMPLES`` samples or was timed beside other
+    work (``busy``: its ``other_cores`` above ``machine.BUSY_LOAD``); ``regressed`` and
     ``improved`` by the same rule with the threshold as its minimum gain (a significant
     change larger than it).
     """
@@ -313,8 +315,11 @@ def compare_runs(
     timed_statuses = ["ok", "slow", "unchecked"]
     a = with_key_columns(before[before["status"].isin(timed_statuses)])
     b = with_key_columns(after[after["status"].isin(timed_statuses)])
-    merged = a[[*keys, "depth", "d_in", "width", "d_out", "median_s"]].merge(
-        b[[*keys, "median_s"]], on=keys, suffixes=("_a", "_b")
+    for side in (a, b):  # runs made before the column: no word on other work
+        if "other_cores" not in side.columns:
+            side["other_cores"] = math.nan
+    merged = a[[*keys, "depth", "d_in", "width", "d_out", "median_s", "other_cores"]].merge(
+        b[[*keys, "median_s", "other_cores"]], on=keys, suffixes=("_a", "_b")
     )
     samples_a, samples_b = samples_by_key(before_samples), samples_by_key(after_samples)
     untested = Decision(math.nan, math.nan, math.nan, False)
@@ -331,6 +336,9 @@ def compare_runs(
     merged["ratio"] = [d.ratio if d.tested else p for d, p in zip(decisions, plain)]
     merged["ci_low"] = [d.low if d.tested else math.nan for d in decisions]
     merged["ci_high"] = [d.high if d.tested else math.nan for d in decisions]
+    # A row timed beside other work on either side is no evidence of a change.
+    merged["busy"] = (merged["other_cores_a"] > BUSY_LOAD) | (merged["other_cores_b"] > BUSY_LOAD)
+    decisions = [untested if busy else d for d, busy in zip(decisions, merged["busy"])]
     merged["verdict"] = [d.outcome().value for d in decisions]
     merged["regressed"] = [d.outcome(threshold) is Outcome.SLOWER for d in decisions]
     merged["improved"] = [d.outcome(threshold) is Outcome.FASTER for d in decisions]

@@ -408,3 +408,24 @@ def machine_load(meta: Mapping) -> MachineLoad:
         start[0] if start else None,
         end[0] if end else None,
     )
+
+
+@dataclass(frozen=True)
+class BusyRows:
+    """Other work while a run's rows were timed (the ``other_cores`` column): how many rows
+    were timed with more than ``machine.BUSY_LOAD`` of it, of how many that say, and the
+    most seen."""
+
+    busy: int
+    measured: int
+    most: float
+
+
+def busy_rows(frame: pd.DataFrame) -> BusyRows | None:
+    """``BusyRows`` of a run's rows; None where no row says (runs made before the column)."""
+    if "other_cores" not in frame.columns:
+        return None
+    cores = pd.to_numeric(frame["other_cores"], errors="coerce").dropna()
+    if cores.empty:
+        return None
+    return BusyRows(int((cores > machine.BUSY_LOAD).sum()), len(cores), float(cores.max()))

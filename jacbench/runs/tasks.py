@@ -23,7 +23,7 @@ import torch
 
 from jacbench.ad import cost
 from jacbench.ad.networks import MLP
-from jacbench.measure import timing
+from jacbench.measure import machine, timing
 from jacbench.measure.peaks import Peaks, bound_seconds
 from jacbench.measure.rows import Mistake, Row, Status
 from jacbench.measure.tuning import Tuning
@@ -166,6 +166,7 @@ class PointTasks:
         self.home = home if home is not None else home_executor(point)
         self.timeout = settings.timing.call_timeout
         self.first: dict[str, float] = {}  # seconds of each method's first call: timed
+        self.other_cores: dict[str, float] = {}  # other work while each method was timed
         self.opening: StepFailed | None = None  # why the point's bench could not be opened
         self.failure = ""
         self.costs = point_costs(point, settings.operator)
@@ -301,6 +302,7 @@ class PointTasks:
         bench, first = self.bench_of(method), self.first[method.name]
         checking = bool(method.source) and self.settings.validate and method.exact
         picks = tuple(_PICKS.random() for _ in range(CHECKED_CALLS)) if checking else None
+        others = machine.OtherWork()
         measured, kept = bench.call(
             "measure",
             bench.portable(method),
@@ -309,6 +311,9 @@ class PointTasks:
             picks,
             deadline=measure_deadline(first, min_time, self.timeout),
         )
+        busy = others.cores()
+        if busy is not None:  # the most other work seen while this method was timed
+            self.other_cores[method.name] = max(busy, self.other_cores.get(method.name, 0.0))
         if not isinstance(measured, timing.Measurement) or not isinstance(kept, dict):
             raise StepFailed("sent back a measurement jacbench does not read", Mistake.CRASH)
         if picks is not None and not kept:
@@ -410,6 +415,7 @@ def time_task(tasks: PointTasks, method: Method, row: Row, min_time: float) -> R
         return failed(row, failure)
     except WrongWhenTimed as wrong:
         return _wrong_when_timed(row, wrong)
+    row.other_cores = tasks.other_cores.get(method.name, math.nan)
     return finish_task(row, tasks.point, tasks.instruments, measured)
 
 
@@ -442,6 +448,7 @@ def _run_rounds(tasks: PointTasks, methods: list[Method]) -> Iterator[Row]:
     for method, row, collected, tags in zip(methods, rows, times, rounds):
         if tasks.waiting(method) and row.status not in FAILED_TIMING:
             measured = timing.Measurement(tuple(collected), tuple(tags))
+            row.other_cores = tasks.other_cores.get(method.name, math.nan)
             finish_task(row, tasks.point, tasks.instruments, measured)
         yield row
 

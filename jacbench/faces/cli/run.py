@@ -212,6 +212,9 @@ def _print_run(frame: pd.DataFrame, run_dir: Path, part: shards.Shard | None, qu
             f"jacbench merge {run_dir}",
             highlight=False,
         )
+    busy = report.busy_warning({}, frame)
+    if busy:  # said at the end, where it is read: the summary says it too
+        err_console.print(busy, highlight=False, soft_wrap=True)
     failures = harness.failed_rows(frame)
     if not failures.empty:
         for _, row in failures.iterrows():
