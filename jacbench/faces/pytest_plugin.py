@@ -132,11 +132,16 @@ def _benchmark_jacobian(
         else:
             timed = call
         _describe(benchmark, point, tasks, resolved, row.max_rel_err)
-        from jacbench.measure import device_lock
+        from jacbench.measure import device_lock, machine
 
-        # One timing process per device (jacbench.measure.device_lock), as `jacbench run` does.
+        # One timing process per device (jacbench.measure.device_lock), as `jacbench run` does;
+        # other work while it timed is recorded, as a run's rows record it.
         with device_lock.hold(device):
-            return benchmark(timed)
+            others = machine.OtherWork()
+            result = benchmark(timed)
+            busy = others.cores()
+        benchmark.extra_info["other_cores"] = None if busy is None else round(busy, 2)
+        return result
     finally:
         tasks.close()
 

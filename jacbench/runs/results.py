@@ -552,11 +552,16 @@ def _benchmark_row(bench: dict) -> Row:
         source=info.get("source", ""),
         operator=info.get("operator") or "jacobian",
         model=info.get("model") or "mlp",
+        other_cores=_number(info.get("other_cores")),
     )
 
 
 # A run without --out goes under ./jacbench-results/, apart from a checkout's committed results/.
 DEFAULT_ROOT = Path("jacbench-results")
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else math.nan
 
 
 def default_run_dir(device: str, root: Path = DEFAULT_ROOT) -> Path:
