@@ -90,7 +90,9 @@ def test_the_plan_counts_the_flops_of_a_linear_chain_exactly():
     assert plan.flops["forward"] >= 4 * (1 + d) * one_pass  # each tangent's way up, at least
     assert plan.primal_flops == 4 * one_pass
     assert plan.d_in == d and plan.d_out == p and plan.batch == 4
-    assert set(plan.seconds) == {"forward", "reverse"} and plan.calibration.op_seconds > 0
+    assert (
+        set(plan.seconds) == {"forward", "reverse"} and plan.calibration.op_seconds("forward") > 0
+    )
 
 
 def test_the_plan_picks_reverse_for_one_output_and_forward_for_wide_outputs_of_few_inputs():
@@ -340,7 +342,7 @@ def test_results_made_before_the_model_column_read_as_the_mlp(tmp_path):
     frame = jacbench.sweep(shapes=[((3, 4, 2), 1)], methods=["reverse"], min_time=0.01,
                            out=tmp_path / "run")  # fmt: skip
     run = tmp_path / "run"
-    rows = pd.read_csv(run / "results.csv").drop(columns=["model", "mistake"])
+    rows = pd.read_csv(run / "results.csv").drop(columns=["model", "mistake", "other_cores"])
     rows.to_csv(run / "results.csv", index=False)
     samples = pd.read_csv(run / "samples.csv").drop(columns=["model"])
     samples.to_csv(run / "samples.csv", index=False)
@@ -420,3 +422,32 @@ def test_a_lambda_factory_with_a_file_routine_runs_its_point_in_this_process():
     )
     assert list(frame["status"]) == ["ok", "wrong"]
     assert set(frame["model"]) == {"<lambda>"}
+
+
+def test_the_calibration_cached_with_the_tuning_is_the_one_plans_use(monkeypatch):
+    """Measured once per machine with the tuning (a quiet one), a plan reads it, whatever
+    the process's own timing of a product would say."""
+    from jacbench.ad import generic
+    from jacbench.measure import tuning
+
+    cached = {"forward_op_s": 2e-5, "reverse_op_s": 1e-5, "flop_rate": 1e11}
+    monkeypatch.setattr(generic, "_CALIBRATIONS", {})
+    with tuning.use(tuning.Tuning(calibration=cached)):
+        found = generic.calibration(torch.float32, "cpu")
+        assert (found.forward_op_s, found.reverse_op_s, found.flop_rate) == (2e-5, 1e-5, 1e11)
+        assert found.measured == "with the tuning"
+    assert (
+        tuning.Tuning.from_dict(tuning.Tuning(calibration=cached).as_dict()).calibration == cached
+    )
+
+
+def test_modes_predicted_within_the_model_error_are_a_tie():
+    from jacbench.ad import generic
+
+    flops = {"forward": 10, "reverse": 20}
+    operations = {"forward": 300, "reverse": 100}
+    memory = {"forward": 1, "reverse": 1}
+    close = generic._choice({"forward": 1.0, "reverse": 1.2}, flops, operations, memory, "")
+    assert close[0] == "forward" and close[2] is True  # the fewer FLOPs, named a tie
+    apart = generic._choice({"forward": 3.0, "reverse": 1.0}, flops, operations, memory, "")
+    assert apart[0] == "reverse" and apart[2] is False

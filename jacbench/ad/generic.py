@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
+import statistics
 import threading
 import time
 import weakref
@@ -50,6 +51,8 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from jacbench.measure import tuning
+
 GENERIC_MODES = ("forward", "reverse")
 # Memory a Jacobian's vmapped passes may hold at once before reverse mode is chunked.
 MEMORY_BUDGET_BYTES = 1 << 30
@@ -57,10 +60,17 @@ MEMORY_BUDGET_BYTES = 1 << 30
 
 @dataclass(frozen=True)
 class Calibration:
-    """What one operation and one FLOP take under torch.func here (``calibration``)."""
+    """What one operation and one FLOP take under torch.func here (``calibration``): an
+    operation of forward mode (a JVP's, on dual tensors) costs more than one of reverse's."""
 
-    op_seconds: float  # one dispatched operation of a vmapped JVP or VJP
+    forward_op_s: float  # one dispatched operation of a vmapped JVP
+    reverse_op_s: float  # one dispatched operation of a vmapped VJP
     flop_rate: float  # FLOP/s of a matrix product of a small network's size
+    measured: str = "here"  # "here": in this process; "with the tuning": cached per machine
+
+    def op_seconds(self, mode: str) -> float:
+        """Seconds of one operation of ``mode``."""
+        return self.forward_op_s if mode == "forward" else self.reverse_op_s
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ class GenericPlan:
     chunk_size: int | None  # reverse mode's cotangents per pass (None: all at once)
     calibration: Calibration
     reason: str = "fastest predicted"
+    tie: bool = False  # the two modes' predicted times are within the model's error
 
 
 class _Counter(TorchDispatchMode):
@@ -184,9 +195,10 @@ def _plan(f: Callable[[Tensor], Tensor], x: Tensor) -> GenericPlan:
             operations["reverse"] *= -(-p // chunk)
     calibrated = calibration(sample.dtype, sample.device)
     seconds = {
-        m: operations[m] * calibrated.op_seconds + flops[m] / calibrated.flop_rate for m in counts
+        m: operations[m] * calibrated.op_seconds(m) + flops[m] / calibrated.flop_rate
+        for m in counts
     }
-    mode, reason = _choice(seconds, flops, operations, memory, unsupported)
+    mode, reason, tie = _choice(seconds, flops, operations, memory, unsupported)
     return GenericPlan(
         d_in=d,
         d_out=p,
@@ -200,6 +212,7 @@ def _plan(f: Callable[[Tensor], Tensor], x: Tensor) -> GenericPlan:
         chunk_size=chunk if mode == "reverse" else None,
         calibration=calibrated,
         reason=reason,
+        tie=tie,
     )
 
 
@@ -209,52 +222,87 @@ def _choice(
     operations: dict[str, int],
     memory: dict[str, int],
     unsupported: str,
-) -> tuple[str, str]:
-    """The mode and why, in words."""
+) -> tuple[str, str, bool]:
+    """The mode, why in words, and whether it is a tie within the model's error."""
     if unsupported:
-        return "reverse", f"forward mode is not supported here: {unsupported}"
+        return "reverse", f"forward mode is not supported here: {unsupported}", False
     if memory["forward"] > MEMORY_BUDGET_BYTES:
-        return "reverse", "forward mode would pass the memory budget"
+        return "reverse", "forward mode would pass the memory budget", False
     mode = "forward" if seconds["forward"] < seconds["reverse"] else "reverse"
     other = "reverse" if mode == "forward" else "forward"
-    if seconds["forward"] == seconds["reverse"]:
-        return mode, "a tie in predicted time"
+    if seconds[other] <= TIE_FACTOR * seconds[mode]:  # within the model's error: a tie
+        fewer = min(("reverse", "forward"), key=flops.__getitem__)
+        return fewer, f"{TIE}, within {TIE_FACTOR:g}×; {fewer} mode needs fewer FLOPs", True
     if flops[mode] <= flops[other]:
-        return mode, "fewest FLOPs"
-    return mode, (
+        return mode, "fewest FLOPs", False
+    reason = (
         f"fewer operations, {operations[mode]} against {operations[other]}: at this size "
         "torch.func's cost per operation outweighs the FLOPs"
     )
+    return mode, reason, False
 
 
 _CALIBRATIONS: dict[tuple[torch.dtype, str], Calibration] = {}
+CALIBRATION_ROUNDS = 5
+# Two modes whose predicted times are within this factor tie: the counts and the two
+# measured constants predict a mode's time to within about this much (``predict`` says so).
+TIE_FACTOR = 1.5
+TIE = "a tie within the model's error"
 
 
 def calibration(dtype: torch.dtype, device: torch.device | str) -> Calibration:
-    """The seconds of one operation under torch.func and the FLOP rate of a small matrix
-    product, measured once per process, dtype and device (NOTE: [Choosing the mode of any
-    function]): a three-layer network's jacfwd and jacrev of 16 units, each timed (the best
-    of a few calls) and its operations counted; a 256-square product timed the same way."""
+    """The seconds of one operation of each mode under torch.func and the FLOP rate of a
+    small matrix product (NOTE: [Choosing the mode of any function]). In float32 on the CPU,
+    the tuning's, measured once per machine on a quiet one (``calibrated``); else measured
+    once per process, dtype and device, the median of ``CALIBRATION_ROUNDS`` rounds."""
     key = (dtype, str(device))
     found = _CALIBRATIONS.get(key)
     if found is not None:
         return found
+    cached = tuning.active().calibration
+    if torch.device(device).type == "cpu" and dtype == torch.float32 and cached:
+        found = Calibration(
+            cached["forward_op_s"], cached["reverse_op_s"], cached["flop_rate"], "with the tuning"
+        )
+    else:
+        found = _measured_calibration(dtype, device)
+    _CALIBRATIONS[key] = found
+    return found
+
+
+def calibrated() -> dict[str, float]:
+    """The calibration in float32 on the CPU, for the tuning to cache (``tuning.measure``)."""
+    found = _measured_calibration(torch.float32, "cpu")
+    return {
+        "forward_op_s": found.forward_op_s,
+        "reverse_op_s": found.reverse_op_s,
+        "flop_rate": found.flop_rate,
+    }
+
+
+def _measured_calibration(dtype: torch.dtype, device: torch.device | str) -> Calibration:
+    """A three-layer network's jacfwd and jacrev of 16 units, each timed (the best of a few
+    calls) per operation counted; a 256-square product timed the same way: the median of
+    ``CALIBRATION_ROUNDS`` rounds of each, so that one slow spell moves none of them."""
     generator = torch.Generator().manual_seed(0)
     net = torch.nn.Sequential(
         torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(),
         torch.nn.Linear(16, 2),
     ).to(dtype=dtype, device=device).requires_grad_(False)  # fmt: skip
     x = torch.randn(4, generator=generator).to(dtype=dtype, device=device)
-    spent, operations = 0.0, 0
-    for transform in (torch.func.jacfwd, torch.func.jacrev):
-        call = functools.partial(transform(net), x)
-        operations += _counted(call).operations
-        spent += _best_seconds(call, x.device)
     a = torch.randn(256, 256, generator=generator).to(dtype=dtype, device=device)
-    product = _best_seconds(lambda: a @ a, x.device)
-    found = Calibration(spent / max(operations, 1), 2 * 256**3 / product)
-    _CALIBRATIONS[key] = found
-    return found
+    calls = {
+        "forward": functools.partial(torch.func.jacfwd(net), x),
+        "reverse": functools.partial(torch.func.jacrev(net), x),
+    }
+    operations = {mode: max(_counted(call).operations, 1) for mode, call in calls.items()}
+    rounds: dict[str, list[float]] = {"forward": [], "reverse": [], "product": []}
+    for _ in range(CALIBRATION_ROUNDS):
+        for mode, call in calls.items():
+            rounds[mode].append(_best_seconds(call, x.device) / operations[mode])
+        rounds["product"].append(_best_seconds(lambda: a @ a, x.device))
+    median = {name: statistics.median(values) for name, values in rounds.items()}
+    return Calibration(median["forward"], median["reverse"], 2 * 256**3 / median["product"])
 
 
 def _best_seconds(call: Callable[[], Any], device: torch.device, repeats: int = 7) -> float:

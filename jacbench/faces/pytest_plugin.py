@@ -152,7 +152,7 @@ def _checked(point: Any, method: Any, operator: str | None) -> tuple[Any, Any, A
     fails the test."""
     import math
 
-    from jacbench.ad import ties
+    from jacbench.ad import generic, ties
     from jacbench.faces.report import shape_label
     from jacbench.measure import tuning
     from jacbench.measure.rows import Status
@@ -170,7 +170,8 @@ def _checked(point: Any, method: Any, operator: str | None) -> tuple[Any, Any, A
     resolved = method_of(asked.name, resolved)
     if point.model is not None and not resolved.any_network:
         pytest.skip(f"{resolved.name} runs on jacbench's MLP only, not on a model")
-    tuned = tuning.ensure(point.device, ties=ties.candidates)  # the kernels `jacbench run` uses
+    # the kernels and the calibration `jacbench run` uses
+    tuned = tuning.ensure(point.device, ties=ties.candidates, calibrate=generic.calibrated)
     timing = Timing(max_call_time=math.inf)
     options = SweepOptions(device=point.device)
     settings = Settings(options, (point,), (resolved,), asked.name, timing=timing)

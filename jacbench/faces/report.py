@@ -131,8 +131,11 @@ def model_predict_table(plan: GenericPlan, label: str) -> Table:
     table = Table(
         title=f"{label}: D={plan.d_in}, P={plan.d_out}, batch {plan.batch}",
         caption=(
-            f"predicted time = operations × {format_seconds(plan.calibration.op_seconds)} + "
-            f"FLOP ÷ {plan.calibration.flop_rate / 1e9:.0f} GFLOP/s (measured here)"
+            "predicted time = operations × "
+            f"{format_seconds(plan.calibration.forward_op_s)} forward, "
+            f"{format_seconds(plan.calibration.reverse_op_s)} reverse + FLOP ÷ "
+            f"{plan.calibration.flop_rate / 1e9:.0f} GFLOP/s (measured "
+            f"{plan.calibration.measured})"
         ),
     )
     table.add_column("mode")
@@ -160,6 +163,9 @@ def model_predict_table(plan: GenericPlan, label: str) -> Table:
 def model_recommendation(plan: GenericPlan) -> str:
     """One sentence: a model's recommended mode, why, and what the other would cost."""
     rival = "forward" if plan.mode == "reverse" else "reverse"
+    if plan.tie:  # either mode; the one with fewer FLOPs named
+        text = f"Recommended: either mode ({plan.reason})"
+        return text + f"; auto runs {plan.mode} mode."
     text = f"Recommended: {plan.mode} mode ({plan.reason})"
     if rival in plan.seconds:
         factor = plan.seconds[rival] / plan.seconds[plan.mode]

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import pandas as pd
 import torch
 
-from jacbench.ad import ties
+from jacbench.ad import generic, ties
 from jacbench.ad.jacobians import jacobian, jacobian_forward, jacobian_mixed, jacobian_reverse
 from jacbench.ad.networks import MLP
 from jacbench.measure import allocator, device_lock, tuning
@@ -410,7 +410,7 @@ def _prepare(settings: Settings) -> Instruments:
         torch.set_num_threads(settings.timing.threads)
     device = settings.device
     # Also keeps freed memory (NOTE: [Freed memory kept for reuse]); measures the ties too.
-    tuned = tuning.ensure(device, ties=ties.candidates)
+    tuned = tuning.ensure(device, ties=ties.candidates, calibrate=generic.calibrated)
     measured = {}
     if settings.timing.peaks:
         activation = settings.build.activation

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from jacbench.ad import generic
 from jacbench.ad.builtin_models import BUILTIN_MODELS
 from jacbench.ad.networks import MLP
+from jacbench.measure import tuning
 from jacbench.runs import routines, sandbox, workers
 from jacbench.runs.options import DEFAULT_CALL_TIMEOUT, ModelLike
 
@@ -297,13 +298,15 @@ def model_plan(
     Raises:
         ModelError: it cannot be loaded, built, called or counted (one line).
     """
+    tuned = tuning.active()  # this machine's calibration, which the sandbox cannot read
     if not model.isolated:
-        return _plan_here(model, d_in, d_out, batch, dtype, device)
+        return _plan_here(model, d_in, d_out, batch, dtype, device, tuned)
     try:
         assert model.owner is not None  # isolated
         return sandbox.run(
-            model.owner, _plan_here, model, d_in, d_out, batch, dtype, device, deadline=timeout
-        )
+            model.owner, _plan_here, model, d_in, d_out, batch, dtype, device, tuned,
+            deadline=timeout,
+        )  # fmt: skip
     except workers.WorkerFailed as failure:
         if failure.error_type == "ModelError":
             raise ModelError(failure.error_text) from None
@@ -311,6 +314,19 @@ def model_plan(
 
 
 def _plan_here(
+    model: Model,
+    d_in: int,
+    d_out: int,
+    batch: int,
+    dtype: torch.dtype,
+    device: str,
+    tuned: tuning.Tuning | None = None,
+) -> generic.GenericPlan:
+    with tuning.use(tuned or tuning.active()):
+        return _counted_plan(model, d_in, d_out, batch, dtype, device)
+
+
+def _counted_plan(
     model: Model, d_in: int, d_out: int, batch: int, dtype: torch.dtype, device: str
 ) -> generic.GenericPlan:
     _check_here(model, d_in, d_out)

@@ -9,7 +9,7 @@ from typing import Annotated
 import torch
 import typer
 
-from jacbench.ad import cost, ties
+from jacbench.ad import cost, generic, ties
 from jacbench.ad.networks import INITS
 from jacbench.faces import report
 from jacbench.faces.cli.common import (
@@ -148,7 +148,7 @@ def tune(
         waiting = "waiting for the CPU: another jacbench run is timing there…"
         with device_lock.hold("cpu", lambda _: err_console.print(waiting)):
             with err_console.status("measuring this CPU's kernels (about thirty seconds)…"):
-                measured = tuning.measure(ties=ties.candidates)
+                measured = tuning.measure(ties=ties.candidates, calibrate=generic.calibrated)
         if measured.busy:
             console.print(report.tuning_table(measured))
             console.print(report.ties_table(measured))
@@ -159,7 +159,7 @@ def tune(
             )
             raise typer.Exit(1)
         tuning.save(measured)
-    tuned = tuning.ensure("cpu", ties=ties.candidates)
+    tuned = tuning.ensure("cpu", ties=ties.candidates, calibrate=generic.calibrated)
     console.print(report.tuning_table(tuned))
     console.print(report.ties_table(tuned))
     console.print(f"Cached in {tuning.cache_path()}", highlight=False)

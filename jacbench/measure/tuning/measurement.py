@@ -421,7 +421,17 @@ def _choose_ties(session: _Session, kernels: Tuning, ties: TieCandidates) -> dic
     return tie_choices
 
 
-def measure(*, min_time: float = 0.01, ties: TieCandidates | None = None) -> Tuning:
+# What the tuning measures for the layers above it (jacbench.ad.generic's calibration):
+# a function that times and returns named constants.
+Calibrate = Callable[[], Mapping[str, float]]
+
+
+def measure(
+    *,
+    min_time: float = 0.01,
+    ties: TieCandidates | None = None,
+    calibrate: Calibrate | None = None,
+) -> Tuning:
     """Time every candidate of every class on this CPU, in float32, and the ties (``ties``:
     what each tie class times; without it the ties keep their defaults), which run on the
     kernels just chosen: 2 min 20 s on a 2-core AMD EPYC VM, where noisy classes were timed
@@ -452,9 +462,12 @@ def measure(*, min_time: float = 0.01, ties: TieCandidates | None = None) -> Tun
         measured_s=session.measured,
     )
     tie_choices = dict(kernels.ties) if ties is None else _choose_ties(session, kernels, ties)
+    with use(kernels):
+        calibration = dict(calibrate()) if calibrate is not None else {}
     return replace(
         kernels,
         ties=tie_choices,
+        calibration=calibration,
         measured_s=session.measured,
         unsettled=tuple(session.unsettled),
         busy=_busy(others.cores()),
@@ -479,6 +492,7 @@ def ensure(
     *,
     progress: Callable[[str], None] | None = None,
     ties: TieCandidates | None = None,
+    calibrate: Calibrate | None = None,
 ) -> Tuning:
     """The tuning for this machine and thread count: cached, or measured now and cached,
     and made active. Other devices, or tuning turned off, keep what is active. Measured on
@@ -486,7 +500,8 @@ def ensure(
 
     Every timing entry point calls this first, so it also sets ``keep_freed_memory``.
     ``ties`` supplies the routines each tie class times (``jacbench.ad.ties.candidates``);
-    without it the ties keep their defaults.
+    without it the ties keep their defaults. ``calibrate`` measures the generic plan's
+    constants (``jacbench.ad.generic.calibrated``), cached with the rest.
     """
     keep_freed_memory()
     if torch.device(device).type != "cpu" or disabled():
@@ -497,7 +512,7 @@ def ensure(
     if found is None:
         if progress is not None:
             progress("measuring this CPU's fastest kernels (once per machine)…")
-        found = measure(ties=ties)
+        found = measure(ties=ties, calibrate=calibrate)
         if found.busy:
             _REFUSED.append(found.busy)
             if progress is not None:

@@ -131,6 +131,9 @@ class Tuning:
     tanh: str = "tanh"
     machine: str = ""
     measured_s: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # The generic plan's calibration in float32 on this CPU (jacbench.ad.generic): seconds of
+    # one torch.func operation per mode, FLOP/s of a small product; {}: not measured.
+    calibration: Mapping[str, float] = field(default_factory=dict)
     # Why these measurements are not to be trusted ("": they are): other work on the machine.
     busy: str = field(default="", compare=False)
     # Classes whose rounds kept disagreeing (NOTE: [A tuning measured on a busy machine]):
@@ -207,6 +210,7 @@ class Tuning:
             "ties": dict(self.ties),
             "measured_s": {k: dict(v) for k, v in self.measured_s.items()},
             "unsettled": list(self.unsettled),
+            "calibration": dict(self.calibration),
         }
 
     @classmethod
@@ -237,6 +241,11 @@ class Tuning:
             machine=str(data.get("machine", "")),
             measured_s=data.get("measured_s", {}),
             unsettled=tuple(str(name) for name in data.get("unsettled", ())),
+            calibration={
+                str(k): float(v)
+                for k, v in (data.get("calibration") or {}).items()
+                if isinstance(v, int | float) and v > 0
+            },
         )
 
 
