@@ -64,8 +64,9 @@ def _wait_for_rows(csv_path, n, proc, timeout=120):
 
 
 def _resume(out):
+    # As the interrupted run says to: the folder's own settings, nothing typed beside them.
     return subprocess.run(
-        [sys.executable, "-m", "jacbench", *ARGS, "--out", str(out), "--resume"],
+        [sys.executable, "-m", "jacbench", "run", "--quiet", "--out", str(out), "--resume"],
         capture_output=True,
         text=True,
         timeout=300,
