@@ -192,10 +192,15 @@ def test_grading_a_class_passes_exactly_the_right_one(tmp_path):
     grades = pd.read_csv(out / "grades.csv").set_index("student")
     assert grades.index.tolist() == ["ada", "ben", "cy", "dee", "eve", "fay", "gus"]
     assert grades.index[grades["passed"]].tolist() == ["ada"]
-    assert grades.loc["ada", "time_vs_reverse"] > 0
+    assert grades.index[grades["ranked"]].tolist() == ["ada"]
+    ada = grades.loc["ada"]
+    assert 0 < ada["time_vs_reverse_low"] <= ada["time_vs_reverse"] <= ada["time_vs_reverse_high"]
     assert grades.drop("ada")["mistake"].to_dict() == MISTAKES
     summary = (out / "summary.md").read_text()
-    assert "1 of 7 students pass every case." in summary
+    assert "1 of 7 students pass every case; 1 is ranked by speed." in summary
+    assert "| 1 | ada |" in summary
+    outputs = sorted(p.name for p in (out / "output").iterdir())
+    assert outputs == [f"{name}.txt" for name in grades.index]  # what each one printed
 
 
 def test_gradescope_results_for_one_submission(tmp_path):
@@ -213,6 +218,8 @@ def test_gradescope_results_for_one_submission(tmp_path):
     assert all(t["max_score"] == 1.0 for t in data["tests"])
     assert "σ' left out" in data["tests"][0]["output"]
     assert "leaderboard" not in data
+    grades = pd.read_csv(tmp_path / "grades" / "grades.csv")
+    assert grades["student"].tolist() == ["submission"] and not grades["ranked"].any()
 
 
 def test_grade_refuses_a_folder_that_is_not_there(tmp_path):

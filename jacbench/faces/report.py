@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from rich import box
@@ -503,6 +504,22 @@ def check_timing_table(summary: pd.DataFrame, routine: str) -> Table:
 
 
 # --------------------------------------------------------------------- grade
+def leaderboard_table(places: Iterable[tuple[str, Any]]) -> Table:
+    """The ranked students in order (``class_grading.leaderboard``'s places: ties share
+    one), each with their speed and its interval."""
+    table = Table(title="speed (× jacbench reverse, 95% interval)", box=box.SIMPLE_HEAD)
+    for name in ("rank", "student", "× reverse", "95% interval"):
+        table.add_column(name, justify="left" if name == "student" else "right")
+    for place, row in places:
+        table.add_row(
+            place,
+            escape(str(row.student)),
+            f"{row.time_vs_reverse:.2f}",
+            f"{row.time_vs_reverse_low:.2f}–{row.time_vs_reverse_high:.2f}",
+        )
+    return table
+
+
 def grades_table(grades: pd.DataFrame) -> Table:
     """A class's grades: per student, pass or fail, the cases passed, the mistake, the speed."""
     table = Table(title="grades", box=box.SIMPLE_HEAD)

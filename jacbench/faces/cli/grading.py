@@ -3,7 +3,9 @@ class's, each student's in isolation)."""
 
 from __future__ import annotations
 
+import shlex
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -106,7 +108,7 @@ Submissions = Annotated[
     typer.Argument(
         help="A folder with one .py file or one folder per student (with --gradescope: "
         "one student's submission, a folder or a file). Their files are imported in "
-        "worker processes, so their code runs there.",
+        "sandboxes, so their code runs there.",
         show_default=False,
     ),
 ]
@@ -123,7 +125,21 @@ Convention = Annotated[
         show_default="either",
     ),
 ]
-GradesOut = Annotated[Path, typer.Option(help="Folder for grades.csv and summary.md.")]
+GradesOut = Annotated[
+    Path,
+    typer.Option(
+        help="Folder for grades.csv, summary.md, what each student printed (output/) and "
+        "the peers' timings (peers/); locked while grading."
+    ),
+]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue the class graded into --out: students already in grades.csv (same "
+        "name, same file) are kept, not graded again.",
+    ),
+]
 Gradescope = Annotated[
     Path | None,
     typer.Option(
@@ -133,56 +149,117 @@ Gradescope = Annotated[
 ]
 
 
+class _ClassLines(class_grading.ClassProgress):
+    """One line on stderr as the class goes."""
+
+    def resuming(self, kept: int, to_grade: int) -> None:
+        students = "student" if kept == 1 else "students"
+        err_console.print(f"Resuming: {kept} {students} kept from grades.csv, {to_grade} to grade.")
+
+    def timing_peers(self, peers: Sequence[str], shapes: int, earlier: Path | None) -> None:
+        if earlier is not None:
+            err_console.print(f"jacbench's {' and '.join(peers)}: timed before, in {earlier}")
+        else:
+            err_console.print(f"timing jacbench's {' and '.join(peers)} at {shapes} shapes…")
+
+    def grading(self, submission: class_grading.Submission) -> None:
+        err_console.print(f"grading {submission.student}…", highlight=False)
+
+
 @commands.command(short_help="Grade a class: every student's routine.")
 def grade(
+    ctx: typer.Context,
     submissions: Submissions,
     function: Function,
     convention: Convention = None,
     out: GradesOut = Path("grades"),
+    resume: Resume = False,
     call_timeout: CallTimeout = DEFAULT_CALL_TIMEOUT,
     quick: Quick = False,
     min_time: MinTime = None,
     gradescope: Gradescope = None,
 ) -> None:
-    """Grade a class: each student's routine checked and timed in isolation, into
-    grades.csv, summary.md and (--gradescope) Gradescope's results.json. Exit 0 once every
-    student is graded, whatever their grades."""
-    started = time.time()
+    """Grade a class: each student's routine checked and timed in a sandbox of its own,
+    into grades.csv and summary.md (rewritten as each student finishes) and (--gradescope)
+    Gradescope's results.json. Exit 0 once every student is graded, whatever their grades."""
+    started = time.monotonic()
     try:
+        if gradescope is not None and resume:
+            raise ValueError("--gradescope grades its one submission afresh: drop --resume")
         if gradescope is not None:
-            found = [_one_submission(submissions, function)]
+            found = [class_grading.one_submission(submissions, function)]
         else:
-            found = class_grading.find_submissions(submissions, function)
+            found = class_grading.find_submissions(submissions, function, ignore=[out])
         with terminated_as_interrupt():
-            rows = class_grading.grade_class(
+            graded = class_grading.grade_class(
                 found,
+                function=function,
+                out=out,
+                resume=resume,
                 convention=convention,
                 quick=quick,
                 call_timeout=call_timeout,
                 min_time=min_time,
-                progress=lambda s: err_console.print(f"grading {s.student}…", highlight=False),
+                progress=_ClassLines(),
+                command=_command(ctx),
             )
+            if gradescope is not None:
+                cases = len(class_grading.grading_cases(False))
+                elapsed = time.monotonic() - started
+                written = class_grading.write_gradescope(
+                    gradescope, graded.rows[0], elapsed, cases, graded.load
+                )
+                graded.written.append(written)
     except ValueError as error:
         fail(str(error))
     except KeyboardInterrupt as stop:
-        err_console.print(f"{stopped_by(stop)}: nothing written")
+        then = (
+            "grade it again"
+            if gradescope is not None
+            else f"the students graded so far are kept in {out / 'grades.csv'}; continue with: "
+            f"{_command(ctx, resume=True)}"
+        )
+        err_console.print(f"{stopped_by(stop)}: {then}", highlight=False, soft_wrap=True)
         raise typer.Exit(interrupted_code(stop)) from None
-    written = class_grading.write_class(out, rows, function)
-    if gradescope is not None:
-        written.append(class_grading.write_gradescope(gradescope, rows[0], started))
-    grades = class_grading.grades_frame(rows)
+    _print_class(graded, out / class_grading.OUTPUT)
+
+
+def _print_class(graded: class_grading.ClassGrades, outputs: Path) -> None:
+    """The grades, the leaderboard, the machine's load, what was written."""
+    grades = class_grading.grades_frame(graded.rows)
     console.print(report.grades_table(grades))
-    passed = int(grades["passed"].sum())
+    ranked = grades[grades["ranked"].astype(bool)]
+    if not ranked.empty:
+        console.print(report.leaderboard_table(class_grading.leaderboard(ranked)))
+    warning = graded.load.warning()
+    if warning:
+        console.print(f"[yellow]Warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    passed = int(grades["passed"].astype(bool).sum())
+    files = [p for p in graded.written if p.parent != outputs]
+    printed = len(graded.written) - len(files)
+    who = f"{printed} student{'' if printed == 1 else 's'}"
+    said = f" and what {who} printed ({outputs}/)" if printed else ""
     console.print(
-        f"{passed} of {len(grades)} students pass. Written: {', '.join(map(str, written))}",
+        f"{passed} of {len(grades)} students pass, {len(ranked)} ranked. "
+        f"Written: {', '.join(map(str, files))}{said}",
         highlight=False,
     )
 
 
-def _one_submission(path: Path, function: str) -> class_grading.Submission:
-    """A single submission: a .py file, or a folder whose files are one student's."""
-    if path.is_file() and path.suffix == ".py":
-        return class_grading.Submission(path.stem, f"{path}:{function}", files=str(path))
-    if path.is_dir():
-        return class_grading._folder_submission(path, function)
-    raise ValueError(f"{path} is neither a .py file nor a folder")
+def _command(ctx: typer.Context, *, resume: bool = False) -> str:
+    """The grade as a command line from its parameters (``--resume`` added: how to continue
+    it)."""
+    params = ctx.params
+    args = ["jacbench", "grade", str(params["submissions"]), "--function", params["function"]]
+    if params["convention"] is not None:
+        args += ["--convention", params["convention"]]
+    args += ["--out", str(params["out"])]
+    if params["quick"]:
+        args.append("--quick")
+    if params["call_timeout"] != DEFAULT_CALL_TIMEOUT:
+        args += ["--call-timeout", f"{params['call_timeout']:g}"]
+    if params["min_time"] is not None:
+        args += ["--min-time", f"{params['min_time']:g}"]
+    if resume:
+        args.append("--resume")
+    return shlex.join(args)
