@@ -53,6 +53,21 @@ def chatter(n):
     sys.stdout.flush()
     return n
 
+def spin(path):
+    """A thread left running: it counts into ``path`` as fast as it can, forever."""
+    import threading
+
+    def count():
+        n = 0
+        while True:
+            n += 1
+            if n % 10000 == 0:  # each count whole: written beside, renamed over
+                with open(path + ".new", "w") as out:
+                    out.write(str(n))
+                os.replace(path + ".new", path)
+
+    threading.Thread(target=count, daemon=True).start()
+
 def limits():
     import resource
     return resource.getrlimit(resource.RLIMIT_NOFILE), resource.getrlimit(resource.RLIMIT_CORE)
@@ -144,6 +159,51 @@ def test_output_is_kept_up_to_its_cap(student):
     text = sandbox.close(student)
     assert text.count("x") == sandbox.OUTPUT_CAP
     assert f"{2 * sandbox.OUTPUT_CAP} more bytes of output cut" in text
+
+
+def _count(path):
+    """The spinning thread's count, once it has written one."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = path.read_text() if path.exists() else ""
+        if text:
+            return int(text)
+        time.sleep(0.01)
+    raise AssertionError("the thread never counted")
+
+
+@pytest.mark.parametrize("how", ["as found", "without a cgroup"])
+def test_a_paused_sandbox_runs_nothing_until_the_block_ends(student, tmp_path, how):
+    """What jacbench times beside a student (its peers) competes with nothing the student
+    left running: its cgroup frozen, or (without one) each of its processes stopped."""
+    counter = tmp_path / "count"
+    _call(student, "spin", str(counter))
+    if how == "without a cgroup":
+        sandbox.sandbox(student)._launched.cgroup = None
+    first = _count(counter)
+    with sandbox.paused(student):
+        time.sleep(0.1)  # a write under way when the pause began has landed
+        frozen = _count(counter)
+        time.sleep(0.5)
+        assert _count(counter) == frozen
+    deadline = time.monotonic() + 30
+    while _count(counter) == frozen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _count(counter) > frozen >= first
+
+
+def test_a_sandbox_user_that_does_not_exist_is_refused():
+    with pytest.raises(ValueError, match="there is no user 'no-such-user'"):
+        sandbox.use_user("no-such-user")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_as_root_code_that_cannot_run_as_its_user_is_said_to_run_as_root(student):
+    identity, refused = sandbox._identity("nobody")
+    if identity is not None:
+        pytest.skip("this machine's Python is readable by nobody: the switch happens")
+    _call(student, "where")
+    assert refused in sandbox.unsealed_warning()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")

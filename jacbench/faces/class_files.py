@@ -1,5 +1,5 @@
 """A graded class's folder (``--out``): grades.csv, summary.md, grading.json, what each
-student printed, the peers' run; locked while a grade writes it, read back by a resume.
+student printed; locked while a grade writes it, read back by a resume.
 
 NOTE: [A class's files]
     Every file is written by jacbench's own process, after the student's sandbox is closed
@@ -28,15 +28,10 @@ import pandas as pd
 
 from jacbench.faces.class_speed import MIN_GAIN, PEERS, Load, ranks
 from jacbench.measure.machine import now_iso
+from jacbench.runs import sandbox
 from jacbench.runs.results import LOCK_NAME
 
-GRADES, SUMMARY, RECORD, OUTPUT, PEERS_RUN = (
-    "grades.csv",
-    "summary.md",
-    "grading.json",
-    "output",
-    "peers",
-)
+GRADES, SUMMARY, RECORD, OUTPUT = "grades.csv", "summary.md", "grading.json", "output"
 # grades.csv's columns, in order; later ones only ever appended.
 COLUMNS = (
     "student",
@@ -100,11 +95,6 @@ class ClassFolder:
         self.kept: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = filelock.FileLock(self.out / LOCK_NAME, is_singleton=False)
 
-    @property
-    def peers_run(self) -> Path:
-        """The peers' run folder."""
-        return self.out / PEERS_RUN
-
     def __enter__(self) -> ClassFolder:
         try:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -127,7 +117,7 @@ class ClassFolder:
         self._lock.release()
 
     def _open(self) -> None:
-        holds = [n for n in (GRADES, RECORD, PEERS_RUN) if (self.out / n).exists()]
+        holds = [n for n in (GRADES, RECORD) if (self.out / n).exists()]
         if holds and not self.resume:
             raise ClassFolderError(
                 f"{self.out} holds grades already ({holds[0]}): continue them with --resume, "
@@ -168,7 +158,8 @@ class ClassFolder:
         """grades.csv and summary.md of ``rows``, each replaced whole; the files."""
         grades = grades_frame(rows)
         write_atomic(self.out / GRADES, _csv_text(grades))
-        write_atomic(self.out / SUMMARY, class_summary(grades, function, self.load))
+        summary = class_summary(grades, function, self.load, sandbox.unsealed_warning())
+        write_atomic(self.out / SUMMARY, summary)
         return [self.out / GRADES, self.out / SUMMARY]
 
     def write_output(self, student: str, text: str) -> Path:
@@ -260,9 +251,12 @@ def _csv_text(grades: pd.DataFrame) -> str:
 
 
 # --------------------------------------------------------------------------- summary.md
-def class_summary(grades: pd.DataFrame, function: str, load: Load | None = None) -> str:
-    """summary.md: the class at a glance, the machine's load, the mistakes counted, the
-    ranked routines (ties where the intervals overlap), the rest, every student."""
+def class_summary(
+    grades: pd.DataFrame, function: str, load: Load | None = None, unsealed: str | None = None
+) -> str:
+    """summary.md: the class at a glance, the machine's load (and ``unsealed``: where the
+    students' code ran as root), the mistakes counted, the ranked routines (ties where the
+    intervals overlap), the rest, every student."""
     passed = grades[grades["passed"].astype(bool)]
     ranked = grades[grades["ranked"].astype(bool)]
     lines = [
@@ -272,9 +266,8 @@ def class_summary(grades: pd.DataFrame, function: str, load: Load | None = None)
         f"{'is' if len(ranked) == 1 else 'are'} ranked by speed.",
         "",
     ]
-    warning = load.warning() if load is not None else None
-    if warning:
-        lines += [f"> **Warning:** {warning}", ""]
+    warnings = [load.warning() if load is not None else None, unsealed]
+    lines += [line for w in warnings if w for line in (f"> **Warning:** {w}", "")]
     mistakes = grades.loc[~grades["passed"].astype(bool), "mistake"].value_counts()
     if not mistakes.empty:
         lines += ["## Mistakes", "", "| mistake | students |", "|---|---:|"]
@@ -303,7 +296,7 @@ def _leaderboard(ranked: pd.DataFrame, unranked: pd.DataFrame) -> list[str]:
         "",
         f"Time over jacbench's reverse mode and over the textbook's routine (`{PEERS[1]}`), "
         "each the geometric mean over the shapes (< 1: faster), the first with its 95% "
-        "interval; the peers were timed once for the class. Students not told apart (their "
+        "interval; the peers were timed beside each student. Students not told apart (their "
         f"intervals overlap, or one is under {MIN_GAIN:.0%} faster) share a rank (=).",
         "",
     ]

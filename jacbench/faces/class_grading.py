@@ -7,8 +7,8 @@ Each student is loaded, checked on ``jacbench check``'s cases and, if every case
 timed, in a sandbox of their own (NOTE: [Sandboxes] in ``jacbench.runs.sandbox``) closed
 before their row is written, so that one student's crash, endless loop, syntax error or
 missing function is that student's row and never the class's end. jacbench's peers are
-timed once, at the class's start, and every student is compared with them (NOTE: [A
-leaderboard that means something] in ``class_speed``). The class goes to ``grades.csv``
+timed beside each student, in turn with them (NOTE: [A leaderboard that means something] in
+``class_speed``). The class goes to ``grades.csv``
 and ``summary.md``, rewritten after each student (NOTE: [A class's files] in
 ``class_files``), and, for one submission, to Gradescope's ``results.json``.
 """
@@ -41,11 +41,10 @@ from jacbench.faces.class_speed import (
     PEERS,
     RANKED_BY,
     RATIO_COLUMNS,
+    Grid,
     Load,
-    PeerTimings,
     Watch,
     speed_against,
-    time_peers,
     time_student,
 )
 from jacbench.faces.grading import QUICK_SHAPES, grade_cases, grading_cases
@@ -54,7 +53,6 @@ from jacbench.measure.rows import Mistake
 from jacbench.runs import sandbox
 from jacbench.runs.grid import PRESETS
 from jacbench.runs.options import DEFAULT_CALL_TIMEOUT
-from jacbench.runs.results import IF_PRESENT
 from jacbench.runs.routines import LIBRARY, TEXTBOOK, Routine, RoutineError, load
 
 __all__ = [
@@ -223,14 +221,14 @@ def grade_submission(
     *,
     convention: str | None = None,
     call_timeout: float = DEFAULT_CALL_TIMEOUT,
-    peers: PeerTimings | None = None,
+    grid: Grid | None = None,
     min_time: float = 0.05,
     owner: sandbox.Owner | None = None,
 ) -> dict[str, Any]:
     """One student's row of grades.csv (``COLUMNS``), and their cases under ``"details"``.
-    A routine that passes is timed against ``peers`` (not timed without them). ``owner``:
-    the student's sandbox (by default their own, left open: close it with
-    ``sandbox.close``)."""
+    A routine that passes is timed at ``grid``'s shapes against jacbench's peers timed
+    beside it (not timed without a grid). ``owner``: the student's sandbox (by default
+    their own, left open: close it with ``sandbox.close``)."""
     row = empty_row(submission.student, submission.source)
     if submission.spec is None:
         return _failed(row, submission.problem, Mistake.MISSING_FUNCTION.value)
@@ -257,8 +255,8 @@ def grade_submission(
     if first is not None:
         return _failed(row, f"{first['case']}: {first['problem']}", first["mistake"])
     row["passed"] = True
-    if peers is not None:
-        _time(row, routine, peers, call_timeout, min_time)
+    if grid is not None:
+        _time(row, routine, grid, owner, call_timeout, min_time)
     return row
 
 
@@ -274,13 +272,26 @@ def _failed(row: dict[str, Any], problem: str, mistake: str) -> dict[str, Any]:
 
 
 def _time(
-    row: dict[str, Any], routine: Routine, peers: PeerTimings, call_timeout: float, min_time: float
+    row: dict[str, Any],
+    routine: Routine,
+    grid: Grid,
+    owner: sandbox.Owner,
+    call_timeout: float,
+    min_time: float,
 ) -> None:
-    """The routine timed alone at the class's shapes, then set against each peer's timing
-    (NOTE: [A leaderboard that means something]); ranked only with a time at every shape."""
-    method = routine.as_method()
-    timings, samples = time_student(method, peers, min_time=min_time, call_timeout=call_timeout)
-    speeds = {p: speed_against(timings, samples, routine.name, peers, p) for p in PEERS}
+    """The routine and jacbench's peers timed in turn at the class's shapes, the student's
+    sandbox paused while the peers run, and set against each other (NOTE: [A leaderboard
+    that means something]); ranked only with a time at every shape."""
+    timed = time_student(
+        routine.as_method(),
+        grid,
+        min_time=min_time,
+        call_timeout=call_timeout,
+        pause=lambda: sandbox.paused(owner),
+    )
+    speeds = {
+        p: speed_against(timed.rows, timed.samples, routine.name, timed.peers, p) for p in PEERS
+    }
     for peer, column in RATIO_COLUMNS.items():
         row[column] = speeds[peer].ratio
     ranked = speeds[RANKED_BY]
@@ -299,10 +310,6 @@ class ClassProgress:
     def resuming(self, kept: int, to_grade: int) -> None:
         """A resumed class: ``kept`` students' rows kept, ``to_grade`` to go."""
 
-    def timing_peers(self, peers: Sequence[str], shapes: int, earlier: Path | None) -> None:
-        """jacbench's peers are about to be timed (``earlier``: read back from that run
-        folder, and timed where it lacks a shape)."""
-
     def grading(self, submission: Submission) -> None:
         """A student is about to be graded."""
 
@@ -313,10 +320,9 @@ class ClassProgress:
 @dataclass
 class ClassGrades:
     """A graded class: every entry's row in the folder's order (kept rows of students no
-    longer there after them), the peers' timings, the machine's load, what was written."""
+    longer there after them), the machine's load, what was written."""
 
     rows: list[dict[str, Any]]
-    peers: PeerTimings | None
     load: Load
     written: list[Path] = field(default_factory=list)
     kept: int = 0  # rows kept from an earlier grade (--resume)
@@ -335,8 +341,8 @@ def grade_class(
     progress: ClassProgress | None = None,
     command: str | None = None,
 ) -> ClassGrades:
-    """Grade every submission: jacbench's peers timed once, then each student in a sandbox
-    of their own, closed before their row is written; with ``out``, grades.csv and
+    """Grade every submission, each student in a sandbox of their own (timed beside
+    jacbench's peers), closed before their row is written; with ``out``, grades.csv and
     summary.md rewritten after each (NOTE: [A class's files]), ``resume`` keeping the rows
     of students already there (same name, same source).
 
@@ -394,13 +400,13 @@ class _Grading:
         }
         if kept:
             self.progress.resuming(len(done), len(submissions) - len(done))
-        peers = self._peers(folder)
-        graded = ClassGrades([], peers, self._load(folder), kept=len(done))
+        grid = tuple(QUICK_SHAPES if self.quick else PRESETS["textbook"].shapes)
+        graded = ClassGrades([], self._load(folder), kept=len(done))
         for index, submission in enumerate(submissions):
             if index in done:
                 continue
             self.progress.grading(submission)
-            row, output, span = self._graded(submission, peers)
+            row, output, span = self._graded(submission, grid)
             done[index] = row
             self._watched(folder, span)
             if folder is not None:
@@ -416,25 +422,8 @@ class _Grading:
             graded.written = _files(graded.written, folder.write(graded.rows, self.function))
         return graded
 
-    def _peers(self, folder: ClassFolder | None) -> PeerTimings:
-        shapes = QUICK_SHAPES if self.quick else PRESETS["textbook"].shapes
-        run = folder.peers_run if folder is not None else None
-        resume = folder is not None and folder.resume
-        earlier = run if run is not None and resume and run.exists() else None
-        self.progress.timing_peers(PEERS, len(shapes), earlier)
-        watch = Watch("peers")
-        peers = time_peers(
-            shapes,
-            min_time=self.min_time,
-            call_timeout=self.call_timeout,
-            out=run,
-            resume=IF_PRESENT if resume else False,
-        )
-        self._watched(folder, watch.record())
-        return peers
-
     def _graded(
-        self, submission: Submission, peers: PeerTimings
+        self, submission: Submission, grid: Grid
     ) -> tuple[dict[str, Any], str | None, Mapping[str, Any] | None]:
         """The student's row, what their code printed (None: no sandbox was opened) and the
         load while they were graded; their sandbox closed before this returns."""
@@ -449,7 +438,7 @@ class _Grading:
                     submission,
                     convention=self.convention,
                     call_timeout=self.call_timeout,
-                    peers=peers,
+                    grid=grid,
                     min_time=self.min_time,
                     owner=owner,
                 )

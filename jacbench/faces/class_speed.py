@@ -1,5 +1,5 @@
-"""A class's speed: jacbench's peers timed once, each student against them with an interval,
-the ranks, and what else the machine was doing meanwhile.
+"""A class's speed: each student against jacbench's peers timed beside them, with an
+interval, the ranks, and what else the machine was doing meanwhile.
 
 NOTE: [A leaderboard that means something]
     Only a student whose routine is right at every case and was timed at every shape is
@@ -7,17 +7,18 @@ NOTE: [A leaderboard that means something]
     samples are too few for the one rule to test (``stats.decide``) leaves the student
     ``not ranked``, with the reason, rather than out of a geometric mean.
 
-    jacbench's peers (``PEERS``) are timed once per class, at its start, in jacbench's own
-    process (as ``jacbench.sweep`` times built-in methods), into a run folder of their own
-    (``<out>/peers/``), which a resumed class reads back: every student is compared with the
-    same peer timings.
-
-    A student's routine is timed alone, in their sandbox, in ``PASSES`` passes over the
-    shapes, one after another (the minimum time shared between them): a moment when the
-    machine ran slow (another process, a frequency step) then shows as spread between the
-    passes rather than as the student's speed. On a shared two-core machine (AMD EPYC, torch
-    2.13, ``--quick``), two copies of one routine timed in one pass each were ranked apart in
-    3 of 8 classes; in three passes, in none of 8.
+    jacbench's peers (``PEERS``) are timed beside each student, the same way for everyone:
+    in ``PASSES`` passes over the class's shapes, each pass timing the peers (in jacbench's
+    own process, as ``jacbench.sweep`` times built-in methods, the student's sandbox paused
+    meanwhile: nothing a student leaves running can slow them) and the student (in their
+    sandbox), in turn, the order alternating from pass to pass (peers first, then the
+    student first, …), the minimum time shared out between the passes. The machine's speed
+    drifts (±30% within minutes on a shared VM, a frequency step, another process): a drift
+    then falls on the student and the peers alike and cancels in their ratio, and a moment
+    when the machine ran slow shows as spread between passes rather than as a student's
+    speed. Timed once for the class at its start instead, two copies of one routine were
+    ranked apart (1.15× and 1.70× reverse, intervals 1.07–1.19 and 1.52–2.02; AMD EPYC, two
+    cores, torch 2.13, ``--quick``).
 
     At each shape the student's samples are compared with the peer's by ``stats.decide``
     (unpaired: they were timed apart; grouped by the samples' process, as
@@ -39,12 +40,12 @@ NOTE: [A leaderboard that means something]
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,9 +62,9 @@ from jacbench.runs.methods import Method
 PEERS = ("reverse", "naive-reverse")
 RATIO_COLUMNS = {"reverse": "time_vs_reverse", "naive-reverse": "time_vs_textbook"}
 RANKED_BY = "reverse"  # the leaderboard's peer
-# A student's routine is timed in this many passes over the shapes, a few seconds apart: a
-# moment when the machine ran slow (another process, a frequency step) then shows as a
-# spread between passes, which the interval sees, not as a student's own speed.
+# A student's routine and the peers are timed in turn in this many passes over the shapes:
+# a drift of the machine's speed falls on both alike, and a moment when it ran slow shows as
+# a spread between passes, which the interval sees, not as a student's own speed.
 PASSES = 3
 # Two students are ranked apart only when one is this much faster too (and their intervals
 # do not overlap): they were timed at different moments, in different processes, which
@@ -74,45 +75,23 @@ MIN_GAIN = 0.05
 MIN_SPAN_S = 1.0
 
 
+# The class's shapes: (widths, batch) pairs, as a sweep's ``shapes``.
+Grid = tuple[tuple[tuple[int, ...], int], ...]
+
+
 @dataclass(frozen=True)
 class PeerTimings:
-    """The peers' rows and samples, timed once for the class at ``grid`` (``(widths,
-    batch)`` pairs, as a sweep's ``shapes``); ``shapes``: its widths as results.csv spells
-    them, in order."""
+    """The peers' rows and samples, timed beside one student at ``grid``; ``shapes``: its
+    widths as results.csv spells them, in order."""
 
     rows: pd.DataFrame
     samples: pd.DataFrame
-    grid: tuple[tuple[tuple[int, ...], int], ...]
+    grid: Grid
 
     @property
     def shapes(self) -> tuple[str, ...]:
         """The widths of ``grid``, as results.csv spells them."""
         return tuple(dict.fromkeys("-".join(map(str, widths)) for widths, _ in self.grid))
-
-
-def time_peers(
-    shapes: Sequence[tuple[tuple[int, ...], int]],
-    *,
-    min_time: float,
-    call_timeout: float,
-    out: Path | None = None,
-    resume: bool | str = False,
-) -> PeerTimings:
-    """Time ``PEERS`` once at ``shapes`` (``(widths, batch)`` pairs), in this process; with
-    ``out`` into that run folder (``resume``: read back what it holds, time what it lacks).
-
-    Raises:
-        results.RunDirError: ``out`` is in use, or holds another run.
-    """
-    frame = sweep(
-        list(PEERS),
-        shapes=shapes,
-        min_time=min_time,
-        call_timeout=call_timeout,
-        out=out,
-        resume=resume,
-    )
-    return PeerTimings(frame, frame.attrs["samples"], tuple(shapes))
 
 
 @dataclass(frozen=True)
@@ -127,25 +106,64 @@ class Speed:
     mistake: str = ""  # the student's own mistake at the shape without a time, if any
 
 
+@dataclass(frozen=True)
+class StudentTimings:
+    """A student's rows and samples, and the peers' timed beside them, each with its
+    ``pass``."""
+
+    rows: pd.DataFrame
+    samples: pd.DataFrame
+    peers: PeerTimings
+
+
 def time_student(
-    method: Method, peers: PeerTimings, *, min_time: float, call_timeout: float
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A student's routine timed alone at the class's shapes, in ``PASSES`` passes over
-    them (``min_time`` shared out), stopping after a pass without a time at every shape:
-    its rows and samples, each with its ``pass``."""
-    rows, samples = [], []
+    method: Method,
+    grid: Grid,
+    *,
+    min_time: float,
+    call_timeout: float,
+    pause: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+) -> StudentTimings:
+    """A student's routine and jacbench's peers timed in turn at ``grid``, in ``PASSES``
+    passes (``min_time`` shared out), the order alternating from pass to pass, the student's
+    code paused (``pause``) while the peers are timed (NOTE: [A leaderboard that means
+    something]); stops after a pass where the student lacks a time at a shape."""
+    mine: list[tuple[pd.DataFrame, pd.DataFrame]] = []
+    theirs: list[tuple[pd.DataFrame, pd.DataFrame]] = []
+    share = min_time / PASSES
     for number in range(PASSES):
-        frame = sweep(
-            [method], shapes=peers.grid, min_time=min_time / PASSES, call_timeout=call_timeout
-        )
-        found = frame.attrs["samples"].assign(**{"pass": number})
-        frame = frame.assign(**{"pass": number})
-        frame.attrs = {}  # a frame in attrs: pandas' concat would compare them
-        rows.append(frame)
-        samples.append(found)
-        if not all(_timed(row) for _, row in frame.iterrows()):
+        for peers_now in (True, False) if number % 2 == 0 else (False, True):
+            if peers_now:
+                with pause():
+                    frame = sweep(
+                        list(PEERS), shapes=grid, min_time=share, call_timeout=call_timeout
+                    )
+                theirs.append(_in_pass(frame, number))
+            else:
+                frame = sweep([method], shapes=grid, min_time=share, call_timeout=call_timeout)
+                mine.append(_in_pass(frame, number))
+        if not all(_timed(row) for _, row in mine[-1][0].iterrows()):
             break
-    return pd.concat(rows, ignore_index=True), pd.concat(samples, ignore_index=True)
+    peer_rows, peer_samples = _joined(theirs)
+    rows, samples = _joined(mine)
+    return StudentTimings(rows, samples, PeerTimings(peer_rows, peer_samples, grid))
+
+
+def _in_pass(frame: pd.DataFrame, number: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A sweep's rows and samples, each marked with its pass."""
+    samples = frame.attrs["samples"].assign(**{"pass": number})
+    frame = frame.assign(**{"pass": number})
+    frame.attrs = {}  # a frame in attrs: pandas' concat would compare them
+    return frame, samples
+
+
+def _joined(
+    parts: Sequence[tuple[pd.DataFrame, pd.DataFrame]],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return (
+        pd.concat([rows for rows, _ in parts], ignore_index=True),
+        pd.concat([samples for _, samples in parts], ignore_index=True),
+    )
 
 
 def _rows_at(rows: pd.DataFrame, method: str, widths: str) -> list[pd.Series]:
@@ -288,7 +306,7 @@ def _children_seconds() -> float:
 
 @dataclass(frozen=True)
 class Load:
-    """Other work over the class: the spans watched (peers, each student) and their cores."""
+    """Other work over the class: the spans watched (each student) and their cores."""
 
     spans: tuple[Mapping[str, Any], ...] = ()
 
@@ -307,15 +325,11 @@ class Load:
         if not busy:
             return None
         most = max(s["other_cores"] for s in busy)
-        students = [s["during"] for s in busy if s["during"] != "peers"]
-        parts = ["jacbench's peers were timed"] if len(students) < len(busy) else []
-        if students:
-            parts.append(f"{len(students)} of {self._graded()} students were graded")
         return (
             f"The machine was busy: other work used up to {most:.1f} cores' worth while "
-            f"{' and while '.join(parts)}, so times may be slower and noisier than on an idle "
-            "machine."
+            f"{len(busy)} of {self._graded()} students were graded, so times may be slower "
+            "and noisier than on an idle machine."
         )
 
     def _graded(self) -> int:
-        return len({s["during"] for s in self.spans if s["during"] != "peers"})
+        return len({s["during"] for s in self.spans})

@@ -82,7 +82,7 @@ class Seal:
 
     files: str | None = None
     keep_path: bool = True
-    user: str | None = DEFAULT_USER
+    user: str | None = field(default_factory=lambda: _SANDBOX_USER[0])
     limits: Limits = field(default_factory=Limits)
     output_cap: int = OUTPUT_CAP
     reads: tuple[str, ...] = ()  # files the code must read where they are (its own file)
@@ -115,6 +115,35 @@ class Owner:
 _ROOT = Path(tempfile.gettempdir()) / "jacbench-sandboxes"
 # Why a sandbox asked to run as its own user ran as jacbench's (root) instead, this process.
 UNSEALED: set[str] = set()
+# The user sandboxes made from now on run as when jacbench is root (--sandbox-user).
+_SANDBOX_USER: list[str | None] = [DEFAULT_USER]
+
+
+def use_user(user: str) -> None:
+    """Run the sandboxes made from now on as ``user`` when jacbench is root
+    (``--sandbox-user``; ``nobody`` by default).
+
+    Raises:
+        ValueError: there is no such user on this machine.
+    """
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        raise ValueError(f"--sandbox-user: there is no user {user!r} on this machine") from None
+    _SANDBOX_USER[0] = user
+
+
+def unsealed_warning() -> str | None:
+    """One sentence when a sandbox of this process was asked for its own user and ran as
+    root instead (see docs/sandbox.md), else None."""
+    if not UNSEALED:
+        return None
+    why = "; ".join(sorted(UNSEALED))
+    return (
+        f"user code ran as root, not as its own user ({why}): it could write where root "
+        "can and signal jacbench. Give it a Python that user can read, or grade in a "
+        "container (docs/sandbox.md)."
+    )
 
 
 def owner_of_spec(spec: str) -> Owner:
@@ -133,11 +162,11 @@ def owner_of_callable(pickled: bytes) -> Owner:
     return Owner(f"callable:{hashlib.sha1(pickled).hexdigest()}", Seal())
 
 
-def submission_owner(student: str, files: Path, *, user: str | None = DEFAULT_USER) -> Owner:
+def submission_owner(student: str, files: Path) -> Owner:
     """The owner of one student's submission in ``grade``: a copy of only its files, nothing
     of the parent's import path, a CPU-time limit."""
     limits = Limits(cpu_seconds=CPU_SECONDS_PER_STUDENT)
-    return Owner(f"student:{student}", Seal(str(files), keep_path=False, user=user, limits=limits))
+    return Owner(f"student:{student}", Seal(str(files), keep_path=False, limits=limits))
 
 
 def spec_inside(owner: Owner, spec: str) -> str:
@@ -234,6 +263,23 @@ def close(owner: Owner) -> str:
         return ""
     found.close()
     return found.output.text
+
+
+@contextlib.contextmanager
+def paused(owner: Owner) -> Iterator[None]:
+    """Within the block none of the owner's processes runs (its cgroup frozen where it has
+    one, else each of them stopped), so that nothing it left running competes with what
+    jacbench times meanwhile; they go on after it."""
+    found = _OPEN.get(owner)
+    launched = found._launched if found is not None else None
+    if launched is None:
+        yield
+        return
+    stopped = _pause(launched)
+    try:
+        yield
+    finally:
+        _go_on(launched, stopped)
 
 
 @atexit.register
@@ -581,6 +627,36 @@ def _sweep(launched: _Launch) -> None:
     if launched.cgroup is not None:
         with contextlib.suppress(OSError):
             launched.cgroup.rmdir()
+
+
+def _pause(launched: _Launch) -> list[int]:
+    """Freeze the sandbox's cgroup (and wait until it is), else SIGSTOP its processes, twice
+    over (one may have started another meanwhile); those stopped."""
+    if launched.cgroup is not None:
+        with contextlib.suppress(OSError):
+            (launched.cgroup / "cgroup.freeze").write_text("1")
+            events = launched.cgroup / "cgroup.events"
+            for _ in range(500):
+                if "frozen 1" in events.read_text():
+                    return []
+                time.sleep(0.002)
+    stopped: list[int] = []
+    for _ in range(2):
+        for pid in _victims(launched):
+            if pid not in stopped:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+    return stopped
+
+
+def _go_on(launched: _Launch, stopped: list[int]) -> None:
+    if launched.cgroup is not None:
+        with contextlib.suppress(OSError):
+            (launched.cgroup / "cgroup.freeze").write_text("0")
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGCONT)
 
 
 def _victims(launched: _Launch) -> dict[int, bool]:

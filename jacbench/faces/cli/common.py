@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NewType, NoReturn
+from typing import Annotated, Any, NewType, NoReturn
 
 import torch
 import typer
@@ -37,7 +37,7 @@ from typer.core import TyperCommand
 
 from jacbench.faces import report
 from jacbench.measure.rows import FAILED_STATUSES, Row
-from jacbench.runs import models
+from jacbench.runs import models, sandbox
 from jacbench.runs.grid import Point
 from jacbench.runs.methods import Method
 
@@ -235,6 +235,33 @@ def check_device(device: str) -> str:
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
             fail(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
     return device
+
+
+# ------------------------------------------------------------------------ sandboxes
+SandboxUser = Annotated[
+    str,
+    typer.Option(
+        help="The user that other people's code (a routine, a model, a student's files) "
+        "runs as when jacbench runs as root; it must be able to read the Python, torch and "
+        "jacbench (docs/sandbox.md).",
+    ),
+]
+
+
+def seal_as(user: str) -> None:
+    """Sandboxes made from now on run as ``user`` under root; a user this machine lacks is
+    one line and exit 2."""
+    try:
+        sandbox.use_user(user)
+    except ValueError as error:
+        fail(str(error))
+
+
+def print_unsealed() -> None:
+    """A warning, where a sandbox ran as root because its user could not."""
+    warning = sandbox.unsealed_warning()
+    if warning:
+        err_console.print(f"[yellow]Warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------ interrupts

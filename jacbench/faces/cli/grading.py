@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -16,13 +15,17 @@ from jacbench.faces import class_grading, grading, report
 from jacbench.faces.cli.common import (
     OneOf,
     ProgressBar,
+    SandboxUser,
     console,
     err_console,
     fail,
     interrupted_code,
+    print_unsealed,
+    seal_as,
     stopped_by,
     terminated_as_interrupt,
 )
+from jacbench.runs import sandbox
 from jacbench.runs.options import DEFAULT_CALL_TIMEOUT
 
 commands = typer.Typer()
@@ -58,9 +61,11 @@ def check_command(
     no_time: Annotated[bool, typer.Option("--no-time", help="Only grade; do not time.")] = False,
     min_time: MinTime = None,
     call_timeout: CallTimeout = DEFAULT_CALL_TIMEOUT,
+    sandbox_user: SandboxUser = sandbox.DEFAULT_USER,
 ) -> None:
     """Grade your Jacobian routine on edge cases against torch.func, then time it against
     jacbench; exit 1 if any case fails."""
+    seal_as(sandbox_user)
     progress = ProgressBar(quiet=no_time)
     try:
         with progress.progress, terminated_as_interrupt():
@@ -98,6 +103,7 @@ def _print_check(graded: grading.CheckReport) -> None:
         console.print(report.check_timing_table(summary, name))
     for warning in graded.warnings:
         console.print(f"[yellow]Warning:[/] {escape(warning)}", highlight=False)
+    print_unsealed()
     for hint in graded.hints:
         console.print(f"• {escape(hint)}", highlight=False)
 
@@ -128,8 +134,8 @@ Convention = Annotated[
 GradesOut = Annotated[
     Path,
     typer.Option(
-        help="Folder for grades.csv, summary.md, what each student printed (output/) and "
-        "the peers' timings (peers/); locked while grading."
+        help="Folder for grades.csv, summary.md and what each student printed (output/); "
+        "locked while grading."
     ),
 ]
 Resume = Annotated[
@@ -156,12 +162,6 @@ class _ClassLines(class_grading.ClassProgress):
         students = "student" if kept == 1 else "students"
         err_console.print(f"Resuming: {kept} {students} kept from grades.csv, {to_grade} to grade.")
 
-    def timing_peers(self, peers: Sequence[str], shapes: int, earlier: Path | None) -> None:
-        if earlier is not None:
-            err_console.print(f"jacbench's {' and '.join(peers)}: timed before, in {earlier}")
-        else:
-            err_console.print(f"timing jacbench's {' and '.join(peers)} at {shapes} shapes…")
-
     def grading(self, submission: class_grading.Submission) -> None:
         err_console.print(f"grading {submission.student}…", highlight=False)
 
@@ -178,11 +178,13 @@ def grade(
     quick: Quick = False,
     min_time: MinTime = None,
     gradescope: Gradescope = None,
+    sandbox_user: SandboxUser = sandbox.DEFAULT_USER,
 ) -> None:
     """Grade a class: each student's routine checked and timed in a sandbox of its own,
     into grades.csv and summary.md (rewritten as each student finishes) and (--gradescope)
     Gradescope's results.json. Exit 0 once every student is graded, whatever their grades."""
     started = time.monotonic()
+    seal_as(sandbox_user)
     try:
         if gradescope is not None and resume:
             raise ValueError("--gradescope grades its one submission afresh: drop --resume")
@@ -234,6 +236,7 @@ def _print_class(graded: class_grading.ClassGrades, outputs: Path) -> None:
     warning = graded.load.warning()
     if warning:
         console.print(f"[yellow]Warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    print_unsealed()
     passed = int(grades["passed"].astype(bool).sum())
     files = [p for p in graded.written if p.parent != outputs]
     printed = len(graded.written) - len(files)

@@ -15,15 +15,18 @@ from jacbench.faces.cli import sweep
 from jacbench.faces.cli.common import (
     ListOptionsCommand,
     ProgressBar,
+    SandboxUser,
     command_line,
     console,
     err_console,
     fail,
     interrupted_code,
+    print_unsealed,
+    seal_as,
     stopped_by,
     terminated_as_interrupt,
 )
-from jacbench.runs import harness, results, shards
+from jacbench.runs import harness, results, sandbox, shards
 from jacbench.runs.options import DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_CALL_TIME, SweepOptions
 from jacbench.runs.settings import options_of
 
@@ -97,8 +100,10 @@ def run(
     fused_: sweep.Fused = False,
     shard: Shard = None,
     dry_run: DryRun = False,
+    sandbox_user: SandboxUser = sandbox.DEFAULT_USER,
 ) -> None:
     """Sweep methods over a grid of shapes; write results.csv, meta.json, summary.md and plots."""
+    seal_as(sandbox_user)
     # The sweep's options are read from ctx.params (the values above, by name), as submit
     # reads them from the run options it passes on.
     options = sweep.options(ctx.params)
@@ -215,6 +220,7 @@ def _print_run(frame: pd.DataFrame, run_dir: Path, part: shards.Shard | None, qu
     busy = report.busy_warning({}, frame)
     if busy:  # said at the end, where it is read: the summary says it too
         err_console.print(busy, highlight=False, soft_wrap=True)
+    print_unsealed()
     failures = harness.failed_rows(frame)
     if not failures.empty:
         for _, row in failures.iterrows():
