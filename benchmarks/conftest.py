@@ -9,7 +9,9 @@ side by side. The Jacobian's cases run in test_jacobians.py, the others in
 test_second_order.py.
 """
 
+import math
 import os
+import statistics
 
 import pytest
 import torch
@@ -60,6 +62,68 @@ def bench_cases(user_methods=()) -> list[tuple[Point, str]]:
 
 def pytest_configure(config):
     bench_preset(), bench_device(), bench_operator()  # a bad variable: a usage error now
+    # A saved run keeps every round's time: `jacbench compare` needs them for its intervals.
+    if config.getoption("benchmark_autosave", False) or config.getoption("benchmark_save", None):
+        config.option.benchmark_save_data = True
+
+
+def pytest_sessionstart(session):
+    """pytest-benchmark's --benchmark-compare-fail claimed only where a benchmark moved
+    beyond what every benchmark did: the machine's drift between the two sessions (NOTE:
+    [One decision rule] and ``stats.common_shift`` in jacbench.measure.stats)."""
+    timing = getattr(session.config, "_benchmarksession", None)
+    if timing is not None and timing.compare_fail:
+        timing.compare_fail = [_BeyondTheShift(c, timing) for c in timing.compare_fail]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_terminal_summary(terminalreporter):
+    """A regression as one line and exit 1, not pytest-benchmark's traceback."""
+    outcome = yield
+    error = outcome.excinfo[1] if outcome.excinfo else None
+    if type(error).__name__ == "PerformanceRegression":
+        outcome.force_result(None)
+        terminalreporter.write_line(
+            "Performance has regressed (listed above), beyond the shift every benchmark "
+            "shared; `jacbench compare` on the two saved files gives each its interval.",
+            red=True,
+        )
+        terminalreporter._session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+class _BeyondTheShift:
+    """One of pytest-benchmark's regression checks (``median:25%``), failing only where the
+    benchmark's ratio to its saved time, divided by the median ratio of every compared
+    benchmark (at least ``stats.MIN_SHIFT_ROWS``), still fails it."""
+
+    def __init__(self, check, session):
+        self.check, self.session = check, session
+
+    def fails(self, current, compared):
+        said = self.check.fails(current, compared)
+        threshold = getattr(self.check, "threshold", None)
+        if not said or type(self.check).__name__ != "PercentageRegressionCheck":
+            return said
+        shift = self._shift()
+        if shift is None:
+            return said
+        moved = current[self.check.field] / compared[self.check.field] / shift
+        if moved * 100 - 100 > threshold:
+            return f"{said} (×{moved:.2f} beyond the run's common shift ×{shift:.2f})"
+        return None
+
+    def _shift(self):
+        from jacbench.measure.stats import MIN_SHIFT_ROWS
+
+        field, ratios = self.check.field, []
+        for bench in self.session.benchmarks:
+            for mapping in self.session.compared_mapping.values():
+                saved = mapping.get(bench.fullname)
+                if bench and saved and saved["stats"].get(field):
+                    ratios.append(bench[field] / saved["stats"][field])
+        if len(ratios) < MIN_SHIFT_ROWS:
+            return None
+        return math.exp(statistics.median(math.log(r) for r in ratios))
 
 
 def pytest_generate_tests(metafunc):

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from jacbench.ad import cost
+from jacbench.faces import report
 from jacbench.measure import stats
 from jacbench.measure.rows import COLUMNS, KEY_COLUMNS, SAMPLE_COLUMNS
 from jacbench.runs import analysis
@@ -276,6 +277,41 @@ def test_compare_verdicts_count_and_records():
     bare = stats.compare_runs(a, a.iloc[0:0], b, b.iloc[0:0], 0.1)
     assert analysis.compare_records(bare)[0]["ci_low"] is None
     assert analysis.verdict_counts(bare)["unsure"] == 12
+
+
+def _scaled(frame: pd.DataFrame, factor: float, method: str | None = None) -> pd.DataFrame:
+    """``frame`` with every row's (or ``method``'s) time times ``factor``."""
+    scaled = frame.copy()
+    rows = scaled["method"] == method if method else slice(None)
+    scaled.loc[rows, "median_s"] *= factor
+    return scaled
+
+
+def test_compare_of_unchanged_code_on_a_machine_that_drifted_claims_no_change():
+    """An A/A comparison: every row 0.58× (the machine ran faster in the second run, as a
+    shared VM does minutes apart) is no improvement; the footer says why rows are unsure."""
+    a = fixture_frame()
+    b = _scaled(a, 0.58)
+    merged = stats.compare_runs(a, fixture_samples(a), b, fixture_samples(b), 0.1)
+    counts = analysis.verdict_counts(merged)
+    assert counts["improved"] == counts["faster"] == counts["regressed"] == 0
+    assert counts["unsure"] == 12 and merged["moved"].all()
+    assert merged.attrs["shift"] == pytest.approx(0.58, rel=0.02)
+    assert "the whole run moved by 0.58×" in report.compare_sentence(merged, 0.1)
+
+
+def test_compare_finds_one_methods_regression_beside_a_drift_of_the_machine():
+    a = fixture_frame()
+    b = _scaled(_scaled(a, 0.8), 2.0, method="forward")  # forward: 1.6×, the rest 0.8×
+    merged = stats.compare_runs(a, fixture_samples(a), b, fixture_samples(b), 0.1)
+    verdicts = dict(zip(merged["method"], map(analysis.compare_verdict, merged.to_dict("records"))))
+    assert verdicts["forward"] == "regressed"
+    assert not merged.loc[merged["method"] != "forward", "improved"].any()
+    # Two devices side by side: every row is expected to move; nothing is taken out.
+    apart = stats.compare_runs(
+        a, fixture_samples(a), b, fixture_samples(b), 0.1, same_machine=False
+    )
+    assert apart["improved"].sum() > 0 and not apart["moved"].any()
 
 
 # --------------------------------------------------------------------- plots

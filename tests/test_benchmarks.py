@@ -245,3 +245,42 @@ def test_two_runs_of_the_same_code_compare_without_a_machine_info_warning(tmp_pa
     first = json.loads((tmp_path / "a.json").read_text())["machine_info"]["jacbench"]
     second = json.loads((tmp_path / "b.json").read_text())["machine_info"]["jacbench"]
     assert first == second and first["allocator"]  # keep_freed_memory's settings recorded
+
+
+def _doctored(saved: Path, factor: float, first_only: bool) -> None:
+    """A copy of the saved run as the next one, its times (of the first benchmark only, or
+    of all) times ``factor``: what a run that fast would have saved."""
+    (path,) = saved.glob("*/0001_*.json")
+    data = json.loads(path.read_text())
+    for bench in data["benchmarks"][:1] if first_only else data["benchmarks"]:
+        stats = bench["stats"]
+        for name in ("min", "max", "mean", "median", "q1", "q3"):
+            stats[name] *= factor
+        stats["data"] = [t * factor for t in stats["data"]]
+    (path.parent / path.name.replace("0001_", "0002_")).write_text(json.dumps(data))
+
+
+@pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
+def test_compare_fail_claims_a_regression_in_one_line_and_not_a_machines_drift(tmp_path):
+    """The README's autosave-then-compare: the saved run keeps its rounds (for jacbench
+    compare), a benchmark 4x slower than saved fails in one line without a traceback, and
+    every benchmark 4x slower (the machine's drift, as two sessions on a shared VM can
+    differ) is no regression."""
+    saved = tmp_path / "saved"
+    storage = f"--benchmark-storage={saved}"
+    timing = [f"--benchmark-json={tmp_path / 'a.json'}", "--benchmark-min-rounds=20"]
+    first = _run_benchmarks("smoke", "--benchmark-autosave", storage, *timing)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (path,) = saved.glob("*/0001_*.json")
+    assert all(b["stats"]["data"] for b in json.loads(path.read_text())["benchmarks"])
+    compare = ["--benchmark-compare", "--benchmark-compare-fail=median:100%", storage, *timing]
+    _doctored(saved, 0.25, first_only=True)
+    one = _run_benchmarks("smoke", *compare)
+    said = one.stdout + one.stderr
+    assert one.returncode == 1, said
+    assert "Traceback" not in said and "INTERNALERROR" not in said
+    assert "Performance has regressed (listed above), beyond the shift" in said
+    assert "beyond the run's common shift" in said
+    _doctored(saved, 0.25, first_only=False)
+    drift = _run_benchmarks("smoke", *compare)
+    assert drift.returncode == 0, drift.stdout + drift.stderr

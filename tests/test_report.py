@@ -283,9 +283,9 @@ def test_compare_says_slower_is_significant_but_within_the_threshold():
     a, b = fixture_frame(), fixture_frame(scale_reverse=1.5)
     merged = stats.compare_runs(a, fixture_samples(a), b, fixture_samples(b), 0.6)
     assert report.compare_sentence(merged, 0.6) == (
-        "12 rows compared: 6 slower, 6 same. faster/slower: a significant difference (95%), "
-        "but smaller than the 60% threshold (differences between runs of this size are "
-        "common: --processes measures them)."
+        "12 rows compared: 6 slower, 6 same. faster/slower: significant (the 95% interval "
+        "wholly on one side of 1) but not beyond the 60% threshold (a ratio below 1/1.6 or "
+        "above 1.6), which regressed/improved are."
     )
     shown = report.compare_markdown(merged, 0.6, "a", "b")
     caption, _, header, separator, first = shown.splitlines()[:5]

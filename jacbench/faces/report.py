@@ -9,6 +9,7 @@ Markdown's functions are importable from here too (``summary_markdown``, ``compa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -448,22 +449,35 @@ def compare_sentence(merged: pd.DataFrame, threshold: float) -> str:
     text = f"{len(merged)} rows compared: {', '.join(parts)}."
     if counts["faster"] or counts["slower"]:
         text += (
-            " faster/slower: a significant difference (95%), but smaller than the "
-            f"{threshold:.0%} threshold (differences between runs of this size are common: "
-            "--processes measures them)."
+            " faster/slower: significant (the 95% interval wholly on one side of 1) but not "
+            f"beyond the {threshold:.0%} threshold (a ratio below 1/{1 + threshold:g} or above "
+            f"{1 + threshold:g}), which regressed/improved are."
         )
     if counts["unsure"]:
-        busy = int(merged["busy"].sum()) if "busy" in merged else 0
-        few = counts["unsure"] - busy
-        reasons = [f"{busy} timed on a busy machine (other work above 0.5 cores)"] if busy else []
-        if few:
-            reasons.append(
-                f"{few} with fewer than {stats.MIN_SAMPLES} samples on a side (slow rows, a "
-                "run without samples.csv, or pytest-benchmark files saved without "
-                "--benchmark-save-data)"
-            )
-        text += f" unsure: {'; '.join(reasons)}."
+        text += f" unsure: {'; '.join(_unsure_reasons(merged, counts['unsure']))}."
     return text
+
+
+def _unsure_reasons(merged: pd.DataFrame, unsure: int) -> list[str]:
+    """Why rows are unsure: a busy machine, a change the whole run shares, too few samples."""
+    busy = int(merged["busy"].sum()) if "busy" in merged else 0
+    moved = int((merged["moved"] & ~merged["busy"]).sum()) if "moved" in merged else 0
+    few = unsure - busy - moved
+    reasons = [f"{busy} timed on a busy machine (other work above 0.5 cores)"] if busy else []
+    if moved:
+        shift = merged.attrs.get("shift") or math.nan
+        reasons.append(
+            f"{moved} changed no more than every row did (the whole run moved by {shift:.2f}×: "
+            "the machine's speed between the runs, or a change that moved every method alike; "
+            "time both versions in one session to tell)"
+        )
+    if few:
+        reasons.append(
+            f"{few} with fewer than {stats.MIN_SAMPLES} samples on a side (slow rows, a "
+            "run without samples.csv, or pytest-benchmark files saved without "
+            "--benchmark-save-data)"
+        )
+    return reasons
 
 
 # --------------------------------------------------------------------- check

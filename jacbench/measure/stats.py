@@ -302,14 +302,18 @@ def compare_runs(
     after: pd.DataFrame,
     after_samples: pd.DataFrame,
     threshold: float,
+    *,
+    same_machine: bool = True,
 ) -> pd.DataFrame:
     """Rows timed in both runs: ratio after/before with its interval and verdicts.
 
     ``verdict`` is faster, slower or same by the one rule (NOTE: [One decision rule]), or
-    unsure when either side has fewer than ``MIN_SAMPLES`` samples or was timed beside other
-    work (``busy``: its ``other_cores`` above ``machine.BUSY_LOAD``); ``regressed`` and
-    ``improved`` by the same rule with the threshold as its minimum gain (a significant
-    change larger than it).
+    unsure when either side has fewer than ``MIN_SAMPLES`` samples, was timed beside other
+    work (``busy``: its ``other_cores`` above ``machine.BUSY_LOAD``), or changed no more
+    than every row did (``moved``: within the run's ``common_shift``, in ``attrs``);
+    ``regressed`` and ``improved`` by the same rule with the threshold as its minimum gain
+    (a significant change larger than it). ``same_machine`` false (two devices side by
+    side, where every row is expected to move): no common shift is taken out.
     """
     keys = list(KEY_COLUMNS)
     timed_statuses = ["ok", "slow", "unchecked"]
@@ -339,10 +343,46 @@ def compare_runs(
     # A row timed beside other work on either side is no evidence of a change.
     merged["busy"] = (merged["other_cores_a"] > BUSY_LOAD) | (merged["other_cores_b"] > BUSY_LOAD)
     decisions = [untested if busy else d for d, busy in zip(decisions, merged["busy"])]
+    shift = common_shift(decisions) if same_machine else None
+    merged.attrs["shift"] = shift
+    # A change every row shares is the machine's as likely as the code's: a row is claimed
+    # changed only where it also differs from the run's common shift, in the same direction.
+    moved = [_with_the_run(d, shift) for d in decisions]
+    merged["moved"] = moved
+    decisions = [untested if m else d for d, m in zip(decisions, moved)]
     merged["verdict"] = [d.outcome().value for d in decisions]
     merged["regressed"] = [d.outcome(threshold) is Outcome.SLOWER for d in decisions]
     merged["improved"] = [d.outcome(threshold) is Outcome.FASTER for d in decisions]
     return merged
+
+
+# A run-wide shift is read from this many tested rows or more (fewer: none is).
+MIN_SHIFT_ROWS = 4
+
+
+def common_shift(decisions: Sequence[Decision]) -> float | None:
+    """The change every compared row shares: the median ratio of the tested rows (None with
+    fewer than ``MIN_SHIFT_ROWS``). Two runs of unchanged code made minutes apart on a
+    shared VM differ by it (one A/A comparison: every row near 0.58×), a machine whose speed
+    drifted; a change of the code that slows every method alike looks the same."""
+    ratios = [d.ratio for d in decisions if d.tested and d.ratio > 0]
+    if len(ratios) < MIN_SHIFT_ROWS:
+        return None
+    return math.exp(float(np.median(np.log(ratios))))
+
+
+def _with_the_run(decision: Decision, shift: float | None) -> bool:
+    """Whether the row's change, faster or slower by the one rule, is no more than the run's
+    common shift: the same by the rule once divided by it, or the other way."""
+    if shift is None or not decision.tested:
+        return False
+    alone = decision.outcome()
+    if alone in (Outcome.SAME, Outcome.UNSURE):
+        return False
+    relative = Decision(
+        decision.ratio / shift, decision.low / shift, decision.high / shift, tested=True
+    )
+    return relative.outcome() is not alone
 
 
 def _count(samples: pd.DataFrame | None) -> int:

@@ -294,7 +294,12 @@ def devices_side_by_side(frame: pd.DataFrame, samples: pd.DataFrame | None = Non
     first = devices[0]
     for device in devices[1:]:
         pair = stats.compare_runs(
-            on(first, ok), on(first, samples), on(device, ok), on(device, samples), 0.0
+            on(first, ok),
+            on(first, samples),
+            on(device, ok),
+            on(device, samples),
+            0.0,
+            same_machine=False,
         )
         pair = pair[[*key, "ratio", "ci_low", "ci_high", "verdict"]].rename(
             columns=lambda c, d=device: c if c in key else f"{c} {d}"
