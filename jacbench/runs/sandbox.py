@@ -590,6 +590,12 @@ def _cgroup() -> Path | None:
         path.mkdir()
     except OSError:
         return None
+    # A cap on its processes that holds for root too (RLIMIT_NPROC does not): where the pids
+    # controller can be had.
+    with contextlib.suppress(OSError):
+        if not (path / "pids.max").exists():
+            (mount / "cgroup.subtree_control").write_text("+pids")
+        (path / "pids.max").write_text(str(Limits().processes))
     return path
 
 
