@@ -56,7 +56,7 @@ def test_columns_are_the_documented_schema_in_order():
         "status",
     )
     # columns are only ever appended: older files stay readable
-    assert COLUMNS[-8:] == (
+    assert COLUMNS[-9:] == (
         "message",
         "source",
         "ci_low_s",
@@ -65,8 +65,9 @@ def test_columns_are_the_documented_schema_in_order():
         "model",
         "mistake",
         "other_cores",
+        "bound_note",
     )
-    assert len(COLUMNS) == 35
+    assert len(COLUMNS) == 36
     assert "samples" not in COLUMNS  # a row's samples go to samples.csv
     assert KEY_COLUMNS == ("widths", "batch", "dtype", "device", "method", "model")
 

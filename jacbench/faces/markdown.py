@@ -132,7 +132,22 @@ def _untimed_lines(frame: pd.DataFrame) -> list[str]:
     noisy = frame[frame["noisy"].fillna(False).astype(bool)]
     if not noisy.empty:
         lines += ["", f"{len(noisy)} timed rows are noisy (IQR > 10% of the median)."]
-    return lines
+    return lines + _unbound_lines(frame)
+
+
+def _unbound_lines(frame: pd.DataFrame) -> list[str]:
+    """Why efficiency is empty at rows that have no roofline bound (older peaks)."""
+    if "bound_note" not in frame.columns:
+        return []
+    noted = frame[frame["bound_note"].fillna("").astype(str) != ""]
+    if noted.empty:
+        return []
+    return [
+        "",
+        f"No efficiency at {len(noted)} rows: their weights may stay in a cache whose read "
+        "rate this run's peaks do not hold (measured before jacbench read the cache; a new "
+        "run measures it).",
+    ]
 
 
 # ------------------------------------------------------------------- compare

@@ -223,7 +223,7 @@ def recommendation(plan: Plan) -> str:
 def peaks_table(peaks: Iterable[Peaks]) -> Table:
     """Measured limits per device and dtype."""
     table = Table(title="measured peaks")
-    numbers = ("GEMM", "read bandwidth", "σ", "g ⊙ σ'", "launch")
+    numbers = ("GEMM", "read bandwidth", "from cache", "σ", "σ' scaling", "launch")
     for name in ("device", "dtype", *numbers):
         table.add_column(name, justify="right" if name in numbers else "left")
     for p in peaks:
@@ -232,8 +232,11 @@ def peaks_table(peaks: Iterable[Peaks]) -> Table:
             p.dtype,
             f"{p.flops_per_s / 1e9:,.1f} GFLOP/s (n={p.gemm_size})",
             f"{p.bytes_per_s / 1e9:,.1f} GB/s",
+            f"{p.cache_bytes_per_s / 1e9:,.1f} GB/s ({p.cache_bytes / 2**20:g} MiB)"
+            if p.cache_bytes_per_s > 0
+            else "—",
             f"{p.activation} {1e9 / p.activation_per_s:.3f} ns/element",
-            f"{1e9 / p.derivative_per_s:.3f} ns/element",
+            f"{1e9 / p.scaling_per_s:.3f} ns/element" if p.scaling_per_s > 0 else "—",
             f"{p.launch_s * 1e6:.2f} µs/kernel" if p.launch_s > 0 else "—",
         )
     return table

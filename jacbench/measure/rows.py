@@ -144,7 +144,7 @@ class Row:
     bound_s: float = _column(
         float,
         "s",
-        "roofline bound: max(FLOPs/peak, weight bytes/bw, σ and σ' work/their rates, 4·L launches)",
+        "roofline bound: max(FLOPs/peak, weight bytes/their read rate, σ and σ' work/their rates)",
     )
     efficiency: float = _column(float, "", "bound_s / median_s (1 = at the roofline)")
     compile_s: float = _column(float, "s", "compile or capture time, apart from median_s")
@@ -167,6 +167,7 @@ class Row:
     other_cores: float = _column(
         float, "cores", "CPU other processes used while the row was timed (busy above 0.5)"
     )
+    bound_note: str = _column(str, "", "why bound_s and efficiency are empty at a timed MLP row")
     # Not a column: the measured samples, (process, round, seconds) per timed block, for
     # samples.csv.
     samples: tuple[tuple[int, int, float], ...] = field(default=(), repr=False, compare=False)

@@ -373,7 +373,7 @@ def finish_task(
     """Fill a row's timing columns from its measurement."""
     peaks = instruments.peaks.get(point.dtype)
     if peaks is not None and row.flops is not None and point.model is None:
-        row.bound_s = bound_seconds(
+        bound = bound_seconds(
             row.flops,
             point.widths,
             point.torch_dtype,
@@ -381,6 +381,8 @@ def finish_task(
             elementwise=row.elementwise_flops,
             batch=point.batch,
         )
+        row.bound_s = math.nan if bound.seconds is None else bound.seconds
+        row.bound_note = bound.note
     return row.set_timing(measurement)
 
 
