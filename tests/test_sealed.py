@@ -13,11 +13,14 @@ TIMING = ["--min-time", "0.05", "--no-peak", "--call-timeout", "20"]
 TRICKS = {  # each routine's status and mistake in a run
     "patches_jacrev": ("wrong", "wrong values"),
     "right_twice_then_empty": ("wrong", "wrong when timed"),
-    "memo_by_id": ("ok", ""),  # right on every input, and each timed call a new input
+    # each timed call a new input: one remembered by an id that was freed and used again
+    "memo_by_id": ("wrong", "wrong when timed"),
     "lying_subclass": ("wrong", "not a tensor"),
     "complex_result": ("wrong", "wrong dtype or device"),
     "float64_answer": ("wrong", "wrong dtype or device"),
     "reads_the_callers_reference": ("wrong", "wrong values"),
+    "forges_its_timing": ("ok", ""),  # timed by jacbench's own clock: 2 ms a call, not 1 µs
+    "commits_then_swaps": ("wrong", "wrong when timed"),
 }
 
 
@@ -35,6 +38,7 @@ def test_no_trick_passes_a_run_nor_touches_jacbench_s_own_rows(tmp_path):
         assert (row["status"], row["mistake"]) == (status, mistake), (name, row["message"])
         if status == "wrong":
             assert row["median_s"] in ("", "nan"), name  # a wrong routine is never a timing
+    assert float(rows.loc[f"{HOSTILE}:forges_its_timing", "median_s"]) > 0.002
 
 
 @pytest.mark.slow

@@ -131,17 +131,24 @@ def _remembers_inputs(net, x):
 
 
 def test_a_users_routine_is_timed_on_a_new_input_every_call():
-    """NOTE: [Every timed call checked]: a pool as large as the calls, one input a call, so
-    that nothing remembered of an input helps."""
+    """NOTE: [Every timed call checked]: a block's inputs are new, drawn by its seed; the
+    results are committed to by digests before any is asked for; the parent draws the same
+    inputs for its references."""
+    from jacbench.runs.bench import base_inputs, block_inputs
     from jacbench.runs.methods import Method
+    from jacbench.runs.plain import digest, tensor_of
 
     mine = Method("mine", "user", "", "mine", _remembers_inputs, source="here")
     bench = Bench(POINT, Settings(SweepOptions(), (), ()).build, True, "jacobian")
     bench.build(mine, "mine")
     SEEN.clear()
-    measured, kept = bench.measure(mine, "mine", 0.01, picks=(0.25, 0.75))
-    own = SEEN[0]  # the point's own input: the warm-up, and the pool sized on it
-    timed = SEEN[len(SEEN) - SEEN[::-1].index(own) :]
-    assert len(timed) > 10 and len(set(timed)) == len(timed)  # no input twice
-    assert len(kept) == 2 and all(r.array and r.dtype == "float64" for r in kept.values())
-    assert measured.runs >= 2
+    digests = bench.timed_block(mine, "mine", 12345, 40)
+    assert len(digests) == 40 and len(set(SEEN)) == len(SEEN) == 40  # no input twice
+    again = bench.timed_block(mine, "mine", 54321, 40)
+    assert not set(SEEN[:40]) & set(SEEN[40:])  # another seed, other inputs
+    found = bench.block_results([3, 39, 40])
+    assert sorted(found) == [3, 39]  # only calls the block made
+    assert [digest(found[i]) for i in (3, 39)] == [again[3], again[39]]
+    # the parent's side draws the same inputs from the seed: its reference is for input 3
+    x = block_inputs(base_inputs(POINT, bench.build_settings.seed), 54321, 40)[3]
+    assert float(tensor_of(found[3])) == pytest.approx(float(x.sum()))

@@ -9,18 +9,25 @@ judges it. The same seed gives the same network and inputs on every bench of a p
 
 NOTE: [Every timed call checked]
     A routine may be right on the calls that are checked and wrong, or idle, on the calls
-    that are timed: right twice, then ``torch.empty``; or right once per input, remembered
-    by the input's identity or values. So a user's routine is timed on a pool of distinct
-    inputs (``pool_input``: the point's input first, then others from the same seed), one
-    per call for as many calls as the measurement should make (``POOL_BYTES`` at most, then
-    again from the start), and the results of calls the parent picks at random are kept and
-    sent back; the parent checks each against its own reference for that input. A routine
-    whose timed result is wrong is ``wrong``: "a different result when timed".
+    that are timed: right twice, then ``torch.empty``; right once per input, remembered by
+    the input's identity or values; or, at import, it may replace the very code that times
+    it and keeps its results (it runs in the same process), and report what it likes. So
+    nothing the sandbox says about time or results is taken on trust: jacbench's process
+    times a user's routine itself, in blocks (``timed_block``), each one request to the
+    sandbox, the clock read on this side of the pipe. A block's inputs are new to the
+    routine: the point's input pool (``pool_input``) gathered and scaled by a seed the
+    parent draws for that block alone (``block_inputs``), so no result can be made before
+    the block is asked for. Before the block's reply the sandbox must commit to every
+    result, a digest each (``plain.digest``); the parent then picks calls at random and asks
+    for their results, which must match their digests and its own references for those
+    inputs. A routine that skipped or faked one call in ten survives a block's three picks
+    with probability 0.73 and twenty blocks' with 0.002; whatever made the committed results
+    ran inside the timed block. A timed result that is wrong is ``wrong``: "a different
+    result when timed".
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Any
 
@@ -37,12 +44,15 @@ from jacbench.runs.grid import Point
 from jacbench.runs.methods import JacobianCall, Method
 from jacbench.runs.models import ModelError, copied
 from jacbench.runs.operators import OPERATORS, Costs, get_operator
-from jacbench.runs.plain import PlainResult, plain_of
+from jacbench.runs.plain import PlainResult, digest, plain_of
 from jacbench.runs.settings import Build
 
 DEFAULT_BUILD = Build()  # the network and input a run builds by default
-# The pool of inputs a user's routine is timed on holds at most this many bytes.
-POOL_BYTES = 64 << 20
+# A block of a user's routine keeps every result until the parent has picked: at most this
+# many bytes of them.
+BLOCK_BYTES = 256 << 20
+# The inputs a block's are gathered from (NOTE: [Every timed call checked]).
+BASE_INPUTS = 16
 # An input of the pool other than the point's own is drawn from this stream of the seed.
 _POOL_STREAM = 1_000_003
 
@@ -79,14 +89,20 @@ def pool_input(point: Point, seed: int, index: int) -> torch.Tensor:
     return x.to(device=point.device, dtype=point.torch_dtype)
 
 
-def pool_size(point: Point, per_call_s: float, min_time: float) -> int:
-    """How many inputs a measurement of calls of ``per_call_s`` seconds draws from: one per
-    call it makes in sized blocks (``timing.sized_blocks``: three to size them, then blocks
-    until ``min_time``, the last one whole), with room for calls faster than one timed alone;
-    ``POOL_BYTES`` at most."""
-    calls = 3 + math.ceil(4 * min_time / max(per_call_s, 1e-8)) + 64
-    per_input = point.batch * point.d_in * point.torch_dtype.itemsize
-    return max(2, min(calls, POOL_BYTES // max(per_input, 1)))
+def block_inputs(base: torch.Tensor, seed: int, calls: int) -> tuple[torch.Tensor, ...]:
+    """The ``calls`` inputs of one timed block (NOTE: [Every timed call checked]): inputs of
+    ``base`` (a stack of pool inputs) drawn and scaled by 0.5–1.5 from ``seed``, in one
+    gather and one product; the same on both sides of the pipe."""
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randint(len(base), (calls,), generator=generator)
+    scale = torch.rand(calls, generator=generator, dtype=torch.float64) + 0.5
+    scale = scale.to(device=base.device, dtype=base.dtype).view(-1, *[1] * (base.dim() - 1))
+    return (base[index.to(base.device)] * scale).unbind(0)
+
+
+def base_inputs(point: Point, seed: int) -> torch.Tensor:
+    """The pool inputs a point's timed blocks draw from, stacked."""
+    return torch.stack([pool_input(point, seed, j) for j in range(1, BASE_INPUTS + 1)])
 
 
 def point_reference(
@@ -140,6 +156,8 @@ class Bench:
         self.calls: dict[str, JacobianCall] = {}
         self.inputs: dict[str, tuple[Any, torch.Tensor, Snapshot | None, Method]] = {}
         self.x = pool_input(point, build.seed, 0)
+        self._base: torch.Tensor | None = None  # a timed block's inputs' source
+        self._block: list[PlainResult] = []  # the last timed block's results
         self.failure = ""  # why the point's network could not be built: every row's error
         self.costs = point_costs(point, operator)
         try:
@@ -168,10 +186,12 @@ class Bench:
     def reference(self, index: int) -> PlainResult | str:
         """The operator's float64 reference at input ``index`` of the pool, or why there is
         none (the message of unchecked rows)."""
+        return self._reference_at(pool_input(self.point, self.build_settings.seed, index))
+
+    def _reference_at(self, x: torch.Tensor) -> PlainResult | str:
         if not self.validate:
             return "not checked: validation is off"
         try:
-            x = pool_input(self.point, self.build_settings.seed, index)
             return plain_of(point_reference(self.point, self.net, x, self.operator))
         except Exception as error:  # the reference failing must not end the sweep
             free_memory(self.point.device)
@@ -215,66 +235,53 @@ class Bench:
         return found, before.changed(net, x, weights) if before is not None else None
 
     def measure(
-        self,
-        handle: Method | str | bytes,
-        name: str,
-        min_time: float,
-        picks: tuple[float, ...] | None = None,
-    ) -> tuple[timing.Measurement, dict[int, PlainResult]]:
-        """Time the method for ``min_time`` seconds (built again first in a fresh worker).
+        self, handle: Method | str | bytes, name: str, min_time: float
+    ) -> timing.Measurement:
+        """Time the method for ``min_time`` seconds (built again first in a fresh worker):
+        jacbench's own, timed here; a user's routine is timed by the parent in blocks
+        instead (``timed_block``)."""
+        self._ensure(handle, name)
+        self._run_state()
+        with tuning.use(self.tuned or tuning.active()):
+            return timing.measure(
+                self.calls[name], device=self.point.device, min_time=min_time,
+                threads=self.threads,
+            )  # fmt: skip
 
-        With ``picks`` (a user's routine: NOTE: [Every timed call checked]) each call takes
-        the next input of a pool as large as the calls the measurement makes, and the results
-        on the inputs at those fractions of the pool are kept and returned.
-        """
+    def timed_block(
+        self, handle: Method | str | bytes, name: str, seed: int, calls: int
+    ) -> tuple[bytes, ...]:
+        """``calls`` calls of the method, each on the next input of the block ``seed`` draws
+        (``block_inputs``), and a digest of each result; the results kept for
+        ``block_results``. The parent's clock times the whole request (NOTE: [Every timed
+        call checked])."""
+        self._ensure(handle, name)
+        if self._base is None:
+            self._base = base_inputs(self.point, self.build_settings.seed)
+        self._run_state()
+        net, _, _, method = self.inputs[name]
+        self._block = []
+        with tuning.use(self.tuned or tuning.active()):
+            for x in block_inputs(self._base, seed, calls):
+                self._block.append(plain_of(method.build(net, x)()))
+        return tuple(digest(result) for result in self._block)
+
+    def block_results(self, indices: list[int]) -> dict[int, PlainResult]:
+        """The last block's results at ``indices`` (those it made)."""
+        return {i: self._block[i] for i in indices if 0 <= i < len(self._block)}
+
+    def block_reference(self, seed: int, calls: int, index: int) -> PlainResult | str:
+        """The operator's float64 reference at input ``index`` of the block ``seed`` draws,
+        or why there is none."""
+        if self._base is None:
+            self._base = base_inputs(self.point, self.build_settings.seed)
+        x = block_inputs(self._base, seed, calls)[index]
+        return self._reference_at(x)
+
+    def _ensure(self, handle: Method | str | bytes, name: str) -> None:
         if name not in self.calls:  # a fresh worker, after another method's failure
             self.build(handle, name)
             self.first_call(name)
-        self._run_state()
-        with tuning.use(self.tuned or tuning.active()):
-            if picks is None:
-                measured = timing.measure(
-                    self.calls[name], device=self.point.device, min_time=min_time,
-                    threads=self.threads,
-                )  # fmt: skip
-                return measured, {}
-            return self._measure_pooled(name, min_time, picks)
-
-    def _measure_pooled(
-        self, name: str, min_time: float, picks: tuple[float, ...]
-    ) -> tuple[timing.Measurement, dict[int, PlainResult]]:
-        """Blocks sized from the call's own time (``timing.sized_blocks``), so that the
-        number of calls, and the pool, are known before they are made. A pick is a call
-        among those the measurement makes even where calls run 2.5× slower than sized."""
-        device, threads = self.point.device, self.threads or torch.get_num_threads()
-        own = self.calls[name]
-        for _ in range(2):  # warm up on the point's own input
-            own()
-        per_call = self._per_fresh_call(name, device)
-        made = max(1, int(0.4 * min_time / per_call))
-        chosen = {min(int(p * made), made - 1) for p in picks}
-        call, kept = self._pooled(name, pool_size(self.point, per_call, min_time), chosen)
-        times = timing.sized_blocks(call, device=device, min_time=min_time, threads=threads)
-        if not kept and call.last is not None:  # fewer calls than sized (a busy machine)
-            kept.update([call.last])  # the last one timed stands in for the picks
-        return timing.Measurement(times), {i: plain_of(v) for i, v in kept.items()}
-
-    def _per_fresh_call(self, name: str, device: str) -> float:
-        """Seconds of a call on an input it has not seen (the least of three): what the
-        measurement's calls take, whatever the routine remembers of inputs it has."""
-        net, _, _, method = self.inputs[name]
-        seed = self.build_settings.seed
-        inputs = [pool_input(self.point, seed, -1 - j) for j in range(3)]
-        return min(timing.time_once(method.build(net, x), device) for x in inputs)
-
-    def _pooled(self, name: str, pool: int, chosen: set[int]) -> tuple[_PooledCall, dict[int, Any]]:
-        """A call that takes the next input of the pool each time, and keeps the results of
-        the ``chosen`` calls by their input's index."""
-        net, _, _, method = self.inputs[name]
-        seed = self.build_settings.seed
-        calls = [method.build(net, pool_input(self.point, seed, j)) for j in range(pool)]
-        pooled = _PooledCall(calls, chosen)
-        return pooled, pooled.kept
 
     def close(self) -> None:
         """Let go of the point's tensors."""
@@ -312,23 +319,3 @@ def _own_copy(net: MLP | Any) -> MLP | Any:
         return copied(net)
     except Exception:  # deepcopy of the user's module may fail in any way
         return net
-
-
-class _PooledCall:
-    """Each call on the next input of the pool; the results of the ``chosen`` calls kept by
-    their input's index, and the last call's (``last``)."""
-
-    def __init__(self, calls: list[JacobianCall], chosen: set[int]) -> None:
-        self.calls, self.chosen = calls, chosen
-        self.kept: dict[int, Any] = {}
-        self.last: tuple[int, Any] | None = None
-        self._counter = itertools.count()
-
-    def __call__(self) -> Any:
-        made = next(self._counter)
-        index = made % len(self.calls)
-        result = self.calls[index]()
-        if made in self.chosen:
-            self.kept[index] = result
-        self.last = (index, result)
-        return result

@@ -14,8 +14,10 @@ through ``PointTasks``; ``run_point`` adds interleaved rounds.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -27,13 +29,13 @@ from jacbench.measure import machine, timing
 from jacbench.measure.peaks import Peaks, bound_seconds
 from jacbench.measure.rows import Mistake, Row, Status
 from jacbench.measure.tuning import Tuning
-from jacbench.runs.bench import Bench, free_memory, point_costs
+from jacbench.runs.bench import BLOCK_BYTES, Bench, free_memory, point_costs
 from jacbench.runs.diagnosis import Diagnosis, diagnose_plain
 from jacbench.runs.executors import Executor, InProcess, InWorker, StepFailed
 from jacbench.runs.grid import Point
 from jacbench.runs.methods import Method
 from jacbench.runs.operators import Costs
-from jacbench.runs.plain import PlainResult, tensor_of
+from jacbench.runs.plain import DTYPES, PlainResult, digest, plain_of, tensor_of
 from jacbench.runs.settings import Settings
 
 # Largest relative error (max |J − J_ref| / max |J_ref|, against float64) a method may show.
@@ -45,10 +47,14 @@ MEMORY_HEADROOM = 0.8
 # Opening a point builds the model (a user's factory) and counts its costs: each may take a
 # call's worth of the timeout.
 OPEN_CALLS = 3
-# How many of a user's timed calls are checked, picked at random (NOTE: [Every timed call
-# checked]).
-CHECKED_CALLS = 2
-_PICKS = random.SystemRandom()  # the picks a routine cannot foresee
+# How many of a timed block's calls of a user's routine are checked, picked at random, and
+# the fewest blocks a measurement makes (NOTE: [Every timed call checked]).
+CHECKED_CALLS = 3
+MIN_BLOCKS = 5
+# A block lasts about min_time / MIN_BLOCKS, within these: long against the pipe's round
+# trip (some 0.1 ms), short enough for several in a measurement.
+BLOCK_S = (2e-3, 0.05)
+_PICKS = random.SystemRandom()  # the seeds and picks a routine cannot foresee
 
 
 @dataclass(frozen=True)
@@ -291,46 +297,94 @@ class PointTasks:
         return method.name in self.first
 
     def measure(self, method: Method, min_time: float) -> timing.Measurement:
-        """Time ``method``'s call for ``min_time``. A user's routine is timed on distinct
-        inputs, and the results of calls picked at random are checked (NOTE: [Every timed
-        call checked]).
+        """Time ``method``'s call for ``min_time``. A user's routine is timed by this
+        process in blocks of calls on inputs new to it, and calls picked at random are
+        checked (NOTE: [Every timed call checked]).
 
         Raises:
             StepFailed: the measurement failed or ran past its deadline.
-            WrongWhenTimed: a checked result was wrong.
+            WrongWhenTimed: a checked result was wrong, or not the one committed to.
         """
         bench, first = self.bench_of(method), self.first[method.name]
         checking = bool(method.source) and self.settings.validate and method.exact
-        picks = tuple(_PICKS.random() for _ in range(CHECKED_CALLS)) if checking else None
         others = machine.OtherWork()
-        measured, kept = bench.call(
-            "measure",
-            bench.portable(method),
-            method.name,
-            min_time,
-            picks,
-            deadline=measure_deadline(first, min_time, self.timeout),
-        )
+        if checking:
+            measured = self._measure_in_blocks(bench, method, first, min_time)
+        else:
+            measured = bench.call(
+                "measure",
+                bench.portable(method),
+                method.name,
+                min_time,
+                deadline=measure_deadline(first, min_time, self.timeout),
+            )
         busy = others.cores()
         if busy is not None:  # the most other work seen while this method was timed
             self.other_cores[method.name] = max(busy, self.other_cores.get(method.name, 0.0))
-        if not isinstance(measured, timing.Measurement) or not isinstance(kept, dict):
+        if not isinstance(measured, timing.Measurement):
             raise StepFailed("sent back a measurement jacbench does not read", Mistake.CRASH)
-        if picks is not None and not kept:
-            raise WrongWhenTimed("sent back none of the timed results picked for checking")
-        for index, result in sorted(kept.items()):
-            if not (isinstance(index, int) and isinstance(result, PlainResult)):
-                raise WrongWhenTimed("sent back a timed result jacbench does not read")
-            reference = self.reference(index)
-            if isinstance(reference, str):
-                continue
-            found = self.judge(method, result, reference, index)
-            if found.mistake is not None:
-                raise WrongWhenTimed(
-                    f"returned a different result when timed (input {index} of the pool: "
-                    f"{found.message})"
-                )
         return measured
+
+    def _measure_in_blocks(
+        self, bench: Executor, method: Method, first: float, min_time: float
+    ) -> timing.Measurement:
+        """Blocks of calls, each timed by this process's clock around one request, each
+        checked at ``CHECKED_CALLS`` calls picked after its results were committed to."""
+        portable, per_call = bench.portable(method), max(first, 1e-7)
+        target = min(max(min_time / MIN_BLOCKS, BLOCK_S[0]), BLOCK_S[1])
+        most = 1 << 14  # calls a block may make, until a result's size is known
+        times: list[float] = []
+        spent = 0.0
+        while len(times) < MIN_BLOCKS or spent < min_time:
+            calls = max(1, min(int(target / per_call), most))
+            seed = _PICKS.getrandbits(62)
+            deadline = self.timeout + 4 * calls * per_call
+            start = time.perf_counter()
+            digests = bench.call("timed_block", portable, method.name, seed, calls,
+                                 deadline=deadline)  # fmt: skip
+            wall = time.perf_counter() - start
+            if not (isinstance(digests, tuple) and len(digests) == calls):
+                raise StepFailed("sent back a timed block jacbench does not read", Mistake.CRASH)
+            picks = _PICKS.sample(range(calls), min(CHECKED_CALLS, calls))
+            found = bench.call("block_results", picks, deadline=self.timeout)
+            sizes = [self._checked(method, found, digests, seed, calls, i) for i in picks]
+            most = max(1, BLOCK_BYTES // max(max(sizes), 1))
+            each = max(wall / calls - _commit_seconds(found[picks[0]]), 0.0)
+            times.append(each)
+            spent += wall
+            per_call = max(min(times), 1e-7)
+        return timing.Measurement(tuple(times))
+
+    def _checked(
+        self,
+        method: Method,
+        found: object,
+        digests: tuple[object, ...],
+        seed: int,
+        calls: int,
+        index: int,
+    ) -> int:
+        """The picked result ``index`` of a block checked: the one committed to, right
+        against this side's reference for its input; its size in bytes.
+
+        Raises:
+            WrongWhenTimed: it is neither.
+        """
+        result = found.get(index) if isinstance(found, dict) else None
+        if not isinstance(result, PlainResult) or digest(result) != digests[index]:
+            raise WrongWhenTimed(
+                "sent back a timed result other than the one it committed to when timed"
+            )
+        reference = self.home.call("block_reference", seed, calls, index, deadline=self.timeout)
+        if isinstance(reference, str):
+            return len(result.data)
+        judged = self.judge(method, result, tensor_of(reference), -1)
+        if judged.mistake is not None:
+            raise WrongWhenTimed(
+                f"returned a different result when timed (call {index + 1} of a block of "
+                f"{calls}: {judged.message})"
+            )
+        return len(result.data)
 
     def close(self) -> None:
         """Let go of the point's benches."""
@@ -339,6 +393,21 @@ class PointTasks:
             bench.close()
         self._benches.clear()
         self.home.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _commit_cost(dtype: str, shape: tuple[int, ...]) -> float:
+    """Seconds a sandbox spends committing to one result of this dtype and shape (made
+    plain data, then its digest), measured here, where nothing a user wrote runs: taken
+    out of each timed call, so that a user's routine is not charged for the check."""
+    made = torch.zeros(shape, dtype=DTYPES.get(dtype, torch.float32))
+    return min(timing.time_once(lambda: digest(plain_of(made)), "cpu") for _ in range(20))
+
+
+def _commit_seconds(result: PlainResult) -> float:
+    if not result.array:
+        return 0.0
+    return _commit_cost(result.dtype, tuple(result.shape))
 
 
 def measure_deadline(first_s: float, min_time: float, call_timeout: float) -> float:
