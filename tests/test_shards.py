@@ -143,7 +143,12 @@ def test_deal_balances_estimated_time_not_positions():
 def test_estimated_seconds_follows_min_time_and_flops():
     (small,) = expand_grid(depths=[2], d_in=[4], width=[64], d_out=[1])
     (big,) = expand_grid(depths=[2], d_in=[2048], width=[2048], d_out=[2048])
-    assert shards.estimated_seconds(small, 2, 0.2) == pytest.approx(0.4, rel=0.05)
+    # two tasks of min_time each, and each task's fixed cost
+    expected = 2 * (0.2 + shards.TASK_OVERHEAD_S)
+    assert shards.estimated_seconds(small, 2, 0.2) == pytest.approx(expected, rel=0.05)
+    assert shards.estimated_total([small], 2, 0.2) == pytest.approx(
+        shards.RUN_OVERHEAD_S + expected, rel=0.05
+    )
     assert shards.estimated_seconds(big, 2, 0.2) > shards.estimated_seconds(small, 2, 0.2)
     assert shards.estimated_seconds(small, 4, 0.2) > shards.estimated_seconds(small, 2, 0.2)
 

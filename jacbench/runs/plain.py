@@ -66,7 +66,8 @@ def plain_of(value: Any) -> PlainResult:
         return PlainResult(kind, subclass=True)
     if value is not None and hasattr(value, "__array__") and hasattr(value, "shape"):
         try:
-            tensor = torch.from_numpy(np.ascontiguousarray(np.asarray(value)))
+            # a copy: JAX's arrays are read-only, which torch warns of
+            tensor = torch.from_numpy(np.array(value, copy=True, order="C"))
         except (TypeError, ValueError):  # an array of objects, strings, …
             return PlainResult(kind)
         name = str(tensor.dtype).removeprefix("torch.")

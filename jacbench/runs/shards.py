@@ -146,7 +146,13 @@ def is_sharded(run_dir: Path | str) -> bool:
 #     points; nothing is measured, so every shard deals the same grid the same way
 #     wherever it runs). The points are dealt largest first, each to the shard with the
 #     least estimated time so far (longest-processing-time-first, within 4/3 of the best
-#     split), and each shard keeps its points in grid order.
+#     split), and each shard keeps its points in grid order. Each task also costs a fixed
+#     ``TASK_OVERHEAD_S`` (building the method, its checked call, a compile for JAX) and
+#     a run ``RUN_OVERHEAD_S`` (starting Python and torch, the peaks, the report): the
+#     quick preset (108 tasks, min_time 0.05) took 28 s on a quiet 2-core AMD EPYC, where
+#     min_time and the calls alone came to 11 s.
+TASK_OVERHEAD_S = 0.08
+RUN_OVERHEAD_S = 6.0
 NOMINAL_FLOP_RATE = {"cpu": 5e10, "cuda": 5e12}  # FLOP/s: ranks points, predicts nothing
 CALL_OVERHEAD_S = {"cpu": 5e-6, "cuda": 2e-5}  # per layer: kernel launches and Python
 
@@ -172,12 +178,13 @@ def estimated_seconds(point: Point, methods: int, min_time: float) -> float:
     """The estimated wall time of ``methods`` methods at ``point``: NOTE: [Dealing by
     estimated time]."""
     call = estimated_call_seconds(point)
-    return methods * (max(min_time, call) + 3 * call) + 4 * call
+    return methods * (max(min_time, call) + 3 * call + TASK_OVERHEAD_S) + 4 * call
 
 
 def estimated_total(points: Sequence[Point], methods: int, min_time: float) -> float:
-    """The estimated wall time of ``methods`` methods at every one of ``points``."""
-    return sum(estimated_seconds(p, methods, min_time) for p in points)
+    """The estimated wall time of a run of ``methods`` methods at every one of ``points``,
+    its start and report included."""
+    return RUN_OVERHEAD_S + sum(estimated_seconds(p, methods, min_time) for p in points)
 
 
 def deal(
