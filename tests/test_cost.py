@@ -211,6 +211,20 @@ def test_measured_ties_decide_where_the_flops_tie():
     assert one.mode == "forward"  # one input: its own class (here the default rule)
 
 
+def test_a_choice_kept_beside_a_faster_median_says_it_was_within_noise():
+    """predict --order 2 said "picked: forward-laplacian, measured on this machine:
+    forward-laplacian 2.77 ms, hessian-trace 2.6 ms", the slower one, without saying why."""
+    from jacbench.measure.tuning.record import _measured_text
+
+    said = _measured_text({"forward-laplacian": 2.77e-3, "hessian-trace": 2.6e-3},
+                          "forward-laplacian")  # fmt: skip
+    assert said.endswith(
+        "; forward-laplacian kept: hessian-trace was not faster by the one rule, the "
+        "difference within noise"
+    )
+    assert "kept" not in _measured_text({"forward": 5e-4, "reverse": 6e-4}, "forward")
+
+
 def test_the_measured_laplacian_pick_follows_the_width_class():
     wide, narrow = (2,) + (128,) * 4 + (1,), (2,) + (64,) * 4 + (1,)
     assert cost.plan_second_order(wide, 1024, tuned=tuning.DEFAULTS).laplacian_method == (

@@ -160,7 +160,7 @@ class Tuning:
         object.__setattr__(self, "_shared", shared)
         # cost.plan reads two tie rules on every jacobian(mode="auto") call: made once here.
         rules = {
-            name: (choice, _measured_text(self.measured_s.get(name)) if self.machine else "")
+            name: (choice, _measured_text(self.measured_s.get(name), choice) * bool(self.machine))
             for name, choice in self.ties.items()
         }
         object.__setattr__(self, "_tie_rules", rules)
@@ -249,12 +249,21 @@ class Tuning:
         )
 
 
-def _measured_text(seconds: Mapping[str, float] | None) -> str:
-    """``measured on this machine: forward 0.851 ms, reverse 0.755 ms`` ("" for none)."""
+def _measured_text(seconds: Mapping[str, float] | None, choice: str = "") -> str:
+    """``measured on this machine: forward 0.851 ms, reverse 0.755 ms`` ("" for none), and,
+    where the choice is not the fastest of those medians, that it was kept: the other was
+    not faster by the one rule (NOTE: [One decision rule]; within noise)."""
     if not seconds:
         return ""
     times = ", ".join(f"{k} {s * 1e3:.3g} ms" for k, s in seconds.items())
-    return f"measured on this machine: {times}"
+    text = f"measured on this machine: {times}"
+    fastest = min(seconds, key=seconds.__getitem__)
+    if choice in seconds and seconds[fastest] < seconds[choice]:
+        text += (
+            f"; {choice} kept: {fastest} was not faster by the one rule, the difference "
+            "within noise"
+        )
+    return text
 
 
 DEFAULTS = Tuning()
