@@ -62,6 +62,30 @@ def forged_reply(net=None, x=None):
     return RunsCodeWhenUnpickled()
 
 
+def _own_pipe():
+    import gc
+    from multiprocessing.connection import Connection
+
+    return next(o for o in gc.get_objects() if isinstance(o, Connection))
+
+
+def half_a_reply(net=None, x=None):
+    """A reply's header saying 1000 bytes follow, one byte, then nothing."""
+    import struct
+
+    os.write(_own_pipe().fileno(), struct.pack("!i", 1000) + b"x")
+    time.sleep(3600)
+
+
+def a_million_lists(net=None, x=None):
+    """A small reply that unpickles into a million lists (at scale: a memory bomb)."""
+    import struct
+
+    data = b"\x80\x04(" + b"]" * 1_000_000 + b"l."
+    os.write(_own_pipe().fileno(), struct.pack("!i", len(data)) + data)
+    time.sleep(3600)
+
+
 # ---------------------------------------------------------------- tricks against the verdict
 def patches_jacrev(net, x):
     """Makes torch.func.jacrev (the reference, where it shares a process) return zeros."""
@@ -167,10 +191,14 @@ def commits_then_swaps(net, x):
             return tuple(digest(zero) for _ in range(calls))
 
         def block_results(self, indices):
-            if self._base is None:
-                self._base = bench.base_inputs(self.point, self.build_settings.seed)
-            inputs = bench.block_inputs(self._base, *self._seed_and_calls)
-            return {i: plain_of(jacobian_reverse(self.net, inputs[i])) for i in indices}
+            seed, calls = self._seed_and_calls
+            draws = bench.block_draws(self.point, seed, calls)
+            zero = digest(plain_of(torch.zeros(net.d_out, x.shape[-1], dtype=x.dtype)))
+            found = {}
+            for i in indices:  # the inputs as the parent draws them from the zeros' digests
+                xi = bench.chained_input(draws[i], zero if i > 0 else b"")
+                found[i] = plain_of(jacobian_reverse(self.net, xi))
+            return found
 
         bench.Bench.timed_block = timed_block
         bench.Bench.block_results = block_results

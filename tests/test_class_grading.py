@@ -27,6 +27,10 @@ FAST = {"function": FUNCTION, "quick": True, "call_timeout": 20, "min_time": 0.0
 WRONG_WHEN_BIG = RIGHT.replace(
     "    return J\n", "    return 2 * J if L == 5 and x.shape[0] == 200 else J\n"
 )
+# Right on every case, and past any call timeout at that shape.
+SLOW_WHEN_BIG = "import time\n" + RIGHT.replace(
+    "    return J\n", "    if L == 5 and x.shape[0] == 200:\n        time.sleep(30)\n    return J\n"
+)
 KILLS_ITSELF = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"
 
 
@@ -308,20 +312,33 @@ def test_equal_routines_tie_against_peers_timed_beside_each(tmp_path, monkeypatc
 
 
 def test_a_shape_without_a_time_means_not_ranked(tmp_path):
-    folder = _class(tmp_path, {"odd.py": WRONG_WHEN_BIG})
+    folder = _class(tmp_path, {"odd.py": SLOW_WHEN_BIG})
     out = tmp_path / "grades"
     graded = class_grading.grade_class(
-        class_grading.find_submissions(folder, FUNCTION), out=out, **FAST
+        class_grading.find_submissions(folder, FUNCTION), out=out, **{**FAST, "call_timeout": 3}
     )
     (row,) = graded.rows
     assert row["passed"] and row["cases_passed"] == row["cases"]
     assert not row["ranked"] and math.isnan(row["time_vs_reverse"])
     assert row["problem"].startswith("not ranked: no time at L=5 D=200 K=200 P=1: ")
-    assert row["mistake"] == Mistake.WRONG_VALUES.value
+    assert row["mistake"] == Mistake.TIMEOUT.value
     summary = (out / "summary.md").read_text()
     assert "1 of 1 students pass every case; 0 are ranked by speed." in summary
     assert f"- odd: {row['problem'].removeprefix('not ranked: ')}" in summary
     assert "leaderboard" not in class_grading.gradescope_results(row, 1.0, 11)
+
+
+def test_right_on_the_cases_and_wrong_when_timed_fails(tmp_path):
+    """A routine right on every case and wrong at a timed shape is wrong: it does not pass,
+    in grades.csv nor in Gradescope's results (no case's point stands)."""
+    folder = _class(tmp_path, {"odd.py": WRONG_WHEN_BIG})
+    graded = class_grading.grade_class(class_grading.find_submissions(folder, FUNCTION), **FAST)
+    (row,) = graded.rows
+    assert row["cases_passed"] == row["cases"] and not row["passed"] and not row["ranked"]
+    assert row["mistake"] == Mistake.WRONG_VALUES.value
+    assert row["problem"].startswith("no time at L=5 D=200 K=200 P=1: ")
+    results = class_grading.gradescope_results(row, 1.0, 11)
+    assert sum(t["score"] for t in results["tests"]) == 0
 
 
 def _peers_and_student(seconds_by_shape):

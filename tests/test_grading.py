@@ -1,6 +1,7 @@
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from jacbench.faces.grading import check, count_matmul_flops, grading_cases
@@ -124,3 +125,23 @@ def test_checks_timings_warn_of_a_busy_machine_and_noisy_rows():
     busy, noisy = timing_warnings(quiet.assign(noisy=[True, False]), 1.3)
     assert "busy: other work used 1.3 cores' worth" in busy
     assert noisy.startswith("1 of 2 timings are noisy")
+
+
+def test_a_check_right_on_its_cases_and_wrong_when_timed_does_not_pass():
+    from jacbench.faces.grading import CheckReport
+    from jacbench.runs.routines import from_callable
+
+    routine = from_callable(lambda net, x: x, timeout=5)
+    cases = pd.DataFrame({"passed": [True, True]})
+    timings = pd.DataFrame(
+        {
+            "method": [routine.name, "reverse"],
+            "status": ["wrong", "ok"],
+            "message": ["returned a different result when timed (…)", ""],
+        }
+    )
+    report = CheckReport(routine, cases, timings)
+    assert not report.passed
+    assert report.wrong_when_timed.startswith("returned a different result when timed")
+    assert CheckReport(routine, cases, timings.assign(status="ok")).passed
+    assert CheckReport(routine, cases).passed  # not timed: the cases say

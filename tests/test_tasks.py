@@ -131,10 +131,10 @@ def _remembers_inputs(net, x):
 
 
 def test_a_users_routine_is_timed_on_a_new_input_every_call():
-    """NOTE: [Every timed call checked]: a block's inputs are new, drawn by its seed; the
-    results are committed to by digests before any is asked for; the parent draws the same
-    inputs for its references."""
-    from jacbench.runs.bench import base_inputs, block_inputs
+    """NOTE: [Every timed call checked]: a block's inputs are new, drawn by its seed, each
+    scaled by the digest of the result before it; the results are committed to by digests
+    before any is asked for; the parent draws the same inputs for its references."""
+    from jacbench.runs.bench import block_draws, chained_input
     from jacbench.runs.methods import Method
     from jacbench.runs.plain import digest, tensor_of
 
@@ -149,6 +149,8 @@ def test_a_users_routine_is_timed_on_a_new_input_every_call():
     found = bench.block_results([3, 39, 40])
     assert sorted(found) == [3, 39]  # only calls the block made
     assert [digest(found[i]) for i in (3, 39)] == [again[3], again[39]]
-    # the parent's side draws the same inputs from the seed: its reference is for input 3
-    x = block_inputs(base_inputs(POINT, bench.build_settings.seed), 54321, 40)[3]
+    # the parent's side draws the same inputs from the seed and the digest before
+    x = chained_input(block_draws(POINT, 54321, 40)[3], again[2])
     assert float(tensor_of(found[3])) == pytest.approx(float(x.sum()))
+    # each input follows from the result before it: another result, another input
+    assert float(chained_input(block_draws(POINT, 54321, 40)[3], again[1]).sum()) != float(x.sum())

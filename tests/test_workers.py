@@ -89,6 +89,22 @@ def test_a_sandbox_is_replaced_after_a_death_and_its_replies_are_not_trusted():
         sandbox.close(OWNER)
 
 
+def test_a_reply_cut_short_or_too_many_objects_is_refused_in_time(monkeypatch):
+    """A header and then nothing held the reading forever (the deadline covered only the
+    wait for a first byte); a reply of a million empty lists would be built in full."""
+    monkeypatch.setattr(workers, "REPLY_GRACE_S", 1.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(workers.WorkerFailed, match="cut short"):
+            sandbox.run(OWNER, hostile_routines.half_a_reply, deadline=60)
+        assert time.monotonic() - started < 30
+        with pytest.raises(workers.WorkerFailed, match="over 262144 objects"):
+            sandbox.run(OWNER, hostile_routines.a_million_lists, deadline=60)
+        assert sandbox.run(OWNER, sum, [2, 2], deadline=60) == 4  # a fresh worker
+    finally:
+        sandbox.close(OWNER)
+
+
 def test_loading_a_routine_never_calls_it_here():
     routine = load(_spec("forever"), timeout=3)  # the probe hangs in the worker, not here
     assert routine.fn is None and routine.batched is False

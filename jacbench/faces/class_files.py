@@ -352,14 +352,20 @@ def gradescope_results(
     """Gradescope's autograder results.json for one submission: a test per case (one point
     each), or one failed test saying why it could not be graded (worth ``cases``); the
     speed on the leaderboard where the student is ranked; the machine's load."""
+    # Right on the cases and wrong when timed is wrong: no case's point stands.
+    timed_wrong = not row["passed"] and row["cases_passed"] == row["cases"] and row["cases"] > 0
     if row["details"]:
         tests = [
             {
                 "name": f"{case['case']} ({case['widths']}, {case['dtype']})",
-                "score": 1.0 if case["passed"] else 0.0,
+                "score": 1.0 if case["passed"] and not timed_wrong else 0.0,
                 "max_score": 1.0,
-                "status": "passed" if case["passed"] else "failed",
-                "output": case["problem"] or f"max relative error {case['max_rel_err']:.2g}",
+                "status": "passed" if case["passed"] and not timed_wrong else "failed",
+                "output": (
+                    f"right here, but wrong when timed: {row['problem']}"
+                    if timed_wrong and case["passed"]
+                    else case["problem"] or f"max relative error {case['max_rel_err']:.2g}"
+                ),
                 "visibility": "visible",
             }
             for case in row["details"]

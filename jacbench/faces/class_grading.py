@@ -77,6 +77,10 @@ __all__ = [
 ]
 
 CONVENTIONS = (TEXTBOOK, LIBRARY)
+# What keeps a student who passed every case from a time at a shape without making the
+# routine wrong: it ran out of time, or its process died. Any other mistake at a timed
+# shape (a wrong result, wrong when timed, an exception) fails the student.
+_NOT_WRONG = frozenset({Mistake.TIMEOUT.value, Mistake.CRASH.value})
 # Python's own cache of compiled files: never a student's work, made by anyone who imported
 # a submission. The one name in a class's folder that gets no row.
 IGNORED = frozenset({"__pycache__"})
@@ -296,7 +300,11 @@ def _time(
         row[column] = speeds[peer].ratio
     ranked = speeds[RANKED_BY]
     row["time_vs_reverse_low"], row["time_vs_reverse_high"] = ranked.low, ranked.high
-    if ranked.missing:
+    if ranked.mistake and ranked.mistake not in _NOT_WRONG:  # right on the cases only
+        row["passed"] = False
+        row["problem"] = ranked.missing
+        row["mistake"] = ranked.mistake
+    elif ranked.missing:
         row["problem"] = f"not ranked: {ranked.missing}"
         row["mistake"] = ranked.mistake
     else:

@@ -93,8 +93,18 @@ class CheckReport:
 
     @property
     def passed(self) -> bool:
-        """Whether every case passed."""
-        return bool(self.cases["passed"].all())
+        """Whether every case passed, and every timed result checked was right."""
+        return bool(self.cases["passed"].all()) and not self.wrong_when_timed
+
+    @property
+    def wrong_when_timed(self) -> str:
+        """Why the routine was wrong on a timed call ("" where it was not, or not timed):
+        right on the cases, wrong, idle or faked when timed is wrong all the same."""
+        if self.timings is None:
+            return ""
+        mine = self.timings[self.timings["method"] == self.routine.name]
+        wrong = mine[mine["status"] == "wrong"]
+        return "" if wrong.empty else str(wrong["message"].iloc[0])
 
 
 def check(
@@ -146,7 +156,7 @@ def _checked(
         routine = from_callable(fn, timeout=call_timeout)
     report = CheckReport(routine, pd.DataFrame(grade_cases(routine, call_timeout)))
     report.hints = _depth_hint(report.cases)
-    if report.passed:
+    if bool(report.cases["passed"].all()):
         hints = _in_worker_if_possible(routine, _flop_hints, call_timeout, default=[])
         report.hints += [str(h) for h in hints] if isinstance(hints, list) else []
         if time:

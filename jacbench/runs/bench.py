@@ -15,13 +15,15 @@ NOTE: [Every timed call checked]
     nothing the sandbox says about time or results is taken on trust: jacbench's process
     times a user's routine itself, in blocks (``timed_block``), each one request to the
     sandbox, the clock read on this side of the pipe. A block's inputs are new to the
-    routine: the point's input pool (``pool_input``) gathered and scaled by a seed the
-    parent draws for that block alone (``block_inputs``), so no result can be made before
-    the block is asked for. Before the block's reply the sandbox must commit to every
-    result, a digest each (``plain.digest``); the parent then picks calls at random and asks
-    for their results, which must match their digests and its own references for those
-    inputs. A routine that skipped or faked one call in ten survives a block's three picks
-    with probability 0.73 and twenty blocks' with 0.002; whatever made the committed results
+    routine: random, drawn from a seed the parent draws for that block alone
+    (``block_draws``), and each scaled by the digest of the result before it
+    (``chained_input``), so that no result can be made before the block is asked for and
+    the calls cannot be batched into one: each input exists only once the call before it
+    has its result. Before the block's reply the sandbox must commit to every result, a
+    digest each (``plain.digest``); the parent then picks calls at random and asks for
+    their results, which must match their digests and its own references for those inputs.
+    A routine that skipped or faked one call in ten survives a block's three picks with
+    probability 0.73 and twenty blocks' with 0.002; whatever made the committed results
     ran inside the timed block. A timed result that is wrong is ``wrong``: "a different
     result when timed".
 """
@@ -51,8 +53,6 @@ DEFAULT_BUILD = Build()  # the network and input a run builds by default
 # A block of a user's routine keeps every result until the parent has picked: at most this
 # many bytes of them.
 BLOCK_BYTES = 256 << 20
-# The inputs a block's are gathered from (NOTE: [Every timed call checked]).
-BASE_INPUTS = 16
 # An input of the pool other than the point's own is drawn from this stream of the seed.
 _POOL_STREAM = 1_000_003
 
@@ -89,20 +89,20 @@ def pool_input(point: Point, seed: int, index: int) -> torch.Tensor:
     return x.to(device=point.device, dtype=point.torch_dtype)
 
 
-def block_inputs(base: torch.Tensor, seed: int, calls: int) -> tuple[torch.Tensor, ...]:
-    """The ``calls`` inputs of one timed block (NOTE: [Every timed call checked]): inputs of
-    ``base`` (a stack of pool inputs) drawn and scaled by 0.5–1.5 from ``seed``, in one
-    gather and one product; the same on both sides of the pipe."""
+def block_draws(point: Point, seed: int, calls: int) -> torch.Tensor:
+    """A timed block's ``calls`` random inputs, drawn from ``seed`` at once (NOTE: [Every
+    timed call checked]): the same on both sides of the pipe."""
     generator = torch.Generator().manual_seed(seed)
-    index = torch.randint(len(base), (calls,), generator=generator)
-    scale = torch.rand(calls, generator=generator, dtype=torch.float64) + 0.5
-    scale = scale.to(device=base.device, dtype=base.dtype).view(-1, *[1] * (base.dim() - 1))
-    return (base[index.to(base.device)] * scale).unbind(0)
+    shape = (calls, point.batch, point.d_in) if point.batch > 1 else (calls, point.d_in)
+    draws = torch.randn(shape, generator=generator, dtype=torch.float64)
+    return draws.to(device=point.device, dtype=point.torch_dtype)
 
 
-def base_inputs(point: Point, seed: int) -> torch.Tensor:
-    """The pool inputs a point's timed blocks draw from, stacked."""
-    return torch.stack([pool_input(point, seed, j) for j in range(1, BASE_INPUTS + 1)])
+def chained_input(draw: torch.Tensor, previous: bytes) -> torch.Tensor:
+    """A block's next input: its draw scaled by 0.5–1.5 as the digest of the result before
+    it says, so that no call's input is known before the call before it has its result."""
+    fraction = int.from_bytes(previous[:8].ljust(8, b"\0"), "big") / 2**64
+    return draw * (0.5 + fraction)
 
 
 def point_reference(
@@ -156,7 +156,6 @@ class Bench:
         self.calls: dict[str, JacobianCall] = {}
         self.inputs: dict[str, tuple[Any, torch.Tensor, Snapshot | None, Method]] = {}
         self.x = pool_input(point, build.seed, 0)
-        self._base: torch.Tensor | None = None  # a timed block's inputs' source
         self._block: list[PlainResult] = []  # the last timed block's results
         self.failure = ""  # why the point's network could not be built: every row's error
         self.costs = point_costs(point, operator)
@@ -251,31 +250,34 @@ class Bench:
     def timed_block(
         self, handle: Method | str | bytes, name: str, seed: int, calls: int
     ) -> tuple[bytes, ...]:
-        """``calls`` calls of the method, each on the next input of the block ``seed`` draws
-        (``block_inputs``), and a digest of each result; the results kept for
+        """``calls`` calls of the method, one after another, each on the block's next input
+        (``block_draws`` from ``seed``, each scaled by the previous result's digest:
+        ``chained_input``), and a digest of each result; the results kept for
         ``block_results``. The parent's clock times the whole request (NOTE: [Every timed
         call checked])."""
         self._ensure(handle, name)
-        if self._base is None:
-            self._base = base_inputs(self.point, self.build_settings.seed)
         self._run_state()
         net, _, _, method = self.inputs[name]
-        self._block = []
+        draws = block_draws(self.point, seed, calls)
+        self._block, digests, previous = [], [], b""
         with tuning.use(self.tuned or tuning.active()):
-            for x in block_inputs(self._base, seed, calls):
-                self._block.append(plain_of(method.build(net, x)()))
-        return tuple(digest(result) for result in self._block)
+            for draw in draws:
+                result = plain_of(method.build(net, chained_input(draw, previous))())
+                previous = digest(result)
+                self._block.append(result)
+                digests.append(previous)
+        return tuple(digests)
 
     def block_results(self, indices: list[int]) -> dict[int, PlainResult]:
         """The last block's results at ``indices`` (those it made)."""
         return {i: self._block[i] for i in indices if 0 <= i < len(self._block)}
 
-    def block_reference(self, seed: int, calls: int, index: int) -> PlainResult | str:
+    def block_reference(
+        self, seed: int, calls: int, index: int, previous: bytes
+    ) -> PlainResult | str:
         """The operator's float64 reference at input ``index`` of the block ``seed`` draws,
-        or why there is none."""
-        if self._base is None:
-            self._base = base_inputs(self.point, self.build_settings.seed)
-        x = block_inputs(self._base, seed, calls)[index]
+        the result before it committed to as ``previous``, or why there is none."""
+        x = chained_input(block_draws(self.point, seed, calls)[index], previous)
         return self._reference_at(x)
 
     def _ensure(self, handle: Method | str | bytes, name: str) -> None:

@@ -29,7 +29,14 @@ from jacbench.measure import machine, timing
 from jacbench.measure.peaks import Peaks, bound_seconds
 from jacbench.measure.rows import Mistake, Row, Status
 from jacbench.measure.tuning import Tuning
-from jacbench.runs.bench import BLOCK_BYTES, Bench, free_memory, point_costs
+from jacbench.runs.bench import (
+    BLOCK_BYTES,
+    Bench,
+    block_draws,
+    chained_input,
+    free_memory,
+    point_costs,
+)
 from jacbench.runs.diagnosis import Diagnosis, diagnose_plain
 from jacbench.runs.executors import Executor, InProcess, InWorker, StepFailed
 from jacbench.runs.grid import Point
@@ -253,8 +260,12 @@ class PointTasks:
         bench = self.bench_of(method)
         handle = bench.portable(method)
         row.compile_s = bench.call("build", handle, method.name, deadline=self.timeout)
+        start = time.perf_counter()
         first, peak = bench.call("first_call", method.name, deadline=self.timeout)
-        if not math.isnan(peak):
+        wall = time.perf_counter() - start
+        if method.source or not (isinstance(first, float) and 0 < first < math.inf):
+            first = wall  # a user's code says nothing trusted of its own time
+        if isinstance(peak, float) and math.isfinite(peak) and not method.source:
             row.peak_memory_bytes = peak
         result, changed = bench.call("result", method.name, deadline=self.timeout)
         reference = self.reference(0)
@@ -329,40 +340,57 @@ class PointTasks:
         self, bench: Executor, method: Method, first: float, min_time: float
     ) -> timing.Measurement:
         """Blocks of calls, each timed by this process's clock around one request, each
-        checked at ``CHECKED_CALLS`` calls picked after its results were committed to."""
-        portable, per_call = bench.portable(method), max(first, 1e-7)
+        checked at ``CHECKED_CALLS`` calls picked after its results were committed to; all
+        within the measurement's deadline."""
+        portable, per_call = bench.portable(method), first
         target = min(max(min_time / MIN_BLOCKS, BLOCK_S[0]), BLOCK_S[1])
+        until = time.monotonic() + measure_deadline(first, min_time, self.timeout)
         most = 1 << 14  # calls a block may make, until a result's size is known
         times: list[float] = []
         spent = 0.0
         while len(times) < MIN_BLOCKS or spent < min_time:
             calls = max(1, min(int(target / per_call), most))
             seed = _PICKS.getrandbits(62)
-            deadline = self.timeout + 4 * calls * per_call
             start = time.perf_counter()
             digests = bench.call("timed_block", portable, method.name, seed, calls,
-                                 deadline=deadline)  # fmt: skip
+                                 deadline=self._left(until))  # fmt: skip
             wall = time.perf_counter() - start
-            if not (isinstance(digests, tuple) and len(digests) == calls):
+            if not (
+                isinstance(digests, tuple)
+                and len(digests) == calls
+                and all(isinstance(d, bytes) for d in digests)
+            ):
                 raise StepFailed("sent back a timed block jacbench does not read", Mistake.CRASH)
             picks = _PICKS.sample(range(calls), min(CHECKED_CALLS, calls))
-            found = bench.call("block_results", picks, deadline=self.timeout)
-            sizes = [self._checked(method, found, digests, seed, calls, i) for i in picks]
+            found = bench.call("block_results", picks, deadline=self._left(until))
+            sizes = [self._checked(method, found, digests, seed, calls, i, until) for i in picks]
             most = max(1, BLOCK_BYTES // max(max(sizes), 1))
-            each = max(wall / calls - _commit_seconds(found[picks[0]]), 0.0)
-            times.append(each)
+            overhead = _block_overhead(self.point, found[picks[0]])
+            times.append(max(wall / calls - overhead, 0.0))
             spent += wall
             per_call = max(min(times), 1e-7)
         return timing.Measurement(tuple(times))
+
+    def _left(self, until: float) -> float:
+        """Seconds to the measurement's deadline (``until``, monotonic).
+
+        Raises:
+            StepFailed: none are left (a timeout).
+        """
+        left = until - time.monotonic()
+        if left <= 0:
+            raise StepFailed("did not finish its timed calls in time", Mistake.TIMEOUT)
+        return left
 
     def _checked(
         self,
         method: Method,
         found: object,
-        digests: tuple[object, ...],
+        digests: tuple[bytes, ...],
         seed: int,
         calls: int,
         index: int,
+        until: float,
     ) -> int:
         """The picked result ``index`` of a block checked: the one committed to, right
         against this side's reference for its input; its size in bytes.
@@ -375,7 +403,10 @@ class PointTasks:
             raise WrongWhenTimed(
                 "sent back a timed result other than the one it committed to when timed"
             )
-        reference = self.home.call("block_reference", seed, calls, index, deadline=self.timeout)
+        previous = digests[index - 1] if index > 0 else b""
+        reference = self.home.call(
+            "block_reference", seed, calls, index, previous, deadline=self._left(until)
+        )
         if isinstance(reference, str):
             return len(result.data)
         judged = self.judge(method, result, tensor_of(reference), -1)
@@ -395,19 +426,27 @@ class PointTasks:
         self.home.close()
 
 
-@functools.lru_cache(maxsize=64)
-def _commit_cost(dtype: str, shape: tuple[int, ...]) -> float:
-    """Seconds a sandbox spends committing to one result of this dtype and shape (made
-    plain data, then its digest), measured here, where nothing a user wrote runs: taken
-    out of each timed call, so that a user's routine is not charged for the check."""
-    made = torch.zeros(shape, dtype=DTYPES.get(dtype, torch.float32))
-    return min(timing.time_once(lambda: digest(plain_of(made)), "cpu") for _ in range(20))
-
-
-def _commit_seconds(result: PlainResult) -> float:
+def _block_overhead(point: Point, result: PlainResult) -> float:
+    """Seconds a timed block spends per call on jacbench's side of the bargain: drawing the
+    input, scaling it, committing to the result (made plain data, then its digest);
+    measured here, where nothing a user wrote runs, and taken out of each timed call."""
     if not result.array:
         return 0.0
-    return _commit_cost(result.dtype, tuple(result.shape))
+    return _overhead(point, result.dtype, tuple(result.shape))
+
+
+@functools.lru_cache(maxsize=64)
+def _overhead(point: Point, dtype: str, shape: tuple[int, ...]) -> float:
+    made = torch.zeros(shape, dtype=DTYPES.get(dtype, torch.float32))
+    calls = 64
+
+    def block() -> None:
+        previous = b""
+        for draw in block_draws(point, 1, calls):
+            chained_input(draw, previous)
+            previous = digest(plain_of(made))
+
+    return min(timing.time_once(block, point.device) for _ in range(5)) / calls
 
 
 def measure_deadline(first_s: float, min_time: float, call_timeout: float) -> float:

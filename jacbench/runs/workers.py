@@ -25,10 +25,15 @@ from __future__ import annotations
 import ctypes
 import importlib
 import io
+import os
 import pickle
+import pickletools
+import select
 import signal
+import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -40,7 +45,12 @@ START_S = 120.0
 # How a request past its deadline is described: "did not return within 60 s".
 TIMED_OUT = "did not return within"
 # The largest reply a worker may send: a result's bytes and little else.
-MAX_REPLY_BYTES = 1 << 30
+MAX_REPLY_BYTES = 1 << 28
+# A reply's pickle may hold this many opcodes at most: each can make an object of some 60
+# bytes in jacbench's process (1 GiB of them made 64 GiB), and no honest reply needs more.
+MAX_REPLY_OPS = 1 << 18
+# A reply that has begun must arrive at this rate at least, after this many seconds.
+REPLY_GRACE_S, REPLY_RATE = 10.0, 20e6
 # What a reply may hold beyond plain values: jacbench's records, by module.
 REPLY_TYPES: dict[str, frozenset[str]] = {
     "jacbench.measure.timing": frozenset({"Measurement"}),
@@ -96,7 +106,49 @@ def load_reply(data: bytes) -> Any:
     Raises:
         pickle.UnpicklingError: the reply holds anything else.
     """
+    ops = 0
+    for _ in pickletools.genops(data):
+        ops += 1
+        if ops > MAX_REPLY_OPS:
+            raise pickle.UnpicklingError(f"a worker's reply holds over {MAX_REPLY_OPS} objects")
     return _ReplyUnpickler(io.BytesIO(data)).load()
+
+
+def _read_message(fd: int) -> bytes | None:
+    """One message as ``multiprocessing.Connection`` frames it (a 4-byte size, or -1 and an
+    8-byte one, then the bytes), read within ``REPLY_GRACE_S`` plus its size at
+    ``REPLY_RATE``; None for one larger than ``MAX_REPLY_BYTES`` or not finished in time (a
+    header alone, then nothing, held the reading forever).
+
+    Raises:
+        EOFError: the pipe closed.
+    """
+    until = time.monotonic() + REPLY_GRACE_S
+    header = _read_exactly(fd, 4, until)
+    if header is None:
+        return None
+    (size,) = struct.unpack("!i", header)
+    if size == -1:
+        header = _read_exactly(fd, 8, until)
+        size = struct.unpack("!Q", header)[0] if header else MAX_REPLY_BYTES + 1
+    if not 0 <= size <= MAX_REPLY_BYTES:
+        return None
+    return _read_exactly(fd, size, until + size / REPLY_RATE)
+
+
+def _read_exactly(fd: int, size: int, until: float) -> bytes | None:
+    """``size`` bytes from ``fd`` by ``until`` (monotonic), else None."""
+    parts, got = [], 0
+    while got < size:
+        left = until - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, min(size - got, 1 << 20))
+        if not chunk:
+            raise EOFError
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
 
 
 class Worker:
@@ -143,9 +195,12 @@ class Worker:
         try:
             if not self._conn.poll(deadline):
                 return None
-            data = self._conn.recv_bytes(MAX_REPLY_BYTES)
+            data = _read_message(self._conn.fileno())
         except (EOFError, OSError):
             raise WorkerFailed(self._death()) from None
+        if data is None:  # begun and not finished, or too large: the worker is not trusted
+            self.kill()
+            raise WorkerFailed("sent a reply jacbench does not read (too large, or cut short)")
         try:
             message = load_reply(data)
         except Exception as error:  # a forged or damaged reply: the worker is not trusted

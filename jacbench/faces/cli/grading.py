@@ -94,10 +94,16 @@ def _print_check(graded: grading.CheckReport) -> None:
     console.print(f"{name}{where}, called as {graded.routine.calling}")
     console.print(report.check_table(graded.cases, name))
     passed = int(graded.cases["passed"].sum())
+    every = passed == len(graded.cases)
     console.print(
         f"{passed} of {len(graded.cases)} cases pass"
-        + ("." if graded.passed else ": [bold red]the routine is wrong[/] (see problem).")
+        + ("." if every else ": [bold red]the routine is wrong[/] (see problem).")
     )
+    if graded.wrong_when_timed:
+        console.print(
+            f"[bold red]The routine is wrong when timed:[/] {escape(graded.wrong_when_timed)}",
+            highlight=False,
+        )
     if graded.timings is not None:
         summary = grading.timing_summary(graded.timings, graded.routine)
         console.print(report.check_timing_table(summary, name))
