@@ -204,3 +204,19 @@ def commits_then_swaps(net, x):
         bench.Bench.block_results = block_results
         commits_then_swaps.patched = True
     return jacobian_reverse(net, x)
+
+
+def stalls_when_asked_for_picks(net, x):
+    """Right, and slow to hand over the results picked for checking: it holds the grade."""
+    if not getattr(stalls_when_asked_for_picks, "patched", False):
+        from jacbench.runs import bench
+
+        answer = bench.Bench.block_results
+
+        def block_results(self, indices):
+            time.sleep(60)
+            return answer(self, indices)
+
+        bench.Bench.block_results = block_results
+        stalls_when_asked_for_picks.patched = True
+    return jacobian_reverse(net, x)

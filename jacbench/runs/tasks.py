@@ -61,6 +61,12 @@ MIN_BLOCKS = 5
 # A block lasts about min_time / MIN_BLOCKS, within these: long against the pipe's round
 # trip (some 0.1 ms), short enough for several in a measurement.
 BLOCK_S = (2e-3, 0.05)
+# A sandbox answers a request for its picked results within this many seconds (it sends
+# what it holds), and a measurement in blocks ends within its deadline and at most
+# MEASURE_CAP_S + 20·min_time: a routine that held one request or the measurement as long as
+# its first call's time allowed could keep a class waiting for half an hour a student.
+PICKS_S = 5.0
+MEASURE_CAP_S = 30.0
 _PICKS = random.SystemRandom()  # the seeds and picks a routine cannot foresee
 
 
@@ -344,7 +350,8 @@ class PointTasks:
         within the measurement's deadline."""
         portable, per_call = bench.portable(method), first
         target = min(max(min_time / MIN_BLOCKS, BLOCK_S[0]), BLOCK_S[1])
-        until = time.monotonic() + measure_deadline(first, min_time, self.timeout)
+        allowed = measure_deadline(first, min_time, self.timeout)
+        until = time.monotonic() + min(allowed, MEASURE_CAP_S + 20 * min_time)
         most = 1 << 14  # calls a block may make, until a result's size is known
         times: list[float] = []
         spent = 0.0
@@ -353,7 +360,7 @@ class PointTasks:
             seed = _PICKS.getrandbits(62)
             start = time.perf_counter()
             digests = bench.call("timed_block", portable, method.name, seed, calls,
-                                 deadline=self._left(until))  # fmt: skip
+                                 deadline=min(self._left(until), self.timeout))  # fmt: skip
             wall = time.perf_counter() - start
             if not (
                 isinstance(digests, tuple)
@@ -362,7 +369,7 @@ class PointTasks:
             ):
                 raise StepFailed("sent back a timed block jacbench does not read", Mistake.CRASH)
             picks = _PICKS.sample(range(calls), min(CHECKED_CALLS, calls))
-            found = bench.call("block_results", picks, deadline=self._left(until))
+            found = bench.call("block_results", picks, deadline=min(self._left(until), PICKS_S))
             sizes = [self._checked(method, found, digests, seed, calls, i, until) for i in picks]
             most = max(1, BLOCK_BYTES // max(max(sizes), 1))
             overhead = _block_overhead(self.point, found[picks[0]])
