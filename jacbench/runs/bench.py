@@ -53,8 +53,6 @@ DEFAULT_BUILD = Build()  # the network and input a run builds by default
 # A block of a user's routine keeps every result until the parent has picked: at most this
 # many bytes of them.
 BLOCK_BYTES = 256 << 20
-# An input of the pool other than the point's own is drawn from this stream of the seed.
-_POOL_STREAM = 1_000_003
 
 
 def build_network(point: Point, build: Build = DEFAULT_BUILD) -> MLP | Any:
@@ -76,14 +74,7 @@ def build_network(point: Point, build: Build = DEFAULT_BUILD) -> MLP | Any:
 
 def build_input(point: Point, *, seed: int) -> torch.Tensor:
     """A seeded input, drawn on the CPU in float64 like the weights: the same on every device."""
-    return pool_input(point, seed, 0)
-
-
-def pool_input(point: Point, seed: int, index: int) -> torch.Tensor:
-    """Input ``index`` of the point's pool (NOTE: [Every timed call checked]); 0 is the
-    point's own input."""
-    stream = seed + 1 if index == 0 else (seed + 1) * _POOL_STREAM + index
-    generator = torch.Generator().manual_seed(stream)
+    generator = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(point.batch, point.d_in, generator=generator, dtype=torch.float64)
     x = x if point.batch > 1 else x[0]
     return x.to(device=point.device, dtype=point.torch_dtype)
@@ -155,7 +146,7 @@ class Bench:
         self.validate, self.tuned, self.threads = validate, tuned, threads
         self.calls: dict[str, JacobianCall] = {}
         self.inputs: dict[str, tuple[Any, torch.Tensor, Snapshot | None, Method]] = {}
-        self.x = pool_input(point, build.seed, 0)
+        self.x = build_input(point, seed=build.seed)
         self._block: list[PlainResult] = []  # the last timed block's results
         self.failure = ""  # why the point's network could not be built: every row's error
         self.costs = point_costs(point, operator)
@@ -182,10 +173,10 @@ class Bench:
         )
         return self.failure, plain
 
-    def reference(self, index: int) -> PlainResult | str:
-        """The operator's float64 reference at input ``index`` of the pool, or why there is
-        none (the message of unchecked rows)."""
-        return self._reference_at(pool_input(self.point, self.build_settings.seed, index))
+    def reference(self) -> PlainResult | str:
+        """The operator's float64 reference at the point's own input, or why there is none
+        (the message of unchecked rows)."""
+        return self._reference_at(self.x)
 
     def _reference_at(self, x: torch.Tensor) -> PlainResult | str:
         if not self.validate:

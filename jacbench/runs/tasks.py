@@ -190,7 +190,7 @@ class PointTasks:
         self.failure = ""
         self.costs = point_costs(point, settings.operator)
         self._benches: dict[str, Executor] = {}
-        self._references: dict[int, torch.Tensor | str] = {}
+        self._reference: torch.Tensor | str | None = None
         try:
             self._open(self.home, validate=settings.validate)
             self.failure, self.costs = self.home.call("describe", deadline=self.timeout)
@@ -224,13 +224,13 @@ class PointTasks:
             self._open(found, validate=False)
         return found
 
-    def reference(self, index: int) -> torch.Tensor | str:
-        """The float64 reference at input ``index`` of the pool (from the point's own bench),
-        or why there is none."""
-        if index not in self._references:
-            found = self.home.call("reference", index, deadline=self.timeout)
-            self._references[index] = found if isinstance(found, str) else tensor_of(found)
-        return self._references[index]
+    def reference(self) -> torch.Tensor | str:
+        """The float64 reference at the point's own input (from the point's own bench), or
+        why there is none."""
+        if self._reference is None:
+            found = self.home.call("reference", deadline=self.timeout)
+            self._reference = found if isinstance(found, str) else tensor_of(found)
+        return self._reference
 
     def prepare(self, method: Method) -> Row:
         """Build, call once and check ``method``; the row so far (final unless the method
@@ -274,11 +274,11 @@ class PointTasks:
         if isinstance(peak, float) and math.isfinite(peak) and not method.source:
             row.peak_memory_bytes = peak
         result, changed = bench.call("result", method.name, deadline=self.timeout)
-        reference = self.reference(0)
+        reference = self.reference()
         if isinstance(reference, str):
             row.status, row.message = Status.UNCHECKED, reference
         else:
-            found = self.judge(method, result, reference, 0)
+            found = self.judge(method, result, reference, own_input=True)
             row.max_rel_err = found.max_rel_err
             _wrong(row, changed if changed is not None else found)
         if row.status is Status.OK and not method.exact:
@@ -287,16 +287,16 @@ class PointTasks:
         return first
 
     def judge(
-        self, method: Method, result: PlainResult, reference: torch.Tensor, index: int
+        self, method: Method, result: PlainResult, reference: torch.Tensor, *, own_input: bool
     ) -> Diagnosis:
-        """``method``'s result at input ``index`` against its reference. A user's routine
-        must return the network's dtype on its device; the chain's diagnoses know the MLP
-        where this process holds it."""
+        """``method``'s result against its reference (at the point's ``own_input``, or a
+        timed block's). A user's routine must return the network's dtype on its device; the
+        chain's diagnoses know the MLP and its input where this process holds them."""
         tolerance = TOLERANCES[self.point.dtype] if method.exact else math.inf
         hosted = getattr(self.home, "hosted", None)  # this process's bench, where it is here
         net = getattr(hosted, "net", None)
         net = net if isinstance(net, MLP) else None
-        x = getattr(hosted, "x", None) if net is not None and index == 0 else None
+        x = getattr(hosted, "x", None) if net is not None and own_input else None
         return diagnose_plain(
             result,
             reference,
@@ -416,7 +416,7 @@ class PointTasks:
         )
         if isinstance(reference, str):
             return len(result.data)
-        judged = self.judge(method, result, tensor_of(reference), -1)
+        judged = self.judge(method, result, tensor_of(reference), own_input=False)
         if judged.mistake is not None:
             raise WrongWhenTimed(
                 f"returned a different result when timed (call {index + 1} of a block of "
@@ -459,7 +459,7 @@ def _overhead(point: Point, dtype: str, shape: tuple[int, ...]) -> float:
 def measure_deadline(first_s: float, min_time: float, call_timeout: float) -> float:
     """A measurement's deadline, from its number of calls: the calls it should make (the
     warm-up, blocks for ``min_time``, those added for a verdict) at twice the first call's
-    time, making a pool of inputs for a user's routine, and one call's timeout."""
+    time, drawing a user's routine's inputs, and one call's timeout."""
     calls = 5 + 3 * math.ceil(min_time / max(first_s, 1e-7)) + 64
     return 4 * min_time + 2 * calls * first_s + 1e-4 * calls + call_timeout
 
