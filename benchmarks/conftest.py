@@ -9,9 +9,7 @@ side by side. The Jacobian's cases run in test_jacobians.py, the others in
 test_second_order.py.
 """
 
-import math
 import os
-import statistics
 
 import pytest
 import torch
@@ -113,7 +111,7 @@ class _BeyondTheShift:
         return None
 
     def _shift(self):
-        from jacbench.measure.stats import MIN_SHIFT_ROWS
+        from jacbench.measure.stats import common_ratio
 
         field, ratios = self.check.field, []
         for bench in self.session.benchmarks:
@@ -121,9 +119,7 @@ class _BeyondTheShift:
                 saved = mapping.get(bench.fullname)
                 if bench and saved and saved["stats"].get(field):
                     ratios.append(bench[field] / saved["stats"][field])
-        if len(ratios) < MIN_SHIFT_ROWS:
-            return None
-        return math.exp(statistics.median(math.log(r) for r in ratios))
+        return common_ratio(ratios)
 
 
 def pytest_generate_tests(metafunc):

@@ -365,10 +365,16 @@ def common_shift(decisions: Sequence[Decision]) -> float | None:
     fewer than ``MIN_SHIFT_ROWS``). Two runs of unchanged code made minutes apart on a
     shared VM differ by it (one A/A comparison: every row near 0.58×), a machine whose speed
     drifted; a change of the code that slows every method alike looks the same."""
-    ratios = [d.ratio for d in decisions if d.tested and d.ratio > 0]
-    if len(ratios) < MIN_SHIFT_ROWS:
+    return common_ratio([d.ratio for d in decisions if d.tested])
+
+
+def common_ratio(ratios: Sequence[float]) -> float | None:
+    """The median of ``ratios`` (positive ones, on a log scale), or None with fewer than
+    ``MIN_SHIFT_ROWS``: ``common_shift``'s, and pytest-benchmark's compare-fail's."""
+    kept = [r for r in ratios if r > 0]
+    if len(kept) < MIN_SHIFT_ROWS:
         return None
-    return math.exp(float(np.median(np.log(ratios))))
+    return math.exp(float(np.median(np.log(kept))))
 
 
 def _with_the_run(decision: Decision, shift: float | None) -> bool:

@@ -252,6 +252,14 @@ def _append_records(
         os.fsync(handle.fileno())
 
 
+def _replace_csv(path: Path, columns: Sequence[str], records: Iterable[dict]) -> None:
+    """``records`` as ``path``, written beside it and renamed over it."""
+    tmp = path.with_suffix(".csv.tmp")
+    tmp.unlink(missing_ok=True)
+    _append_records(tmp, columns, records, header=True)
+    os.replace(tmp, path)
+
+
 def write_run(run_dir: Path, rows: pd.DataFrame, samples: pd.DataFrame, meta: dict) -> None:
     """Write a whole run folder's results.csv, samples.csv and meta.json at once (a merge),
     each file replaced atomically, under the folder's lock.
@@ -264,14 +272,8 @@ def write_run(run_dir: Path, rows: pd.DataFrame, samples: pd.DataFrame, meta: di
     _take(lock, run_dir)
     try:
         records = [Row.from_record(r).as_dict() for r in rows.to_dict("records")]
-        for path, columns, data in (
-            (run_dir / "results.csv", COLUMNS, records),
-            (run_dir / SAMPLES_NAME, SAMPLE_COLUMNS, samples.to_dict("records")),
-        ):
-            tmp = path.with_suffix(".csv.tmp")
-            tmp.unlink(missing_ok=True)
-            _append_records(tmp, columns, data, header=True)
-            os.replace(tmp, path)
+        _replace_csv(run_dir / "results.csv", COLUMNS, records)
+        _replace_csv(run_dir / SAMPLES_NAME, SAMPLE_COLUMNS, samples.to_dict("records"))
         write_json_atomic(run_dir / "meta.json", meta)
     finally:
         lock.release()
@@ -317,12 +319,8 @@ def rebound(run_dir: Path | str) -> pd.DataFrame:
     lock = filelock.FileLock(run_dir / LOCK_NAME, is_singleton=False)
     _take(lock, run_dir)
     try:  # results.csv alone, replaced whole: the samples and meta.json stay as they are
-        path = run_dir / "results.csv"
-        tmp = path.with_suffix(".csv.tmp")
-        tmp.unlink(missing_ok=True)
         records = [Row.from_record(r).as_dict() for r in rows.to_dict("records")]
-        _append_records(tmp, COLUMNS, records, header=True)
-        os.replace(tmp, path)
+        _replace_csv(run_dir / "results.csv", COLUMNS, records)
     finally:
         lock.release()
     return rows
