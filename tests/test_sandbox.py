@@ -133,11 +133,15 @@ def test_a_student_that_kills_its_parent_or_its_group_ends_only_its_own_worker(s
     process) lives on, and the student's next request gets a fresh worker."""
     launched = sandbox.sandbox(student)
     _call(student, "where")
-    first = launched._launched.launcher.pid
+    first = launched._launched.launcher
     try:
         _call(student, trick)
     except WorkerFailed as failure:
         assert failure.mistake.value == "crash"
+    # The launcher ends with its worker, or was killed; the worker may answer the trick's
+    # call before its parent's death reaches it (PDEATHSIG), so wait for the launcher.
+    first.wait(timeout=30)
+    first = first.pid
     assert _call(student, "helper_name") == "ada"
     assert launched._launched.launcher.pid != first  # a fresh worker behind a fresh launcher
 
