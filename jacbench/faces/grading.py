@@ -22,6 +22,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from jacbench.ad import cost
+from jacbench.faces.text import pool_warning
 from jacbench.measure import machine
 from jacbench.measure.rows import Mistake, Status
 from jacbench.runs import sandbox, workers
@@ -182,6 +183,9 @@ def timing_warnings(timings: pd.DataFrame, other_cores: float | None) -> list[st
             f"The machine was busy: other work used {other_cores:.1f} cores' worth while the "
             "routine was timed, so the times may be slower and noisier than on an idle machine."
         )
+    stalled = pool_warning(timings.attrs.get("thread_pool"))
+    if stalled:
+        warnings.append(stalled)
     noisy = int(timings["noisy"].fillna(False).astype(bool).sum()) if "noisy" in timings else 0
     if noisy:
         warnings.append(

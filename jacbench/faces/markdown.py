@@ -9,7 +9,8 @@ import pandas as pd
 
 from jacbench.faces import tables
 from jacbench.faces.tables import TextTable
-from jacbench.faces.text import accuracy_sentence, busy_warning
+from jacbench.faces.text import accuracy_sentence, busy_warning, pool_warning
+from jacbench.measure.threads import PoolCheck
 from jacbench.runs import analysis
 from jacbench.runs.operators import OPERATORS
 
@@ -80,6 +81,9 @@ def _run_header(meta: dict, frame: pd.DataFrame | None = None) -> list[str]:
     warning = busy_warning(meta, frame)
     if warning:
         lines += ["", f"**{warning}**"]
+    stalled = pool_warning(PoolCheck.of_dict(meta.get("thread_pool")))
+    if stalled:
+        lines += ["", f"**Warning: {stalled}**"]
     return lines
 
 

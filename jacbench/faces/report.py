@@ -33,6 +33,7 @@ from jacbench.faces.text import (
     format_bytes,
     format_count,
     format_seconds,
+    pool_warning,
     shape_label,
 )
 from jacbench.measure import stats
@@ -59,6 +60,7 @@ from jacbench.runs.grid import Point
 __all__ = [
     "accuracy_sentence",
     "busy_warning",
+    "pool_warning",
     "check_table",
     "check_timing_table",
     "compare_markdown",

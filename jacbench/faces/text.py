@@ -15,6 +15,7 @@ import pandas as pd
 
 from jacbench.measure import stats
 from jacbench.measure.rows import format_widths
+from jacbench.measure.threads import PoolCheck
 from jacbench.runs import analysis
 from jacbench.runs.grid import Point
 
@@ -185,6 +186,21 @@ def accuracy_sentence(summary: pd.DataFrame, operator: str = "jacobian") -> str:
     return (
         f"{text}; {counts.decided} of {counts.judged} had a significant winner (95%), "
         f"{ties} {'was a tie' if ties == 1 else 'were ties'}{untested_text}."
+    )
+
+
+def pool_warning(pool: PoolCheck | None) -> str | None:
+    """Where torch's thread pool stalled beside other work and the run was timed with fewer
+    threads (NOTE: [A stalled thread pool]): what was measured, and what it means (the
+    caller says "Warning:")."""
+    if pool is None or not pool.stalled:
+        return None
+    busy = f", other work {pool.other_cores:.1f} cores" if pool.other_cores is not None else ""
+    return (
+        f"timed on {pool.used} of {pool.threads} threads: torch's thread pool stalled "
+        f"beside other work (a parallel tanh took {pool.pooled_s * 1e3:.2f} ms on "
+        f"{pool.threads} threads, {pool.single_s * 1e3:.2f} ms on one{busy}); times are not "
+        f"those of a quiet machine with {pool.threads} threads."
     )
 
 

@@ -26,7 +26,7 @@ import torch
 from jacbench.ad import generic, ties
 from jacbench.ad.jacobians import jacobian, jacobian_forward, jacobian_mixed, jacobian_reverse
 from jacbench.ad.networks import MLP
-from jacbench.measure import allocator, device_lock, tuning
+from jacbench.measure import allocator, device_lock, threads, tuning
 from jacbench.measure.peaks import measure_peaks
 from jacbench.measure.rows import (
     FAILED_STATUSES,
@@ -36,6 +36,7 @@ from jacbench.measure.rows import (
     samples_frame,
     typed_frame,
 )
+from jacbench.measure.threads import PoolCheck
 from jacbench.runs import processes as pool_processes
 from jacbench.runs import results, sandbox, shards
 from jacbench.runs.grid import DTYPES, Point
@@ -199,6 +200,7 @@ def _sweep(
             rows = _collect(settings, instruments, (), observer, None)
         frame = typed_frame([r.as_dict() for r in rows])
         frame.attrs["samples"] = samples_frame(rows)
+        frame.attrs["thread_pool"] = instruments.pool
         return frame
     return _sweep_into(run, Path(out), resume)
 
@@ -251,6 +253,7 @@ def _sweep_into(run: _Run, out: Path, resume: bool | str) -> pd.DataFrame:
                 writer,
                 peaks={name: p.as_dict() for name, p in instruments.peaks.items()},
                 tuning=instruments.tuning.as_dict() if instruments.tuning is not None else None,
+                thread_pool=instruments.pool.as_dict() if instruments.pool is not None else None,
                 allocator=allocator.allocator_settings(),
                 routines={m.name: m.description for m in settings.methods if m.source},
             )
@@ -273,6 +276,7 @@ def _finished_frame(writer: results.RunWriter) -> pd.DataFrame:
     frame = results.read_results(writer.run_dir)
     frame.attrs["samples"] = results.read_samples(writer.run_dir)
     frame.attrs["run_dir"] = writer.run_dir
+    frame.attrs["thread_pool"] = PoolCheck.of_dict(writer.meta.get("thread_pool"))
     return frame
 
 
@@ -381,6 +385,7 @@ def _sweep_in_processes(run: _Run, out: str | Path | None, resume: bool | str) -
                 run.observer.finished(row)
         frame = typed_frame([r.as_dict() for r in rows])
         frame.attrs["samples"] = samples_frame(rows)
+        frame.attrs["thread_pool"] = PoolCheck.of_dict(runs[0].meta.get("thread_pool"))
         if writer is not None:
             _finish_pooled(writer, runs)
             frame.attrs["run_dir"] = run_dir
@@ -398,17 +403,24 @@ def _finish_pooled(writer: results.RunWriter, runs: list[results.RunData]) -> No
         ],
         peaks=first.get("peaks", {}),
         tuning=first.get("tuning"),
+        thread_pool=first.get("thread_pool"),
         allocator=first.get("allocator"),
         routines=first.get("routines", {}),
     )
 
 
 def _prepare(settings: Settings) -> Instruments:
-    """Set the threads, the allocator and this CPU's kernels (measured once per machine),
-    and measure the device's peaks where asked: just before timing."""
+    """Set the threads (fewer where torch's pool stalls beside other work: NOTE: [A stalled
+    thread pool]), the allocator and this CPU's kernels (measured once per machine), and
+    measure the device's peaks where asked: just before timing."""
+    device = settings.device
+    pool = None
     if settings.timing.threads is not None:
         torch.set_num_threads(settings.timing.threads)
-    device = settings.device
+    else:
+        pool = threads.check_pool(device)
+        if pool is not None and pool.stalled:
+            torch.set_num_threads(pool.used)
     # Also keeps freed memory (NOTE: [Freed memory kept for reuse]); measures the ties too.
     tuned = tuning.ensure(device, ties=ties.candidates, calibrate=generic.calibrated)
     measured = {}
@@ -418,7 +430,7 @@ def _prepare(settings: Settings) -> Instruments:
             n: measure_peaks(device, DTYPES[n], activation=activation)
             for n in settings.options.dtype
         }
-    return Instruments(peaks=measured, tuning=tuned)
+    return Instruments(peaks=measured, tuning=tuned, pool=pool)
 
 
 def _collect(

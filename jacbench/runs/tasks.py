@@ -28,6 +28,7 @@ from jacbench.ad.networks import MLP
 from jacbench.measure import machine, timing
 from jacbench.measure.peaks import Peaks, bound_seconds
 from jacbench.measure.rows import Mistake, Row, Status
+from jacbench.measure.threads import PoolCheck
 from jacbench.measure.tuning import Tuning
 from jacbench.runs.bench import (
     BLOCK_BYTES,
@@ -73,10 +74,18 @@ _PICKS = random.SystemRandom()  # the seeds and picks a routine cannot foresee
 @dataclass(frozen=True)
 class Instruments:
     """What a sweep measured of the machine before timing: the device's peaks per dtype name
-    (the efficiency column) and the kernel choices in force."""
+    (the efficiency column), the kernel choices in force, and whether torch's thread pool
+    paid (NOTE: [A stalled thread pool])."""
 
     peaks: Mapping[str, Peaks] = field(default_factory=dict)
     tuning: Tuning | None = None
+    pool: PoolCheck | None = None
+
+    def threads(self, asked: int | None) -> int | None:
+        """The threads to time with: those ``asked`` for, else fewer where the pool stalled."""
+        if asked is None and self.pool is not None and self.pool.stalled:
+            return self.pool.used
+        return asked
 
 
 class WrongWhenTimed(Exception):
@@ -205,7 +214,7 @@ class PointTasks:
             validate,
             self.settings.operator,
             self.instruments.tuning,
-            self.settings.timing.threads,
+            self.instruments.threads(self.settings.timing.threads),
             deadline=OPEN_CALLS * self.timeout,
         )
 

@@ -220,6 +220,9 @@ def _print_run(frame: pd.DataFrame, run_dir: Path, part: shards.Shard | None, qu
     busy = report.busy_warning({}, frame)
     if busy:  # said at the end, where it is read: the summary says it too
         err_console.print(busy, highlight=False, soft_wrap=True)
+    stalled = report.pool_warning(frame.attrs.get("thread_pool"))
+    if stalled:
+        err_console.print(f"Warning: {stalled}", highlight=False, soft_wrap=True)
     print_unsealed()
     failures = harness.failed_rows(frame)
     if not failures.empty:
