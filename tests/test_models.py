@@ -452,3 +452,80 @@ def test_modes_predicted_within_the_model_error_are_a_tie():
     assert close[0] == "forward" and close[2] is True  # the fewer FLOPs, named a tie
     apart = generic._choice({"forward": 3.0, "reverse": 1.0}, flops, operations, memory, "")
     assert apart[0] == "reverse" and apart[2] is False
+
+
+# ------------------------------------------------------------------- models of one sample
+def _spec(name):
+    return f"{USER_MODELS}:{name}"
+
+
+@pytest.mark.parametrize(
+    ("name", "takes"),
+    [
+        ("make_resnet", "takes one sample and a batch"),
+        ("make_one_sample", "takes one sample; batched with torch.func.vmap"),
+        ("make_mixes_samples", "takes one sample; batched with torch.func.vmap"),
+        ("make_branches_on_a_value", "takes one sample; batched by a loop over the samples"),
+    ],
+)
+def test_the_model_check_says_whether_jacbench_batches_a_model_and_how(name, takes):
+    found = models.check_model(models.resolve_model(_spec(name)), 6, 3)
+    assert found.startswith(takes)
+
+
+@pytest.mark.parametrize(
+    "name", ["make_one_sample", "make_mixes_samples", "make_branches_on_a_value"]
+)
+def test_a_model_of_one_sample_maps_a_batch_sample_by_sample(name):
+    """The batch's rows are each sample's own call: the user's function at one sample, with
+    no batch dimension ever reaching it (the mixing one would centre over the batch)."""
+    model = models.resolve_model(_spec(name))
+    built = model.build(6, 3, dtype=torch.float64)
+    torch.manual_seed(0)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    assert isinstance(built, generic.OneSample)
+    expected = torch.stack([built.inner(sample) for sample in x])
+    assert torch.allclose(built(x), expected, rtol=0, atol=1e-12)
+
+
+def test_the_reference_of_code_vmap_cannot_run_is_autograd_s_at_each_sample():
+    from jacbench.runs.operators import get_operator
+
+    built = models.resolve_model(_spec("make_branches_on_a_value")).build(6, 3, dtype=torch.float64)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="vmap"):
+        torch.func.vmap(torch.func.jacrev(built.inner))(x)
+    found = get_operator("jacobian").reference(built, x)
+    expected = torch.stack([torch.autograd.functional.jacobian(built.inner, s) for s in x])
+    assert found.shape == (4, 3, 6)
+    assert torch.allclose(found, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_one_sample_models_run_validated_at_batch_1_and_8_or_skip_with_the_reason():
+    """A function of one sample, and one written for torch.autograd (a branch on a value),
+    timed by every method that takes a model: checked against the float64 reference, or
+    skipped where the method cannot run the code."""
+    frame = jacbench.sweep(
+        model=[_spec("make_one_sample"), _spec("make_branches_on_a_value")],
+        d_in=[6],
+        d_out=[3],
+        batch=[1, 8],
+        methods=["func-jacfwd", "func-jacrev", "auto", "autograd-forward", "autograd-reverse"],
+        min_time=0.01,
+    )
+    assert len(frame) == 20
+    branch = frame["model"].str.endswith("make_branches_on_a_value")
+    skipped = frame[branch & (frame["method"] == "autograd-forward")]
+    assert set(skipped["status"]) == {"skipped"}
+    assert skipped["message"].str.contains("vmap cannot run").all()
+    rest = frame.drop(skipped.index)
+    assert set(rest["status"]) == {"ok"}, rest[["model", "method", "batch", "message"]]
+    assert (rest["max_rel_err"] < 1e-5).all()
+
+
+def test_predict_says_a_model_of_one_sample_is_batched_by_jacbench():
+    args = ["predict", "--model", _spec("make_one_sample"), "--d-in", "8", "--d-out", "2"]
+    done = CliRunner().invoke(app, [*args, "--batch", "4"])
+    assert done.exit_code == 0, done.output
+    assert "make_one_sample takes one sample; batched with torch.func.vmap." in done.output
+    assert "Recommended: reverse mode" in done.output  # P = 2 < D = 8

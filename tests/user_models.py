@@ -84,3 +84,40 @@ def transposed_jacobian(model, x):
     """A routine fn(model, x) that returns Jᵀ: wrong."""
     jac = torch.func.jacrev(model)(x)
     return jac.transpose(-1, -2)
+
+
+def make_one_sample(d_in, d_out, width=16):
+    """The torch.func idiom: a function of one sample, W2 @ tanh(W1 @ x + b), batching the
+    caller's job (W1 @ x refuses a batch (B, D))."""
+    w1, b = torch.randn(width, d_in) / d_in**0.5, torch.randn(width)
+    w2 = torch.randn(d_out, width) / width**0.5
+
+    def f(x):
+        return w2.to(x.dtype) @ torch.tanh(w1.to(x.dtype) @ x + b.to(x.dtype))
+
+    return f
+
+
+def make_mixes_samples(d_in, d_out):
+    """Maps (B, D) to (B, P), but each row depends on the others (centred over the batch, not
+    over the features): jacbench must batch it sample by sample."""
+    w = torch.randn(d_out, d_in) / d_in**0.5
+
+    def f(x):
+        centred = x - x.mean(0) if x.ndim == 2 else x - x.mean()
+        return torch.tanh(centred @ w.T.to(x.dtype))
+
+    return f
+
+
+def make_branches_on_a_value(d_in, d_out):
+    """Code written for torch.autograd: a Python branch on a tensor's value (vmap refuses it)."""
+    w = torch.randn(d_out, d_in) / d_in**0.5
+
+    def f(x):
+        h = w.to(x.dtype) @ x
+        if h.norm() > 1e6:  # never taken, but vmap cannot decide it
+            h = h / h.norm()
+        return torch.tanh(h)
+
+    return f

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
@@ -390,3 +390,24 @@ def _transformed(mode: str, chunk_size: int | None) -> Callable[..., Tensor]:
         return single(x) if x.ndim == 1 else torch.func.vmap(single)(x)
 
     return compute
+
+
+class OneSample(nn.Module):
+    """A model written for one sample, (D,) → (P,) (the torch.func idiom: batching is the
+    caller's job), batched by jacbench (NOTE: [Models of one sample] in
+    ``jacbench.runs.models``): ``how`` is "vmap" where its code runs under
+    ``torch.func.vmap``, else "loop" (one call per sample)."""
+
+    def __init__(self, inner: Callable[[Tensor], Tensor], how: str) -> None:
+        super().__init__()
+        self.inner, self.how = inner, how  # a module inner is a submodule: .to() moves it
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim == 1:
+            return self.inner(x)
+        if self.how == "vmap":
+            return torch.func.vmap(self.inner)(x)
+        return torch.stack([self.inner(sample) for sample in x])
+
+    def extra_repr(self) -> str:
+        return f"one sample, batched with {self.how}"

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from jacbench.ad import fused, hessians
 from jacbench.ad.cost import HUTCHINSON_SAMPLES
+from jacbench.ad.generic import OneSample
 from jacbench.ad.jacobians import (
     auto_routine,
     capture_jacobian,
@@ -31,7 +32,7 @@ from jacbench.ad.jacobians import (
     jacobian_mixed,
     jacobian_reverse,
 )
-from jacbench.ad.networks import MLP
+from jacbench.ad.networks import MLP, UnsupportedNetwork
 from jacbench.measure.machine import install_hint
 from jacbench.measure.timing import synchronize
 from jacbench.runs.operators import direction
@@ -83,13 +84,26 @@ def _build_jacbench(routine: Callable[..., Tensor], net: MLP, x: Tensor) -> Jaco
 
 
 def _build_auto(net: MLP, x: Tensor) -> JacobianCall:
+    if x.ndim == 2 and _loops(net):
+        return functools.partial(_per_sample(lambda xs: jacobian(net, xs, "auto")), x)
     return functools.partial(jacobian, net, x, "auto")
 
 
 def _build_func(transform: Callable, net: MLP, x: Tensor) -> JacobianCall:
     single = transform(net.__call__)
-    jac = single if x.ndim == 1 else torch.func.vmap(single)
-    return functools.partial(jac, x)
+    if x.ndim == 1:
+        return functools.partial(single, x)
+    return functools.partial(_per_sample(single) if _loops(net) else torch.func.vmap(single), x)
+
+
+def _loops(net: Any) -> bool:
+    """Whether ``net`` is a model of one sample whose code vmap cannot run (NOTE: [Models
+    of one sample]): a per-sample method then loops over the batch instead of vmapping."""
+    return isinstance(net, OneSample) and net.how == "loop"
+
+
+def _per_sample(single: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    return lambda xs: torch.stack([single(sample) for sample in xs])
 
 
 def _build_autograd(strategy: str, net: MLP, x: Tensor) -> JacobianCall:
@@ -97,6 +111,8 @@ def _build_autograd(strategy: str, net: MLP, x: Tensor) -> JacobianCall:
     # holds every per-sample Jacobian: (P, B, D), permuted to (B, P, D). In forward mode this
     # carries B·D tangents through the whole batch, as autograd.functional does for a user.
     # A single input goes through as a batch of one: forward-mode vmap rejects F.linear on 1-D.
+    if isinstance(net, OneSample):
+        return _autograd_per_sample(strategy, net, x)
     xb = x if x.ndim == 2 else x.unsqueeze(0)
 
     def summed(inputs: Tensor) -> Tensor:
@@ -108,6 +124,26 @@ def _build_autograd(strategy: str, net: MLP, x: Tensor) -> JacobianCall:
         return jac if x.ndim == 2 else jac[0]
 
     return call
+
+
+def _autograd_per_sample(strategy: str, net: OneSample, x: Tensor) -> JacobianCall:
+    """autograd.functional.jacobian of a model of one sample, called at each sample as its
+    author would call it; where vmap cannot run its code, reverse mode's VJPs one output at
+    a time (vectorize=False: autograd's own loop), and forward mode, which has no loop, not
+    at all."""
+    vectorize = net.how == "vmap"
+    if not vectorize and strategy == "forward-mode":
+        raise UnsupportedNetwork(
+            "torch.autograd.functional's forward mode vmaps the model, whose code vmap cannot "
+            "run (the model check says so)"
+        )
+
+    def one(sample: Tensor) -> Tensor:
+        return torch.autograd.functional.jacobian(
+            net.inner, sample, vectorize=vectorize, strategy=strategy
+        )
+
+    return functools.partial(one if x.ndim == 1 else _per_sample(one), x)
 
 
 def _naive_slopes(net: MLP, x: Tensor) -> list[Tensor]:

@@ -1,7 +1,8 @@
 """Models in a run: the user's own network, or one of jacbench's built-in models, as a grid axis.
 
 A model is a factory ``make(d_in, d_out, **params) -> torch.nn.Module | callable`` whose
-result maps x of shape (D,) or (B, D) to (P,) or (B, P). A run names it as a built-in model
+result maps x of shape (D,) to (P,), and (B, D) to (B, P) or jacbench batches it
+(``OneSample``, NOTE: [Models of one sample]). A run names it as a built-in model
 (``residual``, ``attention``, …: ``jacbench.ad.builtin_models.BUILTIN_MODELS``), as
 ``path/to/file.py:function`` or ``package.module:function``, or, from Python, gives the
 function itself; its keyword parameters are grid axes (``--param width=64,128``).
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 
 from jacbench.ad import generic
 from jacbench.ad.builtin_models import BUILTIN_MODELS
+from jacbench.ad.generic import OneSample
 from jacbench.ad.networks import MLP
 from jacbench.measure import tuning
 from jacbench.runs import routines, sandbox, workers
@@ -125,7 +127,58 @@ class Model:
                 raise ModelError(
                     f"{self.label} at d_in={d_in}, d_out={d_out} raised {_one_line(error)}"
                 ) from None
-        return moved(made, dtype, device)
+        return batched(moved(made, dtype, device), d_in, dtype, device)
+
+
+# NOTE: [Models of one sample]
+#     Most scientific code maps one sample, (D,) → (P,), and leaves batching to the caller
+#     (torch.func's idiom: vmap(jacrev(f))). A model is built, then called on one seeded
+#     sample and on a batch of two; where the batch's call raises, returns another shape, or
+#     answers other than the samples' own calls (code that mixes samples), the model is
+#     wrapped in ``OneSample``: vmap where vmap runs it and agrees with the samples' calls,
+#     else a loop. jacbench's per-sample methods (auto, torch.func's) never see the wrapper's
+#     batch path: they vmap the one-sample call themselves.
+def batched(model: Any, d_in: int, dtype: torch.dtype, device: str) -> Any:
+    """``model`` as it is where it maps a batch (B, D) to (B, P) sample by sample, else
+    wrapped to (``OneSample``); as it is too where one sample does not map to (P,) either
+    (``check_model`` says why)."""
+    if isinstance(model, (MLP, OneSample)):
+        return model
+    generator = torch.Generator().manual_seed(0)
+    pair = torch.randn(2, d_in, generator=generator, dtype=torch.float64)
+    pair = pair.to(dtype=dtype, device=device)
+    with torch.no_grad():
+        try:
+            each = torch.stack([model(sample) for sample in pair])
+        except Exception:  # the user's model may raise anything: check_model reports it
+            return model
+        if each.ndim != 2:
+            return model
+        if _agrees(lambda: model(pair), each):
+            return model
+        how = "vmap" if _agrees(lambda: torch.func.vmap(model)(pair), each) else "loop"
+    return OneSample(model, how)
+
+
+def _agrees(call: Callable[[], Any], expected: Tensor) -> bool:
+    try:
+        found = call()
+    except Exception:  # the user's model may raise anything
+        return False
+    return (
+        isinstance(found, Tensor)
+        and found.shape == expected.shape
+        and bool(torch.allclose(found, expected, rtol=1e-4, atol=1e-5, equal_nan=True))
+    )
+
+
+def batching(model: Any) -> str:
+    """What a built model takes, as the model check says it."""
+    if isinstance(model, OneSample) and model.how == "vmap":
+        return "takes one sample; batched with torch.func.vmap"
+    if isinstance(model, OneSample):
+        return "takes one sample; batched by a loop over the samples (vmap cannot run its code)"
+    return "takes one sample and a batch"
 
 
 def moved(model: Any, dtype: torch.dtype, device: str) -> Any:
@@ -241,27 +294,28 @@ def params_grid(params: Mapping[str, Sequence[Any]] | None) -> list[dict[str, An
 
 def check_model(
     model: Model, d_in: int, d_out: int, *, timeout: float = DEFAULT_CALL_TIMEOUT
-) -> None:
+) -> str:
     """Build ``model`` at (d_in, d_out) and call it on one input and on a batch, in a worker
-    where it is the user's code (``timeout``: the seconds that may take).
+    where it is the user's code (``timeout``: the seconds that may take); what it takes
+    (``batching``: a model of one sample is batched by jacbench).
 
     Raises:
         ModelError: it cannot be loaded or built, its call raises, or its output is not
             (P,) for (D,) and (B, P) for (B, D); one line.
     """
     if not model.isolated:
-        _check_here(model, d_in, d_out)
-        return
+        return _check_here(model, d_in, d_out)
     try:
         assert model.owner is not None  # isolated
-        sandbox.run(model.owner, _check_here, model, d_in, d_out, deadline=timeout)
+        found = sandbox.run(model.owner, _check_here, model, d_in, d_out, deadline=timeout)
     except workers.WorkerFailed as failure:
         if failure.error_type == "ModelError":
             raise ModelError(failure.error_text) from None
         raise ModelError(f"{model.label}: building and calling it {failure}") from None
+    return found if isinstance(found, str) else "?"  # a sandbox's answer: trusted as text only
 
 
-def _check_here(model: Model, d_in: int, d_out: int) -> None:
+def _check_here(model: Model, d_in: int, d_out: int) -> str:
     built = model.build(d_in, d_out, dtype=torch.float32)
     generator = torch.Generator().manual_seed(0)
     for x in (torch.randn(d_in, generator=generator), torch.randn(_PROBE_BATCH, d_in)):
@@ -278,8 +332,10 @@ def _check_here(model: Model, d_in: int, d_out: int) -> None:
         if got != expected:
             raise ModelError(
                 f"{model.label} (d_in={d_in}, d_out={d_out}) returns {got} for x of shape "
-                f"{tuple(x.shape)}; a model maps (D,) to (P,) and (B, D) to (B, P)"
+                f"{tuple(x.shape)}; a model maps (D,) to (P,) (and (B, D) to (B, P), or "
+                "jacbench batches it)"
             )
+    return batching(built)
 
 
 def model_plan(
@@ -291,9 +347,10 @@ def model_plan(
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
     timeout: float = DEFAULT_CALL_TIMEOUT,
-) -> generic.GenericPlan:
+) -> tuple[generic.GenericPlan, str]:
     """``generic.plan_of`` for ``model`` built at (d_in, d_out) on a seeded input of
-    ``batch`` samples (one sample: shape (D,)), in a worker where the model is the user's.
+    ``batch`` samples (one sample: shape (D,)), in a worker where the model is the user's;
+    and what the model takes (``batching``).
 
     Raises:
         ModelError: it cannot be loaded, built, called or counted (one line).
@@ -303,7 +360,7 @@ def model_plan(
         return _plan_here(model, d_in, d_out, batch, dtype, device, tuned)
     try:
         assert model.owner is not None  # isolated
-        return sandbox.run(
+        found = sandbox.run(
             model.owner, _plan_here, model, d_in, d_out, batch, dtype, device, tuned,
             deadline=timeout,
         )  # fmt: skip
@@ -311,6 +368,10 @@ def model_plan(
         if failure.error_type == "ModelError":
             raise ModelError(failure.error_text) from None
         raise ModelError(f"{model.label}: counting its costs {failure}") from None
+    plan, takes = found if isinstance(found, tuple) and len(found) == 2 else (None, None)
+    if not (isinstance(plan, generic.GenericPlan) and isinstance(takes, str)):
+        raise ModelError(f"{model.label}: its sandbox sent back a plan jacbench does not read")
+    return plan, takes
 
 
 def _plan_here(
@@ -321,20 +382,20 @@ def _plan_here(
     dtype: torch.dtype,
     device: str,
     tuned: tuning.Tuning | None = None,
-) -> generic.GenericPlan:
+) -> tuple[generic.GenericPlan, str]:
     with tuning.use(tuned or tuning.active()):
         return _counted_plan(model, d_in, d_out, batch, dtype, device)
 
 
 def _counted_plan(
     model: Model, d_in: int, d_out: int, batch: int, dtype: torch.dtype, device: str
-) -> generic.GenericPlan:
-    _check_here(model, d_in, d_out)
+) -> tuple[generic.GenericPlan, str]:
+    takes = _check_here(model, d_in, d_out)
     built = model.build(d_in, d_out, dtype=dtype, device=device)
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(batch, d_in, generator=generator, dtype=torch.float64)
     x = (x if batch > 1 else x[0]).to(dtype=dtype, device=device)
     try:
-        return generic.plan_of(built, x)
+        return generic.plan_of(built, x), takes
     except Exception as error:  # torch.func may refuse the user's model in any way
         raise ModelError(f"{model.label}: counting its costs raised {_one_line(error)}") from None

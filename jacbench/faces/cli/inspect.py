@@ -123,9 +123,10 @@ def _predict_model(
     try:
         chosen = models.resolve_model(spec).with_params(params)
         with err_console.status("counting the model's JVP and VJP…"):
-            plan = models.model_plan(chosen, d_in, d_out, batch=batch, dtype=DTYPES[dtype])
+            plan, takes = models.model_plan(chosen, d_in, d_out, batch=batch, dtype=DTYPES[dtype])
     except ValueError as error:
         fail(str(error))
+    console.print(f"{chosen.label} {takes}.", highlight=False)
     console.print(report.model_predict_table(plan, chosen.label))
     console.print(report.model_recommendation(plan), highlight=False)
 
