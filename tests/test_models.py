@@ -466,6 +466,7 @@ def _spec(name):
         ("make_one_sample", "takes one sample; batched with torch.func.vmap"),
         ("make_mixes_samples", "takes one sample; batched with torch.func.vmap"),
         ("make_branches_on_a_value", "takes one sample; batched by a loop over the samples"),
+        ("make_batchnorm", "takes batches only; one sample goes in as a batch of one"),
     ],
 )
 def test_the_model_check_says_whether_jacbench_batches_a_model_and_how(name, takes):
@@ -483,7 +484,7 @@ def test_a_model_of_one_sample_maps_a_batch_sample_by_sample(name):
     built = model.build(6, 3, dtype=torch.float64)
     torch.manual_seed(0)
     x = torch.randn(5, 6, dtype=torch.float64)
-    assert isinstance(built, generic.OneSample)
+    assert isinstance(built, generic.SampleWise)
     expected = torch.stack([built.inner(sample) for sample in x])
     assert torch.allclose(built(x), expected, rtol=0, atol=1e-12)
 
@@ -501,19 +502,37 @@ def test_the_reference_of_code_vmap_cannot_run_is_autograd_s_at_each_sample():
     assert torch.allclose(found, expected, rtol=1e-12, atol=1e-14)
 
 
+def test_the_reference_of_a_model_of_batches_only_is_each_sample_s_as_a_batch_of_one():
+    from jacbench.runs.operators import get_operator
+
+    built = models.resolve_model(_spec("make_batchnorm")).build(6, 3, dtype=torch.float64)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    with pytest.raises(ValueError, match="got 1D input"):
+        built.inner(x[0])
+    found = get_operator("jacobian").reference(built, x)
+    expected = torch.stack(
+        [torch.autograd.functional.jacobian(lambda s: built.inner(s[None])[0], s) for s in x]
+    )
+    assert torch.allclose(found, expected, rtol=1e-12, atol=1e-14)
+
+
 def test_one_sample_models_run_validated_at_batch_1_and_8_or_skip_with_the_reason():
-    """A function of one sample, and one written for torch.autograd (a branch on a value),
-    timed by every method that takes a model: checked against the float64 reference, or
-    skipped where the method cannot run the code."""
+    """A function of one sample, one written for torch.autograd (a branch on a value) and
+    one with BatchNorm (batches only), timed by every method that takes a model: checked
+    against the float64 reference, or skipped where the method cannot run the code."""
     frame = jacbench.sweep(
-        model=[_spec("make_one_sample"), _spec("make_branches_on_a_value")],
+        model=[
+            _spec("make_one_sample"),
+            _spec("make_branches_on_a_value"),
+            _spec("make_batchnorm"),
+        ],
         d_in=[6],
         d_out=[3],
         batch=[1, 8],
         methods=["func-jacfwd", "func-jacrev", "auto", "autograd-forward", "autograd-reverse"],
         min_time=0.01,
     )
-    assert len(frame) == 20
+    assert len(frame) == 30
     branch = frame["model"].str.endswith("make_branches_on_a_value")
     skipped = frame[branch & (frame["method"] == "autograd-forward")]
     assert set(skipped["status"]) == {"skipped"}

@@ -121,3 +121,23 @@ def make_branches_on_a_value(d_in, d_out):
         return torch.tanh(h)
 
     return f
+
+
+class Normed(nn.Module):
+    """BatchNorm between two linear layers: in eval mode a function of each sample, but
+    BatchNorm1d refuses one sample of shape (D,)."""
+
+    def __init__(self, d_in, d_out, width):
+        super().__init__()
+        self.inp, self.norm = nn.Linear(d_in, width), nn.BatchNorm1d(width)
+        self.out = nn.Linear(width, d_out)
+        with torch.no_grad():  # running statistics a trained model would have
+            self.norm.running_mean.uniform_(-0.5, 0.5)
+            self.norm.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.norm(self.inp(x))))
+
+
+def make_batchnorm(d_in, d_out, width=16):
+    return Normed(d_in, d_out, width)

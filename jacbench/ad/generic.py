@@ -392,17 +392,20 @@ def _transformed(mode: str, chunk_size: int | None) -> Callable[..., Tensor]:
     return compute
 
 
-class OneSample(nn.Module):
-    """A model written for one sample, (D,) → (P,) (the torch.func idiom: batching is the
-    caller's job), batched by jacbench (NOTE: [Models of one sample] in
-    ``jacbench.runs.models``): ``how`` is "vmap" where its code runs under
-    ``torch.func.vmap``, else "loop" (one call per sample)."""
+class SampleWise(nn.Module):
+    """A model made to map one sample (D,) to (P,) and a batch (B, D) to (B, P) sample by
+    sample, as jacbench's methods take it (NOTE: [Models of one sample] in
+    ``jacbench.runs.models``). ``how``: "vmap" or "loop" for a model written for one sample
+    (batched with ``torch.func.vmap``, or by a loop where vmap cannot run its code); "batch
+    of one" for a model that takes batches only (BatchNorm1d refuses one sample)."""
 
     def __init__(self, inner: Callable[[Tensor], Tensor], how: str) -> None:
         super().__init__()
         self.inner, self.how = inner, how  # a module inner is a submodule: .to() moves it
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.how == "batch of one":
+            return self.inner(x[None])[0] if x.ndim == 1 else self.inner(x)
         if x.ndim == 1:
             return self.inner(x)
         if self.how == "vmap":
@@ -410,4 +413,4 @@ class OneSample(nn.Module):
         return torch.stack([self.inner(sample) for sample in x])
 
     def extra_repr(self) -> str:
-        return f"one sample, batched with {self.how}"
+        return f"sample by sample: {self.how}"

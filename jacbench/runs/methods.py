@@ -23,7 +23,7 @@ from torch import Tensor
 
 from jacbench.ad import fused, hessians
 from jacbench.ad.cost import HUTCHINSON_SAMPLES
-from jacbench.ad.generic import OneSample
+from jacbench.ad.generic import SampleWise
 from jacbench.ad.jacobians import (
     auto_routine,
     capture_jacobian,
@@ -99,7 +99,7 @@ def _build_func(transform: Callable, net: MLP, x: Tensor) -> JacobianCall:
 def _loops(net: Any) -> bool:
     """Whether ``net`` is a model of one sample whose code vmap cannot run (NOTE: [Models
     of one sample]): a per-sample method then loops over the batch instead of vmapping."""
-    return isinstance(net, OneSample) and net.how == "loop"
+    return isinstance(net, SampleWise) and net.how == "loop"
 
 
 def _per_sample(single: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
@@ -111,7 +111,7 @@ def _build_autograd(strategy: str, net: MLP, x: Tensor) -> JacobianCall:
     # holds every per-sample Jacobian: (P, B, D), permuted to (B, P, D). In forward mode this
     # carries B·D tangents through the whole batch, as autograd.functional does for a user.
     # A single input goes through as a batch of one: forward-mode vmap rejects F.linear on 1-D.
-    if isinstance(net, OneSample):
+    if isinstance(net, SampleWise):
         return _autograd_per_sample(strategy, net, x)
     xb = x if x.ndim == 2 else x.unsqueeze(0)
 
@@ -126,12 +126,12 @@ def _build_autograd(strategy: str, net: MLP, x: Tensor) -> JacobianCall:
     return call
 
 
-def _autograd_per_sample(strategy: str, net: OneSample, x: Tensor) -> JacobianCall:
+def _autograd_per_sample(strategy: str, net: SampleWise, x: Tensor) -> JacobianCall:
     """autograd.functional.jacobian of a model of one sample, called at each sample as its
     author would call it; where vmap cannot run its code, reverse mode's VJPs one output at
     a time (vectorize=False: autograd's own loop), and forward mode, which has no loop, not
     at all."""
-    vectorize = net.how == "vmap"
+    vectorize = net.how != "loop"
     if not vectorize and strategy == "forward-mode":
         raise UnsupportedNetwork(
             "torch.autograd.functional's forward mode vmaps the model, whose code vmap cannot "
@@ -140,7 +140,7 @@ def _autograd_per_sample(strategy: str, net: OneSample, x: Tensor) -> JacobianCa
 
     def one(sample: Tensor) -> Tensor:
         return torch.autograd.functional.jacobian(
-            net.inner, sample, vectorize=vectorize, strategy=strategy
+            net, sample, vectorize=vectorize, strategy=strategy
         )
 
     return functools.partial(one if x.ndim == 1 else _per_sample(one), x)

@@ -2,7 +2,7 @@
 
 A model is a factory ``make(d_in, d_out, **params) -> torch.nn.Module | callable`` whose
 result maps x of shape (D,) to (P,), and (B, D) to (B, P) or jacbench batches it
-(``OneSample``, NOTE: [Models of one sample]). A run names it as a built-in model
+(``SampleWise``, NOTE: [Models of one sample]). A run names it as a built-in model
 (``residual``, ``attention``, …: ``jacbench.ad.builtin_models.BUILTIN_MODELS``), as
 ``path/to/file.py:function`` or ``package.module:function``, or, from Python, gives the
 function itself; its keyword parameters are grid axes (``--param width=64,128``).
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from jacbench.ad import generic
 from jacbench.ad.builtin_models import BUILTIN_MODELS
-from jacbench.ad.generic import OneSample
+from jacbench.ad.generic import SampleWise
 from jacbench.ad.networks import MLP
 from jacbench.measure import tuning
 from jacbench.runs import routines, sandbox, workers
@@ -135,29 +135,40 @@ class Model:
 #     (torch.func's idiom: vmap(jacrev(f))). A model is built, then called on one seeded
 #     sample and on a batch of two; where the batch's call raises, returns another shape, or
 #     answers other than the samples' own calls (code that mixes samples), the model is
-#     wrapped in ``OneSample``: vmap where vmap runs it and agrees with the samples' calls,
+#     wrapped in ``SampleWise``: vmap where vmap runs it and agrees with the samples' calls,
 #     else a loop. jacbench's per-sample methods (auto, torch.func's) never see the wrapper's
-#     batch path: they vmap the one-sample call themselves.
+#     batch path: they vmap the one-sample call themselves (or loop, where vmap cannot run
+#     the code). A model that refuses one sample but maps a batch as each sample alone
+#     would be mapped (BatchNorm1d in eval mode) takes one sample as a batch of one.
 def batched(model: Any, d_in: int, dtype: torch.dtype, device: str) -> Any:
-    """``model`` as it is where it maps a batch (B, D) to (B, P) sample by sample, else
-    wrapped to (``OneSample``); as it is too where one sample does not map to (P,) either
-    (``check_model`` says why)."""
-    if isinstance(model, (MLP, OneSample)):
+    """``model`` as it is where it maps one sample (D,) and a batch (B, D) sample by sample,
+    else made to (``SampleWise``); as it is too where it maps neither (``check_model`` says
+    why)."""
+    if isinstance(model, (MLP, SampleWise)):
         return model
     generator = torch.Generator().manual_seed(0)
     pair = torch.randn(2, d_in, generator=generator, dtype=torch.float64)
     pair = pair.to(dtype=dtype, device=device)
     with torch.no_grad():
-        try:
-            each = torch.stack([model(sample) for sample in pair])
-        except Exception:  # the user's model may raise anything: check_model reports it
-            return model
-        if each.ndim != 2:
+        each = _called(lambda: torch.stack([model(sample) for sample in pair]))
+        if each is None:  # not one sample: batches only (each as a batch of one)?
+            alone = _called(lambda: torch.cat([model(sample[None]) for sample in pair]))
+            if alone is not None and _agrees(lambda: model(pair), alone):
+                return SampleWise(model, "batch of one")
             return model
         if _agrees(lambda: model(pair), each):
             return model
         how = "vmap" if _agrees(lambda: torch.func.vmap(model)(pair), each) else "loop"
-    return OneSample(model, how)
+    return SampleWise(model, how)
+
+
+def _called(call: Callable[[], Any]) -> Tensor | None:
+    """What ``call`` returns where it is a matrix (a batch's outputs), else None."""
+    try:
+        found = call()
+    except Exception:  # the user's model may raise anything: check_model reports it
+        return None
+    return found if isinstance(found, Tensor) and found.ndim == 2 else None
 
 
 def _agrees(call: Callable[[], Any], expected: Tensor) -> bool:
@@ -174,10 +185,13 @@ def _agrees(call: Callable[[], Any], expected: Tensor) -> bool:
 
 def batching(model: Any) -> str:
     """What a built model takes, as the model check says it."""
-    if isinstance(model, OneSample) and model.how == "vmap":
+    how = model.how if isinstance(model, SampleWise) else ""
+    if how == "vmap":
         return "takes one sample; batched with torch.func.vmap"
-    if isinstance(model, OneSample):
+    if how == "loop":
         return "takes one sample; batched by a loop over the samples (vmap cannot run its code)"
+    if how == "batch of one":
+        return "takes batches only; one sample goes in as a batch of one"
     return "takes one sample and a batch"
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from jacbench.ad import cost, hessians
-from jacbench.ad.generic import OneSample
+from jacbench.ad.generic import SampleWise
 from jacbench.ad.jacobians import reference_jacobian
 from jacbench.ad.networks import MLP
 
@@ -88,7 +88,7 @@ def _reference_hvp(net: MLP, x: Tensor) -> Tensor:
 
 
 def _reference_jacobian(net: MLP, x: Tensor) -> Tensor:
-    if x.ndim == 2 and isinstance(net, OneSample) and net.how == "loop":
+    if x.ndim == 2 and isinstance(net, SampleWise) and net.how == "loop":
         # code vmap cannot run (NOTE: [Models of one sample]): jacrev at each sample
         return torch.stack([reference_jacobian(net, sample, "jacrev") for sample in x])
     return reference_jacobian(net, x, "jacrev")
