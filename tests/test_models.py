@@ -516,10 +516,10 @@ def test_the_reference_of_a_model_of_batches_only_is_each_sample_s_as_a_batch_of
     assert torch.allclose(found, expected, rtol=1e-12, atol=1e-14)
 
 
-def test_one_sample_models_run_validated_at_batch_1_and_8_or_skip_with_the_reason():
+def test_one_sample_models_run_validated_at_batch_1_and_8_by_every_model_method():
     """A function of one sample, one written for torch.autograd (a branch on a value) and
     one with BatchNorm (batches only), timed by every method that takes a model: checked
-    against the float64 reference, or skipped where the method cannot run the code."""
+    against the float64 reference (where vmap cannot run the code, autograd's loops)."""
     frame = jacbench.sweep(
         model=[
             _spec("make_one_sample"),
@@ -533,13 +533,8 @@ def test_one_sample_models_run_validated_at_batch_1_and_8_or_skip_with_the_reaso
         min_time=0.01,
     )
     assert len(frame) == 30
-    branch = frame["model"].str.endswith("make_branches_on_a_value")
-    skipped = frame[branch & (frame["method"] == "autograd-forward")]
-    assert set(skipped["status"]) == {"skipped"}
-    assert skipped["message"].str.contains("vmap cannot run").all()
-    rest = frame.drop(skipped.index)
-    assert set(rest["status"]) == {"ok"}, rest[["model", "method", "batch", "message"]]
-    assert (rest["max_rel_err"] < 1e-5).all()
+    assert set(frame["status"]) == {"ok"}, frame[["model", "method", "batch", "message"]]
+    assert (frame["max_rel_err"] < 1e-5).all()
 
 
 def test_predict_says_a_model_of_one_sample_is_batched_by_jacbench():
@@ -548,3 +543,54 @@ def test_predict_says_a_model_of_one_sample_is_batched_by_jacbench():
     assert done.exit_code == 0, done.output
     assert "make_one_sample takes one sample; batched with torch.func.vmap." in done.output
     assert "Recommended: reverse mode" in done.output  # P = 2 < D = 8
+
+
+def test_code_torch_func_cannot_transform_is_timed_with_autograd_s_loops():
+    """A scale read through NumPy: torch.func's rows are skipped, naming the line; autograd's
+    loops of VJPs (auto's choice too) and of JVPs are timed, checked against a float64
+    reference of autograd's."""
+    spec = _spec("make_through_numpy")
+    takes = models.check_model(models.resolve_model(spec), 6, 3)
+    assert "torch.func cannot transform its code" in takes and "user_models.py:" in takes
+    frame = jacbench.sweep(
+        model=[spec],
+        d_in=[6],
+        d_out=[3],
+        batch=[1, 4],
+        methods=["func-jacfwd", "func-jacrev", "auto", "autograd-forward", "autograd-reverse"],
+        min_time=0.01,
+    )
+    func = frame["method"].str.startswith("func-")
+    assert set(frame[func]["status"]) == {"skipped"}
+    assert frame[func]["message"].str.contains(r"at user_models\.py:\d+\)$").all()
+    assert set(frame[~func]["status"]) == {"ok"}
+    assert (frame[~func]["max_rel_err"] < 1e-5).all()
+
+
+def test_the_reference_of_code_through_numpy_is_its_exact_jacobian():
+    """tanh(W x) / s, s read through NumPy (a constant to autograd): diag(1 − tanh²) W / s."""
+    from jacbench.runs.methods import jvp_loop
+    from jacbench.runs.operators import get_operator
+
+    built = models.resolve_model(_spec("make_through_numpy")).build(5, 3, dtype=torch.float64)
+    x = torch.randn(2, 5, dtype=torch.float64)
+    assert built.refused
+    (w,) = [c.cell_contents for c in built.inner.__closure__ if torch.is_tensor(c.cell_contents)]
+    w = w.double()
+    expected = []
+    for sample in x:
+        h = w @ sample
+        scale = h.abs().max() + 1.0
+        expected.append((1 - torch.tanh(h) ** 2)[:, None] * w / scale)
+    expected = torch.stack(expected)
+    found = get_operator("jacobian").reference(built, x)
+    assert torch.allclose(found, expected, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(jvp_loop(built, x[0]), expected[0], rtol=1e-12, atol=1e-14)
+
+
+def test_predict_says_in_one_line_why_it_cannot_count_code_torch_func_cannot_transform():
+    args = ["predict", "--model", _spec("make_through_numpy"), "--d-in", "8", "--d-out", "2"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code != 0
+    assert "torch.func cannot transform its code" in done.output
+    assert "Traceback" not in done.output

@@ -141,3 +141,31 @@ class Normed(nn.Module):
 
 def make_batchnorm(d_in, d_out, width=16):
     return Normed(d_in, d_out, width)
+
+
+def make_writes_in_place(d_in, d_out):
+    """Code written for torch.autograd: writes into a tensor made inside the function."""
+    w = torch.randn(d_out, d_in) / d_in**0.5
+
+    def f(x):
+        out = torch.zeros(d_out, dtype=x.dtype)
+        out[0] = x.sum()
+        out[1:] = torch.tanh(w[1:].to(x.dtype) @ x)
+        return out
+
+    return f
+
+
+def make_through_numpy(d_in, d_out):
+    """Code written for torch.autograd: a scale read through NumPy, which torch.func's
+    transforms cannot give a tensor to."""
+    import numpy as np
+
+    w = torch.randn(d_out, d_in) / d_in**0.5
+
+    def f(x):
+        h = w.to(x.dtype) @ x
+        scale = float(np.abs(h.detach().numpy()).max()) + 1.0
+        return torch.tanh(h) / scale
+
+    return f

@@ -395,15 +395,20 @@ def _transformed(mode: str, chunk_size: int | None) -> Callable[..., Tensor]:
 class SampleWise(nn.Module):
     """A model made to map one sample (D,) to (P,) and a batch (B, D) to (B, P) sample by
     sample, as jacbench's methods take it (NOTE: [Models of one sample] in
-    ``jacbench.runs.models``). ``how``: "vmap" or "loop" for a model written for one sample
-    (batched with ``torch.func.vmap``, or by a loop where vmap cannot run its code); "batch
-    of one" for a model that takes batches only (BatchNorm1d refuses one sample)."""
+    ``jacbench.runs.models``). ``how``: "batch" for a model that does so itself; "vmap" or
+    "loop" for a model written for one sample (batched with ``torch.func.vmap``, or by a
+    loop where vmap cannot run its code); "batch of one" for a model that takes batches
+    only (BatchNorm1d refuses one sample). ``refused``: why torch.func cannot transform
+    its code ("" where it can)."""
 
-    def __init__(self, inner: Callable[[Tensor], Tensor], how: str) -> None:
+    def __init__(self, inner: Callable[[Tensor], Tensor], how: str, refused: str = "") -> None:
         super().__init__()
         self.inner, self.how = inner, how  # a module inner is a submodule: .to() moves it
+        self.refused = refused
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.how == "batch":
+            return self.inner(x)
         if self.how == "batch of one":
             return self.inner(x[None])[0] if x.ndim == 1 else self.inner(x)
         if x.ndim == 1:
@@ -412,5 +417,10 @@ class SampleWise(nn.Module):
             return torch.func.vmap(self.inner)(x)
         return torch.stack([self.inner(sample) for sample in x])
 
+    @property
+    def vmaps(self) -> bool:
+        """Whether torch.func's vmap can run the model's code at all."""
+        return self.how != "loop" and not self.refused
+
     def extra_repr(self) -> str:
-        return f"sample by sample: {self.how}"
+        return f"sample by sample: {self.how}" + (f"; {self.refused}" if self.refused else "")

@@ -22,8 +22,10 @@ import copy
 import inspect
 import itertools
 import pickle
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -141,9 +143,9 @@ class Model:
 #     the code). A model that refuses one sample but maps a batch as each sample alone
 #     would be mapped (BatchNorm1d in eval mode) takes one sample as a batch of one.
 def batched(model: Any, d_in: int, dtype: torch.dtype, device: str) -> Any:
-    """``model`` as it is where it maps one sample (D,) and a batch (B, D) sample by sample,
-    else made to (``SampleWise``); as it is too where it maps neither (``check_model`` says
-    why)."""
+    """``model`` as it is where it maps one sample (D,) and a batch (B, D) sample by sample
+    and torch.func can transform it, else made to (``SampleWise``); as it is too where it
+    maps neither (``check_model`` says why)."""
     if isinstance(model, (MLP, SampleWise)):
         return model
     generator = torch.Generator().manual_seed(0)
@@ -153,13 +155,38 @@ def batched(model: Any, d_in: int, dtype: torch.dtype, device: str) -> Any:
         each = _called(lambda: torch.stack([model(sample) for sample in pair]))
         if each is None:  # not one sample: batches only (each as a batch of one)?
             alone = _called(lambda: torch.cat([model(sample[None]) for sample in pair]))
-            if alone is not None and _agrees(lambda: model(pair), alone):
-                return SampleWise(model, "batch of one")
-            return model
-        if _agrees(lambda: model(pair), each):
-            return model
-        how = "vmap" if _agrees(lambda: torch.func.vmap(model)(pair), each) else "loop"
-    return SampleWise(model, how)
+            if alone is None or not _agrees(lambda: model(pair), alone):
+                return model
+            how = "batch of one"
+        elif _agrees(lambda: model(pair), each):
+            how = "batch"
+        else:
+            how = "vmap" if _agrees(lambda: torch.func.vmap(model)(pair), each) else "loop"
+    made = SampleWise(model, how)
+    made.refused = _transform_refused(made, pair[0])
+    return model if how == "batch" and not made.refused else made
+
+
+def _transform_refused(model: SampleWise, sample: Tensor) -> str:
+    """Why torch.func cannot take the Jacobian of ``model`` at ``sample`` (its error, and
+    the line of the user's code it came from), or "" where it can."""
+    try:
+        torch.func.jacrev(model)(sample.detach().clone())
+    except Exception as error:  # the user's code may raise anything under the transform
+        return f"torch.func cannot transform its code ({_one_line(error)}{_user_line(error)})"
+    return ""
+
+
+def _user_line(error: BaseException) -> str:
+    """Where in the user's code ``error`` was raised (the last frame outside torch and
+    jacbench): " at file.py:12"; "" where none is."""
+    skipped = (str(Path(torch.__file__).parent), str(Path(__file__).parent.parent))
+    frames = [
+        f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith(skipped)
+    ]
+    if not frames:
+        return ""
+    return f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}"
 
 
 def _called(call: Callable[[], Any]) -> Tensor | None:
@@ -185,14 +212,16 @@ def _agrees(call: Callable[[], Any], expected: Tensor) -> bool:
 
 def batching(model: Any) -> str:
     """What a built model takes, as the model check says it."""
-    how = model.how if isinstance(model, SampleWise) else ""
-    if how == "vmap":
-        return "takes one sample; batched with torch.func.vmap"
-    if how == "loop":
-        return "takes one sample; batched by a loop over the samples (vmap cannot run its code)"
-    if how == "batch of one":
-        return "takes batches only; one sample goes in as a batch of one"
-    return "takes one sample and a batch"
+    how = model.how if isinstance(model, SampleWise) else "batch"
+    takes = {
+        "batch": "takes one sample and a batch",
+        "vmap": "takes one sample; batched with torch.func.vmap",
+        "loop": "takes one sample; batched by a loop over the samples (vmap cannot run its code)",
+        "batch of one": "takes batches only; one sample goes in as a batch of one",
+    }[how]
+    if isinstance(model, SampleWise) and model.refused:
+        takes += f"; {model.refused}: timed with torch.autograd's methods"
+    return takes
 
 
 def moved(model: Any, dtype: torch.dtype, device: str) -> Any:
@@ -406,6 +435,11 @@ def _counted_plan(
 ) -> tuple[generic.GenericPlan, str]:
     takes = _check_here(model, d_in, d_out)
     built = model.build(d_in, d_out, dtype=dtype, device=device)
+    if isinstance(built, SampleWise) and built.refused:
+        raise ModelError(
+            f"{model.label}: {built.refused}, so its costs cannot be counted; `jacbench run "
+            "--model` times it with torch.autograd's loops of JVPs and VJPs"
+        )
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(batch, d_in, generator=generator, dtype=torch.float64)
     x = (x if batch > 1 else x[0]).to(dtype=dtype, device=device)

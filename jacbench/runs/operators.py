@@ -88,8 +88,14 @@ def _reference_hvp(net: MLP, x: Tensor) -> Tensor:
 
 
 def _reference_jacobian(net: MLP, x: Tensor) -> Tensor:
-    if x.ndim == 2 and isinstance(net, SampleWise) and net.how == "loop":
-        # code vmap cannot run (NOTE: [Models of one sample]): jacrev at each sample
+    if isinstance(net, SampleWise) and net.refused:
+        # code torch.func cannot transform (NOTE: [Models of one sample]): autograd's own
+        # loop of VJPs at each sample
+        samples = x if x.ndim == 2 else x[None]
+        found = torch.stack([torch.autograd.functional.jacobian(net, s) for s in samples])
+        return found if x.ndim == 2 else found[0]
+    if x.ndim == 2 and isinstance(net, SampleWise) and not net.vmaps:
+        # code vmap cannot run: jacrev at each sample
         return torch.stack([reference_jacobian(net, sample, "jacrev") for sample in x])
     return reference_jacobian(net, x, "jacrev")
 
