@@ -233,8 +233,10 @@ def _choice(
     if seconds[other] <= TIE_FACTOR * seconds[mode]:  # within the model's error: a tie
         fewer = min(("reverse", "forward"), key=flops.__getitem__)
         return fewer, f"{TIE}, within {TIE_FACTOR:g}×; {fewer} mode needs fewer FLOPs", True
-    if flops[mode] <= flops[other]:
+    if flops[mode] < flops[other] or (flops[mode] == flops[other] and flops[mode] > 0):
         return mode, "fewest FLOPs", False
+    if flops[mode] == flops[other]:  # no matrix products at all: the operations decide
+        return mode, f"fewer operations, {operations[mode]} against {operations[other]}", False
     reason = (
         f"fewer operations, {operations[mode]} against {operations[other]}: at this size "
         "torch.func's cost per operation outweighs the FLOPs"
