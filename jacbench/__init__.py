@@ -17,7 +17,7 @@ from jacbench.ad.cost import (
     plan,
     plan_second_order,
 )
-from jacbench.ad.generic import GenericPlan, plan_of
+from jacbench.ad.generic import GenericPlan, compiled_jacobian, plan_of
 from jacbench.ad.hessians import hessian, hvp, laplacian, reference_hessian
 from jacbench.ad.jacobians import (
     capture_jacobian,
@@ -64,6 +64,7 @@ __all__ = [
     "capture_jacobian",
     "chain_order",
     "check",
+    "compiled_jacobian",
     "elementwise_flops",
     "flop_count",
     "get_activation",

@@ -610,3 +610,27 @@ def test_a_function_written_for_torch_autograd_runs_validated_with_the_right_mod
     )  # fmt: skip
     assert set(frame["status"]) == {"ok"} and (frame["max_rel_err"] < 1e-10).all()
     assert plan.mode == "reverse"  # measured 7.8× faster than forward: jacbench run's figure
+
+
+@pytest.mark.slow
+def test_auto_compiled_times_a_model_s_compiled_jacobian_checked_or_skips_code_vmap_cannot_run():
+    frame = jacbench.sweep(
+        model=["residual", _spec("make_branches_on_a_value")], d_in=[4], d_out=[3],
+        batch=[2], methods=["auto-compiled"], min_time=0.01,
+    )  # fmt: skip
+    compiled = frame.set_index("model").loc["residual"]
+    assert compiled["status"] == "ok" and compiled["max_rel_err"] < 1e-5
+    assert compiled["compile_s"] > 0  # reported apart from the timed calls
+    branch = frame[frame["model"].str.endswith("make_branches_on_a_value")].iloc[0]
+    assert branch["status"] == "skipped" and "vmap" in branch["message"]
+
+
+def test_compiled_jacobian_of_a_module_is_torch_func_s_jacobian():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    model.requires_grad_(False)  # as jacbench fixes a model's weights
+    x = torch.randn(2, 5)
+    expected = torch.func.vmap(torch.func.jacrev(model))(x)
+    for mode in ("forward", "reverse"):
+        found = jacbench.compiled_jacobian(model, x, mode)(x)
+        assert torch.allclose(found, expected, rtol=1e-5, atol=1e-6)

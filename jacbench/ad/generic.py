@@ -383,6 +383,45 @@ def jacobian_of(
     return _transformed(mode, chunk_size)(f, x)
 
 
+def compiled_jacobian(
+    f: Callable[[Tensor], Tensor], x: Tensor, mode: str = "auto"
+) -> Callable[[Tensor], Tensor]:
+    """``jacobian_of(f, ·, mode)`` under ``torch.compile`` for inputs shaped like x (NOTE:
+    [Compiling a model's Jacobian]); "auto" takes ``plan_of``'s mode and chunk size. The
+    first call compiles (seconds).
+
+    >>> f = torch.nn.Linear(3, 2)
+    >>> compiled_jacobian(f, torch.ones(3), "reverse")(torch.ones(3)).shape
+    torch.Size([2, 3])
+    """
+    chunk_size = None
+    if mode == "auto":
+        plan = plan_of(f, x)
+        mode, chunk_size = plan.mode, plan.chunk_size
+    elif mode not in GENERIC_MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of: forward, reverse, auto")
+    compute = _transformed(mode, chunk_size)
+    if not isinstance(f, nn.Module):
+        return torch.compile(lambda xs: compute(f, xs), dynamic=False)
+    state = {k: v.detach() for k, v in (*f.named_parameters(), *f.named_buffers())}
+
+    def functional(state: dict[str, Tensor], xs: Tensor) -> Tensor:
+        return compute(lambda sample: torch.func.functional_call(f, state, (sample,)), xs)
+
+    compiled_functional = torch.compile(functional, dynamic=False)
+    return lambda xs: compiled_functional(state, xs)
+
+
+# NOTE: [Compiling a model's Jacobian]
+#     torch.func dispatches every operation of a vmapped JVP or VJP through Python at
+#     microseconds each; torch.compile traces the whole transform once and runs it as one
+#     graph. On a residual MLP (D = P = 16, batch 8, AMD EPYC) the vmapped jacrev took 1.28
+#     ms eagerly and 0.17 ms compiled (6 s to compile). A module's parameters and buffers go
+#     in through ``functional_call`` as detached tensors: compiled over the module itself,
+#     parameters that do not require grad (how jacbench fixes a model's weights) hit an
+#     internal assert in torch 2.13's fake tensors under the transform. The same assert
+#     stops forward mode through LayerNorm even so: ``auto-compiled`` then skips the row
+#     with torch's error rather than timing something else.
 def _transformed(mode: str, chunk_size: int | None) -> Callable[..., Tensor]:
     def compute(f: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         if mode == "forward":

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from jacbench.ad import fused, hessians
 from jacbench.ad.cost import HUTCHINSON_SAMPLES
-from jacbench.ad.generic import SampleWise
+from jacbench.ad.generic import SampleWise, compiled_jacobian
 from jacbench.ad.jacobians import (
     auto_routine,
     capture_jacobian,
@@ -211,10 +211,25 @@ def _build_compiled(net: MLP, x: Tensor) -> JacobianCall:
     # 21 and 160 ms against 0.1 ms); two calls compile and settle the guards, and a timed
     # call that would compile again raises instead, so its row is an error, not a median.
     torch._dynamo.reset()
-    compiled = torch.compile(auto_routine(net, x), dynamic=False)
+    if isinstance(net, MLP):
+        compiled = torch.compile(auto_routine(net, x), dynamic=False)
+    elif isinstance(net, SampleWise) and not net.vmaps:
+        raise UnsupportedNetwork(
+            "torch.compile takes the Jacobian through vmap, which cannot run this model's code"
+        )
+    else:  # a model: its plan's mode, compiled (NOTE: [Compiling a model's Jacobian])
+        compiled = compiled_jacobian(net, x)
     start = time.perf_counter()
-    compiled(x)
-    compiled(x)
+    try:
+        compiled(x)
+        compiled(x)
+    except Exception as error:  # torch.compile may fail to trace a model in any way
+        if isinstance(net, MLP):
+            raise
+        raise UnsupportedNetwork(
+            f"torch.compile cannot compile this model's Jacobian ({type(error).__name__}: "
+            f"{(str(error).splitlines() or [''])[0][:200]})"
+        ) from None
     synchronize(x.device)
     compile_s = time.perf_counter() - start
     stance = getattr(torch.compiler, "set_stance", None)
@@ -636,9 +651,11 @@ METHODS: dict[str, Method] = {
             "auto-compiled",
             "jacbench",
             "auto",
-            "the auto routine under torch.compile; compile time reported apart (--compile)",
+            "the auto routine under torch.compile (for a model: its plan's vmapped jacfwd or "
+            "jacrev); compile time reported apart (--compile)",
             _build_compiled,
             opt_in=True,
+            any_network=True,
         ),
         Method(
             "auto-cudagraph",

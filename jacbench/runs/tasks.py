@@ -480,7 +480,7 @@ def _wrong(row: Row, found: Diagnosis) -> None:
 
 _MLP_ONLY = (
     "{} runs on jacbench's MLP only; a model's methods: func-jacfwd, func-jacrev, auto, "
-    "autograd-forward, autograd-reverse and routines fn(model, x)"
+    "auto-compiled, autograd-forward, autograd-reverse and routines fn(model, x)"
 )
 
 
