@@ -5,6 +5,7 @@ import statistics
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -250,6 +251,28 @@ def test_a_cache_entry_of_another_version_is_measured_again(cache_dir, monkeypat
     fake_measure(monkeypatch, lambda **_: fresh)
     assert tuning.ensure("cpu") == fresh
     assert tuning.cached() == fresh
+
+
+def test_a_cached_tuning_without_the_calibration_is_calibrated_once(cache_dir, monkeypatch):
+    """A tuning cached before the generic plan's constants (or one of them) existed: ensure
+    measures the calibration once, caches it, and never per process after that."""
+    older = tuning.Tuning(narrow=forcing("split").narrow, machine=tuning.machine_key())
+    tuning.save(replace(older, calibration={"forward_op_s": 1e-5}))  # no byte_rate yet
+    fake_measure(monkeypatch, lambda **_: pytest.fail("the kernels measured again"))
+    monkeypatch.setattr(measurement, "OtherWork", _Quiet)
+    constants = {"forward_op_s": 2e-5, "reverse_op_s": 1e-5, "flop_rate": 1e11, "byte_rate": 1e10}
+    calls = []
+    calibrate = lambda: calls.append(1) or constants  # noqa: E731
+    assert dict(tuning.ensure("cpu", calibrate=calibrate).calibration) == constants
+    monkeypatch.setattr(current, "_active", None)  # another process
+    assert dict(tuning.ensure("cpu", calibrate=calibrate).calibration) == constants
+    assert calls == [1]
+    assert tuning.cached().narrow == older.narrow  # the kernels as they were
+
+
+class _Quiet:
+    def cores(self):
+        return 0.0
 
 
 def test_tuning_off_keeps_the_defaults(cache_dir, monkeypatch):

@@ -522,8 +522,27 @@ def ensure(
             found = DEFAULTS
         else:
             save(found)
+    elif calibrate is not None and not CALIBRATION_KEYS <= set(found.calibration):
+        found = _calibrated(found, calibrate)
     activate(found)
     return found
+
+
+# What a cached tuning's calibration holds; one cached before a constant was added to it
+# is calibrated again (once), not measured per process ever after.
+CALIBRATION_KEYS = frozenset({"forward_op_s", "reverse_op_s", "flop_rate", "byte_rate"})
+
+
+def _calibrated(found: Tuning, calibrate: Calibrate) -> Tuning:
+    """``found`` with its calibration measured now, cached unless the machine was busy."""
+    others = OtherWork()
+    with use(found):
+        calibration = dict(calibrate())
+    busy = _busy(others.cores())
+    calibrated = replace(found, calibration=calibration)
+    if not busy:
+        save(calibrated)
+    return calibrated
 
 
 # Why a tuning measured in this process was refused (empty: none was).
