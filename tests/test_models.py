@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import jacbench
 from jacbench.ad import generic
-from jacbench.ad.builtin_models import BUILTIN_MODELS
+from jacbench.ad.builtin_models import BUILTIN_MODELS, CLASSIC_PROBLEMS
 from jacbench.faces.cli import app
 from jacbench.measure.rows import COLUMNS
 from jacbench.runs import models, results
@@ -159,7 +159,10 @@ def test_past_the_memory_budget_reverse_mode_is_chunked_and_stays_exact(monkeypa
     assert torch.allclose(jacbench.jacobian(model, x), _exact(model, x), atol=1e-12)
 
 
-@pytest.mark.parametrize("family", BUILTIN_MODELS)
+ANY_SIZE = [name for name in BUILTIN_MODELS if name not in CLASSIC_PROBLEMS]
+
+
+@pytest.mark.parametrize("family", ANY_SIZE)
 def test_every_family_follows_the_factory_convention(family):
     d = 64 if family in ("cnn", "attention") else 5
     model = _float64(BUILTIN_MODELS[family](d, 3))
@@ -301,7 +304,9 @@ def test_a_plain_function_factory_and_a_callable_from_python():
 def test_the_models_preset_covers_every_family_where_each_mode_should_win():
     points = get_preset("models").points()
     families = {p.model.name for p in points}
-    assert families == set(BUILTIN_MODELS)
+    assert families == set(ANY_SIZE)
+    classic = {p.model.name for p in get_preset("classic").points()}
+    assert classic == set(CLASSIC_PROBLEMS)
     assert any(p.d_in > p.d_out for p in points) and any(p.d_in < p.d_out for p in points)
     assert get_preset("models").installed_methods() == ["func-jacfwd", "func-jacrev", "auto"]
     with pytest.raises(ValueError, match="fixed list of models"):
@@ -634,3 +639,71 @@ def test_compiled_jacobian_of_a_module_is_torch_func_s_jacobian():
     for mode in ("forward", "reverse"):
         found = jacbench.compiled_jacobian(model, x, mode)(x)
         assert torch.allclose(found, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_plan_counts_the_bytes_a_mode_makes():
+    """Hand tracking with 500 points: reverse mode's vmapped VJP carries 1500 cotangents
+    through every elementwise step, and the predicted time counts the bytes it makes."""
+    from jacbench.ad import classic
+
+    f = classic.make_hand(26, 1500)
+    plan = generic.plan_of(f, torch.zeros(26))
+    assert plan.memory_bytes["reverse"] > 20 * plan.memory_bytes["forward"]
+    c = plan.calibration
+    for mode in ("forward", "reverse"):
+        expected = (
+            plan.operations[mode] * c.op_seconds(mode)
+            + plan.flops[mode] / c.flop_rate
+            + plan.memory_bytes[mode] / c.byte_rate
+        )
+        assert plan.seconds[mode] == pytest.approx(expected)
+    assert 1e8 < c.byte_rate < 1e13  # measured: bytes per second, not left at infinity
+
+
+# ------------------------------------------------------------------- the classic problems
+@pytest.mark.parametrize(
+    ("name", "d_in", "d_out", "params"),
+    [
+        ("hand", 26, 30, {}),
+        ("ba", 15, 2, {}),
+        ("gmm", 30, 1, {"points": 50}),
+        ("gmm", 3 * 10, 1, {"dims": 3, "points": 20}),
+        ("ode", 5, 5, {"steps": 5}),
+    ],
+)
+def test_each_classic_problem_s_jacobian_matches_central_differences(name, d_in, d_out, params):
+    """torch.func's Jacobian of each problem against float64 central differences: the
+    problems are smooth where their seeded inputs put them."""
+    f = BUILTIN_MODELS[name](d_in, d_out, **params)
+    x = 0.3 * torch.randn(d_in, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    found = torch.func.jacrev(f)(x)
+    assert found.shape == (d_out, d_in)
+    step = 1e-6
+    columns = [(f(x + step * e) - f(x - step * e)) / (2 * step) for e in torch.eye(d_in).double()]
+    expected = torch.stack(columns, dim=-1)
+    assert torch.allclose(found, expected, rtol=1e-6, atol=1e-6 * expected.abs().max())
+
+
+@pytest.mark.parametrize(
+    ("name", "d_in", "d_out", "says"),
+    [
+        ("hand", 25, 30, "d_in = 26"),
+        ("hand", 26, 31, "3·points"),
+        ("ba", 15, 3, "d_out = 2"),
+        ("gmm", 31, 1, "k·6"),
+        ("ode", 4, 5, "d_in = d_out"),
+    ],
+)
+def test_a_classic_problem_at_a_size_it_does_not_have_is_refused_in_one_line(
+    name, d_in, d_out, says
+):
+    with pytest.raises(ModelError, match=says):
+        models.check_model(models.resolve_model(name), d_in, d_out)
+
+
+@pytest.mark.slow
+def test_the_classic_preset_runs_every_problem_validated():
+    frame = jacbench.sweep(preset="classic", min_time=0.01)
+    assert set(frame["model"].str.split("(").str[0]) == {"hand", "ba", "gmm", "ode"}
+    assert set(frame["status"]) == {"ok"}, frame[["model", "method", "message"]]
+    assert (frame["max_rel_err"] < 1e-4).all()

@@ -11,7 +11,9 @@ seconds:
 - ``siren``: sine activations, sin(ω₀·(W·x + b)), SIREN's initialisation;
 - ``fourier``: a PINN with random Fourier features [cos(2πBx), sin(2πBx)], then a tanh MLP;
 - ``cnn``: a small convolutional classifier of a square image (D = side², 28×28 → 10);
-- ``attention``: a transformer encoder block over a short sequence (D = seq · dim).
+- ``attention``: a transformer encoder block over a short sequence (D = seq · dim);
+- ``hand``, ``ba``, ``gmm``, ``ode``: the classic AD benchmark problems
+  (``jacbench.ad.classic``), functions of one sample.
 
 A module's input is one sample or a batch, as a plain function of x: the batch axis is
 handled here, so ``torch.func`` transforms (``vmap`` of ``jacrev``) see one sample.
@@ -26,6 +28,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from jacbench.ad import classic
 from jacbench.ad.networks import make_mlp
 
 
@@ -204,6 +207,10 @@ def make_mlp_model(d_in: int, d_out: int, *, width: int = 64, depth: int = 3) ->
     return make_mlp(depth, d_in, width, d_out)
 
 
+# The classic AD problems among them: functions of one sample at the sizes they are posed at
+# (the ``classic`` preset), where the others are networks of any size (the ``models`` one).
+CLASSIC_PROBLEMS = ("hand", "ba", "gmm", "ode")
+
 BUILTIN_MODELS: Mapping[str, Callable[..., Any]] = {
     "mlp": make_mlp_model,
     "residual": make_residual,
@@ -211,4 +218,9 @@ BUILTIN_MODELS: Mapping[str, Callable[..., Any]] = {
     "fourier": make_fourier,
     "cnn": make_cnn,
     "attention": make_attention,
+    # the classic AD problems (jacbench.ad.classic): functions of one sample
+    "hand": classic.make_hand,
+    "ba": classic.make_ba,
+    "gmm": classic.make_gmm,
+    "ode": classic.make_ode,
 }

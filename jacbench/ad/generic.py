@@ -24,7 +24,12 @@ NOTE: [Choosing the mode of any function]
     operation + FLOPs ÷ the FLOP rate, both measured once per process, device and dtype
     (``calibration``: a small network's two Jacobians, timed and counted; a 256-square
     product); the plan takes the faster, reverse mode on a tie. The operations are those
-    of one vmapped pass: vmap runs the batch and the tangents in each.
+    of one vmapped pass: vmap runs the batch and the tangents in each. Where the passes
+    make large tensors, writing them costs more than their FLOPs say: hand tracking's
+    residuals at D = 26, P = 1500 make 247 MiB in reverse mode (its vmapped VJP carries
+    1500 cotangents through every elementwise step) against 7 MiB forward, and took 39.5
+    ms against 11.5 ms (AMD EPYC). So the bytes made count too, ÷ the rate at which an
+    elementwise operation writes a 32 MiB tensor (``byte_rate``).
 
     The bytes say what a mode holds at once; past ``MEMORY_BUDGET_BYTES`` reverse mode
     gets a ``chunk_size`` that keeps it within (torch.func's forward mode takes none, so
@@ -67,6 +72,7 @@ class Calibration:
     reverse_op_s: float  # one dispatched operation of a vmapped VJP
     flop_rate: float  # FLOP/s of a matrix product of a small network's size
     measured: str = "here"  # "here": in this process; "with the tuning": cached per machine
+    byte_rate: float = math.inf  # bytes/s an elementwise operation writes a large tensor at
 
     def op_seconds(self, mode: str) -> float:
         """Seconds of one operation of ``mode``."""
@@ -84,7 +90,9 @@ class GenericPlan:
     flops: dict[str, int]  # mode → FLOPs of the whole Jacobian (the batch included)
     memory_bytes: dict[str, int]  # mode → bytes its passes hold at once (the batch included)
     operations: dict[str, int]  # mode → operations dispatched (one vmapped pass; chunks: each)
-    seconds: dict[str, float]  # mode → predicted: operations · op_seconds + flops / flop_rate
+    seconds: dict[
+        str, float
+    ]  # mode → operations · op_seconds + flops / flop_rate + bytes / byte_rate
     primal_flops: int  # one evaluation of f on one sample
     chunk_size: int | None  # reverse mode's cotangents per pass (None: all at once)
     calibration: Calibration
@@ -195,7 +203,9 @@ def _plan(f: Callable[[Tensor], Tensor], x: Tensor) -> GenericPlan:
             operations["reverse"] *= -(-p // chunk)
     calibrated = calibration(sample.dtype, sample.device)
     seconds = {
-        m: operations[m] * calibrated.op_seconds(m) + flops[m] / calibrated.flop_rate
+        m: operations[m] * calibrated.op_seconds(m)
+        + flops[m] / calibrated.flop_rate
+        + memory[m] / calibrated.byte_rate
         for m in counts
     }
     mode, reason, tie = _choice(seconds, flops, operations, memory, unsupported)
@@ -264,7 +274,12 @@ def calibration(dtype: torch.dtype, device: torch.device | str) -> Calibration:
     cached = tuning.active().calibration
     if torch.device(device).type == "cpu" and dtype == torch.float32 and cached:
         found = Calibration(
-            cached["forward_op_s"], cached["reverse_op_s"], cached["flop_rate"], "with the tuning"
+            cached["forward_op_s"],
+            cached["reverse_op_s"],
+            cached["flop_rate"],
+            "with the tuning",
+            # a tuning cached before the bytes counted: measured here, once per process
+            cached.get("byte_rate") or _byte_rate(dtype, torch.device(device)),
         )
     else:
         found = _measured_calibration(dtype, device)
@@ -279,6 +294,7 @@ def calibrated() -> dict[str, float]:
         "forward_op_s": found.forward_op_s,
         "reverse_op_s": found.reverse_op_s,
         "flop_rate": found.flop_rate,
+        "byte_rate": found.byte_rate,
     }
 
 
@@ -304,7 +320,27 @@ def _measured_calibration(dtype: torch.dtype, device: torch.device | str) -> Cal
             rounds[mode].append(_best_seconds(call, x.device) / operations[mode])
         rounds["product"].append(_best_seconds(lambda: a @ a, x.device))
     median = {name: statistics.median(values) for name, values in rounds.items()}
-    return Calibration(median["forward"], median["reverse"], 2 * 256**3 / median["product"])
+    flop_rate = 2 * 256**3 / median["product"]
+    byte_rate = _byte_rate(dtype, x.device)
+    return Calibration(median["forward"], median["reverse"], flop_rate, "here", byte_rate)
+
+
+BYTE_PROBE = 32 << 20  # bytes of the tensor ``_byte_rate`` makes
+
+
+def _byte_rate(dtype: torch.dtype, device: torch.device) -> float:
+    """Bytes per second an elementwise operation writes a large tensor at: the median of
+    ``CALIBRATION_ROUNDS`` bests. Into a tensor it already has: a fresh one's allocation
+    costs what the allocator's settings say (glibc's page faults: 3.6 GB/s on an AMD EPYC,
+    against many times that with freed memory kept), and a rate that moved with them would
+    move the plan between processes."""
+    a = torch.ones(BYTE_PROBE // torch.tensor([], dtype=dtype).element_size(), dtype=dtype)
+    a, out = a.to(device), torch.empty_like(a, device=device)
+    times = [
+        _best_seconds(lambda: torch.mul(a, 2, out=out), device, repeats=3)
+        for _ in range(CALIBRATION_ROUNDS)
+    ]
+    return BYTE_PROBE / statistics.median(times)
 
 
 def _best_seconds(call: Callable[[], Any], device: torch.device, repeats: int = 7) -> float:

@@ -138,8 +138,8 @@ def model_predict_table(plan: GenericPlan, label: str) -> Table:
             "predicted time = operations × "
             f"{format_seconds(plan.calibration.forward_op_s)} forward, "
             f"{format_seconds(plan.calibration.reverse_op_s)} reverse + FLOP ÷ "
-            f"{plan.calibration.flop_rate / 1e9:.0f} GFLOP/s (measured "
-            f"{plan.calibration.measured})"
+            f"{plan.calibration.flop_rate / 1e9:.0f} GFLOP/s + memory ÷ "
+            f"{plan.calibration.byte_rate / 1e9:.1f} GB/s (measured {plan.calibration.measured})"
         ),
     )
     table.add_column("mode")

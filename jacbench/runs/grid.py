@@ -394,6 +394,26 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
                 ),
                 methods=MODEL_METHODS,
             ),
+            # The classic AD problems (jacbench.ad.classic) at ADBench's and GradBench's
+            # sizes for two cores: hand tracking with 100 and 500 correspondences (forward
+            # mode's), a batch of bundle adjustment blocks and a Gaussian mixture of 5
+            # components in 2-D over 1000 points (reverse mode's), an ODE's square chain.
+            Preset(
+                "classic",
+                "the classic AD problems (hand tracking, bundle adjustment, a Gaussian "
+                "mixture, an ODE integrator), each where ADBench or GradBench poses it",
+                models=(
+                    ("hand", {}, 26, 300, 1),
+                    ("hand", {}, 26, 1500, 1),
+                    ("ba", {}, 15, 2, 1),
+                    ("ba", {}, 15, 2, 256),
+                    ("gmm", {}, 30, 1, 1),
+                    ("gmm", {"dims": 10}, 5 * 66, 1, 1),
+                    ("ode", {}, 8, 8, 1),
+                    ("ode", {"steps": 50}, 32, 32, 4),
+                ),
+                methods=MODEL_METHODS,
+            ),
             Preset(
                 "smoke",
                 "two tiny shapes, seconds (the pytest-benchmark default)",
