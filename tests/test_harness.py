@@ -357,3 +357,15 @@ def test_processes_pool_a_wrong_row_as_wrong():
     bad = good.assign(status="wrong", median_s=float("nan"), message="relative error 1")
     rows = pool([RunData(good, good.attrs["samples"], {}), RunData(bad, bad.iloc[0:0], {})])
     assert [(r.status.value, r.message) for r in rows] == [("wrong", "relative error 1")]
+
+
+def test_every_timed_row_says_what_its_jacobian_costs_in_evaluations_of_the_function():
+    """evals = median_s / primal_s, primal_s the network's own forward pass at the point's
+    input, one per point."""
+    frame = sweep(
+        depths=[1, 8], d_in=[6], width=[32], d_out=[2], methods=["reverse"], min_time=0.02
+    )
+    assert frame["primal_s"].notna().all() and (frame["primal_s"] > 0).all()
+    assert frame["evals"].to_numpy() == pytest.approx(
+        (frame["median_s"] / frame["primal_s"]).to_numpy()
+    )

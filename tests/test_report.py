@@ -384,3 +384,13 @@ def test_the_rows_say_when_the_machine_was_busy():
     warning = text.busy_warning({}, frame)
     assert warning is not None and f"up to 1.4 cores while 2 of {len(frame)} rows" in warning
     assert text.busy_warning({}, fixture_frame()) is None  # rows that do not say: meta decides
+
+
+def test_the_summary_tables_each_jacobian_s_cost_in_evaluations():
+    frame = fixture_frame()
+    assert "costs in evaluations" not in report.summary_markdown(frame, {})  # rows that do not say
+    frame = frame.assign(evals=frame["median_s"] / 2e-5)
+    text = report.summary_markdown(frame, {})
+    section = text.split("## What a Jacobian costs in evaluations of the function", 1)[1]
+    first = frame.iloc[0]
+    assert f"{first['median_s'] / 2e-5:.3g}" in section

@@ -56,7 +56,7 @@ def test_columns_are_the_documented_schema_in_order():
         "status",
     )
     # columns are only ever appended: older files stay readable
-    assert COLUMNS[-9:] == (
+    assert COLUMNS[-11:] == (
         "message",
         "source",
         "ci_low_s",
@@ -66,8 +66,10 @@ def test_columns_are_the_documented_schema_in_order():
         "mistake",
         "other_cores",
         "bound_note",
+        "primal_s",
+        "evals",
     )
-    assert len(COLUMNS) == 36
+    assert len(COLUMNS) == 38
     assert "samples" not in COLUMNS  # a row's samples go to samples.csv
     assert KEY_COLUMNS == ("widths", "batch", "dtype", "device", "method", "model")
 

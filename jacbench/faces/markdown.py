@@ -44,7 +44,12 @@ def summary_markdown(
             continue
         lines += markdown_lines(tables.summary_table(summary, methods, operator, wide=True))
         lines += ["", accuracy_sentence(summary, operator)]
-        for section in (_peer_lines(rows), _devices_lines(rows, methods, samples)):
+        sections = (
+            _peer_lines(rows),
+            _devices_lines(rows, methods, samples),
+            _evals_lines(rows, methods),
+        )
+        for section in sections:
             if section:
                 lines += ["", *section]
     lines += _untimed_lines(frame)
@@ -119,6 +124,22 @@ def _devices_lines(
         return []
     table = tables.devices_table(side_by_side, analysis.devices_of(rows), methods)
     return ["## Devices side by side", "", *markdown_lines(table)]
+
+
+def _evals_lines(rows: pd.DataFrame, methods: Sequence[str] | None) -> list[str]:
+    """The section on each Jacobian's cost in evaluations of the function (none where no
+    row was timed against it)."""
+    table = tables.evals_table(rows, methods)
+    if table is None:
+        return []
+    return [
+        "## What a Jacobian costs in evaluations of the function",
+        "",
+        "Each median over the function's own median at the same input (`evals`; ADBench's "
+        "presentation): how many evaluations of f one Jacobian costs.",
+        "",
+        *markdown_lines(table),
+    ]
 
 
 def _untimed_lines(frame: pd.DataFrame) -> list[str]:

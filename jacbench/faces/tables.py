@@ -164,6 +164,25 @@ def devices_table(
     return table
 
 
+# ------------------------------------------------------------------- evaluations
+def evals_table(rows: pd.DataFrame, methods: Sequence[str] | None = None) -> TextTable | None:
+    """What each timed row's Jacobian cost in evaluations of the function itself
+    (``evals``, ADBench's presentation), shape by method; None where no row says."""
+    if "evals" not in rows.columns:
+        return None
+    timed = rows[pd.to_numeric(rows["evals"], errors="coerce").notna()]
+    if timed.empty:
+        return None
+    present = set(timed["method"])
+    order = [m for m in (methods or dict.fromkeys(timed["method"])) if m in present]
+    table = TextTable(["shape", *order])
+    labels = timed.apply(compact_label, axis=1)
+    for label, group in timed.groupby(labels, sort=False):
+        by = dict(zip(group["method"], group["evals"]))
+        table.rows.append([str(label), *(f"{by[m]:.3g}" if m in by else "—" for m in order)])
+    return table
+
+
 # ------------------------------------------------------------------- untimed
 def untimed_table(frame: pd.DataFrame) -> TextTable:
     """The rows that were not timed (failed, skipped, out of memory) and why."""

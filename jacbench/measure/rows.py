@@ -168,6 +168,10 @@ class Row:
         float, "cores", "CPU other processes used while the row was timed (busy above 0.5)"
     )
     bound_note: str = _column(str, "", "why bound_s and efficiency are empty at a timed MLP row")
+    primal_s: float = _column(float, "s", "median seconds of the function itself at the input")
+    evals: float = _column(
+        float, "", "median_s / primal_s: the Jacobian's cost in evaluations (ADBench's measure)"
+    )
     # Not a column: the measured samples, (process, round, seconds) per timed block, for
     # samples.csv.
     samples: tuple[tuple[int, int, float], ...] = field(default=(), repr=False, compare=False)
@@ -200,6 +204,7 @@ class Row:
         self.noisy = measurement.noisy
         self.gflops = self.flops / measurement.median / 1e9 if self.flops else math.nan
         self.efficiency = self.bound_s / measurement.median  # NaN without a bound
+        self.evals = measurement.median / self.primal_s  # NaN where f was not timed
         return self
 
     def sample_records(self) -> list[dict[str, Any]]:

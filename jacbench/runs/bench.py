@@ -173,6 +173,27 @@ class Bench:
         )
         return self.failure, plain
 
+    def primal_seconds(self, min_time: float) -> float:
+        """The median seconds of the function itself at the point's own input (the MLP's
+        or the model's forward pass, gradients off), for the ``evals`` column; NaN where
+        it cannot be timed."""
+        if self.failure:
+            return math.nan
+        self._run_state()
+        net, x = self.net, self.x
+
+        def forward() -> object:
+            with torch.no_grad():
+                return net(x)
+
+        try:
+            with tuning.use(self.tuned or tuning.active()):
+                return timing.measure(
+                    forward, device=self.point.device, min_time=min_time, threads=self.threads
+                ).median
+        except Exception:  # a model that fails here fails its rows' own steps too
+            return math.nan
+
     def reference(self) -> PlainResult | str:
         """The operator's float64 reference at the point's own input, or why there is none
         (the message of unchecked rows)."""

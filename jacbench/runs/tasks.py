@@ -200,6 +200,7 @@ class PointTasks:
         self.costs = point_costs(point, settings.operator)
         self._benches: dict[str, Executor] = {}
         self._reference: torch.Tensor | str | None = None
+        self._primal_s: float | None = None
         try:
             self._open(self.home, validate=settings.validate)
             self.failure, self.costs = self.home.call("describe", deadline=self.timeout)
@@ -241,6 +242,19 @@ class PointTasks:
             self._reference = found if isinstance(found, str) else tensor_of(found)
         return self._reference
 
+    def primal_seconds(self) -> float:
+        """The function's own median seconds at the point's input, timed once per point in
+        its bench (NaN where it could not be): what ``evals`` divides by."""
+        if self._primal_s is None:
+            share = min(max(self.settings.timing.min_time / 5, 0.01), 0.1)
+            try:
+                found = self.home.call("primal_seconds", share, deadline=self.timeout + 4 * share)
+            except StepFailed:
+                found = math.nan
+            ok = isinstance(found, float) and 0 < found < math.inf
+            self._primal_s = found if ok else math.nan
+        return self._primal_s
+
     def prepare(self, method: Method) -> Row:
         """Build, call once and check ``method``; the row so far (final unless the method
         is still to be timed: ``waiting``)."""
@@ -264,6 +278,7 @@ class PointTasks:
             return failed(row, failure)
         if row.status is Status.WRONG:
             return row
+        row.primal_s = self.primal_seconds()
         if first > self.settings.timing.max_call_time:
             if row.status is Status.OK:
                 row.status = Status.SLOW
