@@ -347,7 +347,7 @@ def test_results_made_before_the_model_column_read_as_the_mlp(tmp_path):
     frame = jacbench.sweep(shapes=[((3, 4, 2), 1)], methods=["reverse"], min_time=0.01,
                            out=tmp_path / "run")  # fmt: skip
     run = tmp_path / "run"
-    later = ["model", "mistake", "other_cores", "bound_note"]
+    later = ["model", "mistake", "other_cores", "bound_note", "primal_s", "evals"]
     rows = pd.read_csv(run / "results.csv").drop(columns=later)
     rows.to_csv(run / "results.csv", index=False)
     samples = pd.read_csv(run / "samples.csv").drop(columns=["model"])
