@@ -573,7 +573,7 @@ def test_code_torch_func_cannot_transform_is_timed_with_autograd_s_loops():
 
 
 def test_the_reference_of_code_through_numpy_is_its_exact_jacobian():
-    """tanh(W x) / s, s read through NumPy (a constant to autograd): diag(1 − tanh²) W / s."""
+    """sin(W x) with sin in NumPy (its derivative given to autograd): diag(cos(W x)) W."""
     from jacbench.runs.methods import jvp_loop
     from jacbench.runs.operators import get_operator
 
@@ -582,15 +582,23 @@ def test_the_reference_of_code_through_numpy_is_its_exact_jacobian():
     assert built.refused
     (w,) = [c.cell_contents for c in built.inner.__closure__ if torch.is_tensor(c.cell_contents)]
     w = w.double()
-    expected = []
-    for sample in x:
-        h = w @ sample
-        scale = h.abs().max() + 1.0
-        expected.append((1 - torch.tanh(h) ** 2)[:, None] * w / scale)
-    expected = torch.stack(expected)
+    expected = torch.stack([torch.cos(w @ sample)[:, None] * w for sample in x])
     found = get_operator("jacobian").reference(built, x)
     assert torch.allclose(found, expected, rtol=1e-12, atol=1e-14)
     assert torch.allclose(jvp_loop(built, x[0]), expected[0], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_code_that_hides_its_derivative_from_ad_leaves_its_rows_unchecked(batch):
+    """A scale read through NumPy: every AD differentiates it as a constant, AD's Jacobian
+    is not the function's, and no row may be called right by a reference blind to it."""
+    frame = jacbench.sweep(
+        model=[_spec("make_hides_a_derivative")], d_in=[5], d_out=[3], batch=[batch],
+        methods=["func-jacrev", "auto", "autograd-reverse"], min_time=0.01,
+    )  # fmt: skip
+    timed = frame[frame["status"] != "skipped"]
+    assert len(timed) == 2 and set(timed["status"]) == {"unchecked"}
+    assert timed["message"].str.contains("disagrees with central differences").all()
 
 
 def test_predict_says_in_one_line_why_it_cannot_count_code_torch_func_cannot_transform():
@@ -707,3 +715,27 @@ def test_the_classic_preset_runs_every_problem_validated():
     assert set(frame["model"].str.split("(").str[0]) == {"hand", "ba", "gmm", "ode"}
     assert set(frame["status"]) == {"ok"}, frame[["model", "method", "message"]]
     assert (frame["max_rel_err"] < 1e-4).all()
+
+
+def test_a_model_that_batches_itself_over_code_vmap_cannot_run_is_looped():
+    spec = _spec("make_batches_itself_by_a_loop")
+    assert models.check_model(models.resolve_model(spec), 6, 3).startswith(
+        "takes one sample; batched by a loop"
+    )
+    frame = jacbench.sweep(
+        model=[spec], d_in=[6], d_out=[3], batch=[4], methods=["func-jacrev", "auto"],
+        min_time=0.01,
+    )  # fmt: skip
+    assert set(frame["status"]) == {"ok"}
+
+
+def test_a_model_nothing_can_differentiate_is_refused_naming_its_line():
+    with pytest.raises(ModelError) as refused:
+        models.check_model(models.resolve_model(_spec("make_numpy_on_the_input")), 6, 3)
+    text = str(refused.value)
+    assert "neither torch.func nor torch.autograd can differentiate this model" in text
+    line = next(
+        i for i, source in enumerate(USER_MODELS.read_text().splitlines(), 1)
+        if "the line the refusal names" in source
+    )  # fmt: skip
+    assert text.endswith(f"at user_models.py:{line})")

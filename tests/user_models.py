@@ -3,6 +3,7 @@ a run must refuse or survive (used by tests/test_models.py, by file spec and as 
 
 import threading
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -156,16 +157,77 @@ def make_writes_in_place(d_in, d_out):
     return f
 
 
-def make_through_numpy(d_in, d_out):
-    """Code written for torch.autograd: a scale read through NumPy, which torch.func's
-    transforms cannot give a tensor to."""
-    import numpy as np
+class _NumpySine(torch.autograd.Function):
+    """sin computed in NumPy, with its derivative given to autograd (backward and jvp):
+    exact for torch.autograd, opaque to torch.func (no vmap rule, no setup_context)."""
 
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        ctx.save_for_forward(x)
+        return torch.from_numpy(np.sin(x.detach().cpu().numpy())).to(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * torch.cos(x)
+
+    @staticmethod
+    def jvp(ctx, tangent):
+        (x,) = ctx.saved_tensors
+        return tangent * torch.cos(x)
+
+
+def make_through_numpy(d_in, d_out):
+    """Code written for torch.autograd: a step in NumPy inside an autograd.Function that
+    gives its derivative; torch.func cannot transform it."""
+    w = torch.randn(d_out, d_in) / d_in**0.5
+
+    def f(x):
+        return _NumpySine.apply(w.to(x.dtype) @ x)
+
+    return f
+
+
+def make_hides_a_derivative(d_in, d_out):
+    """A scale read through NumPy: its derivative is hidden from every AD, so AD's Jacobian
+    is not the function's."""
     w = torch.randn(d_out, d_in) / d_in**0.5
 
     def f(x):
         h = w.to(x.dtype) @ x
         scale = float(np.abs(h.detach().numpy()).max()) + 1.0
         return torch.tanh(h) / scale
+
+    return f
+
+
+def make_batches_itself_by_a_loop(d_in, d_out):
+    """Batches itself with a Python loop over one-sample code that branches on a value: its
+    batch call is right, but vmap cannot run the one-sample code."""
+    w = torch.randn(d_out, d_in) / d_in**0.5
+
+    def one(x):
+        h = w.to(x.dtype) @ x
+        for _ in range(5):
+            if h.abs().max() > 1e6:
+                break
+            h = h - 0.05 * torch.sin(h)
+        return h
+
+    def f(x):
+        return torch.stack([one(s) for s in x]) if x.ndim == 2 else one(x)
+
+    return f
+
+
+def make_numpy_on_the_input(d_in, d_out):
+    """Reads the input itself through NumPy: neither torch.func nor torch.autograd can
+    differentiate it."""
+    w = torch.randn(d_out, d_in) / d_in**0.5
+
+    def f(x):
+        scale = float(np.linalg.norm(x.numpy()))  # the line the refusal names
+        return torch.tanh(w.to(x.dtype) @ x) * scale
 
     return f

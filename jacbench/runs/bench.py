@@ -102,7 +102,50 @@ def point_reference(
     """The operator's float64 reference at (net, x), on the point's device: for the Jacobian
     ``torch.func.jacrev``, for the second order ``torch.func.hessian`` (jacbench.runs.operators),
     of a float64 copy of the network or model."""
-    return get_operator(operator).reference(copied(net, torch.float64), x.to(torch.float64))
+    net64, x64 = copied(net, torch.float64), x.to(torch.float64)
+    found = get_operator(operator).reference(net64, x64)
+    if operator == "jacobian" and point.model is not None and point.model.user_code:
+        _agrees_with_differences(net64, x64, found)
+    return found
+
+
+# NOTE: [A model's reference checked by differences]
+#     A user's model is differentiated by the AD it is written for: its reference is
+#     float64 jacrev (or torch.autograd's, where torch.func cannot transform it). Code can
+#     hide part of its derivative from AD (a value read under torch.no_grad, through NumPy
+#     or .detach(), integer outputs; or code that behaves otherwise under a transform), and
+#     the reference then agrees with the rows that share the blind spot: an all-zero
+#     Jacobian was "ok" with error 0. So the reference is checked against central
+#     differences along DIRECTIONS seeded random directions (the model's own float64 calls,
+#     no AD): J·v against (f(x + hv) − f(x − hv)) / 2h. Where they disagree beyond
+#     DIFFERENCE_TOLERANCE the reference is refused and the rows are unchecked, saying why.
+DIRECTIONS = 4
+DIFFERENCE_STEP = 1e-6
+DIFFERENCE_TOLERANCE = 1e-4
+
+
+def _agrees_with_differences(net: Any, x: torch.Tensor, jacobian: torch.Tensor) -> None:
+    """Raises ValueError where ``jacobian`` (float64, at x of shape (D,) or (B, D)) is not
+    the derivative central differences of ``net`` measure (NOTE: [A model's reference
+    checked by differences])."""
+    generator = torch.Generator().manual_seed(7)
+    for _ in range(DIRECTIONS):
+        v = torch.randn(x.shape[-1], generator=generator, dtype=torch.float64).to(x.device)
+        v = v / v.norm()
+        with torch.no_grad():
+            ahead, behind = net(x + DIFFERENCE_STEP * v), net(x - DIFFERENCE_STEP * v)
+        if not (isinstance(ahead, torch.Tensor) and ahead.is_floating_point()):
+            raise ValueError("the model's output is not a floating-point tensor")
+        measured = (ahead - behind).to(torch.float64) / (2 * DIFFERENCE_STEP)
+        derived = jacobian @ v
+        scale = max(float(measured.abs().max()), float(derived.abs().max()), 1e-12)
+        off = float((measured - derived).abs().max()) / scale
+        if not off <= DIFFERENCE_TOLERANCE:
+            raise ValueError(
+                f"AD's Jacobian disagrees with central differences (relative {off:.2g} along a "
+                "random direction): the code hides part of its derivative from AD "
+                "(torch.no_grad, .detach(), NumPy, integers, or behaviour under a transform)"
+            )
 
 
 def point_costs(point: Point, operator: str, net: Any = None, x: Any = None) -> Costs:

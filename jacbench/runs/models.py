@@ -22,6 +22,7 @@ import copy
 import inspect
 import itertools
 import pickle
+import sysconfig
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -129,7 +130,10 @@ class Model:
                 raise ModelError(
                     f"{self.label} at d_in={d_in}, d_out={d_out} raised {_one_line(error)}"
                 ) from None
-        return batched(moved(made, dtype, device), d_in, dtype, device)
+        try:
+            return batched(moved(made, dtype, device), d_in, dtype, device)
+        except ModelError as error:
+            raise ModelError(f"{self.label}: {error}") from None
 
 
 # NOTE: [Models of one sample]
@@ -159,11 +163,21 @@ def batched(model: Any, d_in: int, dtype: torch.dtype, device: str) -> Any:
                 return model
             how = "batch of one"
         elif _agrees(lambda: model(pair), each):
-            how = "batch"
+            # its own batching; per-sample methods vmap its one-sample call, which may
+            # branch on a value (a loop over the batch inside it)
+            how = "batch" if _agrees(lambda: torch.func.vmap(model)(pair), each) else "loop"
         else:
             how = "vmap" if _agrees(lambda: torch.func.vmap(model)(pair), each) else "loop"
     made = SampleWise(model, how)
     made.refused = _transform_refused(made, pair[0])
+    if made.refused:
+        try:
+            torch.autograd.functional.jacobian(made, pair[0].detach().clone())
+        except Exception as error:  # nothing can differentiate it: say so before a run
+            raise ModelError(
+                f"neither torch.func nor torch.autograd can differentiate this model "
+                f"(torch.autograd: {_one_line(error)}{_user_line(error)})"
+            ) from None
     return model if how == "batch" and not made.refused else made
 
 
@@ -178,12 +192,14 @@ def _transform_refused(model: SampleWise, sample: Tensor) -> str:
 
 
 def _user_line(error: BaseException) -> str:
-    """Where in the user's code ``error`` was raised (the last frame outside torch and
-    jacbench): " at file.py:12"; "" where none is."""
-    skipped = (str(Path(torch.__file__).parent), str(Path(__file__).parent.parent))
-    frames = [
-        f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith(skipped)
-    ]
+    """Where in the user's code ``error`` was raised (the last frame outside torch,
+    jacbench and the installed libraries, NumPy's say): " at file.py:12"; "" where none
+    is."""
+    paths = sysconfig.get_paths()
+    libraries = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    skipped = (str(Path(torch.__file__).parent), str(Path(__file__).parent.parent), *libraries)
+    every = traceback.extract_tb(error.__traceback__)
+    frames = [f for f in every if not f.filename.startswith(skipped)]
     if not frames:
         return ""
     return f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}"
