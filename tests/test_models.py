@@ -739,3 +739,29 @@ def test_a_model_nothing_can_differentiate_is_refused_naming_its_line():
         if "the line the refusal names" in source
     )  # fmt: skip
     assert text.endswith(f"at user_models.py:{line})")
+
+
+def test_a_model_right_for_its_first_calls_only_is_caught_when_timed():
+    """jacbench's methods at a model's point are timed in blocks whose picked calls are
+    judged against the reference made before any timed call."""
+    frame = jacbench.sweep(
+        model=[_spec("make_honest_at_first")], d_in=[6], d_out=[4], batch=[2],
+        methods=["func-jacrev"], min_time=0.05,
+    )  # fmt: skip
+    assert list(frame["status"]) == ["wrong"]
+    assert frame["message"].iloc[0].startswith("the model's Jacobian was different when timed")
+    assert frame["mistake"].iloc[0] == "wrong when timed"
+
+
+def test_a_model_that_replaces_the_timing_code_beside_it_is_timed_by_jacbench_s_clock():
+    """The model's sandbox divides every time it measures by 100; the timings come from
+    the parent's clock, so the model's rows are as slow as the same model's honest twin."""
+    frame, honest = (
+        jacbench.sweep(
+            model=[_spec(name)], d_in=[6], d_out=[4], batch=[2],
+            methods=["func-jacrev"], min_time=0.05,
+        )  # fmt: skip
+        for name in ("make_slows_the_clock", "make_tanh_layer")
+    )
+    assert list(frame["status"]) == ["ok"] and list(honest["status"]) == ["ok"]
+    assert frame["median_s"].iloc[0] > 0.2 * honest["median_s"].iloc[0]

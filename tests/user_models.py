@@ -231,3 +231,42 @@ def make_numpy_on_the_input(d_in, d_out):
         return torch.tanh(w.to(x.dtype) @ x) * scale
 
     return f
+
+
+def make_honest_at_first(d_in, d_out, honest_calls=40):
+    """Right for its first calls in a process (a point's reference and first checks), then
+    a constant: its timed calls would be fast and wrong."""
+    w = torch.randn(d_out, d_in) / d_in**0.5
+    calls = [0]
+
+    def f(x):
+        calls[0] += 1
+        if calls[0] > honest_calls:
+            return torch.zeros(*x.shape[:-1], d_out, dtype=x.dtype) + 0 * x.sum()
+        return torch.tanh(x @ w.to(x.dtype).T)
+
+    return f
+
+
+def make_slows_the_clock(d_in, d_out):
+    """Replaces the code that times it in the process it runs in, so that every time
+    measured there comes out a hundred times too short."""
+    import dataclasses
+    import sys
+
+    timing = sys.modules.get("jacbench.measure.timing")
+    if timing is not None:
+        real = timing.measure
+
+        def measure(*args, **kwargs):
+            found = real(*args, **kwargs)
+            return dataclasses.replace(found, times=tuple(t / 100 for t in found.times))
+
+        timing.measure = measure
+    return make_tanh_layer(d_in, d_out)
+
+
+def make_tanh_layer(d_in, d_out):
+    """One tanh layer, as a function of its batch (the honest twin of the attacks here)."""
+    w = torch.randn(d_out, d_in) / d_in**0.5
+    return lambda x: torch.tanh(x @ w.to(x.dtype).T)

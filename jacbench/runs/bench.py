@@ -26,6 +26,15 @@ NOTE: [Every timed call checked]
     probability 0.73 and twenty blocks' with 0.002; whatever made the committed results
     ran inside the timed block. A timed result that is wrong is ``wrong``: "a different
     result when timed".
+
+    A user's model is the same threat one level down: jacbench's own methods call the
+    model's code in the model's sandbox, where it could change the clock, or be right for
+    its first calls (the reference's, the checked first call) and return zeros from its
+    twentieth. So at a model's point jacbench's methods are timed in blocks too, every call
+    on the point's own input (the transforms are jacbench's: nothing of the model can keep
+    a Jacobian between calls), and the picked results are judged against the point's
+    reference, made before any timed call and itself checked against central differences
+    (NOTE: [A model's reference checked by differences]).
 """
 
 from __future__ import annotations
@@ -303,20 +312,24 @@ class Bench:
             )  # fmt: skip
 
     def timed_block(
-        self, handle: Method | str | bytes, name: str, seed: int, calls: int
+        self, handle: Method | str | bytes, name: str, seed: int | None, calls: int
     ) -> tuple[bytes, ...]:
         """``calls`` calls of the method, one after another, each on the block's next input
         (``block_draws`` from ``seed``, each scaled by the previous result's digest:
-        ``chained_input``), and a digest of each result; the results kept for
-        ``block_results``. The parent's clock times the whole request (NOTE: [Every timed
-        call checked])."""
+        ``chained_input``; with no seed, the method's own call at the point's input), and a
+        digest of each result; the results kept for ``block_results``. The parent's clock
+        times the whole request (NOTE: [Every timed call checked])."""
         self._ensure(handle, name)
         self._run_state()
         net, _, _, method = self.inputs[name]
-        draws = block_draws(self.point, seed, calls)
         self._block, digests, previous = [], [], b""
         with tuning.use(self.tuned or tuning.active()):
-            for draw in draws:
+            if seed is None:  # jacbench's method on a user's model: the point's own input
+                for _ in range(calls):
+                    self._block.append(plain_of(self.calls[name]()))
+                    digests.append(digest(self._block[-1]))
+                return tuple(digests)
+            for draw in block_draws(self.point, seed, calls):
                 result = plain_of(method.build(net, chained_input(draw, previous))())
                 previous = digest(result)
                 self._block.append(result)

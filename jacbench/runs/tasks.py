@@ -293,7 +293,8 @@ class PointTasks:
         start = time.perf_counter()
         first, peak = bench.call("first_call", method.name, deadline=self.timeout)
         wall = time.perf_counter() - start
-        if method.source or not (isinstance(first, float) and 0 < first < math.inf):
+        user_code = bool(method.source) or self.point.model is not None
+        if user_code or not (isinstance(first, float) and 0 < first < math.inf):
             first = wall  # a user's code says nothing trusted of its own time
         if isinstance(peak, float) and math.isfinite(peak) and not method.source:
             row.peak_memory_bytes = peak
@@ -338,16 +339,17 @@ class PointTasks:
         return method.name in self.first
 
     def measure(self, method: Method, min_time: float) -> timing.Measurement:
-        """Time ``method``'s call for ``min_time``. A user's routine is timed by this
-        process in blocks of calls on inputs new to it, and calls picked at random are
-        checked (NOTE: [Every timed call checked]).
+        """Time ``method``'s call for ``min_time``. A user's routine, and any method at a
+        user's model, is timed by this process in blocks of calls (a routine's on inputs new
+        to it), and calls picked at random are checked (NOTE: [Every timed call checked]).
 
         Raises:
             StepFailed: the measurement failed or ran past its deadline.
             WrongWhenTimed: a checked result was wrong, or not the one committed to.
         """
         bench, first = self.bench_of(method), self.first[method.name]
-        checking = bool(method.source) and self.settings.validate and method.exact
+        user_code = bool(method.source) or self.point.model is not None
+        checking = user_code and self.settings.validate and method.exact
         others = machine.OtherWork()
         if checking:
             measured = self._measure_in_blocks(bench, method, first, min_time)
@@ -373,6 +375,8 @@ class PointTasks:
         checked at ``CHECKED_CALLS`` calls picked after its results were committed to; all
         within the measurement's deadline."""
         portable, per_call = bench.portable(method), first
+        # jacbench's method at a model's point: every call on the point's own input.
+        own_input = not method.source
         target = min(max(min_time / MIN_BLOCKS, BLOCK_S[0]), BLOCK_S[1])
         allowed = measure_deadline(first, min_time, self.timeout)
         until = time.monotonic() + min(allowed, MEASURE_CAP_S + 20 * min_time)
@@ -381,7 +385,7 @@ class PointTasks:
         spent = 0.0
         while len(times) < MIN_BLOCKS or spent < min_time:
             calls = max(1, min(int(target / per_call), most))
-            seed = _PICKS.getrandbits(62)
+            seed = None if own_input else _PICKS.getrandbits(62)
             start = time.perf_counter()
             digests = bench.call("timed_block", portable, method.name, seed, calls,
                                  deadline=min(self._left(until), self.timeout))  # fmt: skip
@@ -396,7 +400,7 @@ class PointTasks:
             found = bench.call("block_results", picks, deadline=min(self._left(until), PICKS_S))
             sizes = [self._checked(method, found, digests, seed, calls, i, until) for i in picks]
             most = max(1, BLOCK_BYTES // max(max(sizes), 1))
-            overhead = _block_overhead(self.point, found[picks[0]])
+            overhead = _block_overhead(self.point, found[picks[0]], drawn=not own_input)
             times.append(max(wall / calls - overhead, 0.0))
             spent += wall
             per_call = max(min(times), 1e-7)
@@ -418,13 +422,14 @@ class PointTasks:
         method: Method,
         found: object,
         digests: tuple[bytes, ...],
-        seed: int,
+        seed: int | None,
         calls: int,
         index: int,
         until: float,
     ) -> int:
         """The picked result ``index`` of a block checked: the one committed to, right
-        against this side's reference for its input; its size in bytes.
+        against this side's reference for its input (with no ``seed``, the point's own
+        reference); its size in bytes.
 
         Raises:
             WrongWhenTimed: it is neither.
@@ -435,16 +440,22 @@ class PointTasks:
                 "sent back a timed result other than the one it committed to when timed"
             )
         previous = digests[index - 1] if index > 0 else b""
-        reference = self.home.call(
-            "block_reference", seed, calls, index, previous, deadline=self._left(until)
-        )
+        if seed is None:
+            reference: object = self.reference()
+        else:
+            reference = self.home.call(
+                "block_reference", seed, calls, index, previous, deadline=self._left(until)
+            )
         if isinstance(reference, str):
             return len(result.data)
-        judged = self.judge(method, result, tensor_of(reference), own_input=False)
+        reference = reference if isinstance(reference, torch.Tensor) else tensor_of(reference)
+        judged = self.judge(method, result, reference, own_input=seed is None)
         if judged.mistake is not None:
+            what = "returned a different result" if seed is not None else (
+                "the model's Jacobian was different"  # jacbench's method, the model's code
+            )
             raise WrongWhenTimed(
-                f"returned a different result when timed (call {index + 1} of a block of "
-                f"{calls}: {judged.message})"
+                f"{what} when timed (call {index + 1} of a block of {calls}: {judged.message})"
             )
         return len(result.data)
 
@@ -457,24 +468,26 @@ class PointTasks:
         self.home.close()
 
 
-def _block_overhead(point: Point, result: PlainResult) -> float:
+def _block_overhead(point: Point, result: PlainResult, *, drawn: bool) -> float:
     """Seconds a timed block spends per call on jacbench's side of the bargain: drawing the
-    input, scaling it, committing to the result (made plain data, then its digest);
-    measured here, where nothing a user wrote runs, and taken out of each timed call."""
+    input and scaling it (where ``drawn``), committing to the result (made plain data, then
+    its digest); measured here, where nothing a user wrote runs, and taken out of each
+    timed call."""
     if not result.array:
         return 0.0
-    return _overhead(point, result.dtype, tuple(result.shape))
+    return _overhead(point, result.dtype, tuple(result.shape), drawn)
 
 
 @functools.lru_cache(maxsize=64)
-def _overhead(point: Point, dtype: str, shape: tuple[int, ...]) -> float:
+def _overhead(point: Point, dtype: str, shape: tuple[int, ...], drawn: bool) -> float:
     made = torch.zeros(shape, dtype=DTYPES.get(dtype, torch.float32))
     calls = 64
 
     def block() -> None:
         previous = b""
-        for draw in block_draws(point, 1, calls):
-            chained_input(draw, previous)
+        for draw in block_draws(point, 1, calls) if drawn else range(calls):
+            if drawn:
+                chained_input(draw, previous)
             previous = digest(plain_of(made))
 
     return min(timing.time_once(block, point.device) for _ in range(5)) / calls
