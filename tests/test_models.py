@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -758,10 +759,46 @@ def test_a_model_that_replaces_the_timing_code_beside_it_is_timed_by_jacbench_s_
     the parent's clock, so the model's rows are as slow as the same model's honest twin."""
     frame, honest = (
         jacbench.sweep(
-            model=[_spec(name)], d_in=[6], d_out=[4], batch=[2],
-            methods=["func-jacrev"], min_time=0.05,
+            model=[_spec(name)],
+            d_in=[6],
+            d_out=[4],
+            batch=[2],
+            methods=["func-jacrev"],
+            min_time=0.05,
         )  # fmt: skip
         for name in ("make_slows_the_clock", "make_tanh_layer")
     )
     assert list(frame["status"]) == ["ok"] and list(honest["status"]) == ["ok"]
     assert frame["median_s"].iloc[0] > 0.2 * honest["median_s"].iloc[0]
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_jax_on_a_model_runs_its_to_jax_twin_validated_and_skips_a_model_without_one(batch):
+    pytest.importorskip("jax")
+    methods = ["func-jacrev", "jax-jacfwd", "jax-jacrev"]
+    kwargs = dict(d_in=[5], d_out=[3], batch=[batch], methods=methods, min_time=0.01)
+    twin = jacbench.sweep(model=[_spec("make_tanh_layer_with_twin")], **kwargs)
+    assert list(twin["status"]) == ["ok", "ok", "ok"]
+    assert (twin["max_rel_err"] < 1e-5).all()
+    wrong = jacbench.sweep(model=[_spec("make_wrong_twin")], **kwargs)
+    assert list(wrong["status"]) == ["ok", "wrong", "wrong"]
+    none = jacbench.sweep(model=[_spec("make_tanh_layer")], **kwargs)
+    assert list(none["status"]) == ["ok", "skipped", "skipped"]
+    assert none["message"].iloc[1].startswith("the model has no JAX twin")
+
+
+@pytest.mark.parametrize(
+    "name, d_in, d_out",
+    [("residual", 6, 4), ("siren", 3, 2), ("fourier", 3, 2), ("cnn", 36, 10),
+     ("attention", 32, 3), ("ode", 5, 5)],
+)  # fmt: skip
+def test_each_built_in_model_s_jax_twin_has_the_model_s_jacobian(name, d_in, d_out):
+    """The twin's JAX Jacobian in float64 against torch.func's of the module itself."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    model = BUILTIN_MODELS[name](d_in, d_out)
+    model = model.to(torch.float64) if isinstance(model, torch.nn.Module) else model
+    x = torch.randn(d_in, dtype=torch.float64)
+    expected = torch.func.jacrev(model)(x).detach()
+    found = jax.jacrev(model.to_jax())(jax.numpy.asarray(x.numpy()))
+    assert torch.allclose(torch.from_numpy(np.asarray(found)), expected, rtol=1e-10, atol=1e-12)

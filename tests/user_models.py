@@ -270,3 +270,32 @@ def make_tanh_layer(d_in, d_out):
     """One tanh layer, as a function of its batch (the honest twin of the attacks here)."""
     w = torch.randn(d_out, d_in) / d_in**0.5
     return lambda x: torch.tanh(x @ w.to(x.dtype).T)
+
+
+class TanhLayerWithTwin(nn.Module):
+    """One tanh layer and its twin in JAX, made from its own weights (``to_jax``)."""
+
+    def __init__(self, d_in, d_out, wrong_twin=False):
+        super().__init__()
+        self.linear = nn.Linear(d_in, d_out)
+        self.wrong_twin = wrong_twin
+
+    def forward(self, x):
+        return torch.tanh(self.linear(x))
+
+    def to_jax(self):
+        import jax.numpy as jnp
+
+        w = jnp.asarray(self.linear.weight.detach().numpy())
+        b = jnp.asarray(self.linear.bias.detach().numpy())
+        act = jnp.sin if self.wrong_twin else jnp.tanh
+        return lambda x: act(w @ x + b)
+
+
+def make_tanh_layer_with_twin(d_in, d_out):
+    return TanhLayerWithTwin(d_in, d_out)
+
+
+def make_wrong_twin(d_in, d_out):
+    """Its JAX twin computes another function."""
+    return TanhLayerWithTwin(d_in, d_out, wrong_twin=True)

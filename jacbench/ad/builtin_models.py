@@ -28,7 +28,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from jacbench.ad import classic
+from jacbench.ad import classic, jax_twins
 from jacbench.ad.networks import make_mlp
 
 
@@ -65,6 +65,19 @@ class Residual(_OneOrBatch):
             h = h + block(h)
         return self.out(h)
 
+    def to_jax(self) -> jax_twins.JaxFunction:
+        """The same function of one sample in JAX, from these weights."""
+        inp, out = jax_twins.linear(self.inp), jax_twins.linear(self.out)
+        blocks = [jax_twins.sequential(cast(nn.Sequential, block)) for block in self.blocks]
+
+        def f(x):
+            h = inp(x)
+            for block in blocks:
+                h = h + block(h)
+            return out(h)
+
+        return f
+
 
 class Siren(_OneOrBatch):
     """sin(ω₀·(W·x + b)) layers with SIREN's initialisation (Sitzmann et al., 2020)."""
@@ -85,6 +98,21 @@ class Siren(_OneOrBatch):
         for layer in self.layers:
             h = torch.sin(self.omega * layer(h))
         return self.out(h)
+
+    def to_jax(self) -> jax_twins.JaxFunction:
+        """The same function of one sample in JAX, from these weights."""
+        import jax.numpy as jnp
+
+        layers = [jax_twins.linear(cast(nn.Linear, m)) for m in self.layers]
+        out = jax_twins.linear(self.out)
+
+        def f(x):
+            h = x
+            for layer in layers:
+                h = jnp.sin(self.omega * layer(h))
+            return out(h)
+
+        return f
 
 
 class Fourier(_OneOrBatch):
@@ -109,6 +137,23 @@ class Fourier(_OneOrBatch):
             h = torch.tanh(layer(h))
         return self.out(h)
 
+    def to_jax(self) -> jax_twins.JaxFunction:
+        """The same function of one sample in JAX, from these weights."""
+        import jax.numpy as jnp
+
+        frequencies = jax_twins.array(self.frequencies)
+        layers = [jax_twins.linear(cast(nn.Linear, m)) for m in self.layers]
+        out = jax_twins.linear(self.out)
+
+        def f(x):
+            angles = 2 * math.pi * jax_twins.matmul(frequencies, x)
+            h = jnp.concatenate([jnp.cos(angles), jnp.sin(angles)])
+            for layer in layers:
+                h = jnp.tanh(layer(h))
+            return out(h)
+
+        return f
+
 
 class SmallCNN(_OneOrBatch):
     """Two 3×3 convolutions (ReLU, 2×2 average pooling) and a linear head, of a square
@@ -129,6 +174,24 @@ class SmallCNN(_OneOrBatch):
     def body(self, x: Tensor) -> Tensor:
         images = x.reshape(x.shape[0], 1, self.side, self.side)
         return self.head(self.features(images).flatten(1))
+
+    def to_jax(self) -> jax_twins.JaxFunction:
+        """The same function of one sample in JAX, from these weights."""
+        steps = [
+            jax_twins.conv2d(m) if isinstance(m, nn.Conv2d)
+            else jax_twins.average_pool(cast(int, m.kernel_size)) if isinstance(m, nn.AvgPool2d)
+            else jax_twins.activation(m)
+            for m in self.features
+        ]  # fmt: skip
+        head, side = jax_twins.linear(self.head), self.side
+
+        def f(x):
+            h = x.reshape(1, side, side)
+            for step in steps:
+                h = step(h)
+            return head(h.reshape(-1))
+
+        return f
 
 
 class Attention(_OneOrBatch):
@@ -163,6 +226,13 @@ class Attention(_OneOrBatch):
         tokens = tokens + self.proj(attended)
         tokens = tokens + self.ffn(self.norm2(tokens))
         return self.head(tokens.flatten(1))
+
+    def to_jax(self) -> jax_twins.JaxFunction:
+        """The same function of one sample in JAX, from these weights."""
+        return jax_twins.attention(
+            self.norm1, self.qkv, self.proj, self.norm2, self.ffn, self.head,
+            self.seq, self.heads,
+        )  # fmt: skip
 
 
 def make_residual(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -238,4 +239,28 @@ def make_ode(d_in: int, d_out: int, *, steps: int = 20, dt: float = 0.05) -> Fun
             y = y + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         return y
 
+    def to_jax() -> Callable[[Any], Any]:  # its JAX twin (NOTE: [A model's JAX twin])
+        import jax.numpy as jnp
+
+        from jacbench.ad.jax_twins import matmul
+
+        a_array = a.numpy()  # float64; each call's dtype is the input's
+
+        def integrate_jax(y):
+            matrix = jnp.asarray(a_array, dtype=y.dtype)
+
+            def rate(state):
+                return jnp.tanh(matmul(matrix, state)) - 0.1 * state
+
+            for _ in range(steps):
+                k1 = rate(y)
+                k2 = rate(y + 0.5 * dt * k1)
+                k3 = rate(y + 0.5 * dt * k2)
+                k4 = rate(y + dt * k3)
+                y = y + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+            return y
+
+        return integrate_jax
+
+    integrate.to_jax = to_jax  # type: ignore[attr-defined]
     return integrate

@@ -277,24 +277,45 @@ class CompiledCall:
 
 def _build_jax(transform: str | Callable[[Any], Any], net: MLP, x: Tensor) -> JacobianCall:
     """``jax.jit(transform(f))`` of the network as a JAX function (vmapped over a batch);
-    ``transform`` a name in ``jax`` (``jacfwd``, ``hessian``, …) or a function of f."""
-    # JAX would otherwise take 75% of the GPU's memory at its first use, leaving torch's
-    # methods at the same point too little (a user's own setting stands).
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    import jax
-    import jax.numpy as jnp
-
-    dtype = str(net.dtype).removeprefix("torch.")
-    if dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
-    platform = "gpu" if net.device.type == "cuda" else "cpu"
-    device = jax.devices(platform)[0]
+    ``transform`` a name in ``jax`` (``jacfwd``, ``hessian``, …) or a function of f. For a
+    user's model, f is the model's own JAX twin (NOTE: [A model's JAX twin])."""
+    jax, jnp, device = _jax_for(x.dtype, x.device)  # the point's, for a model as for the MLP
+    dtype = str(x.dtype).removeprefix("torch.")
 
     def to_jax(t: Tensor | None):
         if t is None:
             return None
         array = t.detach().to("cpu", torch.float64).numpy()
         return jax.device_put(jnp.asarray(array, dtype=getattr(jnp, dtype)), device)
+
+    f = _mlp_in_jax(net, to_jax) if isinstance(net, MLP) else jax_twin(net)
+    jac = transform(f) if callable(transform) else getattr(jax, transform)(f)
+    compiled = jax.jit(jac if x.ndim == 1 else jax.vmap(jac))
+    xj = to_jax(x)
+    start = time.perf_counter()
+    compiled(xj).block_until_ready()
+    return CompiledCall(lambda: compiled(xj).block_until_ready(), time.perf_counter() - start)
+
+
+def _jax_for(dtype: torch.dtype, device: torch.device) -> tuple[Any, Any, Any]:
+    """jax, jax.numpy and the JAX device of torch's ``device``, with float64 on where
+    ``dtype`` needs it."""
+    # JAX would otherwise take 75% of the GPU's memory at its first use, leaving torch's
+    # methods at the same point too little (a user's own setting stands).
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    import jax
+    import jax.numpy as jnp
+
+    if dtype == torch.float64:
+        jax.config.update("jax_enable_x64", True)
+    platform = "gpu" if torch.device(device).type == "cuda" else "cpu"
+    return jax, jnp, jax.devices(platform)[0]
+
+
+def _mlp_in_jax(net: MLP, to_jax: Callable[[Tensor | None], Any]) -> Callable[[Any], Any]:
+    """jacbench's MLP as a JAX function of one sample, with the network's own weights."""
+    import jax
+    import jax.numpy as jnp
 
     activations = {
         "tanh": jnp.tanh,
@@ -319,12 +340,43 @@ def _build_jax(transform: str | Callable[[Any], Any], net: MLP, x: Tensor) -> Ja
         out = matmul(weights[-1], h)
         return out if biases[-1] is None else out + biases[-1]
 
-    jac = transform(f) if callable(transform) else getattr(jax, transform)(f)
-    compiled = jax.jit(jac if x.ndim == 1 else jax.vmap(jac))
-    xj = to_jax(x)
-    start = time.perf_counter()
-    compiled(xj).block_until_ready()
-    return CompiledCall(lambda: compiled(xj).block_until_ready(), time.perf_counter() - start)
+    return f
+
+
+# NOTE: [A model's JAX twin]
+#     JAX cannot run a torch module, and no converter can be counted on: torchax (the
+#     registry's 0.0.13) fails at import with torch 2.13 (``aten.prod`` has no overload
+#     ``dim_Dimname``), and a converter's output would be its code, not JAX's. So a model
+#     that wants JAX beside it says how it is written in JAX: a ``to_jax()`` method (or
+#     attribute of a plain function) returning a JAX function of one sample, (D,) → (P,),
+#     made from the model's own weights as they are when jacbench calls it (moved to the
+#     point's dtype). jax-jacfwd and jax-jacrev then time ``jax.jit(jax.vmap(jax.jacfwd(f)))``
+#     and its reverse twin, checked against the torch model's float64 reference like every
+#     row, so a twin that computes another function is ``wrong``. A model without one has
+#     its JAX rows skipped, saying so. The twin is called where the model is built (its
+#     sandbox): it is the user's code.
+NO_TWIN = (
+    "the model has no JAX twin: give it a to_jax() method returning its function of one "
+    "sample written in JAX (docs/models.md, JAX on the same model)"
+)
+
+
+def jax_twin(net: Any) -> Callable[[Any], Any]:
+    """The JAX function of one sample a user's model gives of itself (NOTE: [A model's JAX
+    twin]).
+
+    Raises:
+        UnsupportedNetwork: it gives none, or what it gives is not a function.
+    """
+    model = net.inner if isinstance(net, SampleWise) else net
+    make = getattr(model, "to_jax", None)
+    if not callable(make):
+        raise UnsupportedNetwork(NO_TWIN)
+    f = make()
+    if not callable(f):
+        what = type(f).__name__
+        raise UnsupportedNetwork(f"the model's to_jax() returned {what}, not a function")
+    return f
 
 
 # ------------------------------------------------------------------- second order
@@ -683,19 +735,23 @@ METHODS: dict[str, Method] = {
             "jax-jacfwd",
             "jax",
             "forward",
-            "jax.jit(jax.jacfwd) (vmap over the batch); compile time reported apart",
+            "jax.jit(jax.jacfwd) (vmap over the batch), a model through its "
+            "to_jax() twin; compile time reported apart",
             functools.partial(_build_jax, "jacfwd"),
             _jax_available,
             _JAX_EXTRA,
+            any_network=True,
         ),
         Method(
             "jax-jacrev",
             "jax",
             "reverse",
-            "jax.jit(jax.jacrev) (vmap over the batch); compile time reported apart",
+            "jax.jit(jax.jacrev) (vmap over the batch), a model through its "
+            "to_jax() twin; compile time reported apart",
             functools.partial(_build_jax, "jacrev"),
             _jax_available,
             _JAX_EXTRA,
+            any_network=True,
         ),
         *_hessian_methods(),
         *_composition_peers(),
