@@ -210,6 +210,27 @@ def test_write_report_makes_plots(tmp_path):
     assert all(p.stat().st_size > 1000 for p in written)
 
 
+def test_a_run_of_models_plots_each_model_s_methods_over_its_shapes(tmp_path):
+    from jacbench.runs import analysis
+
+    frame = fixture_frame()
+    one = frame[(frame["depth"] == frame["depth"].min()) & (frame["d_out"] == 1)]
+    models = pd.concat(
+        [one.assign(model="residual", d_in=d, batch=b) for d, b in ((64, 8), (16, 8), (16, 1))]
+        + [one.assign(model="ode")],
+        ignore_index=True,
+    )
+    series = dict(analysis.model_series(pd.concat([frame, models], ignore_index=True)))
+    assert list(series) == ["residual", "ode"]  # the MLP's rows are not a model's
+    residual = series["residual"]
+    assert list(dict.fromkeys(residual["shape"])) == [
+        "D=16 P=1 B=1", "D=16 P=1 B=8", "D=64 P=1 B=8",
+    ]  # fmt: skip
+    written = report.write_report(tmp_path, models, {})
+    assert "models.png" in {p.name for p in written}
+    assert (tmp_path / "models.png").stat().st_size > 1000
+
+
 def test_summary_md_keeps_the_order_the_methods_were_asked_in(tmp_path):
     header = "| shape | reverse | mixed | forward | fwd/rev | predicted | measured | fastest |"
     for meta in (

@@ -1,5 +1,6 @@
-"""A run folder's plots (matplotlib, drawn off-screen): time against depth per method, and
-forward over reverse mode's time over (D, P). The data are ``jacbench.runs.analysis``'."""
+"""A run folder's plots (matplotlib, drawn off-screen): time against depth per method,
+forward over reverse mode's time over (D, P), and each model's methods over its shapes. The
+data are ``jacbench.runs.analysis``'."""
 
 from __future__ import annotations
 
@@ -85,6 +86,49 @@ def plot_ratio_map(frame: pd.DataFrame, path: Path) -> Path | None:
             if np.isfinite(r):
                 ax.text(j, i, f"{r:.2g}", ha="center", va="center", fontsize=8)
         fig.colorbar(image, ax=ax, label="log2 ratio (>0: reverse faster)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_models(frame: pd.DataFrame, path: Path) -> Path | None:
+    """Each model's median time per method over its shapes, one panel per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = analysis.model_series(frame)
+    if not groups:
+        return None
+    columns = min(len(groups), 3)
+    rows = -(-len(groups) // columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(5.5 * columns + 1.8, 4.2 * rows), squeeze=False
+    )
+    tab20 = plt.get_cmap("tab20")
+    for ax, (model, g) in zip(axes.flat, groups):
+        shapes = list(dict.fromkeys(g["shape"]))
+        for i, method in enumerate(analysis.method_order(g["method"].unique(), None)):
+            m = g[g["method"] == method]
+            family = METHODS[method].family if method in METHODS else "user"
+            ax.plot(
+                [shapes.index(s) for s in m["shape"]],
+                m["median_s"] * 1e3,
+                marker="o",
+                label=method,
+                color=tab20(i % tab20.N),
+                linestyle=FAMILY_STYLES.get(family, "-"),
+            )
+        ax.set_xticks(range(len(shapes)), shapes, rotation=30, ha="right", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("median time per Jacobian (ms)")
+        ax.set_title(model, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -24,7 +24,7 @@ from jacbench.ad.cost import MODES, Plan, SecondOrderPlan
 from jacbench.ad.generic import GenericPlan
 from jacbench.faces import tables
 from jacbench.faces.markdown import compare_markdown, summary_markdown
-from jacbench.faces.plots import plot_ratio_map, plot_time_vs_depth
+from jacbench.faces.plots import plot_models, plot_ratio_map, plot_time_vs_depth
 from jacbench.faces.tables import TextTable
 from jacbench.faces.text import (
     accuracy_sentence,
@@ -432,6 +432,7 @@ def write_report(
     for plot, name in (
         (plot_time_vs_depth, "time_vs_depth.png"),
         (plot_ratio_map, "fwd_rev_ratio.png"),
+        (plot_models, "models.png"),
     ):
         path = plot(frame, run_dir / name)
         if path is not None:

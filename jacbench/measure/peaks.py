@@ -36,6 +36,11 @@ NOTE: [Three ceilings]
     tiny net. A small network's rows therefore read low efficiencies: their time is
     overhead, which no hardware ceiling describes; ``launch_s`` is kept as a measure of it.
 
+    A user's model has one ceiling only: the generic plan counts its FLOPs, not what its
+    layers read and write, so its rows' bound is FLOPs / peak FLOP/s, a floor under the
+    time, and their efficiency the share of the FLOP peak reached (small models read a
+    few percent: their time is overhead too).
+
     A run whose peaks have no cache measurements (made before they were) has no bound at a
     row whose weights could have stayed in a cache (smaller than the buffer its bandwidth was
     read from) where the read would be the largest ceiling: ``bound_s`` and the efficiency

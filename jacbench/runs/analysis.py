@@ -364,6 +364,24 @@ def depth_series(frame: pd.DataFrame, limit: int = 6) -> list[tuple[tuple, pd.Da
     return groups[:limit]
 
 
+def model_series(frame: pd.DataFrame, limit: int = 8) -> list[tuple[str, pd.DataFrame]]:
+    """The timed rows of each user's or built-in model (not the MLP), by model: the first
+    ``limit`` models, each with its rows and a ``shape`` label (``D=16 P=4 B=8``, the
+    dtype and device added where the model's rows have several), sorted by D, P and B."""
+    ok = with_model(timed(frame))
+    ok = ok[ok["model"] != MLP_LABEL]
+    found = []
+    for model, g in ok.groupby("model", sort=False):
+        several = g["dtype"].nunique() > 1 or g["device"].nunique() > 1
+        labels = [
+            f"D={r.d_in} P={r.d_out} B={r.batch}" + (f" {r.dtype} {r.device}" if several else "")
+            for r in g.itertuples()
+        ]
+        g = g.assign(shape=labels).sort_values(["d_in", "d_out", "batch", "dtype", "device"])
+        found.append((str(model), g))
+    return found[:limit]
+
+
 def ratio_grids(frame: pd.DataFrame, limit: int = 4) -> list[tuple[tuple, pd.DataFrame]]:
     """Forward mode's time over reverse mode's, P by D, per (L, K, B, dtype, device) that
     timed both over several D and P: the first ``limit``, each with its key."""

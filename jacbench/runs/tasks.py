@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 
@@ -441,18 +442,22 @@ class PointTasks:
             )
         previous = digests[index - 1] if index > 0 else b""
         if seed is None:
-            reference: object = self.reference()
+            reference = self.reference()
         else:
-            reference = self.home.call(
+            found = self.home.call(
                 "block_reference", seed, calls, index, previous, deadline=self._left(until)
             )
+            reference = found if isinstance(found, str) else tensor_of(cast(PlainResult, found))
         if isinstance(reference, str):
             return len(result.data)
-        reference = reference if isinstance(reference, torch.Tensor) else tensor_of(reference)
         judged = self.judge(method, result, reference, own_input=seed is None)
         if judged.mistake is not None:
-            what = "returned a different result" if seed is not None else (
-                "the model's Jacobian was different"  # jacbench's method, the model's code
+            what = (
+                "returned a different result"
+                if seed is not None
+                else (
+                    "the model's Jacobian was different"  # jacbench's method, the model's code
+                )
             )
             raise WrongWhenTimed(
                 f"{what} when timed (call {index + 1} of a block of {calls}: {judged.message})"
@@ -485,9 +490,10 @@ def _overhead(point: Point, dtype: str, shape: tuple[int, ...], drawn: bool) -> 
 
     def block() -> None:
         previous = b""
-        for draw in block_draws(point, 1, calls) if drawn else range(calls):
-            if drawn:
-                chained_input(draw, previous)
+        draws = block_draws(point, 1, calls) if drawn else None
+        for i in range(calls):
+            if draws is not None:
+                chained_input(draws[i], previous)
             previous = digest(plain_of(made))
 
     return min(timing.time_once(block, point.device) for _ in range(5)) / calls
@@ -524,7 +530,11 @@ def finish_task(
 ) -> Row:
     """Fill a row's timing columns from its measurement."""
     peaks = instruments.peaks.get(point.dtype)
-    if peaks is not None and row.flops is not None and point.model is None:
+    if peaks is not None and row.flops and point.model is not None:
+        # A model's FLOPs are counted (the generic plan), its memory traffic is not: the
+        # FLOPs' ceiling alone, a floor under the time (NOTE: [Three ceilings]).
+        row.bound_s = row.flops / peaks.flops_per_s
+    elif peaks is not None and row.flops is not None and point.model is None:
         bound = bound_seconds(
             row.flops,
             point.widths,
