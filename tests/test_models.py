@@ -551,6 +551,19 @@ def test_predict_says_a_model_of_one_sample_is_batched_by_jacbench():
     assert "Recommended: reverse mode" in done.output  # P = 2 < D = 8
 
 
+def test_run_says_a_model_of_one_sample_is_batched_by_jacbench_and_not_a_batched_one(tmp_path):
+    for name, said in (("make_one_sample", True), ("make_tanh_layer", False)):
+        args = ["run", "--model", _spec(name), "--d-in", "4", "--d-out", "2", "--batch", "2"]
+        args += ["--methods", "func-jacrev", "--min-time", "0.01", "--out", str(tmp_path / name)]
+        done = CliRunner().invoke(app, args)
+        assert done.exit_code == 0, done.output
+        line = f"{_spec(name)} takes one sample; batched with torch.func.vmap."
+        assert (line in done.output) is said
+        assert ("takes one sample and a batch" in done.output) is False
+        meta = json.loads((tmp_path / name / "meta.json").read_text())
+        assert meta["models"] == {_spec(name): models.TAKES["vmap" if said else "batch"]}
+
+
 def test_code_torch_func_cannot_transform_is_timed_with_autograd_s_loops():
     """A scale read through NumPy: torch.func's rows are skipped, naming the line; autograd's
     loops of VJPs (auto's choice too) and of JVPs are timed, checked against a float64

@@ -32,8 +32,9 @@ from jacbench.ad import classic, jax_twins
 from jacbench.ad.networks import make_mlp
 
 
-class _OneOrBatch(nn.Module):
-    """Takes x of shape (D,) or (B, D) and returns (P,) or (B, P), whatever the body wants."""
+class OneOrBatch(nn.Module):
+    """Takes x of shape (D,) or (B, D) and returns (P,) or (B, P), whatever the body wants:
+    sample by sample, which jacbench then need not check (``runs.models.batched``)."""
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 1:
@@ -44,7 +45,7 @@ class _OneOrBatch(nn.Module):
         raise NotImplementedError
 
 
-class Residual(_OneOrBatch):
+class Residual(OneOrBatch):
     """``depth`` residual blocks of ``width`` units between a linear input and output."""
 
     def __init__(self, d_in: int, d_out: int, width: int, depth: int, activation: str) -> None:
@@ -79,7 +80,7 @@ class Residual(_OneOrBatch):
         return f
 
 
-class Siren(_OneOrBatch):
+class Siren(OneOrBatch):
     """sin(ω₀·(W·x + b)) layers with SIREN's initialisation (Sitzmann et al., 2020)."""
 
     def __init__(self, d_in: int, d_out: int, width: int, depth: int, omega: float) -> None:
@@ -115,7 +116,7 @@ class Siren(_OneOrBatch):
         return f
 
 
-class Fourier(_OneOrBatch):
+class Fourier(OneOrBatch):
     """Random Fourier features [cos(2π·B·x), sin(2π·B·x)] (B fixed, N(0, scale²)) feeding a
     tanh MLP: the input layer of many PINNs."""
 
@@ -155,7 +156,7 @@ class Fourier(_OneOrBatch):
         return f
 
 
-class SmallCNN(_OneOrBatch):
+class SmallCNN(OneOrBatch):
     """Two 3×3 convolutions (ReLU, 2×2 average pooling) and a linear head, of a square
     one-channel image given as its D = side² pixels."""
 
@@ -194,7 +195,7 @@ class SmallCNN(_OneOrBatch):
         return f
 
 
-class Attention(_OneOrBatch):
+class Attention(OneOrBatch):
     """A transformer encoder block over a sequence of ``seq`` tokens of D / seq features:
     multi-head self-attention and a GELU feed-forward layer, each after a LayerNorm and
     with a residual; its output tokens flattened into a linear head. The attention is

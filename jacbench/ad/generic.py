@@ -57,6 +57,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from jacbench.measure import tuning
+from jacbench.measure.messages import first_line
 
 GENERIC_MODES = ("forward", "reverse")
 # Memory a Jacobian's vmapped passes may hold at once before reverse mode is chunked.
@@ -187,7 +188,7 @@ def _plan(f: Callable[[Tensor], Tensor], x: Tensor) -> GenericPlan:
     try:
         counts["forward"] = _passes(f, sample, "forward", p)
     except (NotImplementedError, RuntimeError) as error:  # an operation without forward AD
-        unsupported = (str(error).splitlines() or [""])[0]
+        unsupported = first_line(error)
     else:
         unsupported = ""
     tangents = {"forward": d, "reverse": p}
@@ -469,6 +470,11 @@ def _transformed(mode: str, chunk_size: int | None) -> Callable[..., Tensor]:
     return compute
 
 
+def per_sample(single: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """A function of one sample made a function of a batch by a loop: the results stacked."""
+    return lambda xs: torch.stack([single(sample) for sample in xs])
+
+
 class SampleWise(nn.Module):
     """A model made to map one sample (D,) to (P,) and a batch (B, D) to (B, P) sample by
     sample, as jacbench's methods take it (NOTE: [Models of one sample] in
@@ -492,7 +498,7 @@ class SampleWise(nn.Module):
             return self.inner(x)
         if self.how == "vmap":
             return torch.func.vmap(self.inner)(x)
-        return torch.stack([self.inner(sample) for sample in x])
+        return per_sample(self.inner)(x)
 
     @property
     def vmaps(self) -> bool:

@@ -47,6 +47,7 @@ import torch
 from jacbench.ad import generic
 from jacbench.ad.networks import MLP
 from jacbench.measure import allocator, timing, tuning
+from jacbench.measure.messages import one_line
 from jacbench.measure.tuning import Tuning
 from jacbench.runs import routines
 from jacbench.runs.diagnosis import Diagnosis, Snapshot
@@ -174,12 +175,6 @@ def free_memory(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def first_line(error: BaseException) -> str:
-    """An exception's type and first line, at most 300 characters."""
-    first = (str(error).splitlines() or [""])[0]
-    return f"{type(error).__name__}: {first}"[:300]
-
-
 class Bench:
     """One point's network and inputs, built once where its methods run, and each method's
     call: the object an executor hosts. A user's code works on its own copies (what it does
@@ -207,7 +202,7 @@ class Bench:
         except Exception as error:  # a model's factory, or moving it, may raise anything
             if point.model is None:
                 raise
-            named = str(error) if isinstance(error, ModelError) else first_line(error)
+            named = str(error) if isinstance(error, ModelError) else one_line(error)
             self.net, self.failure = None, f"building the model failed: {named}"
             return
         if point.model is not None:
@@ -258,7 +253,7 @@ class Bench:
             return plain_of(point_reference(self.point, self.net, x, self.operator))
         except Exception as error:  # the reference failing must not end the sweep
             free_memory(self.point.device)
-            what = "ran out of memory" if is_oom(error) else f"failed ({first_line(error)})"
+            what = "ran out of memory" if is_oom(error) else f"failed ({one_line(error)})"
             return f"not checked: the float64 reference {what}"
 
     def build(self, handle: Method | str | bytes, name: str) -> float:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import torch
 
 from jacbench.ad.networks import UnsupportedNetwork
+from jacbench.measure.messages import first_line
 from jacbench.measure.rows import Mistake
 from jacbench.runs import sandbox, workers
 from jacbench.runs.methods import Method
@@ -55,7 +56,7 @@ class Raised:
     @classmethod
     def of(cls, error: BaseException) -> Raised:
         """What ``error`` was: its type's name, its first line, and what it means."""
-        first = (str(error).splitlines() or [""])[0]
+        first = first_line(error)
         unsupported = isinstance(error, UnsupportedNetwork)
         return cls(type(error).__name__, first, is_oom(error), unsupported)
 

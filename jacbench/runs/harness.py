@@ -201,6 +201,7 @@ def _sweep(
         frame = typed_frame([r.as_dict() for r in rows])
         frame.attrs["samples"] = samples_frame(rows)
         frame.attrs["thread_pool"] = instruments.pool
+        frame.attrs["models"] = dict(settings.takes)
         return frame
     return _sweep_into(run, Path(out), resume)
 
@@ -256,6 +257,7 @@ def _sweep_into(run: _Run, out: Path, resume: bool | str) -> pd.DataFrame:
                 thread_pool=instruments.pool.as_dict() if instruments.pool is not None else None,
                 allocator=allocator.allocator_settings(),
                 routines={m.name: m.description for m in settings.methods if m.source},
+                models=dict(settings.takes),
             )
             try:
                 _collect(settings, instruments, writer.done, run.observer, writer)
@@ -277,6 +279,7 @@ def _finished_frame(writer: results.RunWriter) -> pd.DataFrame:
     frame.attrs["samples"] = results.read_samples(writer.run_dir)
     frame.attrs["run_dir"] = writer.run_dir
     frame.attrs["thread_pool"] = PoolCheck.of_dict(writer.meta.get("thread_pool"))
+    frame.attrs["models"] = writer.meta.get("models") or {}
     return frame
 
 

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from jacbench.ad import fused, hessians
 from jacbench.ad.cost import HUTCHINSON_SAMPLES
-from jacbench.ad.generic import SampleWise, compiled_jacobian
+from jacbench.ad.generic import SampleWise, compiled_jacobian, per_sample
 from jacbench.ad.jacobians import (
     auto_routine,
     capture_jacobian,
@@ -34,6 +34,7 @@ from jacbench.ad.jacobians import (
 )
 from jacbench.ad.networks import MLP, UnsupportedNetwork
 from jacbench.measure.machine import install_hint
+from jacbench.measure.messages import one_line
 from jacbench.measure.timing import synchronize
 from jacbench.runs.operators import direction
 from jacbench.runs.sandbox import Owner
@@ -90,7 +91,7 @@ def _build_auto(net: MLP, x: Tensor) -> JacobianCall:
         # dual numbers (D = 3, P = 12, through NumPy: VJPs 0.71 ms, JVPs 0.90 ms a sample).
         return _autograd_per_sample("reverse-mode", net, x)
     if x.ndim == 2 and _loops(net):
-        return functools.partial(_per_sample(lambda xs: jacobian(net, xs, "auto")), x)
+        return functools.partial(per_sample(lambda xs: jacobian(net, xs, "auto")), x)
     return functools.partial(jacobian, net, x, "auto")
 
 
@@ -99,7 +100,7 @@ def _build_func(transform: Callable, net: MLP, x: Tensor) -> JacobianCall:
     single = transform(net.__call__)
     if x.ndim == 1:
         return functools.partial(single, x)
-    return functools.partial(_per_sample(single) if _loops(net) else torch.func.vmap(single), x)
+    return functools.partial(per_sample(single) if _loops(net) else torch.func.vmap(single), x)
 
 
 def _loops(net: Any) -> bool:
@@ -113,10 +114,6 @@ def _transformable(net: Any) -> None:
     code torch.func cannot transform."""
     if isinstance(net, SampleWise) and net.refused:
         raise UnsupportedNetwork(net.refused)
-
-
-def _per_sample(single: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-    return lambda xs: torch.stack([single(sample) for sample in xs])
 
 
 def _build_autograd(strategy: str, net: MLP, x: Tensor) -> JacobianCall:
@@ -150,7 +147,7 @@ def _autograd_per_sample(strategy: str, net: SampleWise, x: Tensor) -> JacobianC
         one = functools.partial(jvp_loop, net)
     else:
         one = functools.partial(_autograd_jacobian, net, strategy=strategy, vectorize=False)
-    return functools.partial(one if x.ndim == 1 else _per_sample(one), x)
+    return functools.partial(one if x.ndim == 1 else per_sample(one), x)
 
 
 def _autograd_jacobian(
@@ -227,8 +224,7 @@ def _build_compiled(net: MLP, x: Tensor) -> JacobianCall:
         if isinstance(net, MLP):
             raise
         raise UnsupportedNetwork(
-            f"torch.compile cannot compile this model's Jacobian ({type(error).__name__}: "
-            f"{(str(error).splitlines() or [''])[0][:200]})"
+            f"torch.compile cannot compile this model's Jacobian ({one_line(error, 240)})"
         ) from None
     synchronize(x.device)
     compile_s = time.perf_counter() - start

@@ -33,10 +33,11 @@ import torch
 from torch import Tensor, nn
 
 from jacbench.ad import generic
-from jacbench.ad.builtin_models import BUILTIN_MODELS
+from jacbench.ad.builtin_models import BUILTIN_MODELS, OneOrBatch
 from jacbench.ad.generic import SampleWise
 from jacbench.ad.networks import MLP
 from jacbench.measure import tuning
+from jacbench.measure.messages import one_line
 from jacbench.runs import routines, sandbox, workers
 from jacbench.runs.options import DEFAULT_CALL_TIMEOUT, ModelLike
 
@@ -128,7 +129,7 @@ class Model:
                 made = factory(d_in, d_out, **params)
             except Exception as error:  # the user's factory may raise anything
                 raise ModelError(
-                    f"{self.label} at d_in={d_in}, d_out={d_out} raised {_one_line(error)}"
+                    f"{self.label} at d_in={d_in}, d_out={d_out} raised {one_line(error)}"
                 ) from None
         try:
             return batched(moved(made, dtype, device), d_in, dtype, device)
@@ -150,7 +151,7 @@ def batched(model: Any, d_in: int, dtype: torch.dtype, device: str) -> Any:
     """``model`` as it is where it maps one sample (D,) and a batch (B, D) sample by sample
     and torch.func can transform it, else made to (``SampleWise``); as it is too where it
     maps neither (``check_model`` says why)."""
-    if isinstance(model, (MLP, SampleWise)):
+    if isinstance(model, (MLP, SampleWise, OneOrBatch)):  # jacbench's own: sample-wise
         return model
     generator = torch.Generator().manual_seed(0)
     pair = torch.randn(2, d_in, generator=generator, dtype=torch.float64)
@@ -176,7 +177,7 @@ def batched(model: Any, d_in: int, dtype: torch.dtype, device: str) -> Any:
         except Exception as error:  # nothing can differentiate it: say so before a run
             raise ModelError(
                 f"neither torch.func nor torch.autograd can differentiate this model "
-                f"(torch.autograd: {_one_line(error)}{_user_line(error)})"
+                f"(torch.autograd: {one_line(error)}{_user_line(error)})"
             ) from None
     return model if how == "batch" and not made.refused else made
 
@@ -187,7 +188,7 @@ def _transform_refused(model: SampleWise, sample: Tensor) -> str:
     try:
         torch.func.jacrev(model)(sample.detach().clone())
     except Exception as error:  # the user's code may raise anything under the transform
-        return f"torch.func cannot transform its code ({_one_line(error)}{_user_line(error)})"
+        return f"torch.func cannot transform its code ({one_line(error)}{_user_line(error)})"
     return ""
 
 
@@ -226,15 +227,18 @@ def _agrees(call: Callable[[], Any], expected: Tensor) -> bool:
     )
 
 
+# What a model takes, by how it is made sample-wise (``SampleWise.how``).
+TAKES = {
+    "batch": "takes one sample and a batch",
+    "vmap": "takes one sample; batched with torch.func.vmap",
+    "loop": "takes one sample; batched by a loop over the samples (vmap cannot run its code)",
+    "batch of one": "takes batches only; one sample goes in as a batch of one",
+}
+
+
 def batching(model: Any) -> str:
     """What a built model takes, as the model check says it."""
-    how = model.how if isinstance(model, SampleWise) else "batch"
-    takes = {
-        "batch": "takes one sample and a batch",
-        "vmap": "takes one sample; batched with torch.func.vmap",
-        "loop": "takes one sample; batched by a loop over the samples (vmap cannot run its code)",
-        "batch of one": "takes batches only; one sample goes in as a batch of one",
-    }[how]
+    takes = TAKES[model.how if isinstance(model, SampleWise) else "batch"]
     if isinstance(model, SampleWise) and model.refused:
         takes += f"; {model.refused}: timed with torch.autograd's methods"
     return takes
@@ -270,10 +274,6 @@ def copied(model: Any, dtype: torch.dtype | None = None) -> Any:
 
 def _spelled(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in params.items()) or "no params"
-
-
-def _one_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"[:300]
 
 
 _FACTORIES: dict[str | bytes, Callable[..., Any]] = {}
@@ -385,7 +385,7 @@ def _check_here(model: Model, d_in: int, d_out: int) -> str:
         except Exception as error:  # the user's model may raise anything
             raise ModelError(
                 f"{model.label} (d_in={d_in}, d_out={d_out}) called on x of shape "
-                f"{tuple(x.shape)} raised {_one_line(error)}"
+                f"{tuple(x.shape)} raised {one_line(error)}"
             ) from None
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         if got != expected:
@@ -462,4 +462,4 @@ def _counted_plan(
     try:
         return generic.plan_of(built, x), takes
     except Exception as error:  # torch.func may refuse the user's model in any way
-        raise ModelError(f"{model.label}: counting its costs raised {_one_line(error)}") from None
+        raise ModelError(f"{model.label}: counting its costs raised {one_line(error)}") from None

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from jacbench.ad.networks import MLP
+from jacbench.measure.messages import one_line
 from jacbench.measure.rows import Mistake
 from jacbench.runs import sandbox, workers
 from jacbench.runs.methods import JacobianCall, Method, get_method
@@ -426,7 +427,7 @@ def _import_file(path: Path, spec: str) -> Any:
         raise RoutineError(message, Mistake.SYNTAX_ERROR) from None
     except Exception as error:  # the user's top-level code may raise anything
         del sys.modules[name]
-        raise RoutineError(f"{spec}: importing {path} raised {_one_line(error)}") from None
+        raise RoutineError(f"{spec}: importing {path} raised {one_line(error, 1000)}") from None
     _FILE_MODULES[path] = module
     return module
 
@@ -438,17 +439,13 @@ def _import_module(name: str, spec: str) -> Any:
         if error.name == name or name.startswith(f"{error.name}."):
             message = f"{spec}: no module named {name!r}"
             raise RoutineError(message, Mistake.MISSING_FUNCTION) from None
-        raise RoutineError(f"{spec}: importing {name} raised {_one_line(error)}") from None
+        raise RoutineError(f"{spec}: importing {name} raised {one_line(error, 1000)}") from None
     except SyntaxError as error:
         where = f"{error.filename}:{error.lineno}"
         message = f"{spec}: {where}: SyntaxError: {error.msg}"
         raise RoutineError(message, Mistake.SYNTAX_ERROR) from None
     except Exception as error:  # the module's top-level code may raise anything
-        raise RoutineError(f"{spec}: importing {name} raised {_one_line(error)}") from None
-
-
-def _one_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+        raise RoutineError(f"{spec}: importing {name} raised {one_line(error, 1000)}") from None
 
 
 def resolve(

@@ -76,6 +76,9 @@ class Settings:
     timing: Timing = field(default_factory=Timing)
     validate: bool = True
     shards: int | None = None  # a sharded run's count of shards (its points are one shard's)
+    # What each model takes, by its label, as its check said ("takes one sample; batched
+    # with torch.func.vmap"): meta.json's ``models``, said by ``jacbench run``.
+    takes: tuple[tuple[str, str], ...] = ()
 
     @property
     def device(self) -> str:
@@ -169,8 +172,9 @@ def resolve(options: SweepOptions) -> Settings:
     _check_values(options)
     chosen = get_preset(options.preset)
     operator = get_operator(options.operator or chosen.operator).name
+    takes: tuple[tuple[str, str], ...] = ()
     if options.model is not None:
-        points = _model_points(options)
+        points, takes = _model_points(options)
     elif options.params is not None:
         raise ValueError("params are a model's: give them with --model")
     elif options.shapes is not None:
@@ -192,7 +196,9 @@ def resolve(options: SweepOptions) -> Settings:
         _copied(Timing, options), min_time=options.min_time or chosen.min_time or DEFAULT_MIN_TIME
     )
     build = _copied(Build, options)
-    return Settings(options, tuple(points), methods, operator, build, timing, options.validate)
+    return Settings(
+        options, tuple(points), methods, operator, build, timing, options.validate, takes=takes
+    )
 
 
 def _copied(part: type[_Part], options: SweepOptions) -> _Part:
@@ -241,10 +247,10 @@ def _check_methods(methods: tuple[Method, ...], device: str) -> None:
             raise ValueError(f"method {method.name} needs a CUDA device (--device cuda)")
 
 
-def _model_points(options: SweepOptions) -> list[Point]:
+def _model_points(options: SweepOptions) -> tuple[list[Point], tuple[tuple[str, str], ...]]:
     """The points of a run of models: each model with every combination of its params, at
     every d_in × d_out × batch; each checked first (built and called in a worker where it
-    is the user's code).
+    is the user's code), and what each takes (``models.batching``), by label.
 
     Raises:
         ValueError: a grid option of the MLP's, no d_in or d_out, or a model that cannot
@@ -259,9 +265,13 @@ def _model_points(options: SweepOptions) -> list[Point]:
         raise ValueError("a model needs d_in and d_out (--d-in 8 256 --d-out 1)")
     grid = models.params_grid(dict(options.params or ()))
     chosen = [models.resolve_model(m).with_params(p) for m in options.model or () for p in grid]
-    for model in dict.fromkeys(chosen):
-        models.check_model(model, options.d_in[0], options.d_out[0], timeout=options.call_timeout)
-    return expand_models(
+    takes = tuple(
+        (model.label, models.check_model(
+            model, options.d_in[0], options.d_out[0], timeout=options.call_timeout
+        ))
+        for model in dict.fromkeys(chosen)
+    )  # fmt: skip
+    points = expand_models(
         chosen,
         d_in=options.d_in,
         d_out=options.d_out,
@@ -269,3 +279,4 @@ def _model_points(options: SweepOptions) -> list[Point]:
         dtype=options.dtypes,
         device=options.device,
     )
+    return points, takes

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from jacbench.measure.messages import first_line
 from jacbench.measure.rows import Mistake
 
 # Seconds a worker may take to start (import torch and jacbench) before it counts as hung.
@@ -277,7 +278,7 @@ def serve(conn: Connection) -> None:
         try:
             reply = ("result", function(*args))
         except BaseException as error:  # SystemExit, KeyboardInterrupt: the user's too
-            reply = ("raised", (type(error).__name__, _first_line(error)))
+            reply = ("raised", (type(error).__name__, first_line(error)))
         try:
             conn.send(reply)
         except Exception as error:  # a result pickle cannot carry
@@ -285,13 +286,9 @@ def serve(conn: Connection) -> None:
             conn.send(("raised", ("PicklingError", said)))
 
 
-def _first_line(error: BaseException) -> str:
-    return (str(error).splitlines() or [""])[0]
-
-
 def describe(error: BaseException) -> str:
     """An exception's name and first line: ``SystemExit: 0``."""
-    first = _first_line(error)
+    first = first_line(error)
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 

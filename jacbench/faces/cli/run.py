@@ -26,7 +26,7 @@ from jacbench.faces.cli.common import (
     stopped_by,
     terminated_as_interrupt,
 )
-from jacbench.runs import harness, results, sandbox, shards
+from jacbench.runs import harness, models, results, sandbox, shards
 from jacbench.runs.options import DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_CALL_TIME, SweepOptions
 from jacbench.runs.settings import options_of
 
@@ -208,6 +208,9 @@ def _print_run(frame: pd.DataFrame, run_dir: Path, part: shards.Shard | None, qu
         samples = frame.attrs.get("samples")
         for shown in report.summary_tables(frame, samples, methods_run, accuracy=True):
             console.print(shown)
+    for label, takes in (frame.attrs.get("models") or {}).items():
+        if takes != models.TAKES["batch"]:  # said where jacbench batches the model
+            console.print(f"{label} {takes}.", highlight=False)
     folder = shards.shard_dir(run_dir, part) if part else run_dir
     written = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
     console.print(f"Results: {folder}/ ({', '.join(written)})")
