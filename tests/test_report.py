@@ -2,6 +2,7 @@
 hand-made result files with known numbers; the analysis itself is tests/test_analysis.py's."""
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -415,3 +416,19 @@ def test_the_summary_tables_each_jacobian_s_cost_in_evaluations():
     section = text.split("## What a Jacobian costs in evaluations of the function", 1)[1]
     first = frame.iloc[0]
     assert f"{first['median_s'] / 2e-5:.3g}" in section
+
+
+def test_the_summary_says_after_how_many_calls_a_compiled_method_repays_its_compile_time():
+    frame = fixture_frame()
+    one = frame[(frame["depth"] == frame["depth"].min()) & (frame["d_out"] == 1)].copy()
+    eager = one["median_s"].min()
+    compiled = one.iloc[[0]].assign(method="auto-compiled", median_s=eager - 1e-3, compile_s=2.0)
+    slower = one.iloc[[0]].assign(method="jax-jacrev", median_s=eager * 2, compile_s=0.5)
+    found = analysis.compile_payback(pd.concat([one, compiled, slower], ignore_index=True))
+    by = found.set_index("method")
+    assert by.loc["auto-compiled", "calls"] == pytest.approx(2000)  # 2 s / 1 ms a call
+    assert by.loc["jax-jacrev", "calls"] == math.inf
+    text = report.summary_markdown(pd.concat([one, compiled, slower], ignore_index=True), {})
+    assert "## When compiling pays" in text
+    assert "2,000 calls" in text and "never" in text
+    assert "When compiling pays" not in report.summary_markdown(one, {})

@@ -48,6 +48,7 @@ def summary_markdown(
             _peer_lines(rows),
             _devices_lines(rows, methods, samples),
             _evals_lines(rows, methods),
+            _payback_lines(rows),
         )
         for section in sections:
             if section:
@@ -140,6 +141,31 @@ def _evals_lines(rows: pd.DataFrame, methods: Sequence[str] | None) -> list[str]
         "",
         *markdown_lines(table),
     ]
+
+
+def _payback_lines(rows: pd.DataFrame) -> list[str]:
+    """The section on when compiling pays (none where nothing was compiled)."""
+    found = analysis.compile_payback(rows)
+    if found.empty:
+        return []
+    table = tables.payback_table(found)
+    never = int((found["saved_s"] <= 0).sum())
+    lines = ["## When compiling pays", ""]
+    if table.rows:
+        lines += [
+            "A compiled method's compile time (`compile_s`) over what each call saves against "
+            "the fastest method at its point that compiles nothing: the calls after which "
+            "compiling has paid.",
+            "",
+            *markdown_lines(table),
+            "",
+        ]
+    if never:
+        lines.append(
+            f"At {never} of {len(found)} compiled rows the compiled method was no faster than "
+            "the fastest that compiles nothing: there compiling never pays."
+        )
+    return lines
 
 
 def _untimed_lines(frame: pd.DataFrame) -> list[str]:

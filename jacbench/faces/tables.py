@@ -183,6 +183,22 @@ def evals_table(rows: pd.DataFrame, methods: Sequence[str] | None = None) -> Tex
     return table
 
 
+# ------------------------------------------------------------------- compiling
+def payback_table(found: pd.DataFrame) -> TextTable:
+    """After how many calls each compiled method that is faster (``found``: rows of
+    ``analysis.compile_payback``) repays its compile time against the fastest method at its
+    point that compiles nothing."""
+    columns = ["shape", "compiled", "against", "compile", "saves a call", "repaid after"]
+    table = TextTable(columns, left=3)
+    for _, row in found[found["saved_s"] > 0].iterrows():
+        table.rows.append(
+            [compact_label(row), str(row["method"]), str(row["eager"]),
+             format_seconds(row["compile_s"]), format_seconds(row["saved_s"]),
+             f"{math.ceil(row['calls']):,} calls"]
+        )  # fmt: skip
+    return table
+
+
 # ------------------------------------------------------------------- untimed
 def untimed_table(frame: pd.DataFrame) -> TextTable:
     """The rows that were not timed (failed, skipped, out of memory) and why."""

@@ -57,8 +57,11 @@ def format_ratio(ratio: float | None) -> str:
 
 
 def format_percent(share: float | None) -> str:
-    """A share as a whole percentage; ``—`` for none."""
-    return f"{share:.0%}" if share is not None and pd.notna(share) else "—"
+    """A share as a whole percentage, under 1% with two figures (a model's FLOPs-only
+    efficiency); ``—`` for none."""
+    if share is None or not pd.notna(share):
+        return "—"
+    return f"{share:.0%}" if share >= 0.01 or share == 0 else f"{share * 100:.2g}%"
 
 
 def is_missing(value: object) -> bool:

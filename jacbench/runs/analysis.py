@@ -364,6 +364,37 @@ def depth_series(frame: pd.DataFrame, limit: int = 6) -> list[tuple[tuple, pd.Da
     return groups[:limit]
 
 
+def compile_payback(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per point, each compiled method's time to pay back its compile time: the fastest
+    timed method there that compiles nothing (``eager``), what the compiled call saves on
+    it (``saved_s``, negative where it is slower) and the calls after which the compile
+    time is repaid (``calls``: inf where never). One row per compiled row that was timed."""
+    ok = timed(frame)
+    if "compile_s" not in ok.columns:
+        return pd.DataFrame()
+    compile_s = pd.to_numeric(ok["compile_s"], errors="coerce")
+    compiled = compile_s.notna() & (compile_s > 0)
+    found = []
+    for _, g in ok.groupby([c for c in SHAPE_COLUMNS if c in ok.columns], sort=False, dropna=False):
+        eager = g[~compiled.loc[g.index]]
+        if eager.empty:
+            continue
+        best = eager.loc[eager["median_s"].idxmin()]
+        for _, row in g[compiled.loc[g.index]].iterrows():
+            saved = float(best["median_s"] - row["median_s"])
+            found.append(
+                {
+                    **{c: row[c] for c in SHAPE_COLUMNS if c in row.index},
+                    "method": row["method"],
+                    "compile_s": float(row["compile_s"]),
+                    "eager": best["method"],
+                    "saved_s": saved,
+                    "calls": float(row["compile_s"]) / saved if saved > 0 else math.inf,
+                }
+            )
+    return pd.DataFrame(found)
+
+
 def model_series(frame: pd.DataFrame, limit: int = 8) -> list[tuple[str, pd.DataFrame]]:
     """The timed rows of each user's or built-in model (not the MLP), by model: the first
     ``limit`` models, each with its rows and a ``shape`` label (``D=16 P=4 B=8``, the

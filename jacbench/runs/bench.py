@@ -306,6 +306,16 @@ class Bench:
                 threads=self.threads,
             )  # fmt: skip
 
+    def warm_up(self, handle: Method | str | bytes, name: str, calls: int) -> None:
+        """``calls`` untimed calls of the method at the point's input right before a timed
+        block (``tasks.WARMUP_CALLS``), as ``timing.measure`` warms up jacbench's methods:
+        the block's first call then finds the thread pool awake and the caches its own."""
+        self._ensure(handle, name)
+        self._run_state()
+        with tuning.use(self.tuned or tuning.active()):
+            for _ in range(calls):
+                self.calls[name]()
+
     def timed_block(
         self, handle: Method | str | bytes, name: str, seed: int | None, calls: int
     ) -> tuple[bytes, ...]:

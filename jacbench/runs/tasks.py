@@ -60,6 +60,11 @@ OPEN_CALLS = 3
 # the fewest blocks a measurement makes (NOTE: [Every timed call checked]).
 CHECKED_CALLS = 3
 MIN_BLOCKS = 5
+# Untimed calls right before each timed block: after the gap between blocks (the parent
+# checking picks) the sandbox's thread pool has gone to sleep, and on a VM waking it took
+# milliseconds, charged to the block's first call (a model's rows read 10–15% slow; with
+# the warm-up call 2–5%: the pipe's round trip and the commitment per call).
+WARMUP_CALLS = 1
 # A block lasts about min_time / MIN_BLOCKS, within these: long against the pipe's round
 # trip (some 0.1 ms), short enough for several in a measurement.
 BLOCK_S = (2e-3, 0.05)
@@ -387,6 +392,8 @@ class PointTasks:
         while len(times) < MIN_BLOCKS or spent < min_time:
             calls = max(1, min(int(target / per_call), most))
             seed = None if own_input else _PICKS.getrandbits(62)
+            warm = min(self._left(until), self.timeout * (WARMUP_CALLS + 1))
+            bench.call("warm_up", portable, method.name, WARMUP_CALLS, deadline=warm)
             start = time.perf_counter()
             digests = bench.call("timed_block", portable, method.name, seed, calls,
                                  deadline=min(self._left(until), self.timeout))  # fmt: skip
