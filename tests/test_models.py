@@ -794,7 +794,8 @@ def test_jax_on_a_model_runs_its_to_jax_twin_validated_and_skips_a_model_without
     assert list(twin["status"]) == ["ok", "ok", "ok"]
     assert (twin["max_rel_err"] < 1e-5).all()
     wrong = jacbench.sweep(model=[_spec("make_wrong_twin")], **kwargs)
-    assert list(wrong["status"]) == ["ok", "wrong", "wrong"]
+    assert list(wrong["status"]) == ["ok", "error", "error"]
+    assert wrong["message"].str.contains("computes another function: at an input drawn").iloc[1]
     none = jacbench.sweep(model=[_spec("make_tanh_layer")], **kwargs)
     assert list(none["status"]) == ["ok", "skipped", "skipped"]
     assert none["message"].iloc[1].startswith("the model has no JAX twin")
@@ -815,3 +816,24 @@ def test_each_built_in_model_s_jax_twin_has_the_model_s_jacobian(name, d_in, d_o
     expected = torch.func.jacrev(model)(x).detach()
     found = jax.jacrev(model.to_jax())(jax.numpy.asarray(x.numpy()))
     assert torch.allclose(torch.from_numpy(np.asarray(found)), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_a_model_that_answers_otherwise_without_grad_leaves_its_rows_unchecked():
+    """Central differences run in grad mode, as the methods do: a model linear under
+    torch.no_grad alone cannot pass its hidden derivative off as its own."""
+    frame = jacbench.sweep(
+        model=[_spec("make_answers_otherwise_without_grad")], d_in=[6], d_out=[4], batch=[2],
+        methods=["func-jacrev", "auto"], min_time=0.01,
+    )  # fmt: skip
+    assert list(frame["status"]) == ["unchecked", "unchecked"]
+    assert frame["message"].str.contains("disagrees with central differences").all()
+
+
+def test_a_jax_twin_fitted_to_the_point_s_input_alone_is_caught_at_inputs_drawn_afresh():
+    pytest.importorskip("jax")
+    frame = jacbench.sweep(
+        model=[_spec("make_fitted_twin")], d_in=[6], d_out=[4], batch=[2],
+        methods=["func-jacrev", "jax-jacrev"], min_time=0.01,
+    )  # fmt: skip
+    assert list(frame["status"]) == ["ok", "error"]
+    assert "computes another function" in frame["message"].iloc[1]

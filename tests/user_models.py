@@ -299,3 +299,51 @@ def make_tanh_layer_with_twin(d_in, d_out):
 def make_wrong_twin(d_in, d_out):
     """Its JAX twin computes another function."""
     return TanhLayerWithTwin(d_in, d_out, wrong_twin=True)
+
+
+def make_answers_otherwise_without_grad(d_in, d_out):
+    """Under torch.no_grad it is a linear map; otherwise the linear map plus a term whose
+    derivative it hides from AD: AD's Jacobian is the linear map's alone."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(d_in, d_out, generator=g, dtype=torch.float64)
+    v = torch.randn(d_in, d_out, generator=g, dtype=torch.float64)
+
+    def f(x):
+        linear = x @ v.to(x.dtype)
+        if not torch.is_grad_enabled():
+            return linear
+        return torch.sin(x.detach()) @ w.to(x.dtype) + linear
+
+    return f
+
+
+class FittedTwin(nn.Module):
+    """Its JAX twin is the model's linearisation at the input jacbench builds the JAX method
+    at (found in the caller's frames): right there, wrong anywhere else."""
+
+    def __init__(self, d_in, d_out):
+        super().__init__()
+        self.linear = nn.Linear(d_in, d_out)
+
+    def forward(self, x):
+        return torch.tanh(self.linear(x))
+
+    def to_jax(self):
+        import sys
+
+        import jax.numpy as jnp
+
+        frame, x = sys._getframe(1), None
+        while frame is not None and x is None:
+            x = frame.f_locals.get("x") if frame.f_code.co_name == "_build_jax" else None
+            frame = frame.f_back
+        x0 = (x if x.ndim == 1 else x[0]).detach().to(torch.float64).numpy()
+        w = self.linear.weight.detach().to(torch.float64).numpy()
+        y0 = np.tanh(w @ x0 + self.linear.bias.detach().to(torch.float64).numpy())
+        j0 = (1 - y0**2)[:, None] * w  # the Jacobian at x0, exactly
+        y0, j0 = jnp.asarray(y0, jnp.float32), jnp.asarray(j0, jnp.float32)
+        return lambda s: y0 + j0 @ (s - x0.astype(s.dtype))
+
+
+def make_fitted_twin(d_in, d_out):
+    return FittedTwin(d_in, d_out)

@@ -202,9 +202,10 @@ class Row:
         self.mean_s = measurement.mean
         self.runs = measurement.runs
         self.noisy = measurement.noisy
-        self.gflops = self.flops / measurement.median / 1e9 if self.flops else math.nan
-        self.efficiency = self.bound_s / measurement.median  # NaN without a bound
-        self.evals = measurement.median / self.primal_s  # NaN where f was not timed
+        median = measurement.median if measurement.median > 0 else math.nan  # no time: no rate
+        self.gflops = self.flops / median / 1e9 if self.flops else math.nan
+        self.efficiency = self.bound_s / median  # NaN without a bound
+        self.evals = median / self.primal_s  # NaN where f was not timed
         return self
 
     def sample_records(self) -> list[dict[str, Any]]:

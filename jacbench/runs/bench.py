@@ -35,11 +35,20 @@ NOTE: [Every timed call checked]
     a Jacobian between calls), and the picked results are judged against the point's
     reference, made before any timed call and itself checked against central differences
     (NOTE: [A model's reference checked by differences]).
+
+    What this does not hold against: the reference, its differences and these benches run
+    in the model's own process, where its code runs first. A model that rewrites jacbench's
+    code there (the bench's timed block, the differences check, the plan) can make its own
+    rows say what it likes, as its author could by editing the function itself; that is an
+    author fooling their own benchmark, and the rows of every other model and of every
+    user's routine stay in processes it cannot reach. A student's routine has no such
+    reach: its references are computed in jacbench's process, never beside it.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 import torch
@@ -126,9 +135,12 @@ def point_reference(
 #     or .detach(), integer outputs; or code that behaves otherwise under a transform), and
 #     the reference then agrees with the rows that share the blind spot: an all-zero
 #     Jacobian was "ok" with error 0. So the reference is checked against central
-#     differences along DIRECTIONS seeded random directions (the model's own float64 calls,
-#     no AD): J·v against (f(x + hv) − f(x − hv)) / 2h. Where they disagree beyond
-#     DIFFERENCE_TOLERANCE the reference is refused and the rows are unchecked, saying why.
+#     differences along DIRECTIONS random directions drawn afresh (the model's own float64
+#     calls in grad mode, no AD): J·v against (f(x + hv) − f(x − hv)) / 2h. Where they
+#     disagree beyond DIFFERENCE_TOLERANCE the reference is refused and the rows are
+#     unchecked, saying why. The directions are unforeseeable and the calls run in grad
+#     mode, as the methods' do: a model that answered otherwise under torch.no_grad (where
+#     the differences ran at first) passed with a Jacobian that was not its own.
 DIRECTIONS = 4
 DIFFERENCE_STEP = 1e-6
 DIFFERENCE_TOLERANCE = 1e-4
@@ -138,12 +150,16 @@ def _agrees_with_differences(net: Any, x: torch.Tensor, jacobian: torch.Tensor) 
     """Raises ValueError where ``jacobian`` (float64, at x of shape (D,) or (B, D)) is not
     the derivative central differences of ``net`` measure (NOTE: [A model's reference
     checked by differences])."""
-    generator = torch.Generator().manual_seed(7)
+    # Directions the model cannot foresee, and grad mode as jacbench's methods run it: a
+    # model that answers otherwise under torch.no_grad, or at known points, is not let off.
+    generator = torch.Generator().manual_seed(random.SystemRandom().getrandbits(62))
     for _ in range(DIRECTIONS):
         v = torch.randn(x.shape[-1], generator=generator, dtype=torch.float64).to(x.device)
         v = v / v.norm()
-        with torch.no_grad():
+        with torch.enable_grad():
             ahead, behind = net(x + DIFFERENCE_STEP * v), net(x - DIFFERENCE_STEP * v)
+        ahead = ahead.detach() if isinstance(ahead, torch.Tensor) else ahead
+        behind = behind.detach() if isinstance(behind, torch.Tensor) else behind
         if not (isinstance(ahead, torch.Tensor) and ahead.is_floating_point()):
             raise ValueError("the model's output is not a floating-point tensor")
         measured = (ahead - behind).to(torch.float64) / (2 * DIFFERENCE_STEP)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -285,6 +286,8 @@ def _build_jax(transform: str | Callable[[Any], Any], net: MLP, x: Tensor) -> Ja
         return jax.device_put(jnp.asarray(array, dtype=getattr(jnp, dtype)), device)
 
     f = _mlp_in_jax(net, to_jax) if isinstance(net, MLP) else jax_twin(net)
+    if not isinstance(net, MLP):
+        _twin_agrees(net, f, x, to_jax)
     jac = transform(f) if callable(transform) else getattr(jax, transform)(f)
     compiled = jax.jit(jac if x.ndim == 1 else jax.vmap(jac))
     xj = to_jax(x)
@@ -348,13 +351,49 @@ def _mlp_in_jax(net: MLP, to_jax: Callable[[Tensor | None], Any]) -> Callable[[A
 #     made from the model's own weights as they are when jacbench calls it (moved to the
 #     point's dtype). jax-jacfwd and jax-jacrev then time ``jax.jit(jax.vmap(jax.jacfwd(f)))``
 #     and its reverse twin, checked against the torch model's float64 reference like every
-#     row, so a twin that computes another function is ``wrong``. A model without one has
+#     row; before that the twin's values at inputs drawn afresh are checked against the
+#     model's own (``_twin_agrees``), so a twin that computes another function, or one made
+#     to agree at the point's input alone, fails its rows saying so. A model without one has
 #     its JAX rows skipped, saying so. The twin is called where the model is built (its
 #     sandbox): it is the user's code.
 NO_TWIN = (
     "the model has no JAX twin: give it a to_jax() method returning its function of one "
     "sample written in JAX (docs/models.md, JAX on the same model)"
 )
+
+
+# A twin's values at inputs drawn afresh may differ from the model's by this much (relative).
+TWIN_TOLERANCES = {torch.float64: 1e-9, torch.float32: 1e-4, torch.bfloat16: 5e-2}
+TWIN_DRAWS = 3
+
+
+def _twin_agrees(net: Any, f: Callable[[Any], Any], x: Tensor, to_jax: Callable) -> None:
+    """Raises ValueError where the JAX twin ``f`` is not the model ``net``'s function: its
+    values at TWIN_DRAWS inputs drawn afresh, like the point's, against the model's own. Its
+    Jacobian is checked at the point's input like every row's; a twin made to agree there
+    alone (fitted to the point's input) is caught here."""
+    import numpy as np
+
+    generator = torch.Generator().manual_seed(random.SystemRandom().getrandbits(62))
+    sample = x if x.ndim == 1 else x[0]
+    scale = float(sample.detach().abs().max()) or 1.0
+    for _ in range(TWIN_DRAWS):
+        drawn = torch.randn(sample.shape, generator=generator, dtype=torch.float64) * scale / 2
+        drawn = drawn.to(dtype=x.dtype, device=x.device)
+        with torch.no_grad():
+            expected = net(drawn).detach().to("cpu", torch.float64)
+        found = torch.from_numpy(np.asarray(f(to_jax(drawn)), dtype=np.float64))
+        if found.shape != expected.shape:
+            raise ValueError(
+                f"the model's JAX twin returns shape {tuple(found.shape)} where the model "
+                f"returns {tuple(expected.shape)}"
+            )
+        off = float((found - expected).abs().max()) / max(float(expected.abs().max()), 1e-30)
+        if not off <= TWIN_TOLERANCES.get(x.dtype, 1e-4):
+            raise ValueError(
+                f"the model's JAX twin computes another function: at an input drawn afresh "
+                f"its values differ from the model's by {off:.2g} (relative)"
+            )
 
 
 def jax_twin(net: Any) -> Callable[[Any], Any]:
