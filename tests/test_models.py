@@ -837,3 +837,13 @@ def test_a_jax_twin_fitted_to_the_point_s_input_alone_is_caught_at_inputs_drawn_
     )  # fmt: skip
     assert list(frame["status"]) == ["ok", "error"]
     assert "computes another function" in frame["message"].iloc[1]
+
+
+def test_predict_decides_the_mode_from_the_counts_a_model_s_sandbox_sends_back():
+    """A model that rewrites the plan in its sandbox cannot make predict recommend the mode
+    its own counts say is slower (D = 64 inputs, P = 1 output: reverse mode)."""
+    spec = f"{Path(__file__).with_name('hostile_models.py')}:make_flips_its_plan"
+    args = ["predict", "--model", spec, "--d-in", "64", "--d-out", "1"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert "Recommended: reverse mode" in done.output

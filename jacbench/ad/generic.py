@@ -41,6 +41,7 @@ NOTE: [Choosing the mode of any function]
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import statistics
@@ -225,6 +226,16 @@ def _plan(f: Callable[[Tensor], Tensor], x: Tensor) -> GenericPlan:
         reason=reason,
         tie=tie,
     )
+
+
+def decided(plan: GenericPlan) -> GenericPlan:
+    """``plan`` with its mode, reason and tie decided here from its own counts: a plan sent
+    back by a model's sandbox says what it counted, never what to do with the counts."""
+    if "forward" not in plan.seconds or "reverse" not in plan.seconds:
+        return dataclasses.replace(plan, mode="reverse", tie=False)
+    mode, reason, tie = _choice(plan.seconds, plan.flops, plan.operations, plan.memory_bytes, "")
+    keep = plan.mode == mode and plan.tie == tie  # the sandbox's reason where it agrees
+    return plan if keep else dataclasses.replace(plan, mode=mode, reason=reason, tie=tie)
 
 
 def _choice(

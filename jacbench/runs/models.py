@@ -430,7 +430,7 @@ def model_plan(
     plan, takes = found if isinstance(found, tuple) and len(found) == 2 else (None, None)
     if not (isinstance(plan, generic.GenericPlan) and isinstance(takes, str)):
         raise ModelError(f"{model.label}: its sandbox sent back a plan jacbench does not read")
-    return plan, takes
+    return generic.decided(plan), takes
 
 
 def _plan_here(
