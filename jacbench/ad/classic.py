@@ -214,6 +214,17 @@ def make_gmm(
     return log_likelihood
 
 
+def _runge_kutta(rate: Callable[[Any], Any], y: Any, steps: int, dt: float) -> Any:
+    """``steps`` classic Runge–Kutta steps of y' = rate(y) from y: torch's arrays or JAX's."""
+    for _ in range(steps):
+        k1 = rate(y)
+        k2 = rate(y + 0.5 * dt * k1)
+        k3 = rate(y + 0.5 * dt * k2)
+        k4 = rate(y + dt * k3)
+        y = y + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return y
+
+
 def make_ode(d_in: int, d_out: int, *, steps: int = 20, dt: float = 0.05) -> Function:
     """The state after ``steps`` classic Runge–Kutta steps of y' = tanh(A·y) − y/10 from
     y(0) = x: D = P = n.
@@ -231,13 +242,7 @@ def make_ode(d_in: int, d_out: int, *, steps: int = 20, dt: float = 0.05) -> Fun
         def rate(state: Tensor) -> Tensor:
             return torch.tanh(matrix @ state) - 0.1 * state
 
-        for _ in range(steps):
-            k1 = rate(y)
-            k2 = rate(y + 0.5 * dt * k1)
-            k3 = rate(y + 0.5 * dt * k2)
-            k4 = rate(y + dt * k3)
-            y = y + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-        return y
+        return _runge_kutta(rate, y, steps, dt)
 
     def to_jax() -> Callable[[Any], Any]:  # its JAX twin (NOTE: [A model's JAX twin])
         import jax.numpy as jnp
@@ -252,13 +257,7 @@ def make_ode(d_in: int, d_out: int, *, steps: int = 20, dt: float = 0.05) -> Fun
             def rate(state):
                 return jnp.tanh(matmul(matrix, state)) - 0.1 * state
 
-            for _ in range(steps):
-                k1 = rate(y)
-                k2 = rate(y + 0.5 * dt * k1)
-                k3 = rate(y + 0.5 * dt * k2)
-                k4 = rate(y + dt * k3)
-                y = y + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-            return y
+            return _runge_kutta(rate, y, steps, dt)
 
         return integrate_jax
 
