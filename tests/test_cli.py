@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from jacbench.faces.cli import app, main
 from jacbench.faces.cli.common import NamesOf, OneOf, join_list_options, numbers
+from jacbench.faces.text import format_percent
 from jacbench.measure.machine import install_hint
 from jacbench.measure.rows import COLUMNS
 
@@ -306,7 +307,7 @@ def test_run_measures_peaks_and_efficiency(tmp_path):
     assert row["efficiency"] == pytest.approx(row["bound_s"] / row["median_s"])
     summary = (out / "summary.md").read_text()
     assert "| efficiency |" in summary
-    assert f"| {row['efficiency']:.0%} |" in summary
+    assert f"| {format_percent(row['efficiency'])} |" in summary
 
 
 # ---------------------------------------------------------------- report, compare, info

@@ -432,3 +432,10 @@ def test_the_summary_says_after_how_many_calls_a_compiled_method_repays_its_comp
     assert "## When compiling pays" in text
     assert "2,000 calls" in text and "never" in text
     assert "When compiling pays" not in report.summary_markdown(one, {})
+
+
+def test_a_share_prints_as_a_whole_percentage_and_under_one_percent_with_two_figures():
+    assert [text.format_percent(s) for s in (0.994, 0.0125, 0.0095, 7.1e-5, 0.0)] == [
+        "99%", "1%", "0.95%", "0.0071%", "0%",
+    ]  # fmt: skip
+    assert text.format_percent(float("nan")) == "—" and text.format_percent(None) == "—"
