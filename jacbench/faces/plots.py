@@ -4,7 +4,10 @@ data are ``jacbench.runs.analysis``'."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -22,6 +25,32 @@ FAMILY_STYLES: dict[str, str | tuple] = {
 }
 
 
+def _method_lines(ax: Any, g: pd.DataFrame, x: Callable[[pd.DataFrame], Any]) -> None:
+    """One line per method of ``g``'s rows on a log time axis, at ``x`` of each method's
+    rows (in ``g``'s order): colour per method, line style per family."""
+    import matplotlib.pyplot as plt
+
+    tab20 = plt.get_cmap("tab20")
+    for i, method in enumerate(analysis.method_order(g["method"].unique(), None)):
+        m = g[g["method"] == method]
+        family = METHODS[method].family if method in METHODS else "user"
+        ax.plot(
+            x(m),
+            m["median_s"] * 1e3,
+            marker="o",
+            label=method,
+            color=tab20(i % tab20.N),
+            linestyle=FAMILY_STYLES.get(family, "-"),
+        )
+    ax.set_yscale("log")
+    ax.set_ylabel("median time per Jacobian (ms)")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _places(at: dict[str, int], rows: pd.DataFrame) -> list[int]:
+    return [at[shape] for shape in rows["shape"]]
+
+
 def plot_time_vs_depth(frame: pd.DataFrame, path: Path) -> Path | None:
     """Median time against depth, one line per method, one panel per other-dimensions group."""
     import matplotlib
@@ -33,26 +62,11 @@ def plot_time_vs_depth(frame: pd.DataFrame, path: Path) -> Path | None:
     if not groups:
         return None
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups) + 1.8, 4.2), squeeze=False)
-    tab20 = plt.get_cmap("tab20")
-    colours = [tab20(i) for i in range(tab20.N)]
     for ax, (key, g) in zip(axes[0], groups):
         d, k, p, b, dtype, device = key
-        for i, method in enumerate(analysis.method_order(g["method"].unique(), None)):
-            m = g[g["method"] == method].sort_values("depth")
-            family = METHODS[method].family if method in METHODS else "user"
-            ax.plot(
-                m["depth"],
-                m["median_s"] * 1e3,
-                marker="o",
-                label=method,
-                color=colours[i % len(colours)],
-                linestyle=FAMILY_STYLES.get(family, "-"),
-            )
-        ax.set_yscale("log")
+        _method_lines(ax, g.sort_values("depth"), lambda m: m["depth"])
         ax.set_xlabel("depth L")
-        ax.set_ylabel("median time per Jacobian (ms)")
         ax.set_title(f"D={d} K={k} P={p} B={b} {dtype} {device}", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -107,25 +121,12 @@ def plot_models(frame: pd.DataFrame, path: Path) -> Path | None:
     fig, axes = plt.subplots(
         rows, columns, figsize=(5.5 * columns + 1.8, 4.2 * rows), squeeze=False
     )
-    tab20 = plt.get_cmap("tab20")
     for ax, (model, g) in zip(axes.flat, groups):
         shapes = list(dict.fromkeys(g["shape"]))
-        for i, method in enumerate(analysis.method_order(g["method"].unique(), None)):
-            m = g[g["method"] == method]
-            family = METHODS[method].family if method in METHODS else "user"
-            ax.plot(
-                [shapes.index(s) for s in m["shape"]],
-                m["median_s"] * 1e3,
-                marker="o",
-                label=method,
-                color=tab20(i % tab20.N),
-                linestyle=FAMILY_STYLES.get(family, "-"),
-            )
+        at = {shape: i for i, shape in enumerate(shapes)}  # each shape's place on the axis
+        _method_lines(ax, g, functools.partial(_places, at))
         ax.set_xticks(range(len(shapes)), shapes, rotation=30, ha="right", fontsize=8)
-        ax.set_yscale("log")
-        ax.set_ylabel("median time per Jacobian (ms)")
         ax.set_title(model, fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(groups) :]:
         ax.set_visible(False)
