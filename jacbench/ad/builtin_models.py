@@ -178,19 +178,11 @@ class SmallCNN(OneOrBatch):
 
     def to_jax(self) -> jax_twins.JaxFunction:
         """The same function of one sample in JAX, from these weights."""
-        steps = [
-            jax_twins.conv2d(m) if isinstance(m, nn.Conv2d)
-            else jax_twins.average_pool(cast(int, m.kernel_size)) if isinstance(m, nn.AvgPool2d)
-            else jax_twins.activation(m)
-            for m in self.features
-        ]  # fmt: skip
-        head, side = jax_twins.linear(self.head), self.side
+        features, head = jax_twins.sequential(self.features), jax_twins.linear(self.head)
+        side = self.side
 
         def f(x):
-            h = x.reshape(1, side, side)
-            for step in steps:
-                h = step(h)
-            return head(h.reshape(-1))
+            return head(features(x.reshape(1, side, side)).reshape(-1))
 
         return f
 

@@ -72,14 +72,23 @@ def activation(module: nn.Module) -> JaxFunction:
     return found
 
 
+def layer(module: nn.Module) -> JaxFunction:
+    """One layer of the built-in models: linear, LayerNorm, convolution, average pooling
+    or an activation."""
+    if isinstance(module, nn.Linear):
+        return linear(module)
+    if isinstance(module, nn.LayerNorm):
+        return layer_norm(module)
+    if isinstance(module, nn.Conv2d):
+        return conv2d(module)
+    if isinstance(module, nn.AvgPool2d):
+        return average_pool(cast(int, module.kernel_size))
+    return activation(module)
+
+
 def sequential(modules: nn.Sequential) -> JaxFunction:
-    """An ``nn.Sequential`` of linear, LayerNorm and activation layers."""
-    steps = [
-        linear(m) if isinstance(m, nn.Linear)
-        else layer_norm(m) if isinstance(m, nn.LayerNorm)
-        else activation(m)
-        for m in modules
-    ]  # fmt: skip
+    """An ``nn.Sequential`` of the layers ``layer`` knows, one after another."""
+    steps = [layer(m) for m in modules]
 
     def f(h):
         for step in steps:

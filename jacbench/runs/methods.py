@@ -285,8 +285,10 @@ def _build_jax(transform: str | Callable[[Any], Any], net: MLP, x: Tensor) -> Ja
         array = t.detach().to("cpu", torch.float64).numpy()
         return jax.device_put(jnp.asarray(array, dtype=getattr(jnp, dtype)), device)
 
-    f = _mlp_in_jax(net, to_jax) if isinstance(net, MLP) else jax_twin(net)
-    if not isinstance(net, MLP):
+    if isinstance(net, MLP):
+        f = _mlp_in_jax(net, to_jax)
+    else:
+        f = jax_twin(net)
         _twin_agrees(net, f, x, to_jax)
     jac = transform(f) if callable(transform) else getattr(jax, transform)(f)
     compiled = jax.jit(jac if x.ndim == 1 else jax.vmap(jac))
