@@ -1,8 +1,9 @@
 """Products that can run more than one way with the same arithmetic, and tanh by sigmoid.
 
 A narrow product, a block of fewer than ``NARROW_BLOCK`` rows times a weight, runs as the
-plain BLAS call (``rows``), with the weight as the left operand (``weight-first``) or with the
-weight cut into row blocks over the threads (``split``); a batch's wide row blocks fold into
+plain BLAS call (``rows``), with the weight as the left operand (``weight-first``), with the
+weight cut into row blocks over the threads (``split``) or, for one vector, by jacbench's own
+C++ kernel (``native``, ``jacbench.kernels.native``); a batch's wide row blocks fold into
 one GEMM or run as one bmm with the weight shared. Which is fastest depends on the machine:
 ``jacbench.measure.tuning`` times them, and the routines of ``jacbench.ad.jacobians`` run
 the one chosen. Every way computes the same products.
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from jacbench.kernels import native
 
 # NOTE: [Narrow products on all cores]
 #     A block of fewer than 16 vectors times a weight (P = 1 reverse mode, D = 1 forward
@@ -94,6 +97,10 @@ def narrow_product(block: Tensor, matrix: Tensor, forward: bool, kernel: str) ->
     """
     if kernel == "rows":
         return torch.mm(block, matrix)
+    if kernel == "native":  # one vector (NOTE: [jacbench's own matrix-vector kernels])
+        if native.fits(block, matrix):
+            return native.row_times(block, matrix)
+        kernel = "split"  # what it replaces: the built-in choice for a large weight
     weight = matrix.T if forward else matrix
     if kernel == "split" and can_split(weight):
         blocks = 2 * torch.get_num_threads()

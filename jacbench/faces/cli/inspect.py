@@ -25,6 +25,7 @@ from jacbench.faces.cli.common import (
     model_params,
     numbers_option,
 )
+from jacbench.kernels import native
 from jacbench.kernels.activations import ACTIVATIONS
 from jacbench.measure import allocator, device_lock, tuning
 from jacbench.measure.peaks import measure_peaks
@@ -148,7 +149,7 @@ def tune(
     if tuning.cached() is None or remeasure:
         waiting = "waiting for the CPU: another jacbench run is timing there…"
         with device_lock.hold("cpu", lambda _: err_console.print(waiting)):
-            with err_console.status("measuring this CPU's kernels (about thirty seconds)…"):
+            with err_console.status("measuring this CPU's kernels (one to two minutes)…"):
                 measured = tuning.measure(ties=ties.candidates, calibrate=generic.calibrated)
         if measured.busy:
             console.print(report.tuning_table(measured))
@@ -163,6 +164,8 @@ def tune(
     tuned = tuning.ensure("cpu", ties=ties.candidates, calibrate=generic.calibrated)
     console.print(report.tuning_table(tuned))
     console.print(report.ties_table(tuned))
+    if not native.available():
+        console.print(f"jacbench's own C++ kernel was not a candidate: {native.why_not()}.")
     console.print(f"Cached in {tuning.cache_path()}", highlight=False)
 
 

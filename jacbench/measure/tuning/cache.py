@@ -17,6 +17,7 @@ from typing import Any
 import filelock
 import torch
 
+from jacbench.kernels import native
 from jacbench.measure.machine import cpu_model
 from jacbench.measure.tuning.record import VERSION, Tuning
 
@@ -39,11 +40,7 @@ def machine_key() -> str:
 
 def cache_path() -> Path:
     """``$JACBENCH_CACHE_DIR/tuning.json``, else under ``$XDG_CACHE_HOME`` or ``~/.cache``."""
-    root = os.environ.get("JACBENCH_CACHE_DIR")
-    if root:
-        return Path(root) / "tuning.json"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "jacbench" / "tuning.json"
+    return native.cache_dir() / "tuning.json"
 
 
 def lock_path(path: Path | None = None) -> Path:

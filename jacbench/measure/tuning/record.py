@@ -7,8 +7,10 @@ and which way is faster depends on the CPU's BLAS and vector maths, not on the s
 - a narrow product, a block of m < 16 rows times a weight (the primal step of a small batch,
   forward mode's tangents T·Wᵀ, reverse mode's adjoints U·W): ``rows`` (the BLAS call on the
   block as it is), ``weight-first`` (W·Tᵀ, the weight as the left operand, transposed back;
-  a matrix-vector product for one row) or ``split`` (the weight cut into row blocks over all
-  threads, NOTE: [Narrow products on all cores] in ``jacbench.kernels.products``);
+  a matrix-vector product for one row), ``split`` (the weight cut into row blocks over all
+  threads, NOTE: [Narrow products on all cores] in ``jacbench.kernels.products``) or, for
+  one row, ``native`` (jacbench's own C++ kernel, NOTE: [jacbench's own matrix-vector
+  kernels] in ``jacbench.kernels.native``; a candidate only where it builds);
 - forward mode's primal step on one input: ``separate`` (W·h, then the tangents T·Wᵀ: two
   reads of W, the second from cache if it fits) or ``stacked`` (h as one more row on top of
   T: one product of 1 + r rows, one read of W; NOTE: [The primal stacked on the tangents]
@@ -41,7 +43,7 @@ from typing import Any
 #     Every candidate computes the same products (the FLOP model is unchanged) and agrees
 #     with the reference to rounding.
 
-NARROW_KERNELS = ("rows", "weight-first", "split")
+NARROW_KERNELS = ("rows", "weight-first", "split", "native")
 PRIMAL_KERNELS = ("separate", "stacked")
 BATCHED_KERNELS = ("fold", "bmm")
 TANH_KERNELS = ("tanh", "sigmoid")
@@ -52,7 +54,7 @@ SIZES = ("small", "medium", "large")
 BATCHED_SIZES = ("tiny", "small", "large")
 TANH_MIN_ELEMENTS = 1 << 14  # below this, launches dominate: torch.tanh's one kernel wins
 # The cache's format: an entry of another version lacks classes and is measured again.
-VERSION = 6
+VERSION = 7
 
 
 def bucket(rows: int) -> int:

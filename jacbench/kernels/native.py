@@ -1,0 +1,195 @@
+"""jacbench's own matrix-vector kernels, in C++, built on first use with the machine's compiler.
+
+``row_times`` (one row times a weight, g·W, or times a weight's transpose, x·Wᵀ = W·x) is
+one narrow-product kernel of ``jacbench.kernels.products`` (``native``): the tuning times it
+beside torch's, and the routines run it only where it was measured faster on this machine.
+``available`` says whether it can run here (a compiler, OpenMP in torch, a build that
+loads), ``why_not`` why not.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from jacbench.kernels.eager import plain_eager
+
+# NOTE: [jacbench's own matrix-vector kernels]
+#     One vector through a wide weight (the seed problem's chain: P = 1 reverse mode, every
+#     primal step of one input) reads the weight once and does two FLOPs per element: its
+#     speed is the speed at which the cores read W. torch's CPU BLAS (MKL) runs it on one
+#     thread at about half of that; the split kernel (NOTE: [Narrow products on all cores])
+#     spreads it over the threads through one bmm. Measured on an AMD EPYC (two cores of a
+#     shared VM, K = 1000, one process): from L3, torch.mv 69 µs, split 45 µs (W·x) and
+#     49 µs (g·W), this C++ kernel 29 and 28 µs; from memory (24 weights in turn), split
+#     156/146 µs, this kernel 127/137 µs (the read rate, 32 GB/s). The seed chain (L = 3,
+#     forward and back) went from 356 µs (auto) to 235 µs; JAX took 320 µs in the same
+#     process. NumPy's OpenBLAS is as fast from L3, but its own thread pool spins after each
+#     call and stalls torch's for ~50 ms (docs/runs.md, "On an AMD EPYC"); this kernel opens
+#     its parallel region in the OpenMP runtime torch loaded (a library that needs libgomp
+#     gets the one already in the process), so it runs on torch's pool and obeys
+#     torch.set_num_threads.
+#
+#     It is plain C++ with the compiler's 64-byte vector type (no intrinsics), built with
+#     -march=native: AVX-512 where the CPU has it, AVX2 or NEON where not; the build (under
+#     a second with g++) is named by a hash of the source, the flags, the compiler and the
+#     CPU, so a cache shared between machines (a cluster's home directory) keeps one per
+#     CPU. It is called through ctypes (about 2 µs a call, 5% of a 1000-wide product):
+#     a torch extension would save a microsecond but take 25 s and ninja to build.
+SOURCE = Path(__file__).with_name("native_narrow.cpp")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+BUILD_TIMEOUT_S = 120
+
+
+def cache_dir() -> Path:
+    """jacbench's cache: ``$JACBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/jacbench`` or
+    ``~/.cache/jacbench`` (the tuning's cache file and the built kernels)."""
+    root = os.environ.get("JACBENCH_CACHE_DIR")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "jacbench"
+
+
+def compiler() -> str | None:
+    """The C++ compiler: ``$CXX``, else ``c++``, ``g++`` or ``clang++`` on the PATH."""
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _cpu_signature() -> str:
+    """What -march=native compiles for: the CPU's model and feature flags."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    keep = ("model name", "flags", "Features", "CPU part")
+    return "\n".join(sorted({line for line in lines if line.startswith(keep)}))
+
+
+def _library_path(cxx: str) -> Path:
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30)
+    key = hashlib.sha256(
+        "\n".join((SOURCE.read_text(), " ".join(FLAGS), version.stdout, _cpu_signature())).encode()
+    ).hexdigest()[:16]
+    return cache_dir() / "native" / f"narrow-{key}.so"
+
+
+def _build(cxx: str, target: Path) -> None:
+    """Compile SOURCE into ``target`` through a temporary file renamed over it, so that two
+    processes building at once each leave a whole library and a reader never sees half."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run(
+            [cxx, *FLAGS, str(SOURCE), "-o", tmp],
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+        )
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            raise RuntimeError(f"{cxx} failed: {lines[0] if lines else done.returncode}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@functools.cache
+def _library() -> dict[tuple[str, torch.dtype], Callable[..., int | None]] | str:
+    """The built library's functions by (product, dtype), or why there are none (one line)."""
+    if not torch.backends.openmp.is_available():
+        return "torch was built without OpenMP, whose thread pool the kernels share"
+    cxx = compiler()
+    if cxx is None:
+        return "no C++ compiler (set CXX, or install g++ or clang++)"
+    try:
+        path = _library_path(cxx)
+        if not path.is_file():
+            _build(cxx, path)
+        library = ctypes.CDLL(str(path))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        return f"the C++ kernels did not build: {error}"
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    functions = {}
+    for dtype, suffix in DTYPES.items():
+        for name, result in (("weight_times_vector", None), ("vector_times_weight", ctypes.c_int)):
+            function = getattr(library, f"jb_{name}_{suffix}")
+            function.argtypes = (pointer, pointer, pointer, size, size)
+            function.restype = result
+            functions[(name, dtype)] = function
+    return functions
+
+
+def available() -> bool:
+    """Whether the kernels run here (the first call builds them: under a second with g++)."""
+    return not isinstance(_library(), str)
+
+
+def why_not() -> str:
+    """Why the kernels do not run here ("" where they do)."""
+    library = _library()
+    return library if isinstance(library, str) else ""
+
+
+def fits(row: Tensor, matrix: Tensor) -> bool:
+    """Whether the kernels can take ``row @ matrix`` as they are: one contiguous row (1, k)
+    times a (k, n) matrix that is a row-major weight W (g·W) or the transpose of one (x·Wᵀ
+    = W·x), plain CPU tensors of one supported dtype, and nothing watching torch's
+    operations that would not see the kernels' (autograd, torch.func, torch.compile, a
+    dispatch mode such as torch's FLOP counter)."""
+    return (
+        row.dtype in DTYPES
+        and matrix.dtype == row.dtype
+        and row.ndim == 2
+        and matrix.ndim == 2
+        and row.shape[0] == 1
+        and row.shape[1] == matrix.shape[0]
+        and row.is_cpu
+        and matrix.is_cpu
+        and row.is_contiguous()
+        and (matrix.is_contiguous() or _is_transposed(matrix))
+        and not (torch.is_grad_enabled() and (row.requires_grad or matrix.requires_grad))
+        and plain_eager(row)
+        and plain_eager(matrix)
+        and not torch._C._len_torch_dispatch_stack()
+        and available()
+    )
+
+
+def _is_transposed(matrix: Tensor) -> bool:
+    """``matrix`` (k, n) is Wᵀ for a row-major W (n, k)."""
+    return matrix.stride() == (1, matrix.shape[0])
+
+
+def row_times(row: Tensor, matrix: Tensor) -> Tensor:
+    """row (1, k) @ matrix (k, n) → (1, n), where ``fits(row, matrix)``: g·W by the row
+    sums, x·Wᵀ as W·x. No view is made (each costs about a microsecond of dispatch)."""
+    k, n = matrix.shape
+    out = torch.empty((1, n), dtype=row.dtype)
+    functions = _library()
+    assert not isinstance(functions, str), functions  # ``fits`` built them
+    if matrix.is_contiguous():  # g·W: W is (k, n)
+        product = functions[("vector_times_weight", row.dtype)]
+        if product(matrix.data_ptr(), row.data_ptr(), out.data_ptr(), k, n):
+            raise MemoryError(f"no memory for the partial rows of a {k}×{n} product")
+    else:  # x·Wᵀ = W·x: W is (n, k)
+        product = functions[("weight_times_vector", row.dtype)]
+        product(matrix.data_ptr(), row.data_ptr(), out.data_ptr(), n, k)
+    return out

@@ -1,0 +1,122 @@
+"""jacbench's own matrix-vector kernels: exact against float64 torch, refused where they
+cannot run, and a one-line reason where they do not build."""
+
+import shutil
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from jacbench import MLP, jacobian_forward, jacobian_reverse
+from jacbench.ad.jacobians import reference_jacobian, relative_error
+from jacbench.kernels import native
+from jacbench.kernels.products import narrow_product
+from jacbench.measure import tuning
+from tests.test_tuning import forcing
+
+needs_kernels = pytest.mark.skipif(
+    not native.available(), reason=f"the C++ kernels do not run here: {native.why_not()}"
+)
+
+# Rows and columns that are and are not multiples of the 8 rows and 16 lanes a pass takes,
+# fewer rows than threads, a lone column.
+SHAPES = [(1000, 1000), (7, 13), (700, 333), (17, 1), (1, 40), (3, 1025)]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("n", "k"), SHAPES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_products_match_float64_torch(dtype, n, k, threads):
+    generator = torch.Generator().manual_seed(n * k)
+    w = torch.randn(n, k, generator=generator, dtype=dtype)
+    x = torch.randn(k, generator=generator, dtype=dtype)
+    g = torch.randn(n, generator=generator, dtype=dtype)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        wx, gw = native.row_times(x[None], w.T)[0], native.row_times(g[None], w)[0]
+    finally:
+        torch.set_num_threads(before)
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-13
+    exact_wx = w.double() @ x.double()
+    exact_gw = g.double() @ w.double()
+    assert wx.dtype == dtype and wx.shape == (n,) and gw.shape == (k,)
+    assert (wx.double() - exact_wx).abs().max() <= tolerance * max(1.0, exact_wx.abs().max())
+    assert (gw.double() - exact_gw).abs().max() <= tolerance * max(1.0, exact_gw.abs().max())
+
+
+@needs_kernels
+@pytest.mark.parametrize("forward", [True, False])
+def test_narrow_product_runs_them_for_one_row_only(forward):
+    w = torch.randn(64, 48)
+    matrix = w.T if forward else w
+    one = torch.randn(1, matrix.shape[0])
+    three = torch.randn(3, matrix.shape[0])
+    for block in (one, three):
+        got = narrow_product(block, matrix, forward, "native")
+        assert got.shape == (block.shape[0], matrix.shape[1])
+        assert torch.allclose(got, block @ matrix, atol=1e-5)
+
+
+@needs_kernels
+def test_they_step_aside_for_whatever_watches_torch():
+    w, x = torch.randn(8, 8), torch.randn(1, 8)
+    assert native.fits(x, w) and native.fits(x, w.T)
+    assert not native.fits(x.requires_grad_(), w)  # autograd would not see them
+    x = x.detach()
+    assert not native.fits(torch.randn(8, 2)[:, :1].T, w)  # the row is not contiguous
+    assert not native.fits(x, torch.randn(8, 16)[:, ::2])  # neither W nor Wᵀ row-major
+    assert not native.fits(torch.randn(2, 8), w)  # two rows
+    assert not native.fits(x.int(), w.int())
+    assert not native.fits(x.double(), w)  # dtypes differ
+    with FlopCounterMode(display=False):  # would not count them
+        assert not native.fits(x, w)
+    seen = []
+    torch.func.vmap(lambda v: seen.append(native.fits(v[None], w)) or v)(torch.randn(3, 8))
+    assert seen == [False]
+
+
+@needs_kernels
+@pytest.mark.parametrize("routine", [jacobian_forward, jacobian_reverse])
+def test_a_float64_jacobian_through_them_is_exact(routine):
+    net = MLP.from_widths((1, 600, 600, 1), dtype=torch.float64)
+    x = torch.randn(1, dtype=torch.float64)
+    with tuning.use(forcing("native")):
+        jac = routine(net, x)
+    assert relative_error(jac, reference_jacobian(net, x)) < 1e-12
+
+
+@pytest.fixture
+def rebuild(monkeypatch, tmp_path):
+    """The kernels looked for afresh, in an empty cache."""
+    monkeypatch.setenv("JACBENCH_CACHE_DIR", str(tmp_path))
+    native._library.cache_clear()
+    yield tmp_path
+    native._library.cache_clear()
+
+
+def test_a_failed_build_is_one_line_and_products_fall_back(rebuild, monkeypatch):
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that fails at once
+    assert not native.available()
+    assert native.why_not() == "the C++ kernels did not build: false failed: 1"
+    assert not list(rebuild.glob("native/*"))  # no half-built library left behind
+    w, g = torch.randn(1024, 1024), torch.randn(1, 1024)
+    assert torch.allclose(narrow_product(g, w, False, "native"), g @ w, atol=1e-4)
+
+
+def test_no_compiler_says_so(rebuild, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    assert native.why_not() == "no C++ compiler (set CXX, or install g++ or clang++)"
+
+
+@needs_kernels
+def test_a_build_is_named_by_the_machine_and_reused(rebuild):
+    assert native.available()
+    built = list(rebuild.glob("native/narrow-*.so"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    native._library.cache_clear()
+    assert native.available()
+    assert built[0].stat().st_mtime_ns == stamp  # loaded, not built again
