@@ -26,37 +26,40 @@ SHAPES = [(1000, 1000), (7, 13), (700, 333), (17, 1), (1, 40), (3, 1025)]
 @needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("n", "k"), SHAPES)
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 8, 15])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_products_match_float64_torch(dtype, n, k, threads):
-    generator = torch.Generator().manual_seed(n * k)
+def test_products_match_float64_torch(dtype, n, k, m, threads):
+    generator = torch.Generator().manual_seed(n * k + m)
     w = torch.randn(n, k, generator=generator, dtype=dtype)
-    x = torch.randn(k, generator=generator, dtype=dtype)
-    g = torch.randn(n, generator=generator, dtype=dtype)
+    x = torch.randn(m, k, generator=generator, dtype=dtype)  # X·Wᵀ: forward mode's rows
+    g = torch.randn(m, n, generator=generator, dtype=dtype)  # G·W: reverse mode's rows
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        wx, gw = native.row_times(x[None], w.T)[0], native.row_times(g[None], w)[0]
+        xw, gw = native.rows_times(x, w.T), native.rows_times(g, w)
     finally:
         torch.set_num_threads(before)
     tolerance = 1e-5 if dtype == torch.float32 else 1e-13
-    exact_wx = w.double() @ x.double()
+    exact_xw = x.double() @ w.double().T
     exact_gw = g.double() @ w.double()
-    assert wx.dtype == dtype and wx.shape == (n,) and gw.shape == (k,)
-    assert (wx.double() - exact_wx).abs().max() <= tolerance * max(1.0, exact_wx.abs().max())
+    assert xw.dtype == dtype and xw.shape == (m, n) and gw.shape == (m, k)
+    assert (xw.double() - exact_xw).abs().max() <= tolerance * max(1.0, exact_xw.abs().max())
     assert (gw.double() - exact_gw).abs().max() <= tolerance * max(1.0, exact_gw.abs().max())
 
 
 @needs_kernels
 @pytest.mark.parametrize("forward", [True, False])
-def test_narrow_product_runs_them_for_one_row_only(forward):
+def test_narrow_product_runs_them_up_to_fifteen_rows(forward, monkeypatch):
     w = torch.randn(64, 48)
     matrix = w.T if forward else w
-    one = torch.randn(1, matrix.shape[0])
-    three = torch.randn(3, matrix.shape[0])
-    for block in (one, three):
+    ran = []
+    monkeypatch.setattr(native, "rows_times", lambda *a: ran.append(1) or torch.mm(*a))
+    for m in (1, 7, 15, 16):
+        block = torch.randn(m, matrix.shape[0])
         got = narrow_product(block, matrix, forward, "native")
-        assert got.shape == (block.shape[0], matrix.shape[1])
+        assert got.shape == (m, matrix.shape[1])
         assert torch.allclose(got, block @ matrix, atol=1e-5)
+    assert len(ran) == 3  # 16 rows are not a narrow block: the split kernel took them
 
 
 @needs_kernels
@@ -67,7 +70,8 @@ def test_they_step_aside_for_whatever_watches_torch():
     x = x.detach()
     assert not native.fits(torch.randn(8, 2)[:, :1].T, w)  # the row is not contiguous
     assert not native.fits(x, torch.randn(8, 16)[:, ::2])  # neither W nor Wᵀ row-major
-    assert not native.fits(torch.randn(2, 8), w)  # two rows
+    assert native.fits(torch.randn(15, 8), w)
+    assert not native.fits(torch.randn(16, 8), w)  # not a narrow block
     assert not native.fits(x.int(), w.int())
     assert not native.fits(x.double(), w)  # dtypes differ
     with FlopCounterMode(display=False):  # would not count them

@@ -1,6 +1,6 @@
 """jacbench's own matrix-vector kernels, in C++, built on first use with the machine's compiler.
 
-``row_times`` (one row times a weight, g·W, or times a weight's transpose, x·Wᵀ = W·x) is
+``rows_times`` (a few rows times a weight, G·W, or times a weight's transpose, X·Wᵀ) is
 one narrow-product kernel of ``jacbench.kernels.products`` (``native``): the tuning times it
 beside torch's, and the routines run it only where it was measured faster on this machine.
 ``available`` says whether it can run here (a compiler, OpenMP in torch, a build that
@@ -50,6 +50,7 @@ from jacbench.kernels.eager import plain_eager
 SOURCE = Path(__file__).with_name("native_narrow.cpp")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+MAX_ROWS = 15  # the kernels' rows: a narrow block has fewer than 16
 BUILD_TIMEOUT_S = 120
 
 
@@ -112,7 +113,7 @@ def _build(cxx: str, target: Path) -> None:
 
 
 @functools.cache
-def _library() -> dict[tuple[str, torch.dtype], Callable[..., int | None]] | str:
+def _library() -> dict[tuple[str, torch.dtype], Callable[..., int]] | str:
     """The built library's functions by (product, dtype), or why there are none (one line)."""
     if not torch.backends.openmp.is_available():
         return "torch was built without OpenMP, whose thread pool the kernels share"
@@ -129,10 +130,10 @@ def _library() -> dict[tuple[str, torch.dtype], Callable[..., int | None]] | str
     pointer, size = ctypes.c_void_p, ctypes.c_int64
     functions = {}
     for dtype, suffix in DTYPES.items():
-        for name, result in (("weight_times_vector", None), ("vector_times_weight", ctypes.c_int)):
+        for name in ("rows_times_transposed", "rows_times_weight"):
             function = getattr(library, f"jb_{name}_{suffix}")
-            function.argtypes = (pointer, pointer, pointer, size, size)
-            function.restype = result
+            function.argtypes = (pointer, pointer, pointer, size, size, size)
+            function.restype = ctypes.c_int
             functions[(name, dtype)] = function
     return functions
 
@@ -148,25 +149,25 @@ def why_not() -> str:
     return library if isinstance(library, str) else ""
 
 
-def fits(row: Tensor, matrix: Tensor) -> bool:
-    """Whether the kernels can take ``row @ matrix`` as they are: one contiguous row (1, k)
-    times a (k, n) matrix that is a row-major weight W (g·W) or the transpose of one (x·Wᵀ
-    = W·x), plain CPU tensors of one supported dtype, and nothing watching torch's
-    operations that would not see the kernels' (autograd, torch.func, torch.compile, a
-    dispatch mode such as torch's FLOP counter)."""
+def fits(rows: Tensor, matrix: Tensor) -> bool:
+    """Whether the kernels can take ``rows @ matrix`` as they are: a contiguous block of 1 to
+    MAX_ROWS rows (m, k) times a (k, n) matrix that is a row-major weight W (G·W) or the
+    transpose of one (X·Wᵀ), plain CPU tensors of one supported dtype, and nothing watching
+    torch's operations that would not see the kernels' (autograd, torch.func, torch.compile,
+    a dispatch mode such as torch's FLOP counter)."""
     return (
-        row.dtype in DTYPES
-        and matrix.dtype == row.dtype
-        and row.ndim == 2
+        rows.dtype in DTYPES
+        and matrix.dtype == rows.dtype
+        and rows.ndim == 2
         and matrix.ndim == 2
-        and row.shape[0] == 1
-        and row.shape[1] == matrix.shape[0]
-        and row.is_cpu
+        and 1 <= rows.shape[0] <= MAX_ROWS
+        and rows.shape[1] == matrix.shape[0]
+        and rows.is_cpu
         and matrix.is_cpu
-        and row.is_contiguous()
+        and rows.is_contiguous()
         and (matrix.is_contiguous() or _is_transposed(matrix))
-        and not (torch.is_grad_enabled() and (row.requires_grad or matrix.requires_grad))
-        and plain_eager(row)
+        and not (torch.is_grad_enabled() and (rows.requires_grad or matrix.requires_grad))
+        and plain_eager(rows)
         and plain_eager(matrix)
         and not torch._C._len_torch_dispatch_stack()
         and available()
@@ -178,18 +179,22 @@ def _is_transposed(matrix: Tensor) -> bool:
     return matrix.stride() == (1, matrix.shape[0])
 
 
-def row_times(row: Tensor, matrix: Tensor) -> Tensor:
-    """row (1, k) @ matrix (k, n) → (1, n), where ``fits(row, matrix)``: g·W by the row
-    sums, x·Wᵀ as W·x. No view is made (each costs about a microsecond of dispatch)."""
-    k, n = matrix.shape
-    out = torch.empty((1, n), dtype=row.dtype)
+def rows_times(rows: Tensor, matrix: Tensor) -> Tensor:
+    """rows (m, k) @ matrix (k, n) → (m, n), where ``fits(rows, matrix)``: G·W summed over
+    W's rows, X·Wᵀ as each row of W dotted with X's. No view is made (each costs about a
+    microsecond of dispatch)."""
+    m, (k, n) = rows.shape[0], matrix.shape
+    out = torch.empty((m, n), dtype=rows.dtype)
     functions = _library()
     assert not isinstance(functions, str), functions  # ``fits`` built them
-    if matrix.is_contiguous():  # g·W: W is (k, n)
-        product = functions[("vector_times_weight", row.dtype)]
-        if product(matrix.data_ptr(), row.data_ptr(), out.data_ptr(), k, n):
-            raise MemoryError(f"no memory for the partial rows of a {k}×{n} product")
-    else:  # x·Wᵀ = W·x: W is (n, k)
-        product = functions[("weight_times_vector", row.dtype)]
-        product(matrix.data_ptr(), row.data_ptr(), out.data_ptr(), n, k)
+    if matrix.is_contiguous():  # G·W: W is (k, n)
+        failed = functions[("rows_times_weight", rows.dtype)](
+            matrix.data_ptr(), rows.data_ptr(), out.data_ptr(), m, k, n
+        )
+    else:  # X·Wᵀ: W is (n, k)
+        failed = functions[("rows_times_transposed", rows.dtype)](
+            matrix.data_ptr(), rows.data_ptr(), out.data_ptr(), m, n, k
+        )
+    if failed:
+        raise MemoryError(f"no memory for the partial rows of a {m}-row product with {k}×{n}")
     return out

@@ -97,9 +97,9 @@ def narrow_product(block: Tensor, matrix: Tensor, forward: bool, kernel: str) ->
     """
     if kernel == "rows":
         return torch.mm(block, matrix)
-    if kernel == "native":  # one vector (NOTE: [jacbench's own matrix-vector kernels])
+    if kernel == "native":  # NOTE: [jacbench's own matrix-vector kernels]
         if native.fits(block, matrix):
-            return native.row_times(block, matrix)
+            return native.rows_times(block, matrix)
         kernel = "split"  # what it replaces: the built-in choice for a large weight
     weight = matrix.T if forward else matrix
     if kernel == "split" and can_split(weight):

@@ -115,7 +115,7 @@ def _candidates(
     if not can_split(weights[0]):
         kernels.pop("split")
     if not native.fits(block, matrices[0]):
-        kernels.pop("native")  # one vector, where the kernels build
+        kernels.pop("native")  # where the kernels do not build
     return kernels
 
 
