@@ -53,13 +53,20 @@ def test_narrow_product_runs_them_up_to_fifteen_rows(forward, monkeypatch):
     w = torch.randn(64, 48)
     matrix = w.T if forward else w
     ran = []
-    monkeypatch.setattr(native, "rows_times", lambda *a: ran.append(1) or torch.mm(*a))
+    real = native.rows_times
+
+    def watched(*args):
+        product = real(*args)
+        ran.append(product is not None)
+        return product
+
+    monkeypatch.setattr(native, "rows_times", watched)
     for m in (1, 7, 15, 16):
         block = torch.randn(m, matrix.shape[0])
         got = narrow_product(block, matrix, forward, "native")
         assert got.shape == (m, matrix.shape[1])
         assert torch.allclose(got, block @ matrix, atol=1e-5)
-    assert len(ran) == 3  # 16 rows are not a narrow block: the split kernel took them
+    assert ran == [True, True, True, False]  # 16 rows: not a narrow block, split took them
 
 
 @needs_kernels
@@ -74,6 +81,7 @@ def test_they_step_aside_for_whatever_watches_torch():
     assert not native.fits(torch.randn(16, 8), w)  # not a narrow block
     assert not native.fits(x.int(), w.int())
     assert not native.fits(x.double(), w)  # dtypes differ
+    assert not native.fits(x, torch.randn(8)) and not native.fits(x, torch.randn(2, 8, 8))
     with FlopCounterMode(display=False):  # would not count them
         assert not native.fits(x, w)
     seen = []

@@ -12,11 +12,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+# Looked up once: the checks run on every product of a routine's hot path.
+_functorch_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+
 
 def is_wrapped(x: Tensor) -> bool:
     """A torch.func transform's wrapper (vmap's batched or grad's tracking tensor)."""
-    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
-    return bool(check(x)) if check is not None else False
+    return bool(_functorch_wrapped(x)) if _functorch_wrapped is not None else False
 
 
 def plain_eager(x: Tensor) -> bool:

@@ -23,30 +23,33 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from jacbench.kernels.eager import plain_eager
+from jacbench.kernels.eager import is_wrapped
 
 # NOTE: [jacbench's own matrix-vector kernels]
-#     One vector through a wide weight (the seed problem's chain: P = 1 reverse mode, every
-#     primal step of one input) reads the weight once and does two FLOPs per element: its
-#     speed is the speed at which the cores read W. torch's CPU BLAS (MKL) runs it on one
-#     thread at about half of that; the split kernel (NOTE: [Narrow products on all cores])
-#     spreads it over the threads through one bmm. Measured on an AMD EPYC (two cores of a
-#     shared VM, K = 1000, one process): from L3, torch.mv 69 µs, split 45 µs (W·x) and
-#     49 µs (g·W), this C++ kernel 29 and 28 µs; from memory (24 weights in turn), split
-#     156/146 µs, this kernel 127/137 µs (the read rate, 32 GB/s). The seed chain (L = 3,
-#     forward and back) went from 356 µs (auto) to 235 µs; JAX took 320 µs in the same
-#     process. NumPy's OpenBLAS is as fast from L3, but its own thread pool spins after each
-#     call and stalls torch's for ~50 ms (docs/runs.md, "On an AMD EPYC"); this kernel opens
-#     its parallel region in the OpenMP runtime torch loaded (a library that needs libgomp
-#     gets the one already in the process), so it runs on torch's pool and obeys
-#     torch.set_num_threads.
+#     A few vectors through a wide weight (the seed problem's chain: P = 1 reverse mode,
+#     every primal step of one input; forward mode's D = 3 tangents) read the weight once
+#     and do two FLOPs per element and vector: their speed is the speed at which the cores
+#     read W. torch's CPU BLAS (MKL) runs them on one thread, on some CPUs at a fraction of
+#     that; the split kernel (NOTE: [Narrow products on all cores]) spreads them over the
+#     threads through one bmm. Measured on an AMD EPYC (two cores of a shared VM, one
+#     process, per product): a 1000 × 1000 weight and one vector from L3, torch.mv 69 µs,
+#     split 45 µs (W·x) and 49 µs (g·W), this C++ kernel 29 and 28 µs; from memory (24
+#     weights in turn), split 156/146 µs, this kernel 127/137 µs (the read rate, 32 GB/s);
+#     3 rows through 600 × 600 weights in cache, MKL's rows 91/87 µs, split 51/51, this
+#     kernel 34/22. The seed chain (L = 3, forward and back) went from 356 µs (auto) to
+#     288 µs; JAX took 293–320 µs in the same process. NumPy's OpenBLAS is as fast from L3,
+#     but its own thread pool spins after each call and stalls torch's for ~50 ms
+#     (docs/runs.md, "On an AMD EPYC"); this kernel opens its parallel region in the OpenMP
+#     runtime torch loaded (a library that needs libgomp gets the one already in the
+#     process), so it runs on torch's pool and obeys torch.set_num_threads.
 #
 #     It is plain C++ with the compiler's 64-byte vector type (no intrinsics), built with
-#     -march=native: AVX-512 where the CPU has it, AVX2 or NEON where not; the build (under
-#     a second with g++) is named by a hash of the source, the flags, the compiler and the
+#     -march=native: AVX-512 where the CPU has it, AVX2 or NEON where not; each row count
+#     1–15 is its own instantiation, its accumulators in registers. The build (about five
+#     seconds with g++) is named by a hash of the source, the flags, the compiler and the
 #     CPU, so a cache shared between machines (a cluster's home directory) keeps one per
-#     CPU. It is called through ctypes (about 2 µs a call, 5% of a 1000-wide product):
-#     a torch extension would save a microsecond but take 25 s and ninja to build.
+#     CPU. It is called through ctypes (about 2 µs a call, 5% of a 1000-wide product): a
+#     torch extension would save a microsecond but take 25 s and ninja to build.
 SOURCE = Path(__file__).with_name("native_narrow.cpp")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 DTYPES = {torch.float32: "f32", torch.float64: "f64"}
@@ -139,7 +142,7 @@ def _library() -> dict[tuple[str, torch.dtype], Callable[..., int]] | str:
 
 
 def available() -> bool:
-    """Whether the kernels run here (the first call builds them: under a second with g++)."""
+    """Whether the kernels run here (the first call builds them: about five seconds)."""
     return not isinstance(_library(), str)
 
 
@@ -155,46 +158,46 @@ def fits(rows: Tensor, matrix: Tensor) -> bool:
     transpose of one (X·Wᵀ), plain CPU tensors of one supported dtype, and nothing watching
     torch's operations that would not see the kernels' (autograd, torch.func, torch.compile,
     a dispatch mode such as torch's FLOP counter)."""
-    return (
-        rows.dtype in DTYPES
-        and matrix.dtype == rows.dtype
-        and rows.ndim == 2
-        and matrix.ndim == 2
-        and 1 <= rows.shape[0] <= MAX_ROWS
-        and rows.shape[1] == matrix.shape[0]
-        and rows.is_cpu
-        and matrix.is_cpu
-        and rows.is_contiguous()
-        and (matrix.is_contiguous() or _is_transposed(matrix))
-        and not (torch.is_grad_enabled() and (rows.requires_grad or matrix.requires_grad))
-        and plain_eager(rows)
-        and plain_eager(matrix)
-        and not torch._C._len_torch_dispatch_stack()
-        and available()
-    )
+    return _kernel(rows, matrix) is not None
 
 
-def _is_transposed(matrix: Tensor) -> bool:
-    """``matrix`` (k, n) is Wᵀ for a row-major W (n, k)."""
-    return matrix.stride() == (1, matrix.shape[0])
-
-
-def rows_times(rows: Tensor, matrix: Tensor) -> Tensor:
-    """rows (m, k) @ matrix (k, n) → (m, n), where ``fits(rows, matrix)``: G·W summed over
-    W's rows, X·Wᵀ as each row of W dotted with X's. No view is made (each costs about a
-    microsecond of dispatch)."""
+def rows_times(rows: Tensor, matrix: Tensor) -> Tensor | None:
+    """rows (m, k) @ matrix (k, n) → (m, n) by the kernels, None where they cannot take it
+    (``fits``): G·W summed over W's rows, X·Wᵀ as each row of W dotted with X's. The checks
+    run once and no view is made: on a 700-wide product each microsecond is 5%."""
+    kernel = _kernel(rows, matrix)
+    if kernel is None:
+        return None
     m, (k, n) = rows.shape[0], matrix.shape
     out = torch.empty((m, n), dtype=rows.dtype)
-    functions = _library()
-    assert not isinstance(functions, str), functions  # ``fits`` built them
-    if matrix.is_contiguous():  # G·W: W is (k, n)
-        failed = functions[("rows_times_weight", rows.dtype)](
-            matrix.data_ptr(), rows.data_ptr(), out.data_ptr(), m, k, n
-        )
-    else:  # X·Wᵀ: W is (n, k)
-        failed = functions[("rows_times_transposed", rows.dtype)](
-            matrix.data_ptr(), rows.data_ptr(), out.data_ptr(), m, n, k
-        )
-    if failed:
+    if kernel(matrix.data_ptr(), rows.data_ptr(), out.data_ptr(), m, k, n):
         raise MemoryError(f"no memory for the partial rows of a {m}-row product with {k}×{n}")
     return out
+
+
+def _kernel(rows: Tensor, matrix: Tensor) -> Callable[..., int] | None:
+    """The kernel that computes ``rows @ matrix`` for rows (m, k), called as (W, rows, out,
+    m, k, n), or None where none can (``fits``). Each check is a tenth of a microsecond of
+    Python on a product of twenty: the fewest attribute reads, the most decisive first."""
+    if type(rows) is not Tensor or type(matrix) is not Tensor:  # a subclass, a fake tensor
+        return None
+    if _dispatch_modes() or torch.compiler.is_compiling() or is_wrapped(rows) or is_wrapped(matrix):
+        return None
+    if (rows.requires_grad or matrix.requires_grad) and torch.is_grad_enabled():
+        return None
+    shape, k = rows.shape, matrix.shape[0] if matrix.ndim == 2 else -1
+    if len(shape) != 2 or shape[1] != k or not 1 <= shape[0] <= MAX_ROWS:
+        return None
+    if not (rows.is_cpu and matrix.is_cpu and rows.is_contiguous()):
+        return None
+    functions = _library()
+    if isinstance(functions, str) or matrix.dtype != rows.dtype:
+        return None
+    if matrix.is_contiguous():  # G·W: W is (k, n)
+        return functions.get(("rows_times_weight", rows.dtype))
+    if matrix.stride() == (1, k):  # X·Wᵀ for W (n, k)
+        return functions.get(("rows_times_transposed", rows.dtype))
+    return None
+
+
+_dispatch_modes = torch._C._len_torch_dispatch_stack  # a FLOP counter's, a tracer's

@@ -152,37 +152,39 @@ static const Plain<T>* plain_table(std::integer_sequence<int, M...>) {
   static const Plain<T> table[] = {rows_times_weight<T, M + 1>...};
   return table;
 }
+// Both entry points take (W, rows, out, m, inner, outer): rows is (m × inner), out (m ×
+// outer); W is (outer × inner) for rows·Wᵀ, (inner × outer) for rows·W.
 template <typename T>
-static int transposed(const T* w, const T* x, T* y, int64_t m, int64_t n, int64_t k) {
+static int transposed(const T* w, const T* x, T* y, int64_t m, int64_t inner, int64_t outer) {
   if (m < 1 || m > MAX_ROWS) return 2;
-  transposed_table<T>(std::make_integer_sequence<int, MAX_ROWS>())[m - 1](w, x, y, n, k);
+  transposed_table<T>(std::make_integer_sequence<int, MAX_ROWS>())[m - 1](w, x, y, outer, inner);
   return 0;
 }
 template <typename T>
-static int plain(const T* w, const T* g, T* y, int64_t m, int64_t n, int64_t k) {
+static int plain(const T* w, const T* g, T* y, int64_t m, int64_t inner, int64_t outer) {
   if (m < 1 || m > MAX_ROWS) return 2;
-  return plain_table<T>(std::make_integer_sequence<int, MAX_ROWS>())[m - 1](w, g, y, n, k);
+  return plain_table<T>(std::make_integer_sequence<int, MAX_ROWS>())[m - 1](w, g, y, inner, outer);
 }
 
 // The C interface (ctypes): 0 done, 1 no memory, 2 rows out of range.
 extern "C" {
 int jb_max_rows() { return MAX_ROWS; }
-// Y (m × n) = X (m × k) · Wᵀ, W (n × k) row-major.
-int jb_rows_times_transposed_f32(const float* w, const float* x, float* y, int64_t m, int64_t n,
-                                 int64_t k) {
-  return transposed<float>(w, x, y, m, n, k);
+// out (m × outer) = X (m × inner) · Wᵀ, W (outer × inner) row-major.
+int jb_rows_times_transposed_f32(const float* w, const float* x, float* y, int64_t m,
+                                 int64_t inner, int64_t outer) {
+  return transposed<float>(w, x, y, m, inner, outer);
 }
 int jb_rows_times_transposed_f64(const double* w, const double* x, double* y, int64_t m,
-                                 int64_t n, int64_t k) {
-  return transposed<double>(w, x, y, m, n, k);
+                                 int64_t inner, int64_t outer) {
+  return transposed<double>(w, x, y, m, inner, outer);
 }
-// Y (m × k) = G (m × n) · W, W (n × k) row-major.
-int jb_rows_times_weight_f32(const float* w, const float* g, float* y, int64_t m, int64_t n,
-                             int64_t k) {
-  return plain<float>(w, g, y, m, n, k);
+// out (m × outer) = G (m × inner) · W, W (inner × outer) row-major.
+int jb_rows_times_weight_f32(const float* w, const float* g, float* y, int64_t m, int64_t inner,
+                             int64_t outer) {
+  return plain<float>(w, g, y, m, inner, outer);
 }
-int jb_rows_times_weight_f64(const double* w, const double* g, double* y, int64_t m, int64_t n,
-                             int64_t k) {
-  return plain<double>(w, g, y, m, n, k);
+int jb_rows_times_weight_f64(const double* w, const double* g, double* y, int64_t m,
+                             int64_t inner, int64_t outer) {
+  return plain<double>(w, g, y, m, inner, outer);
 }
 }

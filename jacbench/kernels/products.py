@@ -2,8 +2,8 @@
 
 A narrow product, a block of fewer than ``NARROW_BLOCK`` rows times a weight, runs as the
 plain BLAS call (``rows``), with the weight as the left operand (``weight-first``), with the
-weight cut into row blocks over the threads (``split``) or, for one vector, by jacbench's own
-C++ kernel (``native``, ``jacbench.kernels.native``); a batch's wide row blocks fold into
+weight cut into row blocks over the threads (``split``) or by jacbench's own C++ kernel
+(``native``, ``jacbench.kernels.native``); a batch's wide row blocks fold into
 one GEMM or run as one bmm with the weight shared. Which is fastest depends on the machine:
 ``jacbench.measure.tuning`` times them, and the routines of ``jacbench.ad.jacobians`` run
 the one chosen. Every way computes the same products.
@@ -98,9 +98,10 @@ def narrow_product(block: Tensor, matrix: Tensor, forward: bool, kernel: str) ->
     if kernel == "rows":
         return torch.mm(block, matrix)
     if kernel == "native":  # NOTE: [jacbench's own matrix-vector kernels]
-        if native.fits(block, matrix):
-            return native.rows_times(block, matrix)
-        kernel = "split"  # what it replaces: the built-in choice for a large weight
+        product = native.rows_times(block, matrix)
+        if product is not None:
+            return product
+        kernel = "split"  # where the kernels cannot take it: the built-in choice for large
     weight = matrix.T if forward else matrix
     if kernel == "split" and can_split(weight):
         blocks = 2 * torch.get_num_threads()

@@ -8,9 +8,9 @@ and which way is faster depends on the CPU's BLAS and vector maths, not on the s
   forward mode's tangents T·Wᵀ, reverse mode's adjoints U·W): ``rows`` (the BLAS call on the
   block as it is), ``weight-first`` (W·Tᵀ, the weight as the left operand, transposed back;
   a matrix-vector product for one row), ``split`` (the weight cut into row blocks over all
-  threads, NOTE: [Narrow products on all cores] in ``jacbench.kernels.products``) or, for
-  one row, ``native`` (jacbench's own C++ kernel, NOTE: [jacbench's own matrix-vector
-  kernels] in ``jacbench.kernels.native``; a candidate only where it builds);
+  threads, NOTE: [Narrow products on all cores] in ``jacbench.kernels.products``) or
+  ``native`` (jacbench's own C++ kernel, NOTE: [jacbench's own matrix-vector kernels] in
+  ``jacbench.kernels.native``; a candidate only where it builds);
 - forward mode's primal step on one input: ``separate`` (W·h, then the tangents T·Wᵀ: two
   reads of W, the second from cache if it fits) or ``stacked`` (h as one more row on top of
   T: one product of 1 + r rows, one read of W; NOTE: [The primal stacked on the tangents]
