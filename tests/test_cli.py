@@ -400,6 +400,16 @@ def test_info():
     assert "func-jacrev" in result.output
 
 
+def test_info_says_whether_the_cpp_kernels_run(monkeypatch):
+    from jacbench.kernels import native
+
+    shown = re.sub(r"[\s│]+", " ", invoke("info").output)
+    assert f"C++ kernels {'built' if native.available() else native.why_not()}" in shown
+    monkeypatch.setattr(native, "_library", lambda: "no C++ compiler (set CXX, or install g++)")
+    shown = re.sub(r"[\s│]+", " ", invoke("info").output)
+    assert "C++ kernels no C++ compiler (set CXX, or install g++)" in shown
+
+
 def test_info_names_the_jax_extra_when_jax_is_missing(monkeypatch):
     from jacbench.runs import methods
 

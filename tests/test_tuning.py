@@ -350,6 +350,19 @@ def test_cli_tune_and_predict(cache_dir, monkeypatch):
     assert "reverse m=1 large: split" in result.output
 
 
+def test_cli_tune_says_why_the_cpp_kernels_were_no_candidate(cache_dir, monkeypatch):
+    from jacbench.kernels import native
+
+    fake_measure(monkeypatch, lambda **_: tuning.Tuning(machine=tuning.machine_key()))
+    monkeypatch.setattr(native, "_library", lambda: "no C++ compiler (set CXX, or install g++)")
+    result = invoke("tune")
+    assert result.exit_code == 0, result.output
+    assert (
+        "jacbench's own C++ kernel was not a candidate: no C++ compiler (set CXX, or install g++)."
+        in " ".join(result.output.split())
+    )
+
+
 def test_a_tuning_measured_beside_other_work_is_not_cached(cache_dir, monkeypatch):
     busy = tuning.Tuning(machine=tuning.machine_key(), busy="other processes used 1.20 cores")
     fake_measure(monkeypatch, lambda **_: busy)

@@ -186,6 +186,9 @@ def info(
     """Print versions, device, threads and available methods; with --peak, the measured limits."""
     device = check_device(device)
     env = {**results.environment(device), "cuda available": torch.cuda.is_available()}
+    if device == "cpu":
+        with err_console.status("building jacbench's C++ kernels where they are not yet…"):
+            env["C++ kernels"] = "built" if native.available() else native.why_not()
     available = {
         operator: [name for name, m in METHODS.items() if m.available() and m.operator == operator]
         for operator in OPERATORS
