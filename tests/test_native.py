@@ -82,6 +82,7 @@ def test_they_step_aside_for_whatever_watches_torch():
     assert not native.fits(x.int(), w.int())
     assert not native.fits(x.double(), w)  # dtypes differ
     assert not native.fits(x, torch.randn(8)) and not native.fits(x, torch.randn(2, 8, 8))
+    assert not native.fits(x, torch.randn(8, 0)) and not native.fits(x[:, :0], w[:0])
     with FlopCounterMode(display=False):  # would not count them
         assert not native.fits(x, w)
     seen = []

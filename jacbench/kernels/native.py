@@ -188,6 +188,8 @@ def _kernel(rows: Tensor, matrix: Tensor) -> Callable[..., int] | None:
     shape, k = rows.shape, matrix.shape[0] if matrix.ndim == 2 else -1
     if len(shape) != 2 or shape[1] != k or not 1 <= shape[0] <= MAX_ROWS:
         return None
+    if k == 0 or matrix.shape[1] == 0:  # nothing to read: torch's empty product
+        return None
     if not (rows.is_cpu and matrix.is_cpu and rows.is_contiguous()):
         return None
     functions = _library()
