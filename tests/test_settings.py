@@ -55,7 +55,7 @@ def test_a_resume_repeats_every_setting_that_was_recorded():
     assert results.settings_differences(older, slower.to_meta()) == []
 
 
-@pytest.mark.parametrize("run", ["cpu-seed", "cpu-peers", "amd-classes"])
+@pytest.mark.parametrize("run", ["cpu-seed", "cpu-peers", "cpu-pinn-laplacian"])
 def test_an_older_folders_params_read_into_the_same_layout(run):
     meta = json.loads((RESULTS / run / "meta.json").read_text())
     recorded = results.read_settings(meta)
