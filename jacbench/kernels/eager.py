@@ -1,6 +1,7 @@
 """Whether a call runs eagerly on a plain tensor, so that it may step outside torch's
 dispatch: write into kept buffers (``jacbench.ad.workspace``), replay a CUDA graph
-(``jacbench.ad.graphs``), compute in NumPy (``jacbench.kernels.small``).
+(``jacbench.ad.graphs``), compute in NumPy (``jacbench.kernels.small``) or in jacbench's
+own C++ (``jacbench.kernels.native``).
 
 A torch.func transform passes its own wrapper tensors (vmap's batched, grad's tracking),
 a ``torch.compile`` trace passes fake ones, and a tensor subclass may redefine any op: each
@@ -25,3 +26,15 @@ def plain_eager(x: Tensor) -> bool:
     """x is a plain ``Tensor`` (no subclass, no transform's wrapper) and no compile is
     tracing."""
     return type(x) is Tensor and not torch.compiler.is_compiling() and not is_wrapped(x)
+
+
+def unwatched(*tensors: Tensor) -> bool:
+    """``plain_eager`` for every one of ``tensors``, and no dispatch mode (a FLOP counter,
+    fake tensors) on the stack: nothing would miss operations done outside torch. A plain
+    loop: the kernels check this on every product."""
+    if torch._C._len_torch_dispatch_stack() or torch.compiler.is_compiling():
+        return False
+    for x in tensors:
+        if type(x) is not Tensor or is_wrapped(x):
+            return False
+    return True

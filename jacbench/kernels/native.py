@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from jacbench.kernels.eager import is_wrapped
+from jacbench.kernels.eager import unwatched
 
 # NOTE: [jacbench's own matrix-vector kernels]
 #     A few vectors through a wide weight (the seed problem's chain: P = 1 reverse mode,
@@ -179,9 +179,7 @@ def _kernel(rows: Tensor, matrix: Tensor) -> Callable[..., int] | None:
     """The kernel that computes ``rows @ matrix`` for rows (m, k), called as (W, rows, out,
     m, k, n), or None where none can (``fits``). Each check is a tenth of a microsecond of
     Python on a product of twenty: the fewest attribute reads, the most decisive first."""
-    if type(rows) is not Tensor or type(matrix) is not Tensor:  # a subclass, a fake tensor
-        return None
-    if _dispatch_modes() or torch.compiler.is_compiling() or is_wrapped(rows) or is_wrapped(matrix):
+    if not unwatched(rows, matrix):
         return None
     if (rows.requires_grad or matrix.requires_grad) and torch.is_grad_enabled():
         return None
@@ -200,6 +198,3 @@ def _kernel(rows: Tensor, matrix: Tensor) -> Callable[..., int] | None:
     if matrix.stride() == (1, k):  # X·Wᵀ for W (n, k)
         return functions.get(("rows_times_transposed", rows.dtype))
     return None
-
-
-_dispatch_modes = torch._C._len_torch_dispatch_stack  # a FLOP counter's, a tracer's

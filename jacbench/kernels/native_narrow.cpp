@@ -168,7 +168,6 @@ static int plain(const T* w, const T* g, T* y, int64_t m, int64_t inner, int64_t
 
 // The C interface (ctypes): 0 done, 1 no memory, 2 rows out of range.
 extern "C" {
-int jb_max_rows() { return MAX_ROWS; }
 // out (m × outer) = X (m × inner) · Wᵀ, W (outer × inner) row-major.
 int jb_rows_times_transposed_f32(const float* w, const float* x, float* y, int64_t m,
                                  int64_t inner, int64_t outer) {

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jacbench.kernels.eager import plain_eager
+from jacbench.kernels.eager import unwatched
 
 Biases = Sequence[Tensor | None]
 ArraySlope = Callable[[np.ndarray, np.ndarray], np.ndarray]  # σ'(z, h = σ(z))
@@ -126,7 +126,7 @@ def takes(net: Network, x: Tensor) -> bool:
     network's dtype, as the routines check), no gradient to record, and nothing that must
     see torch's operations: a torch.func transform (vmap's batched input), a compile, a
     dispatch mode (a FLOP counter, fake tensors)."""
-    if x.ndim != 1 or not plain_eager(x) or torch._C._len_torch_dispatch_stack():
+    if x.ndim != 1 or not unwatched(x):
         return False
     if not torch.is_grad_enabled():
         return True

@@ -28,15 +28,6 @@ NOTE: [Three ceilings]
     D) tangents: timed as ``g ⊙ σ'(z)`` on whole buffers instead, the bound read 41 ms for a
     forward pass measured at 6.7 ms (H200, bfloat16).
 
-NOTE: [A ceiling is the fastest block]
-    Every ceiling is the rate of its fastest timed block, not its median: a ceiling is what
-    the machine can do, and on a VM whose share of the host drifts from minute to minute the
-    median of the ceiling's own blocks can fall below what a row timed a minute later
-    reaches. Measured on an AMD EPYC (two cores of a shared VM): a seed run's GEMM peak read
-    173 GFLOP/s by its median and forward mode's L=3 row (1000 tangents, GEMM-bound) then
-    read 104% efficient; a classes run's read 126 GFLOP/s, and three GEMM-bound rows read
-    103–138%.
-
     Launches are no ceiling: a routine that fuses kernels (``fused``), replays a CUDA graph,
     is compiled (JAX's jit, torch.compile) or stays out of torch's dispatch (the small
     kernels) launches fewer than an eager one, and the cost of one launch measured as a
@@ -54,6 +45,15 @@ NOTE: [A ceiling is the fastest block]
     row whose weights could have stayed in a cache (smaller than the buffer its bandwidth was
     read from) where the read would be the largest ceiling: ``bound_s`` and the efficiency
     are empty there and ``bound_note`` says why.
+
+NOTE: [A ceiling is the fastest block]
+    Every ceiling is the rate of its fastest timed block, not its median: a ceiling is what
+    the machine can do, and on a VM whose share of the host drifts from minute to minute the
+    median of the ceiling's own blocks can fall below what a row timed a minute later
+    reaches. Measured on an AMD EPYC (two cores of a shared VM): a seed run's GEMM peak read
+    173 GFLOP/s by its median and forward mode's L=3 row (1000 tangents, GEMM-bound) then
+    read 104% efficient; a classes run's read 126 GFLOP/s, and three GEMM-bound rows read
+    103–138%.
 """
 
 from __future__ import annotations
