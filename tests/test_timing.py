@@ -47,7 +47,7 @@ def test_time_once():
 
 
 def test_blocked_autorange_makes_one_block_when_its_timer_synchronises():
-    # NOTE: [Blocks on a GPU], the reason for sized blocks: a timer that costs 2 ms a reading,
+    # NOTE: [Blocks of one size], a reason for sized blocks: a timer that costs 2 ms a reading,
     # as a GPU synchronisation costs tens of microseconds, makes one block fill min_time.
     from torch.utils import benchmark
 
@@ -71,27 +71,37 @@ class _FakeTimer:
         return type("Measured", (), {"times": [self.per_call]})()
 
 
-def test_sized_blocks_make_about_gpu_blocks_blocks(monkeypatch):
+def test_sized_blocks_make_about_twenty_blocks(monkeypatch):
     monkeypatch.setattr(timing.benchmark, "Timer", _FakeTimer)
     monkeypatch.setattr(timing, "time_once", lambda fn, device="cpu": _FakeTimer.per_call)
-    # 1 ms calls, blocks of 0.1 / GPU_BLOCKS = 5 ms: five calls a block, twenty blocks
+    # 1 ms calls, blocks of 0.1 / BLOCKS = 5 ms: five calls a block, twenty blocks
     times = timing.sized_blocks(lambda: None, device="cpu", min_time=0.1, threads=1)
-    assert len(times) == timing.GPU_BLOCKS
+    assert len(times) == timing.BLOCKS == 20
     monkeypatch.setattr(_FakeTimer, "per_call", 0.03)
     slow = timing.sized_blocks(lambda: None, device="cpu", min_time=0.01, threads=1)
-    assert len(slow) == 2  # a call longer than min_time still gives two blocks
+    assert len(slow) == 5  # a call longer than min_time still gives enough for a verdict
+
+
+def test_every_round_of_a_row_gets_about_as_many_blocks():
+    """NOTE: [Blocks of one size]: a call near 3 ms, where blocked_autorange's rule flips
+    between blocks of 1 and 10 calls, gets blocks of one size in every measurement."""
+    counts = [
+        timing.measure(lambda: time.sleep(0.003), min_time=0.06, warmup=0).runs for _ in range(3)
+    ]
+    # min_time / BLOCKS = 3 ms: one call a block, 20 blocks, fewer where sleeps overshoot
+    assert all(10 <= c <= 20 for c in counts), counts
 
 
 @requires_cuda
 def test_measure_on_cuda_keeps_many_blocks():
     x = torch.ones(1000, device="cuda")
     m = timing.measure(lambda: x.mul(2), device="cuda", min_time=0.1)
-    assert m.runs >= timing.GPU_BLOCKS / 2
+    assert m.runs >= timing.BLOCKS / 2
 
 
 def test_a_measurement_has_enough_blocks_for_a_verdict():
-    """blocked_autorange fills a short min_time with two or three blocks of a slow call;
-    a few more follow so that no row is left under stats.MIN_SAMPLES."""
+    """A slow call fills a short min_time with two or three blocks; a few more follow so
+    that no row is left under stats.MIN_SAMPLES."""
     from jacbench.measure import stats
 
     measured = timing.measure(lambda: time.sleep(0.004), min_time=0.02, warmup=0)

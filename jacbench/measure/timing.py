@@ -5,22 +5,24 @@
 A ``Measurement`` keeps the raw per-call times of every block; median, IQR, mean and
 run count are derived from them, never stored apart.
 
-NOTE: [Blocks on a GPU]
-    ``blocked_autorange`` sizes its blocks so that the timer's own overhead is under 1e-4 of a
-    block. On a GPU that overhead is a device synchronisation, tens of microseconds, so it
-    asks for blocks of a tenth of a second and more: one block fills the whole ``min_time``
-    and a measurement has one sample, no spread and no interval (every row of the first CUDA
-    runs, results/cuda-*, has runs = 1 but for the interleaved rounds). ``Timer``'s clock
-    synchronises whatever accelerator torch sees, so the same holds for a CPU run on a GPU
-    machine. Where an accelerator is present the blocks are sized here instead: enough calls
-    that a block lasts ``min_time / GPU_BLOCKS``, and at least ``GPU_MIN_BLOCK_S`` so that a
-    synchronisation stays a small share of it, each block timed by ``Timer.timeit``. A
-    machine without one keeps ``blocked_autorange``.
+NOTE: [Blocks of one size]
+    A measurement is about ``BLOCKS`` blocks of the same number of calls, the number chosen
+    from the median of three calls so that a block lasts ``min_time / BLOCKS`` (and at least
+    ``MIN_BLOCK_S``), on every device. ``Timer.blocked_autorange`` is not used, for two
+    reasons. On a GPU its rule (the timer's own overhead under 1e-4 of a block) asks for
+    blocks of a tenth of a second and more, because ``Timer``'s clock synchronises whatever
+    accelerator torch sees (tens of microseconds): one block filled min_time, and the first
+    CUDA runs (results/cuda-*) had one sample a row, no spread, no interval. On a CPU it
+    rounds the calls a block holds to a power of ten where that rule is just met, so a call
+    near 3 ms (the timer's 0.3 µs over 1e-4) made blocks of 1 call in one round and of 10 in
+    the next: on an AMD EPYC a seed run's auto at L=10 had 7, 8 and 55 blocks in its three
+    rounds (medians 2.46, 2.00, 2.98 ms), and the row's median over all blocks was the third
+    round's alone. Blocks of one size give every round about the same weight. The timer's
+    overhead is about 0.4 µs a block on a CPU, under 1e-3 of the shortest block.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import statistics
 import time
@@ -34,10 +36,10 @@ from jacbench.measure import stats
 
 # A measurement whose IQR is more than this share of its median is flagged noisy.
 NOISY_IQR_FRACTION = 0.10
-# On a GPU, blocks sized by hand (NOTE: [Blocks on a GPU]): about this many per measurement,
-# none shorter than this.
-GPU_BLOCKS = 20
-GPU_MIN_BLOCK_S = 1e-3
+# About this many blocks of one size per measurement, none shorter than MIN_BLOCK_S (NOTE:
+# [Blocks of one size]); never fewer than stats.MIN_SAMPLES.
+BLOCKS = 20
+MIN_BLOCK_S = 1e-3
 
 
 @dataclass(frozen=True)
@@ -126,40 +128,19 @@ def measure(
     for _ in range(warmup):
         fn()
     synchronize(device)
-    if timer_synchronises():
-        return Measurement(sized_blocks(fn, device=device, min_time=min_time, threads=threads))
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
-    result = timer.blocked_autorange(min_run_time=min_time)
-    if len(result.times) >= stats.MIN_SAMPLES:
-        return Measurement(tuple(result.times))
-    # blocked_autorange may fill min_time with one to four long blocks (its blocks keep its
-    # own overhead under 1e-4 of them); no verdict rests on fewer than MIN_SAMPLES
-    # (stats.py), so the same calls are timed again as that many shorter blocks.
-    calls = result.number_per_run * len(result.times)
-    number = max(1, calls // stats.MIN_SAMPLES)
-    return Measurement(tuple(timer.timeit(number).times[0] for _ in range(stats.MIN_SAMPLES)))
-
-
-@functools.cache
-def timer_synchronises() -> bool:
-    """Whether ``Timer``'s clock synchronises an accelerator at every reading (NOTE: [Blocks
-    on a GPU]): torch's ``torch.accelerator``, or CUDA on versions before it."""
-    accelerator = getattr(torch, "accelerator", None)
-    if accelerator is not None:
-        return bool(accelerator.is_available())
-    return torch.cuda.is_available()
+    return Measurement(sized_blocks(fn, device=device, min_time=min_time, threads=threads))
 
 
 def sized_blocks(
     fn: Callable[[], object], *, device: torch.device | str, min_time: float, threads: int
 ) -> tuple[float, ...]:
-    """Per-call times of blocks sized for about ``GPU_BLOCKS`` in ``min_time`` (NOTE: [Blocks
-    on a GPU]); at least two blocks, however slow the call."""
+    """Per-call times of blocks of one size, about ``BLOCKS`` in ``min_time`` (NOTE: [Blocks
+    of one size]); at least ``stats.MIN_SAMPLES`` blocks, however slow the call."""
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
     per_call = statistics.median(time_once(fn, device) for _ in range(3))
-    block_s = max(min_time / GPU_BLOCKS, GPU_MIN_BLOCK_S)
+    block_s = max(min_time / BLOCKS, MIN_BLOCK_S)
     number = max(1, math.ceil(block_s / per_call)) if per_call > 0 else 1
     times: list[float] = []
-    while sum(times) * number < min_time or len(times) < 2:
+    while sum(times) * number < min_time or len(times) < stats.MIN_SAMPLES:
         times.append(timer.timeit(number).times[0])
     return tuple(times)
