@@ -598,6 +598,22 @@ def _wrong_when_timed(row: Row, wrong: WrongWhenTimed) -> Row:
     return row
 
 
+# NOTE: [Each round in its own order]
+#     On two cores a method's block can be slowed by the one before it: another library's
+#     threads still spinning (JAX's, OpenBLAS's), a pool put to sleep, caches filled with
+#     other data (on an AMD EPYC, auto at L=4 K=700 took 247 µs alone and 359 µs right
+#     after one JAX call). In one fixed order every round a method follows the same
+#     neighbour, and whatever it leaves behind is a bias no pairing by round cancels. So
+#     the first round runs in the listed order and each later one in a shuffled order,
+#     drawn from the round's number (the same run is timed in the same orders).
+def round_order(count: int, round_: int) -> list[int]:
+    """The order the methods (``count`` of them) are timed in, in round ``round_``."""
+    order = list(range(count))
+    if round_:
+        random.Random(round_).shuffle(order)
+    return order
+
+
 def _run_rounds(tasks: PointTasks, methods: list[Method]) -> Iterator[Row]:
     rows = [tasks.prepare(m) for m in methods]
     times: list[list[float]] = [[] for _ in rows]
@@ -605,7 +621,8 @@ def _run_rounds(tasks: PointTasks, methods: list[Method]) -> Iterator[Row]:
     count = tasks.settings.timing.rounds
     share = tasks.settings.timing.min_time / count
     for round_ in range(count):
-        for method, row, collected, tags in zip(methods, rows, times, rounds):
+        for i in round_order(len(methods), round_):
+            method, row, collected, tags = methods[i], rows[i], times[i], rounds[i]
             if not tasks.waiting(method) or row.status in FAILED_TIMING:
                 continue
             try:
