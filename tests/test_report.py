@@ -248,6 +248,12 @@ def test_format_helpers():
     assert report.format_seconds(1.5e-6) == "1.5 µs"
     assert report.format_seconds(0.25) == "250 ms"
     assert report.format_seconds(float("nan")) == "—"
+    # rounding to three figures may carry into the next unit: never "1e+03 µs"
+    assert report.format_seconds(999.6e-6) == "1 ms"
+    assert report.format_seconds(999.4e-6) == "999 µs"
+    assert report.format_seconds(3e-8) == "30 ns"
+    assert report.format_count(999_700) == "1 M"
+    assert report.format_bytes(2**20 - 100) == "1 MiB"
     assert report.format_count(12_000_000) == "12 M"
     assert report.format_bytes(3 * 2**20) == "3 MiB"
 

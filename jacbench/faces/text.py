@@ -25,10 +25,17 @@ def format_seconds(seconds: float) -> str:
     """``1.23 ms``: three significant digits in s, ms, µs or ns; ``—`` for none."""
     if seconds is None or not math.isfinite(seconds):
         return "—"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
+    return _in_units(seconds, (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)))
+
+
+def _in_units(value: float, units: tuple[tuple[str, float], ...]) -> str:
+    """``value`` to three significant digits in the largest unit where it reads at least 1
+    once rounded: 999.6 µs is ``1 ms``, never ``1e+03 µs``; the last unit takes the rest."""
+    for unit, scale in units[:-1]:
+        if float(f"{value / scale:.3g}") >= 1:
+            return f"{value / scale:.3g} {unit}"
+    unit, scale = units[-1]
+    return f"{value / scale:.3g} {unit}"
 
 
 def format_count(n: float) -> str:
@@ -36,7 +43,7 @@ def format_count(n: float) -> str:
     if n is None or not math.isfinite(n):
         return "—"
     for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
+        if abs(float(f"{n / scale:.3g}")) >= 1:
             return f"{n / scale:.3g} {unit}"
     return f"{n:.0f}"
 
@@ -46,7 +53,7 @@ def format_bytes(n: float) -> str:
     if n is None or not math.isfinite(n):
         return "—"
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
+        if float(f"{n / scale:.3g}") >= 1:
             return f"{n / scale:.3g} {unit}"
     return f"{n:.0f} B"
 

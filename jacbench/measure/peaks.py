@@ -288,8 +288,9 @@ def bound_seconds(
     from_memory = weight_bytes(widths, dtype) / peaks.bytes_per_s
     if others >= from_memory:  # a read from cache is faster still: the others bound it
         return Bound(others)
+    mib = weight_bytes(widths, dtype) / 2**20
     return Bound(
         None,
-        f"the weights ({weight_bytes(widths, dtype) / 2**20:.3g} MiB) may stay in a cache "
+        f"the weights ({f'{mib:,.0f}' if mib >= 100 else f'{mib:.3g}'} MiB) may stay in a cache "
         "whose read rate this run's peaks do not hold",
     )
