@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from jacbench import MLP, jacobian_forward, jacobian_reverse
+from jacbench import MLP, jacobian, jacobian_forward, jacobian_reverse
 from jacbench.ad.jacobians import reference_jacobian, relative_error
 from jacbench.kernels import native
 from jacbench.kernels.products import narrow_product
@@ -133,3 +133,106 @@ def test_a_build_is_named_by_the_machine_and_reused(rebuild):
     native._library.cache_clear()
     assert native.available()
     assert built[0].stat().st_mtime_ns == stamp  # loaded, not built again
+
+
+# ------------------------------------------------------- the chains (one C++ call a Jacobian)
+# Widths with tails (not multiples of the 16 lanes or the 4 and 8 rows a pass takes), layers
+# narrower than the threads, one input, one output, and the most rows a chain takes.
+CHAINS = [
+    (1000, 1000, 1000, 1000, 1),  # the seed problem at L = 3
+    (3, 600, 600, 600, 600),  # skinny forward mode
+    (5, 37, 3),
+    (13, 200, 61, 200, 15),
+    (4, 9, 2),
+    (14, 33, 17, 20),
+    (1, 100, 100, 7),
+    (2, 1, 1, 1, 1),
+]
+
+
+def _chain_reference(widths, bias, scale=1.0):
+    net = MLP.from_widths(widths, bias=bias, seed=sum(widths))
+    x = scale * torch.randn(widths[0], generator=torch.Generator().manual_seed(len(widths)))
+    return net, x, reference_jacobian(net.to(dtype=torch.float64), x.double())
+
+
+@needs_kernels
+@pytest.mark.parametrize("widths", CHAINS)
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_both_chains_match_float64_torch_func(widths, bias, threads):
+    net, x, reference = _chain_reference(widths, bias)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        reverse = native.reverse_chain(net.weights, net.biases, x)
+        forward = native.forward_chain(net.weights, net.biases, x)
+    finally:
+        torch.set_num_threads(before)
+    d, p = widths[0], widths[-1]
+    for jac, takes in ((reverse, p <= native.MAX_ROWS), (forward, d < native.MAX_ROWS)):
+        if not takes:
+            assert jac is None
+            continue
+        assert jac.shape == (p, d) and jac.dtype == torch.float32
+        assert relative_error(jac, reference) < 1e-5
+
+
+@needs_kernels
+def test_the_chains_tanh_holds_where_units_saturate():
+    """Inputs 30× larger drive most units to |z| > 8, where the rational tanh is clamped and
+    σ' = 1 − h² is a difference of nearly equal numbers."""
+    net, x, reference = _chain_reference((4, 64, 64, 3), bias=True, scale=30.0)
+    for chain in (native.reverse_chain, native.forward_chain):
+        jac = chain(net.weights, net.biases, x)
+        assert (jac.double() - reference).abs().max() < 1e-5 * max(1.0, reference.abs().max())
+
+
+@needs_kernels
+def test_the_chains_refuse_what_they_cannot_take():
+    net, x, _ = _chain_reference((4, 9, 9, 2), bias=False)
+    w, b = list(net.weights), list(net.biases)
+    assert native.reverse_chain(w, b, x) is not None
+    assert native.reverse_chain(w, b, x.double()) is None  # float32 only
+    assert native.reverse_chain(w, b, torch.randn(3, 4)) is None  # one input only
+    assert native.reverse_chain(w, b, torch.randn(5)) is None  # x does not fit W_1
+    assert native.reverse_chain(w, b, x.requires_grad_()) is None  # autograd would not see it
+    x = x.detach()
+    strided = [w[0].T.contiguous().T, *w[1:]]
+    assert native.reverse_chain(strided, b, x) is None  # a weight not row-major
+    partly = [torch.zeros(9), None]
+    assert native.reverse_chain(w, partly, x) is None  # some layers biased, some not
+    with FlopCounterMode(display=False):  # would not count it
+        assert native.reverse_chain(w, b, x) is None
+    wide = MLP.from_widths((15, 8, 16))
+    assert native.reverse_chain(wide.weights, wide.biases, torch.randn(15)) is None  # P = 16
+    assert native.forward_chain(wide.weights, wide.biases, torch.randn(15)) is None  # 16 rows
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    ("routine", "chain", "widths"),
+    [
+        (jacobian_reverse, "reverse_chain", (300, 300, 300, 300, 2)),
+        (jacobian_forward, "forward_chain", (3, 300, 300, 300, 300)),
+    ],
+)
+def test_the_routines_take_a_chain_only_where_the_tuning_gave_it_every_product(
+    routine, chain, widths, monkeypatch
+):
+    net, x, reference = _chain_reference(widths, bias=True)
+    calls = []
+    real = getattr(native, chain)
+    monkeypatch.setattr(native, chain, lambda *a: calls.append(1) or real(*a))
+    with tuning.use(forcing("native")):
+        assert relative_error(routine(net, x), reference) < 1e-5
+        assert relative_error(jacobian(net, x, "auto"), reference) < 1e-5
+        assert len(calls) == 2  # the routine, and auto (which predicts its mode here)
+        calls.clear()
+        relu = MLP.from_widths(widths, activation="relu")
+        routine(relu, x)  # another activation: the per-product route
+        routine(net.to(dtype=torch.float64), x.double())  # float64: the same
+        routine(net, torch.stack([x, x]))  # a batch: the same
+    with tuning.use(forcing("split")):  # the tuning chose another kernel
+        assert relative_error(routine(net, x), reference) < 1e-5
+    assert calls == []

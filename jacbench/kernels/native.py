@@ -17,7 +17,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -138,6 +138,14 @@ def _library() -> dict[tuple[str, torch.dtype], Callable[..., int]] | str:
             function.argtypes = (pointer, pointer, pointer, size, size, size)
             function.restype = ctypes.c_int
             functions[(name, dtype)] = function
+    chain = library.jb_reverse_chain_f32
+    chain.argtypes = (size, pointer, pointer, pointer, pointer, pointer, pointer, size)
+    chain.restype = ctypes.c_int
+    functions[("reverse_chain", torch.float32)] = chain
+    chain = library.jb_forward_chain_f32
+    chain.argtypes = (size, pointer, pointer, pointer, pointer, pointer, size, pointer)
+    chain.restype = ctypes.c_int
+    functions[("forward_chain", torch.float32)] = chain
     return functions
 
 
@@ -198,3 +206,92 @@ def _kernel(rows: Tensor, matrix: Tensor) -> Callable[..., int] | None:
     if matrix.stride() == (1, k):  # X·Wᵀ for W (n, k)
         return functions.get(("rows_times_transposed", rows.dtype))
     return None
+
+
+# NOTE: [The reverse chain in one call]
+#     One input through a tanh network in reverse mode is 2L narrow products and 2L
+#     elementwise passes (tanh on the way up, σ' on the way down), each a call from Python,
+#     a torch dispatch or a ctypes call, and each opening the thread pool's parallel region
+#     anew. ``reverse_chain`` runs all of it as one C++ call in one parallel region: each
+#     thread takes the tanh of the rows of W_k·h it has just computed (no pass of its own),
+#     reads σ' = 1 − h² with the adjoint it multiplies (no pass of its own), and the threads
+#     meet at a barrier between layers instead of a fork and a join. The products are the
+#     narrow kernels' own (``rows_times``); tanh is the rational form XLA uses for float32
+#     (within 4e-7 of tanh). Float32 tanh networks only, P ≤ MAX_ROWS outputs; the routines
+#     take it where the tuning chose the C++ kernels for every product of the chain.
+def reverse_chain(
+    weights: Sequence[Tensor], biases: Sequence[Tensor | None], x: Tensor
+) -> Tensor | None:
+    """The Jacobian (P, D) of a float32 tanh network W_F·tanh(W_L ⋯ tanh(W_1·x + b_1) ⋯ + b_L)
+    at one input x (D,), by reverse mode in one C++ call (NOTE: [The reverse chain in one
+    call]); ``weights`` W_1 … W_L, W_F (W_F: P ≤ MAX_ROWS rows), ``biases`` of the hidden
+    layers (or None). None where it cannot take them: another dtype, a non-contiguous
+    tensor, a tracked or watched one, or no built kernels."""
+    taken = _chain(weights, biases, x)
+    if taken is None or not 1 <= weights[-1].shape[0] <= MAX_ROWS:
+        return None
+    function, count, pointers, bias, sizes = taken
+    jac = torch.empty((weights[-1].shape[0], x.shape[0]), dtype=torch.float32)
+    code = function["reverse_chain"](
+        count, pointers, bias, sizes, x.data_ptr(), weights[-1].data_ptr(), jac.data_ptr(),
+        jac.shape[0],
+    )  # fmt: skip
+    if code:
+        raise MemoryError(f"no memory for the reverse chain of a {count}-layer network")
+    return jac
+
+
+def forward_chain(
+    weights: Sequence[Tensor], biases: Sequence[Tensor | None], x: Tensor
+) -> Tensor | None:
+    """``reverse_chain``'s Jacobian by forward mode: the primal row stacked on the D
+    tangents (D < MAX_ROWS), one product per layer, returned as the transpose of a (D, P)
+    tensor (as forward mode's rows give it); None where it cannot take them."""
+    taken = _chain(weights, biases, x)
+    if taken is None or not 1 <= x.shape[0] < MAX_ROWS:
+        return None
+    function, count, pointers, bias, sizes = taken
+    outputs = weights[-1].shape[0]
+    jac_t = torch.empty((x.shape[0], outputs), dtype=torch.float32)
+    code = function["forward_chain"](
+        count, pointers, bias, sizes, x.data_ptr(), weights[-1].data_ptr(), outputs,
+        jac_t.data_ptr(),
+    )  # fmt: skip
+    if code:
+        raise MemoryError(f"no memory for the forward chain of a {count}-layer network")
+    return jac_t.T
+
+
+def _chain(weights: Sequence[Tensor], biases: Sequence[Tensor | None], x: Tensor) -> tuple | None:
+    """A chain's C++ functions and arguments (count, weight pointers, bias pointers or
+    None, widths), or None where the chain kernels cannot take this network and input."""
+    *hidden, last = weights
+    used = biases[: len(hidden)]
+    tensors = [x, *weights, *(b for b in used if b is not None)]
+    if not unwatched(*tensors):
+        return None
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return None
+    if not all(t.dtype == torch.float32 and t.is_cpu and t.is_contiguous() for t in tensors):
+        return None
+    functions = _library()
+    if isinstance(functions, str) or not hidden or x.ndim != 1:
+        return None
+    widths = [x.shape[0], *(w.shape[0] for w in hidden)]
+    if last.ndim != 2 or last.shape[1] != widths[-1] or min(widths) == 0 or last.shape[0] == 0:
+        return None
+    if any(w.ndim != 2 or w.shape[1] != widths[k] for k, w in enumerate(hidden)):
+        return None
+    if any(b is not None and b.shape != (w.shape[0],) for b, w in zip(used, hidden)):
+        return None
+    count = len(hidden)
+    bias = None
+    if any(b is not None for b in used):
+        if any(b is None for b in used):
+            return None  # a partly biased network: the per-product route
+        bias = (ctypes.c_void_p * count)(*(b.data_ptr() for b in used))  # type: ignore[union-attr]
+    pointers = (ctypes.c_void_p * count)(*(w.data_ptr() for w in hidden))
+    sizes = (ctypes.c_int64 * (count + 1))(*widths)
+    chains = {"reverse_chain": functions[("reverse_chain", torch.float32)],
+              "forward_chain": functions[("forward_chain", torch.float32)]}  # fmt: skip
+    return chains, count, pointers, bias, sizes

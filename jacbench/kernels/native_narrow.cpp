@@ -41,54 +41,95 @@ static inline void share(int64_t n, int64_t& b, int64_t& e) {
   e = std::min(n, b + part);
 }
 
-// Y (m × n) = X (m × k) · Wᵀ for W (n × k): each row of W is dotted with the m rows of X.
-// R rows of W at a time share each load of X, R·m accumulators in registers: for one row,
-// eight rows of W keep eight loads in flight per load of x (from memory the fastest of 2, 4
-// and 8 rows).
+// Rows [b, e) of Y (m × n) = X (m × k) · Wᵀ for W (n × k): each row of W is dotted with the
+// m rows of X. R rows of W at a time share each load of X, R·m accumulators in registers:
+// for one row, eight rows of W keep eight loads in flight per load of x (from memory the
+// fastest of 2, 4 and 8 rows).
 template <typename T, int M>
-static void rows_times_transposed(const T* w, const T* x, T* y, int64_t n, int64_t k) {
+static void transposed_share(const T* w, const T* x, T* y, int64_t n, int64_t k, int64_t b,
+                             int64_t e) {
   typedef typename Vec<T>::type V;
   constexpr int R = M <= 2 ? 8 : M <= 4 ? 4 : M <= 8 ? 2 : 1;
   const int64_t lanes = 64 / sizeof(T);
+  int64_t i = b;
+  for (; i + R <= e; i += R) {
+    V acc[R][M] = {};
+    int64_t j = 0;
+    for (; j + lanes <= k; j += lanes) {
+      V wj[R];
+      for (int r = 0; r < R; r++) wj[r] = load(w + (i + r) * k + j);
+      for (int q = 0; q < M; q++) {
+        V xj = load(x + q * k + j);
+        for (int r = 0; r < R; r++) acc[r][q] += wj[r] * xj;
+      }
+    }
+    for (int r = 0; r < R; r++)
+      for (int q = 0; q < M; q++) {
+        T s = sum<T>(acc[r][q]);
+        for (int64_t jj = j; jj < k; jj++) s += w[(i + r) * k + jj] * x[q * k + jj];
+        y[q * n + i + r] = s;
+      }
+  }
+  for (; i < e; i++)
+    for (int q = 0; q < M; q++) {
+      T s = 0;
+      for (int64_t j = 0; j < k; j++) s += w[i * k + j] * x[q * k + j];
+      y[q * n + i] = s;
+    }
+}
+
+template <typename T, int M>
+static void rows_times_transposed(const T* w, const T* x, T* y, int64_t n, int64_t k) {
 #pragma omp parallel
   {
     int64_t b, e;
     share(n, b, e);
-    int64_t i = b;
-    for (; i + R <= e; i += R) {
-      V acc[R][M] = {};
-      int64_t j = 0;
-      for (; j + lanes <= k; j += lanes) {
-        V wj[R];
-        for (int r = 0; r < R; r++) wj[r] = load(w + (i + r) * k + j);
-        for (int q = 0; q < M; q++) {
-          V xj = load(x + q * k + j);
-          for (int r = 0; r < R; r++) acc[r][q] += wj[r] * xj;
-        }
-      }
-      for (int r = 0; r < R; r++)
-        for (int q = 0; q < M; q++) {
-          T s = sum<T>(acc[r][q]);
-          for (int64_t jj = j; jj < k; jj++) s += w[(i + r) * k + jj] * x[q * k + jj];
-          y[q * n + i + r] = s;
-        }
-    }
-    for (; i < e; i++)
-      for (int q = 0; q < M; q++) {
-        T s = 0;
-        for (int64_t j = 0; j < k; j++) s += w[i * k + j] * x[q * k + j];
-        y[q * n + i] = s;
-      }
+    transposed_share<T, M>(w, x, y, n, k, b, e);
   }
 }
 
+// This thread's partial rows ``out`` (m × padded) of Y (m × k) = G (m × n) · W (n × k), from
+// rows [b, e) of W, four a pass; where ``slope`` is given, G's column i is first scaled by
+// 1 − slope[i]² (tanh's derivative from its output: the reverse chain's Σ, read here rather
+// than in a pass of its own).
+template <typename T, int M>
+static void weight_share(const T* w, const T* g, const T* slope, T* out, int64_t n, int64_t k,
+                         int64_t padded, int64_t b, int64_t e) {
+  typedef typename Vec<T>::type V;
+  const int64_t lanes = 64 / sizeof(T);
+  memset(out, 0, M * padded * sizeof(T));
+  int64_t i = b;
+  for (; i + 4 <= e; i += 4) {
+    T gi[M][4];
+    for (int q = 0; q < M; q++)
+      for (int r = 0; r < 4; r++)
+        gi[q][r] = g[q * n + i + r] * (slope ? 1 - slope[i + r] * slope[i + r] : T(1));
+    const T *r0 = w + i * k, *r1 = r0 + k, *r2 = r1 + k, *r3 = r2 + k;
+    int64_t j = 0;
+    for (; j + lanes <= k; j += lanes) {
+      V w0 = load(r0 + j), w1 = load(r1 + j), w2 = load(r2 + j), w3 = load(r3 + j);
+      for (int q = 0; q < M; q++) {
+        T* o = out + q * padded + j;
+        store(o, load(o) + w0 * gi[q][0] + w1 * gi[q][1] + w2 * gi[q][2] + w3 * gi[q][3]);
+      }
+    }
+    for (; j < k; j++)
+      for (int q = 0; q < M; q++)
+        out[q * padded + j] +=
+            r0[j] * gi[q][0] + r1[j] * gi[q][1] + r2[j] * gi[q][2] + r3[j] * gi[q][3];
+  }
+  for (; i < e; i++)
+    for (int q = 0; q < M; q++) {
+      T gq = g[q * n + i] * (slope ? 1 - slope[i] * slope[i] : T(1));
+      for (int64_t j = 0; j < k; j++) out[q * padded + j] += w[i * k + j] * gq;
+    }
+}
+
 // Y (m × k) = G (m × n) · W (n × k). Each thread sums its block of rows of W into its own
-// partial rows (in its L1 or L2 cache), four rows of W a pass; the partials are added after.
-// Splitting the columns instead (no partials) read W in strided pieces: 1.3× slower from
-// memory for one row.
+// partial rows (in its L1 or L2 cache); the partials are added after. Splitting the columns
+// instead (no partials) read W in strided pieces: 1.3× slower from memory for one row.
 template <typename T, int M>
 static int rows_times_weight(const T* w, const T* g, T* y, int64_t n, int64_t k) {
-  typedef typename Vec<T>::type V;
   const int64_t lanes = 64 / sizeof(T);
   const int64_t padded = (k + lanes - 1) / lanes * lanes;
   const int64_t each = M * padded;  // a thread's partial rows
@@ -101,30 +142,7 @@ static int rows_times_weight(const T* w, const T* g, T* y, int64_t n, int64_t k)
     used = omp_get_num_threads();
     int64_t b, e;
     share(n, b, e);
-    T* out = partial + omp_get_thread_num() * each;
-    memset(out, 0, each * sizeof(T));
-    int64_t i = b;
-    for (; i + 4 <= e; i += 4) {
-      T gi[M][4];
-      for (int q = 0; q < M; q++)
-        for (int r = 0; r < 4; r++) gi[q][r] = g[q * n + i + r];
-      const T *r0 = w + i * k, *r1 = r0 + k, *r2 = r1 + k, *r3 = r2 + k;
-      int64_t j = 0;
-      for (; j + lanes <= k; j += lanes) {
-        V w0 = load(r0 + j), w1 = load(r1 + j), w2 = load(r2 + j), w3 = load(r3 + j);
-        for (int q = 0; q < M; q++) {
-          T* o = out + q * padded + j;
-          store(o, load(o) + w0 * gi[q][0] + w1 * gi[q][1] + w2 * gi[q][2] + w3 * gi[q][3]);
-        }
-      }
-      for (; j < k; j++)
-        for (int q = 0; q < M; q++)
-          out[q * padded + j] +=
-              r0[j] * gi[q][0] + r1[j] * gi[q][1] + r2[j] * gi[q][2] + r3[j] * gi[q][3];
-    }
-    for (; i < e; i++)
-      for (int q = 0; q < M; q++)
-        for (int64_t j = 0; j < k; j++) out[q * padded + j] += w[i * k + j] * g[q * n + i];
+    weight_share<T, M>(w, g, nullptr, partial + omp_get_thread_num() * each, n, k, padded, b, e);
   }
   for (int q = 0; q < M; q++) {
     T* row = y + q * k;
@@ -134,6 +152,169 @@ static int rows_times_weight(const T* w, const T* g, T* y, int64_t n, int64_t k)
   }
   free(partial);
   return 0;
+}
+
+// tanh as a rational function of x (Eigen's and XLA's float tanh: odd degree 13 over even
+// degree 6, x clamped to ±7.9988 where tanh is 1 in float32, x itself below 4e-4); within
+// 4e-7 of tanh in float32. F is float or a vector of floats (GCC's vector ?: in C++).
+template <typename F>
+static inline F tanh_rational(F a) {
+  const F zero = a - a;
+  const F hi = zero + 7.99881172180175781f, lo = zero - 7.99881172180175781f;
+  F x = a > hi ? hi : a;
+  x = x < lo ? lo : x;
+  const F x2 = x * x;
+  F p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
+  p = x2 * p + -8.60467152213735e-11f;
+  p = x2 * p + 5.12229709037114e-08f;
+  p = x2 * p + 1.48572235717979e-05f;
+  p = x2 * p + 6.37261928875436e-04f;
+  p = x2 * p + 4.89352455891786e-03f;
+  p = x * p;
+  F q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
+  q = x2 * q + 2.26843463243900e-03f;
+  q = x2 * q + 4.89352518554385e-03f;
+  const F tiny = zero + 0.0004f;
+  return (a < tiny && a > -tiny) ? a : p / q;
+}
+
+// h[b, e) = tanh(z + bias) in place (bias may be null).
+static void tanh_share(float* h, const float* bias, int64_t b, int64_t e) {
+  typedef Vec<float>::type V;
+  const int64_t lanes = 16;
+  int64_t i = b;
+  for (; i + lanes <= e; i += lanes) {
+    V z = load(h + i);
+    if (bias) z += load(bias + i);
+    store(h + i, tanh_rational<V>(z));
+  }
+  for (; i < e; i++) h[i] = tanh_rational<float>(h[i] + (bias ? bias[i] : 0.0f));
+}
+
+// The whole reverse-mode Jacobian of one input through a tanh network, in one parallel
+// region (NOTE: [The reverse chain in one call] in native.py): L hidden weights W_k
+// (widths[k+1] × widths[k], row-major), optional biases, the output weight (M × widths[L])
+// and x (widths[0]) → J (M × widths[0]). Primal: each thread computes its rows of W_k·h and
+// their tanh at once, into h_k; reverse: G ← (G ⊙ (1 − h_k²))·W_k, the scaling read with G,
+// each thread's partial rows added by columns after a barrier.
+template <int M>
+static int reverse_chain(int64_t L, const float* const* w, const float* const* bias,
+                         const int64_t* widths, const float* x, const float* w_out, float* jac) {
+  const int64_t lanes = 16;
+  int64_t total = 0, widest = 0;
+  for (int64_t k = 0; k <= L; k++) widest = std::max(widest, widths[k]);
+  for (int64_t k = 1; k <= L; k++) total += widths[k];
+  const int64_t padded = (widest + lanes - 1) / lanes * lanes;
+  const int64_t each = M * padded;
+  const int threads = omp_get_max_threads();
+  float* h = static_cast<float*>(malloc(total * sizeof(float)));
+  float* g = static_cast<float*>(malloc(2 * M * widest * sizeof(float)));
+  float* partial = static_cast<float*>(aligned_alloc(64, threads * each * sizeof(float)));
+  if (!h || !g || !partial) {
+    free(h), free(g), free(partial);
+    return 1;
+  }
+#pragma omp parallel
+  {
+    const int used = omp_get_num_threads();
+    float* mine = partial + omp_get_thread_num() * each;
+    int64_t b, e;
+    const float* in = x;
+    float* out = h;
+    for (int64_t k = 0; k < L; k++) {  // primal: h_{k+1} = tanh(W_k·h_k + b_k)
+      share(widths[k + 1], b, e);
+      transposed_share<float, 1>(w[k], in, out, widths[k + 1], widths[k], b, e);
+      tanh_share(out, bias ? bias[k] : nullptr, b, e);
+#pragma omp barrier
+      in = out;
+      out += widths[k + 1];
+    }
+    const float* adjoint = w_out;  // M × widths[L]
+    const float* slope = in;       // h_L
+    for (int64_t k = L - 1; k >= 0; k--) {  // reverse: G ← (G ⊙ (1 − h²))·W_k
+      const int64_t n = widths[k + 1], cols = widths[k];
+      share(n, b, e);
+      weight_share<float, M>(w[k], adjoint, slope, mine, n, cols, padded, b, e);
+#pragma omp barrier
+      float* next = k == 0 ? jac : g + (k % 2) * M * widest;
+      share(cols, b, e);
+      for (int q = 0; q < M; q++)
+        for (int64_t j = b; j < e; j++) {
+          float s = partial[q * padded + j];
+          for (int t = 1; t < used; t++) s += partial[t * each + q * padded + j];
+          next[q * cols + j] = s;
+        }
+#pragma omp barrier
+      adjoint = next;
+      slope -= k > 0 ? widths[k] : 0;  // h_k, the slope of the layer below
+    }
+  }
+  free(h), free(g), free(partial);
+  return 0;
+}
+
+// The forward-mode Jacobian of one input through a tanh network, in one parallel region
+// (NOTE: [The reverse chain in one call] in native.py): the primal row h stacked on the
+// D = M − 1 tangent rows, one product of M rows through each W_kᵀ (the weight read once),
+// and each thread's rows of the result turned at once into tanh(z) and T ⊙ (1 − tanh²).
+// The last product T·W_Fᵀ writes J transposed (D × P).
+template <int M>
+static int forward_chain(int64_t L, const float* const* w, const float* const* bias,
+                         const int64_t* widths, const float* x, const float* w_out,
+                         int64_t outputs, float* jac_t) {
+  constexpr int D = M - 1;
+  int64_t widest = 0;
+  for (int64_t k = 1; k <= L; k++) widest = std::max(widest, widths[k]);
+  float* rows = static_cast<float*>(malloc(2 * M * widest * sizeof(float)));
+  if (!rows) return 1;
+#pragma omp parallel
+  {
+    int64_t b, e;
+    // Layer 1: z = W_1·x; the tangents start as W_1ᵀ's rows, scaled by σ'(z).
+    const int64_t n1 = widths[1];
+    float* in = rows;
+    share(n1, b, e);
+    transposed_share<float, 1>(w[0], x, in, n1, D, b, e);
+    tanh_share(in, bias ? bias[0] : nullptr, b, e);
+    for (int64_t i = b; i < e; i++) {
+      const float s = 1 - in[i] * in[i];
+      for (int q = 0; q < D; q++) in[(q + 1) * n1 + i] = w[0][i * D + q] * s;
+    }
+#pragma omp barrier
+    for (int64_t k = 1; k < L; k++) {  // [h; T] ← [tanh(z); T·W_kᵀ ⊙ (1 − tanh²(z))]
+      const int64_t n = widths[k + 1];
+      float* out = rows + (k % 2) * M * widest;
+      share(n, b, e);
+      transposed_share<float, M>(w[k], in, out, n, widths[k], b, e);
+      tanh_share(out, bias ? bias[k] : nullptr, b, e);
+      for (int64_t i = b; i < e; i++) {
+        const float s = 1 - out[i] * out[i];
+        for (int q = 1; q < M; q++) out[q * n + i] *= s;
+      }
+#pragma omp barrier
+      in = out;
+    }
+    share(outputs, b, e);  // J transposed: the tangent rows through W_Fᵀ
+    transposed_share<float, D>(w_out, in + widths[L], jac_t, outputs, widths[L], b, e);
+  }
+  free(rows);
+  return 0;
+}
+
+template <int... M>
+static auto forward_table(std::integer_sequence<int, M...>) {
+  using Chain = int (*)(int64_t, const float* const*, const float* const*, const int64_t*,
+                        const float*, const float*, int64_t, float*);
+  static const Chain table[] = {forward_chain<M + 2>...};
+  return table;
+}
+
+template <int... M>
+static auto chain_table(std::integer_sequence<int, M...>) {
+  using Chain = int (*)(int64_t, const float* const*, const float* const*, const int64_t*,
+                        const float*, const float*, float*);
+  static const Chain table[] = {reverse_chain<M + 1>...};
+  return table;
 }
 
 // The kernels for m = 1 … MAX_ROWS rows, by m.
@@ -185,5 +366,24 @@ int jb_rows_times_weight_f32(const float* w, const float* g, float* y, int64_t m
 int jb_rows_times_weight_f64(const double* w, const double* g, double* y, int64_t m,
                              int64_t inner, int64_t outer) {
   return plain<double>(w, g, y, m, inner, outer);
+}
+// J (m × widths[0]) of a float32 tanh network at one input x: L hidden weights w[k]
+// (widths[k+1] × widths[k]), biases (null, or L vectors), the output weight (m × widths[L]).
+int jb_reverse_chain_f32(int64_t L, const float* const* w, const float* const* bias,
+                         const int64_t* widths, const float* x, const float* w_out, float* jac,
+                         int64_t m) {
+  if (m < 1 || m > MAX_ROWS || L < 1) return 2;
+  return chain_table(std::make_integer_sequence<int, MAX_ROWS>())[m - 1](L, w, bias, widths, x,
+                                                                        w_out, jac);
+}
+// Jᵀ (widths[0] × outputs) of the same network by forward mode, widths[0] ≤ MAX_ROWS − 1
+// inputs (the primal row and the tangents: at most MAX_ROWS rows).
+int jb_forward_chain_f32(int64_t L, const float* const* w, const float* const* bias,
+                         const int64_t* widths, const float* x, const float* w_out,
+                         int64_t outputs, float* jac_t) {
+  const int64_t d = widths[0];
+  if (d < 1 || d > MAX_ROWS - 1 || L < 1) return 2;
+  return forward_table(std::make_integer_sequence<int, MAX_ROWS - 1>())[d - 1](
+      L, w, bias, widths, x, w_out, outputs, jac_t);
 }
 }
