@@ -213,8 +213,8 @@ def test_the_chains_refuse_what_they_cannot_take():
 @pytest.mark.parametrize(
     ("routine", "chain", "widths"),
     [
-        (jacobian_reverse, "reverse_chain", (300, 300, 300, 300, 2)),
-        (jacobian_forward, "forward_chain", (3, 300, 300, 300, 300)),
+        (jacobian_reverse, "reverse", (300, 300, 300, 300, 2)),
+        (jacobian_forward, "forward", (3, 300, 300, 300, 300)),
     ],
 )
 def test_the_routines_take_a_chain_only_where_the_tuning_gave_it_every_product(
@@ -222,17 +222,34 @@ def test_the_routines_take_a_chain_only_where_the_tuning_gave_it_every_product(
 ):
     net, x, reference = _chain_reference(widths, bias=True)
     calls = []
-    real = getattr(native, chain)
-    monkeypatch.setattr(native, chain, lambda *a: calls.append(1) or real(*a))
+    real = getattr(native.Chain, chain)
+    monkeypatch.setattr(native.Chain, chain, lambda self, x: calls.append(1) or real(self, x))
     with tuning.use(forcing("native")):
         assert relative_error(routine(net, x), reference) < 1e-5
         assert relative_error(jacobian(net, x, "auto"), reference) < 1e-5
         assert len(calls) == 2  # the routine, and auto (which predicts its mode here)
         calls.clear()
         relu = MLP.from_widths(widths, activation="relu")
+        assert relu.native_chain is None
         routine(relu, x)  # another activation: the per-product route
+        assert net.to(dtype=torch.float64).native_chain is None
         routine(net.to(dtype=torch.float64), x.double())  # float64: the same
         routine(net, torch.stack([x, x]))  # a batch: the same
     with tuning.use(forcing("split")):  # the tuning chose another kernel
         assert relative_error(routine(net, x), reference) < 1e-5
     assert calls == []
+
+
+@needs_kernels
+def test_a_chain_made_once_sees_the_weights_change_in_place_and_their_tracking():
+    net, x, _ = _chain_reference((6, 50, 50, 2), bias=True)
+    made = net.native_chain
+    assert made is net.native_chain  # made once per network
+    with torch.no_grad():
+        net.weights[1].mul_(-0.5)  # an update in place (an optimiser step)
+    after = reference_jacobian(net.to(dtype=torch.float64), x.double())
+    assert relative_error(made.reverse(x), after) < 1e-5
+    net.weights[0].requires_grad_()  # tracked now: autograd would not see the kernel
+    assert made.reverse(x) is None and made.forward(x) is None
+    with torch.no_grad():
+        assert made.reverse(x) is not None

@@ -381,43 +381,43 @@ def _has_tuned_hidden(widths: tuple[int, ...]) -> bool:
 
 def _chains(net: MLP, x: Tensor, forward: bool) -> bool:
     """Whether one input's Jacobian runs as one C++ call (NOTE: [The reverse chain in one
-    call] in ``jacbench.kernels.native``): a float32 tanh network on the CPU, few enough
-    rows, and every product of the chain that the tuning measures (a weight of at least
-    TUNED_MIN_ELEMENTS; one at least) given to the C++ kernels on this machine."""
+    call] in ``jacbench.kernels.native``): a float32 network on the CPU with few enough rows,
+    every product of the chain that the tuning measures (a weight of at least
+    TUNED_MIN_ELEMENTS, one at least) given to the C++ kernels on this machine."""
     if x.ndim != 1 or x.dtype != torch.float32 or not x.is_cpu:
         return False
-    if not _chain_shaped(net.widths, forward):  # cached: the common refusal costs nothing
+    classes = _chain_classes(net.widths, forward)  # cached: the common refusal costs nothing
+    if not classes:
         return False
-    if any(act.name != "tanh" for act in net.activations):
-        return False
-    rows = net.d_in + 1 if forward else net.d_out  # the primal row on forward mode's tangents
-    tuned, measured = tuning.active(), False
-    *hidden, last = net.weights
-    for k, w in enumerate(hidden if not forward else net.weights):
-        if w.numel() < TUNED_MIN_ELEMENTS:
-            continue
-        size, measured = narrow_size(w.numel()), True
-        if forward:  # W_1 takes x alone, W_F the tangents alone
-            ways = [(True, 1 if k == 0 else net.d_in if w is last else rows)]
-        else:  # the primal row, then the P adjoints
-            ways = [(True, 1), (False, rows)]
-        if any(tuned.narrow_kernel(way, m, size) != "native" for way, m in ways):
-            return False
-    return measured
+    tuned = tuning.active()
+    return all(tuned.narrow_kernel(*way) == "native" for way in classes)
 
 
 @functools.lru_cache(maxsize=1024)
-def _chain_shaped(widths: tuple[int, ...], forward: bool) -> bool:
-    """Whether a chain takes these widths: few enough rows, a weight the tuning measures."""
-    rows = widths[0] + 1 if forward else widths[-1]
-    big = any(a * b >= TUNED_MIN_ELEMENTS for a, b in zip(widths, widths[1:]))
-    return rows <= native.MAX_ROWS and big
+def _chain_classes(widths: tuple[int, ...], forward: bool) -> tuple[tuple[bool, int, int], ...]:
+    """The tuning's classes (orientation, rows, size) of a chain's measured products; empty
+    where no chain takes these widths (too many rows, or no weight the tuning measures)."""
+    d, p = widths[0], widths[-1]
+    rows = d + 1 if forward else p  # forward: the primal row on the tangents
+    if rows > native.MAX_ROWS:
+        return ()
+    shapes = list(zip(widths[1:], widths[:-1]))  # each weight's (rows, columns)
+    ways = set()
+    for k, (n, m) in enumerate(shapes if forward else shapes[:-1]):
+        if n * m < TUNED_MIN_ELEMENTS:
+            continue
+        size = narrow_size(n * m)
+        if forward:  # W_1 takes x alone, W_F the tangents alone
+            ways.add((True, 1 if k == 0 else d if k == len(shapes) - 1 else rows, size))
+        else:  # the primal row, then the P adjoints
+            ways.update({(True, 1, size), (False, rows, size)})
+    return tuple(sorted(ways))
 
 
 def _forward(net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
     tangents = net.d_in if chunk_size is None else min(chunk_size, net.d_in)
-    if tangents == net.d_in and _chains(net, x, forward=True):
-        chained = native.forward_chain(net.weights, net.biases, x)
+    if tangents == net.d_in and _chains(net, x, forward=True) and net.native_chain is not None:
+        chained = net.native_chain.forward(x)
         if chained is not None:
             return chained
     if tangents == net.d_in and _stacks_any(net, x):
@@ -467,8 +467,9 @@ def jacobian_reverse(net: MLP, x: Tensor, *, chunk_size: int | None = None) -> T
 
 
 def _reverse(net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
-    if (chunk_size is None or chunk_size >= net.d_out) and _chains(net, x, forward=False):
-        chained = native.reverse_chain(net.weights, net.biases, x)
+    whole = chunk_size is None or chunk_size >= net.d_out
+    if whole and _chains(net, x, forward=False) and net.native_chain is not None:
+        chained = net.native_chain.reverse(x)
         if chained is not None:
             return chained
     *rest, last = net.weights

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from jacbench.ad.cost import check_widths
-from jacbench.kernels import small
+from jacbench.kernels import native, small
 from jacbench.kernels.activations import Activation, get_activation
 
 INITS = ("lecun", "xavier", "normal")
@@ -105,6 +105,15 @@ class MLP:
         a NumPy form there)."""
         names = [act.name for act in self.activations]
         return small.network(self.weights, self.biases, names)
+
+    @functools.cached_property
+    def native_chain(self) -> native.Chain | None:
+        """The network for jacbench's one-call C++ Jacobians of one input, made on first use
+        (NOTE: [The reverse chain in one call]); None where they cannot take it (an
+        activation other than tanh, not float32 on the CPU, no C++ kernels here)."""
+        if any(act.name != "tanh" for act in self.activations):
+            return None
+        return native.chain(self.weights, self.biases)
 
     @property
     def depth(self) -> int:

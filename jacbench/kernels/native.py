@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -219,79 +220,108 @@ def _kernel(rows: Tensor, matrix: Tensor) -> Callable[..., int] | None:
 #     narrow kernels' own (``rows_times``); tanh is the rational form XLA uses for float32
 #     (within 4e-7 of tanh). Float32 tanh networks only, P ≤ MAX_ROWS outputs; the routines
 #     take it where the tuning chose the C++ kernels for every product of the chain.
+@dataclass(frozen=True)
+class Chain:
+    """A float32 tanh network as the chain kernels take it, made once per network
+    (``chain``): its tensors (checked again at each call: autograd or a dispatch mode may
+    watch them by then) and the C++ arguments that point at them."""
+
+    tensors: tuple[Tensor, ...]
+    inputs: int  # D
+    outputs: int  # P
+    hidden: int  # L
+    args: tuple  # weight pointers, bias pointers (or None), widths
+    functions: dict
+
+    def reverse(self, x: Tensor) -> Tensor | None:
+        """J (P, D) at one input x by reverse mode in one call; None where the kernel does
+        not take it (P > MAX_ROWS, or x and the tensors not plain float32 CPU ones now)."""
+        if self.outputs > MAX_ROWS or not self._takes(x):
+            return None
+        jac = torch.empty((self.outputs, self.inputs), dtype=torch.float32)
+        last = self.tensors[self.hidden]
+        code = self.functions["reverse_chain"](
+            self.hidden, *self.args, x.data_ptr(), last.data_ptr(), jac.data_ptr(), self.outputs
+        )
+        if code:
+            raise MemoryError(f"no memory for the reverse chain of a {self.hidden}-layer network")
+        return jac
+
+    def forward(self, x: Tensor) -> Tensor | None:
+        """J (P, D) by forward mode, the primal row stacked on the D < MAX_ROWS tangents,
+        as the transpose of a (D, P) tensor (as forward mode's rows give it); None where
+        the kernel does not take it."""
+        if self.inputs >= MAX_ROWS or not self._takes(x):
+            return None
+        jac_t = torch.empty((self.inputs, self.outputs), dtype=torch.float32)
+        last = self.tensors[self.hidden]
+        code = self.functions["forward_chain"](
+            self.hidden, *self.args, x.data_ptr(), last.data_ptr(), self.outputs, jac_t.data_ptr()
+        )
+        if code:
+            raise MemoryError(f"no memory for the forward chain of a {self.hidden}-layer network")
+        return jac_t.T
+
+    def _takes(self, x: Tensor) -> bool:
+        # The tensors were plain when the chain was made, and stay so; a dispatch mode, a
+        # compile, x's wrapper or autograd's tracking may come and go from call to call.
+        if x.ndim != 1 or x.shape[0] != self.inputs or x.dtype != torch.float32:
+            return False
+        if not (x.is_cpu and x.is_contiguous() and unwatched(x)):
+            return False
+        if not torch.is_grad_enabled():
+            return True
+        return not (x.requires_grad or any(t.requires_grad for t in self.tensors))
+
+
+def chain(weights: Sequence[Tensor], biases: Sequence[Tensor | None]) -> Chain | None:
+    """The network W_F·tanh(W_L ⋯ tanh(W_1·x + b_1) ⋯ + b_L) (``weights`` W_1 … W_F, the
+    hidden layers' ``biases`` or None) for the chain kernels (NOTE: [The reverse chain in
+    one call]); None where they cannot take it: not float32 contiguous CPU tensors, some
+    hidden layers biased and some not, or no built kernels. The activation is the caller's
+    to know: the kernels compute tanh."""
+    *hidden, last = weights
+    used = list(biases[: len(hidden)])
+    if not hidden or any(b is not None for b in used) and any(b is None for b in used):
+        return None  # a partly biased network: the per-product route
+    tensors = (*weights, *(b for b in used if b is not None))
+    if not all(t.dtype == torch.float32 and t.is_cpu and t.is_contiguous() for t in tensors):
+        return None
+    if not unwatched(*tensors):  # a transform's wrappers, a subclass, a compile's fakes
+        return None
+    widths = [hidden[0].shape[1] if hidden[0].ndim == 2 else 0, *(w.shape[0] for w in hidden)]
+    if any(w.ndim != 2 or w.shape[1] != widths[k] for k, w in enumerate(hidden)):
+        return None
+    if last.ndim != 2 or last.shape[1] != widths[-1] or min(*widths, last.shape[0]) == 0:
+        return None
+    if any(b is not None and b.shape != (w.shape[0],) for b, w in zip(used, hidden)):
+        return None
+    functions = _library()
+    if isinstance(functions, str):
+        return None
+    count, pointer = len(hidden), ctypes.c_void_p
+    bias = None if used[0] is None else (pointer * count)(*(b.data_ptr() for b in used))  # type: ignore[union-attr]
+    args = (
+        (pointer * count)(*(w.data_ptr() for w in hidden)),
+        bias,
+        (ctypes.c_int64 * (count + 1))(*widths),
+    )
+    chains = {name: functions[(name, torch.float32)] for name in ("reverse_chain", "forward_chain")}
+    return Chain(tensors, widths[0], last.shape[0], count, args, chains)
+
+
 def reverse_chain(
     weights: Sequence[Tensor], biases: Sequence[Tensor | None], x: Tensor
 ) -> Tensor | None:
-    """The Jacobian (P, D) of a float32 tanh network W_F·tanh(W_L ⋯ tanh(W_1·x + b_1) ⋯ + b_L)
-    at one input x (D,), by reverse mode in one C++ call (NOTE: [The reverse chain in one
-    call]); ``weights`` W_1 … W_L, W_F (W_F: P ≤ MAX_ROWS rows), ``biases`` of the hidden
-    layers (or None). None where it cannot take them: another dtype, a non-contiguous
-    tensor, a tracked or watched one, or no built kernels."""
-    taken = _chain(weights, biases, x)
-    if taken is None or not 1 <= weights[-1].shape[0] <= MAX_ROWS:
-        return None
-    function, count, pointers, bias, sizes = taken
-    jac = torch.empty((weights[-1].shape[0], x.shape[0]), dtype=torch.float32)
-    code = function["reverse_chain"](
-        count, pointers, bias, sizes, x.data_ptr(), weights[-1].data_ptr(), jac.data_ptr(),
-        jac.shape[0],
-    )  # fmt: skip
-    if code:
-        raise MemoryError(f"no memory for the reverse chain of a {count}-layer network")
-    return jac
+    """The Jacobian (P, D) of a float32 tanh network at one input x (D,) by reverse mode in
+    one C++ call (``chain(weights, biases).reverse(x)``); None where it cannot be taken."""
+    made = chain(weights, biases)
+    return None if made is None else made.reverse(x)
 
 
 def forward_chain(
     weights: Sequence[Tensor], biases: Sequence[Tensor | None], x: Tensor
 ) -> Tensor | None:
-    """``reverse_chain``'s Jacobian by forward mode: the primal row stacked on the D
-    tangents (D < MAX_ROWS), one product per layer, returned as the transpose of a (D, P)
-    tensor (as forward mode's rows give it); None where it cannot take them."""
-    taken = _chain(weights, biases, x)
-    if taken is None or not 1 <= x.shape[0] < MAX_ROWS:
-        return None
-    function, count, pointers, bias, sizes = taken
-    outputs = weights[-1].shape[0]
-    jac_t = torch.empty((x.shape[0], outputs), dtype=torch.float32)
-    code = function["forward_chain"](
-        count, pointers, bias, sizes, x.data_ptr(), weights[-1].data_ptr(), outputs,
-        jac_t.data_ptr(),
-    )  # fmt: skip
-    if code:
-        raise MemoryError(f"no memory for the forward chain of a {count}-layer network")
-    return jac_t.T
-
-
-def _chain(weights: Sequence[Tensor], biases: Sequence[Tensor | None], x: Tensor) -> tuple | None:
-    """A chain's C++ functions and arguments (count, weight pointers, bias pointers or
-    None, widths), or None where the chain kernels cannot take this network and input."""
-    *hidden, last = weights
-    used = biases[: len(hidden)]
-    tensors = [x, *weights, *(b for b in used if b is not None)]
-    if not unwatched(*tensors):
-        return None
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return None
-    if not all(t.dtype == torch.float32 and t.is_cpu and t.is_contiguous() for t in tensors):
-        return None
-    functions = _library()
-    if isinstance(functions, str) or not hidden or x.ndim != 1:
-        return None
-    widths = [x.shape[0], *(w.shape[0] for w in hidden)]
-    if last.ndim != 2 or last.shape[1] != widths[-1] or min(widths) == 0 or last.shape[0] == 0:
-        return None
-    if any(w.ndim != 2 or w.shape[1] != widths[k] for k, w in enumerate(hidden)):
-        return None
-    if any(b is not None and b.shape != (w.shape[0],) for b, w in zip(used, hidden)):
-        return None
-    count = len(hidden)
-    bias = None
-    if any(b is not None for b in used):
-        if any(b is None for b in used):
-            return None  # a partly biased network: the per-product route
-        bias = (ctypes.c_void_p * count)(*(b.data_ptr() for b in used))  # type: ignore[union-attr]
-    pointers = (ctypes.c_void_p * count)(*(w.data_ptr() for w in hidden))
-    sizes = (ctypes.c_int64 * (count + 1))(*widths)
-    chains = {"reverse_chain": functions[("reverse_chain", torch.float32)],
-              "forward_chain": functions[("forward_chain", torch.float32)]}  # fmt: skip
-    return chains, count, pointers, bias, sizes
+    """The same Jacobian by forward mode (``chain(weights, biases).forward(x)``)."""
+    made = chain(weights, biases)
+    return None if made is None else made.forward(x)
