@@ -253,3 +253,34 @@ def test_a_chain_made_once_sees_the_weights_change_in_place_and_their_tracking()
     assert made.reverse(x) is None and made.forward(x) is None
     with torch.no_grad():
         assert made.reverse(x) is not None
+
+
+@needs_kernels
+def test_the_cpp_tanh_is_within_4e7_of_tanh_everywhere():
+    specials = torch.tensor([0.0, -0.0, 1e-5, -3.9e-4, 4.1e-4, 7.99, 8.0, 1e4, -1e30])
+    z = torch.cat(
+        [torch.linspace(-12, 12, 100_003), specials, torch.tensor([torch.inf, -torch.inf])]
+    )
+    exact = torch.tanh(z.double())
+    for threads in (1, 2):  # 100k elements: shared between the threads, with a tail
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            got = native.tanh_(z.clone())
+        finally:
+            torch.set_num_threads(before)
+        assert (got.double() - exact).abs().max() < 4e-7
+    assert native.tanh_(torch.tensor([float("nan"), 1.0]))[0].isnan()
+    small = torch.tensor([1e-5, -2e-4])
+    assert torch.equal(native.tanh_(small.clone()), small)  # tanh(x) = x to float32 there
+
+
+@needs_kernels
+def test_the_cpp_tanh_refuses_what_it_cannot_take():
+    z = torch.randn(64, 64)
+    assert native.tanh_(z.double()) is None
+    assert native.tanh_(z.T) is None  # not contiguous
+    tracked = z.clone().requires_grad_()
+    assert native.tanh_(tracked) is None and torch.equal(tracked, z)
+    with FlopCounterMode(display=False):
+        assert native.tanh_(z) is None

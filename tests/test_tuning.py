@@ -14,6 +14,7 @@ from jacbench import MLP, jacobian
 from jacbench.ad import cost
 from jacbench.ad.jacobians import reference_jacobian, relative_error, tanh_by_sigmoid
 from jacbench.faces.grading import count_matmul_flops
+from jacbench.kernels import native
 from jacbench.measure import tuning
 from jacbench.measure.tuning import cache, current, measurement
 from tests.test_cli import invoke
@@ -131,12 +132,13 @@ def test_tanh_by_sigmoid_matches_tanh():
     assert torch.allclose(tanh_by_sigmoid(z32.clone()), torch.tanh(z32), atol=3e-7, rtol=0)
 
 
+@pytest.mark.parametrize("tanh", ["sigmoid", "native"])
 @pytest.mark.parametrize("mode", ["forward", "reverse"])
-def test_sigmoid_tanh_jacobians_are_exact_on_a_pinn_batch(mode):
+def test_every_tanh_form_gives_exact_jacobians_on_a_pinn_batch(mode, tanh):
     net = MLP.from_widths((2, 64, 64, 64, 1), bias=True)
     x = torch.randn(1024, 2)  # (1024, 64) activations: above TANH_MIN_ELEMENTS
     reference = reference_jacobian(net.to(dtype=torch.float64), x.double())
-    with tuning.use(forcing("rows", tanh="sigmoid")):
+    with tuning.use(forcing("rows", tanh=tanh)):
         jac = jacobian(net, x, mode)
     assert relative_error(jac, reference) < 2e-5
 
@@ -300,7 +302,8 @@ def test_measure_times_every_class_and_picks_a_candidate(cache_dir):
     assert set(measured.batched) == set(tuning.BATCHED_CLASSES)
     for name in tuning.BATCHED_CLASSES:
         assert set(measured.measured_s[name]) == {"fold", "bmm"}
-    assert set(measured.measured_s["tanh"]) == {"tanh", "sigmoid"}
+    cpp = {"native"} if native.available() else set()
+    assert set(measured.measured_s["tanh"]) == {"tanh", "sigmoid"} | cpp
     for name in tuning.SMALL_CLASSES:
         assert set(measured.measured_s[name]) == {"torch", "numpy"}
 

@@ -159,7 +159,7 @@ static int rows_times_weight(const T* w, const T* g, T* y, int64_t n, int64_t k)
 // 4e-7 of tanh in float32. F is float or a vector of floats (GCC's vector ?: in C++).
 template <typename F>
 static inline F tanh_rational(F a) {
-  const F zero = a - a;
+  const F zero = F{};  // not a − a: that is NaN where a is infinite
   const F hi = zero + 7.99881172180175781f, lo = zero - 7.99881172180175781f;
   F x = a > hi ? hi : a;
   x = x < lo ? lo : x;
@@ -366,6 +366,16 @@ int jb_rows_times_weight_f32(const float* w, const float* g, float* y, int64_t m
 int jb_rows_times_weight_f64(const double* w, const double* g, double* y, int64_t m,
                              int64_t inner, int64_t outer) {
   return plain<double>(w, g, y, m, inner, outer);
+}
+// z ← tanh(z) for n floats, over the threads where there are enough to share (the rational
+// tanh above: one vectorised pass where torch.tanh may not be vectorised).
+void jb_tanh_f32(float* z, int64_t n) {
+#pragma omp parallel if (n >= 16384)
+  {
+    int64_t b, e;
+    share((n + 15) / 16, b, e);  // whole vectors to each thread
+    tanh_share(z, nullptr, std::min(n, b * 16), std::min(n, e * 16));
+  }
 }
 // J (m × widths[0]) of a float32 tanh network at one input x: L hidden weights w[k]
 // (widths[k+1] × widths[k]), biases (null, or L vectors), the output weight (m × widths[L]).

@@ -65,6 +65,7 @@ from pathlib import Path
 
 import torch
 
+from jacbench.kernels import native
 from jacbench.kernels.activations import Activation, get_activation
 from jacbench.kernels.products import tanh_by_sigmoid
 from jacbench.measure import timing
@@ -152,6 +153,9 @@ def _elementwise_per_s(
             lambda: tanh_by_sigmoid(values), device=device, min_time=min_time
         )
         value = min(value, _fastest(by_sigmoid))
+        if dtype == torch.float32 and native.tanh_(values) is not None:  # the C++ form
+            by_cpp = timing.measure(lambda: native.tanh_(values), device=device, min_time=min_time)
+            value = min(value, _fastest(by_cpp))
     scaling = timing.measure(
         lambda: activation.times_derivative(g, saved), device=device, min_time=min_time
     )

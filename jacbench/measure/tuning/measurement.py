@@ -406,11 +406,14 @@ def _choose_small(session: _Session) -> dict[str, str]:
 
 
 def _choose_tanh(session: _Session) -> str:
-    """torch.tanh or 2·σ(2z) − 1 over a PINN batch's activations."""
+    """torch.tanh, 2·σ(2z) − 1 or the C++ kernels' tanh over a PINN batch's activations."""
     z = torch.randn(TANH_SHAPE, generator=session.generator)
-    # Both timings include the same clone, so that the sigmoid form can work in place.
+    # Every timing includes the same clone, so that the other forms can work in place.
+    candidates = {"tanh": lambda: torch.tanh(z.clone()), "sigmoid": _tanh_by_sigmoid_timing(z)}
+    if native.tanh_(z.clone()) is not None:  # where the kernels build
+        candidates["native"] = lambda: native.tanh_(z.clone())
     tanh_rounds = _measure_round_robin(
-        {"tanh": lambda: torch.tanh(z.clone()), "sigmoid": _tanh_by_sigmoid_timing(z)},
+        candidates,
         session.min_time,
         spreads=session.spreads_of("tanh"),
     )

@@ -18,8 +18,9 @@ and which way is faster depends on the CPU's BLAS and vector maths, not on the s
 - a batch's wide row blocks (16 or more rows per sample: reverse mode's adjoints for P ≥ 16)
   times a weight: ``fold`` (matmul folds the batch into one tall GEMM) or ``bmm`` (one
   product per sample, the weight shared with a zero batch stride);
-- tanh over a batch's activations: ``tanh`` (torch.tanh) or ``sigmoid`` (2·σ(2z) − 1, three
-  kernels that beat one where torch.tanh is not vectorised).
+- tanh over a batch's activations: ``tanh`` (torch.tanh), ``sigmoid`` (2·σ(2z) − 1, three
+  kernels that beat one where torch.tanh is not vectorised) or ``native`` (the C++ kernels'
+  rational tanh, one vectorised pass, where they build).
 
 ``Tuning`` holds a choice for each class, and for each tie class (choices between whole
 routines); ``DEFAULTS`` is what the routines did before anything was measured. The cache
@@ -46,7 +47,7 @@ from typing import Any
 NARROW_KERNELS = ("rows", "weight-first", "split", "native")
 PRIMAL_KERNELS = ("separate", "stacked")
 BATCHED_KERNELS = ("fold", "bmm")
-TANH_KERNELS = ("tanh", "sigmoid")
+TANH_KERNELS = ("tanh", "sigmoid", "native")
 NARROW_ROWS = (1, 3, 8)  # representative rows of the buckets 1, 2–5 and 6–15
 # The sizes of the narrow products and primal steps (``kernels.products.narrow_size``
 # numbers them in this order), and of a batch's wide blocks (``size_class``).
@@ -54,7 +55,7 @@ SIZES = ("small", "medium", "large")
 BATCHED_SIZES = ("tiny", "small", "large")
 TANH_MIN_ELEMENTS = 1 << 14  # below this, launches dominate: torch.tanh's one kernel wins
 # The cache's format: an entry of another version lacks classes and is measured again.
-VERSION = 7
+VERSION = 8
 
 
 def bucket(rows: int) -> int:
