@@ -154,3 +154,32 @@ def test_a_users_routine_is_timed_on_a_new_input_every_call():
     assert float(tensor_of(found[3])) == pytest.approx(float(x.sum()))
     # each input follows from the result before it: another result, another input
     assert float(chained_input(block_draws(POINT, 54321, 40)[3], again[1]).sum()) != float(x.sum())
+
+
+def test_each_round_after_the_first_runs_the_methods_in_its_own_order():
+    """NOTE: [Each round in its own order]: the listed order first, then orders drawn from
+    the round's number (the same run, the same orders), under which a method does not
+    follow the same neighbour every round."""
+    from jacbench.runs.tasks import round_order
+
+    assert round_order(8, 0) == list(range(8))
+    orders = [round_order(8, r) for r in range(3)]
+    assert all(sorted(o) == list(range(8)) for o in orders)
+    assert orders == [round_order(8, r) for r in range(3)]  # reproducible
+    before = [{o[i]: o[i - 1] for i in range(1, 8)} for o in orders]  # method → predecessor
+    assert any(len({b.get(m) for b in before}) > 1 for m in range(8))
+    assert round_order(1, 2) == [0]
+
+
+def test_rounds_time_every_method_in_each_round_and_tag_its_blocks():
+    """Three rounds of two methods: each row's blocks carry rounds 0, 1 and 2, about as many
+    in each (NOTE: [Blocks of one size])."""
+    methods = [get_method("reverse"), get_method("forward")]
+    timing = Timing(min_time=0.06, rounds=3)
+    settings = Settings(SweepOptions(), (POINT,), tuple(methods), timing=timing)
+    rows = list(run_point(POINT, methods, settings, None))
+    assert [row.method for row in rows] == ["reverse", "forward"]  # in the listed order
+    for row in rows:
+        assert row.status is Status.OK
+        counts = [sum(1 for _, r, _ in row.samples if r == round_) for round_ in range(3)]
+        assert min(counts) >= 5 and max(counts) <= 3 * min(counts), counts
