@@ -253,6 +253,15 @@ def test_a_chain_made_once_sees_the_weights_change_in_place_and_their_tracking()
     assert made.reverse(x) is None and made.forward(x) is None
     with torch.no_grad():
         assert made.reverse(x) is not None
+    net.weights[0].requires_grad_(False)
+    net.weights[2].data = torch.randn(2, 50)  # new memory: the C++ arguments would dangle
+    assert made.reverse(x) is None and made.forward(x) is None
+    assert (
+        relative_error(
+            jacobian_reverse(net, x), reference_jacobian(net.to(dtype=torch.float64), x.double())
+        )
+        < 1e-5
+    )  # the per-product route, on the new weight
 
 
 @needs_kernels

@@ -232,7 +232,8 @@ def tanh_(z: Tensor) -> Tensor | None:
 #     One input through a tanh network in reverse mode is 2L narrow products and 2L
 #     elementwise passes (tanh on the way up, σ' on the way down), each a call from Python,
 #     a torch dispatch or a ctypes call, and each opening the thread pool's parallel region
-#     anew. ``reverse_chain`` runs all of it as one C++ call in one parallel region: each
+#     anew. ``reverse_chain`` runs all of it as one C++ call in one parallel region (and
+#     ``forward_chain`` forward mode, the primal row stacked on the D tangents): each
 #     thread takes the tanh of the rows of W_k·h it has just computed (no pass of its own),
 #     reads σ' = 1 − h² with the adjoint it multiplies (no pass of its own), and the threads
 #     meet at a barrier between layers instead of a fork and a join. The products are the
@@ -246,6 +247,7 @@ class Chain:
     watch them by then) and the C++ arguments that point at them."""
 
     tensors: tuple[Tensor, ...]
+    places: tuple  # each tensor's (address, shape) when the chain was made
     inputs: int  # D
     outputs: int  # P
     hidden: int  # L
@@ -288,6 +290,10 @@ class Chain:
             return False
         if not (x.is_cpu and x.is_contiguous() and unwatched(x)):
             return False
+        # A tensor given new memory (``w.data = …``, ``resize_``) would leave the C++
+        # arguments pointing at freed memory: the chain then steps aside.
+        if any((t.data_ptr(), t.shape) != place for t, place in zip(self.tensors, self.places)):
+            return False
         if not torch.is_grad_enabled():
             return True
         return not (x.requires_grad or any(t.requires_grad for t in self.tensors))
@@ -326,7 +332,8 @@ def chain(weights: Sequence[Tensor], biases: Sequence[Tensor | None]) -> Chain |
         (ctypes.c_int64 * (count + 1))(*widths),
     )
     chains = {name: functions[(name, torch.float32)] for name in ("reverse_chain", "forward_chain")}
-    return Chain(tensors, widths[0], last.shape[0], count, args, chains)
+    places = tuple((t.data_ptr(), t.shape) for t in tensors)
+    return Chain(tensors, places, widths[0], last.shape[0], count, args, chains)
 
 
 def reverse_chain(
