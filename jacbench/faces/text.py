@@ -25,37 +25,32 @@ def format_seconds(seconds: float) -> str:
     """``1.23 ms``: three significant digits in s, ms, µs or ns; ``—`` for none."""
     if seconds is None or not math.isfinite(seconds):
         return "—"
-    return _in_units(seconds, (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)))
+    scaled = _in_unit(seconds, (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)))
+    return scaled or f"{seconds / 1e-9:.3g} ns"
 
 
-def _in_units(value: float, units: tuple[tuple[str, float], ...]) -> str:
-    """``value`` to three significant digits in the largest unit where it reads at least 1
-    once rounded: 999.6 µs is ``1 ms``, never ``1e+03 µs``; the last unit takes the rest."""
-    for unit, scale in units[:-1]:
-        if float(f"{value / scale:.3g}") >= 1:
+def _in_unit(value: float, units: tuple[tuple[str, float], ...]) -> str | None:
+    """``value`` to three significant digits in the first of ``units`` (largest first) where
+    it reads at least 1 once rounded: 999.6 µs is ``1 ms``, never ``1e+03 µs``. None where
+    it reads less than 1 in every one: the caller's smallest unit takes it."""
+    for unit, scale in units:
+        if abs(float(f"{value / scale:.3g}")) >= 1:
             return f"{value / scale:.3g} {unit}"
-    unit, scale = units[-1]
-    return f"{value / scale:.3g} {unit}"
+    return None
 
 
 def format_count(n: float) -> str:
     """``8.01 G``: three significant digits with a k, M, G or T prefix."""
     if n is None or not math.isfinite(n):
         return "—"
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(float(f"{n / scale:.3g}")) >= 1:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n:.0f}"
+    return _in_unit(n, (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3))) or f"{n:.0f}"
 
 
 def format_bytes(n: float) -> str:
     """``1.5 MiB``: three significant digits in B, KiB, MiB or GiB."""
     if n is None or not math.isfinite(n):
         return "—"
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if float(f"{n / scale:.3g}") >= 1:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n:.0f} B"
+    return _in_unit(n, (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))) or f"{n:.0f} B"
 
 
 def format_ratio(ratio: float | None) -> str:
