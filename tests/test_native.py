@@ -165,8 +165,8 @@ def test_both_chains_match_float64_torch_func(widths, bias, threads):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        reverse = native.reverse_chain(net.weights, net.biases, x)
-        forward = native.forward_chain(net.weights, net.biases, x)
+        reverse = native.chain(net.weights, net.biases).reverse(x)
+        forward = native.chain(net.weights, net.biases).forward(x)
     finally:
         torch.set_num_threads(before)
     d, p = widths[0], widths[-1]
@@ -183,30 +183,41 @@ def test_the_chains_tanh_holds_where_units_saturate():
     """Inputs 30× larger drive most units to |z| > 8, where the rational tanh is clamped and
     σ' = 1 − h² is a difference of nearly equal numbers."""
     net, x, reference = _chain_reference((4, 64, 64, 3), bias=True, scale=30.0)
-    for chain in (native.reverse_chain, native.forward_chain):
-        jac = chain(net.weights, net.biases, x)
+    made = native.chain(net.weights, net.biases)
+    for jac in (made.reverse(x), made.forward(x)):
         assert (jac.double() - reference).abs().max() < 1e-5 * max(1.0, reference.abs().max())
+
+
+def _reverse(weights, biases, x):
+    """A chain made for these tensors, by reverse mode at x; None where either refuses."""
+    made = native.chain(weights, biases)
+    return None if made is None else made.reverse(x)
+
+
+def _forward(weights, biases, x):
+    made = native.chain(weights, biases)
+    return None if made is None else made.forward(x)
 
 
 @needs_kernels
 def test_the_chains_refuse_what_they_cannot_take():
     net, x, _ = _chain_reference((4, 9, 9, 2), bias=False)
     w, b = list(net.weights), list(net.biases)
-    assert native.reverse_chain(w, b, x) is not None
-    assert native.reverse_chain(w, b, x.double()) is None  # float32 only
-    assert native.reverse_chain(w, b, torch.randn(3, 4)) is None  # one input only
-    assert native.reverse_chain(w, b, torch.randn(5)) is None  # x does not fit W_1
-    assert native.reverse_chain(w, b, x.requires_grad_()) is None  # autograd would not see it
+    assert _reverse(w, b, x) is not None
+    assert _reverse(w, b, x.double()) is None  # float32 only
+    assert _reverse(w, b, torch.randn(3, 4)) is None  # one input only
+    assert _reverse(w, b, torch.randn(5)) is None  # x does not fit W_1
+    assert _reverse(w, b, x.requires_grad_()) is None  # autograd would not see it
     x = x.detach()
     strided = [w[0].T.contiguous().T, *w[1:]]
-    assert native.reverse_chain(strided, b, x) is None  # a weight not row-major
+    assert _reverse(strided, b, x) is None  # a weight not row-major
     partly = [torch.zeros(9), None]
-    assert native.reverse_chain(w, partly, x) is None  # some layers biased, some not
+    assert _reverse(w, partly, x) is None  # some layers biased, some not
     with FlopCounterMode(display=False):  # would not count it
-        assert native.reverse_chain(w, b, x) is None
+        assert _reverse(w, b, x) is None
     wide = MLP.from_widths((15, 8, 16))
-    assert native.reverse_chain(wide.weights, wide.biases, torch.randn(15)) is None  # P = 16
-    assert native.forward_chain(wide.weights, wide.biases, torch.randn(15)) is None  # 16 rows
+    assert _reverse(wide.weights, wide.biases, torch.randn(15)) is None  # P = 16
+    assert _forward(wide.weights, wide.biases, torch.randn(15)) is None  # 16 rows
 
 
 @needs_kernels

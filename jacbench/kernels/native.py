@@ -139,14 +139,11 @@ def _library() -> dict[tuple[str, torch.dtype], Callable[..., int]] | str:
             function.argtypes = (pointer, pointer, pointer, size, size, size)
             function.restype = ctypes.c_int
             functions[(name, dtype)] = function
-    chain = library.jb_reverse_chain_f32
-    chain.argtypes = (size, pointer, pointer, pointer, pointer, pointer, pointer, size)
-    chain.restype = ctypes.c_int
-    functions[("reverse_chain", torch.float32)] = chain
-    chain = library.jb_forward_chain_f32
-    chain.argtypes = (size, pointer, pointer, pointer, pointer, pointer, size, pointer)
-    chain.restype = ctypes.c_int
-    functions[("forward_chain", torch.float32)] = chain
+    for name in ("reverse_chain", "forward_chain"):  # (L, W, biases, widths, x, W_F, P, out)
+        chain = getattr(library, f"jb_{name}_f32")
+        chain.argtypes = (size, pointer, pointer, pointer, pointer, pointer, size, pointer)
+        chain.restype = ctypes.c_int
+        functions[(name, torch.float32)] = chain
     tanh = library.jb_tanh_f32
     tanh.argtypes, tanh.restype = (pointer, size), None
     functions[("tanh", torch.float32)] = tanh
@@ -232,8 +229,8 @@ def tanh_(z: Tensor) -> Tensor | None:
 #     One input through a tanh network in reverse mode is 2L narrow products and 2L
 #     elementwise passes (tanh on the way up, σ' on the way down), each a call from Python,
 #     a torch dispatch or a ctypes call, and each opening the thread pool's parallel region
-#     anew. ``reverse_chain`` runs all of it as one C++ call in one parallel region (and
-#     ``forward_chain`` forward mode, the primal row stacked on the D tangents): each
+#     anew. ``Chain.reverse`` runs all of it as one C++ call in one parallel region (and
+#     ``Chain.forward`` forward mode, the primal row stacked on the D tangents): each
 #     thread takes the tanh of the rows of W_k·h it has just computed (no pass of its own),
 #     reads σ' = 1 − h² with the adjoint it multiplies (no pass of its own), and the threads
 #     meet at a barrier between layers instead of a fork and a join. The products are the
@@ -259,14 +256,7 @@ class Chain:
         not take it (P > MAX_ROWS, or x and the tensors not plain float32 CPU ones now)."""
         if self.outputs > MAX_ROWS or not self._takes(x):
             return None
-        jac = torch.empty((self.outputs, self.inputs), dtype=torch.float32)
-        last = self.tensors[self.hidden]
-        code = self.functions["reverse_chain"](
-            self.hidden, *self.args, x.data_ptr(), last.data_ptr(), jac.data_ptr(), self.outputs
-        )
-        if code:
-            raise MemoryError(f"no memory for the reverse chain of a {self.hidden}-layer network")
-        return jac
+        return self._run("reverse_chain", x, (self.outputs, self.inputs))
 
     def forward(self, x: Tensor) -> Tensor | None:
         """J (P, D) by forward mode, the primal row stacked on the D < MAX_ROWS tangents,
@@ -274,14 +264,17 @@ class Chain:
         the kernel does not take it."""
         if self.inputs >= MAX_ROWS or not self._takes(x):
             return None
-        jac_t = torch.empty((self.inputs, self.outputs), dtype=torch.float32)
+        return self._run("forward_chain", x, (self.inputs, self.outputs)).T
+
+    def _run(self, name: str, x: Tensor, shape: tuple[int, int]) -> Tensor:
+        out = torch.empty(shape, dtype=torch.float32)
         last = self.tensors[self.hidden]
-        code = self.functions["forward_chain"](
-            self.hidden, *self.args, x.data_ptr(), last.data_ptr(), self.outputs, jac_t.data_ptr()
+        code = self.functions[name](
+            self.hidden, *self.args, x.data_ptr(), last.data_ptr(), self.outputs, out.data_ptr()
         )
         if code:
-            raise MemoryError(f"no memory for the forward chain of a {self.hidden}-layer network")
-        return jac_t.T
+            raise MemoryError(f"no memory for the {name.replace('_', ' ')} of this network")
+        return out
 
     def _takes(self, x: Tensor) -> bool:
         # The tensors were plain when the chain was made, and stay so; a dispatch mode, a
@@ -334,20 +327,3 @@ def chain(weights: Sequence[Tensor], biases: Sequence[Tensor | None]) -> Chain |
     chains = {name: functions[(name, torch.float32)] for name in ("reverse_chain", "forward_chain")}
     places = tuple((t.data_ptr(), t.shape) for t in tensors)
     return Chain(tensors, places, widths[0], last.shape[0], count, args, chains)
-
-
-def reverse_chain(
-    weights: Sequence[Tensor], biases: Sequence[Tensor | None], x: Tensor
-) -> Tensor | None:
-    """The Jacobian (P, D) of a float32 tanh network at one input x (D,) by reverse mode in
-    one C++ call (``chain(weights, biases).reverse(x)``); None where it cannot be taken."""
-    made = chain(weights, biases)
-    return None if made is None else made.reverse(x)
-
-
-def forward_chain(
-    weights: Sequence[Tensor], biases: Sequence[Tensor | None], x: Tensor
-) -> Tensor | None:
-    """The same Jacobian by forward mode (``chain(weights, biases).forward(x)``)."""
-    made = chain(weights, biases)
-    return None if made is None else made.forward(x)

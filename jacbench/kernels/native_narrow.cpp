@@ -380,11 +380,11 @@ void jb_tanh_f32(float* z, int64_t n) {
 // J (m × widths[0]) of a float32 tanh network at one input x: L hidden weights w[k]
 // (widths[k+1] × widths[k]), biases (null, or L vectors), the output weight (m × widths[L]).
 int jb_reverse_chain_f32(int64_t L, const float* const* w, const float* const* bias,
-                         const int64_t* widths, const float* x, const float* w_out, float* jac,
-                         int64_t m) {
-  if (m < 1 || m > MAX_ROWS || L < 1) return 2;
-  return chain_table(std::make_integer_sequence<int, MAX_ROWS>())[m - 1](L, w, bias, widths, x,
-                                                                        w_out, jac);
+                         const int64_t* widths, const float* x, const float* w_out,
+                         int64_t outputs, float* jac) {
+  if (outputs < 1 || outputs > MAX_ROWS || L < 1) return 2;
+  return chain_table(std::make_integer_sequence<int, MAX_ROWS>())[outputs - 1](
+      L, w, bias, widths, x, w_out, jac);
 }
 // Jᵀ (widths[0] × outputs) of the same network by forward mode, widths[0] ≤ MAX_ROWS − 1
 // inputs (the primal row and the tangents: at most MAX_ROWS rows).
