@@ -144,10 +144,11 @@ def _elementwise_per_s(
     saved = activation.fn(z) if activation.reads_output else z
     value = _fastest(timing.measure(lambda: activation.fn(z), device=device, min_time=min_time))
     if activation.name == "tanh" and torch.device(device).type == "cpu":
-        # The routines may evaluate tanh as 2·σ(2z) − 1 where the tuning found it faster
-        # (torch.tanh runs at 1.7 ns an element on an AMD EPYC, the sigmoid form at 0.24):
-        # σ's ceiling is the faster form's. In place, again and again: tanh's values stay
-        # in [−1, 1], so every call does the same work.
+        # The routines may evaluate tanh as 2·σ(2z) − 1 or by the C++ kernels' rational
+        # form where the tuning found it faster (torch.tanh runs at 1.3–1.7 ns an element on
+        # an AMD EPYC, the sigmoid form at 0.24–0.38, the C++ form at 0.16): σ's ceiling is
+        # the fastest form's. In place, again and again: tanh's values stay in [−1, 1], so
+        # every call does the same work.
         values = torch.tanh(z)
         by_sigmoid = timing.measure(
             lambda: tanh_by_sigmoid(values), device=device, min_time=min_time
