@@ -263,8 +263,8 @@ def _doctored(saved: Path, factor: float, first_only: bool) -> None:
 @pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest
 def test_compare_fail_claims_a_regression_in_one_line_and_not_a_machines_drift(tmp_path):
     """The README's autosave-then-compare: the saved run keeps its rounds (for jacbench
-    compare), a benchmark 4x slower than saved fails in one line without a traceback, and
-    every benchmark 4x slower (the machine's drift, as two sessions on a shared VM can
+    compare), a benchmark 50x slower than saved fails in one line without a traceback, and
+    every benchmark 50x slower (the machine's drift, as two sessions on a shared VM can
     differ) is no regression."""
     saved = tmp_path / "saved"
     storage = f"--benchmark-storage={saved}"
@@ -275,14 +275,17 @@ def test_compare_fail_claims_a_regression_in_one_line_and_not_a_machines_drift(t
     assert first.returncode == 0, first.stdout + first.stderr
     (path,) = saved.glob("*/0001_*.json")
     assert all(b["stats"]["data"] for b in json.loads(path.read_text())["benchmarks"])
-    compare = ["--benchmark-compare", "--benchmark-compare-fail=median:100%", storage, *timing]
-    _doctored(saved, 0.25, first_only=True)
+    # A regression of 50x against a threshold of 300%: on the shared 2-core VM one benchmark's
+    # median moved 2.2x against the others' between two runs of 100 rounds (a CI run), so a
+    # 4x regression judged at 100% was missed and a common 4x drift could be claimed.
+    compare = ["--benchmark-compare", "--benchmark-compare-fail=median:300%", storage, *timing]
+    _doctored(saved, 0.02, first_only=True)
     one = _run_benchmarks("smoke", *compare)
     said = one.stdout + one.stderr
     assert one.returncode == 1, said
     assert "Traceback" not in said and "INTERNALERROR" not in said
     assert "Performance has regressed (listed above), beyond the shift" in said
     assert "beyond the run's common shift" in said
-    _doctored(saved, 0.25, first_only=False)
+    _doctored(saved, 0.02, first_only=False)
     drift = _run_benchmarks("smoke", *compare)
     assert drift.returncode == 0, drift.stdout + drift.stderr

@@ -159,10 +159,12 @@ def test_the_array_script_merges_to_the_unsharded_run_and_reruns_only_what_is_mi
 def test_a_shard_past_its_time_limit_keeps_its_rows_and_is_named(tmp_path):
     shutil.copy(SCRIPT, tmp_path / "sweep.sh")
     run = tmp_path / "run"
-    # Shard 0 alone, each method timed for 50 s: Slurm stops it at its one-minute limit.
-    job = sbatch(
-        "--array=0", "--time=1", "sweep.sh", *GRID, "--min-time", "50", "--out", run, cwd=tmp_path
-    )
+    # Shard 0 alone, 8 rows of ~15 s each: Slurm stops it at its one-minute limit (enforced
+    # 60-90 s in), after a row or more, however slow the start. (Two rows of 50 s each left
+    # no room: the first row ended ~57 s in, after the limit on a busy CI machine.)
+    depths = ["--depths", *map(str, range(1, 17))]
+    grid = [*GRID, *depths, "--min-time", "15"]  # the last --depths counts
+    job = sbatch("--array=0", "--time=1", "sweep.sh", *grid, "--out", run, cwd=tmp_path)
     wait_until(lambda: gone(job), 240, "the time limit")
     folder = run / "shards" / f"0-of-{SHARDS}"
     meta = json.loads((folder / "meta.json").read_text())
