@@ -18,7 +18,7 @@ needs_kernels = pytest.mark.skipif(
     not native.available(), reason=f"the C++ kernels do not run here: {native.why_not()}"
 )
 
-# Rows and columns that are and are not multiples of the 8 rows and 16 lanes a pass takes,
+# Rows and columns that are and are not multiples of the 2–8 rows and 16 lanes a pass takes,
 # fewer rows than threads, a lone column.
 SHAPES = [(1000, 1000), (7, 13), (700, 333), (17, 1), (1, 40), (3, 1025)]
 
