@@ -1,6 +1,7 @@
 """The NumPy route for one input through a small network (NOTE: [Small networks in NumPy]):
 forced on, it is exact against float64 torch.func wherever it is taken, and it is not taken
-where it cannot be (an activation it lacks, autograd, a batch)."""
+where it cannot be (an activation it lacks, autograd, a batch). The C++ chain as the chosen
+route: exact on one thread, and a network it cannot take goes the next measured way."""
 
 import dataclasses
 
@@ -16,13 +17,17 @@ from jacbench import (
     reference_jacobian,
     relative_error,
 )
-from jacbench.kernels import small
+from jacbench.ad import jacobians
+from jacbench.kernels import native, small
 from jacbench.measure import tuning
 
 NUMPY = dataclasses.replace(
     tuning.DEFAULTS, small={"small forward": "numpy", "small reverse": "numpy"}
 )
 ROUTINES = [jacobian_forward, jacobian_reverse, jacobian]
+needs_kernels = pytest.mark.skipif(
+    not native.available(), reason=f"the C++ kernels do not run here: {native.why_not()}"
+)
 
 
 @pytest.fixture
@@ -93,3 +98,83 @@ def test_the_numpy_route_reads_the_weights_as_they_are_now(taken):
     after = jacobian_reverse(net, x)
     assert not torch.allclose(before, after)
     assert relative_error(after, reference_jacobian(net.to(dtype=torch.float64), x.double())) < 1e-5
+
+
+# ------------------------------------------------------------------ the C++ chain as a route
+NATIVE = dataclasses.replace(
+    tuning.DEFAULTS,
+    machine="a test",
+    small={"small forward": "native", "small reverse": "native"},
+    measured_s={
+        "small forward": {"native": 1e-5, "numpy": 3e-5, "torch": 8e-5},
+        "small reverse": {"native": 1e-5, "torch": 3e-5, "numpy": 8e-5},
+    },
+)
+
+
+@pytest.fixture
+def routes_taken(monkeypatch):
+    """The routes ("native", "numpy") that computed a small network's Jacobian while the
+    tuning chooses the chain, NumPy next for forward mode and torch for reverse."""
+    seen = []
+    real = jacobians._small_route
+
+    def spy(route, mode, net, x):
+        done = real(route, mode, net, x)
+        if done is not None:
+            seen.append(route)
+            assert torch.get_num_threads() == 1  # the chain's team: one thread, no barriers
+        return done
+
+    monkeypatch.setattr(jacobians, "_small_route", spy)
+    with tuning.use(NATIVE):
+        yield seen
+
+
+def test_the_small_routes_are_tried_in_the_order_they_were_measured():
+    assert NATIVE.small_routes("forward") == ("native", "numpy", "torch")
+    assert NATIVE.small_routes("reverse") == ("native", "torch")  # torch takes every network
+    assert tuning.DEFAULTS.small_routes("reverse") == ("torch",)
+    assert NUMPY.small_routes("forward") == ("numpy", "torch")  # nothing measured: torch next
+    odd = dataclasses.replace(NATIVE, measured_s={"small forward": {"numpy": "fast", "x": 1}})
+    assert odd.small_routes("forward") == ("native", "torch")  # a cache's junk is no route
+
+
+@needs_kernels
+@pytest.mark.parametrize("routine", ROUTINES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_chain_route_is_exact_on_one_thread_and_restores_the_threads(
+    routes_taken, routine, bias
+):
+    widths = (4, 24, 24, 24, 24, 24, 24, 24, 24, 6)  # the classes preset's tiny network
+    net64 = MLP.from_widths(widths, bias=bias, seed=5, dtype=torch.float64)
+    x = torch.randn(4, dtype=torch.float64)
+    before = torch.get_num_threads()
+    result = routine(net64.to(dtype=torch.float32), x.float())
+    assert routes_taken == ["native"]
+    assert torch.get_num_threads() == before
+    assert result.dtype == torch.float32 and result.shape == (6, 4)
+    assert relative_error(result, reference_jacobian(net64, x)) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("activation", "dtype", "forward_route", "reverse_route"),
+    [
+        ("tanh", torch.float64, ["numpy"], []),  # the chain is float32: NumPy, then torch
+        ("relu", torch.float32, ["numpy"], []),  # and tanh only
+        ("softplus", torch.float32, [], []),  # NumPy has no softplus: torch
+    ],
+)
+def test_a_network_the_chain_cannot_take_goes_the_next_measured_way(
+    routes_taken, activation, dtype, forward_route, reverse_route
+):
+    net64 = MLP.from_widths((3, 16, 16, 5), activation=activation, seed=2, dtype=torch.float64)
+    x = torch.randn(3, dtype=torch.float64)
+    net = net64.to(dtype=dtype)
+    exact = reference_jacobian(net64, x)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    assert relative_error(jacobian_forward(net, x.to(dtype)), exact) < tolerance
+    assert routes_taken == forward_route
+    routes_taken.clear()
+    assert relative_error(jacobian_reverse(net, x.to(dtype)), exact) < tolerance
+    assert routes_taken == reverse_route

@@ -742,19 +742,34 @@ def _run_checked(compute, net: MLP, x: Tensor, chunk_size: int | None) -> Tensor
     if not x.is_cpu or not _is_small(net.widths, _batch_size(x)):
         return compute(net, x, chunk_size)
     mode = _SMALL_MODES.get(compute)
-    if mode is not None and x.ndim == 1 and tuning.active().small_route(mode) == "numpy":
-        arrays = net.numpy_network
-        if arrays is not None and small.takes(arrays, x):
-            route = small.forward if mode == "forward" else small.reverse
-            return route(arrays, x)
     threads = torch.get_num_threads()
-    if threads == 1:
-        return compute(net, x, chunk_size)
-    torch.set_num_threads(1)
+    if threads != 1:
+        torch.set_num_threads(1)  # the C++ chain's team too: one thread, no barriers
     try:
+        if mode is not None and x.ndim == 1:
+            for route in tuning.active().small_routes(mode):
+                done = _small_route(route, mode, net, x)
+                if done is not None:
+                    return done
         return compute(net, x, chunk_size)
     finally:
-        torch.set_num_threads(threads)
+        if threads != 1:
+            torch.set_num_threads(threads)
+
+
+def _small_route(route: str, mode: str, net: MLP, x: Tensor) -> Tensor | None:
+    """One input's Jacobian through a small network by ``route`` ("native": the C++ chain,
+    "numpy"), None where that route does not take this network (or for "torch": the
+    routine's own products)."""
+    if route == "native":
+        chain = net.native_chain
+        if chain is not None:
+            return chain.forward(x) if mode == "forward" else chain.reverse(x)
+    elif route == "numpy":
+        arrays = net.numpy_network
+        if arrays is not None and small.takes(arrays, x):
+            return small.forward(arrays, x) if mode == "forward" else small.reverse(arrays, x)
+    return None
 
 
 def reference_jacobian(

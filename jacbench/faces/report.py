@@ -253,9 +253,9 @@ def tuning_table(tuned: Tuning) -> Table:
             "kept at the default, its rounds disagreeing in every attempt: "
             + ", ".join(tuned.unsettled)
         )
-    candidates = (
-        *NARROW_KERNELS, *PRIMAL_KERNELS, *BATCHED_KERNELS, *SMALL_ROUTES, *TANH_KERNELS
-    )  # fmt: skip
+    candidates = tuple(dict.fromkeys(  # "native" is one column: C++ in every class
+        (*NARROW_KERNELS, *PRIMAL_KERNELS, *BATCHED_KERNELS, *SMALL_ROUTES, *TANH_KERNELS)
+    ))  # fmt: skip
     for name in ("class", "kernel", *candidates):
         table.add_column(name, justify="left" if name in ("class", "kernel") else "right")
     choices = [

@@ -236,7 +236,12 @@ def tanh_(z: Tensor) -> Tensor | None:
 #     meet at a barrier between layers instead of a fork and a join. The products are the
 #     narrow kernels' own (``rows_times``); tanh is the rational form XLA uses for float32
 #     (within 4e-7 of tanh). Float32 tanh networks only, P ≤ MAX_ROWS outputs; the routines
-#     take it where the tuning chose the C++ kernels for every product of the chain.
+#     take it where the tuning chose the C++ kernels for every product of the chain, and
+#     for a small network (every weight under the tuned size) where the tuning chose it as
+#     the route (``small_routes``: against torch and NumPy, on one thread). With a team of
+#     one the threads' barriers are skipped: libgomp's costs ~0.3 µs even then, 3L of them
+#     7 of a 24 µs call at L=8 K=24 P=6 (AMD EPYC); that call on one thread took 4.9 µs in
+#     C++, 14 µs through ``jacobian`` (the NumPy route 34–37 µs, JAX's jit(jacrev) 27–64).
 @dataclass(frozen=True)
 class Chain:
     """A float32 tanh network as the chain kernels take it, made once per network
@@ -244,7 +249,7 @@ class Chain:
     watch them by then) and the C++ arguments that point at them."""
 
     tensors: tuple[Tensor, ...]
-    places: tuple  # each tensor's (address, shape) when the chain was made
+    addresses: list[int]  # each tensor's data_ptr() when the chain was made
     inputs: int  # D
     outputs: int  # P
     hidden: int  # L
@@ -283,9 +288,11 @@ class Chain:
             return False
         if not (x.is_cpu and x.is_contiguous() and unwatched(x)):
             return False
-        # A tensor given new memory (``w.data = …``, ``resize_``) would leave the C++
-        # arguments pointing at freed memory: the chain then steps aside.
-        if any((t.data_ptr(), t.shape) != place for t, place in zip(self.tensors, self.places)):
+        # A tensor given new memory (``w.data = …``, a ``resize_`` that grows it) would leave
+        # the C++ arguments pointing at freed memory: the chain then steps aside. (A resize_
+        # that shrinks keeps the memory; reading each shape too cost 1.4 µs of a small
+        # network's call.)
+        if [t.data_ptr() for t in self.tensors] != self.addresses:
             return False
         if not torch.is_grad_enabled():
             return True
@@ -325,5 +332,5 @@ def chain(weights: Sequence[Tensor], biases: Sequence[Tensor | None]) -> Chain |
         (ctypes.c_int64 * (count + 1))(*widths),
     )
     chains = {name: functions[(name, torch.float32)] for name in ("reverse_chain", "forward_chain")}
-    places = tuple((t.data_ptr(), t.shape) for t in tensors)
-    return Chain(tensors, places, widths[0], last.shape[0], count, args, chains)
+    addresses = [t.data_ptr() for t in tensors]
+    return Chain(tensors, addresses, widths[0], last.shape[0], count, args, chains)

@@ -165,7 +165,8 @@ def _batched_candidates(weights: list[torch.Tensor]) -> dict[str, Callable]:
 
 def _small_candidates(mode: str, net: tuple[int, int, int, int]) -> dict[str, Callable]:
     """One input's Jacobian through a small tanh chain in ``mode``: torch's products and
-    scalings as the routines run them, against the NumPy route."""
+    scalings as the routines run them, against the NumPy route and, where the C++ kernels
+    build, the chain in one call."""
     d, k, depth, p = net
     widths = (d, *([k] * depth), p)
     generator = torch.Generator().manual_seed(1)
@@ -192,7 +193,12 @@ def _small_candidates(mode: str, net: tuple[int, int, int, int]) -> dict[str, Ca
     numpy_route = small.reverse if mode == "reverse" else small.forward
     arrays = small.network(weights, biases, names)  # as an MLP keeps its own
     assert arrays is not None  # tanh has its NumPy form
-    return {"torch": torch_route, "numpy": lambda: numpy_route(arrays, x)}
+    routes = {"torch": torch_route, "numpy": lambda: numpy_route(arrays, x)}
+    chained = native.chain(weights, biases)
+    if chained is not None:  # where the kernels build
+        run = chained.forward if mode == "forward" else chained.reverse
+        routes["native"] = functools.partial(run, x)
+    return routes
 
 
 def _time(fn: Callable[[], object], min_time: float, threads: int | None = None) -> float:

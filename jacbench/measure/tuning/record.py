@@ -55,7 +55,8 @@ SIZES = ("small", "medium", "large")
 BATCHED_SIZES = ("tiny", "small", "large")
 TANH_MIN_ELEMENTS = 1 << 14  # below this, launches dominate: torch.tanh's one kernel wins
 # The cache's format: an entry of another version lacks classes, or timed kernels since
-# changed (9: the C++ X·Wᵀ takes 2–8 rows of W a pass), and is measured again.
+# changed (9: the C++ X·Wᵀ takes 2–8 rows of W a pass; small networks may take the C++
+# chain), and is measured again.
 VERSION = 9
 
 
@@ -86,9 +87,11 @@ _PRIMAL_KEYS = tuple(itertools.product(NARROW_ROWS, SIZES))
 PRIMAL_CLASSES = tuple(class_name(STACKING, m, s) for m, s in _PRIMAL_KEYS)
 BATCHING = "batched rows"
 BATCHED_CLASSES = tuple(f"{BATCHING} {s}" for s in BATCHED_SIZES)
-# One input through a small network, whole: by torch or in NumPy (NOTE: [Small networks in
-# NumPy] in ``jacbench.kernels.small``), per mode; timed on two small chains.
-SMALL_ROUTES = ("torch", "numpy")
+# One input through a small network, whole: by torch, in NumPy (NOTE: [Small networks in
+# NumPy] in ``jacbench.kernels.small``) or as one call of the C++ chain on one thread (NOTE:
+# [The reverse chain in one call] in ``jacbench.kernels.native``), per mode; timed on two
+# small chains.
+SMALL_ROUTES = ("torch", "numpy", "native")
 SMALL_CLASSES = ("small forward", "small reverse")
 
 # Choices between whole routines where the cost model's counts tie or mislead (NOTE: [Ties
@@ -168,6 +171,22 @@ class Tuning:
             for name, choice in self.ties.items()
         }
         object.__setattr__(self, "_tie_rules", rules)
+        # The small routes in the order a small call tries them (read on every such call).
+        routes = {mode: self._small_order(f"small {mode}") for mode in ("forward", "reverse")}
+        object.__setattr__(self, "_small_routes", routes)
+
+    def _small_order(self, name: str) -> tuple[str, ...]:
+        # The choice, then the other routes this machine measured, fastest first, up to
+        # torch's, which takes every network: a network the choice cannot take (the chain
+        # takes float32 tanh ones, NumPy no other activation) goes the next fastest way.
+        chosen, seconds = self.small[name], self.measured_s.get(name, {})
+        others = sorted(
+            (s, route)
+            for route, s in seconds.items()
+            if route != chosen and route in SMALL_ROUTES and isinstance(s, (int, float))
+        )
+        order = (chosen, *(route for _, route in others))
+        return order[: order.index("torch") + 1] if "torch" in order else (*order, "torch")
 
     def narrow_kernel(self, forward: bool, rows: int, size: int) -> str:
         """The kernel for ``rows`` (< 16) rows times a weight, in forward mode's orientation
@@ -189,9 +208,10 @@ class Tuning:
         fixed rule stands), for the plan's reason."""
         return self._tie_rules[name]  # type: ignore[attr-defined]
 
-    def small_route(self, mode: str) -> str:
-        """How one input goes through a small network in ``mode``: "torch" or "numpy"."""
-        return self.small[f"small {mode}"]
+    def small_routes(self, mode: str) -> tuple[str, ...]:
+        """The ways one input goes through a small network in ``mode`` ("torch", "numpy",
+        "native"), in the order to try them: the tuned choice first, "torch" last."""
+        return self._small_routes[mode]  # type: ignore[attr-defined]
 
     def kernel(self, name: str) -> str:
         """The choice of class ``name`` (a narrow product, a primal step, a batched block, a
