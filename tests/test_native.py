@@ -276,6 +276,25 @@ def test_a_chain_made_once_sees_the_weights_change_in_place_and_their_tracking()
 
 
 @needs_kernels
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda w: w.resize_(40, 50),  # shrunk at the same address
+        lambda w: setattr(w, "data", w.data[:40]),  # a view of itself, the same address
+        lambda w: setattr(w, "data", w.data.t()),  # square: the same address and shape
+    ],
+    ids=["resize-smaller", "own-view", "transposed"],
+)
+def test_a_chain_steps_aside_when_a_weight_changes_layout_at_the_same_address(change):
+    net, x, _ = _chain_reference((6, 50, 50, 2), bias=False)
+    made = net.native_chain
+    assert made.reverse(x) is not None
+    with torch.no_grad():
+        change(net.weights[1])
+    assert made.reverse(x) is None and made.forward(x) is None
+
+
+@needs_kernels
 def test_the_cpp_tanh_is_within_4e7_of_tanh_everywhere():
     specials = torch.tensor([0.0, -0.0, 1e-5, -3.9e-4, 4.1e-4, 7.99, 8.0, 1e4, -1e30])
     z = torch.cat(

@@ -4,6 +4,8 @@ where it cannot be (an activation it lacks, autograd, a batch). The C++ chain as
 route: exact on one thread, and a network it cannot take goes the next measured way."""
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -136,8 +138,12 @@ def test_the_small_routes_are_tried_in_the_order_they_were_measured():
     assert NATIVE.small_routes("reverse") == ("native", "torch")  # torch takes every network
     assert tuning.DEFAULTS.small_routes("reverse") == ("torch",)
     assert NUMPY.small_routes("forward") == ("numpy", "torch")  # nothing measured: torch next
-    odd = dataclasses.replace(NATIVE, measured_s={"small forward": {"numpy": "fast", "x": 1}})
-    assert odd.small_routes("forward") == ("native", "torch")  # a cache's junk is no route
+    # What a cache file holds is the user's: junk in it is no route, and no crash.
+    for junk in ({"numpy": "fast", "x": 1}, None, [1, 2], "fast", {"numpy": float("nan")}):
+        entry = {**NATIVE.as_dict(), "measured_s": {"small forward": junk}}
+        assert tuning.Tuning.from_dict(entry).small_routes("forward") == ("native", "torch")
+    for junk in (None, [1], "x"):
+        assert tuning.Tuning.from_dict({**NATIVE.as_dict(), "measured_s": junk}).measured_s == {}
 
 
 @needs_kernels
@@ -178,3 +184,28 @@ def test_a_network_the_chain_cannot_take_goes_the_next_measured_way(
     routes_taken.clear()
     assert relative_error(jacobian_reverse(net, x.to(dtype)), exact) < tolerance
     assert routes_taken == reverse_route
+
+
+# A process whose first call is a small network's: the tuning it reads is its own thread
+# count's, though the call runs on one thread.
+_FIRST_CALL = """
+import os, sys, dataclasses, torch
+os.environ["JACBENCH_CACHE_DIR"] = sys.argv[1]
+torch.set_num_threads(2)
+from jacbench import MLP, jacobian_reverse
+from jacbench.measure import tuning
+mine = dataclasses.replace(tuning.DEFAULTS, machine=tuning.machine_key(), small={
+    "small forward": "numpy", "small reverse": "numpy"})
+tuning.save(mine)
+jacobian_reverse(MLP.from_widths((3, 8, 2), seed=0), torch.randn(3))
+print(tuning.active().machine == mine.machine, torch.get_num_threads())
+"""
+
+
+def test_a_small_first_call_reads_the_tuning_of_the_process_thread_count(tmp_path, monkeypatch):
+    monkeypatch.delenv("JACBENCH_TUNING", raising=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_CALL, str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "2"]

@@ -742,15 +742,16 @@ def _run_checked(compute, net: MLP, x: Tensor, chunk_size: int | None) -> Tensor
     if not x.is_cpu or not _is_small(net.widths, _batch_size(x)):
         return compute(net, x, chunk_size)
     mode = _SMALL_MODES.get(compute)
+    # The routes first: the tuning a process reads first is the one for its thread count.
+    routes = tuning.active().small_routes(mode) if mode is not None and x.ndim == 1 else ()
     threads = torch.get_num_threads()
     if threads != 1:
         torch.set_num_threads(1)  # the C++ chain's team too: one thread, no barriers
     try:
-        if mode is not None and x.ndim == 1:
-            for route in tuning.active().small_routes(mode):
-                done = _small_route(route, mode, net, x)
-                if done is not None:
-                    return done
+        for route in routes:
+            done = _small_route(route, mode, net, x)  # type: ignore[arg-type]
+            if done is not None:
+                return done
         return compute(net, x, chunk_size)
     finally:
         if threads != 1:

@@ -241,7 +241,7 @@ def tanh_(z: Tensor) -> Tensor | None:
 #     the route (``small_routes``: against torch and NumPy, on one thread). With a team of
 #     one the threads' barriers are skipped: libgomp's costs ~0.3 µs even then, 3L of them
 #     7 of a 24 µs call at L=8 K=24 P=6 (AMD EPYC); that call on one thread took 4.9 µs in
-#     C++, 14 µs through ``jacobian`` (the NumPy route 34–37 µs, JAX's jit(jacrev) 27–64).
+#     C++, 16 µs through ``jacobian`` (the NumPy route 34–37 µs, JAX's jit(jacrev) 27–64).
 @dataclass(frozen=True)
 class Chain:
     """A float32 tanh network as the chain kernels take it, made once per network
@@ -249,7 +249,7 @@ class Chain:
     watch them by then) and the C++ arguments that point at them."""
 
     tensors: tuple[Tensor, ...]
-    addresses: list[int]  # each tensor's data_ptr() when the chain was made
+    layouts: list[tuple]  # each tensor's (data_ptr(), shape, stride()) when the chain was made
     inputs: int  # D
     outputs: int  # P
     hidden: int  # L
@@ -288,11 +288,11 @@ class Chain:
             return False
         if not (x.is_cpu and x.is_contiguous() and unwatched(x)):
             return False
-        # A tensor given new memory (``w.data = …``, a ``resize_`` that grows it) would leave
-        # the C++ arguments pointing at freed memory: the chain then steps aside. (A resize_
-        # that shrinks keeps the memory; reading each shape too cost 1.4 µs of a small
-        # network's call.)
-        if [t.data_ptr() for t in self.tensors] != self.addresses:
+        # A tensor given new memory (``w.data = …``, ``resize_``) would leave the C++
+        # arguments pointing at freed memory, and one given a new shape or layout at the same
+        # address (a ``resize_`` that shrinks, ``w.data = w.data.t()``) would be read with
+        # the old: the chain then steps aside.
+        if [(t.data_ptr(), t.shape, t.stride()) for t in self.tensors] != self.layouts:
             return False
         if not torch.is_grad_enabled():
             return True
@@ -332,5 +332,5 @@ def chain(weights: Sequence[Tensor], biases: Sequence[Tensor | None]) -> Chain |
         (ctypes.c_int64 * (count + 1))(*widths),
     )
     chains = {name: functions[(name, torch.float32)] for name in ("reverse_chain", "forward_chain")}
-    addresses = [t.data_ptr() for t in tensors]
-    return Chain(tensors, addresses, widths[0], last.shape[0], count, args, chains)
+    layouts = [(t.data_ptr(), t.shape, t.stride()) for t in tensors]
+    return Chain(tensors, layouts, widths[0], last.shape[0], count, args, chains)

@@ -31,6 +31,7 @@ the package's other modules.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,9 +182,7 @@ class Tuning:
         # takes float32 tanh ones, NumPy no other activation) goes the next fastest way.
         chosen, seconds = self.small[name], self.measured_s.get(name, {})
         others = sorted(
-            (s, route)
-            for route, s in seconds.items()
-            if route != chosen and route in SMALL_ROUTES and isinstance(s, (int, float))
+            (s, route) for route, s in seconds.items() if route != chosen and route in SMALL_ROUTES
         )
         order = (chosen, *(route for _, route in others))
         return order[: order.index("torch") + 1] if "torch" in order else (*order, "torch")
@@ -263,7 +262,7 @@ class Tuning:
             ties=ties,
             tanh=tanh if tanh in TANH_KERNELS else "tanh",
             machine=str(data.get("machine", "")),
-            measured_s=data.get("measured_s", {}),
+            measured_s=_seconds_by_class(data.get("measured_s")),
             unsettled=tuple(str(name) for name in data.get("unsettled", ())),
             calibration={
                 str(k): float(v)
@@ -271,6 +270,23 @@ class Tuning:
                 if isinstance(v, int | float) and v > 0
             },
         )
+
+
+def _seconds_by_class(data: Any) -> dict[str, dict[str, float]]:
+    """A cache's ``measured_s`` as {class: {candidate: seconds}}, whatever else it holds
+    dropped (a class that is not a table, a time that is not a positive finite number):
+    the file is the user's, and every routine reads the tuning made from it."""
+    if not isinstance(data, Mapping):
+        return {}
+    return {
+        str(name): {
+            str(k): float(v)
+            for k, v in times.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < math.inf
+        }
+        for name, times in data.items()
+        if isinstance(times, Mapping)
+    }
 
 
 def _measured_text(seconds: Mapping[str, float] | None, choice: str = "") -> str:
