@@ -1,6 +1,7 @@
 """jacbench's own matrix-vector kernels: exact against float64 torch, refused where they
 cannot run, and a one-line reason where they do not build."""
 
+import dataclasses
 import shutil
 
 import pytest
@@ -265,33 +266,56 @@ def test_a_chain_made_once_sees_the_weights_change_in_place_and_their_tracking()
     with torch.no_grad():
         assert made.reverse(x) is not None
     net.weights[0].requires_grad_(False)
-    net.weights[2].data = torch.randn(2, 50)  # new memory: the C++ arguments would dangle
-    assert made.reverse(x) is None and made.forward(x) is None
+    net.weights[2].data = torch.randn(2, 50)  # new memory: the old chain's pointers dangle
     assert (
         relative_error(
             jacobian_reverse(net, x), reference_jacobian(net.to(dtype=torch.float64), x.double())
         )
         < 1e-5
-    )  # the per-product route, on the new weight
+    )  # the call made the network's parts again, a new chain among them
+    assert net.native_chain is not made and net.native_chain.tensors[2] is net.weights[2]
+
+
+def _routes():
+    """Every way one input's Jacobian can go: a small network by each of its routes, a
+    larger one by the C++ chain or torch's products (which read the transposes' views)."""
+    for route in tuning.SMALL_ROUTES:
+        small = {"small forward": route, "small reverse": route}
+        yield (4, 24, 24, 24, 6), dataclasses.replace(tuning.DEFAULTS, small=small)
+    for kernel in ("native", "split"):
+        yield (6, 200, 200, 2), forcing(kernel)
 
 
 @needs_kernels
 @pytest.mark.parametrize(
     "change",
     [
-        lambda w: w.resize_(40, 50),  # shrunk at the same address
-        lambda w: setattr(w, "data", w.data[:40]),  # a view of itself, the same address
+        lambda w: setattr(w, "data", torch.randn(w.shape)),  # new memory, the same shape
         lambda w: setattr(w, "data", w.data.t()),  # square: the same address and shape
+        lambda w: setattr(w, "data", w.data.t().contiguous()),  # new memory, moved values
     ],
-    ids=["resize-smaller", "own-view", "transposed"],
+    ids=["new-memory", "transposed-view", "transposed-copy"],
 )
-def test_a_chain_steps_aside_when_a_weight_changes_layout_at_the_same_address(change):
+@pytest.mark.parametrize("routine", [jacobian_forward, jacobian_reverse])
+@pytest.mark.parametrize(("widths", "tuned"), list(_routes()))
+def test_a_weight_given_new_memory_or_layout_is_read_as_it_is_now(change, routine, widths, tuned):
+    net, x, _ = _chain_reference(widths, bias=False)
+    with tuning.use(tuned):
+        routine(net, x)  # every part this route reads made from the old tensor
+        with torch.no_grad():
+            change(net.weights[1])  # square in both networks
+        reference = reference_jacobian(net.to(dtype=torch.float64), x.double())
+        assert relative_error(routine(net, x), reference) < 1e-5
+
+
+@needs_kernels
+def test_a_weight_that_no_longer_fits_its_neighbours_is_named_at_the_call():
     net, x, _ = _chain_reference((6, 50, 50, 2), bias=False)
-    made = net.native_chain
-    assert made.reverse(x) is not None
+    jacobian_reverse(net, x)
     with torch.no_grad():
-        change(net.weights[1])
-    assert made.reverse(x) is None and made.forward(x) is None
+        net.weights[1].resize_(40, 50)  # shrunk at the same address
+    with pytest.raises(ValueError, match="weight 3 has 50 columns but weight 2 has 40 rows"):
+        jacobian_reverse(net, x)
 
 
 @needs_kernels

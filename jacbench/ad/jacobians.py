@@ -49,6 +49,7 @@ REFERENCE_METHODS = ("jacrev", "jacfwd")
 def _check_input(net: MLP, x: Tensor) -> None:
     if not isinstance(net, MLP):
         raise TypeError(f"net must be a jacbench MLP, got {type(net).__name__}")
+    net.refresh()  # NOTE: [A network's derived parts follow its tensors]
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim not in (1, 2):

@@ -246,10 +246,11 @@ def tanh_(z: Tensor) -> Tensor | None:
 class Chain:
     """A float32 tanh network as the chain kernels take it, made once per network
     (``chain``): its tensors (checked again at each call: autograd or a dispatch mode may
-    watch them by then) and the C++ arguments that point at them."""
+    watch them by then) and the C++ arguments that point at them. The pointers hold while
+    the tensors keep their memory and layout: the MLP that owns the chain makes a new one
+    where they do not (NOTE: [A network's derived parts follow its tensors])."""
 
     tensors: tuple[Tensor, ...]
-    layouts: list[tuple]  # each tensor's (data_ptr(), shape, stride()) when the chain was made
     inputs: int  # D
     outputs: int  # P
     hidden: int  # L
@@ -287,12 +288,6 @@ class Chain:
         if x.ndim != 1 or x.shape[0] != self.inputs or x.dtype != torch.float32:
             return False
         if not (x.is_cpu and x.is_contiguous() and unwatched(x)):
-            return False
-        # A tensor given new memory (``w.data = …``, ``resize_``) would leave the C++
-        # arguments pointing at freed memory, and one given a new shape or layout at the same
-        # address (a ``resize_`` that shrinks, ``w.data = w.data.t()``) would be read with
-        # the old: the chain then steps aside.
-        if [(t.data_ptr(), t.shape, t.stride()) for t in self.tensors] != self.layouts:
             return False
         if not torch.is_grad_enabled():
             return True
@@ -332,5 +327,4 @@ def chain(weights: Sequence[Tensor], biases: Sequence[Tensor | None]) -> Chain |
         (ctypes.c_int64 * (count + 1))(*widths),
     )
     chains = {name: functions[(name, torch.float32)] for name in ("reverse_chain", "forward_chain")}
-    layouts = [(t.data_ptr(), t.shape, t.stride()) for t in tensors]
-    return Chain(tensors, layouts, widths[0], last.shape[0], count, args, chains)
+    return Chain(tensors, widths[0], last.shape[0], count, args, chains)
