@@ -153,6 +153,10 @@ def test_a_captured_graph_knows_when_a_weight_moved():
     assert captured.current
     net.weights[0].data = torch.zeros_like(net.weights[0])
     assert not captured.current
+    square = make_mlp(2, 6, 12, 2).to(device="cuda")
+    captured = capture_jacobian(square, torch.ones(6, device="cuda"))
+    square.weights[1].data = square.weights[1].data.t()  # the same address, other strides
+    assert not captured.current
 
 
 @requires_cuda

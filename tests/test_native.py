@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from jacbench import MLP, jacobian, jacobian_forward, jacobian_reverse
 from jacbench.ad.jacobians import reference_jacobian, relative_error
-from jacbench.kernels import native
+from jacbench.kernels import eager, native
 from jacbench.kernels.products import narrow_product
 from jacbench.measure import tuning
 from tests.test_tuning import forcing
@@ -347,3 +347,18 @@ def test_the_cpp_tanh_refuses_what_it_cannot_take():
     assert native.tanh_(tracked) is None and torch.equal(tracked, z)
     with FlopCounterMode(display=False):
         assert native.tanh_(z) is None
+
+
+def test_a_tensors_layout_tells_every_way_it_can_change_under_a_view():
+    w = torch.randn(6, 6)
+    before = eager.layout([w])
+    for change in (
+        lambda t: setattr(t, "data", t.data.t()),  # the same address and shape
+        lambda t: setattr(t, "data", t.data.view(torch.int32)),  # the same bytes, read otherwise
+        lambda t: t.requires_grad_(),  # views made before do not track
+    ):
+        t = w.clone()
+        made = eager.layout([t])
+        change(t)
+        assert eager.layout([t]) != made
+    assert eager.layout([w]) == before

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from jacbench import MLP, make_mlp
+from jacbench import MLP, jacobian, jacobian_forward, jacobian_mixed, jacobian_reverse, make_mlp
 
 
 def test_make_mlp_shapes_and_names():
@@ -182,3 +182,79 @@ def test_from_param_dict_names_one_layers_keys_once():
     params = {"W1": torch.zeros(3, 2), "WF": torch.zeros(1, 3), "c": torch.zeros(1)}
     with pytest.raises(ValueError, match=re.escape("expected W1, WF and optional biases b1, bF")):
         MLP.from_param_dict(params)
+
+
+# NOTE: [A network's derived parts follow its tensors]
+def _textbook_jacobian(weights, x):
+    """J of W_F·tanh(W_L ⋯ tanh(W_1·x)) by torch.func, written out: independent of MLP."""
+
+    def f(v):
+        for w in weights[:-1]:
+            v = torch.tanh(w @ v)
+        return weights[-1] @ v
+
+    return torch.func.jacrev(f)(x)
+
+
+@pytest.mark.parametrize("routine", [jacobian_forward, jacobian_reverse, jacobian_mixed])
+def test_gradients_through_the_jacobian_follow_tracking_turned_on_later(routine):
+    net = make_mlp(2, 3, 5, 2, dtype=torch.float64, seed=1)
+    x = torch.randn(3, dtype=torch.float64)
+    routine(net, x)  # the network's parts made while nothing was tracked
+    weight = net.weights[1].requires_grad_()
+    got = torch.autograd.grad(routine(net, x).square().sum(), weight)[0]
+    reference = torch.autograd.grad(_textbook_jacobian(net.weights, x).square().sum(), weight)[0]
+    assert torch.allclose(got, reference, rtol=1e-10, atol=1e-12)
+
+
+def test_a_batch_runs_after_tracking_is_turned_off():
+    weights = [torch.randn(5, 3), torch.randn(5, 5), torch.randn(2, 5)]
+    net = MLP.from_param_dict({"W1": weights[0], "W2": weights[1], "WF": weights[2]})
+    for w in net.weights:
+        w.requires_grad_()
+    x = torch.randn(4, 3)
+    jacobian_reverse(net, x)
+    for w in net.weights:
+        w.requires_grad_(False)
+    expected = torch.stack([_textbook_jacobian(net.weights, sample) for sample in x])
+    assert torch.allclose(jacobian_reverse(net, x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda net: net.biases[1].untyped_storage().resize_(0), "bias 2's memory was freed"),
+        (lambda net: net.biases[1].untyped_storage().resize_(4), "bias 2's memory was freed"),
+        (lambda net: net.weights[0].untyped_storage().resize_(0), "weight 1's memory was freed"),
+        (
+            lambda net: setattr(net.weights[1], "data", net.weights[1].data.view(torch.int32)),
+            "all weights must share one dtype",
+        ),
+    ],
+    ids=["bias-freed", "bias-shrunk", "weight-freed", "weight-reinterpreted"],
+)
+@pytest.mark.parametrize("widths", [(4, 24, 24, 6), (6, 200, 200, 2)])
+def test_a_tensor_freed_or_reinterpreted_under_the_network_is_named(change, message, widths):
+    net = MLP.from_widths(widths, bias=True)
+    x = torch.randn(widths[0])
+    jacobian_reverse(net, x)  # every part made (the C++ chain too, where it builds)
+    change(net)
+    for routine in (jacobian_reverse, jacobian_forward, jacobian):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            routine(net, x)
+
+
+def test_a_small_network_made_of_a_transforms_tensors_is_differentiated_through():
+    # torch.func.grad's tracking tensors have no memory: the NumPy and C++ routes step aside
+    net = make_mlp(3, 4, 24, 6, seed=2)
+    x = torch.randn(4)
+
+    def loss(weight):
+        weights = (net.weights[0], weight, *net.weights[2:])
+        return jacobian_reverse(MLP(weights, net.biases, net.activations), x).sum()
+
+    got = torch.func.grad(loss)(net.weights[1])
+    weight = net.weights[1].detach().requires_grad_()
+    weights = (net.weights[0], weight, *net.weights[2:])
+    expected = torch.autograd.grad(_textbook_jacobian(weights, x).sum(), weight)[0]
+    assert torch.allclose(got, expected, atol=1e-5)

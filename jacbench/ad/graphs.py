@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from jacbench.kernels.eager import plain_eager
+from jacbench.kernels.eager import layout, plain_eager
 
 # Untimed calls before a capture, on a side stream: lazy initialisation and library
 # workspaces must not happen inside the capture.
@@ -40,7 +40,7 @@ class CapturedCall:
     its output: a tensor of the caller's own, as ``fn(x)`` would. ``replay`` skips both
     copies: it computes from whatever ``input`` holds and returns ``output``,
     which the next replay overwrites. ``watched`` tensors (a network's weights) are
-    recorded by address: ``current`` says whether they still lie where they did.
+    recorded by layout: ``current`` says whether they still lie where, and as, they did.
     """
 
     def __init__(
@@ -63,12 +63,13 @@ class CapturedCall:
         torch.cuda.synchronize(device)
         self.capture_s = time.perf_counter() - start
         self._watched = tuple(watched)
-        self._addresses = tuple(t.data_ptr() for t in self._watched)
+        self._layout = layout(self._watched)
 
     @property
     def current(self) -> bool:
-        """Whether every watched tensor still lies where it did at capture."""
-        return all(t.data_ptr() == a for t, a in zip(self._watched, self._addresses))
+        """Whether every watched tensor still lies where, and as, it did at capture: the
+        same address, shape, strides and dtype (``eager.layout``)."""
+        return layout(self._watched) == self._layout
 
     def replay(self) -> Tensor:
         """Replay on ``input``; returns ``output`` (overwritten by the next replay)."""

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from jacbench.ad.cost import check_widths
 from jacbench.kernels import native, small
 from jacbench.kernels.activations import Activation, get_activation
+from jacbench.kernels.eager import backed, layout
 
 INITS = ("lecun", "xavier", "normal")
 
@@ -44,9 +45,16 @@ _SEQUENTIAL_ACTIVATIONS: dict[type[nn.Module], str] = {
 #     seen through them; a tensor given new memory or a new layout is not: after
 #     ``w.data = torch.randn(…)`` the views would still read the old storage (a wrong
 #     Jacobian, relative error ~1), and the chain's pointers would point at freed memory.
-#     So each call compares the tensors' (address, shape, strides) with those the parts
-#     were made from, and derives them again where one differs (``MLP.refresh``), checking
-#     again that the parts fit together. The comparison costs about 0.3 µs a tensor.
+#     The transposes' views also keep the autograd tracking their weights had when they
+#     were made (``requires_grad_`` later: gradients through the Jacobian silently short).
+#     So each call compares the tensors' (address, shape, strides, dtype, tracking) with
+#     those the parts were made from (``eager.layout``) and derives them again where one
+#     differs (``MLP.refresh``), checking again that the parts fit together and that each
+#     tensor's storage still holds its elements (FSDP frees a storage under its tensor).
+#     The comparison costs about 0.4 µs a tensor. The C++ chain keeps views of the tensors
+#     it points at: a thread that replaces ``.data`` while another computes cannot free
+#     the memory under a running call (the result may mix old and new weights, as torch's
+#     own operations would).
 
 
 @dataclass(frozen=True)
@@ -101,33 +109,35 @@ class MLP:
                 raise ValueError(
                     f"bias {i + 1} must have shape ({w.shape[0]},) and dtype {w.dtype}"
                 )
+        tensors_layout = self._layout_now()
+        if tensors_layout is not None and reference.device.type in ("cpu", "cuda"):
+            for kind, tensors in (("weight", weights), ("bias", biases)):
+                for i, t in enumerate(tensors):
+                    if t is not None and not backed(t):
+                        raise ValueError(
+                            f"{kind} {i + 1}'s memory was freed or shrunk under it "
+                            f"(its storage holds less than its shape {tuple(t.shape)})"
+                        )
         widths = (weights[0].shape[1], *(w.shape[0] for w in weights))
         object.__setattr__(self, "_widths", widths)
         object.__setattr__(self, "_transposed", tuple(w.T for w in weights))
-        object.__setattr__(self, "_layout", self._layout_now())
+        object.__setattr__(self, "_layout", tensors_layout)
         for cached in ("numpy_network", "native_chain"):  # functools.cached_property's
             self.__dict__.pop(cached, None)
 
     def _layout_now(self) -> list[tuple] | None:
-        """Each weight's and bias's (address, shape, strides); None for tensors that have
-        no memory of their own (a torch.func transform's wrappers: made and dropped within
-        one transform, nothing to follow)."""
-        try:
-            return [(t.data_ptr(), t.shape, t.stride()) for t in self._tensors()]
-        except RuntimeError:
-            return None
-
-    def _tensors(self) -> list[Tensor]:
-        return [*self.weights, *(b for b in self.biases if b is not None)]
+        return layout([*self.weights, *(b for b in self.biases if b is not None)])
 
     def refresh(self) -> None:
         """Derive the network's cached parts again where a weight or bias has been given new
-        memory, a new shape or new strides since they were made (``w.data = …``,
-        ``resize_``); in-place changes of values need nothing. Every Jacobian routine calls
-        it first.
+        memory, a new shape, strides or dtype, or autograd's tracking turned on or off
+        since they were made (``w.data = …``, ``resize_``, ``requires_grad_``); in-place
+        changes of values need nothing. Every Jacobian routine calls it first; until then
+        ``widths`` and the other derived properties tell the network as it was.
 
         Raises:
-            ValueError: the tensors no longer fit together as a network.
+            ValueError: the tensors no longer fit together as a network, or one's memory
+                was freed or shrunk under it.
         """
         if self._layout is not None and self._layout_now() != self._layout:
             self._derive()

@@ -10,6 +10,8 @@ must see torch's operations, so none of those shortcuts may be taken for them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -38,3 +40,23 @@ def unwatched(*tensors: Tensor) -> bool:
         if type(x) is not Tensor or is_wrapped(x):
             return False
     return True
+
+
+def layout(tensors: Sequence[Tensor]) -> list[tuple] | None:
+    """Each tensor's (address, shape, strides, dtype, whether autograd tracks it): what a
+    form made from the tensors once (a view, a NumPy array, a C++ pointer, a captured CUDA
+    graph) takes as given. None where a tensor has no memory of its own (a torch.func
+    transform's wrapper: made and dropped within one transform, nothing to follow)."""
+    try:
+        return [(t.data_ptr(), t.shape, t.stride(), t.dtype, t.requires_grad) for t in tensors]
+    except RuntimeError:
+        return None
+
+
+def backed(t: Tensor) -> bool:
+    """Whether t's storage holds every element its shape and strides reach (a storage
+    freed or shrunk under a tensor, as FSDP does, leaves the shape as it was)."""
+    if t.numel() == 0:
+        return True
+    reach = t.storage_offset() + 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
+    return t.data_ptr() != 0 and t.untyped_storage().nbytes() >= reach * t.element_size()

@@ -246,11 +246,13 @@ def tanh_(z: Tensor) -> Tensor | None:
 class Chain:
     """A float32 tanh network as the chain kernels take it, made once per network
     (``chain``): its tensors (checked again at each call: autograd or a dispatch mode may
-    watch them by then) and the C++ arguments that point at them. The pointers hold while
-    the tensors keep their memory and layout: the MLP that owns the chain makes a new one
-    where they do not (NOTE: [A network's derived parts follow its tensors])."""
+    watch them by then), views of them as they were (which keep that memory alive), and
+    the C++ arguments that point at it. The MLP that owns the chain makes a new one where a
+    tensor is given other memory or layout (NOTE: [A network's derived parts follow its
+    tensors])."""
 
     tensors: tuple[Tensor, ...]
+    kept: tuple[Tensor, ...]  # the tensors' memory when the chain was made: the pointers'
     inputs: int  # D
     outputs: int  # P
     hidden: int  # L
@@ -274,7 +276,7 @@ class Chain:
 
     def _run(self, name: str, x: Tensor, shape: tuple[int, int]) -> Tensor:
         out = torch.empty(shape, dtype=torch.float32)
-        last = self.tensors[self.hidden]
+        last = self.kept[self.hidden]
         code = self.functions[name](
             self.hidden, *self.args, x.data_ptr(), last.data_ptr(), self.outputs, out.data_ptr()
         )
@@ -319,6 +321,9 @@ def chain(weights: Sequence[Tensor], biases: Sequence[Tensor | None]) -> Chain |
     functions = _library()
     if isinstance(functions, str):
         return None
+    kept = tuple(t.detach() for t in tensors)  # the pointers below are into these
+    hidden, last = list(kept[: len(hidden)]), kept[len(hidden)]
+    used = [None] * len(hidden) if used[0] is None else list(kept[len(hidden) + 1 :])
     count, pointer = len(hidden), ctypes.c_void_p
     bias = None if used[0] is None else (pointer * count)(*(b.data_ptr() for b in used))  # type: ignore[union-attr]
     args = (
@@ -327,4 +332,4 @@ def chain(weights: Sequence[Tensor], biases: Sequence[Tensor | None]) -> Chain |
         (ctypes.c_int64 * (count + 1))(*widths),
     )
     chains = {name: functions[(name, torch.float32)] for name in ("reverse_chain", "forward_chain")}
-    return Chain(tensors, widths[0], last.shape[0], count, args, chains)
+    return Chain(tensors, kept, widths[0], last.shape[0], count, args, chains)

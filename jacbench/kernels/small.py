@@ -112,9 +112,11 @@ def network(
     weights: Sequence[Tensor], biases: Biases, activations: Sequence[str]
 ) -> Network | None:
     """The NumPy route's ``Network`` of these parts, or None where it cannot take them: not
-    float32 or float64 on the CPU, or an activation without a NumPy form here."""
+    float32 or float64 plain CPU tensors, or an activation without a NumPy form here."""
     if not weights[0].is_cpu or weights[0].dtype not in (torch.float32, torch.float64):
         return None
+    if not unwatched(*weights, *(b for b in biases if b is not None)):
+        return None  # a transform's wrappers (an MLP made inside torch.func.grad): no memory
     if not all(name in _VALUES for name in activations):
         return None
     arrays = tuple(w.detach().numpy() for w in weights)
