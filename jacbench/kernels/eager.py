@@ -6,6 +6,10 @@ own C++ (``jacbench.kernels.native``).
 A torch.func transform passes its own wrapper tensors (vmap's batched, grad's tracking),
 a ``torch.compile`` trace passes fake ones, and a tensor subclass may redefine any op: each
 must see torch's operations, so none of those shortcuts may be taken for them.
+
+A form made once from plain tensors (a view, a NumPy array, a C++ pointer, a captured
+graph) holds while each tensor keeps its ``layout``; ``backed`` says whether a tensor's
+storage still holds what its shape reaches.
 """
 
 from __future__ import annotations

@@ -241,7 +241,7 @@ def tanh_(z: Tensor) -> Tensor | None:
 #     the route (``small_routes``: against torch and NumPy, on one thread). With a team of
 #     one the threads' barriers are skipped: libgomp's costs ~0.3 µs even then, 3L of them
 #     7 of a 24 µs call at L=8 K=24 P=6 (AMD EPYC); that call on one thread took 4.9 µs in
-#     C++, 16 µs through ``jacobian`` (the NumPy route 34–37 µs, JAX's jit(jacrev) 27–64).
+#     C++, 17–18 µs through ``jacobian`` (the NumPy route 34–37 µs, JAX's jit(jacrev) 27–64).
 @dataclass(frozen=True)
 class Chain:
     """A float32 tanh network as the chain kernels take it, made once per network
@@ -322,12 +322,11 @@ def chain(weights: Sequence[Tensor], biases: Sequence[Tensor | None]) -> Chain |
     if isinstance(functions, str):
         return None
     kept = tuple(t.detach() for t in tensors)  # the pointers below are into these
-    hidden, last = list(kept[: len(hidden)]), kept[len(hidden)]
-    used = [None] * len(hidden) if used[0] is None else list(kept[len(hidden) + 1 :])
     count, pointer = len(hidden), ctypes.c_void_p
-    bias = None if used[0] is None else (pointer * count)(*(b.data_ptr() for b in used))  # type: ignore[union-attr]
+    kept_biases = kept[count + 1 :]  # (W_1 … W_L, W_F, b_1 … b_L), or no biases
+    bias = (pointer * count)(*(b.data_ptr() for b in kept_biases)) if kept_biases else None
     args = (
-        (pointer * count)(*(w.data_ptr() for w in hidden)),
+        (pointer * count)(*(w.data_ptr() for w in kept[:count])),
         bias,
         (ctypes.c_int64 * (count + 1))(*widths),
     )

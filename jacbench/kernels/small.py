@@ -36,8 +36,10 @@ NOTE: [Small networks in NumPy]
     candidate (NOTE: [The reverse chain in one call] in ``jacbench.kernels.native``); a
     network the chosen route cannot take goes the next way this machine measured faster
     (``Tuning.small_routes``), down to torch. On the AMD EPYC above the chain took 14 and
-    16.5 µs (forward, reverse; the tuning's nets), NumPy 38 and 36, torch 93 and 75 (the
-    chain about 2 µs more since it checks each tensor's shape and stride on every call).
+    16.5 µs (forward, reverse; the tuning's nets), NumPy 38 and 36, torch 93 and 75 (every
+    route 1–3 µs more through ``jacobian`` since each call compares the network's tensors
+    with those its parts were made from: NOTE: [A network's derived parts follow its
+    tensors] in ``jacbench.ad.networks``).
 """
 
 from __future__ import annotations
