@@ -62,6 +62,23 @@ static inline void meet(bool alone) {
   }
 }
 
+// One row of W dotted with one vector x, two accumulators along the row.
+template <typename T>
+static inline T row_dot(const T* w, const T* x, int64_t k) {
+  typedef typename Vec<T>::type V;
+  const int64_t lanes = 64 / sizeof(T);
+  V a = {}, b = {};
+  int64_t j = 0;
+  for (; j + 2 * lanes <= k; j += 2 * lanes) {
+    a += load(w + j) * load(x + j);
+    b += load(w + j + lanes) * load(x + j + lanes);
+  }
+  if (j + lanes <= k) a += load(w + j) * load(x + j), j += lanes;
+  T s = sum<T>(a + b);
+  for (; j < k; j++) s += w[j] * x[j];
+  return s;
+}
+
 // Rows [i, i + R) of Y (m × n) = X (m × k) · Wᵀ for W (n × k): each row of W is dotted with
 // the m rows of X, the R rows sharing each load of X, R·m accumulators in registers.
 template <typename T, int M, int R>
@@ -87,15 +104,23 @@ static inline void transposed_rows(const T* w, const T* x, T* y, int64_t n, int6
     }
 }
 
-// Rows [b, e) of Y = X · Wᵀ, R rows of W a pass, about as many as keep R·m accumulators and
-// the R rows of W in AVX-512's 32 vector registers (for one row, eight rows of W keep eight
-// loads in flight per load of x: from memory the fastest of 2, 4 and 8 rows); the rows left
-// over one at a time, still in vectors. Against one row of W a pass for m ≥ 9 (and a
-// lane-by-lane sum), on an AMD EPYC from L2/L3: 1000 × 1000 with 9–15 rows 0.64–0.72 of
-// the time (15 rows: 2 a pass spill one register and still take 0.70), 1–8 rows 0.83–0.95.
+// Rows [b, e) of Y = X · Wᵀ. For m ≥ 2, R rows of W a pass, about as many as keep R·m
+// accumulators and the R rows of W in AVX-512's 32 vector registers; the rows left over one
+// at a time, still in vectors. Against one row of W a pass for m ≥ 9 (and a lane-by-lane
+// sum), on an AMD EPYC from L2/L3: 1000 × 1000 with 9–15 rows 0.64–0.72 of the time (15
+// rows: 2 a pass spill one register and still take 0.70), 2–8 rows 0.83–0.95. For one
+// vector, W is read row after row, one stream per thread (row_dot): against eight rows a
+// pass (eight streams, each about one 4 KB page), same process, the seed chain (P = 1,
+// 1000 wide) took 0.93 / 0.89 / 0.83 of the time at L = 3 / 5 / 10; two accumulators
+// beat four (0.81 of the time from memory) and one (latency-bound: 3.9× slower from
+// cache). Two rows, one at a time, took 1.10–1.15× longer than eight a pass.
 template <typename T, int M>
 static void transposed_share(const T* w, const T* x, T* y, int64_t n, int64_t k, int64_t b,
                              int64_t e) {
+  if constexpr (M == 1) {
+    for (int64_t i = b; i < e; i++) y[i] = row_dot(w + i * k, x, k);
+    return;
+  }
   constexpr int R = M <= 2 ? 8 : M <= 4 ? 6 : M <= 6 ? 4 : M <= 8 ? 3 : 2;
   int64_t i = b;
   for (; i + R <= e; i += R) transposed_rows<T, M, R>(w, x, y, n, k, i);
