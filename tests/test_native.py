@@ -149,6 +149,7 @@ CHAINS = [
     (14, 33, 17, 20),
     (1, 100, 100, 7),
     (2, 1, 1, 1, 1),
+    (333, 301, 301, 1),  # one output through weights read as two streams, an odd row left
 ]
 
 

@@ -111,9 +111,11 @@ static inline void transposed_rows(const T* w, const T* x, T* y, int64_t n, int6
 // rows: 2 a pass spill one register and still take 0.70), 2–8 rows 0.83–0.95. For one
 // vector, W is read row after row, one stream per thread (row_dot): against eight rows a
 // pass (eight streams, each about one 4 KB page), same process, the seed chain (P = 1,
-// 1000 wide) took 0.93 / 0.89 / 0.83 of the time at L = 3 / 5 / 10; two accumulators
-// beat four (0.81 of the time from memory) and one (latency-bound: 3.9× slower from
-// cache). Two rows, one at a time, took 1.10–1.15× longer than eight a pass.
+// 1000 wide) took 0.98 / 0.94 / 0.85 of the time at L = 3 / 5 / 10, one 1000 × 1000
+// product 0.65 from memory and 0.89 from cache (1024 and 2048 wide: 0.82–0.95); two
+// accumulators beat four (0.81 of the time from memory) and one (latency-bound: 3.9×
+// slower from cache). Two rows of X, one row of W at a time, took 1.10–1.15× longer than
+// eight rows of W a pass.
 template <typename T, int M>
 static void transposed_share(const T* w, const T* x, T* y, int64_t n, int64_t k, int64_t b,
                              int64_t e) {
@@ -137,15 +139,45 @@ static void rows_times_transposed(const T* w, const T* x, T* y, int64_t n, int64
   }
 }
 
+// One vector's partial row ``out`` of G·W from rows [b, e) of W, the reverse chain's way
+// for P = 1 through a wide weight: the rows cut into two halves read side by side (two long
+// streams, rows i and i + half), where four neighbouring rows a pass are four short streams,
+// each about one 4 KB page, which the hardware prefetchers lose at every row. Same process,
+// AMD EPYC, old and new library side by side: the seed chain (1000 wide, P = 1) 0.98 / 0.83
+// / 0.85 of the time at L = 3 / 5 / 10, L=4 K=600–1000 0.92–0.98. Not for rows a multiple
+// of 1 KB long (two streams a power of two apart share cache sets and memory banks: 2048
+// wide, 1.17× slower from memory), nor for weights under 256 KB (in L2 either way); nor in
+// the per-product kernel, where a 600 × 600 weight from cache took 1.07× as long.
+template <typename T>
+static void two_streams(const T* w, const T* g, const T* slope, T* out, int64_t k,
+                        int64_t padded, int64_t b, int64_t e) {
+  const int64_t lanes = 64 / sizeof(T), half = (e - b) / 2;
+  auto scaled = [&](int64_t i) { return g[i] * (slope ? 1 - slope[i] * slope[i] : T(1)); };
+  // out += row i·gi + row i2·gi2 (i2 = i, gi2 = 0 for the row left over)
+  auto add = [&](int64_t i, T gi, int64_t i2, T gi2) {
+    const T *r = w + i * k, *r2 = w + i2 * k;
+    int64_t j = 0;
+    for (; j + lanes <= k; j += lanes)
+      store(out + j, load(out + j) + load(r + j) * gi + load(r2 + j) * gi2);
+    for (; j < k; j++) out[j] += r[j] * gi + r2[j] * gi2;
+  };
+  memset(out, 0, padded * sizeof(T));
+  for (int64_t i = b; i < b + half; i++) add(i, scaled(i), i + half, scaled(i + half));
+  if ((e - b) % 2) add(e - 1, scaled(e - 1), e - 1, T(0));
+}
+
 // This thread's partial rows ``out`` (m × padded) of Y (m × k) = G (m × n) · W (n × k), from
-// rows [b, e) of W, four a pass; where ``slope`` is given, G's column i is first scaled by
-// 1 − slope[i]² (tanh's derivative from its output: the reverse chain's Σ, read here rather
-// than in a pass of its own).
+// rows [b, e) of W, four a pass, or for one vector where ``streams`` allows two_streams' way;
+// where ``slope`` is given, G's column i is first scaled by 1 − slope[i]² (tanh's derivative
+// from its output: the reverse chain's Σ, read here rather than in a pass of its own).
 template <typename T, int M>
 static void weight_share(const T* w, const T* g, const T* slope, T* out, int64_t n, int64_t k,
-                         int64_t padded, int64_t b, int64_t e) {
+                         int64_t padded, int64_t b, int64_t e, bool streams = false) {
   typedef typename Vec<T>::type V;
   const int64_t lanes = 64 / sizeof(T);
+  const int64_t row_bytes = k * sizeof(T);
+  if (M == 1 && streams && n * row_bytes >= (1 << 18) && row_bytes % 1024 != 0)
+    return two_streams(w, g, slope, out, k, padded, b, e);
   memset(out, 0, M * padded * sizeof(T));
   int64_t i = b;
   for (; i + 4 <= e; i += 4) {
@@ -284,7 +316,7 @@ static int reverse_chain(int64_t L, const float* const* w, const float* const* b
     for (int64_t k = L - 1; k >= 0; k--) {  // reverse: G ← (G ⊙ (1 − h²))·W_k
       const int64_t n = widths[k + 1], cols = widths[k];
       share(n, b, e);
-      weight_share<float, M>(w[k], adjoint, slope, mine, n, cols, padded, b, e);
+      weight_share<float, M>(w[k], adjoint, slope, mine, n, cols, padded, b, e, true);
       meet(alone);
       float* next = k == 0 ? jac : g + (k % 2) * M * widest;
       share(cols, b, e);
