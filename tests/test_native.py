@@ -20,9 +20,9 @@ needs_kernels = pytest.mark.skipif(
 )
 
 # Rows and columns that are and are not multiples of the 2–8 rows and 16 lanes a pass takes,
-# fewer rows than threads, a lone column, one vector's row with a whole vector left after its
-# pairs of vectors (50 = 2·16 + 16 + 2).
-SHAPES = [(1000, 1000), (7, 13), (700, 333), (17, 1), (1, 40), (3, 1025), (5, 50)]
+# fewer rows than threads, a lone column, a long row read by one vector with a whole vector
+# left after its pairs of vectors (1050 = 32·32 + 16 + 10).
+SHAPES = [(1000, 1000), (7, 13), (700, 333), (17, 1), (1, 40), (3, 1025), (5, 1050)]
 
 
 @needs_kernels

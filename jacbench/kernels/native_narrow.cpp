@@ -109,17 +109,18 @@ static inline void transposed_rows(const T* w, const T* x, T* y, int64_t n, int6
 // at a time, still in vectors. Against one row of W a pass for m ≥ 9 (and a lane-by-lane
 // sum), on an AMD EPYC from L2/L3: 1000 × 1000 with 9–15 rows 0.64–0.72 of the time (15
 // rows: 2 a pass spill one register and still take 0.70), 2–8 rows 0.83–0.95. For one
-// vector, W is read row after row, one stream per thread (row_dot): against eight rows a
-// pass (eight streams, each about one 4 KB page), same process, the seed chain (P = 1,
-// 1000 wide) took 0.98 / 0.94 / 0.85 of the time at L = 3 / 5 / 10, one 1000 × 1000
-// product 0.65 from memory and 0.89 from cache (1024 and 2048 wide: 0.82–0.95); two
-// accumulators beat four (0.81 of the time from memory) and one (latency-bound: 3.9×
-// slower from cache). Two rows of X, one row of W at a time, took 1.10–1.15× longer than
-// eight rows of W a pass.
+// vector through rows longer than half a page, W is read row after row, one stream per
+// thread (row_dot): against eight rows a pass (eight streams, each about one 4 KB page),
+// same process, the seed chain (P = 1, 1000 wide) took 0.98 / 0.94 / 0.85 of the time at
+// L = 3 / 5 / 10, one 1000 × 1000 product 0.65 from memory and 0.89 from cache (1024 and
+// 2048 wide: 0.82–0.95); two accumulators beat four (0.81 of the time from memory) and one
+// (latency-bound: 3.9× slower from cache). Shorter rows, in cache, keep eight a pass: 256
+// and 512 wide took 1.02 and 1.05× as long row after row. Two rows of X, one row of W at
+// a time, took 1.10–1.15× longer than eight rows of W a pass.
 template <typename T, int M>
 static void transposed_share(const T* w, const T* x, T* y, int64_t n, int64_t k, int64_t b,
                              int64_t e) {
-  if constexpr (M == 1) {
+  if (M == 1 && k * sizeof(T) > 2048) {
     for (int64_t i = b; i < e; i++) y[i] = row_dot(w + i * k, x, k);
     return;
   }
