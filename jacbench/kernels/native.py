@@ -44,6 +44,13 @@ from jacbench.kernels.eager import unwatched
 #     runtime torch loaded (a library that needs libgomp gets the one already in the
 #     process), so it runs on torch's pool and obeys torch.set_num_threads.
 #
+#     A weight streams fastest read as few long runs of memory as the work allows: one
+#     vector's X·Wᵀ reads W row after row, and the reverse chain's G·W for one output reads
+#     the rows' two halves side by side, where neighbouring rows a pass are as many streams
+#     a page long, which the CPU's prefetchers lose at every row (on the AMD EPYC the seed
+#     chain took 0.92 / 0.81 / 0.66 of that way's time at L = 3 / 5 / 10; the comments in
+#     native_narrow.cpp have the measurements and where it does not pay).
+#
 #     It is plain C++ with the compiler's 64-byte vector type (no intrinsics), built with
 #     -march=native: AVX-512 where the CPU has it, AVX2 or NEON where not; each row count
 #     1–15 is its own instantiation, its accumulators in registers. The build (about five
