@@ -147,8 +147,9 @@ static void rows_times_transposed(const T* w, const T* x, T* y, int64_t n, int64
 // AMD EPYC, old and new library side by side: the seed chain (1000 wide, P = 1) 0.98 / 0.83
 // / 0.85 of the time at L = 3 / 5 / 10, L=4 K=600–1000 0.92–0.98. Not for rows a multiple
 // of 1 KB long (two streams a power of two apart share cache sets and memory banks: 2048
-// wide, 1.17× slower from memory), nor for weights under 256 KB (in L2 either way); nor in
-// the per-product kernel, where a 600 × 600 weight from cache took 1.07× as long.
+// wide, 1.17× slower from memory), nor for weights under 256 KB (a small network's, in
+// cache either way: 1.03× as long at K = 100); nor in the per-product kernel, where a
+// 600 × 600 weight from cache took 1.07× as long.
 template <typename T>
 static void two_streams(const T* w, const T* g, const T* slope, T* out, int64_t k,
                         int64_t padded, int64_t b, int64_t e) {
