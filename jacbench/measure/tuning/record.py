@@ -57,7 +57,7 @@ BATCHED_SIZES = ("tiny", "small", "large")
 TANH_MIN_ELEMENTS = 1 << 14  # below this, launches dominate: torch.tanh's one kernel wins
 # The cache's format: an entry of another version lacks classes, or timed kernels since
 # changed (9: the C++ X·Wᵀ takes 2–8 rows of W a pass; small networks may take the C++
-# chain; 10: one vector's X·Wᵀ reads W row after row), and is measured again.
+# chain; 10: one vector's products read W as one or two long streams), and is measured again.
 VERSION = 10
 
 
