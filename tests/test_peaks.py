@@ -1,6 +1,7 @@
 """The roofline's three ceilings: GEMM FLOP/s, the weights' read (from cache where they fit),
 the activations' rate."""
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -64,14 +65,37 @@ def test_bound_takes_the_largest_ceiling():
 
 
 def test_weights_that_fit_in_the_cache_are_read_at_its_rate():
-    # NOTE: [Three ceilings]: the seed problem at L=3 (12 MB) in a 32 MB cache, at L=10 (40 MB)
-    # from memory.
+    # NOTE: [Three ceilings]: the seed problem at L=3 (12 MB) in a 32 MiB cache; at L=10 (40 MB)
+    # the cache still holds 32 MiB of them (NOTE: [Weights a little larger than the cache]):
+    # all 40 MB at the cache's rate (0.8 ms) outlasts the 6.4 MB it cannot hold at memory's
+    # (0.64 ms), where reading all of it from memory took 4 ms.
     seed3, seed10 = (1000,) * 4 + (1,), (1000,) * 11 + (1,)
     assert weight_seconds(seed3, torch.float32, PEAKS) == pytest.approx(4 * 3_001_000 / 5e10)
-    assert weight_seconds(seed10, torch.float32, PEAKS) == pytest.approx(4 * 10_001_000 / 1e10)
+    assert weight_seconds(seed10, torch.float32, PEAKS) == pytest.approx(4 * 10_001_000 / 5e10)
+    assert weight_seconds(seed10, torch.float32, replace(PEAKS, cache_bytes_per_s=1e11)) == (
+        pytest.approx((4 * 10_001_000 - (32 << 20)) / 1e10)
+    )
     flops = cost.flop_count(seed3, "reverse")
     bound = bound_seconds(flops, seed3, torch.float32, PEAKS)
     assert bound.seconds == pytest.approx(4 * 3_001_000 / 5e10)
+
+
+def test_the_read_bound_has_no_step_at_the_cache_size():
+    # One byte past the cache, the bound is what it was one byte short; far past it, the part
+    # the cache cannot hold, at memory's rate.
+    cache = PEAKS.cache_bytes
+    just_in = (1, cache // 4)  # one weight of cache / 4 float32 elements: the cache's size
+    just_out = (1, cache // 4 + 1)
+    inside = weight_seconds(just_in, torch.float32, PEAKS)
+    outside = weight_seconds(just_out, torch.float32, PEAKS)
+    assert inside == pytest.approx(cache / 5e10)
+    assert outside == pytest.approx((cache + 4) / 5e10)
+    huge = (1, 2**28)  # 1 GiB
+    assert weight_seconds(huge, torch.float32, PEAKS) == pytest.approx((2**30 - cache) / 1e10)
+    for width in (cache // 8, cache // 4, cache // 2, cache, 4 * cache):  # never falls
+        assert weight_seconds((1, width), torch.float32, PEAKS) < weight_seconds(
+            (1, width + 1024), torch.float32, PEAKS
+        )
 
 
 def test_older_peaks_leave_a_bound_empty_where_the_cache_could_hold_the_weights():
@@ -147,3 +171,19 @@ def test_rebound_recomputes_the_bounds_from_the_runs_own_peaks(tmp_path):
     written = (run / "results.csv").read_bytes()
     rebound(run)
     assert (run / "results.csv").read_bytes() == written  # the same again
+
+
+def test_rebound_keeps_a_models_bound_its_flops_ceiling(tmp_path):
+    run = tmp_path / "cpu-models"
+    shutil.copytree(ROOT / "results" / "cpu-models", run)
+    before = read_results(run)
+    rows = rebound(run)
+    models = rows[(rows["model"].fillna("mlp") != "mlp") & rows["flops"].gt(0)]
+    assert len(models) > 50
+    peaks = Peaks(**json.loads((run / "meta.json").read_text())["peaks"]["float32"])
+    assert models["bound_s"].to_numpy() == pytest.approx(
+        (models["flops"] / peaks.flops_per_s).to_numpy()
+    )
+    assert rows["efficiency"].to_numpy() == pytest.approx(
+        before["efficiency"].to_numpy(), nan_ok=True
+    )

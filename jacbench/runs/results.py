@@ -289,7 +289,7 @@ def rebound(run_dir: Path | str) -> pd.DataFrame:
     """
     import torch
 
-    from jacbench.measure.peaks import Peaks, bound_seconds
+    from jacbench.measure.peaks import Peaks, bound_seconds, model_bound_seconds
 
     run_dir = Path(run_dir)
     rows, meta = read_results(run_dir), read_meta(run_dir)
@@ -297,9 +297,13 @@ def rebound(run_dir: Path | str) -> pd.DataFrame:
     bounds, notes = [], []
     for row in rows.to_dict("records"):
         peaks = measured.get(str(row["dtype"]))
-        mlp = str(row.get("model") or "mlp") == "mlp"
-        if peaks is None or not mlp or pd.isna(row["flops"]):
+        if peaks is None or pd.isna(row["flops"]):
             bounds.append(row["bound_s"] if peaks is None else math.nan)
+            notes.append(row.get("bound_note") or "")
+            continue
+        if str(row.get("model") or "mlp") != "mlp":  # a user's model: its FLOPs' ceiling
+            flops = int(row["flops"])
+            bounds.append(model_bound_seconds(flops, peaks) if flops else math.nan)
             notes.append(row.get("bound_note") or "")
             continue
         elementwise = row["elementwise_flops"]

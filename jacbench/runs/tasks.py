@@ -27,7 +27,7 @@ import torch
 from jacbench.ad import cost
 from jacbench.ad.networks import MLP
 from jacbench.measure import machine, timing
-from jacbench.measure.peaks import Peaks, bound_seconds
+from jacbench.measure.peaks import Peaks, bound_seconds, model_bound_seconds
 from jacbench.measure.rows import Mistake, Row, Status
 from jacbench.measure.threads import PoolCheck
 from jacbench.measure.tuning import Tuning
@@ -540,9 +540,7 @@ def finish_task(
     """Fill a row's timing columns from its measurement."""
     peaks = instruments.peaks.get(point.dtype)
     if peaks is not None and row.flops and point.model is not None:
-        # A model's FLOPs are counted (the generic plan), its memory traffic is not: the
-        # FLOPs' ceiling alone, a floor under the time (NOTE: [Three ceilings]).
-        row.bound_s = row.flops / peaks.flops_per_s
+        row.bound_s = model_bound_seconds(row.flops, peaks)
     elif peaks is not None and row.flops is not None and point.model is None:
         bound = bound_seconds(
             row.flops,
