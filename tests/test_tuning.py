@@ -15,21 +15,28 @@ from jacbench.ad import cost
 from jacbench.ad.jacobians import reference_jacobian, relative_error, tanh_by_sigmoid
 from jacbench.faces.grading import count_matmul_flops
 from jacbench.kernels import native
+from jacbench.kernels.products import batched_rows_product
 from jacbench.measure import tuning
 from jacbench.measure.tuning import cache, current, measurement
 from tests.test_cli import invoke
 
 
 def forcing(
-    kernel: str, tanh: str = "tanh", primal: str = "separate", batched: str = "fold"
+    kernel: str,
+    tanh: str = "tanh",
+    primal: str = "separate",
+    batched: str = "fold",
+    few_columns: str = "fold",
 ) -> tuning.Tuning:
     """A tuning that sends every narrow-product class to ``kernel``, every primal step of
-    one input to ``primal``, every batch's wide row block to ``batched``."""
+    one input to ``primal``, every batch's wide row block to ``batched``, a batch's product
+    with a weight of few columns to ``few_columns``."""
     return tuning.Tuning(
         narrow=dict.fromkeys(tuning.CLASSES, kernel),
         primal=dict.fromkeys(tuning.PRIMAL_CLASSES, primal),
         batched=dict.fromkeys(tuning.BATCHED_CLASSES, batched),
         tanh=tanh,
+        few_columns=few_columns,
     )
 
 
@@ -125,6 +132,49 @@ def test_batched_blocks_are_exact_and_flop_exact(batched, widths, batch, mode):
     assert flops == cost.flop_count(widths, mode, batch)
 
 
+@pytest.mark.parametrize("few_columns", tuning.FEW_COLUMNS_KERNELS)
+@pytest.mark.parametrize(
+    ("widths", "batch", "transposed"),
+    [
+        ((3, 128, 128, 3), 64, True),  # the classes preset's D = P = 3
+        ((2, 64, 64, 64, 1), 200, True),  # a PINN's batch
+        ((15, 40, 40, 17), 13, True),  # 17 adjoint rows: a wide block, folded by default
+        ((15, 40, 40, 4), 52, True),
+        ((1, 64, 64, 2), 129, False),  # one column: a matrix-vector product, as stored
+        ((16, 64, 64, 2), 129, False),  # 16 columns: as stored
+        ((3, 64, 64, 3), 42, False),  # 8,064 elements: the copy would cost more than it saves
+        ((3, 64, 64, 3), 43, True),  # 8,256
+    ],
+)
+def test_a_weight_of_few_columns_is_read_as_chosen_and_exact(
+    few_columns, widths, batch, transposed, monkeypatch
+):
+    # NOTE: [A weight of few columns]: reverse mode's last product reads W_1 (K_1 × D)
+    # through a copy of its transpose where the tuning chose it and D is 2 to 15.
+    from jacbench.ad import jacobians
+
+    seen = []
+
+    def product(block, matrix, shared, out=None, transposed=False):
+        seen.append(transposed)
+        return batched_rows_product(block, matrix, shared, out, transposed)
+
+    monkeypatch.setattr(jacobians, "batched_rows_product", product)
+    net = MLP.from_widths(widths, bias=True)
+    x = torch.randn(batch, widths[0])
+    reference = reference_jacobian(net.to(dtype=torch.float64), x.double())
+    with tuning.use(forcing("rows", few_columns=few_columns)):
+        jac = jacobian(net, x, "reverse")
+        products = list(seen)
+        flops = count_matmul_flops(lambda: jacobian(net, x, "reverse"))
+        listed = tuning.FEW_COLUMNS in tuning.classes_for(widths, batch, "reverse")
+    assert listed == transposed
+    assert relative_error(jac, reference) < 2e-5
+    assert flops == cost.flop_count(widths, "reverse", batch)
+    assert products[-1] is (transposed and few_columns == "transposed")  # the last: by W_1
+    assert not any(products[:-1])  # no other weight has few columns here
+
+
 def test_tanh_by_sigmoid_matches_tanh():
     z = torch.linspace(-30, 30, 100_001, dtype=torch.float64)
     assert torch.allclose(tanh_by_sigmoid(z.clone()), torch.tanh(z), atol=4e-16, rtol=0)
@@ -176,8 +226,12 @@ def test_buckets():
 
 def test_from_dict_ignores_unknown_kernels_and_classes():
     data = {"machine": "m", "tanh": "cosh", "narrow": {"forward m=3 small": "magic", "x": "rows"}}
-    got = tuning.Tuning.from_dict(data)
+    got = tuning.Tuning.from_dict({**data, "few_columns": "sideways"})
     assert got.tanh == "tanh"
+    assert got.few_columns == "fold" and not got.transposes_few_columns()
+    chosen = tuning.Tuning.from_dict({"few_columns": "transposed"})
+    assert chosen.kernel(tuning.FEW_COLUMNS) == "transposed" and chosen.transposes_few_columns()
+    assert tuning.Tuning.from_dict(chosen.as_dict()) == chosen
     assert got.narrow == tuning.DEFAULTS.narrow
     assert got.primal == tuning.DEFAULTS.primal  # absent: every primal step separate
     assert got.batched == tuning.DEFAULTS.batched
@@ -302,6 +356,8 @@ def test_measure_times_every_class_and_picks_a_candidate(cache_dir):
     assert set(measured.batched) == set(tuning.BATCHED_CLASSES)
     for name in tuning.BATCHED_CLASSES:
         assert set(measured.measured_s[name]) == {"fold", "bmm"}
+    assert set(measured.measured_s[tuning.FEW_COLUMNS]) == {"fold", "transposed"}
+    assert measured.few_columns in tuning.FEW_COLUMNS_KERNELS
     cpp = {"native"} if native.available() else set()
     assert set(measured.measured_s["tanh"]) == {"tanh", "sigmoid"} | cpp
     for name in tuning.SMALL_CLASSES:
@@ -334,7 +390,11 @@ def test_classes_for_names_what_a_shape_looks_up():
         "forward+primal m=1 large",
         "forward m=3 large",  # h and one tangent: 2 rows
     ]
-    assert tuning.classes_for((2, 64, 64, 1), 4096, "reverse") == []  # batched GEMMs only
+    # batched GEMMs, the last by W_1 (64 × 2): a weight of few columns
+    assert tuning.classes_for((2, 64, 64, 1), 4096, "reverse") == ["batched few columns"]
+    assert tuning.classes_for((2, 64, 64, 1), 4096, "forward") == []
+    assert tuning.classes_for((1, 64, 64, 1), 4096, "reverse") == []  # W_1 one column
+    assert tuning.classes_for((16, 64, 64, 1), 4096, "reverse") == []  # 16 columns
     assert tuning.classes_for((64, 64, 600, 64), 256, "reverse") == [
         "batched rows tiny",  # W_1: 64 × 64
         "batched rows small",  # W_2: 600 × 64

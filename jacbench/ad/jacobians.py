@@ -32,6 +32,7 @@ from jacbench.kernels.products import (
     NARROW_BLOCK,
     TUNED_MIN_ELEMENTS,
     batched_rows_product,
+    few_columns,
     narrow_product,
     narrow_size,
     rows_times_weight_t,
@@ -113,14 +114,16 @@ def _times(
         if columns:
             shape = (block.shape[0], matrix.shape[0], block.shape[2])
             return torch.matmul(matrix, block, out=None if buffer is None else buffer(shape))
+        tuned = tuning.active()
         shared = (
             block.shape[1] >= NARROW_BLOCK
             and matrix.ndim == 2
             and matrix.is_cpu
-            and tuning.active().shares_weight(size_class(matrix.numel()))
+            and tuned.shares_weight(size_class(matrix.numel()))
         )
+        transposed = not shared and few_columns(block, matrix) and tuned.transposes_few_columns()
         out = None if buffer is None else buffer((*block.shape[:2], matrix.shape[-1]))
-        return batched_rows_product(block, matrix, shared, out)
+        return batched_rows_product(block, matrix, shared, out, transposed)
     if columns:  # matrix is a weight W; W·T = (Tᵀ·Wᵀ)ᵀ
         if block.shape[1] < NARROW_BLOCK:
             blocks = split_blocks(matrix)

@@ -41,6 +41,8 @@ from jacbench.measure.peaks import Peaks
 from jacbench.measure.rows import parse_widths
 from jacbench.measure.tuning import (
     BATCHED_KERNELS,
+    FEW_COLUMNS,
+    FEW_COLUMNS_KERNELS,
     NARROW_KERNELS,
     PRIMAL_KERNELS,
     SMALL_ROUTES,
@@ -254,7 +256,8 @@ def tuning_table(tuned: Tuning) -> Table:
             + ", ".join(tuned.unsettled)
         )
     candidates = tuple(dict.fromkeys(  # "native" is one column: C++ in every class
-        (*NARROW_KERNELS, *PRIMAL_KERNELS, *BATCHED_KERNELS, *SMALL_ROUTES, *TANH_KERNELS)
+        (*NARROW_KERNELS, *PRIMAL_KERNELS, *BATCHED_KERNELS, *FEW_COLUMNS_KERNELS, *SMALL_ROUTES,
+         *TANH_KERNELS)
     ))  # fmt: skip
     for name in ("class", "kernel", *candidates):
         table.add_column(name, justify="left" if name in ("class", "kernel") else "right")
@@ -262,6 +265,7 @@ def tuning_table(tuned: Tuning) -> Table:
         *tuned.narrow.items(),
         *tuned.primal.items(),
         *tuned.batched.items(),
+        (FEW_COLUMNS, tuned.few_columns),
         *tuned.small.items(),
         ("tanh (4096×64)", tuned.tanh),
     ]

@@ -116,14 +116,50 @@ def narrow_product(block: Tensor, matrix: Tensor, forward: bool, kernel: str) ->
 
 
 def batched_rows_product(
-    block: Tensor, matrix: Tensor, shared: bool, out: Tensor | None = None
+    block: Tensor, matrix: Tensor, shared: bool, out: Tensor | None = None, transposed: bool = False
 ) -> Tensor:
     """block (B, m, k) @ matrix (k, n): folded into one (B·m, k) GEMM by matmul, or, where
     ``shared``, one bmm over the samples with the matrix at a zero batch stride (NOTE:
-    [Wide batched blocks]). Both do the same products; ``out``: the tensor to write."""
+    [Wide batched blocks]); folded, where ``transposed``, reading a copy of the matrix's
+    transpose (NOTE: [A weight of few columns]). All do the same products; ``out``: the
+    tensor to write."""
     if shared:
         return torch.bmm(block, matrix.expand(block.shape[0], *matrix.shape), out=out)
+    if transposed:
+        matrix = matrix.T.contiguous().T  # (k, n) with strides (1, k)
     return torch.matmul(block, matrix, out=out)
+
+
+def few_columns(block: Tensor, matrix: Tensor) -> bool:
+    """Whether ``block`` @ ``matrix`` is a batch's product with a CPU weight of 2 to 15
+    columns, stored row after row, and a block of at least FEW_COLUMNS_MIN_ELEMENTS: the class
+    whose layout the tuning chooses (NOTE: [A weight of few columns])."""
+    return (
+        matrix.ndim == 2
+        and 2 <= matrix.shape[1] < NARROW_BLOCK
+        and matrix.is_cpu
+        and matrix.is_contiguous()
+        and block.numel() >= FEW_COLUMNS_MIN_ELEMENTS
+    )
+
+
+# NOTE: [A weight of few columns]
+#     Reverse mode's last product on a batch is the adjoints (B·P rows of K_1) times W_1
+#     (K_1 × D): for a few inputs, a GEMM whose right operand has a few columns. MKL runs it
+#     slowly on an AMD EPYC (two cores) with the operand as stored, row after row, and 2–4×
+#     faster reading the same numbers as the transpose of an (n × K) matrix: 3072 × 128 by
+#     128 × 3 took 229 µs against 60 µs (with the copy), 16384 × 64 by 64 × 2 554 against
+#     144, 640 × 256 by 256 × 8 96 against 48; one column (a matrix-vector product) and 16
+#     or more ran as fast or faster as stored (16: 86 against 93 µs). The copy is n·K
+#     elements, a few microseconds. Whether it pays is the BLAS's and the CPU's affair, so
+#     the tuning times both on each machine (``FEW_COLUMNS``); in the routines (same
+#     process, 15 interleaved rounds), reverse mode at L=6 D=P=3 K=128 B=1024 took 0.96 of
+#     the time, the PINN batches L=6 D=2 K=64 P=1 B=4096 and L=4 D=2 K=128 B=2048 0.97 and
+#     0.96. Below FEW_COLUMNS_MIN_ELEMENTS in the block the copy's launch outweighs
+#     what it saves (one thread: 8 × 6 × 24 by 24 × 4 3.5 µs as stored, 6.7 with the copy;
+#     64 × 1 × 64 by 64 × 2 6.8 against 7.1; 32 × 3 × 64 by 64 × 3 9.5 against 8.2), so
+#     such blocks keep the weight as stored.
+FEW_COLUMNS_MIN_ELEMENTS = 1 << 13
 
 
 # NOTE: [Wide batched blocks]

@@ -35,6 +35,7 @@ from jacbench.measure.tuning.record import (
     BATCHED_SIZES,
     BATCHING,
     DEFAULTS,
+    FEW_COLUMNS,
     NARROW_KERNELS,
     NARROW_ROWS,
     SIZES,
@@ -67,6 +68,9 @@ BATCHED_ELEMENTS = 1 << 20  # per timed block (4 MB in float32): the batch is th
 CHAIN = {"tiny": (8,), "small": (8,), "medium": (8,), "large": (4, 16)}
 SMALL_NETS = ((4, 24, 8, 6), (2, 30, 10, 10))  # (D, K, L, P): the classes and textbook nets
 TANH_SHAPE = (4096, 64)  # a PINN batch's activations
+# A batch's block (B, m, K) and a weight's few columns n: reverse mode's last product at
+# L=6 D=P=3 K=128 B=1024 (the classes preset's).
+FEW_COLUMNS_SHAPE = (1024, 3, 128, 3)
 # An alternative must be faster than the default by this much (by ``stats.decide``'s
 # ratio, the geometric mean of the rounds' ratios) to replace it.
 MIN_GAIN = 0.05
@@ -388,6 +392,22 @@ def _choose_batched(session: _Session) -> dict[str, str]:
     return batched
 
 
+def _choose_few_columns(session: _Session) -> str:
+    """A batch's block times a weight of few columns: the weight as stored, or a copy of its
+    transpose read transposed (NOTE: [A weight of few columns] in jacbench.kernels.products)."""
+    batch, rows, width, columns = FEW_COLUMNS_SHAPE
+    block = torch.randn(batch, rows, width, generator=session.generator)
+    weight = torch.randn(width, columns, generator=session.generator)
+    candidates = {
+        "fold": lambda: batched_rows_product(block, weight, False),
+        "transposed": lambda: batched_rows_product(block, weight, False, transposed=True),
+    }
+    rounds = _measure_round_robin(
+        candidates, session.min_time, spreads=session.spreads_of(FEW_COLUMNS)
+    )
+    return session.pick(FEW_COLUMNS, "fold", rounds)
+
+
 def _choose_small(session: _Session) -> dict[str, str]:
     """One input through a small network, by torch or NumPy, per mode."""
     small_routes: dict[str, str] = {}
@@ -468,6 +488,7 @@ def measure(
             narrow.update(_choose_narrow(session, orientation, size, narrow))
         primal.update(_choose_primal(session, size, narrow))  # with the narrow kernels chosen
     batched = _choose_batched(session)
+    few_columns = _choose_few_columns(session)
     small_routes = _choose_small(session)
     tanh = _choose_tanh(session)
     kernels = Tuning(
@@ -476,6 +497,7 @@ def measure(
         batched=batched,
         small=small_routes,
         tanh=tanh,
+        few_columns=few_columns,
         machine=machine_key(),
         measured_s=session.measured,
     )

@@ -18,6 +18,10 @@ and which way is faster depends on the CPU's BLAS and vector maths, not on the s
 - a batch's wide row blocks (16 or more rows per sample: reverse mode's adjoints for P ≥ 16)
   times a weight: ``fold`` (matmul folds the batch into one tall GEMM) or ``bmm`` (one
   product per sample, the weight shared with a zero batch stride);
+- a batch's block times a weight of few columns (2 to 15: reverse mode's last product, W_1,
+  for D < 16): ``fold`` (one folded GEMM reading the weight as stored, K × n) or
+  ``transposed`` (the same GEMM reading a copy of its transpose, n × K, as the BLAS's
+  transposed operand; NOTE: [A weight of few columns] in ``jacbench.kernels.products``);
 - tanh over a batch's activations: ``tanh`` (torch.tanh), ``sigmoid`` (2·σ(2z) − 1, three
   kernels that beat one where torch.tanh is not vectorised) or ``native`` (the C++ kernels'
   rational tanh, one vectorised pass, where they build).
@@ -48,6 +52,8 @@ from typing import Any
 NARROW_KERNELS = ("rows", "weight-first", "split", "native")
 PRIMAL_KERNELS = ("separate", "stacked")
 BATCHED_KERNELS = ("fold", "bmm")
+FEW_COLUMNS = "batched few columns"  # its one class
+FEW_COLUMNS_KERNELS = ("fold", "transposed")
 TANH_KERNELS = ("tanh", "sigmoid", "native")
 NARROW_ROWS = (1, 3, 8)  # representative rows of the buckets 1, 2–5 and 6–15
 # The sizes of the narrow products and primal steps (``kernels.products.narrow_size``
@@ -57,8 +63,9 @@ BATCHED_SIZES = ("tiny", "small", "large")
 TANH_MIN_ELEMENTS = 1 << 14  # below this, launches dominate: torch.tanh's one kernel wins
 # The cache's format: an entry of another version lacks classes, or timed kernels since
 # changed (9: the C++ X·Wᵀ takes 2–8 rows of W a pass; small networks may take the C++
-# chain; 10: one vector's products read W as one or two long streams), and is measured again.
-VERSION = 10
+# chain; 10: one vector's products read W as one or two long streams; 11: a batch's block
+# times a weight of few columns), and is measured again.
+VERSION = 11
 
 
 def bucket(rows: int) -> int:
@@ -137,6 +144,7 @@ class Tuning:
         default_factory=lambda: {name: choices[0] for name, choices in TIE_CLASSES.items()}
     )
     tanh: str = "tanh"
+    few_columns: str = "fold"
     machine: str = ""
     measured_s: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     # The generic plan's calibration in float32 on this CPU (jacbench.ad.generic): seconds of
@@ -212,9 +220,17 @@ class Tuning:
         "native"), in the order to try them: the tuned choice first, "torch" last."""
         return self._small_routes[mode]  # type: ignore[attr-defined]
 
+    def transposes_few_columns(self) -> bool:
+        """Whether a batch's block times a weight of few columns reads a copy of the weight's
+        transpose (NOTE: [A weight of few columns] in ``jacbench.kernels.products``)."""
+        return self.few_columns == "transposed"
+
     def kernel(self, name: str) -> str:
         """The choice of class ``name`` (a narrow product, a primal step, a batched block, a
-        small network's route, a tie between routines)."""
+        batch's product with a weight of few columns, a small network's route, a tie between
+        routines)."""
+        if name == FEW_COLUMNS:
+            return self.few_columns
         for table in (self.narrow, self.primal, self.batched, self.small, self.ties):
             if name in table:
                 return table[name]
@@ -226,6 +242,7 @@ class Tuning:
             "version": VERSION,
             "machine": self.machine,
             "tanh": self.tanh,
+            "few_columns": self.few_columns,
             "narrow": dict(self.narrow),
             "primal": dict(self.primal),
             "batched": dict(self.batched),
@@ -254,6 +271,7 @@ class Tuning:
                 ties[name] = choice
 
         tanh = data.get("tanh", "tanh")
+        few_columns = data.get("few_columns", "fold")
         return cls(
             narrow=known("narrow", NARROW_KERNELS),
             primal=known("primal", PRIMAL_KERNELS),
@@ -261,6 +279,7 @@ class Tuning:
             small=known("small", SMALL_ROUTES),
             ties=ties,
             tanh=tanh if tanh in TANH_KERNELS else "tanh",
+            few_columns=few_columns if few_columns in FEW_COLUMNS_KERNELS else "fold",
             machine=str(data.get("machine", "")),
             measured_s=_seconds_by_class(data.get("measured_s")),
             unsettled=tuple(str(name) for name in data.get("unsettled", ())),
