@@ -92,6 +92,10 @@ def test_the_read_bound_has_no_step_at_the_cache_size():
     assert outside == pytest.approx((cache + 4) / 5e10)
     huge = (1, 2**28)  # 1 GiB
     assert weight_seconds(huge, torch.float32, PEAKS) == pytest.approx((2**30 - cache) / 1e10)
+    # The cache's rate unknown: within it no bound; beyond it the part it cannot hold.
+    unknown = replace(PEAKS, cache_bytes_per_s=0.0)
+    assert weight_seconds(just_in, torch.float32, unknown) is None
+    assert weight_seconds(huge, torch.float32, unknown) == pytest.approx((2**30 - cache) / 1e10)
     for width in (cache // 8, cache // 4, cache // 2, cache, 4 * cache):  # never falls
         assert weight_seconds((1, width), torch.float32, PEAKS) < weight_seconds(
             (1, width + 1024), torch.float32, PEAKS

@@ -273,14 +273,13 @@ def weight_seconds(widths: Sequence[int], dtype: torch.dtype, peaks: Peaks) -> f
     weights smaller than the buffer memory was read from)."""
     nbytes = weight_bytes(widths, dtype)
     if peaks.cache_bytes > 0:
-        if peaks.cache_bytes_per_s <= 0:
-            return None
-        from_cache = nbytes / peaks.cache_bytes_per_s
+        rate = peaks.cache_bytes_per_s
+        from_cache = nbytes / rate if rate > 0 else 0.0
         if nbytes <= peaks.cache_bytes:
-            return from_cache
-        if peaks.bytes_per_s <= 0:
-            return None
-        return max(from_cache, (nbytes - peaks.cache_bytes) / peaks.bytes_per_s)
+            return from_cache or None
+        beyond = nbytes - peaks.cache_bytes  # what the cache cannot hold, from memory
+        from_memory = beyond / peaks.bytes_per_s if peaks.bytes_per_s > 0 else 0.0
+        return max(from_cache, from_memory) or None
     read_from = READ_BYTES.get(torch.device(peaks.device).type, 0)
     return nbytes / peaks.bytes_per_s if nbytes >= read_from else None
 
