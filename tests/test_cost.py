@@ -156,7 +156,15 @@ def test_launch_bound_inputs_go_to_reverse_mode(widths):
             (16,) + (512,) * 5 + (16,),
             1,
             "forward",
-            "a tie in FLOPs: forward mode by the rule for one input narrower than every layer",
+            "a tie in FLOPs: forward mode by the rule for one input narrower than every layer, "
+            "hidden width from 512",
+        ),
+        (
+            (16, 256, 256, 256, 16),
+            1,
+            "reverse",
+            "a tie in FLOPs: reverse mode by the rule for one input narrower than every layer, "
+            "hidden width under 512",
         ),
         ((16,) + (512,) * 5 + (16,), 4, "reverse", "a tie in FLOPs"),
         (
@@ -183,11 +191,28 @@ def _measured(**ties: str) -> tuning.Tuning:
     )
 
 
+def test_one_inputs_tie_is_decided_by_its_width_class():
+    """NOTE: [One input's tie by width]: a network narrower than ONE_INPUT_WIDE follows the
+    narrow class's measurement, a wider one the wide class's."""
+    narrow, wide = (16, 256, 256, 256, 16), (16,) + (512,) * 5 + (16,)
+    split = _measured(tie_one_input_narrow="reverse", tie_one_input_wide="forward")
+    assert cost.plan(narrow, tuned=split).mode == "reverse"
+    assert cost.plan(wide, tuned=split).mode == "forward"
+    below, at = tuning.ONE_INPUT_WIDE - 1, tuning.ONE_INPUT_WIDE  # over a megaflop either way
+    assert cost.plan((16, below, below, 16), tuned=split).mode == "reverse"
+    assert cost.plan((16, at, at, 16), tuned=split).mode == "forward"
+    flipped = _measured(tie_one_input_narrow="forward", tie_one_input_wide="reverse")
+    assert cost.plan(narrow, tuned=flipped).mode == "forward"
+    assert cost.plan(wide, tuned=flipped).mode == "reverse"
+    # the widest hidden layer decides: one 512-wide layer among narrow ones is wide
+    assert cost.plan((16, 256, 512, 256, 16), tuned=flipped).mode == "reverse"
+
+
 def test_measured_ties_decide_where_the_flops_tie():
     """NOTE: [Ties measured, not assumed]: the tuning's choice, with its times, where the
     counts cannot decide; nothing changes where they can."""
     one_input = (16,) + (512,) * 5 + (16,)
-    tuned = _measured(tie_one_input="reverse")
+    tuned = _measured(tie_one_input_wide="reverse")
     p = cost.plan(one_input, tuned=tuned)
     assert p.mode == "reverse"
     assert p.reason == "a tie in FLOPs: reverse mode as measured on this machine: " + (

@@ -86,7 +86,7 @@ from types import MappingProxyType
 import torch
 
 from jacbench.measure import tuning
-from jacbench.measure.tuning import LAPLACIAN_WIDE, Tuning
+from jacbench.measure.tuning import LAPLACIAN_WIDE, ONE_INPUT_WIDE, Tuning
 
 MODES = ("forward", "reverse", "mixed")
 
@@ -351,9 +351,14 @@ def plan(
     'reverse'
     """
     tuned = tuned or tuning.active()
-    one_input, on_batch = tuned.tie_rule("tie one input"), tuned.tie_rule("tie batch")
-    batch_modes = tuned.tie_rule("tie batch modes")
-    return _plan(check_widths(widths), int(batch), dtype, one_input, batch_modes, on_batch)
+    p = check_widths(widths)
+    wide = max(p[1:-1]) >= ONE_INPUT_WIDE  # NOTE: [One input's tie by width] in ties.py
+    choice, measured = tuned.tie_rule("tie one input wide" if wide else "tie one input narrow")
+    width = f"hidden width {'from' if wide else 'under'} {ONE_INPUT_WIDE}"
+    rule = f"by the rule for one input narrower than every layer, {width}"
+    one_input = (choice, f"as {measured}" if measured else rule)
+    on_batch, batch_modes = tuned.tie_rule("tie batch"), tuned.tie_rule("tie batch modes")
+    return _plan(p, int(batch), dtype, one_input, batch_modes, on_batch)
 
 
 # NOTE: [Ties between forward and reverse mode]
@@ -367,10 +372,13 @@ def plan(
 #     D = P = 1, 7–14% at 16, 2–5% at 128); at D = P = K (512, 1024) reverse mode was ahead
 #     by 2–9% or level, and on batches (B = 32–1024, K = 64–128) reverse or mixed mode by
 #     3–5% once wide batched blocks run as a bmm (NOTE: [Wide batched blocks]). So a tie
-#     goes to forward mode for one input with D below every hidden width, else to reverse;
+#     goes to forward mode for one input with D below every hidden width where the widest
+#     is 512 or more (narrower, to reverse mode: NOTE: [One input's tie by width] in
+#     ``ties``), else to reverse;
 #     on two AMD EPYC cores forward mode was 1–10% ahead on a PINN batch (L=6 D=P=3 K=128
 #     B=1024), within that VM's noise, so both are measured per machine where the tuning
-#     has run (NOTE: [Ties measured, not assumed]: "tie one input", "tie batch modes").
+#     has run (NOTE: [Ties measured, not assumed]: "tie one input narrow" and "wide", "tie
+#     batch modes").
 # NOTE: [Launch-bound problems]
 #     Below about a megaflop a Jacobian is a few dozen tiny kernels whose launches, not
 #     their arithmetic, set the time, and both pure modes launch as many. There reverse
@@ -401,10 +409,7 @@ def _plan(
     if flops["reverse"] != flops["forward"]:
         pure = "reverse" if flops["reverse"] < flops["forward"] else "forward"
     elif batch == 1 and p[0] < min(p[1:-1]):
-        pure, measured = one_input
-        how = (
-            f"as {measured}" if measured else "by the rule for one input narrower than every layer"
-        )
+        pure, how = one_input
         reason = f"a tie in FLOPs: {pure} mode {how}"
     elif batch > 1 and batch_modes[1]:  # measured; unmeasured, the rule below stands
         pure, measured = batch_modes

@@ -64,7 +64,7 @@ TANH_MIN_ELEMENTS = 1 << 14  # below this, launches dominate: torch.tanh's one k
 # The cache's format: an entry of another version lacks classes, or timed kernels since
 # changed (9: the C++ X·Wᵀ takes 2–8 rows of W a pass; small networks may take the C++
 # chain; 10: one vector's products read W as one or two long streams; 11: a batch's block
-# times a weight of few columns), and is measured again.
+# times a weight of few columns, one input's tie by width), and is measured again.
 VERSION = 11
 
 
@@ -104,18 +104,21 @@ SMALL_CLASSES = ("small forward", "small reverse")
 
 # Choices between whole routines where the cost model's counts tie or mislead (NOTE: [Ties
 # measured, not assumed] in ``jacbench.ad.ties``, which supplies what is timed): one input
-# with D = P below every layer, forward or reverse mode; a batch with D = P, reverse or
-# forward mode; a batch where mixed mode's bracketing saves under cost.MIXED_MIN_SAVING, the
-# pure mode or mixed; the exact Laplacian of a network narrower or wider than
-# LAPLACIAN_WIDE. The first candidate is the default.
+# with D = P below every layer, forward or reverse mode, for a network narrower or wider
+# than ONE_INPUT_WIDE (NOTE: [One input's tie by width] in ``jacbench.ad.ties``); a batch
+# with D = P, reverse or forward mode; a batch where mixed mode's bracketing saves under
+# cost.MIXED_MIN_SAVING, the pure mode or mixed; the exact Laplacian of a network narrower or
+# wider than LAPLACIAN_WIDE. The first candidate is the default.
 TIE_CLASSES: dict[str, tuple[str, ...]] = {
-    "tie one input": ("forward", "reverse"),
+    "tie one input narrow": ("reverse", "forward"),
+    "tie one input wide": ("forward", "reverse"),
     "tie batch modes": ("reverse", "forward"),
     "tie batch": ("pure", "mixed"),
     "laplacian narrow": ("forward-laplacian", "hessian-trace"),
     "laplacian wide": ("forward-laplacian", "hessian-trace"),
 }
 LAPLACIAN_WIDE = 100  # hidden width from which a Laplacian is in the "laplacian wide" class
+ONE_INPUT_WIDE = 512  # hidden width from which one input's tie is in "tie one input wide"
 
 
 @dataclass(frozen=True)
