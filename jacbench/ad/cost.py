@@ -352,13 +352,18 @@ def plan(
     """
     tuned = tuned or tuning.active()
     p = check_widths(widths)
-    wide = max(p[1:-1]) >= ONE_INPUT_WIDE  # NOTE: [One input's tie by width] in ties.py
-    choice, measured = tuned.tie_rule("tie one input wide" if wide else "tie one input narrow")
-    width = f"hidden width {'from' if wide else 'under'} {ONE_INPUT_WIDE}"
-    rule = f"by the rule for one input narrower than every layer, {width}"
-    one_input = (choice, f"as {measured}" if measured else rule)
+    one_input = tuned.tie_rule(_ONE_INPUT_TIES[_wide(p)])  # a lookup: plan runs every call
     on_batch, batch_modes = tuned.tie_rule("tie batch"), tuned.tie_rule("tie batch modes")
     return _plan(p, int(batch), dtype, one_input, batch_modes, on_batch)
+
+
+_ONE_INPUT_TIES = ("tie one input narrow", "tie one input wide")
+
+
+def _wide(p: tuple[int, ...]) -> bool:
+    """Whether one input's tie through widths ``p`` is the wide class's (NOTE: [One input's
+    tie by width] in ``ties``)."""
+    return max(p[1:-1]) >= ONE_INPUT_WIDE
 
 
 # NOTE: [Ties between forward and reverse mode]
@@ -409,8 +414,10 @@ def _plan(
     if flops["reverse"] != flops["forward"]:
         pure = "reverse" if flops["reverse"] < flops["forward"] else "forward"
     elif batch == 1 and p[0] < min(p[1:-1]):
-        pure, how = one_input
-        reason = f"a tie in FLOPs: {pure} mode {how}"
+        pure, measured = one_input
+        width = f"hidden width {'from' if _wide(p) else 'under'} {ONE_INPUT_WIDE}"
+        rule = f"by the rule for one input narrower than every layer, {width}"
+        reason = f"a tie in FLOPs: {pure} mode {f'as {measured}' if measured else rule}"
     elif batch > 1 and batch_modes[1]:  # measured; unmeasured, the rule below stands
         pure, measured = batch_modes
         reason = f"a tie in FLOPs on a batch: {pure} mode as {measured}"

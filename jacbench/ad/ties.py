@@ -70,7 +70,7 @@ def candidates() -> dict[str, dict[str, Callable[[], object]]]:
         shape = (widths[0],) if batch == 1 else (batch, widths[0])
         x = torch.randn(shape, generator=generator)
         calls: dict[str, Callable[[], object]]
-        if name in ("tie one input narrow", "tie one input wide", "tie batch modes"):
+        if set(TIE_CLASSES[name]) == {"forward", "reverse"}:  # the one-input and batch ties
             modes = {"forward": jacobian_forward, "reverse": jacobian_reverse}
             calls = {mode: functools.partial(modes[mode], net, x) for mode in TIE_CLASSES[name]}
         elif name == "tie batch":  # the batch's pure mode here is reverse (P < D)

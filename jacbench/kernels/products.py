@@ -131,16 +131,21 @@ def batched_rows_product(
 
 
 def few_columns(block: Tensor, matrix: Tensor) -> bool:
-    """Whether ``block`` @ ``matrix`` is a batch's product with a CPU weight of 2 to 15
-    columns, stored row after row, and a block of at least FEW_COLUMNS_MIN_ELEMENTS: the class
-    whose layout the tuning chooses (NOTE: [A weight of few columns])."""
+    """Whether ``block`` @ ``matrix`` is a batch's product with a CPU weight stored row after
+    row whose shape is in the few-columns class (``few_columns_shape``)."""
     return (
         matrix.ndim == 2
-        and 2 <= matrix.shape[1] < NARROW_BLOCK
         and matrix.is_cpu
         and matrix.is_contiguous()
-        and block.numel() >= FEW_COLUMNS_MIN_ELEMENTS
+        and few_columns_shape(matrix.shape[1], block.numel())
     )
+
+
+def few_columns_shape(columns: int, block_elements: int) -> bool:
+    """Whether a block of ``block_elements`` times a weight of ``columns`` columns is in the
+    class whose layout the tuning chooses: 2 to 15 columns, a block of at least
+    FEW_COLUMNS_MIN_ELEMENTS (NOTE: [A weight of few columns])."""
+    return 2 <= columns < NARROW_BLOCK and block_elements >= FEW_COLUMNS_MIN_ELEMENTS
 
 
 # NOTE: [A weight of few columns]

@@ -9,12 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from jacbench.kernels.products import (
-    FEW_COLUMNS_MIN_ELEMENTS,
-    NARROW_BLOCK,
-    narrow_size,
-    size_class,
-)
+from jacbench.kernels.products import NARROW_BLOCK, few_columns_shape, narrow_size, size_class
 from jacbench.measure.tuning.cache import cached
 from jacbench.measure.tuning.record import (
     BATCHED_SIZES,
@@ -89,10 +84,9 @@ def classes_for(
     if batch > 1 and mode == "reverse" and p >= NARROW_BLOCK:  # wide adjoint blocks
         for a, b in zip(widths[:-2], widths[1:-1]):  # W_1 … W_L
             names.append(f"{BATCHING} {BATCHED_SIZES[size_class(a * b)]}")
-    # The last product, adjoints times W_1 (K_1 × D), unless a bmm takes it (wide blocks).
+    # The last product, adjoints (B, P, K_1) times W_1 (K_1 × D), unless a bmm takes it.
     shared = p >= NARROW_BLOCK and tuned.shares_weight(size_class(d * widths[1]))
-    adjoints = batch * p * widths[1]  # the block W_1 multiplies
-    if batch > 1 and mode == "reverse" and 2 <= d < NARROW_BLOCK and not shared:
-        if adjoints >= FEW_COLUMNS_MIN_ELEMENTS:
-            names.append(FEW_COLUMNS)
+    last = batch > 1 and mode == "reverse" and not shared
+    if last and few_columns_shape(d, batch * p * widths[1]):
+        names.append(FEW_COLUMNS)
     return list(dict.fromkeys(names))
