@@ -161,7 +161,8 @@ OTHER_WORK_WINDOW = 0.1
 class OtherWork:
     """What other processes did while this one measured: the CPU time the cores this
     process may run on used (/proc/stat, steal included) less this process's own and its
-    descendants' (the workers and sandboxes that run user code for it), in cores' worth,
+    descendants', live or ended (the workers and sandboxes that run user code for it, the
+    tuning's fresh processes), in cores' worth,
     from creation to ``cores``. The load average cannot tell: it counts this process too.
     Only this process's cores count: a Slurm job given one core of a node (or a process
     pinned by taskset) is not busy because a neighbour works on another."""
@@ -180,7 +181,7 @@ class OtherWork:
 
 def _cpu_snapshot() -> tuple[float, float, float] | None:
     """(wall seconds, busy CPU seconds of the cores this process may use, this process's CPU
-    seconds)."""
+    seconds and its descendants', live or ended)."""
     try:
         lines = Path("/proc/stat").read_text().splitlines()
     except OSError:
@@ -198,7 +199,10 @@ def _cpu_snapshot() -> tuple[float, float, float] | None:
     except ValueError:
         return None
     own = os.times()
-    return time.monotonic(), busy / ticks, own.user + own.system + _descendants_cpu(ticks)
+    # A child that has ended and been waited for is counted in children_user/system: the
+    # tuning's fresh processes are its own work, not another's.
+    mine_ended = own.user + own.system + own.children_user + own.children_system
+    return time.monotonic(), busy / ticks, mine_ended + _descendants_cpu(ticks)
 
 
 def _descendants_cpu(ticks: int) -> float:
