@@ -253,6 +253,86 @@ def test_tie_choices_survive_the_cache_and_unknown_ones_are_dropped():
     assert tuning.Tuning.from_dict(got.as_dict()) == got
 
 
+def test_a_tie_choice_must_hold_in_the_earlier_tunings_of_this_machine():
+    """NOTE: [A tie holds across tunings]: the challenger this tuning's rounds chose stands
+    only where each earlier tuning that timed both found it faster by MIN_GAIN."""
+    held = measurement.held
+    assert held("mixed", "pure", ()) == "mixed"  # a first tuning decides on its own rounds
+    assert held("mixed", "pure", [{"pure": 1.0, "mixed": 0.9}]) == "mixed"
+    assert held("mixed", "pure", [{"pure": 1.0, "mixed": 0.97}]) == "pure"  # under MIN_GAIN
+    twice = [{"pure": 1.0, "mixed": 0.9}, {"pure": 1.0, "mixed": 1.2}]
+    assert held("mixed", "pure", twice) == "pure"  # the older tuning disagreed
+    assert held("pure", "pure", [{"pure": 2.0, "mixed": 1.0}]) == "pure"  # the default stands
+    assert held("mixed", "pure", [{"pure": 1.0}]) == "mixed"  # timed one side only: no say
+
+
+def test_a_tuning_keeps_the_tie_medians_of_the_tunings_before_it():
+    newer, older, oldest = ({"pure": t, "mixed": 1.0} for t in (1.1, 1.2, 1.3))
+    before = tuning.Tuning(
+        machine=tuning.machine_key(),
+        measured_s={"tie batch": newer},
+        ties_before={"tie batch": (older, oldest)},
+    )
+    kept = measurement._ties_before(before)
+    assert kept["tie batch"] == (newer, older)  # newest first, TIE_TUNINGS - 1 of them
+    assert kept["laplacian wide"] == ()
+    assert measurement._ties_before(replace(before, machine="another CPU")) == {}
+    assert measurement._ties_before(tuning.DEFAULTS) == {}
+    assert measurement._ties_before(None) == {}
+    again = tuning.Tuning.from_dict(replace(before, ties_before=kept).as_dict())
+    assert again.ties_before["tie batch"] == (newer, older)
+
+
+def test_the_earlier_tie_medians_read_from_the_cache_drop_what_is_not_seconds():
+    data = {
+        "ties_before": {
+            "tie batch": [{"pure": 1e-3, "mixed": -1}, "x", {"pure": 2e-3}, {"pure": 3e-3}],
+            "laplacian wide": "not a list",
+        }
+    }
+    got = tuning.Tuning.from_dict(data).ties_before
+    assert got == {"tie batch": ({"pure": 1e-3}, {"pure": 2e-3})}
+    assert tuning.Tuning.from_dict({"ties_before": [1, 2]}).ties_before == {}
+
+
+def test_the_plan_says_a_tie_was_kept_because_the_two_trade_places():
+    seconds = {"forward-laplacian": 5.5e-3, "hessian-trace": 4.5e-3}
+    earlier = {"forward-laplacian": 3.6e-3, "hessian-trace": 4.5e-3}
+    tuned = tuning.Tuning(
+        machine="m",
+        measured_s={"laplacian wide": seconds},
+        ties_before={"laplacian wide": (earlier,)},
+    )
+    choice, said = tuned.tie_rule("laplacian wide")
+    assert choice == "forward-laplacian"
+    assert said.endswith(
+        "; forward-laplacian kept: hessian-trace was faster in this tuning but not in an "
+        "earlier one of this machine, the two trade places here"
+    )
+    from rich.console import Console
+
+    from jacbench.faces import report
+
+    console = Console(width=200, record=True)
+    console.print(report.ties_table(tuned))
+    assert "forward-laplacian by 25%" in console.export_text()  # the earlier tuning's lead
+
+
+def test_a_tie_class_is_chosen_on_this_tunings_rounds_then_held(monkeypatch):
+    wins = iter([2.0, 1.0] * tuning.TIE_ROUNDS * 2)  # the challenger faster in every round
+    monkeypatch.setattr(measurement, "_time", lambda fn, min_time, threads=None: next(wins))
+
+    def ties():
+        return {"tie batch": {"pure": lambda: None, "mixed": lambda: None}}
+
+    session = measurement._Session(0.01, torch.Generator())
+    chosen = measurement._choose_ties(session, tuning.DEFAULTS, ties, {})
+    assert chosen["tie batch"] == "mixed"
+    disagreed = {"tie batch": ({"pure": 1.0, "mixed": 1.3},)}
+    chosen = measurement._choose_ties(session, tuning.DEFAULTS, ties, disagreed)
+    assert chosen["tie batch"] == "pure"
+
+
 def test_each_ties_candidates_compute_the_same_thing():
     """A tie is between routines that agree: choosing one changes the time, not the result."""
     from jacbench.ad import ties
@@ -411,6 +491,19 @@ def test_cli_tune_and_predict(cache_dir, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "Kernels (measured on" in result.output
     assert "reverse m=1 large: split" in result.output
+
+
+def test_cli_tune_remeasure_holds_the_ties_against_the_cached_tuning(cache_dir, monkeypatch):
+    first = tuning.Tuning(
+        machine=tuning.machine_key(), measured_s={"tie batch": {"pure": 2e-3, "mixed": 1e-3}}
+    )
+    tuning.save(first)
+    given = []
+    fake_measure(monkeypatch, lambda **kw: given.append(kw.get("before")) or first)
+    result = invoke("tune", "--remeasure")
+    assert result.exit_code == 0, result.output
+    assert len(given) == 1 and given[0] is not None  # the cached tuning, as it was read
+    assert given[0].measured_s["tie batch"] == {"pure": 2e-3, "mixed": 1e-3}
 
 
 def test_cli_tune_says_why_the_cpp_kernels_were_no_candidate(cache_dir, monkeypatch):

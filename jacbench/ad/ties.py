@@ -14,8 +14,10 @@ NOTE: [Ties measured, not assumed]
     the EPYC the trace won at K = 128 (9.11 against 10.4 ms at L=4 D=2 B=2048) and lost at
     K = 64. So each such choice is a class of the tuning: both routines timed on one
     representative shape, in the tuning's interleaved rounds and with its busy-machine check,
-    and the plan (``cost.plan``, ``cost.plan_second_order``) follows the faster, naming the
-    rule and the times. The defaults, where nothing was measured, are the fixed rules above.
+    held against the earlier tunings of the machine (NOTE: [A tie holds across tunings] in
+    ``jacbench.measure.tuning.measurement``), and the plan (``cost.plan``,
+    ``cost.plan_second_order``) follows the faster, naming the rule and the times. The
+    defaults, where nothing was measured, are the fixed rules above.
 
 NOTE: [One input's tie by width]
     One shape per class does not hold for one input at every width. On two AMD EPYC cores

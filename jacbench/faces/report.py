@@ -280,13 +280,25 @@ def ties_table(tuned: Tuning) -> Table:
     """Each tie class's choice and its candidates' times (NOTE: [Ties measured, not assumed]
     in jacbench.ad.ties)."""
     table = Table(title="ties between routines, timed whole on one shape each")
-    for name in ("class", "choice", "candidates' medians"):
+    for name in ("class", "choice", "candidates' medians", "earlier tunings' fastest"):
         table.add_column(name)
     for name, choice in tuned.ties.items():
         seconds = tuned.measured_s.get(name, {})
         times = ", ".join(f"{k} {format_seconds(s)}" for k, s in seconds.items())
-        table.add_row(name, f"[bold]{choice}[/]", times or "not measured: the fixed rule")
+        earlier = "; ".join(_fastest_by(m) for m in tuned.ties_before.get(name, ()))
+        table.add_row(
+            name, f"[bold]{choice}[/]", times or "not measured: the fixed rule", earlier or "—"
+        )
     return table
+
+
+def _fastest_by(seconds: Mapping[str, float]) -> str:
+    """``forward-laplacian by 24%``: the fastest of one tuning's medians and its lead."""
+    ordered = sorted(seconds, key=seconds.__getitem__)
+    if len(ordered) < 2:
+        return ordered[0] if ordered else ""
+    lead = seconds[ordered[1]] / seconds[ordered[0]] - 1
+    return f"{ordered[0]} by {lead:.0%}"
 
 
 def tuning_line(tuned: Tuning, classes: Iterable[str]) -> str:

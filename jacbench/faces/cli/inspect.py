@@ -150,7 +150,9 @@ def tune(
         waiting = "waiting for the CPU: another jacbench run is timing there…"
         with device_lock.hold("cpu", lambda _: err_console.print(waiting)):
             with err_console.status("measuring this CPU's kernels (one to two minutes)…"):
-                measured = tuning.measure(ties=ties.candidates, calibrate=generic.calibrated)
+                measured = tuning.measure(
+                    ties=ties.candidates, calibrate=generic.calibrated, before=tuning.cached()
+                )
         if measured.busy:
             console.print(report.tuning_table(measured))
             console.print(report.ties_table(measured))

@@ -36,11 +36,13 @@ from jacbench.measure.tuning.record import (
     BATCHING,
     DEFAULTS,
     FEW_COLUMNS,
+    MIN_GAIN,
     NARROW_KERNELS,
     NARROW_ROWS,
     SIZES,
     STACKING,
     TIE_CLASSES,
+    TIE_TUNINGS,
     Tuning,
     class_name,
     default_narrow,
@@ -71,9 +73,6 @@ TANH_SHAPE = (4096, 64)  # a PINN batch's activations
 # A batch's block (B, m, K) and a weight's few columns n: reverse mode's last product at
 # L=6 D=P=3 K=128 B=1024 (the classes preset's).
 FEW_COLUMNS_SHAPE = (1024, 3, 128, 3)
-# An alternative must be faster than the default by this much (by ``stats.decide``'s
-# ratio, the geometric mean of the rounds' ratios) to replace it.
-MIN_GAIN = 0.05
 ROUNDS = 3
 TIE_MIN_TIME = 0.05  # per candidate and round: whole routines, milliseconds a call
 # Rounds for a tie: its candidates are within a few percent by construction, less than this
@@ -446,8 +445,11 @@ def _choose_tanh(session: _Session) -> str:
     return session.pick("tanh", "tanh", tanh_rounds)
 
 
-def _choose_ties(session: _Session, kernels: Tuning, ties: TieCandidates) -> dict[str, str]:
-    """Each tie class's routine, timed on the kernels just chosen."""
+def _choose_ties(
+    session: _Session, kernels: Tuning, ties: TieCandidates, before: TiesBefore
+) -> dict[str, str]:
+    """Each tie class's routine, timed on the kernels just chosen, held against the earlier
+    tunings' medians ``before`` (NOTE: [A tie holds across tunings])."""
     tie_choices = dict(kernels.ties)
     with use(kernels):  # the routines run on the kernels they will run on
         for name, candidates in ties().items():
@@ -455,8 +457,46 @@ def _choose_ties(session: _Session, kernels: Tuning, ties: TieCandidates) -> dic
             rounds = _measure_round_robin(
                 warm, TIE_MIN_TIME, spreads=session.spreads_of(name), rounds=TIE_ROUNDS
             )
-            tie_choices[name] = session.pick(name, TIE_CLASSES[name][0], rounds)
+            default = TIE_CLASSES[name][0]
+            choice = session.pick(name, default, rounds)
+            tie_choices[name] = held(choice, default, before.get(name, ()))
     return tie_choices
+
+
+# Each tie class's candidates' medians in earlier tunings of this machine, newest first.
+TiesBefore = Mapping[str, Sequence[Mapping[str, float]]]
+
+
+# NOTE: [A tie holds across tunings]
+#     A tie class's two routines can trade places on one machine from one tuning to the
+#     next, each time by more than the rounds' noise. On a 2-core AMD EPYC VM, sixteen fresh
+#     processes timing the tie classes one after another (five interleaved rounds each):
+#     the trace of the structured Hessian over the forward Laplacian at K = 64 took 1.30 to
+#     1.54 times as long in thirteen and 0.96 to 1.01 in three; at K = 128 1.15 to 1.27 in
+#     ten and 0.90 to 0.94 in four; mixed over pure mode on the batch tie 0.92 to 0.99 in
+#     twelve (faster in every round of eleven) and 1.06 to 1.27 in four. Each process's
+#     rounds agreed with one another; the machine changed under them for seconds to minutes
+#     at a time (the forward Laplacian's time went from 1.45 to 2.5 ms inside one process,
+#     with nothing else running in the VM and both cores busy with its threads throughout),
+#     so timing the ties in three fresh processes a tuning chose the other routine as often
+#     as one process did (4 of 10 tunings each). Where a tuning picked the challenger, the
+#     next `jacbench tune --remeasure` often took it back: the plan's verdict moved with the
+#     machine's moment. So a tie class keeps its default unless the challenger that won
+#     this tuning's rounds (``choose``) was also faster by MIN_GAIN in each earlier tuning
+#     of this machine that timed both (``held``; up to TIE_TUNINGS - 1 of them, kept in the
+#     cache with the tuning: ``Tuning.ties_before``). A first tuning decides on its own
+#     rounds; from the second on, a choice that flips with the machine's moment stays at
+#     the default, and one that held three times stands.
+def held(choice: str, default: str, before: Sequence[Mapping[str, float]]) -> str:
+    """``choice`` where it is the default or was faster than the default by ``MIN_GAIN`` in
+    each earlier tuning ``before`` that timed both (NOTE: [A tie holds across tunings]);
+    else the default."""
+    if choice == default:
+        return choice
+    earlier = [m for m in before if choice in m and default in m]
+    if all(m[choice] * (1 + MIN_GAIN) <= m[default] for m in earlier):
+        return choice
+    return default
 
 
 # What the tuning measures for the layers above it (jacbench.ad.generic's calibration):
@@ -469,11 +509,14 @@ def measure(
     min_time: float = 0.01,
     ties: TieCandidates | None = None,
     calibrate: Calibrate | None = None,
+    before: Tuning | None = None,
 ) -> Tuning:
     """Time every candidate of every class on this CPU, in float32, and the ties (``ties``:
     what each tie class times; without it the ties keep their defaults), which run on the
     kernels just chosen: 2 min 20 s on a 2-core AMD EPYC VM, where noisy classes were timed
-    again.
+    again. ``before``: the tuning this one replaces, whose tie medians (and those it kept
+    from earlier tunings) a tie's choice must hold against where it was measured on this
+    machine (NOTE: [A tie holds across tunings]).
 
     Sets ``keep_freed_memory`` first: the routines run under it wherever jacbench times
     them, and without it the fresh pages of each 1 MB result can cost more than the kernel.
@@ -501,7 +544,10 @@ def measure(
         machine=machine_key(),
         measured_s=session.measured,
     )
-    tie_choices = dict(kernels.ties) if ties is None else _choose_ties(session, kernels, ties)
+    earlier = _ties_before(before)
+    tie_choices = (
+        dict(kernels.ties) if ties is None else _choose_ties(session, kernels, ties, earlier)
+    )
     with use(kernels):
         calibration = dict(calibrate()) if calibrate is not None else {}
     return replace(
@@ -511,7 +557,21 @@ def measure(
         measured_s=session.measured,
         unsettled=tuple(session.unsettled),
         busy=_busy(others.cores()),
+        ties_before=earlier,
     )
+
+
+def _ties_before(before: Tuning | None) -> dict[str, tuple[Mapping[str, float], ...]]:
+    """The tie medians of ``before`` and of the earlier tunings it kept, newest first (at
+    most TIE_TUNINGS - 1 per class): none where ``before`` was not measured on this
+    machine."""
+    if before is None or before.machine != machine_key():
+        return {}
+    found = {}
+    for name in TIE_CLASSES:
+        earlier = (before.measured_s.get(name), *before.ties_before.get(name, ()))
+        found[name] = tuple(m for m in earlier if m)[: TIE_TUNINGS - 1]
+    return found
 
 
 def _warmed(fn: Callable[[], object]) -> Callable[[], object]:

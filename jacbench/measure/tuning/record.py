@@ -118,6 +118,13 @@ TIE_CLASSES: dict[str, tuple[str, ...]] = {
     "laplacian wide": ("forward-laplacian", "hessian-trace"),
 }
 LAPLACIAN_WIDE = 100  # hidden width from which a Laplacian is in the "laplacian wide" class
+# An alternative must be faster than the default by this much (by ``stats.decide``'s
+# ratio, the geometric mean of the rounds' ratios) to replace it.
+MIN_GAIN = 0.05
+# A tie class leaves its default only where the routine that beat it in this tuning was also
+# faster by MIN_GAIN in each of the (up to TIE_TUNINGS - 1) earlier tunings of this machine
+# (NOTE: [A tie holds across tunings]).
+TIE_TUNINGS = 3
 ONE_INPUT_WIDE = 512  # hidden width from which one input's tie is in "tie one input wide"
 
 
@@ -158,6 +165,11 @@ class Tuning:
     # Classes whose rounds kept disagreeing (NOTE: [A tuning measured on a busy machine]):
     # they keep their defaults.
     unsettled: tuple[str, ...] = field(default=(), compare=False)
+    # Each tie class's candidates' medians in the earlier tunings of this machine, newest
+    # first, at most TIE_TUNINGS - 1 of them (NOTE: [A tie holds across tunings]).
+    ties_before: Mapping[str, tuple[Mapping[str, float], ...]] = field(
+        default_factory=dict, compare=False
+    )
 
     def __post_init__(self) -> None:
         # The routines look a kernel up on every narrow product: a flat table, keyed by
@@ -179,7 +191,11 @@ class Tuning:
         object.__setattr__(self, "_shared", shared)
         # cost.plan reads two tie rules on every jacobian(mode="auto") call: made once here.
         rules = {
-            name: (choice, _measured_text(self.measured_s.get(name), choice) * bool(self.machine))
+            name: (
+                choice,
+                _measured_text(self.measured_s.get(name), choice, self.ties_before.get(name, ()))
+                * bool(self.machine),
+            )
             for name, choice in self.ties.items()
         }
         object.__setattr__(self, "_tie_rules", rules)
@@ -254,6 +270,7 @@ class Tuning:
             "measured_s": {k: dict(v) for k, v in self.measured_s.items()},
             "unsettled": list(self.unsettled),
             "calibration": dict(self.calibration),
+            "ties_before": {k: [dict(m) for m in v] for k, v in self.ties_before.items()},
         }
 
     @classmethod
@@ -286,6 +303,7 @@ class Tuning:
             machine=str(data.get("machine", "")),
             measured_s=_seconds_by_class(data.get("measured_s")),
             unsettled=tuple(str(name) for name in data.get("unsettled", ())),
+            ties_before=_ties_before(data.get("ties_before")),
             calibration={
                 str(k): float(v)
                 for k, v in (data.get("calibration") or {}).items()
@@ -311,20 +329,44 @@ def _seconds_by_class(data: Any) -> dict[str, dict[str, float]]:
     }
 
 
-def _measured_text(seconds: Mapping[str, float] | None, choice: str = "") -> str:
+def _ties_before(data: Any) -> dict[str, tuple[dict[str, float], ...]]:
+    """A cache's ``ties_before`` as {class: (medians, …)}, whatever else it holds dropped."""
+    if not isinstance(data, Mapping):
+        return {}
+    found = {}
+    for name, tunings in data.items():
+        if isinstance(tunings, list):
+            kept = tuple(m for m in _seconds_by_class(dict(enumerate(tunings))).values() if m)
+            found[str(name)] = kept[: TIE_TUNINGS - 1]
+    return found
+
+
+def _measured_text(
+    seconds: Mapping[str, float] | None,
+    choice: str = "",
+    before: tuple[Mapping[str, float], ...] = (),
+) -> str:
     """``measured on this machine: forward 0.851 ms, reverse 0.755 ms`` ("" for none), and,
     where the choice is not the fastest of those medians, that it was kept: the other was
-    not faster by the one rule (NOTE: [One decision rule]; within noise)."""
+    not faster by the one rule (NOTE: [One decision rule]; within noise), or was faster now
+    and not in an earlier tuning (NOTE: [A tie holds across tunings])."""
     if not seconds:
         return ""
     times = ", ".join(f"{k} {s * 1e3:.3g} ms" for k, s in seconds.items())
     text = f"measured on this machine: {times}"
     fastest = min(seconds, key=seconds.__getitem__)
     if choice in seconds and seconds[fastest] < seconds[choice]:
-        text += (
-            f"; {choice} kept: {fastest} was not faster by the one rule, the difference "
-            "within noise"
-        )
+        earlier = [m for m in before if fastest in m and choice in m]
+        if any(m[fastest] * (1 + MIN_GAIN) > m[choice] for m in earlier):
+            text += (
+                f"; {choice} kept: {fastest} was faster in this tuning but not in an earlier "
+                "one of this machine, the two trade places here"
+            )
+        else:
+            text += (
+                f"; {choice} kept: {fastest} was not faster by the one rule, the difference "
+                "within noise"
+            )
     return text
 
 
