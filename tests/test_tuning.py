@@ -273,12 +273,12 @@ def test_a_tuning_keeps_the_tie_medians_of_the_tunings_before_it():
         measured_s={"tie batch": newer},
         ties_before={"tie batch": (older, oldest)},
     )
-    kept = measurement._ties_before(before)
+    kept = measurement._earlier_ties(before)
     assert kept["tie batch"] == (newer, older)  # newest first, TIE_TUNINGS - 1 of them
     assert kept["laplacian wide"] == ()
-    assert measurement._ties_before(replace(before, machine="another CPU")) == {}
-    assert measurement._ties_before(tuning.DEFAULTS) == {}
-    assert measurement._ties_before(None) == {}
+    assert measurement._earlier_ties(replace(before, machine="another CPU")) == {}
+    assert measurement._earlier_ties(tuning.DEFAULTS) == {}
+    assert measurement._earlier_ties(None) == {}
     again = tuning.Tuning.from_dict(replace(before, ties_before=kept).as_dict())
     assert again.ties_before["tie batch"] == (newer, older)
 
@@ -313,6 +313,8 @@ def test_the_plan_says_a_tie_was_kept_because_the_two_trade_places():
 
     from jacbench.faces import report
 
+    close = replace(tuned, measured_s={"laplacian wide": {**seconds, "hessian-trace": 5.4e-3}})
+    assert close.tie_rule("laplacian wide")[1].endswith("the difference within noise")  # 2%
     console = Console(width=200, record=True)
     console.print(report.ties_table(tuned))
     assert "forward-laplacian by 25%" in console.export_text()  # the earlier tuning's lead

@@ -161,11 +161,10 @@ OTHER_WORK_WINDOW = 0.1
 class OtherWork:
     """What other processes did while this one measured: the CPU time the cores this
     process may run on used (/proc/stat, steal included) less this process's own and its
-    descendants', live or ended (the workers and sandboxes that run user code for it, the
-    tuning's fresh processes), in cores' worth,
-    from creation to ``cores``. The load average cannot tell: it counts this process too.
-    Only this process's cores count: a Slurm job given one core of a node (or a process
-    pinned by taskset) is not busy because a neighbour works on another."""
+    descendants', live or ended (the workers and sandboxes that run user code for it), in
+    cores' worth, from creation to ``cores``. The load average cannot tell: it counts this
+    process too. Only this process's cores count: a Slurm job given one core of a node (or a
+    process pinned by taskset) is not busy because a neighbour works on another."""
 
     def __init__(self) -> None:
         self._start = _cpu_snapshot()
@@ -199,8 +198,8 @@ def _cpu_snapshot() -> tuple[float, float, float] | None:
     except ValueError:
         return None
     own = os.times()
-    # A child that has ended and been waited for is counted in children_user/system: the
-    # tuning's fresh processes are its own work, not another's.
+    # A child that has ended and been waited for (a worker replaced past its deadline, a
+    # sandbox closed) is counted in children_user/system: this process's work, not another's.
     mine_ended = own.user + own.system + own.children_user + own.children_system
     return time.monotonic(), busy / ticks, mine_ended + _descendants_cpu(ticks)
 

@@ -445,6 +445,10 @@ def _choose_tanh(session: _Session) -> str:
     return session.pick("tanh", "tanh", tanh_rounds)
 
 
+# Each tie class's candidates' medians in earlier tunings of this machine, newest first.
+TiesBefore = Mapping[str, Sequence[Mapping[str, float]]]
+
+
 def _choose_ties(
     session: _Session, kernels: Tuning, ties: TieCandidates, before: TiesBefore
 ) -> dict[str, str]:
@@ -461,10 +465,6 @@ def _choose_ties(
             choice = session.pick(name, default, rounds)
             tie_choices[name] = held(choice, default, before.get(name, ()))
     return tie_choices
-
-
-# Each tie class's candidates' medians in earlier tunings of this machine, newest first.
-TiesBefore = Mapping[str, Sequence[Mapping[str, float]]]
 
 
 # NOTE: [A tie holds across tunings]
@@ -544,7 +544,7 @@ def measure(
         machine=machine_key(),
         measured_s=session.measured,
     )
-    earlier = _ties_before(before)
+    earlier = _earlier_ties(before)
     tie_choices = (
         dict(kernels.ties) if ties is None else _choose_ties(session, kernels, ties, earlier)
     )
@@ -561,7 +561,7 @@ def measure(
     )
 
 
-def _ties_before(before: Tuning | None) -> dict[str, tuple[Mapping[str, float], ...]]:
+def _earlier_ties(before: Tuning | None) -> dict[str, tuple[Mapping[str, float], ...]]:
     """The tie medians of ``before`` and of the earlier tunings it kept, newest first (at
     most TIE_TUNINGS - 1 per class): none where ``before`` was not measured on this
     machine."""

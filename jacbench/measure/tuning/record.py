@@ -303,7 +303,7 @@ class Tuning:
             machine=str(data.get("machine", "")),
             measured_s=_seconds_by_class(data.get("measured_s")),
             unsettled=tuple(str(name) for name in data.get("unsettled", ())),
-            ties_before=_ties_before(data.get("ties_before")),
+            ties_before=_read_ties_before(data.get("ties_before")),
             calibration={
                 str(k): float(v)
                 for k, v in (data.get("calibration") or {}).items()
@@ -329,7 +329,7 @@ def _seconds_by_class(data: Any) -> dict[str, dict[str, float]]:
     }
 
 
-def _ties_before(data: Any) -> dict[str, tuple[dict[str, float], ...]]:
+def _read_ties_before(data: Any) -> dict[str, tuple[dict[str, float], ...]]:
     """A cache's ``ties_before`` as {class: (medians, …)}, whatever else it holds dropped."""
     if not isinstance(data, Mapping):
         return {}
@@ -356,8 +356,9 @@ def _measured_text(
     text = f"measured on this machine: {times}"
     fastest = min(seconds, key=seconds.__getitem__)
     if choice in seconds and seconds[fastest] < seconds[choice]:
+        clearly = seconds[fastest] * (1 + MIN_GAIN) <= seconds[choice]
         earlier = [m for m in before if fastest in m and choice in m]
-        if any(m[fastest] * (1 + MIN_GAIN) > m[choice] for m in earlier):
+        if clearly and any(m[fastest] * (1 + MIN_GAIN) > m[choice] for m in earlier):
             text += (
                 f"; {choice} kept: {fastest} was faster in this tuning but not in an earlier "
                 "one of this machine, the two trade places here"
