@@ -15,7 +15,7 @@ NOTE: [Ties measured, not assumed]
     K = 64. So each such choice is a class of the tuning: both routines timed on one
     representative shape, in the tuning's interleaved rounds and with its busy-machine check,
     held against the earlier tunings of the machine (NOTE: [A tie holds across tunings] in
-    ``jacbench.measure.tuning.measurement``), and the plan (``cost.plan``,
+    ``jacbench.measure.tuning.record``), and the plan (``cost.plan``,
     ``cost.plan_second_order``) follows the faster, naming the rule and the times. The
     defaults, where nothing was measured, are the fixed rules above.
 

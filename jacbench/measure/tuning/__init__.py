@@ -3,7 +3,8 @@
 Four modules, each importing only those before it:
 
 - ``record``: the ``Tuning`` (a choice per kernel class and tie class), the classes and
-  their names, ``DEFAULTS`` (NOTE: [Measured, not assumed]);
+  their names, ``DEFAULTS`` (NOTE: [Measured, not assumed]), ``held`` (a tie's choice kept
+  only where the machine's earlier tunings agree: NOTE: [A tie holds across tunings]);
 - ``cache``: the per-machine cache file, its key, reading it and ``save`` (locked: NOTE:
   [One writer of the tuning cache]);
 - ``current``: the tuning in force in this process (``active``, ``use``) and the classes a
@@ -65,6 +66,7 @@ from jacbench.measure.tuning.record import (
     bucket,
     class_name,
     default_narrow,
+    held,
 )
 
 __all__ = [
@@ -116,6 +118,7 @@ __all__ = [
     "class_name",
     "classes_for",
     "default_narrow",
+    "held",
     "disabled",
     "ensure",
     "machine_key",

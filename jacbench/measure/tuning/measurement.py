@@ -46,6 +46,7 @@ from jacbench.measure.tuning.record import (
     Tuning,
     class_name,
     default_narrow,
+    held,
 )
 
 # Square weights of each size of ``jacbench.kernels.products`` (which numbers them in this
@@ -465,38 +466,6 @@ def _choose_ties(
             choice = session.pick(name, default, rounds)
             tie_choices[name] = held(choice, default, before.get(name, ()))
     return tie_choices
-
-
-# NOTE: [A tie holds across tunings]
-#     A tie class's two routines can trade places on one machine from one tuning to the
-#     next, each time by more than the rounds' noise. On a 2-core AMD EPYC VM, sixteen fresh
-#     processes timing the tie classes one after another (five interleaved rounds each):
-#     the trace of the structured Hessian over the forward Laplacian at K = 64 took 1.30 to
-#     1.54 times as long in thirteen and 0.96 to 1.01 in three; at K = 128 1.15 to 1.27 in
-#     ten and 0.90 to 0.94 in four; mixed over pure mode on the batch tie 0.92 to 0.99 in
-#     twelve (faster in every round of eleven) and 1.06 to 1.27 in four. Each process's
-#     rounds agreed with one another; the machine changed under them for seconds to minutes
-#     at a time (the forward Laplacian's time went from 1.45 to 2.5 ms inside one process,
-#     with nothing else running in the VM and both cores busy with its threads throughout),
-#     so timing the ties in three fresh processes a tuning chose the other routine as often
-#     as one process did (4 of 10 tunings each). Where a tuning picked the challenger, the
-#     next `jacbench tune --remeasure` often took it back: the plan's verdict moved with the
-#     machine's moment. So a tie class keeps its default unless the challenger that won
-#     this tuning's rounds (``choose``) was also faster by MIN_GAIN in each earlier tuning
-#     of this machine that timed both (``held``; up to TIE_TUNINGS - 1 of them, kept in the
-#     cache with the tuning: ``Tuning.ties_before``). A first tuning decides on its own
-#     rounds; from the second on, a choice that flips with the machine's moment stays at
-#     the default, and one that held three times stands.
-def held(choice: str, default: str, before: Sequence[Mapping[str, float]]) -> str:
-    """``choice`` where it is the default or was faster than the default by ``MIN_GAIN`` in
-    each earlier tuning ``before`` that timed both (NOTE: [A tie holds across tunings]);
-    else the default."""
-    if choice == default:
-        return choice
-    earlier = [m for m in before if choice in m and default in m]
-    if all(m[choice] * (1 + MIN_GAIN) <= m[default] for m in earlier):
-        return choice
-    return default
 
 
 # What the tuning measures for the layers above it (jacbench.ad.generic's calibration):

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -341,6 +341,43 @@ def _read_ties_before(data: Any) -> dict[str, tuple[dict[str, float], ...]]:
     return found
 
 
+# NOTE: [A tie holds across tunings]
+#     A tie class's two routines can trade places on one machine from one tuning to the
+#     next, each time by more than the rounds' noise. On a 2-core AMD EPYC VM, sixteen fresh
+#     processes timing the tie classes one after another (five interleaved rounds each):
+#     the trace of the structured Hessian over the forward Laplacian at K = 64 took 1.30 to
+#     1.54 times as long in thirteen and 0.96 to 1.01 in three; at K = 128 1.15 to 1.27 in
+#     ten and 0.90 to 0.94 in four; mixed over pure mode on the batch tie 0.92 to 0.99 in
+#     twelve (faster in every round of eleven) and 1.06 to 1.27 in four. Each process's
+#     rounds agreed with one another; the machine changed under them for seconds to minutes
+#     at a time (the forward Laplacian's time went from 1.45 to 2.5 ms inside one process,
+#     with nothing else running in the VM and both cores busy with its threads throughout),
+#     so timing the ties in three fresh processes a tuning chose the other routine as often
+#     as one process did (4 of 10 tunings each). Where a tuning picked the challenger, the
+#     next `jacbench tune --remeasure` often took it back: the plan's verdict moved with the
+#     machine's moment. So a tie class keeps its default unless the challenger that won
+#     this tuning's rounds (``measurement.choose``) was also faster by MIN_GAIN in each
+#     earlier tuning of this machine that timed both (``held``; up to TIE_TUNINGS - 1 of
+#     them, kept in the cache with the tuning: ``Tuning.ties_before``). A first tuning
+#     decides on its own rounds; from the second on, a choice that flips with the machine's
+#     moment stays at the default, and one that held three times stands. The plan's reason
+#     says so where that is why (``_measured_text``).
+def held(choice: str, default: str, before: Sequence[Mapping[str, float]]) -> str:
+    """``choice`` where it is the default or was faster than the default by ``MIN_GAIN`` in
+    each earlier tuning ``before`` that timed both (NOTE: [A tie holds across tunings]);
+    else the default."""
+    if choice == default:
+        return choice
+    earlier = [m for m in before if choice in m and default in m]
+    if all(_faster_by_min_gain(m[choice], m[default]) for m in earlier):
+        return choice
+    return default
+
+
+def _faster_by_min_gain(fast: float, slow: float) -> bool:
+    return fast * (1 + MIN_GAIN) <= slow
+
+
 def _measured_text(
     seconds: Mapping[str, float] | None,
     choice: str = "",
@@ -356,9 +393,8 @@ def _measured_text(
     text = f"measured on this machine: {times}"
     fastest = min(seconds, key=seconds.__getitem__)
     if choice in seconds and seconds[fastest] < seconds[choice]:
-        clearly = seconds[fastest] * (1 + MIN_GAIN) <= seconds[choice]
-        earlier = [m for m in before if fastest in m and choice in m]
-        if clearly and any(m[fastest] * (1 + MIN_GAIN) > m[choice] for m in earlier):
+        clearly = _faster_by_min_gain(seconds[fastest], seconds[choice])
+        if clearly and held(fastest, choice, before) == choice:
             text += (
                 f"; {choice} kept: {fastest} was faster in this tuning but not in an earlier "
                 "one of this machine, the two trade places here"
