@@ -26,7 +26,7 @@ from torch import Tensor
 from jacbench.ad import cost, generic, graphs
 from jacbench.ad.networks import MLP
 from jacbench.ad.workspace import Workspace, workspace
-from jacbench.kernels import native, small
+from jacbench.kernels import native, small, team
 from jacbench.kernels.activations import Activation
 from jacbench.kernels.products import (
     NARROW_BLOCK,
@@ -722,9 +722,10 @@ def _predicted_mode(widths: tuple[int, ...], batch: int) -> str:
 #     Measured on an Intel Xeon (two cores), one input, L = 3/8, K = 96–181, 1–8 MFLOP:
 #     one thread 0–29% faster in both modes (L=8 K=128 D=P=16: forward 120 → 94 µs,
 #     reverse 108 → 77 µs); at K = 256 two threads were up to 2× faster for forward mode's
-#     few-row products, so the rule stops below it. Such calls drop to one thread for their
-#     duration and restore the caller's setting, whatever happens (the megaflop is
-#     cost.LAUNCH_BOUND_FLOPS, below which the cost model also stops counting FLOPs).
+#     few-row products, so the rule stops below it. Such calls run the C++ chain with a
+#     team of one, or torch's operations on one thread of the calling Python thread for
+#     their duration, whatever happens (NOTE: [One thread for this call only]; the megaflop
+#     is cost.LAUNCH_BOUND_FLOPS, below which the cost model also stops counting FLOPs).
 
 
 @functools.lru_cache(maxsize=1024)
@@ -748,18 +749,12 @@ def _run_checked(compute, net: MLP, x: Tensor, chunk_size: int | None) -> Tensor
     mode = _SMALL_MODES.get(compute)
     # The routes first: the tuning a process reads first is the one for its thread count.
     routes = tuning.active().small_routes(mode) if mode is not None and x.ndim == 1 else ()
-    threads = torch.get_num_threads()
-    if threads != 1:
-        torch.set_num_threads(1)  # the C++ chain's team too: one thread, no barriers
-    try:
-        for route in routes:
-            done = _small_route(route, mode, net, x)  # type: ignore[arg-type]
-            if done is not None:
-                return done
+    for route in routes:
+        done = _small_route(route, mode, net, x)  # type: ignore[arg-type]
+        if done is not None:
+            return done
+    with team.one_thread():  # this Python thread's only (NOTE: [One thread for this call only])
         return compute(net, x, chunk_size)
-    finally:
-        if threads != 1:
-            torch.set_num_threads(threads)
 
 
 def _small_route(route: str, mode: str, net: MLP, x: Tensor) -> Tensor | None:
@@ -769,7 +764,8 @@ def _small_route(route: str, mode: str, net: MLP, x: Tensor) -> Tensor | None:
     if route == "native":
         chain = net.native_chain
         if chain is not None:
-            return chain.forward(x) if mode == "forward" else chain.reverse(x)
+            # A team of one: no barriers (NOTE: [One thread for small problems])
+            return chain.forward(x, threads=1) if mode == "forward" else chain.reverse(x, threads=1)
     elif route == "numpy":
         arrays = net.numpy_network
         if arrays is not None and small.takes(arrays, x):

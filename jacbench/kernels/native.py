@@ -146,9 +146,11 @@ def _library() -> dict[tuple[str, torch.dtype], Callable[..., int]] | str:
             function.argtypes = (pointer, pointer, pointer, size, size, size)
             function.restype = ctypes.c_int
             functions[(name, dtype)] = function
-    for name in ("reverse_chain", "forward_chain"):  # (L, W, biases, widths, x, W_F, P, out)
-        chain = getattr(library, f"jb_{name}_f32")
-        chain.argtypes = (size, pointer, pointer, pointer, pointer, pointer, size, pointer)
+    for name in ("reverse_chain", "forward_chain"):  # (L, W, biases, widths, x, W_F, P, out,
+        chain = getattr(library, f"jb_{name}_f32")  # threads)
+        chain.argtypes = (
+            size, pointer, pointer, pointer, pointer, pointer, size, pointer, ctypes.c_int
+        )  # fmt: skip
         chain.restype = ctypes.c_int
         functions[(name, torch.float32)] = chain
     tanh = library.jb_tanh_f32
@@ -266,26 +268,34 @@ class Chain:
     args: tuple  # weight pointers, bias pointers (or None), widths
     functions: dict
 
-    def reverse(self, x: Tensor) -> Tensor | None:
-        """J (P, D) at one input x by reverse mode in one call; None where the kernel does
-        not take it (P > MAX_ROWS, or x and the tensors not plain float32 CPU ones now)."""
+    def reverse(self, x: Tensor, threads: int = 0) -> Tensor | None:
+        """J (P, D) at one input x by reverse mode in one call, on ``threads`` threads (0:
+        as many as torch's operations in this thread split over); None where the kernel
+        does not take it (P > MAX_ROWS, or x and the tensors not plain float32 CPU ones
+        now)."""
         if self.outputs > MAX_ROWS or not self._takes(x):
             return None
-        return self._run("reverse_chain", x, (self.outputs, self.inputs))
+        return self._run("reverse_chain", x, (self.outputs, self.inputs), threads)
 
-    def forward(self, x: Tensor) -> Tensor | None:
+    def forward(self, x: Tensor, threads: int = 0) -> Tensor | None:
         """J (P, D) by forward mode, the primal row stacked on the D < MAX_ROWS tangents,
         as the transpose of a (D, P) tensor (as forward mode's rows give it); None where
-        the kernel does not take it."""
+        the kernel does not take it. ``threads`` as for ``reverse``."""
         if self.inputs >= MAX_ROWS or not self._takes(x):
             return None
-        return self._run("forward_chain", x, (self.inputs, self.outputs)).T
+        return self._run("forward_chain", x, (self.inputs, self.outputs), threads).T
 
-    def _run(self, name: str, x: Tensor, shape: tuple[int, int]) -> Tensor:
+    def _run(self, name: str, x: Tensor, shape: tuple[int, int], threads: int) -> Tensor:
         out = torch.empty(shape, dtype=torch.float32)
         last = self.kept[self.hidden]
         code = self.functions[name](
-            self.hidden, *self.args, x.data_ptr(), last.data_ptr(), self.outputs, out.data_ptr()
+            self.hidden,
+            *self.args,
+            x.data_ptr(),
+            last.data_ptr(),
+            self.outputs,
+            out.data_ptr(),
+            threads,
         )
         if code:
             raise MemoryError(f"no memory for the {name.replace('_', ' ')} of this network")

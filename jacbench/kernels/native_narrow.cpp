@@ -279,17 +279,17 @@ static void tanh_share(float* h, const float* bias, int64_t b, int64_t e) {
 // (widths[k+1] × widths[k], row-major), optional biases, the output weight (M × widths[L])
 // and x (widths[0]) → J (M × widths[0]). Primal: each thread computes its rows of W_k·h and
 // their tanh at once, into h_k; reverse: G ← (G ⊙ (1 − h_k²))·W_k, the scaling read with G,
-// each thread's partial rows added by columns after a barrier.
+// each thread's partial rows added by columns after a barrier. A team of ``threads``.
 template <int M>
 static int reverse_chain(int64_t L, const float* const* w, const float* const* bias,
-                         const int64_t* widths, const float* x, const float* w_out, float* jac) {
+                         const int64_t* widths, const float* x, const float* w_out, float* jac,
+                         int threads) {
   const int64_t lanes = 16;
   int64_t total = 0, widest = 0;
   for (int64_t k = 0; k <= L; k++) widest = std::max(widest, widths[k]);
   for (int64_t k = 1; k <= L; k++) total += widths[k];
   const int64_t padded = (widest + lanes - 1) / lanes * lanes;
   const int64_t each = M * padded;
-  const int threads = omp_get_max_threads();
   float* h = static_cast<float*>(malloc(total * sizeof(float)));
   float* g = static_cast<float*>(malloc(2 * M * widest * sizeof(float)));
   float* partial = static_cast<float*>(aligned_alloc(64, threads * each * sizeof(float)));
@@ -297,7 +297,7 @@ static int reverse_chain(int64_t L, const float* const* w, const float* const* b
     free(h), free(g), free(partial);
     return 1;
   }
-#pragma omp parallel
+#pragma omp parallel num_threads(threads)
   {
     const int used = omp_get_num_threads();
     const bool alone = used == 1;
@@ -341,17 +341,17 @@ static int reverse_chain(int64_t L, const float* const* w, const float* const* b
 // (NOTE: [The reverse chain in one call] in native.py): the primal row h stacked on the
 // D = M − 1 tangent rows, one product of M rows through each W_kᵀ (the weight read once),
 // and each thread's rows of the result turned at once into tanh(z) and T ⊙ (1 − tanh²).
-// The last product T·W_Fᵀ writes J transposed (D × P).
+// The last product T·W_Fᵀ writes J transposed (D × P). A team of ``threads``.
 template <int M>
 static int forward_chain(int64_t L, const float* const* w, const float* const* bias,
                          const int64_t* widths, const float* x, const float* w_out,
-                         int64_t outputs, float* jac_t) {
+                         int64_t outputs, float* jac_t, int threads) {
   constexpr int D = M - 1;
   int64_t widest = 0;
   for (int64_t k = 1; k <= L; k++) widest = std::max(widest, widths[k]);
   float* rows = static_cast<float*>(malloc(2 * M * widest * sizeof(float)));
   if (!rows) return 1;
-#pragma omp parallel
+#pragma omp parallel num_threads(threads)
   {
     const bool alone = omp_get_num_threads() == 1;
     int64_t b, e;
@@ -389,7 +389,7 @@ static int forward_chain(int64_t L, const float* const* w, const float* const* b
 template <int... M>
 static auto forward_table(std::integer_sequence<int, M...>) {
   using Chain = int (*)(int64_t, const float* const*, const float* const*, const int64_t*,
-                        const float*, const float*, int64_t, float*);
+                        const float*, const float*, int64_t, float*, int);
   static const Chain table[] = {forward_chain<M + 2>...};
   return table;
 }
@@ -397,7 +397,7 @@ static auto forward_table(std::integer_sequence<int, M...>) {
 template <int... M>
 static auto chain_table(std::integer_sequence<int, M...>) {
   using Chain = int (*)(int64_t, const float* const*, const float* const*, const int64_t*,
-                        const float*, const float*, float*);
+                        const float*, const float*, float*, int);
   static const Chain table[] = {reverse_chain<M + 1>...};
   return table;
 }
@@ -462,23 +462,27 @@ void jb_tanh_f32(float* z, int64_t n) {
     tanh_share(z, nullptr, std::min(n, b * 16), std::min(n, e * 16));
   }
 }
+// The chains' team: ``threads`` where it is positive, else as many as a parallel region of
+// the calling thread would have (torch.set_num_threads' count). A count of its own per call
+// (NOTE: [One thread for this call only] in team.py) changes nothing for other threads.
+static int team(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
 // J (m × widths[0]) of a float32 tanh network at one input x: L hidden weights w[k]
 // (widths[k+1] × widths[k]), biases (null, or L vectors), the output weight (m × widths[L]).
 int jb_reverse_chain_f32(int64_t L, const float* const* w, const float* const* bias,
                          const int64_t* widths, const float* x, const float* w_out,
-                         int64_t outputs, float* jac) {
+                         int64_t outputs, float* jac, int threads) {
   if (outputs < 1 || outputs > MAX_ROWS || L < 1) return 2;
   return chain_table(std::make_integer_sequence<int, MAX_ROWS>())[outputs - 1](
-      L, w, bias, widths, x, w_out, jac);
+      L, w, bias, widths, x, w_out, jac, team(threads));
 }
 // Jᵀ (widths[0] × outputs) of the same network by forward mode, widths[0] ≤ MAX_ROWS − 1
 // inputs (the primal row and the tangents: at most MAX_ROWS rows).
 int jb_forward_chain_f32(int64_t L, const float* const* w, const float* const* bias,
                          const int64_t* widths, const float* x, const float* w_out,
-                         int64_t outputs, float* jac_t) {
+                         int64_t outputs, float* jac_t, int threads) {
   const int64_t d = widths[0];
   if (d < 1 || d > MAX_ROWS - 1 || L < 1) return 2;
   return forward_table(std::make_integer_sequence<int, MAX_ROWS - 1>())[d - 1](
-      L, w, bias, widths, x, w_out, outputs, jac_t);
+      L, w, bias, widths, x, w_out, outputs, jac_t, team(threads));
 }
 }
