@@ -17,6 +17,15 @@ def small_net():
     return make_mlp(depth=3, d_in=5, width=7, d_out=3, dtype=torch.float64)
 
 
+@pytest.fixture
+def two_threads():
+    """torch on two threads for the test, as many as before after it."""
+    kept = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(kept)
+
+
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 

@@ -13,14 +13,6 @@ from jacbench.ad import jacobians
 from jacbench.kernels import team
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 def count_in_a_new_thread() -> int:
     """torch's count as a Python thread started now first reads it."""
     found = []

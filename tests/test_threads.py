@@ -17,14 +17,6 @@ from jacbench.runs import results
 ROUTINE = f"{Path(__file__).with_name('user_routines.py')}:right_on_one_thread"
 
 
-@pytest.fixture
-def two_threads():
-    kept = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(kept)
-
-
 def _probe(monkeypatch, *, pooled_ms: float, single_ms: float, other_cores: float) -> PoolCheck:
     """check_pool with the tanh's times per thread count and the other work made up."""
 
