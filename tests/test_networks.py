@@ -207,6 +207,44 @@ def test_gradients_through_the_jacobian_follow_tracking_turned_on_later(routine)
     assert torch.allclose(got, reference, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("routine", [jacobian_forward, jacobian_reverse, jacobian_mixed])
+@pytest.mark.parametrize("untracked", [torch.no_grad, torch.inference_mode])
+@pytest.mark.parametrize("shape", [(3,), (4, 3)])
+def test_gradients_hold_after_a_call_where_nothing_was_tracked(routine, untracked, shape):
+    # A validation pass before training: the network's parts are made again there (its
+    # tensors' tracking changed), and must still carry the gradient in the next call.
+    net = make_mlp(2, 3, 5, 2, dtype=torch.float64, seed=1)
+    weights = [w.requires_grad_() for w in net.weights]
+    x = torch.randn(shape, dtype=torch.float64)
+    with untracked():
+        routine(net, x)
+    got = torch.autograd.grad(routine(net, x).square().sum(), weights)
+    samples = x if x.ndim == 2 else x[None]
+    jacobians = torch.stack([_textbook_jacobian(weights, sample) for sample in samples])
+    expected = torch.autograd.grad(jacobians.square().sum(), weights)
+    for g, e in zip(got, expected):
+        assert torch.allclose(g, e, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("routine", [jacobian_forward, jacobian_reverse, jacobian_mixed])
+def test_gradients_reach_biases_that_alone_are_tracked(routine):
+    net = make_mlp(2, 3, 5, 2, dtype=torch.float64, seed=1, bias=True)
+    # The hidden layers' biases (the output's is a constant of J): the weights untracked.
+    biases = [b.requires_grad_() for b in net.biases[:-1]]
+    x = torch.randn(4, 3, dtype=torch.float64)  # a batch: where the routines keep buffers
+    got = torch.autograd.grad(routine(net, x).square().sum(), biases)
+
+    def f(v):
+        for w, b in zip(net.weights[:-1], biases):
+            v = torch.tanh(w @ v + b)
+        return net.weights[-1] @ v
+
+    expected_j = torch.stack([torch.func.jacrev(f)(sample) for sample in x])
+    expected = torch.autograd.grad(expected_j.square().sum(), biases)
+    for g, e in zip(got, expected):
+        assert torch.allclose(g, e, rtol=1e-10, atol=1e-12)
+
+
 def test_a_batch_runs_after_tracking_is_turned_off():
     weights = [torch.randn(5, 3), torch.randn(5, 5), torch.randn(2, 5)]
     net = MLP.from_param_dict({"W1": weights[0], "W2": weights[1], "WF": weights[2]})

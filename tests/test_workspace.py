@@ -56,6 +56,17 @@ def test_no_buffers_where_autograd_records(net):
         assert workspace.workspace("laplacian", net, x) is not None
 
 
+def test_a_call_in_inference_mode_leaves_buffers_the_next_call_can_write(net):
+    x = torch.randn(5, 2, dtype=torch.float64)
+    reference = reference_hessian(net, x).diagonal(dim1=-2, dim2=-1).sum(-1)
+    with torch.inference_mode():
+        inside = laplacian(net, x)
+    assert torch.allclose(inside, reference, atol=1e-12)
+    assert torch.allclose(laplacian(net, x), reference, atol=1e-12)  # raised: inference buffers
+    with torch.inference_mode():
+        assert torch.allclose(laplacian(net, x), reference, atol=1e-12)
+
+
 def test_threads_keep_their_own_buffers(net):
     inputs = [torch.randn(64, 2, dtype=torch.float64) for _ in range(4)]
     expected = [laplacian(net, x) for x in inputs]

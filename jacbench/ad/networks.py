@@ -46,7 +46,10 @@ _SEQUENTIAL_ACTIVATIONS: dict[type[nn.Module], str] = {
 #     ``w.data = torch.randn(…)`` the views would still read the old storage (a wrong
 #     Jacobian, relative error ~1), and the chain's pointers would point at freed memory.
 #     The transposes' views also keep the autograd tracking their weights had when they
-#     were made (``requires_grad_`` later: gradients through the Jacobian silently short).
+#     were made (``requires_grad_`` later: gradients through the Jacobian silently short),
+#     and record none where they are made under ``no_grad`` or inference mode: they are
+#     always made with autograd on, or a validation pass before training would cut every
+#     later gradient off at them (dJ/dW wrong, or None).
 #     So each call compares the tensors' (address, shape, strides, dtype, tracking) with
 #     those the parts were made from (``eager.layout``) and derives them again where one
 #     differs (``MLP.refresh``), checking again that the parts fit together and that each
@@ -120,7 +123,9 @@ class MLP:
                         )
         widths = (weights[0].shape[1], *(w.shape[0] for w in weights))
         object.__setattr__(self, "_widths", widths)
-        object.__setattr__(self, "_transposed", tuple(w.T for w in weights))
+        with torch.inference_mode(False), torch.enable_grad():  # whatever the caller's mode
+            transposed = tuple(w.T for w in weights)
+        object.__setattr__(self, "_transposed", transposed)
         object.__setattr__(self, "_layout", tensors_layout)
         for cached in ("numpy_network", "native_chain"):  # functools.cached_property's
             self.__dict__.pop(cached, None)

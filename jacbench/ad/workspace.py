@@ -20,8 +20,10 @@ NOTE: [Buffers reused from call to call]
     a process (and in ``jacbench run``) the workspaces now cost 0–8% on the AMD EPYC (the
     Hessian at PINN shapes) or nothing; in a plain one they save up to 40%. A thread keeps the
     workspaces of its last ``WORKSPACES`` calls' shapes; a network's go with it. None is used
-    where autograd records (``out=`` does not differentiate), under ``torch.compile`` or a
-    torch.func transform, or on a GPU, whose caching allocator already reuses memory.
+    where autograd records (``out=`` does not differentiate: x, a weight or a bias tracked),
+    under ``torch.compile`` or a torch.func transform, or on a GPU, whose caching allocator
+    already reuses memory. Inference mode has workspaces of its own: its buffers are
+    inference tensors, which nothing outside it may write into.
 """
 
 from __future__ import annotations
@@ -72,10 +74,12 @@ def workspace(routine: str, net: MLP, x: Tensor) -> Workspace | None:
     a transform or a compile under way, a GPU)."""
     if not x.is_cpu or not plain_eager(x):
         return None
-    if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in net.weights)):
+    tensors = (x, *net.weights, *(b for b in net.biases if b is not None))
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return None
     thread = threading.get_ident()
-    key = (routine, id(net), tuple(x.shape), x.dtype, thread)
+    inference = torch.is_inference_mode_enabled()  # its buffers are inference tensors
+    key = (routine, id(net), tuple(x.shape), x.dtype, inference, thread)
     with _LOCK:
         found = _KEPT.get(key)
         if found is None:
