@@ -8,10 +8,13 @@ from hypothesis import strategies as st
 from jacbench import (
     ACTIVATIONS,
     MLP,
+    hessian,
+    hvp,
     jacobian,
     jacobian_forward,
     jacobian_mixed,
     jacobian_reverse,
+    laplacian,
     make_mlp,
     reference_jacobian,
     relative_error,
@@ -148,6 +151,30 @@ def test_bad_input_says_what_was_expected(small_net, routine, x, error, message)
 def test_bad_chunk_size(small_net, routine, chunk_size):
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         routine(small_net, torch.zeros(5, dtype=torch.float64), chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize("routine", ROUTINES.values())
+def test_an_empty_batch_has_an_empty_jacobian(small_net, routine):
+    x = torch.randn(0, 5, dtype=torch.float64)
+    expected = torch.func.vmap(torch.func.jacrev(small_net))(x)
+    assert expected.shape == (0, 3, 5)
+    got = routine(small_net, x)
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+
+
+@pytest.mark.parametrize("mode", ["auto", "forward", "reverse"])
+def test_an_empty_batch_of_any_function_has_an_empty_jacobian(mode):
+    f = torch.nn.Linear(5, 3)
+    assert jacobian(f, torch.randn(0, 5), mode).shape == (0, 3, 5)
+
+
+def test_empty_batches_of_the_second_order_routines(small_net):
+    x = torch.randn(0, 5, dtype=torch.float64)
+    for method in ("forward-laplacian", "hessian-trace", "hutchinson"):
+        assert laplacian(small_net, x, method).shape == (0, 3)
+    for method in ("structured", "fwd-over-rev"):
+        assert hessian(small_net, x, method).shape == (0, 3, 5, 5)
+    assert hvp(small_net, x, torch.ones(5, dtype=torch.float64)).shape == (0, 3, 5)
 
 
 def test_unknown_mode(small_net):

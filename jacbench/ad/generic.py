@@ -138,6 +138,8 @@ def _check(f: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, int]:
     if not isinstance(x, Tensor) or x.ndim not in (1, 2):
         shape = tuple(getattr(x, "shape", ()))
         raise ValueError(f"x must be a tensor of shape (D,) or (B, D), got {shape}")
+    if x.ndim == 2 and x.shape[0] == 0:
+        raise ValueError("x is an empty batch, shape (0, D): no sample to count the costs at")
     sample = x if x.ndim == 1 else x[0]
     with torch.no_grad():
         out = f(sample)
@@ -417,6 +419,8 @@ def jacobian_of(
     >>> jacobian_of(f, torch.ones(5, 3)).shape
     torch.Size([5, 2, 3])
     """
+    if mode == "auto" and isinstance(x, Tensor) and x.ndim == 2 and x.shape[0] == 0:
+        mode = "reverse"  # an empty batch: no sample to plan on, and nothing to compute
     if mode == "auto":
         plan = plan_of(f, x)
         mode, chunk_size = plan.mode, plan.chunk_size if chunk_size is None else chunk_size

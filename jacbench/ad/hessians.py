@@ -310,7 +310,8 @@ def _forward_laplacian(net: MLP, primal: _Primal, rows: Tensor) -> Tensor:
         product = take(
             primal.ws, ("carried up", k % 2), (stacked.shape[0], net.weights[k + 1].shape[0])
         )
-        out = torch.mm(stacked, net.weights[k + 1].T, out=product).view(m + 1, batch, -1)
+        width = net.weights[k + 1].shape[0]  # not -1: an empty batch has no size to infer
+        out = torch.mm(stacked, net.weights[k + 1].T, out=product).view(m + 1, batch, width)
         rows, lap = out[:m], out[m]
     raise AssertionError("unreachable: a network has at least one layer")
 

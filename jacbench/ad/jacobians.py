@@ -570,6 +570,8 @@ def jacobian(
         return generic.jacobian_of(net, x, mode, chunk_size=chunk_size)
     if mode == "auto":
         _check_input(net, x)
+        if _batch_size(x) == 0:
+            return _empty_jacobian(net, x)
         mode = _predicted_mode(net.widths, _batch_size(x))
         if chunk_size is None:
             if x.is_cuda:
@@ -744,6 +746,8 @@ def _run(compute, net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
 
 def _run_checked(compute, net: MLP, x: Tensor, chunk_size: int | None) -> Tensor:
     """``_run`` without the input check, for a caller that has made it."""
+    if _batch_size(x) == 0:
+        return _empty_jacobian(net, x)
     if not x.is_cpu or not _is_small(net.widths, _batch_size(x)):
         return compute(net, x, chunk_size)
     mode = _SMALL_MODES.get(compute)
@@ -755,6 +759,11 @@ def _run_checked(compute, net: MLP, x: Tensor, chunk_size: int | None) -> Tensor
             return done
     with team.one_thread():  # this Python thread's only (NOTE: [One thread for this call only])
         return compute(net, x, chunk_size)
+
+
+def _empty_jacobian(net: MLP, x: Tensor) -> Tensor:
+    """An empty batch's Jacobian, (0, P, D), as torch.func gives it: nothing to plan."""
+    return x.new_zeros((0, net.d_out, net.d_in))
 
 
 def _small_route(route: str, mode: str, net: MLP, x: Tensor) -> Tensor | None:
