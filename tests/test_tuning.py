@@ -193,6 +193,22 @@ def test_every_tanh_form_gives_exact_jacobians_on_a_pinn_batch(mode, tanh):
     assert relative_error(jac, reference) < 2e-5
 
 
+@pytest.mark.parametrize("tanh", ["sigmoid", "native"])
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_every_tanh_form_differentiates_where_autograd_records(mode, tanh):
+    # The tuned tanh runs in place, with out=: where x is tracked, out of place (or torch's).
+    net = MLP.from_widths((2, 64, 64, 1), bias=True)
+    x = torch.randn(1024, 2)
+    net64, x64 = net.to(dtype=torch.float64), x.double()
+    expected = torch.func.grad(lambda v: reference_jacobian(net64, v).square().sum())(x64)
+    with tuning.use(forcing("rows", tanh=tanh)):
+        tracked = x.clone().requires_grad_()
+        (got,) = torch.autograd.grad(jacobian(net, tracked, mode).square().sum(), tracked)
+        through_func = torch.func.grad(lambda v: jacobian(net, v, mode).square().sum())(x)
+    assert relative_error(got, expected) < 2e-5
+    assert relative_error(through_func, expected) < 2e-5
+
+
 def test_choose_keeps_the_default_unless_clearly_beaten():
     assert tuning.choose("rows", {"rows": [1.0] * 3, "split": [0.97] * 3}) == ("rows", True)
     assert tuning.choose("rows", {"rows": [1.0] * 3, "split": [0.90] * 3}) == ("split", True)

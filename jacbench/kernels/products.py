@@ -190,11 +190,14 @@ def narrow_size(elements: int) -> int:
 
 
 def tanh_by_sigmoid(z: Tensor) -> Tensor:
-    """tanh(z) = 2·σ(2z) − 1, in place on z: three kernels, for CPUs where they beat one.
+    """tanh(z) = 2·σ(2z) − 1, in place on z (out of place where autograd records): three
+    kernels, for CPUs where they beat one.
 
     The doubling is exact in floating point; the result differs from torch.tanh by rounding
     (an absolute error of a few units of the last place of 1).
     """
+    if z.requires_grad and torch.is_grad_enabled():  # autograd records: no out=, no in place
+        return torch.sigmoid(z * 2) * 2 - 1  # (sigmoid_'s backward reads its output)
     s = torch.sigmoid_(z.mul_(2))
     return torch.add(_minus_one(s), s, alpha=2, out=s)
 
