@@ -341,6 +341,30 @@ def test_the_cpp_tanh_is_within_4e7_of_tanh_everywhere():
 
 
 @needs_kernels
+def test_the_cpp_tanh_is_exactly_one_where_float32s_tanh_is():
+    z = torch.tensor([9.02, 9.5, 20.0, 1e30, torch.inf])
+    z = torch.cat([z, -z])
+    assert torch.equal(native.tanh_(z.clone()), torch.tanh(z))  # ±1: σ' = 1 − tanh² is 0
+    assert torch.equal(torch.tanh(z).abs(), torch.ones_like(z))
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_a_saturated_network_has_a_zero_jacobian_by_the_chain(mode):
+    # Every first-layer unit saturated: tanh' is 0 in float32 there, and J exactly 0 (the
+    # rational tanh's 0.99999982, on the units past the last whole vector, made it 4.5e-8).
+    net = MLP.from_widths((3, 70, 70, 2), seed=2)  # 70 = 4 vectors of 16 and 6
+    x = torch.tensor([1e4, 0.5, -0.5])
+    assert (net.weights[0][:, 0].abs() * 1e4 > 20).all()
+    chain = net.native_chain
+    assert chain is not None
+    got = chain.forward(x) if mode == "forward" else chain.reverse(x)
+    reference = reference_jacobian(net.to(dtype=torch.float64), x.double())
+    assert torch.equal(reference, torch.zeros_like(reference))
+    assert torch.equal(got, torch.zeros_like(got))
+
+
+@needs_kernels
 def test_the_cpp_tanh_refuses_what_it_cannot_take():
     z = torch.randn(64, 64)
     assert native.tanh_(z.double()) is None

@@ -238,8 +238,11 @@ static int rows_times_weight(const T* w, const T* g, T* y, int64_t n, int64_t k)
 }
 
 // tanh as a rational function of x (Eigen's and XLA's float tanh: odd degree 13 over even
-// degree 6, x clamped to ±7.9988 where tanh is 1 in float32, x itself below 4e-4); within
-// 4e-7 of tanh in float32. F is float or a vector of floats (GCC's vector ?: in C++).
+// degree 6, x clamped to ±7.9988, x itself below 4e-4); within 4e-7 of tanh in float32.
+// From |x| = 9.02 (float32's tanh is ±1 from 9.011), exactly ±1: the rational form stops at
+// 0.99999982 there, and σ' = 1 − tanh² would be 3.6e-7 for every saturated unit, where
+// torch's is 0 (a Jacobian through saturated units 1.7e-8 instead of 0).
+// F is float or a vector of floats (GCC's vector ?: in C++).
 template <typename F>
 static inline F tanh_rational(F a) {
   const F zero = F{};  // not a − a: that is NaN where a is infinite
@@ -257,8 +260,10 @@ static inline F tanh_rational(F a) {
   F q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
   q = x2 * q + 2.26843463243900e-03f;
   q = x2 * q + 4.89352518554385e-03f;
-  const F tiny = zero + 0.0004f;
-  return (a < tiny && a > -tiny) ? a : p / q;
+  const F tiny = zero + 0.0004f, saturated = zero + 9.02f, one = zero + 1.0f;
+  F t = (a < tiny && a > -tiny) ? a : p / q;
+  t = a >= saturated ? one : t;
+  return a <= -saturated ? -one : t;
 }
 
 // h[b, e) = tanh(z + bias) in place (bias may be null).
