@@ -147,7 +147,10 @@ def test_bad_input_says_what_was_expected(small_net, routine, x, error, message)
 
 
 @pytest.mark.parametrize("chunk_size", [0, -1, 1.5, True])
-@pytest.mark.parametrize("routine", [jacobian_forward, jacobian_reverse])
+@pytest.mark.parametrize(
+    "routine",
+    [jacobian_forward, jacobian_reverse, lambda *a, **k: jacobian(*a, mode="mixed", **k)],
+)
 def test_bad_chunk_size(small_net, routine, chunk_size):
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         routine(small_net, torch.zeros(5, dtype=torch.float64), chunk_size=chunk_size)

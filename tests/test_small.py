@@ -6,6 +6,7 @@ route: exact on one thread, and a network it cannot take goes the next measured 
 import dataclasses
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -62,6 +63,24 @@ def test_the_numpy_route_is_exact(taken, routine, activation, dtype, bias):
     assert result.dtype == dtype and result.shape == (6, 4)
     tolerance = 1e-12 if dtype == torch.float64 else 1e-5
     assert relative_error(result, reference_jacobian(net64, x)) < tolerance
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_numpy_route_takes_nan_and_huge_inputs_as_autograd_does(taken, dtype):
+    # ReLU'(NaN) is 1 in autograd (threshold_backward: 0 only where z ≤ 0); σ(−1e4)
+    # overflows e^−z, which NumPy warned of (an error under -W error).
+    for activation, x in (("relu", [float("nan"), 0.5, -0.5]), ("sigmoid", [-1e4, 1e4, 0.5])):
+        net64 = MLP.from_widths((3, 24, 24, 2), activation=activation, bias=True, seed=4,
+                                dtype=torch.float64)  # fmt: skip
+        x64 = torch.tensor(x, dtype=torch.float64)
+        reference = torch.func.jacrev(net64)(x64)
+        if activation == "relu":
+            assert reference.abs().max() > 0.1  # not a Jacobian that is 0 either way
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = jacobian_reverse(net64.to(dtype=dtype), x64.to(dtype))
+        assert torch.allclose(got.double(), reference, atol=1e-6)
+    assert taken == ["reverse", "reverse"]
 
 
 def test_the_numpy_route_is_not_taken_where_it_cannot_be(taken):

@@ -581,9 +581,9 @@ def jacobian(
             return _run_checked(_ROUTINES[mode], net, x, None)
     if mode not in _ROUTINES:
         raise ValueError(f"unknown mode {mode!r}; expected one of: {', '.join(JACOBIAN_MODES)}")
+    _check_chunk_size(chunk_size)  # mixed mode takes none, but a bad one is still bad
     if mode == "mixed":
         return _run(_mixed, net, x, None)
-    _check_chunk_size(chunk_size)
     return _run(_ROUTINES[mode], net, x, chunk_size)
 
 
