@@ -19,7 +19,7 @@ from jacbench import (
     reference_hessian,
 )
 from jacbench.ad import cost
-from jacbench.ad.hessians import HESSIAN_MODES, LAPLACIAN_METHODS
+from jacbench.ad.hessians import HESSIAN_MODES, LAPLACIAN_METHODS, rademacher
 
 SMOOTH = ["tanh", "sigmoid", "softplus"]
 
@@ -120,6 +120,55 @@ def test_hvp_matches_the_reference(batched_v):
     assert flops == cost.hvp_flops(widths, 4)
     single = hvp(net, x[0], v[0] if batched_v else v)
     assert single.shape == (3, 5)
+
+
+def _textbook(weights, biases):
+    """f of one sample written from the tensors: independent of MLP."""
+
+    def f(v):
+        for w, b in zip(weights[:-1], biases):
+            v = torch.tanh(w @ v if b is None else w @ v + b)
+        return weights[-1] @ v
+
+    return f
+
+
+@pytest.mark.parametrize("method", LAPLACIAN_METHODS)
+def test_a_laplacian_differentiates_by_the_weights_and_the_input(method):
+    # A PINN's loss: the Laplacian's residual, differentiated by the weights (and by x).
+    net = MLP.from_widths((3, 6, 5, 2), bias=True, seed=3, dtype=torch.float64)
+    tracked = [*net.weights, *net.biases[:-1]]
+    for t in tracked:
+        t.requires_grad_()
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    f = _textbook(net.weights, net.biases[:-1])
+    directions = rademacher(4, 7, 3, seed=0, like=x)  # Hutchinson's: a fixed function of x
+
+    def quadratic(sample, d):  # Σ_s d_sᵀ H_p d_s
+        return torch.einsum("si,pij,sj->p", d, torch.func.hessian(f)(sample), d)
+
+    def expected_laplacian(xs):
+        if method == "hutchinson":
+            return torch.func.vmap(quadratic)(xs, directions) / 7
+        return torch.func.vmap(torch.func.hessian(f))(xs).diagonal(dim1=-2, dim2=-1).sum(-1)
+
+    got = torch.autograd.grad(laplacian(net, x, method, samples=7).square().sum(), [*tracked, x])
+    expected = torch.autograd.grad(expected_laplacian(x).square().sum(), [*tracked, x])
+    for g, e in zip(got, expected):
+        assert torch.allclose(g, e, rtol=1e-9, atol=1e-11)
+    plain = x.detach()
+    through_func = torch.func.grad(lambda v: laplacian(net, v, method, samples=7).sum())(plain)
+    (expected_x,) = torch.autograd.grad(expected_laplacian(x).sum(), x)
+    assert torch.allclose(through_func, expected_x, rtol=1e-9, atol=1e-11)
+
+
+def test_hvp_differentiates_by_its_direction():
+    net = MLP.from_widths((3, 6, 2), seed=3, dtype=torch.float64)
+    x = torch.randn(3, dtype=torch.float64)
+    v = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    (got,) = torch.autograd.grad(hvp(net, x, v).sum(), v)
+    hess = torch.func.hessian(_textbook(net.weights, net.biases[:-1]))(x)  # (P, D, D)
+    assert torch.allclose(got, hess.sum(0).sum(0), rtol=1e-10, atol=1e-12)  # Σ_p Σ_i H_p[i, :]
 
 
 def test_relu_and_identity_have_zero_second_order():

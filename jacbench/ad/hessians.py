@@ -47,7 +47,8 @@ from torch import Tensor
 from jacbench.ad import cost
 from jacbench.ad.jacobians import _check_input
 from jacbench.ad.networks import MLP
-from jacbench.ad.workspace import Workspace, take, workspace
+from jacbench.ad.workspace import Workspace, records, take, workspace
+from jacbench.kernels.eager import plain_eager
 
 HESSIAN_MODES = (
     "fwd-over-rev",
@@ -274,19 +275,22 @@ def hvp(net: MLP, x: Tensor, v: Tensor) -> Tensor:
     if v.shape[-1] != net.d_in or v.ndim > xb.ndim or v.dtype != x.dtype:
         raise ValueError(f"v must have x's dtype and shape (D,) or (B, D), got {tuple(v.shape)}")
     vb = v.expand(xb.shape[0], net.d_in)  # one direction per sample
-    primal = _Primal(net, xb, workspace("hvp", net, xb))
+    primal = _Primal(net, xb, workspace("hvp", net, xb, v))
     first = (vb @ net.weights[0].T)[:, None, :]  # T_1·v as one row per sample
     result = _fwd_over_rev(net, primal, _tangents(net, primal, first))[:, :, 0, :]
     return _per_sample(result, xb.shape[0], batched)
 
 
-def _forward_laplacian(net: MLP, primal: _Primal, rows: Tensor) -> Tensor:
+def _forward_laplacian(net: MLP, primal: _Primal, rows: Tensor, watched: bool) -> Tensor:
     """Σ over the tangent ``rows`` (T_1 as (m, B or 1, K_1): direction-major) of their second
     directional derivatives: the Laplacian when the rows are W_1ᵀ, (B, P).
 
     Each layer's m scaled tangent rows and its Laplacian row share one buffer (m + 1, B, K),
     so one product with W_{k+1}ᵀ carries both: NOTE: [The forward Laplacian in one product].
+    Where autograd or a transform ``watched``, the same arithmetic without ``out=``.
     """
+    if watched:
+        return _forward_laplacian_traced(net, primal, rows)
     batch = primal.first[0].shape[0]
     lap = None  # Δz_1 = 0
     for k in range(net.depth):
@@ -313,6 +317,25 @@ def _forward_laplacian(net: MLP, primal: _Primal, rows: Tensor) -> Tensor:
         width = net.weights[k + 1].shape[0]  # not -1: an empty batch has no size to infer
         out = torch.mm(stacked, net.weights[k + 1].T, out=product).view(m + 1, batch, width)
         rows, lap = out[:m], out[m]
+    raise AssertionError("unreachable: a network has at least one layer")
+
+
+def _forward_laplacian_traced(net: MLP, primal: _Primal, rows: Tensor) -> Tensor:
+    """``_forward_laplacian`` as operations autograd and torch.func can follow: each layer's
+    rows and Laplacian row are new tensors, joined for their one product."""
+    batch = primal.first[0].shape[0]
+    lap: Tensor | None = None  # Δz_1 = 0
+    for k in range(net.depth):
+        first, second = primal.first[k], primal.second[k]
+        h_lap = rows.square().sum(0) * second
+        if lap is not None:
+            h_lap = h_lap + first * lap
+        if k + 1 == net.depth:
+            return h_lap @ net.weights[-1].T
+        stacked = torch.cat([rows * first, h_lap[None]])  # (m + 1, B, K_k)
+        shape = (stacked.shape[0], batch, net.weights[k + 1].shape[0])
+        out = (stacked.view(-1, stacked.shape[-1]) @ net.weights[k + 1].T).view(shape)
+        rows, lap = out[:-1], out[-1]
     raise AssertionError("unreachable: a network has at least one layer")
 
 
@@ -363,16 +386,19 @@ def laplacian(
     if method == "hutchinson" and samples < 1:
         raise ValueError(f"samples must be ≥ 1, got {samples}")
     primal = _Primal(net, xb, workspace(f"laplacian {method} {samples}", net, xb))
+    # Where autograd or a transform watches (a PINN's loss differentiated by its weights),
+    # the layers' rows are new tensors, not one buffer written with out=.
+    watched = records(net, xb) or not plain_eager(xb)
     if method == "forward-laplacian":
         rows = net.weights[0].T[:, None, :]  # (D, 1, K_1): direction-major
-        result = _forward_laplacian(net, primal, rows)
+        result = _forward_laplacian(net, primal, rows, watched)
     else:
         directions = rademacher(xb.shape[0], samples, net.d_in, seed=seed, like=xb)
         shape = (samples, xb.shape[0], net.weights[0].shape[0])
         rows = torch.matmul(  # (S, B, K_1), contiguous
             directions.transpose(0, 1), net.weights[0].T, out=take(primal.ws, "rows", shape)
         )
-        result = _forward_laplacian(net, primal, rows) / samples
+        result = _forward_laplacian(net, primal, rows, watched) / samples
     return _per_sample(result, xb.shape[0], batched)
 
 

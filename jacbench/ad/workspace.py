@@ -69,13 +69,20 @@ _WATCHED: set[int] = set()  # networks with a finaliser that drops their workspa
 _LOCK = threading.Lock()
 
 
-def workspace(routine: str, net: MLP, x: Tensor) -> Workspace | None:
-    """The workspace of ``routine`` for (net, x), or None where none is used (autograd,
-    a transform or a compile under way, a GPU)."""
-    if not x.is_cpu or not plain_eager(x):
-        return None
-    tensors = (x, *net.weights, *(b for b in net.biases if b is not None))
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+def records(net: MLP, *inputs: Tensor) -> bool:
+    """Whether autograd records a call on ``inputs`` through ``net``: grad mode on, and one
+    of them, a weight or a bias tracked (then nothing may be written with ``out=``)."""
+    if not torch.is_grad_enabled():
+        return False
+    tensors = (*inputs, *net.weights, *(b for b in net.biases if b is not None))
+    return any(t.requires_grad for t in tensors)
+
+
+def workspace(routine: str, net: MLP, x: Tensor, *others: Tensor) -> Workspace | None:
+    """The workspace of ``routine`` for (net, x), or None where none is used (autograd
+    records: x, ``others`` (the call's other inputs), a weight or a bias tracked; a
+    transform or a compile under way; a GPU)."""
+    if not x.is_cpu or not plain_eager(x) or records(net, x, *others):
         return None
     thread = threading.get_ident()
     inference = torch.is_inference_mode_enabled()  # its buffers are inference tensors
