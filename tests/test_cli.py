@@ -230,6 +230,9 @@ def test_run_refuses_existing_run_and_resumes(tmp_path):
         (["--operator", "jerk"], "--operator takes jacobian, hessian, laplacian or hvp"),
         (["--param", "x"], "--param takes NAME=V1,V2"),
         (["--min-time", "0"], "min_time and max_call_time must be > 0"),
+        (["--min-time", "inf"], "min_time and max_call_time must be > 0 and finite"),
+        (["--depths", "1000000000"], "depths go up to 256 layers, got 1000000000"),
+        (["--seed", str(10**23)], "seed must fit in 64 bits"),
         (["--rounds", "0"], "'--rounds'"),
         (["--resume"], "nothing to resume"),
     ],
@@ -240,6 +243,22 @@ def test_run_bad_input_is_one_line_exit_2(tmp_path, args, message):
     assert "Traceback" not in result.output
     assert "Error" in result.output and message in result.output
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["predict", "--depth", "1000000000"], "depths go up to 256 layers"),
+        (["predict", "--widths", *["4"] * 300], "depths go up to 256 layers, got 298"),
+        (["validate", "--depths", "1000000000"], "depths go up to 256 layers"),
+        (["validate", "--tolerance", "nan"], "--tolerance must be > 0 and finite, got nan"),
+        (["validate", "--tolerance", "-1"], "--tolerance must be > 0 and finite, got -1.0"),
+    ],
+)
+def test_absurd_sizes_and_tolerances_are_one_line_exit_2(args, message):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and message in result.output
 
 
 @pytest.mark.slow  # over 5 s on two cores: run by .ci/run, not by plain pytest

@@ -198,6 +198,11 @@ def test_bad_arguments_are_one_line():
         hessian(net, torch.zeros(4, dtype=torch.float64))
     with pytest.raises(ValueError, match="v must have"):
         hvp(net, torch.zeros(3, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="v must have"):  # a direction per sample, or one
+        hvp(net, torch.zeros(5, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64))
+    for samples in (2.5, True, 0):
+        with pytest.raises(ValueError, match="samples must be a whole number ≥ 1"):
+            laplacian(net, torch.zeros(3, dtype=torch.float64), "hutchinson", samples=samples)
 
 
 @pytest.mark.parametrize(

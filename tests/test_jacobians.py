@@ -180,6 +180,12 @@ def test_empty_batches_of_the_second_order_routines(small_net):
     assert hvp(small_net, x, torch.ones(5, dtype=torch.float64)).shape == (0, 3, 5)
 
 
+@pytest.mark.parametrize("x", [[1.0, 2.0, 3.0], torch.tensor([1, 2, 3])])
+def test_any_function_says_what_x_must_be(x):
+    with pytest.raises(ValueError, match="x must be a tensor of floating point numbers"):
+        jacobian(torch.nn.Linear(3, 2), x)
+
+
 def test_unknown_mode(small_net):
     with pytest.raises(ValueError, match="unknown mode 'sideways'; expected one of: forward"):
         jacobian(small_net, torch.zeros(5, dtype=torch.float64), mode="sideways")

@@ -183,3 +183,21 @@ def test_rounds_time_every_method_in_each_round_and_tag_its_blocks():
         assert row.status is Status.OK
         counts = [sum(1 for _, r, _ in row.samples if r == round_) for round_ in range(3)]
         assert min(counts) >= 5 and max(counts) <= 3 * min(counts), counts
+
+
+def test_a_bfloat16_array_of_numpys_or_jaxs_is_its_tensor_exactly():
+    # torch takes no NumPy bfloat16 (ml_dtypes', JAX's): JAX's bfloat16 rows read "wrong".
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    import numpy as np
+    import torch
+
+    from jacbench.runs.diagnosis import as_tensor
+    from jacbench.runs.plain import plain_of, tensor_of
+
+    values = [0.6758, -0.2363, 3.0, 1e-3]
+    array = np.array(values, dtype=ml_dtypes.bfloat16)
+    expected = torch.tensor(values, dtype=torch.bfloat16)
+    assert torch.equal(as_tensor(array), expected)
+    plain = plain_of(array)
+    assert plain.array and plain.dtype == "bfloat16"
+    assert torch.equal(tensor_of(plain), expected)

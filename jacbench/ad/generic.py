@@ -383,6 +383,9 @@ def plan_of(f: Callable[[Tensor], Tensor], x: Tensor) -> GenericPlan:
     >>> plan_of(f, torch.ones(3)).mode in ("forward", "reverse")
     True
     """
+    if not isinstance(x, Tensor) or not (x.is_floating_point() or x.is_complex()):
+        got = f"a {x.dtype} tensor" if isinstance(x, Tensor) else f"a {type(x).__name__}"
+        raise ValueError(f"x must be a tensor of floating point numbers, got {got}")
     key = (id(f), tuple(x.shape), x.dtype, x.device)
     with _LOCK:
         found = _PLANS.get(key)

@@ -272,7 +272,8 @@ def hvp(net: MLP, x: Tensor, v: Tensor) -> Tensor:
     """Hessian-vector products H_p·v of every output (forward over reverse): (P, D), or
     (B, P, D) for a batch x with v of shape (D,) or (B, D)."""
     xb, batched = _as_batch(net, x)
-    if v.shape[-1] != net.d_in or v.ndim > xb.ndim or v.dtype != x.dtype:
+    wrong_batch = v.ndim == 2 and v.shape[0] != xb.shape[0]
+    if v.shape[-1] != net.d_in or v.ndim > xb.ndim or v.dtype != x.dtype or wrong_batch:
         raise ValueError(f"v must have x's dtype and shape (D,) or (B, D), got {tuple(v.shape)}")
     vb = v.expand(xb.shape[0], net.d_in)  # one direction per sample
     primal = _Primal(net, xb, workspace("hvp", net, xb, v))
@@ -383,8 +384,9 @@ def laplacian(
     if method == "hessian-trace":
         result = hessian(net, xb).diagonal(dim1=-2, dim2=-1).sum(-1)
         return _per_sample(result, xb.shape[0], batched)
-    if method == "hutchinson" and samples < 1:
-        raise ValueError(f"samples must be ≥ 1, got {samples}")
+    bad_samples = isinstance(samples, bool) or not isinstance(samples, int) or samples < 1
+    if method == "hutchinson" and bad_samples:
+        raise ValueError(f"samples must be a whole number ≥ 1, got {samples!r}")
     primal = _Primal(net, xb, workspace(f"laplacian {method} {samples}", net, xb))
     # Where autograd or a transform watches (a PINN's loss differentiated by its weights),
     # the layers' rows are new tensors, not one buffer written with out=.

@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -21,7 +20,7 @@ from jacbench.ad.cost import flop_count
 from jacbench.ad.jacobians import relative_error
 from jacbench.ad.networks import MLP
 from jacbench.measure.rows import Mistake
-from jacbench.runs.plain import PlainResult, tensor_of
+from jacbench.runs.plain import PlainResult, tensor_of, tensor_of_array
 
 # Looking for a missing σ' evaluates L + 1 chains in float64 on the CPU: past this many FLOPs
 # (a net of a few hundred units) the diagnosis stays the error against the tolerance.
@@ -50,7 +49,7 @@ def as_tensor(value: Any) -> Tensor | None:
     if isinstance(value, Tensor):
         return value
     if value is not None and hasattr(value, "__array__") and hasattr(value, "shape"):
-        return torch.from_numpy(np.array(value))  # a copy: JAX's arrays are read-only
+        return tensor_of_array(value)
     return None
 
 

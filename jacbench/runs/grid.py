@@ -77,9 +77,21 @@ class Point:
         return MLP_LABEL if self.model is None else self.model.label
 
 
+# The deepest network a grid takes: the cost model's chain order is cubic in the depth (a
+# prediction at L = 500 took 27 s), and a depth of 10^9 was a widths list no memory holds.
+MAX_DEPTH = 256
+
+
 def uniform_widths(depth: int, d_in: int, width: int, d_out: int) -> tuple[int, ...]:
     """(D, K, …, K, P) with L hidden widths K."""
     return (d_in, *([width] * depth), d_out)
+
+
+def check_depths(depths: Sequence[int]) -> None:
+    """Depths no deeper than MAX_DEPTH, or one line saying so."""
+    for depth in depths:
+        if depth > MAX_DEPTH:
+            raise ValueError(f"depths go up to {MAX_DEPTH} layers, got {depth}")
 
 
 def _positive_ints(name: str, values: Sequence[int]) -> list[int]:
@@ -118,6 +130,7 @@ def expand_grid(
     if any(product):
         for name, values in zip(GRID_OPTIONS, product):
             _positive_ints(name, values)
+        check_depths(depths)
     batches = _positive_ints("batch", batch)
     uniform = [
         (uniform_widths(*dims), b)
@@ -125,6 +138,7 @@ def expand_grid(
         for b in batches
         if any(product)
     ]
+    check_depths([len(ws) - 2 for ws, _ in shapes])
     explicit = [(check_widths(ws), _positive_ints("batch", [b])[0]) for ws, b in shapes]
     points = [Point(ws, b, name, device) for ws, b in uniform + explicit for name in dtype]
     return list(dict.fromkeys(points))

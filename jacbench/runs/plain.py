@@ -66,8 +66,7 @@ def plain_of(value: Any) -> PlainResult:
         return PlainResult(kind, subclass=True)
     if value is not None and hasattr(value, "__array__") and hasattr(value, "shape"):
         try:
-            # a copy: JAX's arrays are read-only, which torch warns of
-            tensor = torch.from_numpy(np.array(value, copy=True, order="C"))
+            tensor = tensor_of_array(value)
         except (TypeError, ValueError):  # an array of objects, strings, …
             return PlainResult(kind)
         name = str(tensor.dtype).removeprefix("torch.")
@@ -75,6 +74,20 @@ def plain_of(value: Any) -> PlainResult:
             return PlainResult(kind)
         return PlainResult(kind, True, False, name, tuple(tensor.shape), "cpu", _bytes(tensor))
     return PlainResult(kind)
+
+
+def tensor_of_array(value: Any) -> torch.Tensor:
+    """An array of NumPy's or JAX's as a tensor of its own memory (a copy: JAX's arrays are
+    read-only, which torch warns of). bfloat16 (ml_dtypes', JAX's), which torch does not
+    take from NumPy, goes exactly through float32.
+
+    Raises:
+        TypeError, ValueError: an array torch cannot hold (of objects, of strings).
+    """
+    array = np.array(value, copy=True, order="C")
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(array.astype(np.float32)).to(torch.bfloat16)
+    return torch.from_numpy(array)
 
 
 def _bytes(tensor: torch.Tensor) -> bytes:

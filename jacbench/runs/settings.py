@@ -14,6 +14,7 @@ repeat every part but its timing (``results.settings_differences``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -227,10 +228,12 @@ def _check_values(options: SweepOptions) -> None:
     if options.activation not in ACTIVATIONS:
         known = ", ".join(ACTIVATIONS)
         raise ValueError(f"unknown activation {options.activation!r}; expected one of: {known}")
-    if options.min_time is not None and not options.min_time > 0:
-        raise ValueError("min_time and max_call_time must be > 0")
-    if not options.max_call_time > 0:
-        raise ValueError("min_time and max_call_time must be > 0")
+    if options.min_time is not None and not 0 < options.min_time < math.inf:
+        raise ValueError("min_time and max_call_time must be > 0 and finite")
+    if not 0 < options.max_call_time < math.inf:
+        raise ValueError("min_time and max_call_time must be > 0 and finite")
+    if not -(2**63) <= options.seed < 2**63:  # torch's seeds are 64-bit
+        raise ValueError(f"seed must fit in 64 bits (|seed| < 2^63), got {options.seed}")
     for name in ("rounds", "processes", "threads"):
         value = getattr(options, name)
         if value is not None and value < 1:

@@ -4,6 +4,7 @@ against float64 torch.func)."""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import torch
@@ -30,7 +31,7 @@ from jacbench.kernels.activations import ACTIVATIONS
 from jacbench.measure import allocator, device_lock, tuning
 from jacbench.measure.peaks import measure_peaks
 from jacbench.runs import harness, models, results, tasks
-from jacbench.runs.grid import DTYPES, expand_grid
+from jacbench.runs.grid import DTYPES, check_depths, expand_grid
 from jacbench.runs.methods import METHODS
 from jacbench.runs.operators import OPERATORS
 
@@ -98,6 +99,10 @@ def predict(
         return
     if param:
         fail("--param is a model's: give it with --model")
+    try:
+        check_depths([len(widths) - 2 if widths else depth])
+    except ValueError as error:
+        fail(str(error))
     shape = list(widths) if widths else [d_in, *([width] * depth), d_out]
     if len(shape) < 3:
         fail(f"--widths needs at least 3 values (D K_1 P), got {len(shape)}")
@@ -258,6 +263,8 @@ def validate(
 ) -> None:
     """Check every routine against float64 torch.func.jacrev over a grid; exit 1 on failure."""
     names = list(ACTIVATIONS) if "all" in activations else list(activations)
+    if tolerance is not None and not 0 < tolerance < math.inf:
+        fail(f"--tolerance must be > 0 and finite, got {tolerance}")
     try:
         points = expand_grid(
             depths=depths, d_in=d_in, width=width, d_out=d_out, batch=batch, dtype=[dtype]
