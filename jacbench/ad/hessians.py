@@ -282,16 +282,13 @@ def hvp(net: MLP, x: Tensor, v: Tensor) -> Tensor:
     return _per_sample(result, xb.shape[0], batched)
 
 
-def _forward_laplacian(net: MLP, primal: _Primal, rows: Tensor, watched: bool) -> Tensor:
+def _forward_laplacian(net: MLP, primal: _Primal, rows: Tensor) -> Tensor:
     """Σ over the tangent ``rows`` (T_1 as (m, B or 1, K_1): direction-major) of their second
     directional derivatives: the Laplacian when the rows are W_1ᵀ, (B, P).
 
     Each layer's m scaled tangent rows and its Laplacian row share one buffer (m + 1, B, K),
     so one product with W_{k+1}ᵀ carries both: NOTE: [The forward Laplacian in one product].
-    Where autograd or a transform ``watched``, the same arithmetic without ``out=``.
     """
-    if watched:
-        return _forward_laplacian_traced(net, primal, rows)
     batch = primal.first[0].shape[0]
     lap = None  # Δz_1 = 0
     for k in range(net.depth):
@@ -391,16 +388,17 @@ def laplacian(
     # Where autograd or a transform watches (a PINN's loss differentiated by its weights),
     # the layers' rows are new tensors, not one buffer written with out=.
     watched = records(net, xb) or not plain_eager(xb)
+    forward_laplacian = _forward_laplacian_traced if watched else _forward_laplacian
     if method == "forward-laplacian":
         rows = net.weights[0].T[:, None, :]  # (D, 1, K_1): direction-major
-        result = _forward_laplacian(net, primal, rows, watched)
+        result = forward_laplacian(net, primal, rows)
     else:
         directions = rademacher(xb.shape[0], samples, net.d_in, seed=seed, like=xb)
         shape = (samples, xb.shape[0], net.weights[0].shape[0])
         rows = torch.matmul(  # (S, B, K_1), contiguous
             directions.transpose(0, 1), net.weights[0].T, out=take(primal.ws, "rows", shape)
         )
-        result = _forward_laplacian(net, primal, rows, watched) / samples
+        result = forward_laplacian(net, primal, rows) / samples
     return _per_sample(result, xb.shape[0], batched)
 
 

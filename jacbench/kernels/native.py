@@ -146,8 +146,9 @@ def _library() -> dict[tuple[str, torch.dtype], Callable[..., int]] | str:
             function.argtypes = (pointer, pointer, pointer, size, size, size)
             function.restype = ctypes.c_int
             functions[(name, dtype)] = function
-    for name in ("reverse_chain", "forward_chain"):  # (L, W, biases, widths, x, W_F, P, out,
-        chain = getattr(library, f"jb_{name}_f32")  # threads)
+    # The chains: (L, W, biases, widths, x, W_F, P, out, threads)
+    for name in ("reverse_chain", "forward_chain"):
+        chain = getattr(library, f"jb_{name}_f32")
         chain.argtypes = (
             size, pointer, pointer, pointer, pointer, pointer, size, pointer, ctypes.c_int
         )  # fmt: skip
